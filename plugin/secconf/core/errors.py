@@ -148,3 +148,121 @@ class ServiceUnavailable(SecconfError):
 
     status_code = 503
     reason = "Service Unavailable"
+
+
+# -- MIKEY (RFC 3830, RFC 6043) ------------------------------------------------
+#
+#     ProtocolError
+#     └── MikeyError                  error_no (ERR payload code), 400 unless stated
+#         ├── MalformedMikey          400, error_no 12 (also a MalformedMessage)
+#         │   └── MikeyTooLarge       413 (also a MessageTooLarge)
+#         ├── UnsupportedMikey        488, error_no per the value refused
+#         ├── AuthenticationFailed    403, error_no 0
+#         └── InvalidTimestamp        403, error_no 1
+#             └── ReplayedMessage     403, error_no 1
+
+from enum import IntEnum  # noqa: E402 - kept with the MIKEY section it serves
+
+__all__ += [
+    "AuthenticationFailed",
+    "InvalidTimestamp",
+    "MalformedMikey",
+    "MikeyError",
+    "MikeyErrorNo",
+    "MikeyTooLarge",
+    "ReplayedMessage",
+    "UnsupportedMikey",
+]
+
+
+class MikeyErrorNo(IntEnum):
+    """Error no of the MIKEY ERR payload (RFC 3830 §6.12, RFC 4738 §3.9.2, RFC 6043 §6.9)."""
+
+    AUTH_FAILURE = 0
+    INVALID_TS = 1
+    INVALID_PRF = 2
+    INVALID_MAC = 3
+    INVALID_EA = 4
+    INVALID_HA = 5
+    INVALID_DH = 6
+    INVALID_ID = 7
+    INVALID_CERT = 8
+    INVALID_SP = 9
+    INVALID_SPPAR = 10
+    INVALID_DT = 11
+    UNSPECIFIED = 12
+    UNSUPPORTED_MESSAGE_TYPE = 13  # RFC 4738; RFC 3830-only peers know 12 instead
+    INVALID_TICKET = 14  # RFC 6043
+    INVALID_TPPAR = 15  # RFC 6043
+
+
+class MikeyError(ProtocolError):
+    """A MIKEY message we refuse.
+
+    ``error_no`` is the code an ERR payload answering it would carry (RFC 3830
+    §6.12); ``status_code`` is the SIP answer (400 unless a subclass says
+    otherwise).  Messages never quote key material, only field names and sizes.
+    """
+
+    error_no: int = MikeyErrorNo.UNSPECIFIED
+
+    def __init__(self, message: str, error_no: int | None = None) -> None:
+        super().__init__(message)
+        if error_no is not None:
+            self.error_no = int(error_no)
+
+
+class MalformedMikey(MikeyError, MalformedMessage):
+    """Bytes that do not frame as a MIKEY message: 400, ERR "Unspecified error" (12).
+
+    RFC 4738 §3.5 suggests 13 for unparseable messages but lets RFC 3830 peers
+    answer 12; 12 is understood by every peer (docs/mikey-decisions.md).
+    """
+
+    status_code = 400
+    reason = "Bad Request"
+
+
+class MikeyTooLarge(MalformedMikey, MessageTooLarge):
+    """A MIKEY message over the size or payload-count limit: 413, refused unread."""
+
+    status_code = 413
+    reason = "Request Entity Too Large"
+
+
+class UnsupportedMikey(MikeyError, NotAcceptable):
+    """Well-formed, but names an algorithm, type or version we do not implement.
+
+    488 Not Acceptable Here, as RFC 4567 §4.1.2 asks of an answerer rejecting
+    key management; ``error_no`` names what was refused (e.g. 1 Invalid TS for
+    an unknown TS type, 3 Invalid MAC, 4 Invalid EA, 5 Invalid HA, 6 Invalid DH).
+    """
+
+    status_code = 488
+    reason = "Not Acceptable Here"
+
+
+class AuthenticationFailed(MikeyError):
+    """A MAC or signature did not verify: 403, ERR "Auth failure" (0).
+
+    RFC 3830 §5.1.2: sending an Error for this is optional and better left
+    unauthenticated; the message is discarded and never enters the replay cache.
+    """
+
+    status_code = 403
+    reason = "Forbidden"
+    error_no = MikeyErrorNo.AUTH_FAILURE
+
+
+class InvalidTimestamp(MikeyError):
+    """A timestamp outside the allowed clock skew (RFC 3830 §5.4): 403, ERR 1."""
+
+    status_code = 403
+    reason = "Forbidden"
+    error_no = MikeyErrorNo.INVALID_TS
+
+
+class ReplayedMessage(InvalidTimestamp):
+    """A message already in the replay cache (RFC 3830 §5.4, RFC 6043 §12.4): 403, ERR 1."""
+
+

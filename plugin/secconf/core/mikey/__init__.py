@@ -1,0 +1,117 @@
+"""Sans-IO MIKEY (RFC 3830) and MIKEY-TICKET (RFC 6043) codec and key schedule.
+
+- :mod:`.payloads` / :mod:`.message`: every payload as a frozen dataclass;
+  ``Message.parse(data)`` and ``bytes(message)`` round-trip byte for byte.
+- :mod:`.prf`: the MIKEY-1 and PRF-HMAC-SHA-256 PRFs.
+- :mod:`.keys`: labels, message and traffic key derivations, KEMAC
+  encryption, MAC coverage, the RFC 6043 key family (MPK, forking, TPK).
+
+Clocks and randomness are the caller's: timestamps, RANDs and keys are passed in.
+"""
+
+from __future__ import annotations
+
+from .constants import (
+    CsIdMapType,
+    DataType,
+    EncrAlg,
+    IdRole,
+    IdType,
+    KeyDataType,
+    KeyValidityType,
+    MacAlg,
+    PayloadType,
+    PrfFunc,
+    RandRole,
+    SrtpParam,
+    TsRole,
+    TsType,
+)
+from .message import BaseTicketData, Message
+from .payloads import (
+    CertHash,
+    Certificate,
+    CommonHeader,
+    DhData,
+    EmptyMap,
+    EnvelopeData,
+    ErrorPayload,
+    GeneralExtension,
+    GenericIdEntry,
+    GenericIdMap,
+    Identity,
+    IdentityWithRole,
+    IntervalValidity,
+    Kemac,
+    KeyData,
+    Payload,
+    PolicyParam,
+    Rand,
+    RandWithRole,
+    SecurityPolicy,
+    Signature,
+    SpiValidity,
+    SrtpIdEntry,
+    SrtpIdMap,
+    SrtpSessionData,
+    Ticket,
+    TicketFlags,
+    TicketHeader,
+    TicketPolicy,
+    Timestamp,
+    TimestampWithRole,
+    Verification,
+)
+from .prf import prf
+
+__all__ = [
+    "BaseTicketData",
+    "CertHash",
+    "Certificate",
+    "CommonHeader",
+    "CsIdMapType",
+    "DataType",
+    "DhData",
+    "EmptyMap",
+    "EncrAlg",
+    "EnvelopeData",
+    "ErrorPayload",
+    "GeneralExtension",
+    "GenericIdEntry",
+    "GenericIdMap",
+    "IdRole",
+    "IdType",
+    "Identity",
+    "IdentityWithRole",
+    "IntervalValidity",
+    "Kemac",
+    "KeyData",
+    "KeyDataType",
+    "KeyValidityType",
+    "MacAlg",
+    "Message",
+    "Payload",
+    "PayloadType",
+    "PolicyParam",
+    "PrfFunc",
+    "Rand",
+    "RandRole",
+    "RandWithRole",
+    "SecurityPolicy",
+    "Signature",
+    "SpiValidity",
+    "SrtpIdEntry",
+    "SrtpIdMap",
+    "SrtpParam",
+    "SrtpSessionData",
+    "Ticket",
+    "TicketFlags",
+    "TicketHeader",
+    "TicketPolicy",
+    "Timestamp",
+    "TimestampWithRole",
+    "TsRole",
+    "TsType",
+    "Verification",
+    "prf",
+]
