@@ -264,5 +264,3 @@ class InvalidTimestamp(MikeyError):
 
 class ReplayedMessage(InvalidTimestamp):
     """A message already in the replay cache (RFC 3830 §5.4, RFC 6043 §12.4): 403, ERR 1."""
-
-
