@@ -40,3 +40,6 @@ def capture(request: pytest.FixtureRequest) -> Path:
     """Each real SDP capture in turn."""
     path: Path = request.param
     return path
+
+
+pytest_plugins = ["tests.fixtures.redis_server"]

@@ -171,6 +171,7 @@ __all__ += [
     "MikeyErrorNo",
     "MikeyTooLarge",
     "ReplayedMessage",
+    "TicketRejected",
     "UnsupportedMikey",
 ]
 
@@ -264,3 +265,29 @@ class InvalidTimestamp(MikeyError):
 
 class ReplayedMessage(InvalidTimestamp):
     """A message already in the replay cache (RFC 3830 §5.4, RFC 6043 §12.4): 403, ERR 1."""
+
+
+class TicketRejected(MikeyError):
+    """A ticket that does not authenticate, has expired or was revoked, or names
+    someone else (RFC 6043 §4.2.3.4): 403, ERR "Invalid TICKET" (14)."""
+
+    status_code = 403
+    reason = "Forbidden"
+    error_no = MikeyErrorNo.INVALID_TICKET
+
+
+# -- RTP / RTCP (RFC 3550) -------------------------------------------------------
+#
+#     MalformedMessage
+#     └── MalformedRtp                400: an RTP or RTCP packet that does not frame
+
+__all__ += ["MalformedRtp"]
+
+
+class MalformedRtp(MalformedMessage):
+    """Bytes that are not a valid RTP packet or RTCP compound packet (RFC 3550 §5.1, §6.4).
+
+    Media is never answered with a SIP status; the class sits under
+    :class:`MalformedMessage` so that one ``except`` covers every parser.
+    Messages name fields and sizes only, never payload bytes.
+    """

@@ -1,0 +1,1 @@
+"""The participant side: SIP user agent, key handling, SRTP media."""

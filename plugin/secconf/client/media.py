@@ -1,0 +1,575 @@
+"""An SRTP endpoint for the participant agent: one UDP port, RTP and RTCP multiplexed.
+
+:class:`SrtpEndpoint` sends and receives SRTP (RFC 3711) and SRTCP with
+pylibsrtp, on one port (RFC 5761 rtcp-mux).  Framing, sequence tracking and
+report blocks come from the sans-IO :mod:`secconf.core.rtp`.
+
+Keys and epochs.  pylibsrtp has no MKI (RFC 3711 §3.1), so a key epoch is a
+:class:`pylibsrtp.Session` of its own.  :meth:`SrtpEndpoint.rekey` swaps the
+sending session at once and keeps the previous receiving session for a grace
+window, during which an incoming packet that fails under the current key is
+tried under the previous one (DESIGN.md §2).  After the window the previous
+session is dropped and its packets fail authentication.
+
+Receive path.  CPython 3.11's selector event loop reads every datagram with
+``sock.recvfrom(transport.max_size)``, a 256 KiB request: each packet costs a
+fresh 256 KiB allocation (a memory map and unmap) before it is shrunk.  This
+client keeps the stock datagram protocol but lowers the transport's
+``max_size`` to :data:`RECV_SIZE` when the transport has that (private)
+attribute; the media edge will use its own receive loop.  See
+``docs/media-client.md``.
+
+Keys never appear in ``repr()``, logs or exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import pylibsrtp
+
+from secconf.core import rtp
+from secconf.core.errors import MalformedRtp, UnsupportedCryptoSuite
+from secconf.core.rtp import PacketKind, ReceptionStats, RtpPacket, SenderInfo
+from secconf.core.sdes import SUITES, CryptoSuite
+
+__all__ = [
+    "PROFILES",
+    "RECV_SIZE",
+    "KeyMaterial",
+    "ReceivedPacket",
+    "SourceStats",
+    "SrtpEndpoint",
+    "profile_for",
+]
+
+log = logging.getLogger(__name__)
+
+#: Datagram receive size: an MTU-sized SRTP packet with room to spare.
+RECV_SIZE = 2048
+
+#: SDES suite name -> pylibsrtp profile, for the suites pylibsrtp 1.0 exposes.
+PROFILES: dict[str, int] = {
+    "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+    "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
+    "AEAD_AES_128_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
+    "AEAD_AES_256_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM,
+}
+
+#: (suite, master key, master salt); the suite as a :class:`CryptoSuite` or its name.
+KeyMaterial = tuple[CryptoSuite | str, bytes, bytes]
+
+_REPLAY_ERRORS = frozenset(
+    pylibsrtp.ERRORS[i] for i in (9, 10, 26)
+)  # replay_fail, replay_old, pkt_idx_old
+_AUTH_ERRORS = frozenset(pylibsrtp.ERRORS[i] for i in (7,))  # auth_fail
+_NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01 (RFC 5905 §6)
+_MAX_SOURCES = 256  # per-SSRC stats kept; packets of further sources count in totals only
+
+
+def profile_for(suite: CryptoSuite | str) -> tuple[CryptoSuite, int]:
+    """The :class:`CryptoSuite` and pylibsrtp profile for *suite*, or UnsupportedCryptoSuite."""
+    name = suite.name if isinstance(suite, CryptoSuite) else suite
+    known = SUITES.get(name)
+    profile = PROFILES.get(name)
+    if known is None or profile is None:
+        raise UnsupportedCryptoSuite(
+            f"crypto suite {name!r} is not supported by the SRTP endpoint "
+            f"(pylibsrtp offers {', '.join(PROFILES)})"
+        )
+    return known, profile
+
+
+class _Epoch:
+    """One key epoch in one direction: a pylibsrtp session.  Holds no key copy of its own."""
+
+    __slots__ = ("number", "session", "suite")
+
+    def __init__(self, number: int, material: KeyMaterial, *, inbound: bool) -> None:
+        suite, profile = profile_for(material[0])
+        key, salt = material[1], material[2]
+        if len(key) != suite.key_length or len(salt) != suite.salt_length:
+            raise ValueError(
+                f"{suite.name} needs a {suite.key_length}-byte key and {suite.salt_length}-byte salt"
+            )
+        policy = pylibsrtp.Policy(
+            key=bytes(key) + bytes(salt),  # RFC 4568 §6.1 order: master key || master salt
+            ssrc_type=(
+                pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
+            ),
+            srtp_profile=profile,
+        )
+        self.number = number
+        self.suite = suite
+        self.session = pylibsrtp.Session(policy)
+
+    def __repr__(self) -> str:
+        return f"_Epoch({self.number}, {self.suite.name})"
+
+
+@dataclass(slots=True)
+class SourceStats:
+    """What arrived from one SSRC (RTP and RTCP)."""
+
+    ssrc: int
+    packets: int = 0  # RTP packets decrypted and delivered
+    octets: int = 0  # their payload octets
+    auth_failures: int = 0  # SRTP packets that authenticated under no live epoch
+    replays: int = 0  # rejected by the replay check (RFC 3711 §3.3.2)
+    old_epoch: int = 0  # decrypted with the previous epoch's key during a grace window
+    malformed: int = 0  # decrypted but not valid RTP/RTCP
+    rtcp_packets: int = 0  # SRTCP compounds decrypted
+    rtcp_auth_failures: int = 0
+    highest_seq: int | None = None  # extended highest sequence number (RFC 3550 A.1)
+    last_rtcp: tuple[rtp.RtcpPacket, ...] = ()
+    reception: ReceptionStats | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedPacket:
+    """One decrypted RTP packet, with the key epoch it was decrypted under."""
+
+    packet: RtpPacket
+    source: tuple[str, int]
+    arrival: float  # loop.time()
+    epoch: int
+    old_epoch: bool
+
+
+@dataclass(slots=True)
+class _SendState:
+    sequence: int
+    timestamp: int
+    packets: int = 0
+    octets: int = 0
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.endpoint: SrtpEndpoint | None = None  # set once the endpoint exists
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self.endpoint is not None:
+            self.endpoint._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: the peer is not (yet) listening.
+        log.debug("media socket error: %s", exc)
+
+
+class SrtpEndpoint:
+    """SRTP/SRTCP on one UDP port (rtcp-mux), for a participant or a test.
+
+    Create with :meth:`open`; then :meth:`set_remote` and :meth:`set_keys`.
+    """
+
+    def __init__(
+        self,
+        transport: asyncio.DatagramTransport,
+        *,
+        ssrc: int,
+        cname: bytes,
+        queue_size: int,
+        rtcp_interval: float | None,
+        on_packet: Callable[[ReceivedPacket], None] | None,
+    ) -> None:
+        self._transport = transport
+        self._loop = asyncio.get_running_loop()
+        self.ssrc = ssrc  # used for RR when not sending, and for SDES/BYE
+        self.cname = cname
+        self.remote: tuple[str, int] | None = None
+        self.on_packet = on_packet
+        self.queue: asyncio.Queue[ReceivedPacket] | None = (
+            asyncio.Queue(queue_size) if queue_size > 0 else None
+        )
+        self.stats: dict[int, SourceStats] = {}
+        self.totals = SourceStats(ssrc=0)
+        self.queue_drops = 0
+        self.foreign = 0  # STUN, DTLS or unclassifiable datagrams
+        self.rtcp_sent = 0
+        self._tx: _Epoch | None = None
+        self._rx: _Epoch | None = None
+        self._rx_previous: _Epoch | None = None
+        self._grace_handle: asyncio.TimerHandle | None = None
+        self._epoch_counter = 0
+        self._send: dict[int, _SendState] = {}
+        self._rtcp_interval = rtcp_interval
+        self._rtcp_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        local_host: str,
+        local_port: int = 0,
+        *,
+        ssrc: int | None = None,
+        cname: bytes | None = None,
+        queue_size: int = 4096,
+        rtcp_interval: float | None = 5.0,
+        on_packet: Callable[[ReceivedPacket], None] | None = None,
+        timeout: float = 5.0,
+    ) -> SrtpEndpoint:
+        """Bind a UDP socket on *local_host*:*local_port* (0: any free port).
+
+        *rtcp_interval* is the mean SRTCP report interval in seconds (RFC 3550
+        §6.2 minimum 5 s; randomised 0.5..1.5x per §6.3.1); None sends reports
+        only when :meth:`send_rtcp` is called.
+        """
+        loop = asyncio.get_running_loop()
+        transport, protocol = await asyncio.wait_for(
+            loop.create_datagram_endpoint(_Protocol, local_addr=(local_host, local_port)),
+            timeout,
+        )
+        if isinstance(getattr(transport, "max_size", None), int):
+            transport.max_size = RECV_SIZE  # type: ignore[attr-defined]
+        endpoint = cls(
+            transport,
+            ssrc=secrets.randbits(32) if ssrc is None else ssrc,
+            cname=cname if cname is not None else f"secconf-{secrets.token_hex(6)}".encode(),
+            queue_size=queue_size,
+            rtcp_interval=rtcp_interval,
+            on_packet=on_packet,
+        )
+        protocol.endpoint = endpoint
+        return endpoint
+
+    # -- configuration ------------------------------------------------------------
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """The bound (host, port)."""
+        name = self._transport.get_extra_info("sockname")
+        return name[0], name[1]
+
+    def set_remote(self, addr: tuple[str, int]) -> None:
+        """Where RTP and RTCP go (one port, RFC 5761)."""
+        self.remote = (addr[0], addr[1])
+
+    def set_keys(self, tx: KeyMaterial, rx: KeyMaterial) -> None:
+        """Start (or restart, dropping any previous epoch) with these sending and receiving keys.
+
+        Raises :class:`UnsupportedCryptoSuite` for a suite pylibsrtp cannot do
+        and :class:`ValueError` for key or salt of the wrong length.
+        """
+        tx_epoch = _Epoch(self._next_epoch(), tx, inbound=False)
+        rx_epoch = _Epoch(self._next_epoch(), rx, inbound=True)
+        self._tx, self._rx = tx_epoch, rx_epoch
+        self._drop_previous()
+        self._start_rtcp()
+
+    def rekey(
+        self,
+        *,
+        tx: KeyMaterial | None = None,
+        rx: KeyMaterial | None = None,
+        grace: float = 2.0,
+    ) -> None:
+        """Switch to a new key epoch.
+
+        *tx*: sending switches now, the next packet is protected with it.
+        *rx*: it becomes the current receiving key; the one it replaces is still
+        tried for *grace* seconds, then dropped.  An epoch older than that one is
+        dropped now: only two receiving epochs are ever live.
+        """
+        if self._tx is None or self._rx is None:
+            raise RuntimeError("set_keys() before rekey()")
+        new_tx = _Epoch(self._next_epoch(), tx, inbound=False) if tx is not None else None
+        new_rx = _Epoch(self._next_epoch(), rx, inbound=True) if rx is not None else None
+        if new_tx is not None:
+            self._tx = new_tx
+        if new_rx is not None:
+            self._drop_previous()
+            self._rx_previous, self._rx = self._rx, new_rx
+            self._grace_handle = self._loop.call_later(grace, self._drop_previous)
+
+    @property
+    def rx_epochs(self) -> tuple[int, ...]:
+        """Receiving epochs currently live, current first."""
+        return tuple(e.number for e in (self._rx, self._rx_previous) if e is not None)
+
+    def _next_epoch(self) -> int:
+        self._epoch_counter += 1
+        return self._epoch_counter
+
+    def _drop_previous(self) -> None:
+        if self._grace_handle is not None:
+            self._grace_handle.cancel()
+            self._grace_handle = None
+        self._rx_previous = None
+
+    # -- sending ------------------------------------------------------------------
+
+    def send_rtp(
+        self,
+        payload: bytes,
+        ssrc: int,
+        *,
+        pt: int = 0,
+        marker: bool = False,
+        samples: int | None = None,
+    ) -> RtpPacket:
+        """Protect and send one RTP packet; sequence and timestamp run on per SSRC.
+
+        The timestamp advances by *samples* afterwards (default: the payload
+        length, right for PCMU/PCMA at one byte per sample).
+        """
+        if self._tx is None:
+            raise RuntimeError("set_keys() before sending")
+        if self.remote is None:
+            raise RuntimeError("set_remote() before sending")
+        state = self._send.get(ssrc)
+        if state is None:
+            # RFC 3550 §5.1: initial sequence number and timestamp are random.
+            state = self._send[ssrc] = _SendState(secrets.randbits(15), secrets.randbits(32))
+        packet = RtpPacket(pt, state.sequence, state.timestamp, ssrc, payload, marker)
+        self._transport.sendto(self._tx.session.protect(bytes(packet)), self.remote)
+        state.sequence = (state.sequence + 1) & 0xFFFF
+        state.timestamp = (state.timestamp + (len(payload) if samples is None else samples)) & (
+            0xFFFFFFFF
+        )
+        state.packets += 1
+        state.octets += len(payload)
+        return packet
+
+    async def send_audio(
+        self,
+        payloads: Iterable[bytes],
+        ssrc: int,
+        pt: int = 0,
+        *,
+        interval: float = 0.020,
+    ) -> int:
+        """Send *payloads* one per *interval* (20 ms: RFC 3551 §4.5 default packetisation).
+
+        Paced against an absolute schedule, so the rate does not drift with
+        scheduling delays.  The first packet carries the marker bit (RFC 3551
+        §4.1, start of a talkspurt).  Returns the number of packets sent.
+        """
+        start = self._loop.time()
+        sent = 0
+        for index, payload in enumerate(payloads):
+            delay = start + index * interval - self._loop.time()
+            if delay > 0:
+                await asyncio.sleep(min(delay, interval))
+            if self._closed:
+                break
+            self.send_rtp(payload, ssrc, pt=pt, marker=index == 0)
+            sent += 1
+        return sent
+
+    def _reports(self, now: float) -> list[rtp.ReportBlock]:
+        return [
+            stats.reception.report_block(now)
+            for stats in list(self.stats.values())[:31]
+            if stats.reception is not None and stats.packets
+        ]
+
+    def build_rtcp(self, *, bye: bool = False) -> list[bytes]:
+        """The RTCP compounds to send now (plain, before SRTCP): one per sending SSRC.
+
+        Each is an SR (or an RR when nothing was sent) plus SDES CNAME (RFC 3550
+        §6.1), followed by BYE when *bye* is set (§6.6).
+        """
+        now = self._loop.time()
+        reports = self._reports(now)
+        unix = time.time()
+        ntp = (int(unix) + _NTP_EPOCH_OFFSET) << 32 | int((unix % 1) * (1 << 32))
+        compounds = []
+        senders = {ssrc: state for ssrc, state in self._send.items() if state.packets}
+        for ssrc, state in senders.items() or [(self.ssrc, None)]:
+            first: rtp.RtcpPacket
+            if state is None:
+                first = rtp.ReceiverReport(ssrc, tuple(reports))
+            else:
+                info = SenderInfo(
+                    ntp & ((1 << 64) - 1),
+                    state.timestamp,
+                    state.packets & 0xFFFFFFFF,
+                    state.octets & 0xFFFFFFFF,
+                )
+                first = rtp.SenderReport(ssrc, info, tuple(reports))
+            packets: list[rtp.RtcpPacket] = [
+                first,
+                rtp.SourceDescription((rtp.SdesChunk(ssrc, ((rtp.SDES_CNAME, self.cname),)),)),
+            ]
+            if bye:
+                packets.append(rtp.Bye((ssrc,)))
+            compounds.append(rtp.build_compound(packets))
+            reports = []  # report on each source once
+        return compounds
+
+    def send_rtcp(self, *, bye: bool = False) -> int:
+        """Send SRTCP reports now (see :meth:`build_rtcp`); returns the compounds sent."""
+        if self._tx is None or self.remote is None or self._closed:
+            return 0
+        count = 0
+        for compound in self.build_rtcp(bye=bye):
+            self._transport.sendto(self._tx.session.protect_rtcp(compound), self.remote)
+            count += 1
+        self.rtcp_sent += count
+        return count
+
+    def _start_rtcp(self) -> None:
+        if self._rtcp_interval is not None and self._rtcp_task is None:
+            self._rtcp_task = self._loop.create_task(self._rtcp_loop(self._rtcp_interval))
+
+    async def _rtcp_loop(self, interval: float) -> None:
+        while not self._closed:
+            # RFC 3550 §6.3.1: randomise the interval to 0.5..1.5 times the mean.
+            await asyncio.sleep(interval * (0.5 + secrets.randbits(16) / 65536))
+            try:
+                self.send_rtcp()
+            except (pylibsrtp.Error, OSError) as exc:
+                log.warning("SRTCP report not sent: %s", exc)
+
+    # -- receiving ----------------------------------------------------------------
+
+    async def receive(self, timeout: float = 5.0) -> ReceivedPacket:
+        """The next decrypted packet from the queue; TimeoutError after *timeout* seconds."""
+        if self.queue is None:
+            raise RuntimeError("endpoint opened with queue_size=0: use on_packet")
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
+    def drain(self) -> list[ReceivedPacket]:
+        """Everything queued so far, without waiting."""
+        out: list[ReceivedPacket] = []
+        while self.queue is not None and not self.queue.empty():
+            out.append(self.queue.get_nowait())
+        return out
+
+    def _source(self, ssrc: int) -> SourceStats:
+        stats = self.stats.get(ssrc)
+        if stats is None:
+            if len(self.stats) >= _MAX_SOURCES:
+                return self.totals
+            stats = self.stats[ssrc] = SourceStats(ssrc)
+        return stats
+
+    def _unprotect(self, data: bytes, rtcp_packet: bool) -> tuple[bytes | None, _Epoch | None, str]:
+        """Try the current epoch, then the previous one.  Returns (plain, epoch, failure)."""
+        failures = []
+        for epoch in (self._rx, self._rx_previous):
+            if epoch is None:
+                continue
+            try:
+                if rtcp_packet:
+                    return epoch.session.unprotect_rtcp(data), epoch, ""
+                return epoch.session.unprotect(data), epoch, ""
+            except pylibsrtp.Error as exc:
+                failures.append(str(exc))
+            except ValueError:  # longer than pylibsrtp's 1500-byte buffer
+                return None, None, "malformed"
+        if any(reason in _REPLAY_ERRORS for reason in failures):
+            return None, None, "replay"
+        if any(reason in _AUTH_ERRORS for reason in failures):
+            return None, None, "auth"
+        return None, None, "malformed"
+
+    def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._closed or self._rx is None:
+            return
+        try:
+            kind = rtp.classify(data)
+            ssrc = rtp.rtp_ssrc(data)
+        except MalformedRtp:
+            self.foreign += 1
+            return
+        if kind not in (PacketKind.RTP, PacketKind.RTCP):
+            self.foreign += 1
+            return
+        is_rtcp = kind is PacketKind.RTCP
+        stats = self._source(ssrc)
+        plain, epoch, failure = self._unprotect(data, is_rtcp)
+        if plain is None or epoch is None:
+            for counter in {id(stats): stats, id(self.totals): self.totals}.values():
+                if failure == "replay":
+                    counter.replays += 1
+                elif failure == "auth" and is_rtcp:
+                    counter.rtcp_auth_failures += 1
+                elif failure == "auth":
+                    counter.auth_failures += 1
+                else:
+                    counter.malformed += 1
+            return
+        now = self._loop.time()
+        if is_rtcp:
+            self._on_rtcp(plain, stats, now)
+            return
+        try:
+            packet = RtpPacket.parse(plain)
+        except MalformedRtp:
+            stats.malformed += 1
+            return
+        old = epoch is not self._rx
+        stats.packets += 1
+        stats.octets += len(packet.payload)
+        if old:
+            stats.old_epoch += 1
+        if stats is not self.totals:
+            self.totals.packets += 1
+            self.totals.old_epoch += old
+        if stats.reception is None:
+            stats.reception = ReceptionStats(ssrc, packet.sequence_number)
+        stats.reception.on_rtp(packet.sequence_number, packet.timestamp, now)
+        if stats.reception.seq.probation == 0:
+            stats.highest_seq = stats.reception.seq.extended_max
+        received = ReceivedPacket(packet, addr, now, epoch.number, old)
+        if self.queue is not None:
+            try:
+                self.queue.put_nowait(received)
+            except asyncio.QueueFull:
+                self.queue_drops += 1
+        if self.on_packet is not None:
+            self.on_packet(received)
+
+    def _on_rtcp(self, plain: bytes, stats: SourceStats, now: float) -> None:
+        try:
+            packets = rtp.parse_rtcp(plain, strict=False)
+        except MalformedRtp:
+            stats.malformed += 1
+            return
+        stats.rtcp_packets += 1
+        stats.last_rtcp = packets
+        for packet in packets:
+            if isinstance(packet, rtp.SenderReport):
+                source = self.stats.get(packet.ssrc)
+                if source is not None and source.reception is not None:
+                    source.reception.on_sender_report(packet, now)
+
+    # -- shutdown -----------------------------------------------------------------
+
+    async def close(self, *, bye: bool = True, timeout: float = 1.0) -> None:
+        """Send a final report with BYE (RFC 3550 §6.6) if keyed, stop reports, close the port."""
+        if self._closed:
+            return
+        if bye:
+            with contextlib.suppress(pylibsrtp.Error, OSError):
+                self.send_rtcp(bye=True)
+        self._closed = True
+        self._drop_previous()
+        if self._rtcp_task is not None:
+            self._rtcp_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._rtcp_task, timeout)
+        self._transport.close()
+        self._tx = self._rx = None
+
+    async def __aenter__(self) -> SrtpEndpoint:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        host, port = self.local_address if not self._transport.is_closing() else ("-", 0)
+        return (
+            f"SrtpEndpoint({host}:{port} -> {self.remote}, "
+            f"tx={self._tx!r}, rx={self.rx_epochs}, sources={len(self.stats)})"
+        )

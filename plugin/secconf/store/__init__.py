@@ -1,0 +1,52 @@
+"""Redis state shared by the KMS and the Kamailio module, with key material wrapped at rest.
+
+This is an adapter, not the core: it does network I/O (``redis.asyncio``),
+reads the clock (injectable) and draws nonces from ``os.urandom``.  Every Redis
+call has a timeout and a dead or slow Redis surfaces as
+:class:`~secconf.core.errors.ServiceUnavailable` (503).  See docs/store.md for
+the key layout.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    Conflict,
+    CorruptRecord,
+    InvalidRecord,
+    KeyFileError,
+    KeyUnwrapError,
+    RevokedUser,
+    TicketExists,
+    UnknownTicket,
+    UnknownUser,
+    UserExists,
+)
+from .keywrap import KeyWrapper, generate_kek_file, load_kek
+from .redis import connect, redis_errors, translate_redis_errors
+from .replay import ReplayCache
+from .tickets import TicketRecord, TicketStore
+from .users import UserInfo, UserStore
+
+__all__ = [
+    "Conflict",
+    "CorruptRecord",
+    "InvalidRecord",
+    "KeyFileError",
+    "KeyUnwrapError",
+    "KeyWrapper",
+    "ReplayCache",
+    "RevokedUser",
+    "TicketExists",
+    "TicketRecord",
+    "TicketStore",
+    "UnknownTicket",
+    "UnknownUser",
+    "UserExists",
+    "UserInfo",
+    "UserStore",
+    "connect",
+    "generate_kek_file",
+    "load_kek",
+    "redis_errors",
+    "translate_redis_errors",
+]

@@ -1,0 +1,107 @@
+"""Errors of the Redis state layer, grafted onto :mod:`secconf.core.errors`.
+
+    SecconfError
+    ├── ProtocolError
+    │   └── Forbidden                 403 Forbidden
+    │       ├── UnknownUser           no such KMS identity
+    │       └── RevokedUser           the identity exists but was revoked
+    ├── InvalidRecord                 400 Bad Request (also a ValueError)
+    ├── Conflict                      409 Conflict
+    │   ├── UserExists
+    │   └── TicketExists
+    ├── UnknownTicket                 404 Not Found
+    ├── KeyUnwrapError                500 wrapped key material does not open
+    ├── CorruptRecord                 500 a record in Redis is not what this code wrote
+    ├── KeyFileError                  500 the KEK file is missing, malformed or too open
+    └── ServiceUnavailable            503 Redis did not answer (raised by secconf.store.redis)
+
+``UnknownUser`` and ``RevokedUser`` share status and reason so that an adapter
+answering a peer tells it nothing about which identities exist.  409 and 404 are
+HTTP codes: only operator and KMS-internal calls raise them, never a SIP path.
+
+Messages never contain key material.  Identities quoted in a message go through
+:func:`secconf.core.errors.redact_line`.
+"""
+
+from __future__ import annotations
+
+from secconf.core.errors import Forbidden, SecconfError, redact_line
+
+__all__ = [
+    "Conflict",
+    "CorruptRecord",
+    "InvalidRecord",
+    "KeyFileError",
+    "KeyUnwrapError",
+    "RevokedUser",
+    "TicketExists",
+    "UnknownTicket",
+    "UnknownUser",
+    "UserExists",
+]
+
+
+def quote_identity(identity: object) -> str:
+    """*identity* fit for an error message: printable, shortened."""
+    return repr(redact_line(identity if isinstance(identity, str) else repr(identity)))
+
+
+class KeyUnwrapError(SecconfError):
+    """A wrapped secret did not open: wrong KEK, wrong record, tampered or unknown format.
+
+    The message says which check failed, never anything about the secret.
+    """
+
+    status_code = 500
+    reason = "Server Internal Error"
+
+
+class CorruptRecord(SecconfError):
+    """A record read back from Redis lacks a field or holds a value this code never writes."""
+
+    status_code = 500
+    reason = "Server Internal Error"
+
+
+class KeyFileError(SecconfError):
+    """The key-encryption-key file cannot be used (missing, malformed, readable by others)."""
+
+    status_code = 500
+    reason = "Server Internal Error"
+
+
+class InvalidRecord(SecconfError, ValueError):
+    """A value refused before anything is written (bad identity, short PSK, bad times)."""
+
+    status_code = 400
+    reason = "Bad Request"
+
+
+class Conflict(SecconfError):
+    """The record already exists and the call did not ask to replace it."""
+
+    status_code = 409
+    reason = "Conflict"
+
+
+class UserExists(Conflict):
+    """``UserStore.add`` of an identity that is already there, without ``replace=True``."""
+
+
+class TicketExists(Conflict):
+    """``TicketStore.record`` of a ticket id that is already recorded."""
+
+
+class UnknownTicket(SecconfError):
+    """A ticket id with no record, where the operation needs one."""
+
+    status_code = 404
+    reason = "Not Found"
+
+
+class UnknownUser(Forbidden):
+    """No KMS identity of that name: 403, like :class:`RevokedUser`."""
+
+
+class RevokedUser(Forbidden):
+    """The KMS identity exists but was revoked: 403, like :class:`UnknownUser`."""

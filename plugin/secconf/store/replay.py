@@ -1,0 +1,62 @@
+"""The replay cache shared by every KMS and Kamailio process (RFC 3830 §5.4, RFC 6043 §12.4).
+
+Key layout (``P`` is the prefix)::
+
+    P:replay:<hex SHA-256 of the token>   string "1", expires after the TTL
+
+Only the hash is stored, never the message: the cache must not become a copy of
+MIKEY traffic.  One ``SET key 1 NX PX ttl`` decides, atomically across every
+process sharing the Redis, whether a token was seen within its TTL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import redis.asyncio
+
+from ._names import check_prefix
+from .redis import redis_errors
+
+__all__ = ["ReplayCache"]
+
+
+class ReplayCache:
+    """Remembers tokens (e.g. a MIKEY message's bytes) for a while, by hash only.
+
+    The caller decides what a token is and how long it matters: for MIKEY, the
+    message (or its timestamp and RAND) for the allowed clock skew.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis, prefix: str = "secconf") -> None:
+        self._redis = client
+        self._prefix = check_prefix(prefix)
+
+    def __repr__(self) -> str:
+        return f"ReplayCache(prefix={self._prefix!r})"
+
+    def key(self, token: bytes) -> bytes:
+        """The Redis key that remembers *token*: the prefix and the token's SHA-256."""
+        return f"{self._prefix}:replay:{hashlib.sha256(token).hexdigest()}".encode("ascii")
+
+    async def remember(self, token: bytes, ttl_seconds: float) -> bool:
+        """True if *token* is new (now remembered for *ttl_seconds*), False if it is a replay.
+
+        A replay does not extend the first sighting's TTL.  The TTL is rounded
+        up to whole milliseconds.  Raises ``ServiceUnavailable`` if Redis does not
+        answer: the caller must then refuse, not accept unchecked.
+        """
+        if not isinstance(token, bytes | bytearray):
+            raise TypeError("the token must be bytes")
+        if not (
+            isinstance(ttl_seconds, int | float)
+            and not isinstance(ttl_seconds, bool)
+            and math.isfinite(ttl_seconds)
+            and ttl_seconds > 0
+        ):
+            raise ValueError("ttl_seconds must be a positive number")
+        ttl_ms = max(1, math.ceil(ttl_seconds * 1000))
+        with redis_errors("check the replay cache"):
+            stored = await self._redis.set(self.key(bytes(token)), b"1", px=ttl_ms, nx=True)
+        return bool(stored)

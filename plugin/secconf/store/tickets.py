@@ -1,0 +1,246 @@
+"""Issued MIKEY-TICKETs (RFC 6043): who asked, for whom, until when, and revocation.
+
+Tickets carry their own (encrypted) keys, so nothing here is key material: this
+store answers "was this ticket revoked?" for every process and keeps an audit
+trail until the ticket expires.
+
+Key layout (``P`` is the prefix, ``<id>`` the ticket id in lower-case hex)::
+
+    P:ticket:<id>           hash    initiator     identity of the requester
+                                    recipients    JSON array of identities
+                                    issued_at     UNIX time, decimal text
+                                    expires_at    UNIX time, decimal text
+                                    conference    only if the ticket names one
+                                    expiry_ms     when Redis drops the key (ms)
+    P:ticket-revoked:<id>   string  UNIX time of the revocation
+
+Both keys expire at ``expires_at + margin`` (PEXPIREAT, Redis's own clock): the
+margin covers clock skew between hosts.  The revocation marker is a key of its
+own, so it stays until that moment even if the record is deleted earlier.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import redis.asyncio
+
+from ._names import check_identity, check_prefix
+from .errors import CorruptRecord, InvalidRecord, TicketExists, UnknownTicket
+from .redis import redis_errors
+
+__all__ = ["DEFAULT_MARGIN_SECONDS", "MAX_TICKET_ID_LENGTH", "TicketRecord", "TicketStore"]
+
+DEFAULT_MARGIN_SECONDS: Final = 300.0
+MAX_TICKET_ID_LENGTH: Final = 256
+
+# KEYS[1] record; ARGV[1] expiry in ms since the epoch, ARGV[2..] field/value pairs.
+_RECORD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS[1] record, KEYS[2] marker; ARGV[1] now, ARGV[2] expiry in ms when no record, or ''.
+# A second revocation keeps the first marker and its time.
+_REVOKE = """
+local expiry = redis.call('HGET', KEYS[1], 'expiry_ms')
+if not expiry then
+  if ARGV[2] == '' then
+    return 0
+  end
+  expiry = ARGV[2]
+end
+redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PXAT', expiry)
+return 1
+"""
+
+
+def _finite(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidRecord(f"{what} must be a finite UNIX time")
+    return float(value)
+
+
+def _time_text(value: float) -> bytes:
+    return repr(float(value)).encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class TicketRecord:
+    """What the KMS issued: requester, recipients, validity, optional conference.
+
+    *recipients* may be given as a list or any sequence of identities; it is
+    kept as a tuple, so records compare equal whatever sequence built them.
+    """
+
+    initiator: str
+    recipients: Sequence[str]
+    issued_at: float
+    expires_at: float
+    conference_id: str | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        check_identity(self.initiator, "the initiator")
+        if isinstance(self.recipients, str | bytes) or not isinstance(self.recipients, Iterable):
+            raise InvalidRecord("recipients must be a list of identities")
+        recipients = tuple(self.recipients)
+        if not recipients:
+            raise InvalidRecord("a ticket needs at least one recipient")
+        for recipient in recipients:
+            check_identity(recipient, "each recipient")
+        object.__setattr__(self, "recipients", recipients)
+        issued = _finite(self.issued_at, "issued_at")
+        expires = _finite(self.expires_at, "expires_at")
+        if expires <= issued:
+            raise InvalidRecord("expires_at must be after issued_at")
+        object.__setattr__(self, "issued_at", issued)
+        object.__setattr__(self, "expires_at", expires)
+        if self.conference_id is not None:
+            check_identity(self.conference_id, "the conference id")
+
+
+def _check_ticket_id(ticket_id: object) -> bytes:
+    if (
+        not isinstance(ticket_id, bytes | bytearray)
+        or not 0 < len(ticket_id) <= MAX_TICKET_ID_LENGTH
+    ):
+        raise InvalidRecord(f"a ticket id must be 1 to {MAX_TICKET_ID_LENGTH} bytes")
+    return bytes(ticket_id)
+
+
+def _expiry_ms(expires_at: float, margin: float) -> int:
+    return math.ceil((expires_at + margin) * 1000)
+
+
+class TicketStore:
+    """Records of issued tickets and their revocation, expiring with the tickets.
+
+    *margin_seconds* is added to each ticket's ``expires_at`` before Redis drops
+    its keys; *clock* gives the revocation time.  Every method raises
+    ``ServiceUnavailable`` when Redis does not answer.
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        prefix: str = "secconf",
+        *,
+        margin_seconds: float = DEFAULT_MARGIN_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not (
+            isinstance(margin_seconds, int | float)
+            and math.isfinite(margin_seconds)
+            and margin_seconds >= 0
+        ):
+            raise ValueError("margin_seconds must be a non-negative number")
+        self._redis = client
+        self._prefix = check_prefix(prefix)
+        self._margin = float(margin_seconds)
+        self._clock = clock
+        self._record_script = client.register_script(_RECORD)
+        self._revoke_script = client.register_script(_REVOKE)
+
+    def __repr__(self) -> str:
+        return f"TicketStore(prefix={self._prefix!r}, margin_seconds={self._margin!r})"
+
+    def key(self, ticket_id: bytes) -> bytes:
+        """The Redis key of the record of *ticket_id*."""
+        return f"{self._prefix}:ticket:{_check_ticket_id(ticket_id).hex()}".encode("ascii")
+
+    def revoked_key(self, ticket_id: bytes) -> bytes:
+        """The Redis key of the revocation marker of *ticket_id*."""
+        return f"{self._prefix}:ticket-revoked:{_check_ticket_id(ticket_id).hex()}".encode("ascii")
+
+    async def record(self, ticket_id: bytes, record: TicketRecord) -> None:
+        """Record a newly issued ticket; its keys expire at ``expires_at`` + margin.
+
+        Refuses an id already recorded (:class:`TicketExists`): ids are unique,
+        and a second record would hide the first.  A record whose expiry is
+        already past is dropped by Redis at once.
+        """
+        if not isinstance(record, TicketRecord):
+            raise TypeError("record must be a TicketRecord")
+        fields: list[bytes] = [
+            b"initiator",
+            record.initiator.encode(),
+            b"recipients",
+            json.dumps(list(record.recipients), ensure_ascii=False).encode(),
+            b"issued_at",
+            _time_text(record.issued_at),
+            b"expires_at",
+            _time_text(record.expires_at),
+        ]
+        if record.conference_id is not None:
+            fields += [b"conference", record.conference_id.encode()]
+        expiry = _expiry_ms(record.expires_at, self._margin)
+        fields += [b"expiry_ms", str(expiry).encode("ascii")]
+        with redis_errors("record a ticket"):
+            created = await self._record_script(
+                keys=[self.key(ticket_id)], args=[str(expiry).encode("ascii"), *fields]
+            )
+        if not created:
+            raise TicketExists(f"ticket {ticket_id.hex()} is already recorded")
+
+    async def get(self, ticket_id: bytes) -> TicketRecord | None:
+        """The record of *ticket_id*, or None if never recorded or already expired."""
+        with redis_errors("read a ticket record"):
+            raw = await self._redis.hgetall(self.key(ticket_id))
+        if not raw:
+            return None
+        values = {bytes(k) if isinstance(k, bytes) else k.encode(): v for k, v in raw.items()}
+        try:
+            recipients = json.loads(values[b"recipients"])
+            conference = values.get(b"conference")
+            return TicketRecord(
+                initiator=_text(values[b"initiator"]),
+                recipients=tuple(recipients),
+                issued_at=float(values[b"issued_at"]),
+                expires_at=float(values[b"expires_at"]),
+                conference_id=None if conference is None else _text(conference),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            # InvalidRecord is a ValueError: a stored record that fails validation is corrupt.
+            raise CorruptRecord(
+                f"ticket record {ticket_id.hex()} is not in the expected format"
+            ) from exc
+
+    async def revoke(self, ticket_id: bytes, *, expires_at: float | None = None) -> None:
+        """Mark *ticket_id* revoked until it expires (its ``expires_at`` + margin).
+
+        The expiry comes from the ticket's record; *expires_at* is used only when
+        there is no record (e.g. the caller holds the ticket itself).  Without
+        either, :class:`UnknownTicket`.  Revoking twice keeps the first marker.
+        """
+        fallback = b""
+        if expires_at is not None:
+            fallback = str(_expiry_ms(_finite(expires_at, "expires_at"), self._margin)).encode()
+        with redis_errors("revoke a ticket"):
+            done = await self._revoke_script(
+                keys=[self.key(ticket_id), self.revoked_key(ticket_id)],
+                args=[_time_text(self._clock()), fallback],
+            )
+        if not done:
+            raise UnknownTicket(f"ticket {_check_ticket_id(ticket_id).hex()} has no record")
+
+    async def is_revoked(self, ticket_id: bytes) -> bool:
+        """True if *ticket_id* was revoked and has not yet expired."""
+        with redis_errors("check a ticket's revocation"):
+            return bool(await self._redis.exists(self.revoked_key(ticket_id)))
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, str):
+        return value
+    raise TypeError("not text")

@@ -1,0 +1,1 @@
+"""SRTP media: the participant endpoint (secconf.client.media) on loopback."""
