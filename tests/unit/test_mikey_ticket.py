@@ -1,0 +1,399 @@
+"""The six MIKEY-TICKET messages end to end in memory, and every refusal they owe.
+
+Initiator (alice), Responder (the conference factory) and KMS each run only
+the public API of secconf.core.mikey.ticket; the bytes between them are the
+wire messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from secconf.core.errors import (
+    AuthenticationFailed,
+    InvalidTimestamp,
+    MalformedMikey,
+    MikeyError,
+    MikeyErrorNo,
+    TicketRejected,
+    UnsupportedMikey,
+)
+from secconf.core.mikey import GenericIdEntry, KeyData, KeyDataType, Message, SrtpSessionData
+from secconf.core.mikey import ticket as mt
+from secconf.core.mikey.keys import SrtpMasterKey
+
+NOW = 1_800_000_000.0
+ALICE = "sip:alice@example.com"
+FACTORY = "sip:conf-factory@example.com"
+BOB = "sip:bob@example.com"
+MALLORY = "sip:mallory@example.com"
+KMS = "sip:kms.example.com"
+PSKS = {name: hashlib.sha256(name.encode()).digest() for name in (ALICE, FACTORY, BOB, MALLORY)}
+TPK_ID = b"tpk-1"
+TPK = hashlib.sha256(b"ticket protection key").digest()
+
+
+class CountingRandom:
+    """Deterministic 'randomness' so failures reproduce; each call differs."""
+
+    def __init__(self, seed: bytes = b"seed") -> None:
+        self._seed = seed
+        self._counter = 0
+
+    def __call__(self, count: int) -> bytes:
+        out = b""
+        while len(out) < count:
+            self._counter += 1
+            out += hashlib.sha256(self._seed + self._counter.to_bytes(8, "big")).digest()
+        return out[:count]
+
+
+def _tpk_for(key_id: bytes) -> bytes | None:
+    return TPK if key_id == TPK_ID else None
+
+
+@dataclass
+class Kms:
+    """The KMS's side, as the HTTP service runs it (minus Redis and HTTP)."""
+
+    random: CountingRandom
+    revoked_users: frozenset[str] = frozenset()
+    seen: set[bytes] = dataclasses.field(default_factory=set)
+
+    def _remember(self, token: bytes) -> None:
+        if token in self.seen:
+            raise MikeyError("replayed", MikeyErrorNo.INVALID_TS)
+        self.seen.add(token)
+
+    def _psk(self, identity: str) -> bytes:
+        if identity in self.revoked_users or identity not in PSKS:
+            raise AuthenticationFailed("unknown or revoked user")
+        return PSKS[identity]
+
+    def request(self, data: bytes, now: float = NOW) -> bytes:
+        request = mt.RequestInit.read(data)
+        psk = self._psk(request.initiator)
+        request.verify(psk, kms_identity=KMS, now=now)
+        self._remember(request.replay_token)
+        granted = mt.grant_policy(request, mt.GrantSettings(max_lifetime=3600), now)
+        return mt.issue_ticket(
+            request, granted, psk=psk, kms_identity=KMS, tpk_id=TPK_ID, tpk=TPK,
+            ticket_id=self.random(16), now=now, random_bytes=self.random,
+        )  # fmt: skip
+
+    def resolve(self, data: bytes, now: float = NOW) -> bytes:
+        resolve = mt.ResolveInit.read(data)
+        psk = self._psk(resolve.responder)
+        resolve.verify(psk, kms_identity=KMS, now=now)
+        self._remember(resolve.replay_token)
+        opened = mt.open_ticket(resolve.ticket, _tpk_for)
+        mt.authorize_resolution(resolve, opened, now=now)
+        return mt.build_resolve_resp(
+            resolve, opened, psk=psk, kms_identity=KMS, now=now, random_bytes=self.random
+        )
+
+
+def _desired(**changes: object) -> mt.DesiredPolicy:
+    base = mt.DesiredPolicy(recipients=(FACTORY, BOB), valid_until=NOW + 600)
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _issue(kms: Kms, desired: mt.DesiredPolicy | None = None) -> mt.IssuedTicket:
+    random = CountingRandom(b"alice")
+    pending = mt.build_request_init(
+        initiator=ALICE, kms=KMS, psk=PSKS[ALICE], desired=desired or _desired(),
+        now=NOW, random_bytes=random,
+    )  # fmt: skip
+    return mt.process_request_resp(pending, kms.request(pending.data), psk=PSKS[ALICE], now=NOW)
+
+
+def _transfer(issued: mt.IssuedTicket, responder: str = FACTORY) -> mt.PendingTransfer:
+    sessions = [GenericIdEntry.for_srtp(1, [0], SrtpSessionData(0x11111111, 0, 0))]
+    return mt.build_transfer_init(
+        issued, initiator=ALICE, responder=responder, sessions=sessions,
+        now=NOW, random_bytes=CountingRandom(b"transfer"),
+    )  # fmt: skip
+
+
+@dataclass
+class Answer:
+    data: bytes
+    keys: dict[int, SrtpMasterKey]
+    resolved: mt.ResolvedTicket
+
+
+def _respond(
+    kms: Kms,
+    transfer_data: bytes,
+    responder: str = FACTORY,
+    responder_keys: tuple[KeyData, ...] = (),
+    now: float = NOW,
+) -> Answer:
+    """The responder's whole side: read, early check, resolve, verify, answer."""
+    random = CountingRandom(responder.encode())
+    transfer = mt.TransferInit.read(transfer_data)
+    transfer.early_check(responder, now=now)
+    pending = mt.build_resolve_init(
+        transfer, responder=responder, kms=KMS, psk=PSKS[responder], now=now, random_bytes=random
+    )
+    resolved = mt.process_resolve_resp(
+        pending, kms.resolve(pending.data, now), transfer, psk=PSKS[responder], now=now
+    )
+    sessions = [
+        *transfer.sessions,
+        GenericIdEntry.for_srtp(2, [0], SrtpSessionData(0x22222222, 0, 0)),
+    ]
+    data, keys = mt.build_transfer_resp(
+        transfer, resolved, responder=responder, sessions=sessions, now=now,
+        random_bytes=random, responder_keys=responder_keys,
+    )  # fmt: skip
+    return Answer(data, keys, resolved)
+
+
+@pytest.mark.parametrize("forking", [True, False], ids=["forking", "no-forking"])
+def test_full_exchange_gives_both_sides_the_same_srtp_keys(forking: bool) -> None:
+    kms = Kms(CountingRandom(b"kms"))
+    issued = _issue(kms, _desired(forking=forking))
+    assert issued.policy.initiator == ALICE
+    assert issued.policy.recipients == (FACTORY, BOB)
+    assert (issued.mpkr is not None) is forking
+    pending = _transfer(issued)
+    answer = _respond(kms, pending.data)
+    result = mt.process_transfer_resp(pending, answer.data, now=NOW)
+    assert result.responder == FACTORY
+    assert set(result.srtp_keys) == {1, 2}
+    for cs_id in (1, 2):
+        assert result.srtp_keys[cs_id].key == answer.keys[cs_id].key
+        assert result.srtp_keys[cs_id].salt == answer.keys[cs_id].salt
+        assert len(answer.keys[cs_id].key) == 16
+        assert len(answer.keys[cs_id].salt) == 14
+    assert answer.keys[1].key != answer.keys[2].key  # R4: one key stream per direction
+
+
+def test_forking_gives_each_responder_different_keys() -> None:
+    kms = Kms(CountingRandom(b"kms"))
+    issued = _issue(kms)
+    to_factory, to_bob = _transfer(issued, FACTORY), _transfer(issued, BOB)
+    factory = _respond(kms, to_factory.data, FACTORY)
+    bob = _respond(kms, to_bob.data, BOB)
+    assert factory.resolved.traffic_keys[0].key != bob.resolved.traffic_keys[0].key
+    assert factory.resolved.mpkr != bob.resolved.mpkr
+    assert mt.process_transfer_resp(to_bob, bob.data, now=NOW).srtp_keys[1] == bob.keys[1]
+
+
+def test_responder_keys_travel_in_transfer_resp_when_the_ticket_allows_it() -> None:
+    kms = Kms(CountingRandom(b"kms"))
+    issued = _issue(kms, _desired(responder_keys=True))
+    group_key = KeyData(KeyDataType.GTGK, bytes(range(32)), None, mt.SpiValidity(b"\x07"))
+    pending = _transfer(issued)
+    answer = _respond(kms, pending.data, responder_keys=(group_key,))
+    result = mt.process_transfer_resp(pending, answer.data, now=NOW)
+    assert result.delivered_keys == (group_key,)
+    other_kms = Kms(CountingRandom(b"kms-2"))
+    plain_ticket = _transfer(_issue(other_kms)).data
+    with pytest.raises(ValueError, match="M = 0"):
+        _respond(other_kms, plain_ticket, responder_keys=(group_key,))
+
+
+def test_granted_policy_is_clamped_and_marked_changed() -> None:
+    kms = Kms(CountingRandom(b"kms"))
+    issued = _issue(kms, _desired(valid_until=NOW + 10 * 24 * 3600))
+    assert issued.policy.valid_until == pytest.approx(NOW + 3600, abs=1e-6)
+    assert mt.TicketFlags.K in issued.ticket.flags
+
+
+# -- refusals -----------------------------------------------------------------------
+
+
+def test_request_with_wrong_psk_is_refused() -> None:
+    pending = mt.build_request_init(
+        initiator=ALICE, kms=KMS, psk=PSKS[BOB], desired=_desired(), now=NOW,
+        random_bytes=CountingRandom(),
+    )  # fmt: skip
+    kms = Kms(CountingRandom())
+    with pytest.raises(AuthenticationFailed) as caught:
+        kms.request(pending.data)
+    assert caught.value.error_no == MikeyErrorNo.AUTH_FAILURE
+    assert caught.value.status_code == 403
+    assert kms.seen == set()  # nothing remembered for a message that did not verify
+
+
+def test_replayed_request_is_refused() -> None:
+    pending = mt.build_request_init(
+        initiator=ALICE, kms=KMS, psk=PSKS[ALICE], desired=_desired(), now=NOW,
+        random_bytes=CountingRandom(),
+    )  # fmt: skip
+    kms = Kms(CountingRandom())
+    kms.request(pending.data)
+    with pytest.raises(MikeyError, match="replayed"):
+        kms.request(pending.data)
+
+
+@pytest.mark.parametrize("offset", [-61.0, 61.0])
+def test_stale_or_future_timestamps_are_refused(offset: float) -> None:
+    pending = mt.build_request_init(
+        initiator=ALICE, kms=KMS, psk=PSKS[ALICE], desired=_desired(), now=NOW + offset,
+        random_bytes=CountingRandom(),
+    )  # fmt: skip
+    with pytest.raises(InvalidTimestamp) as caught:
+        Kms(CountingRandom()).request(pending.data)
+    assert caught.value.error_no == MikeyErrorNo.INVALID_TS
+
+
+def test_request_for_another_kms_is_refused() -> None:
+    pending = mt.build_request_init(
+        initiator=ALICE, kms="sip:other-kms.example.com", psk=PSKS[ALICE], desired=_desired(),
+        now=NOW, random_bytes=CountingRandom(),
+    )  # fmt: skip
+    with pytest.raises(MikeyError, match="another KMS") as caught:
+        Kms(CountingRandom()).request(pending.data)
+    assert caught.value.error_no == MikeyErrorNo.INVALID_ID
+
+
+def test_ticket_resolved_by_a_non_recipient_is_refused() -> None:
+    kms = Kms(CountingRandom(b"kms"))
+    issued = _issue(kms)
+    pending = _transfer(issued, MALLORY)
+    transfer = mt.TransferInit.read(pending.data)
+    # Mallory's own early check already says no; she asks the KMS anyway.
+    with pytest.raises(TicketRejected):
+        transfer.early_check(MALLORY, now=NOW)
+    resolve = mt.build_resolve_init(
+        transfer, responder=MALLORY, kms=KMS, psk=PSKS[MALLORY], now=NOW,
+        random_bytes=CountingRandom(),
+    )  # fmt: skip
+    with pytest.raises(TicketRejected, match="not among the ticket's recipients") as caught:
+        kms.resolve(resolve.data)
+    assert caught.value.error_no == MikeyErrorNo.INVALID_TICKET
+    assert caught.value.status_code == 403
+
+
+def test_expired_ticket_is_refused_at_resolve() -> None:
+    kms = Kms(CountingRandom(b"kms"))
+    issued = _issue(kms, _desired(valid_until=NOW + 30))
+    pending = _transfer(issued)
+    transfer = mt.TransferInit.read(pending.data)
+    later = NOW + 45
+    resolve = mt.build_resolve_init(
+        transfer, responder=FACTORY, kms=KMS, psk=PSKS[FACTORY], now=later,
+        random_bytes=CountingRandom(),
+    )  # fmt: skip
+    with pytest.raises(TicketRejected, match="expired"):
+        kms.resolve(resolve.data, later)
+    with pytest.raises(TicketRejected, match="not valid now"):
+        transfer.early_check(FACTORY, now=later)
+
+
+def test_revoked_user_cannot_resolve() -> None:
+    kms = Kms(CountingRandom(b"kms"), revoked_users=frozenset({FACTORY}))
+    issued = _issue(kms)
+    with pytest.raises(AuthenticationFailed):
+        _respond(kms, _transfer(issued).data)
+
+
+def test_ticket_under_an_unknown_tpk_or_forged_is_refused() -> None:
+    kms = Kms(CountingRandom(b"kms"))
+    issued = _issue(kms)
+    with pytest.raises(TicketRejected, match="known TPK"):
+        mt.open_ticket(issued.ticket, lambda key_id: None)
+    with pytest.raises(TicketRejected, match="MAC"):
+        mt.open_ticket(issued.ticket, lambda key_id: bytes(32))
+
+
+def test_transfer_from_someone_else_with_a_stolen_ticket_is_refused() -> None:
+    # Bob is a recipient, so after resolving he knows MPKi; with forking he still
+    # cannot pose as Alice towards the factory (RFC 6043 §12.2).
+    kms = Kms(CountingRandom(b"kms"))
+    issued = _issue(kms)
+    bob_view = _respond(kms, _transfer(issued, BOB).data, BOB)
+    forged_issue = dataclasses.replace(issued, mpki=bob_view.resolved.mpki, mpkr=bytes(32))
+    forged = _transfer(forged_issue, FACTORY)
+    with pytest.raises(TicketRejected, match="Initiator Data"):
+        _respond(kms, forged.data)
+
+
+def test_public_key_variants_are_refused_as_invalid_data_type() -> None:
+    pending = mt.build_request_init(
+        initiator=ALICE, kms=KMS, psk=PSKS[ALICE], desired=_desired(), now=NOW,
+        random_bytes=CountingRandom(),
+    )  # fmt: skip
+    as_pk = pending.data[:1] + bytes([12]) + pending.data[2:]
+    with pytest.raises(UnsupportedMikey) as caught:
+        mt.RequestInit.read(as_pk)
+    assert caught.value.error_no == MikeyErrorNo.INVALID_DT
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 70_000])
+def test_truncated_or_oversized_messages_are_refused(size: int) -> None:
+    pending = mt.build_request_init(
+        initiator=ALICE, kms=KMS, psk=PSKS[ALICE], desired=_desired(), now=NOW,
+        random_bytes=CountingRandom(),
+    )  # fmt: skip
+    data = (pending.data * 1000)[:size] if size > len(pending.data) else pending.data[:size]
+    with pytest.raises(MikeyError):
+        mt.RequestInit.read(data)
+
+
+def test_error_message_round_trip() -> None:
+    pending = mt.build_request_init(
+        initiator=ALICE, kms=KMS, psk=PSKS[ALICE], desired=_desired(), now=NOW,
+        random_bytes=CountingRandom(),
+    )  # fmt: skip
+    error = mt.build_error(pending.data, [MikeyErrorNo.INVALID_TICKET], now=NOW)
+    assert mt.read_error(error) == (MikeyErrorNo.INVALID_TICKET,)
+    assert Message.parse(error).header.csb_id == pending.csb_id
+    assert mt.read_error(mt.build_error(b"\x00garbage", [12], now=NOW)) == (12,)
+
+
+def test_reprs_hold_no_key_material() -> None:
+    kms = Kms(CountingRandom(b"kms"))
+    issued = _issue(kms)
+    pending = _transfer(issued)
+    answer = _respond(kms, pending.data)
+    shown = repr(issued) + repr(pending) + repr(answer.resolved) + repr(answer.keys)
+    for secret in (issued.mpki, answer.keys[1].key, answer.keys[1].salt, PSKS[ALICE]):
+        assert secret.hex() not in shown
+        assert repr(secret) not in shown
+
+
+# -- every single-bit flip of a valid TRANSFER_INIT is rejected ---------------------
+
+_KMS_FOR_FLIPS = Kms(CountingRandom(b"kms-flips"))
+_ISSUED_FOR_FLIPS = _issue(_KMS_FOR_FLIPS)
+_VALID_TRANSFER = _transfer(_ISSUED_FOR_FLIPS).data
+
+
+@given(st.integers(0, len(_VALID_TRANSFER) * 8 - 1))
+def test_every_bit_flip_of_a_transfer_init_is_rejected(bit: int) -> None:
+    flipped = bytearray(_VALID_TRANSFER)
+    flipped[bit // 8] ^= 1 << (bit % 8)
+    kms = Kms(CountingRandom(b"kms-flips-run"))
+    with pytest.raises((MikeyError, MalformedMikey)):
+        _respond(kms, bytes(flipped))
+
+
+def test_the_unflipped_transfer_init_is_accepted() -> None:
+    # The control for the property above: the same path accepts the original.
+    answer = _respond(Kms(CountingRandom(b"kms-flips-run")), _VALID_TRANSFER)
+    assert set(answer.keys) == {1, 2}
+
+
+def test_exhaustively_every_bit_flip_of_a_transfer_init_is_rejected() -> None:
+    # The property above samples; this walks all of them (RFC 6043 gives the
+    # Responder no way to accept a modified TRANSFER_INIT once resolved).
+    accepted = []
+    for bit in range(len(_VALID_TRANSFER) * 8):
+        flipped = bytearray(_VALID_TRANSFER)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        try:
+            _respond(Kms(CountingRandom(b"kms-flips-run")), bytes(flipped))
+        except MikeyError:
+            continue
+        accepted.append(bit)
+    assert accepted == []
