@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
+from .core.errors import SecconfError
+
+# -- demo and SDP ----------------------------------------------------------------------------
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -19,17 +25,165 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_sdp_inspect(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .core.errors import ProtocolError
     from .inspect import describe_sdp
 
-    console = Console()
     data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-    try:
-        console.print(describe_sdp(data))
-    except ProtocolError as exc:
-        console.print(f"[red]refused: {exc.status_code} {exc.reason}: {exc.message}[/red]")
-        return 1
+    Console().print(describe_sdp(data))
     return 0
+
+
+# -- KMS -------------------------------------------------------------------------------------
+
+
+def _kms_config(args: argparse.Namespace) -> Any:
+    from .kms.config import load_config
+
+    return load_config(args.config)
+
+
+def _cmd_kms_serve(args: argparse.Namespace) -> int:
+    from .kms.server import run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    run(_kms_config(args))
+    return 0
+
+
+def _cmd_kms_init_kek(args: argparse.Namespace) -> int:
+    from .store import generate_key_file
+
+    generate_key_file(args.path)
+    print(f"wrote a new key-encryption key to {args.path} (mode 0600)")
+    return 0
+
+
+def _with_store(args: argparse.Namespace, action: Callable[[Any, Any], Awaitable[int]]) -> int:
+    """Run *action(users, tickets)* against the configured Redis, closing it after."""
+    from .store import KeyWrapper, TicketStore, UserStore, connect, load_key_file
+
+    config = _kms_config(args)
+
+    async def main() -> int:
+        client = connect(config.redis_url, timeout=config.redis_timeout)
+        try:
+            wrapper = KeyWrapper(load_key_file(config.kek_file), config.kek_id)
+            users = UserStore(client, wrapper, config.redis_prefix)
+            tickets = TicketStore(client, config.redis_prefix)
+            return await action(users, tickets)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def _cmd_kms_user_add(args: argparse.Namespace) -> int:
+    from .store import generate_key_file, load_key_file
+
+    psk_file = Path(args.psk_file)
+    if psk_file.exists():
+        psk = load_key_file(psk_file, "PSK")
+        origin = f"read from {psk_file}"
+    else:
+        psk = generate_key_file(psk_file, "PSK")
+        origin = f"new, written to {psk_file} (mode 0600): hand it to the user's client"
+
+    async def add(users: Any, tickets: Any) -> int:
+        await users.add(args.identity, psk, replace=args.replace)
+        return 0
+
+    result = _with_store(args, add)
+    print(f"user {args.identity} added; PSK {origin}")
+    return result
+
+
+def _cmd_kms_user_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    async def show(users: Any, tickets: Any) -> int:
+        table = Table(title="KMS users")
+        for column in ("identity", "created", "state"):
+            table.add_column(column)
+        for info in await users.list():
+            created = f"{info.created:.0f}"
+            table.add_row(info.identity, created, "revoked" if info.revoked else "active")
+        Console().print(table)
+        return 0
+
+    return _with_store(args, show)
+
+
+def _cmd_kms_user_change(args: argparse.Namespace) -> int:
+    async def change(users: Any, tickets: Any) -> int:
+        await getattr(users, args.action)(args.identity)
+        return 0
+
+    result = _with_store(args, change)
+    print(f"user {args.identity}: {args.action} done")
+    return result
+
+
+def _cmd_kms_ticket_revoke(args: argparse.Namespace) -> int:
+    try:
+        ticket_id = bytes.fromhex(args.ticket_id)
+    except ValueError:
+        print("ticket id must be hex", file=sys.stderr)
+        return 2
+
+    async def revoke(users: Any, tickets: Any) -> int:
+        await tickets.revoke(ticket_id)
+        return 0
+
+    result = _with_store(args, revoke)
+    print(f"ticket {args.ticket_id} revoked")
+    return result
+
+
+# -- participant client ----------------------------------------------------------------------
+
+
+def _kms_client(args: argparse.Namespace) -> Any:
+    from .client.kms import KmsClient
+    from .store import load_key_file
+
+    return KmsClient(
+        args.kms_url,
+        kms_identity=args.kms_identity,
+        identity=args.identity,
+        psk=load_key_file(args.psk_file, "PSK"),
+        timeout=args.timeout,
+    )
+
+
+def _cmd_client_ticket(args: argparse.Namespace) -> int:
+    import time
+
+    from .core.mikey.ticket import DesiredPolicy
+
+    desired = DesiredPolicy(
+        recipients=tuple(args.recipient),
+        valid_until=time.time() + args.lifetime,
+        forking=not args.no_forking,
+    )
+    issued = asyncio.run(_kms_client(args).request_ticket(desired))
+    policy = issued.policy
+    print(f"ticket {issued.ticket_id.hex()}")
+    print(f"  initiator   {policy.initiator}")
+    print(f"  recipients  {', '.join(policy.recipients)}")
+    print(f"  valid until {policy.valid_until:.0f} (unix time)")
+    print(f"  flags       {policy.flags!r}")
+    return 0
+
+
+def _add_kms_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kms-url", required=True, help="e.g. http://127.0.0.1:8444")
+    parser.add_argument("--kms-identity", required=True, help="the KMS's SIP URI")
+    parser.add_argument("--identity", required=True, help="your SIP URI, as the KMS knows it")
+    parser.add_argument("--psk-file", required=True, help="your pre-shared key file (0600)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per KMS call")
+
+
+# -- the parser ------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,9 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"secconf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser(
-        "demo", help="run the most complete secure-conference flow built so far"
-    )
+    demo = commands.add_parser("demo", help="run the most complete flow built so far")
     demo.add_argument(
         "--captures",
         default="tests/data/sdp",
@@ -50,18 +202,67 @@ def build_parser() -> argparse.ArgumentParser:
     sdp = commands.add_parser("sdp", help="SDP tools").add_subparsers(
         dest="sdp_command", required=True
     )
-    inspect = sdp.add_parser(
-        "inspect", help="parse an SDP body and show its media and crypto (keys masked)"
-    )
+    inspect = sdp.add_parser("inspect", help="show an SDP body's media and crypto (keys masked)")
     inspect.add_argument("file", help="SDP file, or - for standard input")
     inspect.set_defaults(handler=_cmd_sdp_inspect)
+
+    kms = commands.add_parser("kms", help="the MIKEY-TICKET key management service")
+    kms_commands = kms.add_subparsers(dest="kms_command", required=True)
+    serve = kms_commands.add_parser("serve", help="serve Request and Resolve over HTTP")
+    serve.add_argument("--config", required=True, help="KMS TOML file (see config/kms.toml)")
+    serve.set_defaults(handler=_cmd_kms_serve)
+    init_kek = kms_commands.add_parser("init-kek", help="create a key-encryption key file")
+    init_kek.add_argument("path")
+    init_kek.set_defaults(handler=_cmd_kms_init_kek)
+
+    user = kms_commands.add_parser("user", help="provision identities and their PSKs")
+    user_commands = user.add_subparsers(dest="user_command", required=True)
+    add = user_commands.add_parser("add", help="add an identity with a PSK")
+    add.add_argument("identity", help="SIP URI, e.g. sip:alice@example.com")
+    add.add_argument(
+        "--psk-file",
+        required=True,
+        help="PSK file: read if it exists, else a new random PSK is written there (0600)",
+    )
+    add.add_argument("--replace", action="store_true", help="replace an existing identity")
+    add.set_defaults(handler=_cmd_kms_user_add)
+    listing = user_commands.add_parser("list", help="list identities (never keys)")
+    listing.set_defaults(handler=_cmd_kms_user_list)
+    for action, text in (("remove", "delete an identity"), ("revoke", "refuse an identity")):
+        change = user_commands.add_parser(action, help=text)
+        change.add_argument("identity")
+        change.set_defaults(handler=_cmd_kms_user_change, action=action)
+    for sub in (add, listing, *user_commands.choices.values()):
+        if not any(a.dest == "config" for a in sub._actions):
+            sub.add_argument("--config", required=True, help="KMS TOML file")
+
+    ticket = kms_commands.add_parser("ticket", help="issued tickets")
+    ticket_commands = ticket.add_subparsers(dest="ticket_command", required=True)
+    revoke = ticket_commands.add_parser("revoke", help="refuse every later resolve of a ticket")
+    revoke.add_argument("ticket_id", help="hex ticket id (as logged at issue)")
+    revoke.add_argument("--config", required=True, help="KMS TOML file")
+    revoke.set_defaults(handler=_cmd_kms_ticket_revoke)
+
+    client = commands.add_parser("client", help="the participant agent")
+    client_commands = client.add_subparsers(dest="client_command", required=True)
+    ticket_request = client_commands.add_parser("ticket", help="request a ticket from the KMS")
+    _add_kms_client_options(ticket_request)
+    ticket_request.add_argument(
+        "--recipient", action="append", required=True, help="allowed responder (repeatable)"
+    )
+    ticket_request.add_argument("--lifetime", type=float, default=3600.0, help="seconds")
+    ticket_request.add_argument("--no-forking", action="store_true", help="ticket without I flag")
+    ticket_request.set_defaults(handler=_cmd_client_ticket)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = args.handler
-    result: int = handler(args)
+    try:
+        result: int = args.handler(args)
+    except SecconfError as exc:
+        print(f"secconf: refused: {exc.status_code} {exc.reason}: {exc.message}", file=sys.stderr)
+        return 1
     return result
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from secconf.core.errors import SecconfError
 from secconf.store.errors import KeyFileError, KeyUnwrapError
-from secconf.store.keywrap import KeyWrapper, generate_kek_file, load_kek
+from secconf.store.keywrap import KeyWrapper, generate_key_file, load_key_file
 from tests.store.conftest import KEK, OTHER_KEK
 
 SECRET = b"0123456789abcdef-the-secret-psk"
@@ -148,18 +148,18 @@ def _write(path: Path, data: bytes, mode: int = 0o600) -> Path:
     ],
     ids=["raw", "hex", "hex-upper-newline", "base64", "base64-newline"],
 )
-def test_load_kek_accepts_raw_hex_and_base64(
+def test_load_key_file_accepts_raw_hex_and_base64(
     tmp_path: Path, encoding: Callable[[bytes], bytes]
 ) -> None:
     path = _write(tmp_path / "kek", encoding(KEK))
-    assert load_kek(path) == KEK
+    assert load_key_file(path) == KEK
 
 
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660, 0o620, 0o601])
-def test_load_kek_refuses_files_open_to_group_or_others(tmp_path: Path, mode: int) -> None:
+def test_load_key_file_refuses_files_open_to_group_or_others(tmp_path: Path, mode: int) -> None:
     path = _write(tmp_path / "kek", KEK.hex().encode(), mode)
     with pytest.raises(KeyFileError, match=r"group or others .*chmod 600") as caught:
-        load_kek(path)
+        load_key_file(path)
     assert KEK.hex() not in str(caught.value)
     assert caught.value.status_code == 500
 
@@ -169,40 +169,40 @@ def test_load_kek_refuses_files_open_to_group_or_others(tmp_path: Path, mode: in
     [b"", bytes(31), bytes(33), b"zz" * 32, base64.b64encode(bytes(16)), b"not a key at all"],
     ids=["empty", "31-raw", "33-raw", "bad-hex", "base64-16", "text"],
 )
-def test_load_kek_refuses_wrong_contents_without_quoting_them(
+def test_load_key_file_refuses_wrong_contents_without_quoting_them(
     tmp_path: Path, content: bytes
 ) -> None:
     path = _write(tmp_path / "kek", content)
     with pytest.raises(KeyFileError, match="does not hold a 32-byte key") as caught:
-        load_kek(path)
+        load_key_file(path)
     if content:
         assert repr(content) not in str(caught.value)
 
 
-def test_load_kek_missing_file_and_directory(tmp_path: Path) -> None:
+def test_load_key_file_missing_file_and_directory(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="cannot be read"):
-        load_kek(tmp_path / "absent")
+        load_key_file(tmp_path / "absent")
     directory = tmp_path / "dir"
     directory.mkdir(mode=0o700)
     with pytest.raises(KeyFileError):
-        load_kek(directory)
+        load_key_file(directory)
 
 
-def test_generate_kek_file_is_0600_loadable_and_never_overwritten(tmp_path: Path) -> None:
+def test_generate_key_file_is_0600_loadable_and_never_overwritten(tmp_path: Path) -> None:
     path = tmp_path / "kek"
     old_umask = os.umask(0)  # the most permissive umask must still give 0600
     try:
-        generate_kek_file(path)
+        generate_key_file(path)
     finally:
         os.umask(old_umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    kek = load_kek(path)
+    kek = load_key_file(path)
     assert len(kek) == 32
     wrapper = KeyWrapper(kek, "generated")
     assert wrapper.unwrap(wrapper.wrap(SECRET, CONTEXT), CONTEXT) == SECRET
     with pytest.raises(KeyFileError, match="already exists"):
-        generate_kek_file(path)
-    assert load_kek(path) == kek
+        generate_key_file(path)
+    assert load_key_file(path) == kek
     other = tmp_path / "kek2"
-    generate_kek_file(other)
-    assert load_kek(other) != kek
+    generate_key_file(other)
+    assert load_key_file(other) != kek

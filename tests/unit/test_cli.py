@@ -65,4 +65,4 @@ def test_sdp_inspect_masks_keys(name: str) -> None:
 def test_sdp_inspect_refuses_malformed_input_with_its_status() -> None:
     result = _run("sdp", "inspect", "-", stdin=b"v=0\r\nnot sdp\r\n")
     assert result.returncode == 1
-    assert "400 Bad Request" in result.stdout
+    assert "400 Bad Request" in result.stderr

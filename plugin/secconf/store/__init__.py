@@ -21,7 +21,7 @@ from .errors import (
     UnknownUser,
     UserExists,
 )
-from .keywrap import KeyWrapper, generate_kek_file, load_kek
+from .keywrap import KeyWrapper, generate_key_file, load_key_file
 from .redis import connect, redis_errors, translate_redis_errors
 from .replay import ReplayCache
 from .tickets import TicketRecord, TicketStore
@@ -45,8 +45,8 @@ __all__ = [
     "UserInfo",
     "UserStore",
     "connect",
-    "generate_kek_file",
-    "load_kek",
+    "generate_key_file",
+    "load_key_file",
     "redis_errors",
     "translate_redis_errors",
 ]

@@ -42,8 +42,8 @@ __all__ = [
     "KEK_LENGTH",
     "VERSION",
     "KeyWrapper",
-    "generate_kek_file",
-    "load_kek",
+    "generate_key_file",
+    "load_key_file",
 ]
 
 KEK_LENGTH: Final = 32
@@ -162,8 +162,8 @@ def _parse_kek(data: bytes) -> bytes | None:
     return decoded if len(decoded) == KEK_LENGTH else None
 
 
-def load_kek(path: str | os.PathLike[str]) -> bytes:
-    """Read a 32-byte KEK from *path*: raw bytes, 64 hex digits, or base64.
+def load_key_file(path: str | os.PathLike[str], what: str = "KEK") -> bytes:
+    """Read a 32-byte key (a KEK, a PSK) from *path*: raw bytes, 64 hex digits, or base64.
 
     Refuses a file that group or others may read or write (like ssh does for
     private keys), and a file that is not a regular file.  Errors name the path
@@ -175,26 +175,26 @@ def load_kek(path: str | os.PathLike[str]) -> bytes:
         with file.open("rb") as handle:
             info = os.fstat(handle.fileno())
             if not stat.S_ISREG(info.st_mode):
-                raise KeyFileError(f"KEK file {str(file)!r} is not a regular file")
+                raise KeyFileError(f"{what} file {str(file)!r} is not a regular file")
             if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
                 raise KeyFileError(
-                    f"KEK file {str(file)!r} is accessible by group or others "
+                    f"{what} file {str(file)!r} is accessible by group or others "
                     f"(mode {stat.S_IMODE(info.st_mode):04o}); run chmod 600 on it"
                 )
             data = handle.read(_MAX_KEK_FILE_SIZE + 1)
     except OSError as exc:
-        raise KeyFileError(f"KEK file {str(file)!r} cannot be read: {exc.strerror}") from None
+        raise KeyFileError(f"{what} file {str(file)!r} cannot be read: {exc.strerror}") from None
     kek = _parse_kek(data) if len(data) <= _MAX_KEK_FILE_SIZE else None
     if kek is None:
         raise KeyFileError(
-            f"KEK file {str(file)!r} does not hold a {KEK_LENGTH}-byte key "
+            f"{what} file {str(file)!r} does not hold a {KEK_LENGTH}-byte key "
             f"(expected {KEK_LENGTH} raw bytes, {2 * KEK_LENGTH} hex digits, or base64)"
         )
     return kek
 
 
-def generate_kek_file(path: str | os.PathLike[str]) -> None:
-    """Write a fresh random KEK to *path* as 64 hex digits, mode 0600.
+def generate_key_file(path: str | os.PathLike[str], what: str = "KEK") -> bytes:
+    """Write a fresh random 32-byte key to *path* as 64 hex digits, mode 0600; return it.
 
     Refuses to overwrite an existing file: losing a KEK loses every secret
     wrapped under it.
@@ -204,9 +204,9 @@ def generate_kek_file(path: str | os.PathLike[str]) -> None:
     try:
         descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
-        raise KeyFileError(f"KEK file {str(file)!r} already exists; not overwritten") from None
+        raise KeyFileError(f"{what} file {str(file)!r} already exists; not overwritten") from None
     except OSError as exc:
-        raise KeyFileError(f"KEK file {str(file)!r} cannot be created: {exc.strerror}") from None
+        raise KeyFileError(f"{what} file {str(file)!r} cannot be created: {exc.strerror}") from None
     try:
         os.fchmod(descriptor, 0o600)  # the umask may have narrowed it; never widen
         with os.fdopen(descriptor, "w", encoding="ascii") as handle:
@@ -217,3 +217,4 @@ def generate_kek_file(path: str | os.PathLike[str]) -> None:
             os.close(descriptor)
         file.unlink(missing_ok=True)
         raise
+    return kek

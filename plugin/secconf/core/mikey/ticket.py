@@ -134,6 +134,7 @@ __all__ = [
     "process_resolve_resp",
     "process_transfer_resp",
     "read_error",
+    "ticket_tpk_id",
     "timestamp_seconds",
 ]
 
@@ -1019,6 +1020,15 @@ class OpenedTicket:
     def mpk_pair(self) -> tuple[bytes, bytes]:
         """(MPKi, MPKr) (RFC 6043 App. A.2.2)."""
         return derive_mpk_pair(self.mpk, self.rand, self.prf_func)
+
+
+def ticket_tpk_id(ticket: Ticket) -> bytes | None:
+    """The IDRpsk value naming the TPK a base ticket was issued under, if readable."""
+    try:
+        found = BaseTicketData.parse(ticket.ticket_data).find(IdentityWithRole)
+    except MikeyError:
+        return None
+    return None if found is None else found.data
 
 
 def open_ticket(ticket: Ticket, tpk_for: Callable[[bytes], bytes | None]) -> OpenedTicket:

@@ -1,0 +1,79 @@
+"""KMS configuration, read from a TOML file (see config/kms.toml)."""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import SecconfError
+
+__all__ = ["ConfigError", "KmsConfig", "load_config"]
+
+
+class ConfigError(SecconfError):
+    """The configuration file is missing, unreadable or has a bad value."""
+
+
+@dataclass(frozen=True, slots=True)
+class KmsConfig:
+    identity: str
+    listen: str
+    port: int
+    kek_file: Path
+    kek_id: str
+    redis_url: str
+    redis_timeout: float
+    redis_prefix: str
+    clock_skew: float
+    max_ticket_lifetime: float
+
+
+def _get(table: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
+    value = table.get(key, default)
+    if value is None:
+        raise ConfigError(f"missing setting {key!r}")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ConfigError(f"setting {key!r} must be a {kind.__name__}")
+    return value
+
+
+def load_config(path: str | Path) -> KmsConfig:
+    """Read and check *path*; relative ``kek_file`` paths are relative to the file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    kms = data.get("kms", {})
+    redis = data.get("redis", {})
+    if not isinstance(kms, dict) or not isinstance(redis, dict):
+        raise ConfigError("[kms] and [redis] must be tables")
+    kek_file = Path(_get(kms, "kek_file", str))
+    if not kek_file.is_absolute():
+        kek_file = path.parent / kek_file
+    config = KmsConfig(
+        identity=_get(kms, "identity", str),
+        listen=_get(kms, "listen", str, "127.0.0.1"),
+        port=_get(kms, "port", int, 8444),
+        kek_file=kek_file,
+        kek_id=_get(kms, "kek_id", str, "kek-1"),
+        redis_url=_get(redis, "url", str),
+        redis_timeout=_get(redis, "timeout", float, 0.5),
+        redis_prefix=_get(redis, "prefix", str, "secconf"),
+        clock_skew=_get(kms, "clock_skew", float, 60.0),
+        max_ticket_lifetime=_get(kms, "max_ticket_lifetime", float, 86400.0),
+    )
+    if not 0 <= config.port <= 65535:
+        raise ConfigError("port must be 0..65535")
+    for name in ("redis_timeout", "clock_skew", "max_ticket_lifetime"):
+        value = getattr(config, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name} must be a positive number")
+    if not config.identity.startswith(("sip:", "sips:")):
+        raise ConfigError("the KMS identity must be a SIP URI")
+    return config

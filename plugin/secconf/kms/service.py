@@ -1,0 +1,217 @@
+"""The KMS's work per message: the sans-IO MIKEY-TICKET core plus Redis.
+
+Order of every handler: read and authenticate (no writes), check policy and
+the ticket (no writes), then remember the replay token and record what was
+issued, then answer.  A refusal at any step before the writes leaves Redis as
+it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis.asyncio
+
+from ..core.errors import AuthenticationFailed, ReplayedMessage, TicketRejected
+from ..core.mikey import ticket as mikey_ticket
+from ..store import (
+    KeyWrapper,
+    ReplayCache,
+    RevokedUser,
+    TicketRecord,
+    TicketStore,
+    UnknownUser,
+    UserStore,
+    redis_errors,
+)
+
+__all__ = ["KmsService", "TpkStore"]
+
+log = logging.getLogger("secconf.kms")
+
+TPK_BYTES = 32
+
+
+class TpkStore:
+    """The KMS's Ticket Protection Keys, wrapped in Redis, cached in memory.
+
+    Layout: ``P:kms:tpk:<id hex>`` = wrapped key (context ``kms-tpk:<id>``),
+    ``P:kms:tpk-current`` = id of the key new tickets use.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis, wrapper: KeyWrapper, prefix: str) -> None:
+        self._redis = client
+        self._wrapper = wrapper
+        self._prefix = prefix
+        self._cache: dict[bytes, bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"TpkStore(prefix={self._prefix!r}, cached={len(self._cache)})"
+
+    def _key(self, tpk_id: bytes) -> str:
+        return f"{self._prefix}:kms:tpk:{tpk_id.hex()}"
+
+    @staticmethod
+    def _context(tpk_id: bytes) -> bytes:
+        return b"kms-tpk:" + tpk_id
+
+    async def current(self) -> tuple[bytes, bytes]:
+        """(id, key) of the TPK for new tickets; made on first use, atomically."""
+        with redis_errors("read the current TPK"):
+            current = await self._redis.get(f"{self._prefix}:kms:tpk-current")
+        if current is None:
+            tpk_id = os.urandom(8)
+            blob = self._wrapper.wrap(secrets.token_bytes(TPK_BYTES), self._context(tpk_id))
+            with redis_errors("create a TPK"):
+                await self._redis.set(self._key(tpk_id), blob, nx=True)
+                won = await self._redis.set(f"{self._prefix}:kms:tpk-current", tpk_id, nx=True)
+                if not won:  # another KMS instance made one first: use theirs
+                    await self._redis.delete(self._key(tpk_id))
+                    current = await self._redis.get(f"{self._prefix}:kms:tpk-current")
+                else:
+                    current = tpk_id
+        if not isinstance(current, bytes):
+            raise TicketRejected("no current TPK")
+        key = await self.load(current)
+        if key is None:
+            raise TicketRejected("current TPK record is missing")
+        return current, key
+
+    async def load(self, tpk_id: bytes) -> bytes | None:
+        """The TPK named *tpk_id*, or ``None`` if this KMS never issued under it."""
+        if tpk_id in self._cache:
+            return self._cache[tpk_id]
+        if not 0 < len(tpk_id) <= 32:
+            return None
+        with redis_errors("read a TPK"):
+            blob = await self._redis.get(self._key(tpk_id))
+        if not isinstance(blob, bytes):
+            return None
+        key = self._wrapper.unwrap(blob, self._context(tpk_id))
+        self._cache[tpk_id] = key
+        return key
+
+    def cached(self, tpk_id: bytes) -> bytes | None:
+        return self._cache.get(tpk_id)
+
+
+@dataclass
+class KmsService:
+    """Request and Resolve handling; construct with :meth:`create`."""
+
+    client: redis.asyncio.Redis
+    identity: str
+    users: UserStore
+    tickets: TicketStore
+    replay: ReplayCache
+    tpks: TpkStore
+    clock_skew: float
+    grant: mikey_ticket.GrantSettings
+    clock: Callable[[], float] = time.time
+
+    @classmethod
+    def create(
+        cls,
+        client: redis.asyncio.Redis,
+        wrapper: KeyWrapper,
+        *,
+        identity: str,
+        prefix: str = "secconf",
+        clock_skew: float = mikey_ticket.DEFAULT_SKEW,
+        max_ticket_lifetime: float = 86400.0,
+        clock: Callable[[], float] = time.time,
+    ) -> KmsService:
+        return cls(
+            client=client,
+            identity=identity,
+            users=UserStore(client, wrapper, prefix, clock=clock),
+            tickets=TicketStore(client, prefix, clock=clock),
+            replay=ReplayCache(client, prefix),
+            tpks=TpkStore(client, wrapper, prefix),
+            clock_skew=clock_skew,
+            grant=mikey_ticket.GrantSettings(max_lifetime=max_ticket_lifetime),
+            clock=clock,
+        )
+
+    async def _psk(self, identity: str) -> bytes:
+        # Unknown and revoked users get the same MIKEY answer: no oracle for
+        # which identities exist (RFC 6043 §5.4 lets auth-failure errors be terse).
+        try:
+            return await self.users.psk(identity)
+        except (UnknownUser, RevokedUser):
+            raise AuthenticationFailed("unknown or revoked identity") from None
+
+    async def _remember(self, token: bytes) -> None:
+        # The token stays for twice the skew: a message can be accepted anywhere
+        # in [now - skew, now + skew] of its own timestamp.
+        if not await self.replay.remember(token, 2 * self.clock_skew):
+            raise ReplayedMessage("MIKEY message replayed")
+
+    async def handle_request(self, data: bytes) -> bytes:
+        """REQUEST_INIT_PSK in, REQUEST_RESP out (RFC 6043 §4.2.1)."""
+        now = self.clock()
+        request = mikey_ticket.RequestInit.read(data)
+        psk = await self._psk(request.initiator)
+        request.verify(psk, kms_identity=self.identity, now=now, skew=self.clock_skew)
+        granted = mikey_ticket.grant_policy(request, self.grant, now)
+        tpk_id, tpk = await self.tpks.current()
+        ticket_id = secrets.token_bytes(16)
+        await self._remember(request.replay_token)
+        response = mikey_ticket.issue_ticket(
+            request,
+            granted,
+            psk=psk,
+            kms_identity=self.identity,
+            tpk_id=tpk_id,
+            tpk=tpk,
+            ticket_id=ticket_id,
+            now=now,
+            random_bytes=secrets.token_bytes,
+        )
+        view = mikey_ticket.PolicyView.of(granted.policy.policy_payloads, granted.policy.flags)
+        await self.tickets.record(
+            ticket_id,
+            TicketRecord(
+                initiator=request.initiator,
+                recipients=view.recipients,
+                issued_at=now,
+                expires_at=view.valid_until or now + self.grant.max_lifetime,
+            ),
+        )
+        log.info(
+            "ticket %s issued to %s for %d recipient(s)",
+            ticket_id.hex(),
+            request.initiator,
+            len(view.recipients),
+        )
+        return response
+
+    async def handle_resolve(self, data: bytes) -> bytes:
+        """RESOLVE_INIT_PSK in, RESOLVE_RESP out (RFC 6043 §4.2.3)."""
+        now = self.clock()
+        resolve = mikey_ticket.ResolveInit.read(data)
+        psk = await self._psk(resolve.responder)
+        resolve.verify(psk, kms_identity=self.identity, now=now, skew=self.clock_skew)
+        tpk_id = mikey_ticket.ticket_tpk_id(resolve.ticket)
+        if tpk_id is not None:
+            await self.tpks.load(tpk_id)
+        opened = mikey_ticket.open_ticket(resolve.ticket, self.tpks.cached)
+        mikey_ticket.authorize_resolution(resolve, opened, now=now)
+        if await self.tickets.is_revoked(opened.ticket_id):
+            raise TicketRejected("ticket has been revoked")
+        await self._remember(resolve.replay_token)
+        response = mikey_ticket.build_resolve_resp(
+            resolve,
+            opened,
+            psk=psk,
+            kms_identity=self.identity,
+            now=now,
+            random_bytes=secrets.token_bytes,
+        )
+        log.info("ticket %s resolved by %s", opened.ticket_id.hex(), resolve.responder)
+        return response
