@@ -24,8 +24,8 @@ demo: setup
 	$(VENV)/bin/secconf demo --captures tests/data/sdp
 
 lint: setup
-	$(VENV)/bin/ruff check plugin tests
-	$(VENV)/bin/ruff format --check plugin tests
+	$(VENV)/bin/ruff check plugin tests bench
+	$(VENV)/bin/ruff format --check plugin tests bench
 
 typecheck: setup
 	$(VENV)/bin/mypy

@@ -291,3 +291,57 @@ class MalformedRtp(MalformedMessage):
     :class:`MalformedMessage` so that one ``except`` covers every parser.
     Messages name fields and sizes only, never payload bytes.
     """
+
+
+# -- SIP (RFC 3261) -------------------------------------------------------------
+#
+#     ProtocolError
+#     ├── MalformedMessage
+#     │   └── MalformedSipMessage     400 Bad Request
+#     │       └── SipMessageTooLarge  413 (also a MessageTooLarge)
+#     ├── CallDoesNotExist            481 Call/Transaction Does Not Exist
+#     ├── RequestOutOfOrder           500 (RFC 3261 §12.2.2: lower CSeq in a dialog)
+#     └── VersionNotSupported         505 SIP Version Not Supported (RFC 3261 §21.5.7)
+
+__all__ += [
+    "CallDoesNotExist",
+    "MalformedSipMessage",
+    "RequestOutOfOrder",
+    "SipMessageTooLarge",
+    "VersionNotSupported",
+]
+
+
+class MalformedSipMessage(MalformedMessage):
+    """Bytes that are not an RFC 3261 §25 SIP message, or break a limit of ours: 400.
+
+    Messages quote at most a redacted, shortened line of the input.
+    """
+
+
+class SipMessageTooLarge(MalformedSipMessage, MessageTooLarge):
+    """A SIP message over the size or header-count limit: 413, refused unread."""
+
+    status_code = 413
+    reason = "Request Entity Too Large"
+
+
+class CallDoesNotExist(ProtocolError):
+    """A request inside a dialog or transaction we do not know (RFC 3261 §12.2.2): 481."""
+
+    status_code = 481
+    reason = "Call/Transaction Does Not Exist"
+
+
+class RequestOutOfOrder(ProtocolError):
+    """An in-dialog request with a CSeq lower than the last one (RFC 3261 §12.2.2): 500."""
+
+    status_code = 500
+    reason = "Server Internal Error"
+
+
+class VersionNotSupported(ProtocolError):
+    """A SIP version other than SIP/2.0 (RFC 3261 §8.2.2.1, §21.5.7): 505."""
+
+    status_code = 505
+    reason = "Version Not Supported"
