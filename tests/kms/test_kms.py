@@ -25,8 +25,8 @@ from secconf.core.errors import MikeyErrorNo, ServiceUnavailable
 from secconf.core.mikey import GenericIdEntry, SrtpSessionData
 from secconf.core.mikey import ticket as mt
 from secconf.store import load_key_file
+from tests.fixtures.kms_server import RunningKms
 from tests.fixtures.redis_server import RedisServer
-from tests.kms.conftest import RunningKms
 
 RESPONDER = Path(__file__).parent / "responder_process.py"
 

@@ -1,0 +1,257 @@
+"""The KMS-mode participant: SIP calls keyed with MIKEY-TICKET, media over SRTP.
+
+Calling (Initiator, RFC 6043 §4.2.2): ask the KMS for a ticket naming the
+callee, put a TRANSFER_INIT into the offer's ``a=key-mgmt:mikey`` (RFC 4567),
+INVITE, verify the TRANSFER_RESP in the answer, derive the SRTP keys.
+
+Answering (Responder): take the TRANSFER_INIT from the offer, check it early,
+resolve the ticket at the KMS, verify the TRANSFER_INIT with MPKi, answer
+with a TRANSFER_RESP.  A refusal is the SIP status the MIKEY error carries
+(403 for authentication and ticket failures, 488 for unusable media, 400 for
+malformed input) and no call is set up.
+
+Crypto session 1 is the caller's stream, crypto session 2 the callee's
+(RFC 4567 §7.1); each has its own SRTP master key (R4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..core.errors import (
+    InsecureMedia,
+    MikeyError,
+    NotAcceptable,
+    ProtocolError,
+    ReplayedMessage,
+    SecconfError,
+)
+from ..core.keymgmt import key_mgmt_value, mikey_message
+from ..core.mikey import GenericIdEntry, SrtpSessionData
+from ..core.mikey import ticket as mikey_ticket
+from ..core.mikey.keys import SrtpMasterKey
+from ..core.mikey.srtp import policy_for_suite, suite_for_policy
+from ..core.sdes import SUITES, CryptoSuite
+from ..core.sdp import SessionDescription
+from .kms import KmsClient
+from .media import SrtpEndpoint
+from .sip import Answer, Call, IncomingRequest, UserAgent
+
+__all__ = ["AgentCall", "ParticipantAgent", "build_offer_sdp", "exchange_audio"]
+
+log = logging.getLogger("secconf.client")
+
+CALLER_CS, CALLEE_CS = 1, 2
+POLICY_NO = 0
+
+
+def build_offer_sdp(
+    *, address: str, port: int, mikey: bytes, session_id: int, username: str = "secconf"
+) -> bytes:
+    """An audio-only RTP/SAVP description with the MIKEY message at media level."""
+    text = (
+        "v=0\r\n"
+        f"o={username} {session_id} {session_id} IN IP4 {address}\r\n"
+        "s=secconf\r\n"
+        f"c=IN IP4 {address}\r\n"
+        "t=0 0\r\n"
+        f"m=audio {port} RTP/SAVP 0\r\n"
+        "a=rtpmap:0 PCMU/8000\r\n"
+        "a=rtcp-mux\r\n"
+        f"a=key-mgmt:{key_mgmt_value(mikey)}\r\n"
+        "a=sendrecv\r\n"
+    )
+    SessionDescription.parse(text)  # never send what we would refuse
+    return text.encode()
+
+
+def _media_target(description: SessionDescription) -> tuple[str, int]:
+    audio = next((m for m in description.media if m.media == "audio" and m.port), None)
+    if audio is None:
+        raise NotAcceptable("no live audio stream")
+    if not audio.is_secure_rtp:
+        raise InsecureMedia(f"audio uses {audio.proto}: SRTP only")
+    connection = audio.connection or description.session.connection
+    if connection is None:
+        raise NotAcceptable("no connection address for the audio stream")
+    return connection.address, audio.port
+
+
+@dataclass
+class AgentCall:
+    """A keyed call: the SIP dialog, the SRTP endpoint and who is on the other end."""
+
+    call: Call
+    media: SrtpEndpoint
+    peer: str  # authenticated identity of the other party
+    suite: CryptoSuite
+    tx_ssrc: int
+    keys: dict[int, SrtpMasterKey] = field(repr=False)
+
+
+@dataclass
+class ParticipantAgent:
+    """One participant: its identity, its KMS credentials, one SIP user agent."""
+
+    identity: str
+    kms: KmsClient
+    ua: UserAgent
+    media_host: str = "127.0.0.1"
+    suite: CryptoSuite = SUITES["AES_CM_128_HMAC_SHA1_80"]
+    clock: Callable[[], float] = time.time
+    answered: asyncio.Queue[AgentCall] = field(default_factory=asyncio.Queue)
+    _seen_transfers: set[bytes] = field(default_factory=set)
+
+    async def call(
+        self, target_uri: str, target_identity: str, *, timeout: float = 30.0
+    ) -> AgentCall:
+        """Call *target_uri*, whose KMS identity is *target_identity*; return the keyed call."""
+        issued = await self.kms.request_ticket(
+            mikey_ticket.DesiredPolicy(
+                recipients=(target_identity,), valid_until=self.clock() + 3600
+            )
+        )
+        media = await SrtpEndpoint.open(self.media_host)
+        try:
+            ssrc = media.ssrc
+            pending = mikey_ticket.build_transfer_init(
+                issued,
+                initiator=self.identity,
+                responder=target_identity,
+                sessions=[
+                    GenericIdEntry.for_srtp(CALLER_CS, [POLICY_NO], SrtpSessionData(ssrc, 0, 0))
+                ],
+                policies=[policy_for_suite(POLICY_NO, self.suite)],
+                now=self.clock(),
+                random_bytes=secrets.token_bytes,
+            )
+            host, port = media.local_address
+            offer = build_offer_sdp(
+                address=host, port=port, mikey=pending.data, session_id=secrets.randbits(31)
+            )
+            call = await self.ua.invite(target_uri, offer, timeout=timeout)
+            try:
+                answer = SessionDescription.parse(call.remote_sdp)
+                remote = _media_target(answer)
+                result = mikey_ticket.process_transfer_resp(
+                    pending, mikey_message(answer, answer.media[0]), now=self.clock()
+                )
+                if result.responder != target_identity:
+                    raise MikeyError("answered by another identity than the one called")
+            except ProtocolError:
+                await call.bye()
+                raise
+        except BaseException:
+            await media.close(bye=False)
+            raise
+        keys = result.srtp_keys
+        media.set_remote(remote)
+        media.set_keys(
+            tx=(self.suite, keys[CALLER_CS].key, keys[CALLER_CS].salt),
+            rx=(self.suite, keys[CALLEE_CS].key, keys[CALLEE_CS].salt),
+        )
+        log.info("call to %s keyed (MIKEY-TICKET, %s)", result.responder, self.suite.name)
+        return AgentCall(call, media, result.responder, self.suite, ssrc, keys)
+
+    def answer_calls(self) -> None:
+        """Answer incoming INVITEs from now on; keyed calls arrive on :attr:`answered`."""
+        self.ua.on_invite = self._on_invite
+
+    async def _on_invite(self, incoming: IncomingRequest) -> Answer:
+        if incoming.call is not None:  # re-INVITE: same keys, nothing to renegotiate here
+            return Answer(488, reason="Rekey by re-INVITE not supported by this agent")
+        try:
+            return await self._answer(incoming)
+        except SecconfError as exc:  # protocol refusals, and 503 when the KMS is away
+            log.info("INVITE refused: %s %s", exc.status_code, exc.message)
+            return Answer(exc.status_code, reason=exc.reason)
+
+    async def _answer(self, incoming: IncomingRequest) -> Answer:
+        offer = SessionDescription.parse(incoming.body)
+        remote = _media_target(offer)
+        transfer = mikey_ticket.TransferInit.read(mikey_message(offer, offer.media[0]))
+        transfer.early_check(self.identity, now=self.clock())
+        if transfer.replay_token in self._seen_transfers:
+            raise ReplayedMessage("TRANSFER_INIT replayed")
+        policies = transfer.security_policies
+        suite = suite_for_policy(policies[0]) if policies else self.suite
+        resolved = await self.kms.resolve(transfer)
+        self._seen_transfers.add(transfer.replay_token)
+        media = await SrtpEndpoint.open(self.media_host)
+        ssrc = media.ssrc
+        sessions = [
+            *(entry for entry in transfer.sessions if entry.cs_id == CALLER_CS),
+            GenericIdEntry.for_srtp(CALLEE_CS, [POLICY_NO], SrtpSessionData(ssrc, 0, 0)),
+        ]
+        data, keys = mikey_ticket.build_transfer_resp(
+            transfer,
+            resolved,
+            responder=self.identity,
+            sessions=sessions,
+            now=self.clock(),
+            random_bytes=secrets.token_bytes,
+        )
+        host, port = media.local_address
+        answer_sdp = build_offer_sdp(
+            address=host, port=port, mikey=data, session_id=secrets.randbits(31)
+        )
+        media.set_remote(remote)
+        media.set_keys(
+            tx=(suite, keys[CALLEE_CS].key, keys[CALLEE_CS].salt),
+            rx=(suite, keys[CALLER_CS].key, keys[CALLER_CS].salt),
+        )
+        asyncio.get_running_loop().create_task(
+            self._deliver(media, transfer.initiator, suite, ssrc, keys)
+        )
+        return Answer(200, answer_sdp, "application/sdp")
+
+    async def _deliver(
+        self,
+        media: SrtpEndpoint,
+        peer: str,
+        suite: CryptoSuite,
+        ssrc: int,
+        keys: dict[int, SrtpMasterKey],
+    ) -> None:
+        try:
+            call = await self.ua.next_call(timeout=32.0)
+        except TimeoutError:
+            await media.close(bye=False)
+            return
+        await self.answered.put(AgentCall(call, media, peer, suite, ssrc, keys))
+
+
+async def exchange_audio(
+    agent_call: AgentCall, *, tone: float, seconds: float, expect_tone: float | None
+) -> dict[str, object]:
+    """Send a *tone* for *seconds* while receiving; report what went and came.
+
+    The report is computed from the packets themselves: counts from the SRTP
+    endpoint's statistics, and the share of the received audio's energy at
+    *expect_tone* (Goertzel), so a caller can tell real audio from noise.
+    """
+    from ..core.g711 import ToneGenerator, tone_ratio, ulaw_decode
+
+    media = agent_call.media
+    frames = int(seconds / 0.020)
+    sent = await media.send_audio(ToneGenerator(tone).frames(frames), agent_call.tx_ssrc)
+    await asyncio.sleep(0.2)  # let the last packets of the other side arrive
+    received = media.drain()
+    samples: list[int] = []
+    for packet in received:
+        samples.extend(ulaw_decode(packet.packet.payload))
+    totals = media.totals
+    return {
+        "peer": agent_call.peer,
+        "suite": agent_call.suite.name,
+        "sent": sent,
+        "received": len(received),
+        "auth_failures": totals.auth_failures,
+        "replays": totals.replays,
+        "tone_ratio": tone_ratio(samples, expect_tone) if expect_tone and samples else None,
+    }

@@ -1,0 +1,65 @@
+"""SRTP security policies in MIKEY (RFC 3830 §6.10.1) for the SDES suites secconf runs.
+
+MIKEY names SRTP parameters one by one; SDP-era code names suites.  These two
+functions translate for the suites the media path supports (AES-CM-128 with
+HMAC-SHA1 80 or 32), refusing everything else with ERR "Invalid SPpar".
+"""
+
+from __future__ import annotations
+
+from ..errors import MikeyErrorNo, UnsupportedMikey
+from ..sdes import SUITES, CryptoSuite
+from .constants import SrtpAuthAlg, SrtpEncrAlg, SrtpParam
+from .payloads import PolicyParam, SecurityPolicy
+
+__all__ = ["policy_for_suite", "suite_for_policy"]
+
+_TAG_TO_SUITE = {10: "AES_CM_128_HMAC_SHA1_80", 4: "AES_CM_128_HMAC_SHA1_32"}
+
+
+def policy_for_suite(policy_no: int, suite: CryptoSuite) -> SecurityPolicy:
+    """The SP payload describing *suite* (RFC 3830 Table 6.10.1.a parameters)."""
+    if suite.name not in _TAG_TO_SUITE.values():
+        raise UnsupportedMikey(f"{suite.name} has no MIKEY policy here", MikeyErrorNo.INVALID_SPPAR)
+    return SecurityPolicy(
+        policy_no,
+        params=(
+            PolicyParam.of_int(SrtpParam.ENCR_ALG, SrtpEncrAlg.AES_CM),
+            PolicyParam.of_int(SrtpParam.SESSION_ENCR_KEY_LENGTH, suite.key_length),
+            PolicyParam.of_int(SrtpParam.AUTH_ALG, SrtpAuthAlg.HMAC_SHA_1),
+            PolicyParam.of_int(SrtpParam.SESSION_AUTH_KEY_LENGTH, 20),
+            PolicyParam.of_int(SrtpParam.SESSION_SALT_KEY_LENGTH, suite.salt_length),
+            PolicyParam.of_int(SrtpParam.SRTP_ENCRYPTION, 1),
+            PolicyParam.of_int(SrtpParam.SRTCP_ENCRYPTION, 1),
+            PolicyParam.of_int(SrtpParam.SRTP_AUTHENTICATION, 1),
+            PolicyParam.of_int(SrtpParam.AUTH_TAG_LENGTH, suite.srtp_auth_tag_length),
+        ),
+    )
+
+
+def suite_for_policy(policy: SecurityPolicy) -> CryptoSuite:
+    """The suite an SP payload amounts to; absent parameters take RFC 3830 §6.10.1 defaults."""
+
+    def value(param: SrtpParam, default: int) -> int:
+        found = policy.get(param)
+        return default if found is None else found.int_value
+
+    if policy.prot_type != 0:
+        raise UnsupportedMikey("security protocol is not SRTP", MikeyErrorNo.INVALID_SP)
+    # RFC 3830 §6.10.1 defaults: AES-CM, 128-bit keys, HMAC-SHA-1, 112-bit salt, tag 80 bits,
+    # SRTP/SRTCP encryption and SRTP authentication on.
+    wanted = (
+        value(SrtpParam.ENCR_ALG, SrtpEncrAlg.AES_CM) == SrtpEncrAlg.AES_CM
+        and value(SrtpParam.SESSION_ENCR_KEY_LENGTH, 16) == 16
+        and value(SrtpParam.AUTH_ALG, SrtpAuthAlg.HMAC_SHA_1) == SrtpAuthAlg.HMAC_SHA_1
+        and value(SrtpParam.SESSION_AUTH_KEY_LENGTH, 20) == 20
+        and value(SrtpParam.SESSION_SALT_KEY_LENGTH, 14) == 14
+        and value(SrtpParam.SRTP_ENCRYPTION, 1) == 1
+        and value(SrtpParam.SRTCP_ENCRYPTION, 1) == 1
+        and value(SrtpParam.SRTP_AUTHENTICATION, 1) == 1
+    )
+    tag = value(SrtpParam.AUTH_TAG_LENGTH, 10)
+    if not wanted or tag not in _TAG_TO_SUITE:
+        # R3: no policy that switches protection off, no algorithm we do not run.
+        raise UnsupportedMikey("SRTP policy not supported", MikeyErrorNo.INVALID_SPPAR)
+    return SUITES[_TAG_TO_SUITE[tag]]
