@@ -20,8 +20,6 @@ import asyncio
 import os
 import platform
 import secrets
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +36,7 @@ from rich.table import Table
 
 from secconf.core.mikey import GenericIdEntry, SrtpSessionData
 from secconf.core.mikey import ticket as mt
+from secconf.services import RedisProcess
 from secconf.store import KeyWrapper, UserStore, connect, generate_key_file, load_key_file
 
 SECCONF = str(Path(sys.executable).parent / "secconf")
@@ -45,33 +44,6 @@ KMS_ID = "sip:kms.bench.invalid"
 ALICE = "sip:alice@bench.invalid"
 FACTORY = "sip:factory@bench.invalid"
 MIKEY = {"content-type": "application/mikey"}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    server = shutil.which("redis-server") or "/usr/bin/redis-server"
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(16).startswith(b"+PONG"):
-                    return process, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("redis-server did not start")
 
 
 def _start_kms(workdir: Path, redis_url: str, kek: Path) -> tuple[subprocess.Popen[str], str]:
@@ -244,22 +216,19 @@ def main() -> int:
          if line.startswith("model name")), platform.processor(),
     )  # fmt: skip
     console.print(f"machine: {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, RedisProcess(Path(folder)) as redis_process:
         workdir = Path(folder)
         kek = workdir / "kek"
         generate_key_file(kek)
-        redis_process, redis_url = _start_redis(workdir)
         psks = {ALICE: secrets.token_bytes(32), FACTORY: secrets.token_bytes(32)}
-        asyncio.run(_provision(redis_url, kek, psks))
-        kms_process, url = _start_kms(workdir, redis_url, kek)
+        asyncio.run(_provision(redis_process.url, kek, psks))
+        kms_process, url = _start_kms(workdir, redis_process.url, kek)
         try:
             console.print(asyncio.run(_bench(url, psks, args.seconds, args.concurrency)))
             console.print(_core_costs(url, psks))
         finally:
             kms_process.terminate()
-            redis_process.terminate()
             kms_process.wait(10)
-            redis_process.wait(10)
     console.print(
         "The KMS runs as one process (one core); the load generator runs in this process on "
         "the other core, so the healthz row is the ceiling of both together."
