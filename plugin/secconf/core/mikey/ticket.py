@@ -242,19 +242,10 @@ def _parse(data: bytes, data_type: DataType) -> Message:
     return message
 
 
-def _required(
-    message: Message, payload_class: type[Payload], role: int | None, what: str
-) -> Payload:
-    found = message.find(payload_class, role)
-    if found is None:
-        raise MalformedMikey(f"{DataType(message.data_type).name} lacks {what}")
-    return found
-
-
 def _timestamp(message: Message) -> Timestamp:
-    found = _required(message, Timestamp, None, "a T payload")
-    if not isinstance(found, Timestamp):  # pragma: no cover - find() filters by class
-        raise MalformedMikey("T payload")
+    found = message.find(Timestamp)
+    if found is None:
+        raise MalformedMikey(f"{DataType(message.data_type).name} lacks a T payload")
     return found
 
 
@@ -286,6 +277,36 @@ def _replay_token(kind: str, message: Message, identity: str, rand: bytes) -> by
 def _spi(index: int) -> SpiValidity:
     # RFC 6043 §6.2.1: every key carries an SPI.
     return SpiValidity(bytes([index]))
+
+
+def _read_sent_to_kms(
+    data: bytes, data_type: DataType, sender_role: IdRole, rand_role: RandRole
+) -> tuple[Message, str, str | None, bytes]:
+    """Common part of REQUEST_INIT and RESOLVE_INIT: (message, sender, KMS named, RAND)."""
+    message = _parse(data, data_type)
+    _timestamp(message)
+    sender = _identity(message, sender_role, "the sender's IDR")
+    if sender is None:
+        raise MikeyError(f"{data_type.name} lacks the sender's IDR (secconf profile)",
+                         MikeyErrorNo.INVALID_ID)  # fmt: skip
+    rand = _rand(message, rand_role, "the sender's RANDR")
+    return message, sender, _identity(message, IdRole.KMS, "IDRkms"), rand
+
+
+def _verify_sent_to_kms(
+    message: Message,
+    keys: MessageKeys,
+    sender: str,
+    kms_named: str | None,
+    kms_identity: str,
+    now: float,
+    skew: float,
+) -> None:
+    """MAC over message || Identity_sender || Identity_kms (RFC 6043 §5.5), KMS named, T."""
+    if kms_named is not None and kms_named != kms_identity:
+        raise MikeyError("message is addressed to another KMS", MikeyErrorNo.INVALID_ID)
+    verify(message, keys.auth_key, sender.encode() + kms_identity.encode())
+    _check_fresh(_timestamp(message), now, skew)
 
 
 # -- Ticket policy ---------------------------------------------------------------------------
@@ -481,27 +502,20 @@ class RequestInit:
     @classmethod
     def read(cls, data: bytes) -> RequestInit:
         """Parse and check the structure; the KMS then looks up the initiator's PSK."""
-        message = _parse(data, DataType.REQUEST_INIT_PSK)
-        _timestamp(message)
-        initiator = _identity(message, IdRole.INITIATOR, "IDRi")
-        if initiator is None:
-            raise MikeyError("REQUEST_INIT lacks IDRi (secconf profile)", MikeyErrorNo.INVALID_ID)
+        message, initiator, kms, randri = _read_sent_to_kms(
+            data, DataType.REQUEST_INIT_PSK, IdRole.INITIATOR, RandRole.INITIATOR
+        )
         policy = message.find(TicketPolicy)
         if policy is None:
             raise MalformedMikey("REQUEST_INIT lacks a TP payload")
-        randri = _rand(message, RandRole.INITIATOR, "RANDRi")
-        kms = _identity(message, IdRole.KMS, "IDRkms")
         return cls(bytes(data), message, initiator, kms, randri, policy)
 
     def verify(
         self, psk: bytes, *, kms_identity: str, now: float, skew: float = DEFAULT_SKEW
     ) -> None:
         """Check the MAC under *psk*, the addressed KMS and the timestamp (RFC 6043 §4.2.1.4)."""
-        if self.kms is not None and self.kms != kms_identity:
-            raise MikeyError("REQUEST_INIT is addressed to another KMS", MikeyErrorNo.INVALID_ID)
         keys = _mac_keys(psk, self.message.header.csb_id, Direction.INITIAL, self.randri, None)
-        verify(self.message, keys.auth_key, self.initiator.encode() + kms_identity.encode())
-        _check_fresh(_timestamp(self.message), now, skew)
+        _verify_sent_to_kms(self.message, keys, self.initiator, self.kms, kms_identity, now, skew)
 
     @property
     def replay_token(self) -> bytes:
@@ -979,27 +993,21 @@ class ResolveInit:
 
     @classmethod
     def read(cls, data: bytes) -> ResolveInit:
-        message = _parse(data, DataType.RESOLVE_INIT_PSK)
-        _timestamp(message)
-        responder = _identity(message, IdRole.RESPONDER, "IDRr")
-        if responder is None:
-            raise MikeyError("RESOLVE_INIT lacks IDRr (secconf profile)", MikeyErrorNo.INVALID_ID)
+        """Parse and check the structure; the KMS then looks up the responder's PSK."""
+        message, responder, kms, randrr = _read_sent_to_kms(
+            data, DataType.RESOLVE_INIT_PSK, IdRole.RESPONDER, RandRole.RESPONDER
+        )
         ticket = message.find(Ticket)
         if ticket is None:
             raise MalformedMikey("RESOLVE_INIT lacks a TICKET")
-        randrr = _rand(message, RandRole.RESPONDER, "RANDRr")
-        kms = _identity(message, IdRole.KMS, "IDRkms")
         return cls(bytes(data), message, responder, kms, randrr, ticket)
 
     def verify(
         self, psk: bytes, *, kms_identity: str, now: float, skew: float = DEFAULT_SKEW
     ) -> None:
         """Check the MAC under the responder's PSK, the KMS named and the timestamp."""
-        if self.kms is not None and self.kms != kms_identity:
-            raise MikeyError("RESOLVE_INIT is addressed to another KMS", MikeyErrorNo.INVALID_ID)
         keys = _mac_keys(psk, self.message.header.csb_id, Direction.INITIAL, None, self.randrr)
-        verify(self.message, keys.auth_key, self.responder.encode() + kms_identity.encode())
-        _check_fresh(_timestamp(self.message), now, skew)
+        _verify_sent_to_kms(self.message, keys, self.responder, self.kms, kms_identity, now, skew)
 
     @property
     def replay_token(self) -> bytes:
