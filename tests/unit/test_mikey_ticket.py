@@ -397,3 +397,27 @@ def test_exhaustively_every_bit_flip_of_a_transfer_init_is_rejected() -> None:
             continue
         accepted.append(bit)
     assert accepted == []
+
+
+def test_group_keys_are_the_same_for_every_recipient_and_never_forked() -> None:
+    # The conference system asks for a GTGK for its members (RFC 6043 §5.1.1:
+    # GTGKs are not forked), so every member who resolves derives the same keys.
+    kms = Kms(CountingRandom(b"kms-group"))
+    issued = _issue(kms, _desired(traffic_keys=(KeyDataType.GTGK,)))
+    assert [key.key_type for key in issued.traffic_keys] == [KeyDataType.GTGK]
+    to_factory, to_bob = _transfer(issued, FACTORY), _transfer(issued, BOB)
+    factory = _respond(kms, to_factory.data, FACTORY)
+    bob = _respond(kms, to_bob.data, BOB)
+    assert factory.resolved.traffic_keys == bob.resolved.traffic_keys == issued.traffic_keys
+    assert factory.resolved.mpkr != bob.resolved.mpkr  # the MPKs are still per responder
+
+
+def test_requested_key_types_outside_the_profile_are_refused() -> None:
+    pending = mt.build_request_init(
+        initiator=ALICE, kms=KMS, psk=PSKS[ALICE],
+        desired=_desired(traffic_keys=(KeyDataType.TEK,)), now=NOW,
+        random_bytes=CountingRandom(),
+    )  # fmt: skip
+    with pytest.raises(MikeyError, match="TGK/GTGK") as caught:
+        Kms(CountingRandom()).request(pending.data)
+    assert caught.value.error_no == MikeyErrorNo.INVALID_TPPAR
