@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import tomllib
 from dataclasses import dataclass
 
 import pytest
@@ -27,6 +28,7 @@ from secconf.core.errors import (
 from secconf.core.mikey import GenericIdEntry, KeyData, KeyDataType, Message, SrtpSessionData
 from secconf.core.mikey import ticket as mt
 from secconf.core.mikey.keys import SrtpMasterKey
+from tests.conftest import DATA
 
 NOW = 1_800_000_000.0
 ALICE = "sip:alice@example.com"
@@ -421,3 +423,65 @@ def test_requested_key_types_outside_the_profile_are_refused() -> None:
     with pytest.raises(MikeyError, match="TGK/GTGK") as caught:
         Kms(CountingRandom()).request(pending.data)
     assert caught.value.error_no == MikeyErrorNo.INVALID_TPPAR
+
+
+# -- regression vectors: the whole exchange, byte for byte -------------------------
+
+_VECTORS = tomllib.loads((DATA / "vectors" / "mikey-ticket-exchange.toml").read_text())
+
+
+def _vector(name: str) -> bytes:
+    return bytes.fromhex("".join(_VECTORS[name].split()))
+
+
+def test_the_exchange_reproduces_the_recorded_vectors() -> None:
+    kms = Kms(CountingRandom(b"kms-vectors"))
+    pending = mt.build_request_init(
+        initiator=ALICE, kms=KMS, psk=PSKS[ALICE], desired=_desired(), now=NOW,
+        random_bytes=CountingRandom(b"alice-vectors"),
+    )  # fmt: skip
+    assert pending.data == _vector("request_init")
+    response = kms.request(pending.data)
+    assert response == _vector("request_resp")
+    issued = mt.process_request_resp(pending, response, psk=PSKS[ALICE], now=NOW)
+    transfer = _transfer(issued)
+    assert transfer.data == _vector("transfer_init")
+    incoming = mt.TransferInit.read(transfer.data)
+    factory_random = CountingRandom(b"factory-vectors")
+    resolve = mt.build_resolve_init(
+        incoming, responder=FACTORY, kms=KMS, psk=PSKS[FACTORY], now=NOW,
+        random_bytes=factory_random,
+    )  # fmt: skip
+    assert resolve.data == _vector("resolve_init")
+    resolved_data = kms.resolve(resolve.data)
+    assert resolved_data == _vector("resolve_resp")
+    resolved = mt.process_resolve_resp(resolve, resolved_data, incoming, psk=PSKS[FACTORY], now=NOW)
+    sessions = [
+        *incoming.sessions,
+        GenericIdEntry.for_srtp(2, [0], SrtpSessionData(0x22222222, 0, 0)),
+    ]
+    answer, keys = mt.build_transfer_resp(
+        incoming, resolved, responder=FACTORY, sessions=sessions, now=NOW,
+        random_bytes=factory_random,
+    )  # fmt: skip
+    assert answer == _vector("transfer_resp")
+    for cs_id in (1, 2):
+        assert keys[cs_id].key.hex() == _VECTORS[f"srtp_cs{cs_id}_key"]
+        assert keys[cs_id].salt.hex() == _VECTORS[f"srtp_cs{cs_id}_salt"]
+    result = mt.process_transfer_resp(transfer, answer, now=NOW)
+    assert result.srtp_keys == keys
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "request_init",
+        "request_resp",
+        "transfer_init",
+        "resolve_init",
+        "resolve_resp",
+        "transfer_resp",
+    ],
+)
+def test_recorded_messages_round_trip_through_the_codec(name: str) -> None:
+    assert bytes(Message.parse(_vector(name))) == _vector(name)
