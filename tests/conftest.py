@@ -42,4 +42,8 @@ def capture(request: pytest.FixtureRequest) -> Path:
     return path
 
 
-pytest_plugins = ["tests.fixtures.redis_server", "tests.fixtures.kms_server"]
+pytest_plugins = [
+    "tests.fixtures.redis_server",
+    "tests.fixtures.kms_server",
+    "tests.fixtures.kamailio_server",
+]

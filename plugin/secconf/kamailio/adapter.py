@@ -1,0 +1,183 @@
+"""KSR (Kamailio's KEMI API, app_python3 on 5.6) to plain Python values and back.
+
+The only module of secconf that calls ``KSR``.  It reads a SIP message into a
+:class:`RequestView` / :class:`ReplyView` and applies the decisions of
+:mod:`secconf.kamailio.service` (:class:`Reply`, :class:`Relay`, a new
+body).  The KSR object is passed in, so the fast unit tests drive this module
+with a fake (tests/kamailio/fake_ksr.py) and only the end-to-end tests need
+Kamailio.
+
+What works on Kamailio 5.6 (see docs/kamailio.md, "app_python3 quirks"):
+
+* pseudo-variables by ``KSR.pv.get("$...")``: ``None`` when unset (a missing
+  header, no body), otherwise ``str`` (or ``int`` for numeric ones);
+* a new body with ``KSR.textops.set_body(body, content_type)`` in request and
+  reply routes; it is applied as a lump when the message is forwarded, so
+  ``$rb`` still shows the old body afterwards;
+* headers for our own replies with ``KSR.hdr.append_to_reply`` then
+  ``KSR.sl.send_reply`` (stateful if a transaction exists);
+* per-transaction state in an AVP (``$avp(secconf)``): set in the request
+  route, read back in the ``t_on_reply`` / ``t_on_failure`` routes of the same
+  transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "AVP",
+    "KsrAdapter",
+    "Relay",
+    "Reply",
+    "ReplyView",
+    "RequestView",
+]
+
+#: The AVP that carries our per-transaction state (JSON text, no key material).
+AVP = "$avp(secconf)"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    method: str
+    ruri: str
+    ruri_user: str | None
+    call_id: str
+    source_ip: str
+    from_uri: str
+    from_tag: str
+    to_tag: str | None
+    content_type: str | None
+    body: bytes = field(repr=False)
+    content_length: int
+    headers: dict[str, str | None] = field(default_factory=dict, repr=False)
+
+    @property
+    def in_dialog(self) -> bool:
+        return bool(self.to_tag)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyView:
+    status: int
+    reason: str
+    call_id: str
+    method: str
+    content_type: str | None
+    body: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Answer the request ourselves."""
+
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """Forward the request statefully, optionally to a new Request-URI with a new body."""
+
+    uri: str | None = None
+    body: bytes | None = field(default=None, repr=False)
+    content_type: str = "application/sdp"
+    state: str | None = None  # JSON for the reply/failure routes (no keys)
+    record_route: bool = True
+    on_reply: str | None = None
+    on_failure: str | None = None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+class KsrAdapter:
+    """Thin wrapper over the ``KSR`` module of one Kamailio worker."""
+
+    def __init__(self, ksr: Any) -> None:
+        self.ksr = ksr
+
+    # -- reading ------------------------------------------------------------------
+
+    def pv(self, name: str) -> str | None:
+        return _text(self.ksr.pv.get(name))
+
+    def header(self, name: str) -> str | None:
+        return self.pv(f"$hdr({name})")
+
+    def request(self, header_names: Sequence[str] = ()) -> RequestView:
+        body_text = self.pv("$rb") or ""
+        length_text = self.pv("$cl")
+        try:
+            content_length = int(length_text) if length_text is not None else len(body_text)
+        except ValueError:
+            content_length = len(body_text)
+        return RequestView(
+            method=self.pv("$rm") or "",
+            ruri=self.pv("$ru") or "",
+            ruri_user=self.pv("$rU"),
+            call_id=self.pv("$ci") or "",
+            source_ip=self.pv("$si") or "",
+            from_uri=self.pv("$fu") or "",
+            from_tag=self.pv("$ft") or "",
+            to_tag=self.pv("$tt") or None,
+            content_type=self.pv("$cT"),
+            body=body_text.encode("utf-8", "surrogateescape"),
+            content_length=content_length,
+            headers={name: self.header(name) for name in header_names},
+        )
+
+    def reply_view(self) -> ReplyView:
+        status_text = self.pv("$rs") or "0"
+        return ReplyView(
+            status=int(status_text),
+            reason=self.pv("$rr") or "",
+            call_id=self.pv("$ci") or "",
+            method=self.pv("$rm") or "",
+            content_type=self.pv("$cT"),
+            body=(self.pv("$rb") or "").encode("utf-8", "surrogateescape"),
+        )
+
+    def state(self) -> str | None:
+        return self.pv(AVP)
+
+    # -- acting ---------------------------------------------------------------------
+
+    def reply(self, reply: Reply) -> None:
+        for name, value in reply.headers:
+            self.ksr.hdr.append_to_reply(f"{name}: {value}\r\n")
+        self.ksr.sl.send_reply(reply.status, reply.reason)
+
+    def set_body(self, body: bytes, content_type: str = "application/sdp") -> None:
+        self.ksr.textops.set_body(body.decode("utf-8", "surrogateescape"), content_type)
+
+    def relay(self, relay: Relay) -> bool:
+        """Forward statefully; False (after answering 500) if tm could not."""
+        if relay.record_route:
+            self.ksr.rr.record_route()
+        if relay.uri is not None:
+            self.ksr.pv.sets("$ru", relay.uri)
+        if relay.body is not None:
+            self.set_body(relay.body, relay.content_type)
+        if relay.state is not None:
+            self.ksr.pv.sets(AVP, relay.state)
+        if relay.on_reply:
+            self.ksr.tm.t_on_reply(relay.on_reply)
+        if relay.on_failure:
+            self.ksr.tm.t_on_failure(relay.on_failure)
+        if self.ksr.tm.t_relay() < 0:
+            self.ksr.sl.sl_reply_error()
+            return False
+        return True
+
+    def log(self, level: str, message: str) -> None:
+        """Kamailio's log; messages from secconf never carry key material."""
+        text = message.replace("\n", " ") + "\n"
+        getattr(self.ksr, level if level in ("info", "warn", "err", "dbg") else "info")(text)

@@ -1,0 +1,190 @@
+"""The Kamailio module's view of the media edge: a small interface and its HTTP client.
+
+The edge (``secconf edge serve``, built in parallel) terminates SRTP towards
+participants with the conference's group keys and gives the mixer a clear
+internal leg.  The module needs five things from it, one HTTP call each
+(JSON bodies; the paths are the edge's control API as planned):
+
+=========================================  =======================================================
+``POST /v1/legs``                          a leg for a dialog: the participant's own crypto
+                                           line(s); answers the external (participant-facing)
+                                           and internal (mixer-facing) address and ports
+``PUT /v1/legs/{leg}/internal-remote``     where the mixer's media for this leg is (its answer)
+``PUT /v1/conferences/{id}/epochs/{n}``    a group key epoch (suite, key, salt in base64)
+``POST /v1/legs/{leg}/switch``             send to this leg under epoch *n* from now on
+``DELETE /v1/legs/{leg}``                  the dialog ended
+=========================================  =======================================================
+
+Every call has a short timeout (Kamailio workers must never hang); any
+failure is :class:`~secconf.core.errors.ServiceUnavailable` (503).  The HTTP
+connection is per worker process (created lazily after the fork), kept alive.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+from secconf.core.errors import ServiceUnavailable
+from secconf.core.keys import GroupKey
+
+__all__ = ["EdgeControl", "HttpEdgeControl", "LegAddresses", "LegPlan", "NoEdge"]
+
+
+@dataclass(frozen=True, slots=True)
+class LegAddresses:
+    address: str
+    ports: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LegPlan:
+    """What the edge allocated for one leg."""
+
+    external: LegAddresses
+    internal: LegAddresses
+
+
+class EdgeControl(Protocol):
+    def create_leg(
+        self, conference_id: str, leg: str, media: Sequence[str], crypto: Sequence[str]
+    ) -> LegPlan | None: ...
+
+    def set_internal_remote(self, leg: str, remote: LegAddresses) -> None: ...
+
+    def put_epoch(self, conference_id: str, key: GroupKey) -> None: ...
+
+    def switch(self, leg: str, epoch: int) -> None: ...
+
+    def delete_leg(self, leg: str) -> None: ...
+
+
+class NoEdge:
+    """No media edge: SDP addresses pass unchanged (tests and benchmarks of signalling only).
+
+    Not for production: the mixer cannot send under a group key itself.
+    """
+
+    def create_leg(
+        self, conference_id: str, leg: str, media: Sequence[str], crypto: Sequence[str]
+    ) -> LegPlan | None:
+        return None
+
+    def set_internal_remote(self, leg: str, remote: LegAddresses) -> None:
+        return None
+
+    def put_epoch(self, conference_id: str, key: GroupKey) -> None:
+        return None
+
+    def switch(self, leg: str, epoch: int) -> None:
+        return None
+
+    def delete_leg(self, leg: str) -> None:
+        return None
+
+
+def _addresses(value: Any, what: str) -> LegAddresses:
+    try:
+        address = value["address"]
+        ports = tuple(int(p) for p in value["ports"])
+    except (KeyError, TypeError, ValueError):
+        raise ServiceUnavailable(f"media edge answered an unusable {what}") from None
+    if not isinstance(address, str) or not all(0 < p < 65536 for p in ports):
+        raise ServiceUnavailable(f"media edge answered an unusable {what}")
+    return LegAddresses(address, ports)
+
+
+class HttpEdgeControl:
+    """:class:`EdgeControl` over the edge's HTTP control API, every call bounded by *timeout*."""
+
+    def __init__(self, base_url: str, *, timeout: float) -> None:
+        self._base = base_url.rstrip("/")
+        self._timeout = timeout
+        self._client: httpx.Client | None = None
+
+    def __repr__(self) -> str:
+        return f"HttpEdgeControl({self._base!r})"
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(
+                base_url=self._base, timeout=httpx.Timeout(self._timeout), trust_env=False
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _call(self, method: str, path: str, body: object | None = None) -> Any:
+        try:
+            response = self._http().request(
+                method,
+                path,
+                content=None if body is None else json.dumps(body).encode(),
+                headers={"content-type": "application/json"} if body is not None else None,
+            )
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"media edge unavailable ({type(exc).__name__})") from exc
+        if response.status_code == 404 and method == "DELETE":
+            return None
+        if response.status_code >= 300:
+            raise ServiceUnavailable(f"media edge refused {method} ({response.status_code})")
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ServiceUnavailable("media edge answered something that is not JSON") from None
+
+    def create_leg(
+        self, conference_id: str, leg: str, media: Sequence[str], crypto: Sequence[str]
+    ) -> LegPlan:
+        answer = self._call(
+            "POST",
+            "/v1/legs",
+            {
+                "conference": conference_id,
+                "leg": leg,
+                "streams": [{"media": m, "crypto": c} for m, c in zip(media, crypto, strict=True)],
+            },
+        )
+        if not isinstance(answer, dict):
+            raise ServiceUnavailable("media edge answered an unusable leg")
+        plan = LegPlan(
+            _addresses(answer.get("external"), "external leg"),
+            _addresses(answer.get("internal"), "internal leg"),
+        )
+        if len(plan.external.ports) != len(media) or len(plan.internal.ports) != len(media):
+            raise ServiceUnavailable("media edge answered the wrong number of ports")
+        return plan
+
+    def set_internal_remote(self, leg: str, remote: LegAddresses) -> None:
+        self._call(
+            "PUT",
+            f"/v1/legs/{leg}/internal-remote",
+            {"address": remote.address, "ports": list(remote.ports)},
+        )
+
+    def put_epoch(self, conference_id: str, key: GroupKey) -> None:
+        self._call(
+            "PUT",
+            f"/v1/conferences/{conference_id}/epochs/{key.epoch}",
+            {
+                "suite": key.suite.name,
+                "key": base64.b64encode(key.key).decode(),
+                "salt": base64.b64encode(key.salt).decode(),
+            },
+        )
+
+    def switch(self, leg: str, epoch: int) -> None:
+        self._call("POST", f"/v1/legs/{leg}/switch", {"epoch": epoch})
+
+    def delete_leg(self, leg: str) -> None:
+        self._call("DELETE", f"/v1/legs/{leg}")

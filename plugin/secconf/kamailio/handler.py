@@ -1,0 +1,233 @@
+"""The object Kamailio's app_python3 calls: ``mod_init()`` returns a :class:`SecconfKemi`.
+
+Kamailio 5.6 with ``cfgengine "python"`` calls, on the returned object:
+
+* ``child_init(rank)`` in every process after the fork (workers, timers, the
+  main process): the per-worker Redis client and edge client are made here
+  (they connect lazily, on first use, in that worker only; no threads);
+* ``ksr_request_route(msg)`` for every request;
+* ``ksr_reply_route(msg)`` for every reply (core reply route), and
+  ``ksr_onsend_route(msg)`` before sending: both must exist or ``t_relay``
+  fails on 5.6; they do nothing here;
+* the tm routes named by ``t_on_reply`` / ``t_on_failure``:
+  :data:`~.service.ON_REPLY` and :data:`~.service.ON_FAILURE`.
+
+Every route runs under a guard: an unexpected exception is logged (one
+line, no key material) and the request answered 500.  Without it app_python3
+logs the traceback and drops the request silently, so the caller
+retransmits until it times out.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from secconf.core.errors import SecconfError
+from secconf.store.conferences import ConferenceStore, connect_blocking
+from secconf.store.keywrap import KeyWrapper, load_key_file
+
+from .adapter import KsrAdapter, Reply
+from .edge_control import EdgeControl, HttpEdgeControl, NoEdge
+from .service import FocusService, Retransmission
+from .settings import Settings, load_settings
+
+__all__ = ["SecconfKemi", "mod_init"]
+
+#: RFC 3261 §16.3: a proxy refuses requests whose Max-Forwards reached zero.
+MAX_FORWARDS = 16
+
+
+def _one_line(text: str) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines())
+
+
+class SecconfKemi:
+    """The KEMI routes of one Kamailio process."""
+
+    def __init__(self, ksr: Any, settings: Settings, kek: bytes) -> None:
+        self.ksr = ksr
+        self.adapter = KsrAdapter(ksr)
+        self.settings = settings
+        self._wrapper = KeyWrapper(kek, settings.kek_id)
+        self.service: FocusService | None = None
+
+    def child_init(self, rank: int) -> int:
+        client = connect_blocking(self.settings.redis_url, timeout=self.settings.redis_timeout)
+        store = ConferenceStore(client, self._wrapper, self.settings.redis_prefix)
+        edge: EdgeControl
+        if self.settings.edge_url:
+            edge = HttpEdgeControl(self.settings.edge_url, timeout=self.settings.edge_timeout)
+        else:
+            edge = NoEdge()
+        self.service = FocusService(self.settings, store, edge, log=self.adapter.log)
+        return 0
+
+    def _service(self) -> FocusService:
+        if self.service is None:  # a process whose child_init did not run
+            self.child_init(-1)
+        if self.service is None:
+            raise RuntimeError("no service")
+        return self.service
+
+    def _crash(self, where: str, reply: bool) -> None:
+        self.adapter.log(
+            "err", f"secconf: unexpected error in {where}: {_one_line(traceback.format_exc())}"
+        )
+        if reply:
+            try:
+                self.adapter.reply(Reply(500, "Server Internal Error"))
+            except Exception:
+                self.adapter.log("err", "secconf: could not send the 500 answer")
+
+    # -- core routes ------------------------------------------------------------------
+
+    def ksr_request_route(self, msg: Any) -> int:
+        try:
+            self._request()
+        except Exception:
+            method = self.adapter.pv("$rm")
+            self._crash("request route", reply=method not in ("ACK", None))
+        return 1
+
+    def ksr_reply_route(self, msg: Any) -> int:
+        return 1
+
+    def ksr_onsend_route(self, msg: Any) -> int:
+        return 1
+
+    # -- tm routes ---------------------------------------------------------------------
+
+    def ksr_onreply_secconf(self, msg: Any) -> int:
+        try:
+            service = self._service()
+            view = self.adapter.reply_view()
+            state = self.adapter.state()
+            try:
+                result = service.on_reply(view, state)
+            except SecconfError as exc:
+                # Fail closed: the mixer's clear answer must not reach the participant.
+                self.adapter.log("err", f"secconf: answer not keyed, media refused: {exc.message}")
+                self.adapter.set_body(service.unkeyed_answer(view.call_id, state))
+                return 1
+            if result is not None:
+                body, headers = result
+                self.adapter.set_body(body)
+                for name, value in headers:
+                    self.ksr.hdr.append(f"{name}: {value}\r\n")
+        except Exception:
+            self._crash("reply route", reply=False)
+            self._refuse_media()
+            return 1
+        return 1
+
+    def _refuse_media(self) -> None:
+        """Last resort after an unexpected error on a reply: no media rather than clear media.
+
+        Kamailio 5.6 forwards a 2xx whatever the reply route does (``set_drop``
+        is ignored and ``change_reply_status`` refuses to change a 2xx's
+        class), so the body is replaced by one rejecting every stream.
+        """
+        try:
+            if 200 <= int(self.adapter.pv("$rs") or 0) < 300 and self.adapter.state():
+                call_id = self.adapter.pv("$ci") or ""
+                self.adapter.set_body(self._service().unkeyed_answer(call_id, self.adapter.state()))
+        except Exception:
+            self.adapter.log("err", "secconf: could not refuse the media of an unkeyed answer")
+
+    def ksr_failure_secconf(self, msg: Any) -> int:
+        try:
+            self._service().on_failure(self.adapter.pv("$ci") or "", self.adapter.state())
+        except Exception:
+            self._crash("failure route", reply=False)
+        return 1
+
+    # -- the request route proper -------------------------------------------------------
+
+    def _request(self) -> None:
+        ksr = self.ksr
+        adapter = self.adapter
+        if ksr.maxfwd.process_maxfwd(MAX_FORWARDS) < 0:
+            adapter.reply(Reply(483, "Too Many Hops"))
+            return
+        if ksr.sanity.sanity_check_defaults() < 0:
+            return  # sanity answered (or dropped) it already
+        method = adapter.pv("$rm")
+        if method == "CANCEL":
+            if ksr.tm.t_check_trans() > 0:
+                ksr.tm.t_relay()
+            return
+        if ksr.siputils.has_totag() > 0:
+            self._in_dialog(method)
+            return
+        if method == "ACK":
+            if ksr.tm.t_check_trans() > 0:
+                ksr.tm.t_relay()
+            return
+        if method == "OPTIONS" and adapter.pv("$rU") is None and ksr.is_myself_ruri():
+            adapter.reply(Reply(200, "OK"))
+            return
+        if ksr.tm.t_check_trans() == 0:
+            return  # a retransmission: tm resent the last answer
+        service = self._service()
+        request = adapter.request(service.header_names())
+        try:
+            outcome = service.on_request(request)
+        except Retransmission:
+            return
+        except SecconfError as exc:
+            adapter.log(
+                "info", f"secconf: {request.method} refused {exc.status_code}: {exc.message}"
+            )
+            adapter.reply(service.refusal(exc))
+            return
+        if isinstance(outcome, Reply):
+            adapter.reply(outcome)
+            return
+        if not adapter.relay(outcome) and outcome.state is not None:
+            service.on_failure(request.call_id, outcome.state)
+
+    def _in_dialog(self, method: str | None) -> None:
+        ksr = self.ksr
+        if ksr.rr.loose_route() < 0:
+            if method == "ACK":
+                if ksr.tm.t_check_trans() > 0:
+                    ksr.tm.t_relay()
+                return
+            self.adapter.reply(Reply(404, "Not Here"))
+            return
+        service = self._service()
+        call_id = self.adapter.pv("$ci") or ""
+        try:
+            ours = method == "INVITE" and service.store.dialog(call_id) is not None
+        except SecconfError as exc:
+            self.adapter.reply(service.refusal(exc))
+            return
+        if ours:
+            # Rekey re-INVITEs (new epoch's key) are not built yet: fail closed rather than
+            # let the mixer's clear offer reach a participant.
+            self.adapter.reply(
+                Reply(
+                    488,
+                    "Not Acceptable Here",
+                    (
+                        (
+                            "Warning",
+                            f'399 {self.settings.server_name} "re-INVITE in a secure conference not supported yet"',
+                        ),
+                    ),
+                )
+            )
+            return
+        if method == "BYE":
+            service.on_bye(call_id)
+        ksr.tm.t_relay()
+
+
+def mod_init() -> SecconfKemi:
+    """Called once by app_python3 in Kamailio's main process, before the fork."""
+    import KSR  # type: ignore[import-not-found]  # only inside Kamailio
+
+    settings = load_settings()
+    kek = load_key_file(settings.kek_file)
+    return SecconfKemi(KSR, settings, kek)

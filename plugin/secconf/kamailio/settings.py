@@ -1,0 +1,141 @@
+"""Configuration of the Kamailio module: a TOML file, a few values overridable from the environment.
+
+The file's path comes from ``SECCONF_KAMAILIO_CONFIG`` (see docs/kamailio.md
+for every key).  ``SECCONF_REDIS_URL``, ``SECCONF_UPSTREAM`` and
+``SECCONF_EDGE_URL`` override the file, so one shipped file serves several
+deployments (and the tests).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from secconf.core.errors import SecconfError
+from secconf.core.focus import normalize_identity
+from secconf.core.sdes import SUITES, CryptoSuite
+from secconf.core.sip.uri import SipUri
+
+__all__ = ["ENV_CONFIG", "Settings", "SettingsError", "load_settings"]
+
+ENV_CONFIG = "SECCONF_KAMAILIO_CONFIG"
+
+
+class SettingsError(ValueError):
+    """The configuration is unusable; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    factory: re.Pattern[str]
+    conference: re.Pattern[str]
+    conference_user: str
+    domain: str
+    upstream: SipUri
+    suite: CryptoSuite
+    max_body: int
+    trusted_sources: frozenset[str]
+    asserted_header: str
+    creators: frozenset[str]
+    allowed: frozenset[str]
+    redis_url: str = field(repr=False)
+    redis_timeout: float
+    redis_prefix: str
+    kek_file: Path
+    kek_id: str
+    edge_url: str | None
+    edge_timeout: float
+    relay_other: bool
+    server_name: str
+
+    def conference_uri(self, conference_id: str) -> str:
+        return f"sip:{self.conference_user.format(id=conference_id)}@{self.domain}"
+
+    def upstream_uri(self, conference_id: str) -> str:
+        user = self.conference_user.format(id=conference_id)
+        return f"{self.upstream.scheme}:{user}@{self.upstream.host_port}"
+
+
+def _get(table: Mapping[str, Any], section: str, key: str, kind: type, default: Any = None) -> Any:
+    value = table.get(section, {}).get(key, default)
+    if value is None:
+        raise SettingsError(f"[{section}] {key} is required")
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise SettingsError(f"[{section}] {key} must be a {kind.__name__}")
+    return value
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the TOML file at *path* (default: ``$SECCONF_KAMAILIO_CONFIG``)."""
+    environ = os.environ if env is None else env
+    if path is None:
+        path = environ.get(ENV_CONFIG)
+        if not path:
+            raise SettingsError(f"{ENV_CONFIG} is not set: no configuration file")
+    config_path = Path(path)
+    try:
+        with config_path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"cannot read {config_path}: {exc}") from None
+    base = config_path.parent
+    try:
+        factory = re.compile(_get(data, "focus", "factory_pattern", str, "conf-factory"))
+        conference = re.compile(
+            _get(data, "focus", "conference_pattern", str, "conf-(?P<id>[0-9a-z]{16})")
+        )
+    except re.error as exc:
+        raise SettingsError(f"[focus] pattern: {exc}") from None
+    if "id" not in conference.groupindex:
+        raise SettingsError("[focus] conference_pattern needs a group named 'id'")
+    conference_user = _get(data, "focus", "conference_user", str, "conf-{id}")
+    if not conference.fullmatch(conference_user.format(id="0123456789abcdef")):
+        raise SettingsError("[focus] conference_user must match conference_pattern")
+    suite_name = _get(data, "focus", "suite", str, "AES_CM_128_HMAC_SHA1_80")
+    if suite_name not in SUITES:
+        raise SettingsError(f"[focus] suite {suite_name!r} is not supported")
+    upstream_text = environ.get("SECCONF_UPSTREAM") or _get(data, "upstream", "uri", str)
+    try:
+        upstream = SipUri.parse(upstream_text)
+    except SecconfError as exc:
+        raise SettingsError(f"[upstream] uri: {exc}") from None
+    try:
+        creators = frozenset(
+            normalize_identity(x) for x in _get(data, "policy", "creators", list, [])
+        )
+        allowed = frozenset(
+            normalize_identity(x) for x in _get(data, "policy", "allowed", list, [])
+        )
+    except SecconfError as exc:
+        raise SettingsError(f"[policy] identities: {exc}") from None
+    kek_file = Path(_get(data, "redis", "kek_file", str))
+    edge_url = environ.get("SECCONF_EDGE_URL") or data.get("edge", {}).get("url") or None
+    return Settings(
+        factory=factory,
+        conference=conference,
+        conference_user=conference_user,
+        domain=_get(data, "focus", "domain", str),
+        upstream=upstream,
+        suite=SUITES[suite_name],
+        max_body=_get(data, "focus", "max_body", int, 16384),
+        trusted_sources=frozenset(_get(data, "identity", "trusted_sources", list, [])),
+        asserted_header=_get(data, "identity", "asserted_header", str, "P-Asserted-Identity"),
+        creators=creators,
+        allowed=allowed,
+        redis_url=environ.get("SECCONF_REDIS_URL") or _get(data, "redis", "url", str),
+        redis_timeout=float(_get(data, "redis", "timeout", float, 0.3)),
+        redis_prefix=_get(data, "redis", "prefix", str, "secconf"),
+        kek_file=kek_file if kek_file.is_absolute() else base / kek_file,
+        kek_id=_get(data, "redis", "kek_id", str, "kek-1"),
+        edge_url=edge_url,
+        edge_timeout=float(_get(data, "edge", "timeout", float, 0.3)),
+        relay_other=_get(data, "focus", "relay_other", bool, True),
+        server_name=_get(data, "focus", "server_name", str, "secconf-focus"),
+    )

@@ -1,0 +1,565 @@
+"""Conference state shared by every Kamailio worker and node: one Redis, atomic scripts.
+
+This store is **synchronous** (``redis.Redis``): it runs inside Kamailio
+workers, which have no event loop and must not start threads.  Every call has
+the client's socket timeout (see :func:`connect_blocking`) and a dead or slow
+Redis surfaces as :class:`~secconf.core.errors.ServiceUnavailable` (503).
+
+Key layout (``P`` is the prefix; ``{id}`` is the conference id in braces, a
+Redis Cluster hash tag, so that one conference's keys share a slot)::
+
+    P:conf:{id}            hash  state ("active"/"ended"), mode, creator, uri,
+                                 created, epoch (current key epoch), suite
+    P:conf:{id}:allowed    set   identities allowed to join
+    P:conf:{id}:members    hash  identity -> number of its dialogs (pending or up)
+    P:conf:{id}:epochs     hash  epoch number -> wrapped key||salt
+                                 (context ``conf-epoch:<id>:<n>``)
+    P:conf:{id}:ssrcs      hash  SSRC (decimal) -> dialog id holding it
+    P:dialog:<dialog id>   hash  conference, identity, leg, state ("pending"/"up"),
+                                 ssrcs (comma list), creator ("1" for the creating call)
+
+The dialog id is the SHA-256 of the SIP Call-ID (hex), so a BYE from either
+side finds its record.  Every multi-key change is one Lua script: a refusal
+(unknown conference, not allowed, SSRC taken, duplicate dialog) writes
+nothing.  When the last dialog of a conference is released the conference is
+marked ended, its key epochs are deleted at once, and its other keys expire
+after ``ended_ttl`` seconds; if that dialog was the creating call and never
+answered, the conference never existed and every key is deleted.  Dialog records expire after ``dialog_ttl``.
+
+Scripts that start from a dialog record build the conference's key names
+inside the script, so this layout is for one Redis (with replicas or
+Sentinel), not Redis Cluster yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from secconf.core.errors import Forbidden
+from secconf.core.focus import ConferenceNotFound, SsrcCollision
+from secconf.core.keys import GroupKey
+from secconf.core.sdes import SUITES
+
+from ._names import check_identity, check_prefix
+from .errors import Conflict, CorruptRecord, InvalidRecord
+from .keywrap import KeyWrapper
+from .redis import redis_errors
+
+__all__ = [
+    "Answered",
+    "ConferenceExists",
+    "ConferenceInfo",
+    "ConferenceStore",
+    "DialogExists",
+    "DialogRecord",
+    "Released",
+    "connect_blocking",
+    "dialog_id",
+    "epoch_context",
+]
+
+_CONFERENCE_ID_RE: Final = re.compile(r"^[0-9a-z]{1,64}$")
+_LEG_RE: Final = re.compile(r"^[0-9A-Za-z._-]{1,128}$")
+MAX_SSRCS: Final = 64
+
+
+def connect_blocking(url: str, *, timeout: float) -> redis.Redis:
+    """A synchronous client for *url* whose every call gives up after *timeout* seconds.
+
+    Same settings as :func:`secconf.store.redis.connect` (no retries, bytes
+    responses), for code without an event loop (Kamailio workers).  No
+    command is sent here: the first call connects.
+    """
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not (math.isfinite(timeout) and timeout > 0)
+    ):
+        raise ValueError("timeout must be a positive number of seconds")
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=False,
+        health_check_interval=0,
+    )
+
+
+def dialog_id(call_id: str) -> str:
+    """The id of a dialog's record: hex SHA-256 of its Call-ID (any length, any bytes)."""
+    return hashlib.sha256(call_id.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def epoch_context(conference_id: str, epoch: int) -> bytes:
+    """Key-wrapping context of one epoch's key: binds the blob to that conference and epoch."""
+    return f"conf-epoch:{conference_id}:{epoch}".encode("ascii")
+
+
+class ConferenceExists(Conflict):
+    """A conference id already in use (ids are random: mint another)."""
+
+
+class DialogExists(Conflict):
+    """A Call-ID that already has a record (a retransmission that got past the proxy)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DialogRecord:
+    """A participant's dialog with the focus."""
+
+    conference_id: str
+    identity: str
+    leg: str
+    state: str = "pending"
+    ssrcs: tuple[int, ...] = ()
+    creator: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConferenceInfo:
+    conference_id: str
+    state: str
+    mode: str
+    creator: str
+    uri: str
+    epoch: int
+    suite: str
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """What :meth:`ConferenceStore.release` removed."""
+
+    dialog: DialogRecord
+    conference_ended: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """A dialog marked up, and the conference key it must get."""
+
+    dialog: DialogRecord
+    group_key: GroupKey = field(repr=False)
+
+
+# KEYS: conf, allowed, members, epochs, ssrcs, dialog
+# ARGV: mode, creator, uri, now, suite, wrapped, dialog_ttl, leg, dialog_id, conference_id,
+#       n_ssrc, ssrc..., allowed...
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'conf-exists' end
+if redis.call('EXISTS', KEYS[6]) == 1 then return 'dialog-exists' end
+local n = tonumber(ARGV[11])
+redis.call('HSET', KEYS[1], 'state', 'active', 'mode', ARGV[1], 'creator', ARGV[2],
+  'uri', ARGV[3], 'created', ARGV[4], 'epoch', '1', 'suite', ARGV[5])
+redis.call('SADD', KEYS[2], ARGV[2])
+for i = 12 + n, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+redis.call('HSET', KEYS[3], ARGV[2], 1)
+redis.call('HSET', KEYS[4], '1', ARGV[6])
+local ssrcs = {}
+for i = 12, 11 + n do
+  redis.call('HSET', KEYS[5], ARGV[i], ARGV[9])
+  ssrcs[#ssrcs + 1] = ARGV[i]
+end
+redis.call('HSET', KEYS[6], 'conference', ARGV[10], 'identity', ARGV[2], 'leg', ARGV[8],
+  'state', 'pending', 'ssrcs', table.concat(ssrcs, ','), 'creator', '1')
+redis.call('EXPIRE', KEYS[6], ARGV[7])
+return 'ok'
+"""
+
+# KEYS: conf, allowed, members, ssrcs, dialog
+# ARGV: identity, leg, dialog_id, dialog_ttl, conference_id, ssrc...
+_JOIN = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'active' then return 'not-found' end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return 'forbidden' end
+if redis.call('EXISTS', KEYS[5]) == 1 then return 'dialog-exists' end
+for i = 6, #ARGV do
+  if redis.call('HEXISTS', KEYS[4], ARGV[i]) == 1 then return 'ssrc' end
+end
+local ssrcs = {}
+for i = 6, #ARGV do
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[3])
+  ssrcs[#ssrcs + 1] = ARGV[i]
+end
+redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+redis.call('HSET', KEYS[5], 'conference', ARGV[5], 'identity', ARGV[1], 'leg', ARGV[2],
+  'state', 'pending', 'ssrcs', table.concat(ssrcs, ','), 'creator', '0')
+redis.call('EXPIRE', KEYS[5], ARGV[4])
+return redis.call('HGET', KEYS[1], 'epoch')
+"""
+
+# KEYS: dialog; ARGV: prefix.  Marks the dialog up; returns it with the current epoch's key.
+_ANSWERED = """
+local d = redis.call('HMGET', KEYS[1], 'conference', 'identity', 'leg', 'ssrcs', 'creator')
+if not d[1] then return {'no-dialog'} end
+local base = ARGV[1] .. ':conf:{' .. d[1] .. '}'
+local c = redis.call('HMGET', base, 'state', 'epoch', 'suite')
+if c[1] ~= 'active' then return {'not-found'} end
+local blob = redis.call('HGET', base .. ':epochs', c[2])
+if not blob then return {'no-key'} end
+redis.call('HSET', KEYS[1], 'state', 'up')
+return {'ok', d[1], d[2], d[3], d[4], d[5], c[2], c[3], blob}
+"""
+
+# KEYS: dialog; ARGV: prefix, dialog_id, ended_ttl_ms.
+_RELEASE = """
+local d = redis.call('HMGET', KEYS[1], 'conference', 'identity', 'leg', 'ssrcs', 'creator',
+  'state')
+if not d[1] then return {'no-dialog'} end
+redis.call('DEL', KEYS[1])
+local base = ARGV[1] .. ':conf:{' .. d[1] .. '}'
+local left = redis.call('HINCRBY', base .. ':members', d[2], -1)
+if left <= 0 then redis.call('HDEL', base .. ':members', d[2]) end
+for s in string.gmatch(d[4] or '', '[^,]+') do
+  if redis.call('HGET', base .. ':ssrcs', s) == ARGV[2] then
+    redis.call('HDEL', base .. ':ssrcs', s)
+  end
+end
+local ended = 0
+if redis.call('HLEN', base .. ':members') == 0 and redis.call('EXISTS', base) == 1 then
+  ended = 1
+  redis.call('DEL', base .. ':epochs')
+  local rest = {base, base .. ':allowed', base .. ':members', base .. ':ssrcs'}
+  if d[5] == '1' and d[6] == 'pending' then
+    -- the creating call failed: the conference never existed
+    for _, k in ipairs(rest) do redis.call('DEL', k) end
+  else
+    redis.call('HSET', base, 'state', 'ended')
+    for _, k in ipairs(rest) do redis.call('PEXPIRE', k, ARGV[3]) end
+  end
+end
+return {'ok', d[1], d[2], d[3], d[4], d[5], d[6], ended}
+"""
+
+# KEYS: conf, epochs; ARGV: new epoch, wrapped.  Only the next epoch of an active conference.
+_ADD_EPOCH = """
+local c = redis.call('HMGET', KEYS[1], 'state', 'epoch')
+if c[1] ~= 'active' then return 'not-found' end
+if tonumber(c[2]) + 1 ~= tonumber(ARGV[1]) then return 'stale' end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1])
+return 'ok'
+"""
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return str(value)
+
+
+def _ssrcs(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part)
+    except ValueError:
+        raise CorruptRecord("dialog record: bad SSRC list") from None
+
+
+class ConferenceStore:
+    """Conferences, allowed sets, rosters, dialogs, SSRCs and wrapped key epochs."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        wrapper: KeyWrapper,
+        prefix: str = "secconf",
+        *,
+        ended_ttl: float = 60.0,
+        dialog_ttl: int = 86400,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not (isinstance(ended_ttl, int | float) and ended_ttl > 0):
+            raise ValueError("ended_ttl must be positive")
+        self._redis = client
+        self._wrapper = wrapper
+        self._prefix = check_prefix(prefix)
+        self._ended_ttl_ms = max(1, math.ceil(ended_ttl * 1000))
+        self._dialog_ttl = int(dialog_ttl)
+        self._clock = clock
+        self._create = client.register_script(_CREATE)
+        self._join = client.register_script(_JOIN)
+        self._answered = client.register_script(_ANSWERED)
+        self._release = client.register_script(_RELEASE)
+        self._add_epoch = client.register_script(_ADD_EPOCH)
+
+    def __repr__(self) -> str:
+        return f"ConferenceStore(prefix={self._prefix!r})"
+
+    # -- key names ---------------------------------------------------------------
+
+    def conference_key(self, conference_id: str, part: str = "") -> str:
+        _check_conference_id(conference_id)
+        suffix = f":{part}" if part else ""
+        return f"{self._prefix}:conf:{{{conference_id}}}{suffix}"
+
+    def dialog_key(self, call_id: str) -> str:
+        return f"{self._prefix}:dialog:{dialog_id(call_id)}"
+
+    # -- writes --------------------------------------------------------------------
+
+    def create(
+        self,
+        conference_id: str,
+        *,
+        creator: str,
+        uri: str,
+        group_key: GroupKey,
+        call_id: str,
+        leg: str,
+        allowed: Iterable[str] = (),
+        ssrcs: Sequence[int] = (),
+        mode: str = "sdes",
+    ) -> None:
+        """Record a new conference with its creator's dialog (pending) and key epoch 1.
+
+        Raises :class:`ConferenceExists` or :class:`DialogExists` (nothing written).
+        """
+        check_identity(creator, "creator")
+        members = [check_identity(identity, "allowed identity") for identity in allowed]
+        _check_leg(leg)
+        ssrc_list = _check_ssrcs(ssrcs)
+        if group_key.epoch != 1:
+            raise InvalidRecord("a conference starts at key epoch 1")
+        blob = self._wrapper.wrap(group_key.key + group_key.salt, epoch_context(conference_id, 1))
+        keys = [
+            self.conference_key(conference_id),
+            self.conference_key(conference_id, "allowed"),
+            self.conference_key(conference_id, "members"),
+            self.conference_key(conference_id, "epochs"),
+            self.conference_key(conference_id, "ssrcs"),
+            self.dialog_key(call_id),
+        ]
+        args: list[Any] = [
+            mode,
+            creator,
+            uri,
+            repr(float(self._clock())),
+            group_key.suite.name,
+            blob,
+            self._dialog_ttl,
+            leg,
+            dialog_id(call_id),
+            conference_id,
+            len(ssrc_list),
+            *ssrc_list,
+            *members,
+        ]
+        with redis_errors("create a conference"):
+            result = _text(self._create(keys=keys, args=args))
+        if result == "conf-exists":
+            raise ConferenceExists(f"conference {conference_id} exists")
+        if result == "dialog-exists":
+            raise DialogExists("dialog already recorded")
+        if result != "ok":
+            raise CorruptRecord(f"create script answered {result!r}")
+
+    def join(
+        self,
+        conference_id: str,
+        *,
+        identity: str,
+        call_id: str,
+        leg: str,
+        ssrcs: Sequence[int] = (),
+    ) -> int:
+        """Add *identity*'s dialog (pending) to the conference; return the current epoch.
+
+        Refusals, with nothing written: :class:`ConferenceNotFound` (404, no
+        such active conference), :class:`~secconf.core.errors.Forbidden` (403,
+        not in the allowed set), :class:`SsrcCollision` (488),
+        :class:`DialogExists`.
+        """
+        check_identity(identity)
+        _check_leg(leg)
+        ssrc_list = _check_ssrcs(ssrcs)
+        keys = [
+            self.conference_key(conference_id),
+            self.conference_key(conference_id, "allowed"),
+            self.conference_key(conference_id, "members"),
+            self.conference_key(conference_id, "ssrcs"),
+            self.dialog_key(call_id),
+        ]
+        args: list[Any] = [
+            identity,
+            leg,
+            dialog_id(call_id),
+            self._dialog_ttl,
+            conference_id,
+            *ssrc_list,
+        ]
+        with redis_errors("join a conference"):
+            result = _text(self._join(keys=keys, args=args))
+        if result == "not-found":
+            raise ConferenceNotFound("no such conference")
+        if result == "forbidden":
+            raise Forbidden("not a member of this conference")
+        if result == "ssrc":
+            raise SsrcCollision("an offered SSRC is already used in this conference")
+        if result == "dialog-exists":
+            raise DialogExists("dialog already recorded")
+        try:
+            return int(result)
+        except ValueError:
+            raise CorruptRecord(f"join script answered {result!r}") from None
+
+    def answered(self, call_id: str) -> Answered:
+        """Mark the dialog up (its 2xx passed) and return the conference's current key.
+
+        One round trip.  Raises :class:`ConferenceNotFound` if the dialog or
+        its conference is gone.
+        """
+        with redis_errors("read the conference key"):
+            raw = cast(
+                list[bytes],
+                self._answered(keys=[self.dialog_key(call_id)], args=[self._prefix]),
+            )
+        status = _text(raw[0])
+        if status != "ok":
+            raise ConferenceNotFound(f"dialog or conference gone ({status})")
+        conference_id, identity, leg, ssrcs, creator, epoch_text, suite_name = (
+            _text(item) for item in raw[1:8]
+        )
+        epoch = int(epoch_text)
+        suite = SUITES.get(suite_name)
+        if suite is None:
+            raise CorruptRecord("conference record: unknown suite")
+        material = self._wrapper.unwrap(raw[8], epoch_context(conference_id, epoch))
+        key = GroupKey(epoch, suite, material[: suite.key_length], material[suite.key_length :])
+        record = DialogRecord(conference_id, identity, leg, "up", _ssrcs(ssrcs), creator == "1")
+        return Answered(record, key)
+
+    def release(self, call_id: str) -> Released | None:
+        """Remove a dialog, its roster count and SSRCs; end the conference if it was the last.
+
+        Idempotent: ``None`` when the dialog has no record (already released).
+        """
+        with redis_errors("release a dialog"):
+            raw = cast(
+                list[bytes],
+                self._release(
+                    keys=[self.dialog_key(call_id)],
+                    args=[self._prefix, dialog_id(call_id), self._ended_ttl_ms],
+                ),
+            )
+        if _text(raw[0]) != "ok":
+            return None
+        conference_id, identity, leg, ssrcs, creator, state = (_text(item) for item in raw[1:7])
+        record = DialogRecord(conference_id, identity, leg, state, _ssrcs(ssrcs), creator == "1")
+        return Released(record, int(raw[7]) == 1)
+
+    def add_epoch(self, conference_id: str, group_key: GroupKey) -> None:
+        """Store the next epoch's key and make it current (the rekey step uses this)."""
+        blob = self._wrapper.wrap(
+            group_key.key + group_key.salt, epoch_context(conference_id, group_key.epoch)
+        )
+        keys = [self.conference_key(conference_id), self.conference_key(conference_id, "epochs")]
+        with redis_errors("store a key epoch"):
+            result = _text(self._add_epoch(keys=keys, args=[group_key.epoch, blob]))
+        if result == "not-found":
+            raise ConferenceNotFound("no such conference")
+        if result == "stale":
+            raise Conflict("epoch is not the next one")
+
+    # -- reads ---------------------------------------------------------------------
+
+    def get(self, conference_id: str) -> ConferenceInfo | None:
+        with redis_errors("read a conference"):
+            raw = cast(dict[bytes, bytes], self._redis.hgetall(self.conference_key(conference_id)))
+        if not raw:
+            return None
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        try:
+            return ConferenceInfo(
+                conference_id,
+                fields["state"],
+                fields["mode"],
+                fields["creator"],
+                fields["uri"],
+                int(fields["epoch"]),
+                fields["suite"],
+                float(fields["created"]),
+            )
+        except (KeyError, ValueError):
+            raise CorruptRecord("conference record incomplete") from None
+
+    def allowed(self, conference_id: str) -> frozenset[str]:
+        with redis_errors("read an allowed set"):
+            raw = cast(
+                set[bytes], self._redis.smembers(self.conference_key(conference_id, "allowed"))
+            )
+        return frozenset(_text(item) for item in raw)
+
+    def members(self, conference_id: str) -> dict[str, int]:
+        with redis_errors("read a roster"):
+            raw = cast(
+                dict[bytes, bytes],
+                self._redis.hgetall(self.conference_key(conference_id, "members")),
+            )
+        return {_text(k): int(v) for k, v in raw.items()}
+
+    def ssrcs(self, conference_id: str) -> frozenset[int]:
+        with redis_errors("read SSRCs"):
+            raw = cast(list[bytes], self._redis.hkeys(self.conference_key(conference_id, "ssrcs")))
+        return frozenset(int(item) for item in raw)
+
+    def dialog(self, call_id: str) -> DialogRecord | None:
+        with redis_errors("read a dialog"):
+            raw = cast(dict[bytes, bytes], self._redis.hgetall(self.dialog_key(call_id)))
+        if not raw:
+            return None
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        try:
+            return DialogRecord(
+                fields["conference"],
+                fields["identity"],
+                fields["leg"],
+                fields["state"],
+                _ssrcs(fields.get("ssrcs", "")),
+                fields.get("creator") == "1",
+            )
+        except KeyError:
+            raise CorruptRecord("dialog record incomplete") from None
+
+    def group_key(self, conference_id: str, epoch: int | None = None) -> GroupKey:
+        """The key of *epoch* (the current one by default), unwrapped."""
+        info = self.get(conference_id)
+        if info is None or info.state != "active":
+            raise ConferenceNotFound("no such conference")
+        number = info.epoch if epoch is None else epoch
+        with redis_errors("read a key epoch"):
+            blob = self._redis.hget(self.conference_key(conference_id, "epochs"), str(number))
+        if blob is None:
+            raise ConferenceNotFound(f"no key for epoch {number}")
+        suite = SUITES[info.suite]
+        material = self._wrapper.unwrap(cast(bytes, blob), epoch_context(conference_id, number))
+        return GroupKey(number, suite, material[: suite.key_length], material[suite.key_length :])
+
+
+def _check_conference_id(conference_id: object) -> None:
+    if not isinstance(conference_id, str) or not _CONFERENCE_ID_RE.match(conference_id):
+        raise InvalidRecord("conference id must be 1 to 64 lower-case letters or digits")
+
+
+def _check_leg(leg: object) -> None:
+    if not isinstance(leg, str) or not _LEG_RE.match(leg):
+        raise InvalidRecord("leg id must be 1 to 128 of [0-9A-Za-z._-]")
+
+
+def _check_ssrcs(ssrcs: Sequence[int]) -> list[str]:
+    values = sorted(set(ssrcs))
+    if len(values) > MAX_SSRCS or any(
+        isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 0xFFFFFFFF for v in values
+    ):
+        raise InvalidRecord(f"at most {MAX_SSRCS} SSRCs, each 0..2**32-1")
+    return [str(v) for v in values]

@@ -1,0 +1,165 @@
+"""The KSR adapter and the handler's guard, with a fake KSR (no Kamailio)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from secconf.core.errors import Forbidden
+from secconf.core.focus import OfferedStream
+from secconf.kamailio.adapter import AVP, KsrAdapter, Relay, Reply
+from secconf.kamailio.edge_control import LegAddresses
+from secconf.kamailio.handler import SecconfKemi
+from secconf.kamailio.service import FocusService, TransactionState
+from secconf.kamailio.settings import SettingsError, load_settings
+
+from .conftest import settings_text
+from .fake_ksr import FakeKsr
+
+REQUEST_PVS = {
+    "$rm": "INVITE",
+    "$ru": "sip:conf-factory@127.0.0.1",
+    "$rU": "conf-factory",
+    "$ci": "abc@host",
+    "$si": "127.0.0.1",
+    "$fu": "sip:alice@example.com",
+    "$ft": "t1",
+    "$tt": None,
+    "$cT": "application/sdp",
+    "$rb": "v=0\r\n",
+    "$cl": "5",
+    "$hdr(P-Asserted-Identity)": "<sip:alice@example.com>",
+}
+
+
+def test_request_view_reads_plain_values() -> None:
+    ksr = FakeKsr(pvs=dict(REQUEST_PVS))
+    view = KsrAdapter(ksr).request(["P-Asserted-Identity"])
+    assert (view.method, view.ruri_user, view.call_id, view.source_ip) == (
+        "INVITE", "conf-factory", "abc@host", "127.0.0.1",
+    )  # fmt: skip
+    assert view.body == b"v=0\r\n"
+    assert view.content_length == 5
+    assert not view.in_dialog
+    assert view.headers == {"P-Asserted-Identity": "<sip:alice@example.com>"}
+    assert "v=0" not in repr(view)
+
+
+def test_missing_values_are_none_or_empty() -> None:
+    view = KsrAdapter(FakeKsr()).request(["X"])
+    assert view.body == b""
+    assert view.content_length == 0
+    assert view.headers == {"X": None}
+
+
+def test_reply_appends_headers_then_answers() -> None:
+    ksr = FakeKsr()
+    KsrAdapter(ksr).reply(Reply(403, "Forbidden", (("Warning", '399 f "no"'),)))
+    assert ksr.calls == [
+        ("hdr.append_to_reply", ('Warning: 399 f "no"\r\n',)),
+        ("sl.send_reply", (403, "Forbidden")),
+    ]
+
+
+def test_relay_sets_everything_before_t_relay() -> None:
+    ksr = FakeKsr()
+    ok = KsrAdapter(ksr).relay(
+        Relay("sip:conf-1@127.0.0.1:5080", b"v=0\r\n", state="{}", on_reply="r", on_failure="f")
+    )
+    assert ok
+    assert ksr.names() == [
+        "rr.record_route", "pv.sets", "textops.set_body", "pv.sets", "tm.t_on_reply",
+        "tm.t_on_failure", "tm.t_relay",
+    ]  # fmt: skip
+    assert ksr.pvs["$ru"] == "sip:conf-1@127.0.0.1:5080"
+    assert ksr.pvs[AVP] == "{}"
+
+
+def test_relay_failure_answers_an_error() -> None:
+    ksr = FakeKsr(relay_result=-1)
+    assert not KsrAdapter(ksr).relay(Relay())
+    assert ksr.names()[-1] == "sl.sl_reply_error"
+
+
+def test_transaction_state_round_trips_without_keys() -> None:
+    state = TransactionState(
+        "c0ffee", "leg", (OfferedStream(0, "RTP/SAVP", 2),), LegAddresses("127.0.0.2", (5000,)),
+        "sip:conf-c0ffee@x", True, (("audio", "RTP/SAVP", "0"),),
+    )  # fmt: skip
+    assert TransactionState.from_json(state.to_json()) == state
+
+
+@pytest.fixture
+def kemi(tmp_path: Path) -> tuple[SecconfKemi, FakeKsr]:
+    from secconf.store import generate_key_file
+
+    kek = tmp_path / "kek"
+    generate_key_file(kek)
+    config = tmp_path / "s.toml"
+    config.write_text(settings_text(kek))
+    settings = load_settings(config, env={"SECCONF_REDIS_URL": "redis://127.0.0.1:1/0"})
+    ksr = FakeKsr(pvs=dict(REQUEST_PVS))
+    handler = SecconfKemi(ksr, settings, bytes(32))
+    assert handler.child_init(1) == 0
+    return handler, ksr
+
+
+def test_guard_answers_500_on_an_unexpected_exception(
+    kemi: tuple[SecconfKemi, FakeKsr], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler, ksr = kemi
+
+    def boom(self: Any, request: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(FocusService, "on_request", boom)
+    assert handler.ksr_request_route(None) == 1
+    assert ("sl.send_reply", (500, "Server Internal Error")) in ksr.calls
+    errors = [args[0] for name, args in ksr.calls if name == "err"]
+    assert len(errors) == 1
+    assert "RuntimeError: boom" in errors[0]
+    assert "\n" not in errors[0][:-1]
+
+
+def test_refusal_becomes_an_answer_with_a_warning(
+    kemi: tuple[SecconfKemi, FakeKsr], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler, ksr = kemi
+
+    def refuse(self: Any, request: Any) -> Any:
+        raise Forbidden('not "allowed"')
+
+    monkeypatch.setattr(FocusService, "on_request", refuse)
+    handler.ksr_request_route(None)
+    assert (
+        "hdr.append_to_reply",
+        ('Warning: 399 focus.test "not \\"allowed\\""\r\n',),
+    ) in ksr.calls
+    assert ksr.calls[-1] == ("sl.send_reply", (403, "Forbidden"))
+
+
+def test_redis_down_in_the_request_route_is_503(kemi: tuple[SecconfKemi, FakeKsr]) -> None:
+    handler, ksr = kemi
+    ksr.pvs["$rb"] = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n" \
+        "m=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 " \
+        "inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd\r\n"  # fmt: skip
+    ksr.pvs["$cl"] = str(len(ksr.pvs["$rb"]))
+    handler.ksr_request_route(None)
+    assert ksr.calls[-1] == ("sl.send_reply", (503, "Service Unavailable"))
+
+
+def test_reply_and_onsend_routes_exist() -> None:
+    for name in ("ksr_request_route", "ksr_reply_route", "ksr_onsend_route",
+                 "ksr_onreply_secconf", "ksr_failure_secconf", "child_init"):  # fmt: skip
+        assert callable(getattr(SecconfKemi, name))
+
+
+def test_settings_errors_name_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "s.toml"
+    config.write_text('[focus]\nconference_pattern = "conf-(.*)"\n')
+    with pytest.raises(SettingsError, match="group named 'id'"):
+        load_settings(config, env={})
+    with pytest.raises(SettingsError, match="SECCONF_KAMAILIO_CONFIG"):
+        load_settings(None, env={})

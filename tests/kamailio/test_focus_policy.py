@@ -1,0 +1,90 @@
+"""The pure focus policy (secconf.core.focus), without Kamailio or Redis."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from secconf.core.errors import Forbidden, InsecureMedia, MalformedSdp, NotAcceptable
+from secconf.core.focus import (
+    TargetKind,
+    answer_to_participant,
+    authenticated_identity,
+    check_offer,
+    classify_target,
+    offer_ssrcs,
+    offer_to_upstream,
+    rejected_answer,
+    warning_header,
+)
+from secconf.core.keys import GroupKey
+from secconf.core.sdes import SUITES, CryptoAttribute
+from secconf.core.sdp import SessionDescription
+
+from .conftest import UPSTREAM_ANSWER, crypto_line, offer
+
+SUITE = SUITES["AES_CM_128_HMAC_SHA1_80"]
+FACTORY = re.compile("conf-factory")
+CONFERENCE = re.compile("conf-(?P<id>[0-9a-f]{16})")
+
+
+def test_classify_target() -> None:
+    assert classify_target("conf-factory", FACTORY, CONFERENCE).kind is TargetKind.FACTORY
+    target = classify_target("conf-0123456789abcdef", FACTORY, CONFERENCE)
+    assert (target.kind, target.conference_id) == (TargetKind.CONFERENCE, "0123456789abcdef")
+    assert classify_target("bob", FACTORY, CONFERENCE).kind is TargetKind.OTHER
+    assert classify_target(None, FACTORY, CONFERENCE).kind is TargetKind.OTHER
+
+
+def test_identity_only_from_a_trusted_source() -> None:
+    trusted = frozenset({"10.0.0.1"})
+    assert (
+        authenticated_identity("10.0.0.1", trusted, '"A" <sip:Alice@Example.COM:5060;x=1>')
+        == "sip:Alice@example.com"
+    )
+    with pytest.raises(Forbidden):
+        authenticated_identity("10.0.0.2", trusted, "<sip:alice@example.com>")
+    with pytest.raises(Forbidden):
+        authenticated_identity("10.0.0.1", trusted, None)
+    with pytest.raises(Forbidden):
+        authenticated_identity("10.0.0.1", trusted, "<tel:+123>")
+
+
+def test_offer_checks() -> None:
+    _, streams = check_offer(
+        offer(crypto=[crypto_line(1, "AES_256_CM_HMAC_SHA1_80"), crypto_line(7)]), SUITE
+    )
+    assert [(s.index, s.proto, s.tag) for s in streams] == [(0, "RTP/SAVP", 7)]
+    with pytest.raises(InsecureMedia):
+        check_offer(offer(proto="RTP/AVP", crypto=[]), SUITE)
+    with pytest.raises(NotAcceptable):
+        check_offer(offer(crypto=[]), SUITE)
+    with pytest.raises(MalformedSdp):
+        check_offer(b"garbage", SUITE)
+
+
+def test_upstream_gets_no_key_and_participant_gets_the_group_key() -> None:
+    description, streams = check_offer(offer(crypto=[crypto_line(3)]), SUITE)
+    upstream = offer_to_upstream(description, streams, address="10.1.1.1", ports=[7000])
+    text = str(upstream)
+    assert "a=crypto" not in text
+    assert "m=audio 7000 RTP/AVP 0" in text
+    assert "10.1.1.1" in text
+    key = GroupKey(4, SUITE, bytes(range(16)), bytes(range(14)))
+    answer = answer_to_participant(UPSTREAM_ANSWER, streams, key, address="10.2.2.2", ports=[9000])
+    section = answer.media[0]
+    assert section.proto == "RTP/SAVP"
+    assert section.port == 9000
+    crypto = CryptoAttribute.parse(section.attributes("crypto")[0] or "")
+    assert crypto.tag == 3
+    assert crypto.key_params[0].key == key.key
+    assert "a=sendrecv" in str(answer)  # everything else kept
+
+
+def test_rejected_answer_and_ssrcs_and_warning() -> None:
+    body = rejected_answer([("audio", "RTP/SAVP", "0"), ("video", "RTP/SAVP", "96")])
+    assert [m.port for m in SessionDescription.parse(body).media] == [0, 0]
+    assert offer_ssrcs(SessionDescription.parse(offer(extra="a=ssrc:7 cname:x"))) == (7,)
+    warning = warning_header("h", Forbidden('a "b"\r\n'))
+    assert warning == '399 h "a \\"b\\"  "'

@@ -1,0 +1,226 @@
+"""Conference state against a real Redis: atomic create/join/answer/release, refusals write nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from secconf.core.errors import Forbidden, ServiceUnavailable
+from secconf.core.focus import ConferenceNotFound, SsrcCollision
+from secconf.core.keys import GroupKey
+from secconf.core.sdes import SUITES
+from secconf.store.conferences import (
+    ConferenceExists,
+    ConferenceStore,
+    DialogExists,
+    connect_blocking,
+    dialog_id,
+)
+from secconf.store.keywrap import KeyWrapper
+from tests.fixtures.redis_server import RedisServer
+
+SUITE = SUITES["AES_CM_128_HMAC_SHA1_80"]
+KEY = GroupKey(1, SUITE, bytes(range(16)), bytes(range(100, 114)))
+ALICE = "sip:alice@example.com"
+BOB = "sip:bob@example.com"
+CAROL = "sip:carol@example.com"
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    client = connect_blocking(redis_url, timeout=0.5)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def store(client: redis.Redis, wrapper: KeyWrapper) -> ConferenceStore:
+    return ConferenceStore(client, wrapper, ended_ttl=30)
+
+
+def _create(store: ConferenceStore, conf: str = "c0ffee", **kw: object) -> None:
+    args: dict[str, object] = {
+        "creator": ALICE,
+        "uri": f"sip:conf-{conf}@conf.example.com",
+        "group_key": KEY,
+        "call_id": f"call-{conf}-alice",
+        "leg": f"leg-{conf}-alice",
+        "allowed": [BOB],
+        "ssrcs": [1111],
+    }
+    args.update(kw)
+    store.create(conf, **args)  # type: ignore[arg-type]
+
+
+def _snapshot(client: redis.Redis) -> dict[bytes, object]:
+    out: dict[bytes, object] = {}
+    for key in client.scan_iter():
+        out[key] = client.dump(key)
+    return out
+
+
+def test_create_records_everything_and_the_key_is_wrapped(
+    store: ConferenceStore, client: redis.Redis
+) -> None:
+    _create(store)
+    info = store.get("c0ffee")
+    assert info is not None
+    assert (info.state, info.creator, info.epoch, info.suite) == ("active", ALICE, 1, SUITE.name)
+    assert store.allowed("c0ffee") == {ALICE, BOB}
+    assert store.members("c0ffee") == {ALICE: 1}
+    assert store.ssrcs("c0ffee") == {1111}
+    record = store.dialog("call-c0ffee-alice")
+    assert record is not None
+    assert record.creator
+    assert record.state == "pending"
+    got = store.group_key("c0ffee")
+    assert (got.key, got.salt, got.epoch) == (KEY.key, KEY.salt, 1)
+    # No key material in clear anywhere.
+    for key in client.scan_iter():
+        dumped = client.dump(key) or b""
+        assert KEY.key not in dumped
+        assert KEY.key.hex().encode() not in dumped
+
+
+def test_create_twice_is_refused_and_changes_nothing(
+    store: ConferenceStore, client: redis.Redis
+) -> None:
+    _create(store)
+    before = _snapshot(client)
+    with pytest.raises(ConferenceExists):
+        _create(store, call_id="another-call")
+    with pytest.raises(DialogExists):
+        _create(store, conf="beef", call_id="call-c0ffee-alice")
+    assert _snapshot(client) == before
+
+
+def test_join_answer_release_life_cycle(store: ConferenceStore, client: redis.Redis) -> None:
+    _create(store)
+    store.answered("call-c0ffee-alice")
+    assert store.join("c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", ssrcs=[2222]) == 1
+    assert store.members("c0ffee") == {ALICE: 1, BOB: 1}
+    answered = store.answered("call-bob")
+    assert answered.dialog.identity == BOB
+    assert answered.dialog.state == "up"
+    assert answered.group_key.key == KEY.key
+    assert "key" not in repr(answered)
+    released = store.release("call-bob")
+    assert released is not None
+    assert not released.conference_ended
+    assert store.members("c0ffee") == {ALICE: 1}
+    assert store.ssrcs("c0ffee") == {1111}
+    assert store.release("call-bob") is None  # idempotent
+    last = store.release("call-c0ffee-alice")
+    assert last is not None
+    assert last.conference_ended
+    info = store.get("c0ffee")
+    assert info is not None
+    assert info.state == "ended"
+    assert not client.exists(store.conference_key("c0ffee", "epochs"))  # keys gone at once
+    assert 0 < client.pttl(store.conference_key("c0ffee")) <= 30_000
+    with pytest.raises(ConferenceNotFound):
+        store.join("c0ffee", identity=BOB, call_id="call-bob-2", leg="leg-bob2")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"identity": CAROL}, Forbidden),
+        ({"ssrcs": [1111]}, SsrcCollision),
+        ({"call_id": "call-c0ffee-alice"}, DialogExists),
+    ],
+)
+def test_join_refusals_write_nothing(
+    store: ConferenceStore, client: redis.Redis, kwargs: dict[str, object], error: type
+) -> None:
+    _create(store)
+    before = _snapshot(client)
+    args: dict[str, object] = {"identity": BOB, "call_id": "call-x", "leg": "leg-x", "ssrcs": []}
+    args.update(kwargs)
+    with pytest.raises(error):
+        store.join("c0ffee", **args)  # type: ignore[arg-type]
+    assert _snapshot(client) == before
+
+
+def test_join_unknown_conference_is_404(store: ConferenceStore) -> None:
+    with pytest.raises(ConferenceNotFound) as info:
+        store.join("nothere", identity=BOB, call_id="c", leg="l")
+    assert info.value.status_code == 404
+
+
+def test_concurrent_ssrc_claims_only_one_wins(store: ConferenceStore) -> None:
+    _create(store)
+    store.join("c0ffee", identity=BOB, call_id="b1", leg="l1", ssrcs=[5])
+    with pytest.raises(SsrcCollision):
+        store.join("c0ffee", identity=BOB, call_id="b2", leg="l2", ssrcs=[7, 5])
+    store.release("b1")
+    store.join("c0ffee", identity=BOB, call_id="b2", leg="l2", ssrcs=[7, 5])
+    assert store.ssrcs("c0ffee") == {1111, 5, 7}
+
+
+def test_add_epoch_and_answer_gets_the_current_one(store: ConferenceStore) -> None:
+    _create(store)
+    store.join("c0ffee", identity=BOB, call_id="b", leg="l")
+    two = GroupKey(2, SUITE, bytes(16), bytes(range(14)))
+    store.add_epoch("c0ffee", two)
+    assert store.answered("b").group_key.epoch == 2
+    assert store.group_key("c0ffee", 1).key == KEY.key
+
+
+def test_epoch_blob_moved_to_another_conference_does_not_open(
+    store: ConferenceStore, client: redis.Redis
+) -> None:
+    from secconf.store.errors import KeyUnwrapError
+
+    _create(store)
+    _create(store, conf="beef", call_id="other")
+    blob = client.hget(store.conference_key("c0ffee", "epochs"), "1")
+    client.hset(store.conference_key("beef", "epochs"), "1", blob)  # type: ignore[arg-type]
+    with pytest.raises(KeyUnwrapError):
+        store.group_key("beef")
+
+
+def test_dialog_id_is_stable() -> None:
+    assert dialog_id("abc") == dialog_id("abc") != dialog_id("abd")
+
+
+def test_redis_down_is_503_fast_and_recovers(
+    store: ConferenceStore, redis_server: RedisServer
+) -> None:
+    _create(store)
+    redis_server.stop()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable):
+            store.join("c0ffee", identity=BOB, call_id="b", leg="l")
+        assert time.monotonic() - started < 1.0
+    finally:
+        redis_server.start()
+    # Data is gone (no persistence) but the same client works again.
+    with pytest.raises(ConferenceNotFound):
+        store.join("c0ffee", identity=BOB, call_id="b", leg="l")
+
+
+def test_redis_hung_is_503_within_the_timeout(
+    store: ConferenceStore, redis_server: RedisServer
+) -> None:
+    _create(store)
+    redis_server.pause()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable):
+            store.answered("call-c0ffee-alice")
+        assert time.monotonic() - started < 1.0
+    finally:
+        redis_server.resume()
+
+
+def test_failed_creating_call_leaves_nothing(store: ConferenceStore, client: redis.Redis) -> None:
+    _create(store)
+    released = store.release("call-c0ffee-alice")
+    assert released is not None
+    assert released.conference_ended
+    assert list(client.scan_iter()) == []
