@@ -1,0 +1,400 @@
+"""The edge's control API (Starlette, JSON, loopback, bearer token): see docs/edge.md.
+
+Every refusal is a JSON ``{"error": reason, "message": text}`` with 400, 401,
+404, 409 or 503 and no state change.  Messages never hold key material.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from secconf.core.edge import BadEdgeRequest, LegMode
+from secconf.core.errors import SecconfError, ServiceUnavailable
+
+from .keys import SrtpKey
+from .relay import COUNTER_NAMES, Leg
+from .service import EdgeService
+
+__all__ = ["MAX_BODY", "build_app", "render_metrics"]
+
+log = logging.getLogger("secconf.edge")
+
+#: Control bodies are small; refuse before reading more.
+MAX_BODY = 16 * 1024
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _status(error: SecconfError) -> int:
+    if isinstance(error, ServiceUnavailable):
+        return 503
+    if error.status_code in (400, 404, 409):
+        return error.status_code
+    if error.status_code in (413, 488):
+        return 400
+    return 503 if error.status_code >= 500 else 400
+
+
+def _error(status: int, reason: str, message: str) -> JSONResponse:
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse({"error": reason, "message": message}, status_code=status, headers=headers)
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        raise BadEdgeRequest(f"body over {MAX_BODY} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise BadEdgeRequest(f"body over {MAX_BODY} bytes")
+    if not body:
+        return {}
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadEdgeRequest("body is not JSON") from None
+    if not isinstance(value, dict):
+        raise BadEdgeRequest("body must be a JSON object")
+    return value
+
+
+def _int(value: Any, what: str, low: int = 0, high: int = 0xFFFFFFFF) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadEdgeRequest(f"{what} must be an integer {low}..{high}")
+    return value
+
+
+def _remote(body: dict[str, Any]) -> tuple[str, int]:
+    """``{host, port}``; ``{host, rtp_port}`` and ``{address, ports: [p]}`` are accepted too."""
+    host = body.get("host", body.get("address"))
+    port = body.get("port", body.get("rtp_port"))
+    if port is None and isinstance(body.get("ports"), list) and body["ports"]:
+        port = body["ports"][0]
+    if not isinstance(host, str) or not 0 < len(host) <= 64:
+        raise BadEdgeRequest("remote needs a host")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise BadEdgeRequest("host must be an IP address") from None
+    return host, _int(port, "port", 1, 65535)
+
+
+def _optional_remote(value: Any) -> tuple[str, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadEdgeRequest("a remote must be an object")
+    return _remote(value)
+
+
+def _leg_answer(leg: Leg) -> dict[str, Any]:
+    p_host, p_port = leg.participant_address
+    i_host, i_port = leg.internal_address
+    advertise = leg.relay.advertise or p_host
+    answer: dict[str, Any] = {
+        "leg": leg.id,
+        "id": leg.id,
+        "conference": leg.conference.state.conference_id,
+        "mode": leg.mode.value,
+        "participant": {"host": advertise, "port": p_port, "rtp_port": p_port},
+        "internal": {
+            "host": i_host,
+            "port": i_port,
+            "rtp_port": i_port,
+            "mode": leg.internal_mode,
+        },
+        "external": {"address": advertise, "ports": [p_port]},
+        "ssrc": leg.state.out_ssrc,
+        "outbound_ssrc": leg.state.out_ssrc,
+        "epoch": leg.state.tx_epoch,
+    }
+    answer["internal"].update({"address": i_host, "ports": [i_port]})
+    if leg.edge_internal_key is not None:
+        # The key the edge sends to Asterisk with: the module writes it into
+        # Asterisk's SDP (a=crypto).  The one place a key leaves the edge.
+        answer["internal"]["edge_key"] = leg.edge_internal_key.to_json()
+    return answer
+
+
+def render_metrics(service: EdgeService) -> str:
+    """Prometheus text exposition (format 0.0.4)."""
+    relay = service.relay
+    totals = relay.totals().as_dict()
+    lines = []
+
+    def metric(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> None:
+        lines.append(f"# HELP secconf_edge_{name} {text}")
+        lines.append(f"# TYPE secconf_edge_{name} {kind}")
+        for labels, value in samples:
+            shown = int(value) if math.isfinite(value) and value == int(value) else value
+            lines.append(f"secconf_edge_{name}{labels} {shown}")
+
+    metric(
+        "packets_total",
+        "counter",
+        "RTP/RTCP packets relayed",
+        [
+            ('{direction="in",kind="rtp"}', totals["rtp_in"]),
+            ('{direction="in",kind="rtcp"}', totals["rtcp_in"]),
+            ('{direction="out",kind="rtp"}', totals["rtp_out"]),
+            ('{direction="out",kind="rtcp"}', totals["rtcp_out"]),
+        ],
+    )
+    metric(
+        "bytes_total",
+        "counter",
+        "RTP payload bytes relayed",
+        [('{direction="in"}', totals["bytes_in"]), ('{direction="out"}', totals["bytes_out"])],
+    )
+    metric(
+        "auth_failures_total",
+        "counter",
+        "SRTP/SRTCP packets that failed authentication",
+        [
+            ('{side="participant"}', totals["auth_failures"]),
+            ('{side="internal"}', totals["internal_auth_failures"]),
+        ],
+    )
+    metric("replays_total", "counter", "SRTP/SRTCP replays refused", [("", totals["replays"])])
+    metric(
+        "epoch_switches_total",
+        "counter",
+        "leg switches to a new key epoch",
+        [("", totals["epoch_switches"])],
+    )
+    dropped = [
+        "unlatched",
+        "malformed",
+        "oversized",
+        "ssrc_refused",
+        "internal_unlatched",
+        "internal_malformed",
+        "no_remote",
+        "send_errors",
+        "protect_errors",
+    ]
+    metric(
+        "dropped_total",
+        "counter",
+        "packets dropped, by reason",
+        [(f'{{reason="{name}"}}', totals[name]) for name in dropped],
+    )
+    metric(
+        "srtcp_index_restarts_total",
+        "counter",
+        "SRTCP index restarts tolerated after a key change",
+        [("", totals["srtcp_restarts"])],
+    )
+    metric(
+        "switch_verdicts_total",
+        "counter",
+        "switch verification outcomes",
+        [(f'{{state="{state}"}}', n) for state, n in relay.verdicts.items() if state != "none"],
+    )
+    metric("ssrc_collisions_total", "counter", "SSRC collisions refused", [("", relay.collisions)])
+    metric(
+        "epochs_destroyed_total",
+        "counter",
+        "key epochs destroyed",
+        [("", relay.epochs_destroyed)],
+    )
+    metric("legs", "gauge", "legs now", [("", len(relay.legs))])
+    metric("conferences", "gauge", "conferences now", [("", len(relay.conferences))])
+    if set(totals) != set(COUNTER_NAMES):  # pragma: no cover - kept in step by construction
+        raise RuntimeError("counter names out of step")
+    return "\n".join(lines) + "\n"
+
+
+def build_app(service: EdgeService, *, token: str) -> Starlette:
+    """The ASGI app; every route but ``/healthz`` needs ``Authorization: Bearer <token>``."""
+    if len(token) < 16:
+        raise ValueError("the API token must have at least 16 characters")
+    expected = f"Bearer {token}".encode()
+
+    def guarded(handler: Handler) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            given = request.headers.get("authorization", "").encode("latin-1", "replace")
+            if not hmac.compare_digest(given, expected):
+                return _error(401, "Unauthorized", "missing or wrong bearer token")
+            try:
+                return await handler(request)
+            except SecconfError as exc:
+                status = _status(exc)
+                log.info(
+                    "%s %s refused: %d %s", request.method, request.url.path, status, exc.message
+                )
+                return _error(status, exc.reason, exc.message)
+
+        return endpoint
+
+    async def create_leg(request: Request) -> Response:
+        body = await _json(request)
+        known = {
+            "conference", "leg", "mode", "participant", "crypto", "streams", "internal",
+            "epoch", "participant_ssrcs", "participant_remote", "internal_remote",
+        }  # fmt: skip
+        unknown = set(body) - known
+        if unknown:
+            raise BadEdgeRequest(f"unknown fields: {', '.join(sorted(unknown))}")
+        try:
+            mode = LegMode(body.get("mode", "sdes"))
+        except ValueError:
+            raise BadEdgeRequest("mode must be sdes or kms") from None
+        participant_key = None
+        if body.get("participant") is not None:
+            participant_key = SrtpKey.from_json(body["participant"], "participant")
+        elif body.get("crypto") is not None:
+            participant_key = SrtpKey.from_crypto_line(body["crypto"], "crypto")
+        elif body.get("streams") is not None:
+            streams = body["streams"]
+            if not isinstance(streams, list) or len(streams) != 1:
+                raise BadEdgeRequest("one audio stream per leg is supported")
+            stream = streams[0]
+            if not isinstance(stream, dict):
+                raise BadEdgeRequest("a stream must be an object")
+            if stream.get("crypto") is not None:
+                participant_key = SrtpKey.from_crypto_line(stream["crypto"], "streams[0].crypto")
+        internal = body.get("internal", service.default_internal_mode)
+        asterisk_key = None
+        if isinstance(internal, dict):
+            if set(internal) - {"mode", "asterisk_key"}:
+                raise BadEdgeRequest("internal takes mode and asterisk_key")
+            if internal.get("asterisk_key") is not None:
+                asterisk_key = SrtpKey.from_json(internal["asterisk_key"], "asterisk_key")
+            internal = internal.get("mode", service.default_internal_mode)
+        if internal not in ("rtp", "srtp"):
+            raise BadEdgeRequest("internal mode must be rtp or srtp")
+        ssrcs = body.get("participant_ssrcs", [])
+        if not isinstance(ssrcs, list) or len(ssrcs) > 16:
+            raise BadEdgeRequest("participant_ssrcs must be a list of at most 16 SSRCs")
+        epoch = body.get("epoch")
+        conference = body.get("conference")
+        if not isinstance(conference, str):
+            raise BadEdgeRequest("conference id missing")
+        leg = await service.create_leg(
+            conference,
+            mode,
+            participant_key=participant_key,
+            internal_mode=internal,
+            leg_id=body.get("leg"),
+            epoch=None if epoch is None else _int(epoch, "epoch"),
+            participant_ssrcs=[_int(s, "SSRC") for s in ssrcs],
+            participant_remote=_optional_remote(body.get("participant_remote")),
+            internal_remote=_optional_remote(body.get("internal_remote")),
+            asterisk_key=asterisk_key,
+        )
+        return JSONResponse(_leg_answer(leg), status_code=201)
+
+    async def get_leg(request: Request) -> Response:
+        return JSONResponse(service.relay.leg(request.path_params["leg"]).describe())
+
+    async def delete_leg(request: Request) -> Response:
+        leg = await service.delete_leg(request.path_params["leg"])
+        return JSONResponse({"leg": leg.id, "counters": leg.counters.as_dict()})
+
+    def remote_endpoint(side: str) -> Handler:
+        async def put_remote(request: Request) -> Response:
+            body = await _json(request)
+            asterisk_key = None
+            if side == "internal" and body.get("asterisk_key") is not None:
+                asterisk_key = SrtpKey.from_json(body["asterisk_key"], "asterisk_key")
+            leg = await service.set_remote(
+                request.path_params["leg"], side, _remote(body), asterisk_key
+            )
+            return JSONResponse(leg.describe())
+
+        return put_remote
+
+    async def put_participant_key(request: Request) -> Response:
+        key = SrtpKey.from_json(await _json(request), "participant key")
+        leg = await service.set_participant_key(request.path_params["leg"], key)
+        return JSONResponse(leg.describe())
+
+    async def switch(request: Request) -> Response:
+        body = await _json(request)
+        epoch = _int(body.get("epoch"), "epoch")
+        leg_id = request.path_params["leg"]
+        changed = await service.switch(leg_id, epoch)
+        leg = service.relay.leg(leg_id)
+        return JSONResponse(
+            {
+                "leg": leg_id,
+                "epoch": leg.state.tx_epoch,
+                "changed": changed,
+                "switch": leg.state.switch_state.value,
+            }
+        )
+
+    async def put_epoch(request: Request) -> Response:
+        epoch = _epoch_param(request)
+        key = SrtpKey.from_json(await _json(request), "group key")
+        created = await service.put_epoch(request.path_params["conference"], epoch, key)
+        return JSONResponse(
+            {"epoch": epoch, "fingerprint": key.fingerprint, "created": created},
+            status_code=201 if created else 200,
+        )
+
+    async def delete_epoch(request: Request) -> Response:
+        epoch = _epoch_param(request)
+        await service.drop_epoch(request.path_params["conference"], epoch)
+        return JSONResponse({"epoch": epoch, "destroyed": True})
+
+    async def get_conference(request: Request) -> Response:
+        return JSONResponse(service.relay.describe_conference(request.path_params["conference"]))
+
+    async def delete_conference(request: Request) -> Response:
+        removed = await service.delete_conference(request.path_params["conference"])
+        return JSONResponse({"removed_legs": removed})
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(render_metrics(service), media_type="text/plain; version=0.0.4")
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "legs": len(service.relay.legs)})
+
+    routes = [
+        Route("/v1/legs", guarded(create_leg), methods=["POST"]),
+        Route("/v1/legs/{leg}", guarded(get_leg), methods=["GET"]),
+        Route("/v1/legs/{leg}", guarded(delete_leg), methods=["DELETE"]),
+        Route(
+            "/v1/legs/{leg}/participant-remote",
+            guarded(remote_endpoint("participant")),
+            methods=["PUT"],
+        ),
+        Route(
+            "/v1/legs/{leg}/internal-remote", guarded(remote_endpoint("internal")), methods=["PUT"]
+        ),
+        Route("/v1/legs/{leg}/participant-key", guarded(put_participant_key), methods=["PUT"]),
+        Route("/v1/legs/{leg}/switch", guarded(switch), methods=["POST"]),
+        Route("/v1/conferences/{conference}", guarded(get_conference), methods=["GET"]),
+        Route("/v1/conferences/{conference}", guarded(delete_conference), methods=["DELETE"]),
+        Route("/v1/conferences/{conference}/epochs/{epoch}", guarded(put_epoch), methods=["PUT"]),
+        Route(
+            "/v1/conferences/{conference}/epochs/{epoch}",
+            guarded(delete_epoch),
+            methods=["DELETE"],
+        ),
+        Route("/metrics", guarded(metrics), methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    return Starlette(routes=routes)
+
+
+def _epoch_param(request: Request) -> int:
+    text = request.path_params["epoch"]
+    if not text.isdigit() or len(text) > 10:
+        raise BadEdgeRequest("epoch must be a decimal integer")
+    return _int(int(text), "epoch")

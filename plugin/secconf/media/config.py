@@ -1,0 +1,171 @@
+"""Media edge configuration, read from a TOML file (see config/edge.toml)."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.edge import VerifyPolicy
+from ..core.errors import SecconfError
+
+__all__ = ["EdgeConfig", "EdgeConfigError", "RedisSettings", "load_config", "load_token"]
+
+INTERNAL_MODES = ("rtp", "srtp")
+
+
+class EdgeConfigError(SecconfError):
+    """The configuration file is missing, unreadable or has a bad value."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    url: str
+    timeout: float
+    prefix: str
+    kek_file: Path
+    kek_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    edge_id: str = "edge-1"
+    listen: str = "127.0.0.1"  # control API (loopback only)
+    port: int = 8446
+    token_file: Path | None = None
+    participant_host: str = "127.0.0.1"  # bind address of participant-facing sockets
+    participant_advertise: str = ""  # address given to phones; default: participant_host
+    internal_host: str = "127.0.0.1"  # bind address of the sockets towards Asterisk
+    port_min: int = 0  # 0, 0: the kernel picks (tests)
+    port_max: int = 0
+    internal_mode: str = "rtp"
+    internal_suite: str = "AES_CM_128_HMAC_SHA1_80"
+    grace: float = 2.0
+    tick: float = 0.1
+    verify: VerifyPolicy = field(default_factory=VerifyPolicy)
+    redis: RedisSettings | None = None
+
+    def __post_init__(self) -> None:
+        if self.internal_mode not in INTERNAL_MODES:
+            raise EdgeConfigError("internal_mode must be rtp or srtp")
+        if (self.port_min == 0) != (self.port_max == 0):
+            raise EdgeConfigError("port_min and port_max are both 0 or both set")
+        if self.port_min and not 1024 <= self.port_min < self.port_max <= 65535:
+            raise EdgeConfigError("need 1024 <= port_min < port_max <= 65535")
+        if not 0 <= self.port <= 65535:
+            raise EdgeConfigError("port must be 0..65535")
+        for name in ("grace", "tick"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value <= 3600):
+                raise EdgeConfigError(f"{name} must be 0..3600 seconds")
+        if self.tick <= 0:
+            raise EdgeConfigError("tick must be positive")
+        for name in ("listen", "participant_host", "internal_host"):
+            try:
+                ipaddress.ip_address(getattr(self, name))
+            except ValueError:
+                raise EdgeConfigError(f"{name} must be an IP address") from None
+        if not ipaddress.ip_address(self.listen).is_loopback:
+            raise EdgeConfigError("the control API listens on loopback only")
+
+    @property
+    def advertise(self) -> str:
+        return self.participant_advertise or self.participant_host
+
+
+def load_token(path: Path) -> str:
+    """The control API's bearer token: a text file of 16..512 printable characters, mode 0600."""
+    try:
+        with path.open("rb") as handle:
+            info = os.fstat(handle.fileno())
+            if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise EdgeConfigError(
+                    f"token file {str(path)!r} is accessible by group or others; chmod 600 it"
+                )
+            raw = handle.read(1025)
+    except OSError as exc:
+        raise EdgeConfigError(f"token file {str(path)!r} cannot be read: {exc.strerror}") from None
+    try:
+        token = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        token = ""
+    if not 16 <= len(token) <= 512 or not token.isprintable() or " " in token:
+        raise EdgeConfigError(
+            f"token file {str(path)!r} must hold 16..512 printable ASCII characters"
+        )
+    return token
+
+
+def _get(table: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
+    value = table.get(key, default)
+    if value is None:
+        raise EdgeConfigError(f"missing setting {key!r}")
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise EdgeConfigError(f"setting {key!r} must be a {kind.__name__}")
+    return value
+
+
+def _path(base: Path, text: str) -> Path:
+    path = Path(text)
+    return path if path.is_absolute() else base / path
+
+
+def load_config(path: str | Path) -> EdgeConfig:
+    """Read and check *path*; relative file paths are relative to the file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise EdgeConfigError(f"cannot read {path}: {exc}") from None
+    edge = data.get("edge", {})
+    verify = data.get("verify", {})
+    redis = data.get("redis")
+    if not isinstance(edge, dict) or not isinstance(verify, dict):
+        raise EdgeConfigError("[edge] and [verify] must be tables")
+    redis_settings = None
+    if redis is not None:
+        if not isinstance(redis, dict):
+            raise EdgeConfigError("[redis] must be a table")
+        redis_settings = RedisSettings(
+            url=_get(redis, "url", str),
+            timeout=_get(redis, "timeout", float, 0.5),
+            prefix=_get(redis, "prefix", str, "secconf"),
+            kek_file=_path(path.parent, _get(redis, "kek_file", str)),
+            kek_id=_get(redis, "kek_id", str, "kek-1"),
+        )
+    try:
+        policy = VerifyPolicy(
+            settle=_get(verify, "settle", float, 0.5),
+            deadline=_get(verify, "deadline", float, 12.0),
+            min_packets=_get(verify, "min_packets", int, 10),
+            loss_fraction=_get(verify, "loss_fraction", float, 0.5),
+            srtcp_restart_window=_get(verify, "srtcp_restart_window", float, 10.0),
+        )
+    except SecconfError as exc:
+        raise EdgeConfigError(f"[verify]: {exc.message}") from None
+    media_host = _get(edge, "media_host", str, "127.0.0.1")
+    token = edge.get("token_file")
+    return EdgeConfig(
+        edge_id=_get(edge, "id", str, "edge-1"),
+        listen=_get(edge, "listen", str, "127.0.0.1"),
+        port=_get(edge, "port", int, 8446),
+        token_file=None if token is None else _path(path.parent, _get(edge, "token_file", str)),
+        participant_host=_get(edge, "participant_host", str, media_host),
+        participant_advertise=_get(edge, "participant_advertise", str, ""),
+        internal_host=_get(edge, "internal_host", str, media_host),
+        port_min=_get(edge, "port_min", int, 0),
+        port_max=_get(edge, "port_max", int, 0),
+        internal_mode=_get(edge, "internal_mode", str, "rtp"),
+        internal_suite=_get(edge, "internal_suite", str, "AES_CM_128_HMAC_SHA1_80"),
+        grace=_get(edge, "grace", float, 2.0),
+        tick=_get(edge, "tick", float, 0.1),
+        verify=policy,
+        redis=redis_settings,
+    )
