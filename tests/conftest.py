@@ -46,4 +46,5 @@ pytest_plugins = [
     "tests.fixtures.redis_server",
     "tests.fixtures.kms_server",
     "tests.fixtures.kamailio_server",
+    "tests.fixtures.edge_server",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -19,11 +20,15 @@ import pytest
 import redis
 
 from secconf.client.sip import Answer, IncomingRequest, UserAgent
+from secconf.core.sdp import SessionDescription
 from secconf.store import generate_key_file
 from secconf.store.conferences import ConferenceStore, connect_blocking
 from secconf.store.keywrap import KeyWrapper, load_key_file
+from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory, KamailioServer
+from tests.fixtures.kms_server import RunningKms
 from tests.fixtures.redis_server import RedisServer
+from tests.media.edge_harness import Channel, FakeAsterisk
 
 T = TypeVar("T")
 
@@ -141,10 +146,12 @@ class Focus:
         client = connect_blocking(self.redis_server.url, timeout=1.0)
         return ConferenceStore(client, self.wrapper, self.prefix), client
 
-    def snapshot(self) -> dict[bytes, Any]:
+    def snapshot(self, *, ours_only: bool = False) -> dict[bytes, Any]:
+        """Every key and its dump (*ours_only*: the focus's prefix only, not the KMS's)."""
         client = connect_blocking(self.redis_server.url, timeout=1.0)
         try:
-            return {key: client.dump(key) for key in client.scan_iter()}
+            keys = client.scan_iter(match=f"{self.prefix}:*") if ours_only else client.scan_iter()
+            return {key: client.dump(key) for key in keys}
         finally:
             client.close()
 
@@ -159,12 +166,68 @@ class Focus:
                 return await scenario(upstream)
             finally:
                 await ua.close()
+                if isinstance(upstream, MixingUpstream):
+                    upstream.close()
 
         return asyncio.run(main())
 
 
-def settings_text(kek: Path) -> str:
-    return SETTINGS.format(alice=ALICE, bob=BOB, carol=CAROL, kek=kek)
+def settings_text(kek: Path, extra: str = "") -> str:
+    return SETTINGS.format(alice=ALICE, bob=BOB, carol=CAROL, kek=kek) + extra
+
+
+@dataclass
+class MixingUpstream(Upstream):
+    """Asterisk's stand-in with media: each INVITE gets an RTP channel of a forwarding mixer.
+
+    The mixer is the fake Asterisk of tests/media/edge_harness.py (every packet from one
+    channel goes to every other channel); its channel for a call is bound on loopback and
+    answered in the SDP, so the module tells the edge where it is (internal-remote).
+    """
+
+    mixer: FakeAsterisk | None = None
+
+    async def serve(self) -> UserAgent:
+        self.mixer = FakeAsterisk(forward=True)
+        ua = await UserAgent.start("127.0.0.1", self.port, identity="sip:asterisk@127.0.0.1")
+
+        async def on_invite(incoming: IncomingRequest) -> Answer:
+            self.invites.append(incoming)
+            if self.status != 200:
+                return Answer(self.status)
+            offer = SessionDescription.parse(incoming.request.body)
+            section = offer.media[0]
+            connection = section.connection or offer.session.connection
+            assert connection is not None
+            channel = self.channel(incoming.request.call_id, (connection.address, section.port))
+            port = channel.address[1]
+            answer = (
+                "v=0\r\no=asterisk 1 1 IN IP4 127.0.0.1\r\ns=Asterisk\r\n"
+                "c=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=rtcp-mux\r\n"
+                "a=sendrecv\r\n"
+            )
+            return Answer(200, answer.encode(), "application/sdp")
+
+        ua.on_invite = on_invite
+        return ua
+
+    def channel(self, name: str, edge_addr: tuple[str, int]) -> Channel:
+        import socket as _socket
+
+        mixer = self.mixer
+        assert mixer is not None
+        sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        channel = Channel(name, sock, edge_addr)
+        mixer.channels[name] = channel
+        mixer.loop.add_reader(sock.fileno(), mixer._readable, channel)
+        return channel
+
+    def close(self) -> None:
+        if self.mixer is not None:
+            self.mixer.close()
 
 
 def _start_focus(
@@ -172,13 +235,14 @@ def _start_focus(
     redis_server: RedisServer,
     tmp: Path,
     env: dict[str, str] | None = None,
+    extra: str = "",
 ) -> Focus:
     kek = tmp / "kek"
     if not kek.exists():
         generate_key_file(kek)
     upstream_port = free_udp_port()
     server = factory.start(
-        settings_text(kek),
+        settings_text(kek, extra),
         env={
             "SECCONF_REDIS_URL": redis_server.url,
             "SECCONF_UPSTREAM": f"sip:127.0.0.1:{upstream_port}",
@@ -198,6 +262,167 @@ def focus(
     running = _start_focus(kamailio_factory, redis_server, tmp_path_factory.mktemp("focus"))
     yield running
     running.server.stop()
+
+
+@pytest.fixture(scope="module")
+def focus_real_edge(
+    kamailio_factory: KamailioFactory,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    media_edge: RunningEdge,
+) -> Iterator[Focus]:
+    """Kamailio with the secconf module driving the real media edge (bearer token)."""
+    running = _start_focus(
+        kamailio_factory,
+        redis_server,
+        tmp_path_factory.mktemp("focus-real-edge"),
+        env={
+            "SECCONF_EDGE_URL": media_edge.url,
+            "SECCONF_EDGE_TOKEN_FILE": str(media_edge.token_file),
+        },
+    )
+    yield running
+    running.server.stop()
+
+
+# -- KMS mode: the real KMS behind a switchable TCP proxy --------------------------------
+
+FOCUS_IDENTITY = "sip:focus@conf.test.invalid"
+
+KMS_SETTINGS = """
+[kms]
+url = "{url}"
+kms_identity = "{kms_identity}"
+focus_identity = "{focus}"
+psk_file = "{psk}"
+timeout = 0.5
+"""
+
+
+class KmsProxy:
+    """A TCP relay to the KMS; ``down = True`` closes its connections and hangs new ones.
+
+    A hanging KMS is the harder failure (a refused connection fails at once): the
+    focus must give up within its own timeout.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self._down = False
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def down(self) -> bool:
+        return self._down
+
+    @down.setter
+    def down(self, value: bool) -> None:
+        with self._lock:
+            self._down = value
+            if value:
+                for sock in self._sockets:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+                self._sockets.clear()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._sockets.append(client)
+                if self._down:
+                    continue  # held open, never answered
+            try:
+                upstream = socket.create_connection(self.target, timeout=2)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets.append(upstream)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._closed = True
+        self.down = True
+        self._listener.close()
+
+
+@dataclass
+class KmsFocus(Focus):
+    kms: RunningKms | None = None
+    proxy: KmsProxy | None = None
+    psks: dict[str, Path] = field(default_factory=dict)
+    edge: RunningEdge | None = None
+
+    def psk(self, identity: str) -> Path:
+        if identity not in self.psks:
+            assert self.kms is not None
+            self.psks[identity] = self.kms.add_user(identity)
+        return self.psks[identity]
+
+
+@pytest.fixture(scope="module")
+def kms_focus(
+    kamailio_factory: KamailioFactory,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    media_edge: RunningEdge,
+    kms: RunningKms,
+) -> Iterator[KmsFocus]:
+    """Kamailio in KMS mode (the focus a KMS user) with the real KMS and the real edge."""
+    host, port = kms.url.removeprefix("http://").rsplit(":", 1)
+    proxy = KmsProxy((host, int(port)))
+    focus_psk = kms.add_user(FOCUS_IDENTITY)
+    extra = KMS_SETTINGS.format(
+        url=proxy.url, kms_identity=kms.identity, focus=FOCUS_IDENTITY, psk=focus_psk
+    )
+    running = _start_focus(
+        kamailio_factory,
+        redis_server,
+        tmp_path_factory.mktemp("focus-kms"),
+        env={
+            "SECCONF_EDGE_URL": media_edge.url,
+            "SECCONF_EDGE_TOKEN_FILE": str(media_edge.token_file),
+        },
+        extra=extra,
+    )
+    focus = KmsFocus(
+        running.server,
+        running.redis_server,
+        running.upstream_port,
+        running.wrapper,
+        kms=kms,
+        proxy=proxy,
+        edge=media_edge,
+    )
+    yield focus
+    running.server.stop()
+    proxy.close()
 
 
 @pytest.fixture
@@ -301,8 +526,11 @@ __all__ = [
     "BOB",
     "CAROL",
     "DAVE",
+    "FOCUS_IDENTITY",
     "EdgeDouble",
     "Focus",
+    "KmsFocus",
+    "MixingUpstream",
     "Upstream",
     "crypto_line",
     "offer",

@@ -1,5 +1,7 @@
-"""The focus drives the media edge's control API (a recording HTTP double: the edge is being
-built in parallel) through the real Kamailio and Redis."""
+"""The focus drives the media edge's control API through the real Kamailio and Redis.
+
+A recording HTTP double of the edge (the real one is in test_real_edge.py): here the
+exact order of control calls and an edge that fails are what is tested."""
 
 from __future__ import annotations
 
@@ -50,8 +52,8 @@ def test_legs_epochs_switch_and_release(focus_with_edge: Focus, edge_double: Edg
         for method, path, _ in edge_double.calls
     ]
     assert kinds == [
+        ("PUT", "conferences"),  # epoch 1 (a leg is created under the newest epoch)
         ("POST", "legs"),  # alice's leg
-        ("PUT", "conferences"),  # epoch 1
         ("PUT", "legs"),  # internal remote (alice)
         ("POST", "legs"),  # switch alice to epoch 1
         ("POST", "legs"),  # bob's leg
@@ -59,11 +61,13 @@ def test_legs_epochs_switch_and_release(focus_with_edge: Focus, edge_double: Edg
         ("POST", "legs"),
         ("DELETE", "legs"),  # bob's BYE
         ("DELETE", "legs"),  # alice's BYE
+        ("DELETE", "conferences"),  # the conference ended
     ]
-    create = edge_double.calls[0][2]
+    create = edge_double.calls[1][2]
     assert create["streams"][0]["media"] == "audio"
     assert create["streams"][0]["crypto"].startswith("1 AES_CM_128_HMAC_SHA1_80 inline:")
-    epoch = edge_double.calls[1]
+    assert create["participant_remote"] == {"host": "127.0.0.1", "port": 30000}
+    epoch = edge_double.calls[0]
     assert epoch[1].endswith("/epochs/1")
     assert set(epoch[2]) == {"suite", "key", "salt"}
     assert edge_double.calls[2][2] == {"address": "127.0.0.1", "ports": [40000]}

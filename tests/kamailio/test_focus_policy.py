@@ -88,3 +88,44 @@ def test_rejected_answer_and_ssrcs_and_warning() -> None:
     assert offer_ssrcs(SessionDescription.parse(offer(extra="a=ssrc:7 cname:x"))) == (7,)
     warning = warning_header("h", Forbidden('a "b"\r\n'))
     assert warning == '399 h "a \\"b\\"  "'
+
+
+# -- KMS mode ------------------------------------------------------------------------
+
+KMS_OFFER = (
+    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 30000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=key-mgmt:mikey AQID\r\n"
+)
+
+
+def test_kms_offer_is_recognised_and_checked() -> None:
+    from secconf.core.focus import OfferMode, check_offer_kms, offer_mode, offered_remote
+
+    description = SessionDescription.parse(KMS_OFFER)
+    assert offer_mode(description) is OfferMode.KMS
+    assert offer_mode(SessionDescription.parse(offer())) is OfferMode.SDES
+    streams, mikey = check_offer_kms(description)
+    assert mikey == b"\x01\x02\x03"
+    assert [(s.index, s.proto) for s in streams] == [(0, "RTP/SAVP")]
+    assert offered_remote(description, streams) == ("127.0.0.1", (30000,))
+    clear = SessionDescription.parse(KMS_OFFER.replace(b"RTP/SAVP", b"RTP/AVP"))
+    with pytest.raises(InsecureMedia):
+        check_offer_kms(clear)
+
+
+def test_kms_answer_carries_the_transfer_resp_and_no_key_reaches_the_mixer() -> None:
+    from secconf.core.focus import answer_to_participant_kms, check_offer_kms
+
+    description = SessionDescription.parse(KMS_OFFER)
+    streams, _ = check_offer_kms(description)
+    upstream = bytes(offer_to_upstream(description, streams, address="10.0.0.1", ports=[4000]))
+    assert b"key-mgmt" not in upstream
+    assert b"RTP/AVP" in upstream
+    answer = answer_to_participant_kms(
+        UPSTREAM_ANSWER, streams, b"\x01resp", address="192.0.2.1", ports=[5000]
+    )
+    section = answer.media[0]
+    assert section.proto == "RTP/SAVP"
+    assert section.port == 5000
+    assert section.attributes("key-mgmt") == ["mikey AXJlc3A="]
+    assert section.attributes("crypto") == []

@@ -12,11 +12,19 @@ malformed input) and no call is set up.
 
 Crypto session 1 is the caller's stream, crypto session 2 the callee's
 (RFC 4567 §7.1); each has its own SRTP master key (R4).
+
+Joining a conference (:meth:`ParticipantAgent.join_conference`): the same
+TRANSFER_INIT, to the focus's identity, from a ticket that allows responder
+keys (M flag); the focus's TRANSFER_RESP delivers the conference's group key
+(TEK+SALT, SPI = key epoch), and the participant sends and receives with it
+(KMS mode, DESIGN.md §1).  :meth:`ParticipantAgent.refer_body` makes the
+``application/mikey`` body of a REFER to the focus.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import secrets
 import time
@@ -32,7 +40,7 @@ from ..core.errors import (
     SecconfError,
 )
 from ..core.keymgmt import key_mgmt_value, mikey_message
-from ..core.mikey import GenericIdEntry, SrtpSessionData
+from ..core.mikey import GenericIdEntry, KeyData, KeyDataType, SpiValidity, SrtpSessionData
 from ..core.mikey import ticket as mikey_ticket
 from ..core.mikey.keys import SrtpMasterKey
 from ..core.mikey.srtp import policy_for_suite, suite_for_policy
@@ -42,7 +50,13 @@ from .kms import KmsClient
 from .media import SrtpEndpoint
 from .sip import Answer, Call, IncomingRequest, UserAgent
 
-__all__ = ["AgentCall", "ParticipantAgent", "build_offer_sdp", "exchange_audio"]
+__all__ = [
+    "AgentCall",
+    "ParticipantAgent",
+    "build_offer_sdp",
+    "exchange_audio",
+    "group_key_of",
+]
 
 log = logging.getLogger("secconf.client")
 
@@ -92,6 +106,22 @@ class AgentCall:
     suite: CryptoSuite
     tx_ssrc: int
     keys: dict[int, SrtpMasterKey] = field(repr=False)
+    group_epoch: int | None = None  # conference calls: the epoch of the group key in use
+
+
+def group_key_of(delivered: tuple[KeyData, ...]) -> tuple[bytes, bytes, int]:
+    """The group key a focus delivered in its TRANSFER_RESP: key, salt, epoch.
+
+    secconf's focus sends one TEK+SALT key data whose SPI is the key epoch
+    (4 bytes, docs/kamailio.md); anything else is refused.
+    """
+    for key in delivered:
+        if key.key_type == KeyDataType.TEK_SALT and key.salt is not None:
+            epoch = 0
+            if isinstance(key.validity, SpiValidity) and 1 <= len(key.validity.spi) <= 4:
+                epoch = int.from_bytes(key.validity.spi, "big")
+            return key.key, key.salt, epoch
+    raise MikeyError("the focus delivered no group key (TEK+SALT) in its TRANSFER_RESP")
 
 
 @dataclass
@@ -157,6 +187,88 @@ class ParticipantAgent:
         )
         log.info("call to %s keyed (MIKEY-TICKET, %s)", result.responder, self.suite.name)
         return AgentCall(call, media, result.responder, self.suite, ssrc, keys)
+
+    async def join_conference(
+        self,
+        target_uri: str,
+        focus_identity: str,
+        *,
+        allowed: tuple[str, ...] = (),
+        timeout: float = 30.0,
+    ) -> AgentCall:
+        """INVITE the factory or a conference URI; send and receive with the delivered group key.
+
+        The ticket names the focus (*focus_identity*) and, when creating, the
+        identities *allowed* to join; it allows responder keys (M flag) so
+        that the focus can deliver the group key in its TRANSFER_RESP.
+        """
+        issued = await self.kms.request_ticket(
+            mikey_ticket.DesiredPolicy(
+                recipients=(focus_identity, *allowed),
+                valid_until=self.clock() + 3600,
+                responder_keys=True,
+            )
+        )
+        media = await SrtpEndpoint.open(self.media_host)
+        try:
+            ssrc = media.ssrc
+            pending = mikey_ticket.build_transfer_init(
+                issued,
+                initiator=self.identity,
+                responder=focus_identity,
+                sessions=[
+                    GenericIdEntry.for_srtp(CALLER_CS, [POLICY_NO], SrtpSessionData(ssrc, 0, 0))
+                ],
+                policies=[policy_for_suite(POLICY_NO, self.suite)],
+                now=self.clock(),
+                random_bytes=secrets.token_bytes,
+            )
+            host, port = media.local_address
+            offer = build_offer_sdp(
+                address=host, port=port, mikey=pending.data, session_id=secrets.randbits(31)
+            )
+            call = await self.ua.invite(target_uri, offer, timeout=timeout)
+            try:
+                answer = SessionDescription.parse(call.remote_sdp)
+                remote = _media_target(answer)
+                result = mikey_ticket.process_transfer_resp(
+                    pending, mikey_message(answer, answer.media[0]), now=self.clock()
+                )
+                if result.responder != focus_identity:
+                    raise MikeyError("answered by another identity than the focus")
+                key, salt, epoch = group_key_of(result.delivered_keys)
+            except ProtocolError:
+                await call.bye()
+                raise
+        except BaseException:
+            await media.close(bye=False)
+            raise
+        media.set_remote(remote)
+        group = (self.suite, key, salt)
+        media.set_keys(tx=group, rx=group)
+        log.info("joined %s (group key epoch %d)", target_uri, epoch)
+        return AgentCall(call, media, result.responder, self.suite, ssrc, result.srtp_keys, epoch)
+
+    async def refer_body(self, focus_identity: str) -> tuple[bytes, mikey_ticket.PendingTransfer]:
+        """The ``application/mikey`` body of a REFER to the focus: a fresh TRANSFER_INIT, base64.
+
+        Returns the body and the pending transfer, to verify the focus's
+        TRANSFER_RESP in the 202 with :func:`secconf.core.mikey.ticket.process_transfer_resp`.
+        """
+        issued = await self.kms.request_ticket(
+            mikey_ticket.DesiredPolicy(
+                recipients=(focus_identity,), valid_until=self.clock() + 3600
+            )
+        )
+        pending = mikey_ticket.build_transfer_init(
+            issued,
+            initiator=self.identity,
+            responder=focus_identity,
+            sessions=[],
+            now=self.clock(),
+            random_bytes=secrets.token_bytes,
+        )
+        return base64.b64encode(pending.data), pending
 
     def answer_calls(self) -> None:
         """Answer incoming INVITEs from now on; keyed calls arrive on :attr:`answered`."""

@@ -32,12 +32,14 @@ from enum import Enum
 
 from .errors import (
     Forbidden,
+    InsecureMedia,
     MalformedMessage,
     MalformedSipMessage,
     NotAcceptable,
     ProtocolError,
     SecconfError,
 )
+from .keymgmt import key_mgmt_value, mikey_message
 from .keys import GroupKey
 from .rewrite import apply_group_key
 from .sdes import CryptoAttribute, CryptoSuite, KeyParam
@@ -47,17 +49,22 @@ from .sip.headers import Address
 __all__ = [
     "ConferenceNotFound",
     "FocusTarget",
+    "OfferMode",
     "OfferedStream",
     "SsrcCollision",
     "TargetKind",
     "answer_to_participant",
+    "answer_to_participant_kms",
     "authenticated_identity",
     "check_offer",
+    "check_offer_kms",
     "classify_target",
     "normalize_identity",
+    "offer_mode",
     "offer_ssrcs",
     "offer_to_upstream",
     "offered_crypto",
+    "offered_remote",
     "offered_sections",
     "rejected_answer",
     "warning_header",
@@ -213,6 +220,10 @@ def offer_to_upstream(
     if ports is not None and len(ports) != len(streams):
         raise ValueError(f"{len(streams)} streams but {len(ports)} ports")
     upstream = description.copy()
+    # Key management is between the participant and the focus: no ticket reaches the mixer.
+    upstream.session.remove_attributes("key-mgmt")
+    for section in upstream.media:
+        section.remove_attributes("key-mgmt")
     for position, stream in enumerate(streams):
         section = upstream.media[stream.index]
         section.remove_attributes("crypto")
@@ -311,3 +322,102 @@ def warning_header(host: str, error: SecconfError) -> str:
     text = error.message.replace("\\", "\\\\").replace('"', '\\"')
     text = re.sub(r"[\x00-\x1f\x7f]", " ", text)[:200]
     return f'{WARNING_CODE} {host} "{text}"'
+
+
+class OfferMode(Enum):
+    """How an offer is keyed: SDES (``a=crypto``) or MIKEY-TICKET (``a=key-mgmt:mikey``)."""
+
+    SDES = "sdes"
+    KMS = "kms"
+
+
+def offer_mode(description: SessionDescription) -> OfferMode:
+    """KMS mode when the offer carries ``a=key-mgmt`` anywhere (RFC 4567), else SDES."""
+    if description.session.has_attribute("key-mgmt"):
+        return OfferMode.KMS
+    if any(section.has_attribute("key-mgmt") for section in description.media):
+        return OfferMode.KMS
+    return OfferMode.SDES
+
+
+def check_offer_kms(description: SessionDescription) -> tuple[tuple[OfferedStream, ...], bytes]:
+    """Check a KMS-mode offer: every live RTP stream on SRTP, one MIKEY message for them.
+
+    Returns the live RTP streams (tag 0: no ``a=crypto`` in this mode) and the
+    MIKEY message (media level of the first stream first, then session level,
+    RFC 4567 §3.1).  Raises ``InsecureMedia`` (488) for a clear stream,
+    ``NotAcceptable`` (488) without a live stream or without ``a=key-mgmt:mikey``,
+    ``MalformedMikey`` (400) when its data is not base64.  Streams of one offer
+    share the one TRANSFER_INIT: only the first stream's message is used.
+    """
+    streams: list[OfferedStream] = []
+    for index, section in enumerate(description.media):
+        if section.port == 0 or "RTP" not in section.proto.split("/"):
+            continue
+        if not section.is_secure_rtp:
+            raise InsecureMedia(
+                f"{section.media} stream {index} uses {section.proto}: "
+                "a secure conference takes SRTP only"
+            )
+        streams.append(OfferedStream(index, section.proto, 0))
+    if not streams:
+        raise NotAcceptable("offer has no live RTP stream")
+    message = mikey_message(description, description.media[streams[0].index])
+    return tuple(streams), message
+
+
+def offered_remote(
+    description: SessionDescription, streams: Sequence[OfferedStream]
+) -> tuple[str, tuple[int, ...]] | None:
+    """Where the participant said its media is: address and one port per stream."""
+    address: str | None = None
+    ports: list[int] = []
+    for stream in streams:
+        section = description.media[stream.index]
+        connection = section.connection or description.session.connection
+        if connection is None:
+            return None
+        address = address or connection.address
+        ports.append(section.port)
+    return None if address is None else (address, tuple(ports))
+
+
+def answer_to_participant_kms(
+    upstream_answer: bytes,
+    streams: Sequence[OfferedStream],
+    transfer_resp: bytes,
+    *,
+    address: str | None,
+    ports: Sequence[int] | None,
+) -> SessionDescription:
+    """The mixer's answer as a KMS-mode participant gets it.
+
+    Each offered stream goes back on the offered SRTP profile, pointed at the
+    edge, with ``a=key-mgmt:mikey`` carrying *transfer_resp* (the TRANSFER_RESP
+    that delivers the group key, RFC 4567 §3.1) and no ``a=crypto``.  A stream
+    the mixer rejected stays rejected; a stream it opened that was not offered
+    is refused.  Raises ``MalformedSdp`` for a broken answer.
+    """
+    answer = SessionDescription.parse(upstream_answer)
+    if len(answer.media) < max((s.index for s in streams), default=-1) + 1:
+        raise MalformedMessage("upstream answer has fewer media sections than the offer")
+    offered = {s.index for s in streams}
+    for index, section in enumerate(answer.media):
+        if section.port != 0 and index not in offered and "RTP" in section.proto.split("/"):
+            raise NotAcceptable(f"upstream answer opened stream {index} not in the offer")
+    answer.session.remove_attributes("key-mgmt")
+    answer.session.remove_attributes("crypto")
+    value = key_mgmt_value(transfer_resp)
+    for position, stream in enumerate(streams):
+        section = answer.media[stream.index]
+        section.remove_attributes("crypto")
+        section.remove_attributes("key-mgmt")
+        if section.port == 0:
+            continue
+        section.set_proto(stream.proto)
+        section.add_attribute("key-mgmt", value)
+        if address is not None:
+            section.set_connection(address)
+        if ports is not None:
+            section.set_port(ports[position])
+    return answer

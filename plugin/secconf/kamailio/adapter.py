@@ -77,6 +77,8 @@ class Reply:
     status: int
     reason: str
     headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = field(default=b"", repr=False)
+    content_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,10 @@ class KsrAdapter:
     def reply(self, reply: Reply) -> None:
         for name, value in reply.headers:
             self.ksr.hdr.append_to_reply(f"{name}: {value}\r\n")
+        if reply.body:
+            self.ksr.textops.set_reply_body(
+                reply.body.decode("utf-8", "surrogateescape"), reply.content_type
+            )
         self.ksr.sl.send_reply(reply.status, reply.reason)
 
     def set_body(self, body: bytes, content_type: str = "application/sdp") -> None:

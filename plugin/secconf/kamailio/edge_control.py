@@ -13,7 +13,11 @@ internal leg.  The module needs five things from it, one HTTP call each
 ``PUT /v1/conferences/{id}/epochs/{n}``    a group key epoch (suite, key, salt in base64)
 ``POST /v1/legs/{leg}/switch``             send to this leg under epoch *n* from now on
 ``DELETE /v1/legs/{leg}``                  the dialog ended
+``DELETE /v1/conferences/{id}``            the conference ended (or its creation was undone)
 =========================================  =======================================================
+
+Every call carries ``Authorization: Bearer <token>`` when a token is
+configured (the real edge requires one, docs/edge.md).
 
 Every call has a short timeout (Kamailio workers must never hang); any
 failure is :class:`~secconf.core.errors.ServiceUnavailable` (503).  The HTTP
@@ -44,15 +48,24 @@ class LegAddresses:
 
 @dataclass(frozen=True, slots=True)
 class LegPlan:
-    """What the edge allocated for one leg."""
+    """What the edge allocated for one leg (*ssrc*: the edge's outbound SSRC, if it said)."""
 
     external: LegAddresses
     internal: LegAddresses
+    ssrc: int | None = None
 
 
 class EdgeControl(Protocol):
     def create_leg(
-        self, conference_id: str, leg: str, media: Sequence[str], crypto: Sequence[str]
+        self,
+        conference_id: str,
+        leg: str,
+        media: Sequence[str],
+        crypto: Sequence[str],
+        *,
+        mode: str = "sdes",
+        remote: LegAddresses | None = None,
+        ssrcs: Sequence[int] = (),
     ) -> LegPlan | None: ...
 
     def set_internal_remote(self, leg: str, remote: LegAddresses) -> None: ...
@@ -63,6 +76,8 @@ class EdgeControl(Protocol):
 
     def delete_leg(self, leg: str) -> None: ...
 
+    def delete_conference(self, conference_id: str) -> None: ...
+
 
 class NoEdge:
     """No media edge: SDP addresses pass unchanged (tests and benchmarks of signalling only).
@@ -71,7 +86,15 @@ class NoEdge:
     """
 
     def create_leg(
-        self, conference_id: str, leg: str, media: Sequence[str], crypto: Sequence[str]
+        self,
+        conference_id: str,
+        leg: str,
+        media: Sequence[str],
+        crypto: Sequence[str],
+        *,
+        mode: str = "sdes",
+        remote: LegAddresses | None = None,
+        ssrcs: Sequence[int] = (),
     ) -> LegPlan | None:
         return None
 
@@ -85,6 +108,9 @@ class NoEdge:
         return None
 
     def delete_leg(self, leg: str) -> None:
+        return None
+
+    def delete_conference(self, conference_id: str) -> None:
         return None
 
 
@@ -102,9 +128,10 @@ def _addresses(value: Any, what: str) -> LegAddresses:
 class HttpEdgeControl:
     """:class:`EdgeControl` over the edge's HTTP control API, every call bounded by *timeout*."""
 
-    def __init__(self, base_url: str, *, timeout: float) -> None:
+    def __init__(self, base_url: str, *, timeout: float, token: str | None = None) -> None:
         self._base = base_url.rstrip("/")
         self._timeout = timeout
+        self._headers = {} if token is None else {"authorization": f"Bearer {token}"}
         self._client: httpx.Client | None = None
 
     def __repr__(self) -> str:
@@ -113,7 +140,10 @@ class HttpEdgeControl:
     def _http(self) -> httpx.Client:
         if self._client is None:
             self._client = httpx.Client(
-                base_url=self._base, timeout=httpx.Timeout(self._timeout), trust_env=False
+                base_url=self._base,
+                timeout=httpx.Timeout(self._timeout),
+                headers=self._headers,
+                trust_env=False,
             )
         return self._client
 
@@ -144,22 +174,35 @@ class HttpEdgeControl:
             raise ServiceUnavailable("media edge answered something that is not JSON") from None
 
     def create_leg(
-        self, conference_id: str, leg: str, media: Sequence[str], crypto: Sequence[str]
+        self,
+        conference_id: str,
+        leg: str,
+        media: Sequence[str],
+        crypto: Sequence[str],
+        *,
+        mode: str = "sdes",
+        remote: LegAddresses | None = None,
+        ssrcs: Sequence[int] = (),
     ) -> LegPlan:
-        answer = self._call(
-            "POST",
-            "/v1/legs",
-            {
-                "conference": conference_id,
-                "leg": leg,
-                "streams": [{"media": m, "crypto": c} for m, c in zip(media, crypto, strict=True)],
-            },
-        )
+        body: dict[str, Any] = {"conference": conference_id, "leg": leg}
+        if mode == "sdes":
+            body["streams"] = [
+                {"media": m, "crypto": c} for m, c in zip(media, crypto, strict=True)
+            ]
+        else:
+            body["mode"] = mode
+        if remote is not None and remote.ports:
+            body["participant_remote"] = {"host": remote.address, "port": remote.ports[0]}
+        if ssrcs:
+            body["participant_ssrcs"] = list(ssrcs)
+        answer = self._call("POST", "/v1/legs", body)
         if not isinstance(answer, dict):
             raise ServiceUnavailable("media edge answered an unusable leg")
+        ssrc = answer.get("outbound_ssrc")
         plan = LegPlan(
             _addresses(answer.get("external"), "external leg"),
             _addresses(answer.get("internal"), "internal leg"),
+            ssrc if isinstance(ssrc, int) and not isinstance(ssrc, bool) else None,
         )
         if len(plan.external.ports) != len(media) or len(plan.internal.ports) != len(media):
             raise ServiceUnavailable("media edge answered the wrong number of ports")
@@ -188,3 +231,6 @@ class HttpEdgeControl:
 
     def delete_leg(self, leg: str) -> None:
         self._call("DELETE", f"/v1/legs/{leg}")
+
+    def delete_conference(self, conference_id: str) -> None:
+        self._call("DELETE", f"/v1/conferences/{conference_id}")

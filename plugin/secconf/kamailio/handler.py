@@ -26,9 +26,11 @@ from typing import Any
 from secconf.core.errors import SecconfError
 from secconf.store.conferences import ConferenceStore, connect_blocking
 from secconf.store.keywrap import KeyWrapper, load_key_file
+from secconf.store.replay import BlockingReplayCache
 
 from .adapter import KsrAdapter, Reply
 from .edge_control import EdgeControl, HttpEdgeControl, NoEdge
+from .kms import HttpKmsResolver
 from .service import FocusService, Retransmission
 from .settings import Settings, load_settings
 
@@ -57,10 +59,22 @@ class SecconfKemi:
         store = ConferenceStore(client, self._wrapper, self.settings.redis_prefix)
         edge: EdgeControl
         if self.settings.edge_url:
-            edge = HttpEdgeControl(self.settings.edge_url, timeout=self.settings.edge_timeout)
+            edge = HttpEdgeControl(
+                self.settings.edge_url,
+                timeout=self.settings.edge_timeout,
+                token=self.settings.edge_token,
+            )
         else:
             edge = NoEdge()
-        self.service = FocusService(self.settings, store, edge, log=self.adapter.log)
+        kms = None if self.settings.kms is None else HttpKmsResolver(self.settings.kms)
+        self.service = FocusService(
+            self.settings,
+            store,
+            edge,
+            log=self.adapter.log,
+            kms=kms,
+            replay=BlockingReplayCache(client, self.settings.redis_prefix),
+        )
         return 0
 
     def _service(self) -> FocusService:
@@ -199,11 +213,21 @@ class SecconfKemi:
         service = self._service()
         call_id = self.adapter.pv("$ci") or ""
         try:
-            ours = method == "INVITE" and service.store.dialog(call_id) is not None
+            record = service.store.dialog(call_id) if method in ("INVITE", "REFER") else None
         except SecconfError as exc:
             self.adapter.reply(service.refusal(exc))
             return
-        if ours:
+        if record is not None and method == "REFER":
+            # A REFER to the focus in a conference dialog: handled here, never relayed
+            # (the mixer must not transfer anyone itself).
+            request = self.adapter.request(service.header_names())
+            try:
+                self.adapter.reply(service.on_refer(request, record.conference_id, record.identity))
+            except SecconfError as exc:
+                self.adapter.log("info", f"secconf: REFER refused {exc.status_code}: {exc.message}")
+                self.adapter.reply(service.refusal(exc))
+            return
+        if record is not None:
             # Rekey re-INVITEs (new epoch's key) are not built yet: fail closed rather than
             # let the mixer's clear offer reach a participant.
             self.adapter.reply(

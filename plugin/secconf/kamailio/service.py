@@ -8,43 +8,73 @@ are in :mod:`secconf.core.focus`.  Refusals are raised as
 :meth:`FocusService.refusal`; nothing is left in Redis or at the edge by a
 refused request.
 
-SDES mode only so far (see docs/kamailio.md for what is not built yet).
+Two modes, chosen by the offer (docs/kamailio.md): SDES (``a=crypto``, the
+identity asserted by a trusted source) and KMS (``a=key-mgmt:mikey`` with a
+TRANSFER_INIT, resolved at the KMS; the answer carries a TRANSFER_RESP that
+delivers the group key).  REFERs to the focus are checked and queued on a
+Redis stream for the dial-out watcher.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from secconf.core.errors import (
     Forbidden,
     MalformedMessage,
+    MalformedMikey,
     MessageTooLarge,
+    MikeyError,
     NotAcceptable,
+    ReplayedMessage,
     SecconfError,
+    TicketRejected,
 )
 from secconf.core.focus import (
     OfferedStream,
+    OfferMode,
     TargetKind,
     answer_to_participant,
+    answer_to_participant_kms,
     authenticated_identity,
     check_offer,
+    check_offer_kms,
     classify_target,
+    normalize_identity,
+    offer_mode,
     offer_ssrcs,
     offer_to_upstream,
     offered_crypto,
+    offered_remote,
     offered_sections,
     rejected_answer,
     warning_header,
 )
 from secconf.core.keys import GroupKey
+from secconf.core.mikey import (
+    GenericIdEntry,
+    KeyData,
+    KeyDataType,
+    SpiValidity,
+    SrtpSessionData,
+    TicketFlags,
+)
+from secconf.core.mikey import ticket as mikey_ticket
+from secconf.core.mikey.srtp import suite_for_policy
 from secconf.core.sdp import SessionDescription
 from secconf.store.conferences import ConferenceExists, ConferenceStore, DialogExists, dialog_id
+from secconf.store.replay import BlockingReplayCache
 
 from .adapter import Relay, Reply, ReplyView, RequestView
 from .edge_control import EdgeControl, LegAddresses, LegPlan
+from .kms import TicketResolver
 from .settings import Settings
 
 __all__ = ["ON_FAILURE", "ON_REPLY", "FocusService", "TransactionState"]
@@ -52,6 +82,11 @@ __all__ = ["ON_FAILURE", "ON_REPLY", "FocusService", "TransactionState"]
 ON_REPLY = "ksr_onreply_secconf"
 ON_FAILURE = "ksr_failure_secconf"
 CONFERENCE_HEADER = "X-Secconf-Conference"
+MIKEY_CONTENT_TYPE = "application/mikey"
+#: The group key goes to KMS-mode participants as TEK+SALT, its SPI the epoch (4 bytes).
+GROUP_KEY_TYPE = KeyDataType.TEK_SALT
+#: Policy number of the conference's SRTP policy in our TRANSFER_RESP sessions.
+POLICY_NO = 0
 
 
 class Retransmission(SecconfError):
@@ -69,6 +104,9 @@ class TransactionState:
     conference_uri: str
     created: bool
     sections: tuple[tuple[str, str, str], ...] = ()
+    mode: str = "sdes"
+    transfer_resp: str | None = None  # base64 TRANSFER_RESP (KMS mode); its KEMAC is encrypted
+    epoch: int | None = None  # the epoch the TRANSFER_RESP delivered
 
     def to_json(self) -> str:
         return json.dumps(
@@ -82,6 +120,9 @@ class TransactionState:
                 "u": self.conference_uri,
                 "n": self.created,
                 "m": [list(section) for section in self.sections],
+                "k": self.mode,
+                "t": self.transfer_resp,
+                "e": self.epoch,
             },
             separators=(",", ":"),
         )
@@ -98,7 +139,46 @@ class TransactionState:
             data["u"],
             bool(data["n"]),
             tuple((str(m), str(p), str(f)) for m, p, f in data.get("m", [])),
+            str(data.get("k", "sdes")),
+            data.get("t"),
+            data.get("e"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class KmsAuth:
+    """A TRANSFER_INIT verified through the KMS: who sent it, and what to answer it with."""
+
+    identity: str
+    transfer: mikey_ticket.TransferInit = field(repr=False)
+    resolved: mikey_ticket.ResolvedTicket = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    description: SessionDescription
+    streams: tuple[OfferedStream, ...]
+    mode: OfferMode
+    ssrcs: tuple[int, ...]
+    mikey: bytes | None = field(default=None, repr=False)
+
+
+def decode_mikey_body(body: bytes) -> bytes:
+    """An ``application/mikey`` body: the base64 text of the message (as in ``a=key-mgmt``).
+
+    Kamailio's KEMI hands bodies over as strings (no NUL bytes), so secconf
+    sends MIKEY bodies base64-encoded; a raw binary body (first byte 0x01, the
+    MIKEY version) is accepted too when it survived the trip.
+    """
+    data = body.strip()
+    if not data:
+        raise MalformedMikey("empty application/mikey body")
+    if data[:1] == b"\x01":
+        return data
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedMikey("application/mikey body is neither MIKEY nor base64") from None
 
 
 @dataclass
@@ -109,11 +189,14 @@ class FocusService:
     random_hex: Callable[[int], str] = field(default=secrets.token_hex)
     random_bytes: Callable[[int], bytes] = field(default=secrets.token_bytes)
     log: Callable[[str, str], None] = field(default=lambda level, message: None)
+    kms: TicketResolver | None = None
+    replay: BlockingReplayCache | None = None
+    clock: Callable[[], float] = field(default=time.time)
 
     # -- requests -----------------------------------------------------------------
 
     def header_names(self) -> tuple[str, ...]:
-        return (self.settings.asserted_header,)
+        return (self.settings.asserted_header, "Refer-To")
 
     def on_request(self, request: RequestView) -> Reply | Relay:
         """A request outside a dialog (or a CANCEL): what the focus does with it."""
@@ -128,7 +211,9 @@ class FocusService:
         if method == "SUBSCRIBE":
             raise Forbidden("conference event package not offered for secure conferences yet")
         if method == "REFER":
-            raise Forbidden("REFER to the focus is not supported yet")
+            if target.kind is not TargetKind.CONFERENCE or target.conference_id is None:
+                raise Forbidden("REFER goes to a conference, not to the factory")
+            return self.on_refer(request, target.conference_id, None)
         if method != "INVITE":
             return Reply(
                 405, "Method Not Allowed", (("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS"),)
@@ -139,7 +224,7 @@ class FocusService:
             raise MalformedMessage("conference id missing")
         return self._join(request, target.conference_id)
 
-    def _offer(self, request: RequestView) -> tuple[SessionDescription, tuple[OfferedStream, ...]]:
+    def _offer(self, request: RequestView) -> Offer:
         limit = self.settings.max_body
         if request.content_length > limit or len(request.body) > limit:
             raise MessageTooLarge(f"body over {limit} bytes")
@@ -150,7 +235,12 @@ class FocusService:
             )
         if content_type != "application/sdp":
             raise NotAcceptable("only application/sdp bodies are accepted")
-        return check_offer(request.body, self.settings.suite)
+        description = SessionDescription.parse(request.body)
+        if offer_mode(description) is OfferMode.KMS and self.settings.kms_mode:
+            streams, mikey = check_offer_kms(description)
+            return Offer(description, streams, OfferMode.KMS, offer_ssrcs(description), mikey)
+        description, streams = check_offer(request.body, self.settings.suite)
+        return Offer(description, streams, OfferMode.SDES, offer_ssrcs(description))
 
     def _identity(self, request: RequestView) -> str:
         return authenticated_identity(
@@ -159,55 +249,282 @@ class FocusService:
             request.headers.get(self.settings.asserted_header),
         )
 
+    # -- KMS mode ---------------------------------------------------------------------
+
+    def _kms_authenticate(self, mikey: bytes, call_id: str, *, group_key: bool) -> KmsAuth:
+        """TRANSFER_INIT read, checked early, resolved at the KMS and verified (RFC 6043 §4.2.2.2).
+
+        The identity is the ticket's initiator (IDRi, equal to the ticket's
+        initiator and proven by the MAC under MPKi), never a SIP header.
+        *group_key*: the answer must deliver the group key, so the ticket must
+        allow responder keys (M flag).  Nothing is written here; the replay
+        cache is only read (:meth:`_remember` writes once everything passed).
+        """
+        kms_settings = self.settings.kms
+        if self.kms is None or self.replay is None or kms_settings is None:
+            raise NotAcceptable("KMS mode is not configured on this focus")
+        transfer = mikey_ticket.TransferInit.read(mikey)
+        token = transfer.replay_token
+        transfer.early_check(kms_settings.focus_identity, now=self.clock(), skew=kms_settings.skew)
+        if transfer.responder is not None and transfer.responder != kms_settings.focus_identity:
+            raise TicketRejected("TRANSFER_INIT is addressed to another responder")
+        if group_key and TicketFlags.M not in transfer.ticket.flags:
+            raise NotAcceptable(
+                "the ticket does not let the focus deliver the group key (M flag unset)"
+            )
+        for policy in transfer.security_policies[:1]:
+            if suite_for_policy(policy) != self.settings.suite:
+                raise NotAcceptable(f"the conference's SRTP suite is {self.settings.suite.name}")
+        if self.replay.seen(token):
+            if call_id and self.store.dialog(call_id) is not None:
+                raise Retransmission("TRANSFER_INIT of a recorded dialog")
+            raise ReplayedMessage("TRANSFER_INIT replayed")
+        resolved = self.kms.resolve(transfer)
+        try:
+            identity = normalize_identity(transfer.initiator)
+        except MalformedMessage:
+            raise Forbidden("the ticket's initiator is not a SIP identity") from None
+        return KmsAuth(identity, transfer, resolved)
+
+    @contextmanager
+    def _remember(self, auth: KmsAuth | None) -> Iterator[None]:
+        """Put the TRANSFER_INIT into the replay cache; forget it if the request is then refused."""
+        if auth is None or self.replay is None or self.settings.kms is None:
+            yield
+            return
+        token = auth.transfer.replay_token
+        if not self.replay.remember(token, 2 * self.settings.kms.skew):
+            raise ReplayedMessage("TRANSFER_INIT replayed")
+        try:
+            yield
+        except BaseException:
+            try:
+                self.replay.forget(token)
+            except SecconfError as exc:
+                self.log("err", f"secconf: could not undo a replay-cache entry: {exc.message}")
+            raise
+
+    def _transfer_resp(self, auth: KmsAuth, key: GroupKey | None, edge_ssrc: int | None) -> bytes:
+        """TRANSFER_RESP from the focus (RFC 6043 §4.2.2.3) delivering *key* in its KEMAC."""
+        kms_settings = self.settings.kms
+        if kms_settings is None:  # pragma: no cover - checked by _kms_authenticate
+            raise NotAcceptable("KMS mode is not configured on this focus")
+        sessions = list(auth.transfer.sessions)
+        responder_keys: list[KeyData] = []
+        if key is not None:
+            used = {entry.cs_id for entry in sessions}
+            cs_id = next(n for n in range(1, 256) if n not in used)
+            policies = [POLICY_NO] if auth.transfer.security_policies else []
+            sessions.append(
+                GenericIdEntry.for_srtp(cs_id, policies, SrtpSessionData(edge_ssrc or 0, 0, 0))
+            )
+            responder_keys.append(
+                KeyData(
+                    GROUP_KEY_TYPE, key.key, key.salt, SpiValidity(key.epoch.to_bytes(4, "big"))
+                )
+            )
+        data, _ = mikey_ticket.build_transfer_resp(
+            auth.transfer,
+            auth.resolved,
+            responder=kms_settings.focus_identity,
+            sessions=sessions,
+            now=self.clock(),
+            random_bytes=self.random_bytes,
+            responder_keys=responder_keys,
+        )
+        return data
+
+    def _kms_allowed(self, auth: KmsAuth) -> list[str]:
+        """The allowed set of a KMS-mode conference: the ticket's recipients but the focus."""
+        focus = self.settings.kms.focus_identity if self.settings.kms else ""
+        allowed: set[str] = set()
+        for recipient in auth.transfer.policy.recipients:
+            try:
+                identity = normalize_identity(recipient)
+            except MalformedMessage:
+                continue  # not a SIP identity: can never be authenticated on a join anyway
+            if identity not in (focus, auth.identity):
+                allowed.add(identity)
+        return sorted(allowed)
+
+    @staticmethod
+    def _kms_ssrcs(offer: Offer, auth: KmsAuth | None) -> tuple[int, ...]:
+        found = set(offer.ssrcs)
+        if auth is not None:
+            for entry in auth.transfer.sessions:
+                try:
+                    session = entry.srtp_session()
+                except MikeyError:
+                    continue
+                if session is not None:
+                    found.add(session.ssrc)
+        return tuple(sorted(found))
+
+    # -- create and join --------------------------------------------------------------
+
+    def _authenticate(self, request: RequestView) -> tuple[Offer, str, KmsAuth | None]:
+        """The checked offer and who sent it: MIKEY (KMS mode) or the asserted identity (SDES)."""
+        offer = self._offer(request)
+        if offer.mode is OfferMode.KMS and offer.mikey is not None:
+            auth = self._kms_authenticate(offer.mikey, request.call_id, group_key=True)
+            return offer, auth.identity, auth
+        return offer, self._identity(request), None
+
     def _create(self, request: RequestView) -> Reply | Relay:
-        identity = self._identity(request)
+        offer, identity, auth = self._authenticate(request)
         if self.settings.creators and identity not in self.settings.creators:
             raise Forbidden("not allowed to create a conference")
-        description, streams = self._offer(request)
-        ssrcs = offer_ssrcs(description)
+        allowed = self._kms_allowed(auth) if auth is not None else sorted(self.settings.allowed)
+        ssrcs = self._kms_ssrcs(offer, auth)
         group_key = GroupKey.generate(1, self.settings.suite, self.random_bytes)
-        for _attempt in range(3):
-            conference_id = self.random_hex(8)
-            leg = self._leg(conference_id, request.call_id)
-            try:
-                self.store.create(
-                    conference_id,
-                    creator=identity,
-                    uri=self.settings.conference_uri(conference_id),
-                    group_key=group_key,
-                    call_id=request.call_id,
-                    leg=leg,
-                    allowed=sorted(self.settings.allowed),
-                    ssrcs=ssrcs,
-                )
-            except ConferenceExists:
-                continue
-            except DialogExists:
-                raise Retransmission("dialog already recorded") from None
-            break
-        else:
-            raise SecconfError("could not mint a free conference id")
-        self.log("info", f"secconf: conference {conference_id} created by {identity}")
-        plan = self._edge_leg(request, conference_id, leg, description, streams, group_key)
-        return self._relay(request, conference_id, leg, description, streams, plan, created=True)
+        with self._remember(auth):
+            for _attempt in range(3):
+                conference_id = self.random_hex(8)
+                leg = self._leg(conference_id, request.call_id)
+                try:
+                    self.store.create(
+                        conference_id,
+                        creator=identity,
+                        uri=self.settings.conference_uri(conference_id),
+                        group_key=group_key,
+                        call_id=request.call_id,
+                        leg=leg,
+                        allowed=allowed,
+                        ssrcs=ssrcs,
+                        mode=offer.mode.value,
+                    )
+                except ConferenceExists:
+                    continue
+                except DialogExists:
+                    raise Retransmission("dialog already recorded") from None
+                break
+            else:
+                raise SecconfError("could not mint a free conference id")
+            self.log(
+                "info",
+                f"secconf: conference {conference_id} ({offer.mode.value}) created by {identity}",
+            )
+            plan = self._edge_leg(request, conference_id, leg, offer, group_key, created=True)
+            transfer_resp = None
+            if auth is not None:
+                try:
+                    transfer_resp = self._answer_kms(auth, group_key, plan)
+                except BaseException:
+                    self._release(request.call_id, leg)
+                    self._forget_conference(conference_id)
+                    raise
+        return self._relay(
+            request, conference_id, leg, offer, plan, created=True,
+            transfer_resp=transfer_resp, epoch=group_key.epoch if auth else None,
+        )  # fmt: skip
 
     def _join(self, request: RequestView, conference_id: str) -> Reply | Relay:
-        identity = self._identity(request)
-        description, streams = self._offer(request)
+        offer, identity, auth = self._authenticate(request)
         leg = self._leg(conference_id, request.call_id)
+        with self._remember(auth):
+            try:
+                epoch = self.store.join(
+                    conference_id,
+                    identity=identity,
+                    call_id=request.call_id,
+                    leg=leg,
+                    ssrcs=self._kms_ssrcs(offer, auth),
+                    mode=offer.mode.value,
+                )
+            except DialogExists:
+                raise Retransmission("dialog already recorded") from None
+            self.log("info", f"secconf: {identity} joining conference {conference_id}")
+            plan = self._edge_leg(request, conference_id, leg, offer, None, created=False)
+            transfer_resp = None
+            if auth is not None:
+                try:
+                    key = self.store.group_key(conference_id, epoch)
+                    transfer_resp = self._answer_kms(auth, key, plan)
+                except BaseException:
+                    self._release(request.call_id, leg)
+                    raise
+        return self._relay(
+            request, conference_id, leg, offer, plan, created=False,
+            transfer_resp=transfer_resp, epoch=epoch if auth else None,
+        )  # fmt: skip
+
+    def _answer_kms(self, auth: KmsAuth, key: GroupKey, plan: LegPlan | None) -> str:
+        data = self._transfer_resp(auth, key, None if plan is None else plan.ssrc)
+        return base64.b64encode(data).decode("ascii")
+
+    # -- REFER to the focus -----------------------------------------------------------
+
+    def on_refer(
+        self, request: RequestView, conference_id: str | None, dialog_identity: str | None
+    ) -> Reply:
+        """A REFER to the focus (RFC 3515): check it, queue it for the dial-out watcher, 202.
+
+        *conference_id* comes from the Request-URI (out of dialog) or from the
+        referrer's dialog record (in dialog, then *dialog_identity* is the
+        identity that dialog was admitted with, and the REFER must come from
+        it).  The referrer is authenticated like an INVITE: in KMS mode by an
+        ``application/mikey`` body holding a TRANSFER_INIT built with the
+        referrer's ticket for the focus (answered by a TRANSFER_RESP in the
+        202, so the focus authenticates itself too); in SDES mode by the
+        asserted identity of a trusted source.  The referrer must have a
+        dialog in the conference, the Refer-To target must be in the allowed
+        set; then one Lua script appends the request to ``P:refer:<id>``.
+        No implicit subscription (RFC 4488 ``Refer-Sub: false``): Kamailio
+        cannot send NOTIFYs in a dialog it does not own.
+        """
+        if conference_id is None:
+            raise MalformedMessage("REFER without a conference")
+        refer_to = request.headers.get("Refer-To")
+        if not refer_to:
+            raise MalformedMessage("REFER without Refer-To")
         try:
-            self.store.join(
-                conference_id,
-                identity=identity,
-                call_id=request.call_id,
-                leg=leg,
-                ssrcs=offer_ssrcs(description),
-            )
-        except DialogExists:
-            raise Retransmission("dialog already recorded") from None
-        self.log("info", f"secconf: {identity} joining conference {conference_id}")
-        plan = self._edge_leg(request, conference_id, leg, description, streams, None)
-        return self._relay(request, conference_id, leg, description, streams, plan, created=False)
+            target = normalize_identity(refer_to.split(",", 1)[0].strip())
+        except MalformedMessage:
+            raise MalformedMessage("Refer-To is not a SIP URI with a user") from None
+        limit = self.settings.max_body
+        if request.content_length > limit or len(request.body) > limit:
+            raise MessageTooLarge(f"body over {limit} bytes")
+        content_type = (request.content_type or "").split(";", 1)[0].strip().lower()
+        auth: KmsAuth | None = None
+        replay_key: str | None = None
+        if content_type == MIKEY_CONTENT_TYPE and self.settings.kms_mode:
+            # Call-ID "": a repeated TRANSFER_INIT in a REFER is always a replay (403).
+            auth = self._kms_authenticate(decode_mikey_body(request.body), "", group_key=False)
+            identity = auth.identity
+            if self.replay is not None:
+                replay_key = self.replay.key(auth.transfer.replay_token)
+        elif request.body:
+            raise NotAcceptable("a REFER to the focus carries no body, or application/mikey")
+        else:
+            identity = self._identity(request)
+        if dialog_identity is not None and identity != dialog_identity:
+            raise Forbidden("the REFER is not from the identity of its dialog")
+        mode = "kms" if auth is not None else "sdes"
+        kms_settings = self.settings.kms
+        entry = self.store.refer(
+            conference_id,
+            referrer=identity,
+            target=target,
+            fields=(
+                ("conference", conference_id),
+                ("uri", self.settings.conference_uri(conference_id)),
+                ("mode", mode),
+                ("refer_to", refer_to[:512]),
+                ("call_id", request.call_id[:256]),
+                ("time", repr(float(self.clock()))),
+            ),
+            replay_key=replay_key,
+            replay_ttl=2 * kms_settings.skew if kms_settings is not None else 0.0,
+            mode=mode,
+        )
+        self.log(
+            "info", f"secconf: REFER by {identity} to {target} in {conference_id} queued ({entry})"
+        )
+        headers = (("Refer-Sub", "false"),)
+        if auth is None:
+            return Reply(202, "Accepted", headers)
+        body = base64.b64encode(self._transfer_resp(auth, None, None))
+        return Reply(202, "Accepted", headers, body, MIKEY_CONTENT_TYPE)
 
     @staticmethod
     def _leg(conference_id: str, call_id: str) -> str:
@@ -218,50 +535,74 @@ class FocusService:
         request: RequestView,
         conference_id: str,
         leg: str,
-        description: SessionDescription,
-        streams: tuple[OfferedStream, ...],
+        offer: Offer,
         group_key: GroupKey | None,
+        *,
+        created: bool,
     ) -> LegPlan | None:
-        """Ask the edge for the leg; on failure undo the Redis record and refuse (503)."""
+        """Ask the edge for the leg; on failure undo the Redis record and refuse (503).
+
+        A new conference's epoch goes to the edge first: a leg is created
+        sending under the conference's newest epoch.
+        """
+        description, streams = offer.description, offer.streams
+        remote = offered_remote(description, streams)
         try:
+            if group_key is not None:
+                self.edge.put_epoch(conference_id, group_key)
             plan = self.edge.create_leg(
                 conference_id,
                 leg,
                 [description.media[s.index].media for s in streams],
-                [str(offered_crypto(description, s)) for s in streams],
+                []
+                if offer.mode is OfferMode.KMS
+                else [str(offered_crypto(description, s)) for s in streams],
+                mode=offer.mode.value,
+                remote=None if remote is None else LegAddresses(*remote),
+                ssrcs=offer.ssrcs,
             )
-            if group_key is not None:
-                self.edge.put_epoch(conference_id, group_key)
         except SecconfError:
             self._release(request.call_id, leg)
+            if created:
+                self._forget_conference(conference_id)
             raise
         return plan
+
+    def _forget_conference(self, conference_id: str) -> None:
+        try:
+            self.edge.delete_conference(conference_id)
+        except SecconfError as exc:
+            self.log("err", f"secconf: edge conference release failed: {exc.message}")
 
     def _relay(
         self,
         request: RequestView,
         conference_id: str,
         leg: str,
-        description: SessionDescription,
-        streams: tuple[OfferedStream, ...],
+        offer: Offer,
         plan: LegPlan | None,
         *,
         created: bool,
+        transfer_resp: str | None = None,
+        epoch: int | None = None,
     ) -> Relay:
         upstream = offer_to_upstream(
-            description,
-            streams,
+            offer.description,
+            offer.streams,
             address=None if plan is None else plan.internal.address,
             ports=None if plan is None else plan.internal.ports,
         )
         state = TransactionState(
             conference_id,
             leg,
-            streams,
+            offer.streams,
             None if plan is None else plan.external,
             self.settings.conference_uri(conference_id),
             created,
-            offered_sections(description),
+            offered_sections(offer.description),
+            offer.mode.value,
+            transfer_resp,
+            epoch,
         )
         return Relay(
             uri=self.settings.upstream_uri(conference_id),
@@ -287,17 +628,31 @@ class FocusService:
         state = TransactionState.from_json(state_json)
         answered = self.store.answered(reply.call_id)
         external = state.external
-        body = answer_to_participant(
-            reply.body,
-            state.streams,
-            answered.group_key,
-            address=None if external is None else external.address,
-            ports=None if external is None else external.ports,
-        )
+        epoch = answered.group_key.epoch
+        if state.mode == OfferMode.KMS.value:
+            if state.transfer_resp is None or state.epoch is None:
+                raise NotAcceptable("KMS-mode dialog without its TRANSFER_RESP")
+            # The epoch delivered in the TRANSFER_RESP (rekeys are not built yet: the same).
+            epoch = state.epoch
+            body = answer_to_participant_kms(
+                reply.body,
+                state.streams,
+                base64.b64decode(state.transfer_resp),
+                address=None if external is None else external.address,
+                ports=None if external is None else external.ports,
+            )
+        else:
+            body = answer_to_participant(
+                reply.body,
+                state.streams,
+                answered.group_key,
+                address=None if external is None else external.address,
+                ports=None if external is None else external.ports,
+            )
         remote = _media_remote(reply.body, state.streams)
         if remote is not None:
             self.edge.set_internal_remote(state.leg, remote)
-        self.edge.switch(state.leg, answered.group_key.epoch)
+        self.edge.switch(state.leg, epoch)
         headers = ((CONFERENCE_HEADER, f"<{state.conference_uri}>"),)
         return bytes(body), headers
 
@@ -329,6 +684,7 @@ class FocusService:
                 self.log("err", f"secconf: edge leg release failed: {exc.message}")
         if released is not None and released.conference_ended:
             self.log("info", f"secconf: conference {released.dialog.conference_id} ended")
+            self._forget_conference(released.dialog.conference_id)
 
     # -- refusals -----------------------------------------------------------------
 

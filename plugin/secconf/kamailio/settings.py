@@ -20,14 +20,28 @@ from secconf.core.errors import SecconfError
 from secconf.core.focus import normalize_identity
 from secconf.core.sdes import SUITES, CryptoSuite
 from secconf.core.sip.uri import SipUri
+from secconf.media.config import load_token
+from secconf.store.keywrap import load_key_file
 
-__all__ = ["ENV_CONFIG", "Settings", "SettingsError", "load_settings"]
+__all__ = ["ENV_CONFIG", "KmsSettings", "Settings", "SettingsError", "load_settings"]
 
 ENV_CONFIG = "SECCONF_KAMAILIO_CONFIG"
 
 
 class SettingsError(ValueError):
     """The configuration is unusable; the message names the key."""
+
+
+@dataclass(frozen=True)
+class KmsSettings:
+    """KMS mode: the focus is a KMS user (its own PSK) and resolves participants' tickets."""
+
+    url: str
+    kms_identity: str
+    focus_identity: str
+    psk: bytes = field(repr=False)
+    timeout: float = 0.5
+    skew: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,12 @@ class Settings:
     edge_timeout: float
     relay_other: bool
     server_name: str
+    edge_token: str | None = field(default=None, repr=False)
+    kms: KmsSettings | None = None
+
+    @property
+    def kms_mode(self) -> bool:
+        return self.kms is not None
 
     def conference_uri(self, conference_id: str) -> str:
         return f"sip:{self.conference_user.format(id=conference_id)}@{self.domain}"
@@ -117,6 +137,15 @@ def load_settings(
         raise SettingsError(f"[policy] identities: {exc}") from None
     kek_file = Path(_get(data, "redis", "kek_file", str))
     edge_url = environ.get("SECCONF_EDGE_URL") or data.get("edge", {}).get("url") or None
+    edge_token = None
+    token_text = environ.get("SECCONF_EDGE_TOKEN_FILE") or data.get("edge", {}).get("token_file")
+    if token_text:
+        token_path = Path(token_text)
+        try:
+            edge_token = load_token(token_path if token_path.is_absolute() else base / token_path)
+        except SecconfError as exc:
+            raise SettingsError(f"[edge] token_file: {exc.message}") from None
+    kms = _kms_settings(data, environ, base)
     return Settings(
         factory=factory,
         conference=conference,
@@ -138,4 +167,37 @@ def load_settings(
         edge_timeout=float(_get(data, "edge", "timeout", float, 0.3)),
         relay_other=_get(data, "focus", "relay_other", bool, True),
         server_name=_get(data, "focus", "server_name", str, "secconf-focus"),
+        edge_token=edge_token,
+        kms=kms,
+    )
+
+
+def _kms_settings(
+    data: Mapping[str, Any], environ: Mapping[str, str], base: Path
+) -> KmsSettings | None:
+    """``[kms]``: present (with a URL) turns KMS mode on; the PSK file is read here, once."""
+    table = data.get("kms")
+    url = environ.get("SECCONF_KMS_URL") or (table or {}).get("url")
+    if not url:
+        return None
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise SettingsError("[kms] url must be an http(s) URL")
+    psk_text = _get(data, "kms", "psk_file", str)
+    psk_path = Path(psk_text) if Path(psk_text).is_absolute() else base / psk_text
+    try:
+        psk = load_key_file(psk_path, "PSK")
+        focus_identity = normalize_identity(_get(data, "kms", "focus_identity", str))
+    except SecconfError as exc:
+        raise SettingsError(f"[kms]: {exc.message}") from None
+    timeout = float(_get(data, "kms", "timeout", float, 0.5))
+    skew = float(_get(data, "kms", "skew", float, 60.0))
+    if not (0 < timeout <= 5) or not (0 < skew <= 600):
+        raise SettingsError("[kms] timeout must be in (0, 5] s and skew in (0, 600] s")
+    return KmsSettings(
+        url=url,
+        kms_identity=_get(data, "kms", "kms_identity", str),
+        focus_identity=focus_identity,
+        psk=psk,
+        timeout=timeout,
+        skew=skew,
     )

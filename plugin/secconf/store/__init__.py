@@ -23,11 +23,12 @@ from .errors import (
 )
 from .keywrap import KeyWrapper, generate_key_file, load_key_file
 from .redis import connect, redis_errors, translate_redis_errors
-from .replay import ReplayCache
+from .replay import BlockingReplayCache, ReplayCache
 from .tickets import TicketRecord, TicketStore
 from .users import UserInfo, UserStore
 
 __all__ = [
+    "BlockingReplayCache",
     "Conflict",
     "CorruptRecord",
     "InvalidRecord",

@@ -17,6 +17,9 @@ Redis Cluster hash tag, so that one conference's keys share a slot)::
     P:conf:{id}:ssrcs      hash  SSRC (decimal) -> dialog id holding it
     P:dialog:<dialog id>   hash  conference, identity, leg, state ("pending"/"up"),
                                  ssrcs (comma list), creator ("1" for the creating call)
+    P:refer:<id>           stream  accepted REFERs to the focus (referrer, target, mode,
+                                 ...): consumed by the dial-out watcher; expires with
+                                 the conference
 
 The dialog id is the SHA-256 of the SIP Call-ID (hex), so a BYE from either
 side finds its record.  Every multi-key change is one Lua script: a refusal
@@ -45,7 +48,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from secconf.core.errors import Forbidden
+from secconf.core.errors import Forbidden, NotAcceptable, ReplayedMessage
 from secconf.core.focus import ConferenceNotFound, SsrcCollision
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES
@@ -71,6 +74,8 @@ __all__ = [
 _CONFERENCE_ID_RE: Final = re.compile(r"^[0-9a-z]{1,64}$")
 _LEG_RE: Final = re.compile(r"^[0-9A-Za-z._-]{1,128}$")
 MAX_SSRCS: Final = 64
+#: Entries kept in a conference's REFER stream (approximate trim, XADD MAXLEN ~).
+REFER_STREAM_MAX: Final = 1000
 
 
 def connect_blocking(url: str, *, timeout: float) -> redis.Redis:
@@ -179,16 +184,18 @@ return 'ok'
 """
 
 # KEYS: conf, allowed, members, ssrcs, dialog
-# ARGV: identity, leg, dialog_id, dialog_ttl, conference_id, ssrc...
+# ARGV: identity, leg, dialog_id, dialog_ttl, conference_id, mode ('' = any), ssrc...
 _JOIN = """
-if redis.call('HGET', KEYS[1], 'state') ~= 'active' then return 'not-found' end
+local c = redis.call('HMGET', KEYS[1], 'state', 'mode')
+if c[1] ~= 'active' then return 'not-found' end
+if ARGV[6] ~= '' and c[2] ~= ARGV[6] then return 'mode' end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return 'forbidden' end
 if redis.call('EXISTS', KEYS[5]) == 1 then return 'dialog-exists' end
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   if redis.call('HEXISTS', KEYS[4], ARGV[i]) == 1 then return 'ssrc' end
 end
 local ssrcs = {}
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   redis.call('HSET', KEYS[4], ARGV[i], ARGV[3])
   ssrcs[#ssrcs + 1] = ARGV[i]
 end
@@ -230,7 +237,8 @@ local ended = 0
 if redis.call('HLEN', base .. ':members') == 0 and redis.call('EXISTS', base) == 1 then
   ended = 1
   redis.call('DEL', base .. ':epochs')
-  local rest = {base, base .. ':allowed', base .. ':members', base .. ':ssrcs'}
+  local rest = {base, base .. ':allowed', base .. ':members', base .. ':ssrcs',
+    ARGV[1] .. ':refer:' .. d[1]}
   if d[5] == '1' and d[6] == 'pending' then
     -- the creating call failed: the conference never existed
     for _, k in ipairs(rest) do redis.call('DEL', k) end
@@ -240,6 +248,23 @@ if redis.call('HLEN', base .. ':members') == 0 and redis.call('EXISTS', base) ==
   end
 end
 return {'ok', d[1], d[2], d[3], d[4], d[5], d[6], ended}
+"""
+
+# KEYS: conf, allowed, members, stream, replay (or the conf key again: no replay check)
+# ARGV: referrer, target, replay ttl ms (0: none), stream max length, mode ('' = any),
+#       field, value, ...
+_REFER = """
+local c = redis.call('HMGET', KEYS[1], 'state', 'mode')
+if c[1] ~= 'active' then return 'not-found' end
+if ARGV[5] ~= '' and c[2] ~= ARGV[5] then return 'mode' end
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then return 'not-member' end
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 0 then return 'target' end
+if ARGV[3] ~= '0' then
+  if not redis.call('SET', KEYS[5], '1', 'NX', 'PX', ARGV[3]) then return 'replay' end
+end
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+return redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
 """
 
 # KEYS: conf, epochs; ARGV: new epoch, wrapped.  Only the next epoch of an active conference.
@@ -292,6 +317,7 @@ class ConferenceStore:
         self._answered = client.register_script(_ANSWERED)
         self._release = client.register_script(_RELEASE)
         self._add_epoch = client.register_script(_ADD_EPOCH)
+        self._refer = client.register_script(_REFER)
 
     def __repr__(self) -> str:
         return f"ConferenceStore(prefix={self._prefix!r})"
@@ -372,13 +398,15 @@ class ConferenceStore:
         call_id: str,
         leg: str,
         ssrcs: Sequence[int] = (),
+        mode: str | None = None,
     ) -> int:
         """Add *identity*'s dialog (pending) to the conference; return the current epoch.
 
         Refusals, with nothing written: :class:`ConferenceNotFound` (404, no
         such active conference), :class:`~secconf.core.errors.Forbidden` (403,
         not in the allowed set), :class:`SsrcCollision` (488),
-        :class:`DialogExists`.
+        :class:`~secconf.core.errors.NotAcceptable` (488, the conference is
+        keyed in another *mode*), :class:`DialogExists`.
         """
         check_identity(identity)
         _check_leg(leg)
@@ -396,12 +424,15 @@ class ConferenceStore:
             dialog_id(call_id),
             self._dialog_ttl,
             conference_id,
+            mode or "",
             *ssrc_list,
         ]
         with redis_errors("join a conference"):
             result = _text(self._join(keys=keys, args=args))
         if result == "not-found":
             raise ConferenceNotFound("no such conference")
+        if result == "mode":
+            raise NotAcceptable(f"this conference is not keyed in {mode} mode")
         if result == "forbidden":
             raise Forbidden("not a member of this conference")
         if result == "ssrc":
@@ -470,6 +501,71 @@ class ConferenceStore:
             raise ConferenceNotFound("no such conference")
         if result == "stale":
             raise Conflict("epoch is not the next one")
+
+    def refer_stream_key(self, conference_id: str) -> str:
+        """``P:refer:<id>``: the REFERs accepted for a conference, for the dial-out watcher."""
+        _check_conference_id(conference_id)
+        return f"{self._prefix}:refer:{conference_id}"
+
+    def refer(
+        self,
+        conference_id: str,
+        *,
+        referrer: str,
+        target: str,
+        fields: Sequence[tuple[str, str]] = (),
+        replay_key: str | None = None,
+        replay_ttl: float = 0.0,
+        max_entries: int = REFER_STREAM_MAX,
+        mode: str | None = None,
+    ) -> str:
+        """Append an accepted REFER to the conference's stream; return the entry id.
+
+        One script checks, then writes: the conference is active
+        (:class:`ConferenceNotFound`, 404), *referrer* has a dialog in it
+        (:class:`~secconf.core.errors.Forbidden`, 403), *target* is in the
+        allowed set (403), the conference is keyed in *mode* (the referrer was
+        authenticated the way the conference requires, 403), and *replay_key* (a replay-cache key, see
+        :mod:`secconf.store.replay`) is new (``ReplayedMessage``, 403); a
+        refusal writes nothing, an acceptance remembers the replay key for
+        *replay_ttl* seconds and appends ``referrer``, ``target`` and *fields*.
+        """
+        check_identity(referrer, "referrer")
+        check_identity(target, "refer target")
+        keys = [
+            self.conference_key(conference_id),
+            self.conference_key(conference_id, "allowed"),
+            self.conference_key(conference_id, "members"),
+            self.refer_stream_key(conference_id),
+            replay_key or self.conference_key(conference_id),
+        ]
+        ttl_ms = max(1, math.ceil(replay_ttl * 1000)) if replay_key else 0
+        flat: list[str] = ["referrer", referrer, "target", target]
+        for name, value in fields:
+            flat += [name, value]
+        args: list[Any] = [referrer, target, ttl_ms, int(max_entries), mode or "", *flat]
+        with redis_errors("record a REFER"):
+            result = _text(self._refer(keys=keys, args=args))
+        if result == "not-found":
+            raise ConferenceNotFound("no such conference")
+        if result == "not-member":
+            raise Forbidden("the referrer is not in this conference")
+        if result == "target":
+            raise Forbidden("the refer target is not allowed in this conference")
+        if result == "mode":
+            raise Forbidden(f"this conference does not take {mode}-mode authentication")
+        if result == "replay":
+            raise ReplayedMessage("MIKEY message replayed")
+        return result
+
+    def refers(self, conference_id: str) -> list[tuple[str, dict[str, str]]]:
+        """The stream's entries, oldest first (tests and operators)."""
+        with redis_errors("read REFERs"):
+            raw = cast(
+                list[tuple[bytes, dict[bytes, bytes]]],
+                self._redis.xrange(self.refer_stream_key(conference_id)),
+            )
+        return [(_text(i), {_text(k): _text(v) for k, v in f.items()}) for i, f in raw]
 
     # -- reads ---------------------------------------------------------------------
 

@@ -14,12 +14,31 @@ from __future__ import annotations
 import hashlib
 import math
 
+import redis
 import redis.asyncio
 
 from ._names import check_prefix
 from .redis import redis_errors
 
-__all__ = ["ReplayCache"]
+__all__ = ["BlockingReplayCache", "ReplayCache", "replay_key"]
+
+
+def replay_key(prefix: str, token: bytes) -> str:
+    """The Redis key that remembers *token* under *prefix* (shared by both caches)."""
+    return f"{prefix}:replay:{hashlib.sha256(bytes(token)).hexdigest()}"
+
+
+def _ttl_ms(token: object, ttl_seconds: object) -> int:
+    if not isinstance(token, bytes | bytearray):
+        raise TypeError("the token must be bytes")
+    if not (
+        isinstance(ttl_seconds, int | float)
+        and not isinstance(ttl_seconds, bool)
+        and math.isfinite(ttl_seconds)
+        and ttl_seconds > 0
+    ):
+        raise ValueError("ttl_seconds must be a positive number")
+    return max(1, math.ceil(ttl_seconds * 1000))
 
 
 class ReplayCache:
@@ -38,7 +57,7 @@ class ReplayCache:
 
     def key(self, token: bytes) -> bytes:
         """The Redis key that remembers *token*: the prefix and the token's SHA-256."""
-        return f"{self._prefix}:replay:{hashlib.sha256(token).hexdigest()}".encode("ascii")
+        return replay_key(self._prefix, token).encode("ascii")
 
     async def remember(self, token: bytes, ttl_seconds: float) -> bool:
         """True if *token* is new (now remembered for *ttl_seconds*), False if it is a replay.
@@ -47,16 +66,43 @@ class ReplayCache:
         up to whole milliseconds.  Raises ``ServiceUnavailable`` if Redis does not
         answer: the caller must then refuse, not accept unchecked.
         """
-        if not isinstance(token, bytes | bytearray):
-            raise TypeError("the token must be bytes")
-        if not (
-            isinstance(ttl_seconds, int | float)
-            and not isinstance(ttl_seconds, bool)
-            and math.isfinite(ttl_seconds)
-            and ttl_seconds > 0
-        ):
-            raise ValueError("ttl_seconds must be a positive number")
-        ttl_ms = max(1, math.ceil(ttl_seconds * 1000))
+        ttl_ms = _ttl_ms(token, ttl_seconds)
         with redis_errors("check the replay cache"):
             stored = await self._redis.set(self.key(bytes(token)), b"1", px=ttl_ms, nx=True)
         return bool(stored)
+
+
+class BlockingReplayCache:
+    """:class:`ReplayCache` for code without an event loop (Kamailio workers): same keys.
+
+    The client is a synchronous ``redis.Redis`` with timeouts
+    (:func:`secconf.store.conferences.connect_blocking`).
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str = "secconf") -> None:
+        self._redis = client
+        self._prefix = check_prefix(prefix)
+
+    def __repr__(self) -> str:
+        return f"BlockingReplayCache(prefix={self._prefix!r})"
+
+    def key(self, token: bytes) -> str:
+        return replay_key(self._prefix, token)
+
+    def seen(self, token: bytes) -> bool:
+        """True if *token* is remembered (a replay); writes nothing."""
+        _ttl_ms(token, 1)
+        with redis_errors("check the replay cache"):
+            return bool(self._redis.exists(self.key(bytes(token))))
+
+    def remember(self, token: bytes, ttl_seconds: float) -> bool:
+        """True if *token* is new (now remembered), False if it is a replay (see ReplayCache)."""
+        ttl_ms = _ttl_ms(token, ttl_seconds)
+        with redis_errors("check the replay cache"):
+            stored = self._redis.set(self.key(bytes(token)), b"1", px=ttl_ms, nx=True)
+        return bool(stored)
+
+    def forget(self, token: bytes) -> None:
+        """Drop *token* (undo a :meth:`remember` whose request was then refused)."""
+        with redis_errors("update the replay cache"):
+            self._redis.delete(self.key(bytes(token)))

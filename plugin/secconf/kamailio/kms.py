@@ -1,0 +1,108 @@
+"""The focus as a KMS user: resolves participants' tickets, synchronously, with a short timeout.
+
+Kamailio workers have no event loop, so this is httpx's **synchronous**
+client (one per worker, created lazily after the fork, kept alive), every
+call bounded by ``[kms] timeout`` (0.5 s by default): a KMS that is down or
+hangs costs a worker at most that long and the INVITE gets 503.
+
+The exchange is RFC 6043 §4.2.3 (RESOLVE_INIT_PSK → RESOLVE_RESP) over
+secconf's HTTP binding (docs/kms.md); the verification of the RESOLVE_RESP
+and then of the TRANSFER_INIT with MPKi is
+:func:`secconf.core.mikey.ticket.process_resolve_resp`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import httpx
+
+from secconf.core.errors import Forbidden, MikeyError, MikeyErrorNo, ServiceUnavailable
+from secconf.core.mikey import ticket as mikey_ticket
+
+from .settings import KmsSettings
+
+__all__ = ["HttpKmsResolver", "KmsRefusedTicket", "TicketResolver"]
+
+MIKEY_CONTENT_TYPE = "application/mikey"
+
+
+class KmsRefusedTicket(Forbidden):
+    """The KMS would not resolve the ticket (forged, expired, revoked, not for us): 403."""
+
+
+class TicketResolver(Protocol):
+    def resolve(self, transfer: mikey_ticket.TransferInit) -> mikey_ticket.ResolvedTicket: ...
+
+
+class HttpKmsResolver:
+    """RESOLVE_INIT_PSK as the focus identity; raises ServiceUnavailable (503) or a 403."""
+
+    def __init__(
+        self,
+        settings: KmsSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._random_bytes = random_bytes
+        self._client: httpx.Client | None = None
+
+    def __repr__(self) -> str:
+        return f"HttpKmsResolver({self._settings.url!r})"
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(
+                timeout=httpx.Timeout(self._settings.timeout), trust_env=False
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def resolve(self, transfer: mikey_ticket.TransferInit) -> mikey_ticket.ResolvedTicket:
+        settings = self._settings
+        pending = mikey_ticket.build_resolve_init(
+            transfer,
+            responder=settings.focus_identity,
+            kms=settings.kms_identity,
+            psk=settings.psk,
+            now=self._clock(),
+            random_bytes=self._random_bytes,
+        )
+        try:
+            response = self._http().post(
+                settings.url.rstrip("/") + "/mikey/v1/resolve",
+                content=pending.data,
+                headers={"content-type": MIKEY_CONTENT_TYPE},
+            )
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"KMS unavailable ({type(exc).__name__})") from None
+        if response.status_code == 503 or response.status_code >= 500:
+            raise ServiceUnavailable(f"KMS answered {response.status_code}")
+        if response.status_code != 200:
+            error_no: int = MikeyErrorNo.UNSPECIFIED
+            try:
+                numbers = mikey_ticket.read_error(response.content)
+                error_no = numbers[0] if numbers else error_no
+            except MikeyError:  # an unreadable error body: the status says enough
+                pass
+            raise KmsRefusedTicket(
+                f"ticket refused by the KMS (HTTP {response.status_code}, MIKEY error {error_no})"
+            )
+        return mikey_ticket.process_resolve_resp(
+            pending,
+            response.content,
+            transfer,
+            psk=settings.psk,
+            now=self._clock(),
+            skew=settings.skew,
+        )

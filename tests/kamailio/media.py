@@ -1,0 +1,99 @@
+"""Media helpers of the Kamailio tests: SRTP participants and what they heard."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+from dataclasses import dataclass, field
+
+from secconf.client.media import KeyMaterial, SrtpEndpoint
+from secconf.client.sip import Call, UserAgent
+from secconf.core.g711 import ToneGenerator, tone_ratio, ulaw_decode
+from secconf.core.sdes import CryptoAttribute
+from secconf.core.sdp import SessionDescription
+
+SUITE = "AES_CM_128_HMAC_SHA1_80"
+
+
+@dataclass
+class SdesParticipant:
+    """An SDES phone: its own sending key in the offer, the group key from the answer."""
+
+    ua: UserAgent
+    media: SrtpEndpoint
+    own: KeyMaterial = field(repr=False)
+    call: Call | None = None
+    group: KeyMaterial | None = field(default=None, repr=False)
+
+    @classmethod
+    async def start(cls, identity: str) -> SdesParticipant:
+        ua = await UserAgent.start("127.0.0.1", identity=identity)
+        media = await SrtpEndpoint.open("127.0.0.1", rtcp_interval=None)
+        material = secrets.token_bytes(30)
+        return cls(ua, media, (SUITE, material[:16], material[16:]))
+
+    def offer(self) -> bytes:
+        _, key, salt = self.own
+        inline = base64.b64encode(key + salt).decode()
+        port = self.media.local_address[1]
+        lines = [
+            "v=0",
+            "o=- 1 1 IN IP4 127.0.0.1",
+            "s=-",
+            "c=IN IP4 127.0.0.1",
+            "t=0 0",
+            f"m=audio {port} RTP/SAVP 0",
+            "a=rtpmap:0 PCMU/8000",
+            "a=rtcp-mux",
+            f"a=crypto:1 {SUITE} inline:{inline}",
+            f"a=ssrc:{self.media.ssrc} cname:test",
+            "a=sendrecv",
+        ]
+        return ("\r\n".join(lines) + "\r\n").encode()
+
+    async def invite(self, target: str, identity: str) -> Call:
+        call = await self.ua.invite(
+            target, self.offer(), extra_headers=[("P-Asserted-Identity", f"<{identity}>")],
+            timeout=5,
+        )  # fmt: skip
+        self.call = call
+        answer = SessionDescription.parse(call.remote_sdp)
+        section = answer.media[0]
+        connection = section.connection or answer.session.connection
+        assert connection is not None
+        crypto = CryptoAttribute.parse(section.attributes("crypto")[0] or "")
+        param = crypto.key_params[0]
+        self.group = (SUITE, param.key, param.salt)
+        self.media.set_remote((connection.address, section.port))
+        self.media.set_keys(tx=self.own, rx=self.group)
+        return call
+
+    async def close(self) -> None:
+        await self.media.close(bye=False)
+        await self.ua.close()
+
+
+async def talk(
+    endpoints: list[SrtpEndpoint], tones: list[float], seconds: float = 1.0
+) -> list[list[int]]:
+    """Every endpoint sends its tone at once; returns the decoded samples each one received."""
+    frames = int(seconds / 0.02)
+    await asyncio.gather(
+        *(
+            endpoint.send_audio(ToneGenerator(tone).frames(frames), endpoint.ssrc)
+            for endpoint, tone in zip(endpoints, tones, strict=True)
+        )
+    )
+    await asyncio.sleep(0.3)
+    heard: list[list[int]] = []
+    for endpoint in endpoints:
+        samples: list[int] = []
+        for packet in endpoint.drain():
+            samples.extend(ulaw_decode(packet.packet.payload))
+        heard.append(samples)
+    return heard
+
+
+def ratio(samples: list[int], tone: float) -> float:
+    return tone_ratio(samples, tone) if samples else 0.0
