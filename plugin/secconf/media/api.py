@@ -77,46 +77,91 @@ def _int(value: Any, what: str, low: int = 0, high: int = 0xFFFFFFFF) -> int:
     return value
 
 
+def _host(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= 64:
+        raise BadEdgeRequest(f"{what} needs a host")
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise BadEdgeRequest(f"{what} must be an IP address") from None
+    return value
+
+
 def _remote(body: dict[str, Any]) -> tuple[str, int]:
     """``{host, port}``; ``{host, rtp_port}`` and ``{address, ports: [p]}`` are accepted too."""
     host = body.get("host", body.get("address"))
     port = body.get("port", body.get("rtp_port"))
     if port is None and isinstance(body.get("ports"), list) and body["ports"]:
         port = body["ports"][0]
-    if not isinstance(host, str) or not 0 < len(host) <= 64:
+    if host is None:
         raise BadEdgeRequest("remote needs a host")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise BadEdgeRequest("host must be an IP address") from None
-    return host, _int(port, "port", 1, 65535)
+    return _host(host, "host"), _int(port, "port", 1, 65535)
 
 
-def _optional_remote(value: Any) -> tuple[str, int] | None:
-    if value is None:
+def _rtcp_remote(body: dict[str, Any], host: str) -> tuple[str, int] | None:
+    """Optional ``rtcp_port`` (and ``rtcp_host``, default the RTP host) of a remote (a=rtcp)."""
+    port = body.get("rtcp_port")
+    if port is None:
+        if body.get("rtcp_host") is not None:
+            raise BadEdgeRequest("rtcp_host needs rtcp_port")
         return None
+    rtcp_host = body.get("rtcp_host")
+    if rtcp_host is not None:
+        host = _host(rtcp_host, "rtcp_host")
+    return host, _int(port, "rtcp_port", 1, 65535)
+
+
+def _optional_remote(value: Any) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
+    """A remote in the POST /v1/legs body, and its RTCP address if given."""
+    if value is None:
+        return None, None
     if not isinstance(value, dict):
         raise BadEdgeRequest("a remote must be an object")
-    return _remote(value)
+    remote = _remote(value)
+    return remote, _rtcp_remote(value, remote[0])
+
+
+def _rtcp_mux(value: Any) -> tuple[bool, bool]:
+    """``rtcp_mux``: true/false for both sides, or ``{participant, internal}`` (default true)."""
+    if value is None:
+        return True, True
+    if isinstance(value, bool):
+        return value, value
+    if isinstance(value, dict) and not set(value) - {"participant", "internal"}:
+        sides = (value.get("participant", True), value.get("internal", True))
+        if all(isinstance(side, bool) for side in sides):
+            return sides
+    raise BadEdgeRequest("rtcp_mux must be true, false or {participant: bool, internal: bool}")
 
 
 def _leg_answer(leg: Leg) -> dict[str, Any]:
     p_host, p_port = leg.participant_address
     i_host, i_port = leg.internal_address
+    p_rtcp = leg.participant_rtcp_address[1]  # = p_port under rtcp-mux
+    i_rtcp = leg.internal_rtcp_address[1]
+    p_mux, i_mux = leg.prsock is None, leg.irsock is None
     advertise = leg.relay.advertise or p_host
     answer: dict[str, Any] = {
         "leg": leg.id,
         "id": leg.id,
         "conference": leg.conference.state.conference_id,
         "mode": leg.mode.value,
-        "participant": {"host": advertise, "port": p_port, "rtp_port": p_port},
+        "participant": {
+            "host": advertise,
+            "port": p_port,
+            "rtp_port": p_port,
+            "rtcp_port": p_rtcp,
+            "rtcp_mux": p_mux,
+        },
         "internal": {
             "host": i_host,
             "port": i_port,
             "rtp_port": i_port,
+            "rtcp_port": i_rtcp,
+            "rtcp_mux": i_mux,
             "mode": leg.internal_mode,
         },
-        "external": {"address": advertise, "ports": [p_port]},
+        "external": {"address": advertise, "ports": [p_port], "rtcp_port": p_rtcp},
         "ssrc": leg.state.out_ssrc,
         "outbound_ssrc": leg.state.out_ssrc,
         "epoch": leg.state.tx_epoch,
@@ -185,6 +230,7 @@ def render_metrics(service: EdgeService) -> str:
         "no_remote",
         "send_errors",
         "protect_errors",
+        "wrong_port",
     ]
     metric(
         "dropped_total",
@@ -244,7 +290,7 @@ def build_app(service: EdgeService, *, token: str) -> Starlette:
         body = await _json(request)
         known = {
             "conference", "leg", "mode", "participant", "crypto", "streams", "internal",
-            "epoch", "participant_ssrcs", "participant_remote", "internal_remote",
+            "epoch", "participant_ssrcs", "participant_remote", "internal_remote", "rtcp_mux",
         }  # fmt: skip
         unknown = set(body) - known
         if unknown:
@@ -284,6 +330,9 @@ def build_app(service: EdgeService, *, token: str) -> Starlette:
         conference = body.get("conference")
         if not isinstance(conference, str):
             raise BadEdgeRequest("conference id missing")
+        rtcp_mux = _rtcp_mux(body.get("rtcp_mux"))
+        participant_remote, participant_rtcp = _optional_remote(body.get("participant_remote"))
+        internal_remote, internal_rtcp = _optional_remote(body.get("internal_remote"))
         leg = await service.create_leg(
             conference,
             mode,
@@ -292,9 +341,12 @@ def build_app(service: EdgeService, *, token: str) -> Starlette:
             leg_id=body.get("leg"),
             epoch=None if epoch is None else _int(epoch, "epoch"),
             participant_ssrcs=[_int(s, "SSRC") for s in ssrcs],
-            participant_remote=_optional_remote(body.get("participant_remote")),
-            internal_remote=_optional_remote(body.get("internal_remote")),
+            participant_remote=participant_remote,
+            internal_remote=internal_remote,
             asterisk_key=asterisk_key,
+            rtcp_mux=rtcp_mux,
+            participant_rtcp_remote=participant_rtcp,
+            internal_rtcp_remote=internal_rtcp,
         )
         return JSONResponse(_leg_answer(leg), status_code=201)
 
@@ -311,8 +363,13 @@ def build_app(service: EdgeService, *, token: str) -> Starlette:
             asterisk_key = None
             if side == "internal" and body.get("asterisk_key") is not None:
                 asterisk_key = SrtpKey.from_json(body["asterisk_key"], "asterisk_key")
+            remote = _remote(body)
             leg = await service.set_remote(
-                request.path_params["leg"], side, _remote(body), asterisk_key
+                request.path_params["leg"],
+                side,
+                remote,
+                asterisk_key,
+                _rtcp_remote(body, remote[0]),
             )
             return JSONResponse(leg.describe())
 

@@ -1,6 +1,8 @@
 """The asyncio SRTP relay: participant legs <-> Asterisk, under conference key epochs.
 
-One :class:`Leg` per participant call, with two UDP sockets (rtcp-mux on both):
+One :class:`Leg` per participant call, with one UDP socket per side when that
+side uses rtcp-mux (RFC 5761), or an even/odd pair (RTP, RTCP: RFC 3550 §11)
+when it does not; chosen per side when the leg is created:
 
 * participant side: SRTP/SRTCP only.  Inbound packets are unprotected with the
   participant's SDES key (SDES mode) or the conference's live epochs, newest
@@ -22,6 +24,12 @@ socket buffer drops the packet (counted), the relay never waits.
 Per-packet work outbound: unprotect if the internal leg is SRTP, rewrite the
 sequence number (bytes 2..3, kept monotonic so libsrtp's index never repeats)
 and the SSRC (bytes 8..11) in place, protect, send.
+
+RTCP on its own port (a side without rtcp-mux): SRTCP arriving there takes the
+same unprotect/verify path as muxed SRTCP (:meth:`Leg._participant_rtcp`); its
+source is latched on its own, from the first authenticated SRTCP packet.  RTP
+arriving on an RTCP port, or RTCP on the RTP port of a non-mux side, is dropped
+(``wrong_port``).  The RTP path is the same for both kinds of leg.
 """
 
 from __future__ import annotations
@@ -73,6 +81,8 @@ _RESTART_INDEX = 1024
 _MAX_DROPOUT = 3000
 _MAX_MISORDER = 100
 _SOCKET_BUFFER = 1 << 20
+#: Kernel-chosen ports tried before giving up on an even/odd pair.
+_PAIR_ATTEMPTS = 64
 _IDENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@+-")
 
 
@@ -98,6 +108,7 @@ COUNTER_NAMES = (
     "oversized",
     "ssrc_refused",  # authenticated, but under an SSRC another leg owns
     "srtcp_restarts",
+    "wrong_port",  # RTP on an RTCP port, or RTCP on the RTP port of a non-mux side
     "internal_auth_failures",
     "internal_unlatched",
     "internal_malformed",
@@ -126,6 +137,7 @@ class Counters:
     oversized: int
     ssrc_refused: int
     srtcp_restarts: int
+    wrong_port: int
     internal_auth_failures: int
     internal_unlatched: int
     internal_malformed: int
@@ -167,7 +179,6 @@ class PortAllocator:
 
     def bind(self, host: str, port: int | None = None) -> socket.socket:
         """A non-blocking UDP socket on *host*; on *port* if given (restart), else from the range."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         candidates: Iterable[int]
         if port is not None:
             candidates = (port,)
@@ -178,22 +189,80 @@ class PortAllocator:
             start = self._next
             candidates = (self.port_min + (start - self.port_min + i) % size for i in range(size))
         for candidate in candidates:
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            try:
-                sock.bind((host, candidate))
-            except OSError as exc:
-                sock.close()
-                if exc.errno == errno.EADDRINUSE and port is None:
-                    continue
-                raise ServiceUnavailable(f"cannot bind a media port ({exc.strerror})") from None
-            sock.setblocking(False)
-            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+            sock = _bind_one(host, candidate, in_use_ok=port is None)
+            if sock is None:
+                continue
             if self.port_min and port is None:
                 self._next = candidate + 1 if candidate < self.port_max else self.port_min
             return sock
         raise ServiceUnavailable("no free media port in the configured range")
+
+    def bind_pair(
+        self, host: str, port: int | None = None, rtcp_port: int | None = None
+    ) -> tuple[socket.socket, socket.socket]:
+        """RTP and RTCP sockets on *host*: an even port and the odd one above it (RFC 3550 §11).
+
+        With *port* (restart) exactly *port* and *rtcp_port* (default port + 1).
+        """
+        if port is not None:
+            rtp_sock = self.bind(host, port)
+            try:
+                return rtp_sock, self.bind(host, port + 1 if rtcp_port is None else rtcp_port)
+            except BaseException:
+                rtp_sock.close()
+                raise
+        if self.port_min == 0:
+            for _ in range(_PAIR_ATTEMPTS):
+                first = self.bind(host)
+                got = int(first.getsockname()[1])
+                partner = got + 1 if got % 2 == 0 else got - 1
+                try:
+                    second = _bind_one(host, partner, in_use_ok=True)
+                except BaseException:
+                    first.close()
+                    raise
+                if second is None:
+                    first.close()
+                    continue
+                return (first, second) if got % 2 == 0 else (second, first)
+            raise ServiceUnavailable("no free even/odd media port pair")
+        low = self.port_min + (self.port_min & 1)
+        pairs = (self.port_max - low + 1) // 2
+        start = max(low, self._next + (self._next & 1))
+        for i in range(pairs):
+            even = low + ((start - low) // 2 + i) % pairs * 2
+            even_sock = _bind_one(host, even, in_use_ok=True)
+            if even_sock is None:
+                continue
+            try:
+                odd_sock = _bind_one(host, even + 1, in_use_ok=True)
+            except BaseException:
+                even_sock.close()
+                raise
+            if odd_sock is None:
+                even_sock.close()
+                continue
+            self._next = even + 2 if even + 2 < self.port_max else self.port_min
+            return even_sock, odd_sock
+        raise ServiceUnavailable("no free even/odd media port pair in the configured range")
+
+
+def _bind_one(host: str, port: int, *, in_use_ok: bool) -> socket.socket | None:
+    """A non-blocking UDP socket bound to (*host*, *port*); None if in use and *in_use_ok*."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE and in_use_ok:
+            return None
+        raise ServiceUnavailable(f"cannot bind a media port ({exc.strerror})") from None
+    sock.setblocking(False)
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+    return sock
 
 
 @dataclass(slots=True)
@@ -219,6 +288,8 @@ class Leg:
         internal_mode: str,
         participant_key: SrtpKey | None,
         edge_internal_key: SrtpKey | None,
+        participant_rtcp_sock: socket.socket | None = None,
+        internal_rtcp_sock: socket.socket | None = None,
     ) -> None:
         self.relay = relay
         self.conference = conference
@@ -227,6 +298,9 @@ class Leg:
         self.mode = state.mode
         self.psock = participant_sock
         self.isock = internal_sock
+        # RTCP sockets of a side without rtcp-mux (None: RTCP shares the RTP socket)
+        self.prsock = participant_rtcp_sock
+        self.irsock = internal_rtcp_sock
         self.internal_mode = internal_mode
         self.counters = Counters()
         self.closed = False
@@ -234,6 +308,10 @@ class Leg:
         # participant side
         self.participant_remote: tuple[str, int] | None = None  # from SDP
         self.latched: tuple[str, int] | None = None  # first authenticated source
+        # non-mux participant side: a=rtcp from SDP (None: RTP port + 1), and the
+        # source of the first authenticated SRTCP packet on the RTCP socket
+        self.participant_rtcp_remote: tuple[str, int] | None = None
+        self.rtcp_latched: tuple[str, int] | None = None
         self.participant_key = participant_key  # SDES mode
         self.previous_participant_key: SrtpKey | None = None
         self._previous_key_timer: asyncio.TimerHandle | None = None
@@ -249,6 +327,7 @@ class Leg:
         self.last_out_seq: int | None = None
         # internal side
         self.internal_remote: tuple[str, int] | None = None
+        self.internal_rtcp_remote: tuple[str, int] | None = None  # non-mux; None: RTP port + 1
         self.edge_internal_key = edge_internal_key
         self.asterisk_key: SrtpKey | None = None
         self.internal_tx: pylibsrtp.Session | None = None
@@ -278,6 +357,37 @@ class Leg:
     def internal_address(self) -> tuple[str, int]:
         host, port = self.isock.getsockname()[:2]
         return str(host), int(port)
+
+    @property
+    def participant_rtcp_address(self) -> tuple[str, int]:
+        """Where the participant sends RTCP: the RTP socket under rtcp-mux."""
+        if self.prsock is None:
+            return self.participant_address
+        host, port = self.prsock.getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def internal_rtcp_address(self) -> tuple[str, int]:
+        if self.irsock is None:
+            return self.internal_address
+        host, port = self.irsock.getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def participant_rtcp_peer(self) -> tuple[str, int] | None:
+        """Where RTCP to the participant goes (non-mux side): latched, else a=rtcp, else port + 1."""
+        if self.prsock is None:
+            return self.latched or self.participant_remote
+        if self.rtcp_latched is not None:
+            return self.rtcp_latched
+        return _rtcp_peer(self.participant_remote, self.participant_rtcp_remote)
+
+    @property
+    def internal_rtcp_peer(self) -> tuple[str, int] | None:
+        """Asterisk's RTCP address: the only source accepted, and where RTCP to it goes."""
+        if self.irsock is None:
+            return self.internal_remote
+        return _rtcp_peer(self.internal_remote, self.internal_rtcp_remote)
 
     def set_out_ssrc(self, ssrc: int) -> None:
         owner = self.conference.state.ssrcs.owner(ssrc)
@@ -362,7 +472,10 @@ class Leg:
             counters.malformed += 1
             return
         if 64 <= data[1] & 0x7F <= 95:
-            self._participant_rtcp(data, addr)
+            if self.prsock is None:
+                self._participant_rtcp(data, addr)
+            else:
+                counters.wrong_port += 1  # this side's RTCP has its own port
             return
         plain = None
         used: _Rx | None = None
@@ -422,7 +535,7 @@ class Leg:
         self.relay.persist_ssrcs(self.conference)
         return True
 
-    def _to_internal(self, plain: bytes, rtcp_packet: bool = False) -> None:
+    def _to_internal(self, plain: bytes) -> None:
         remote = self.internal_remote
         if remote is None:
             self.counters.no_remote += 1
@@ -430,11 +543,7 @@ class Leg:
         out = plain
         if self.internal_tx is not None:
             try:
-                out = (
-                    self.internal_tx.protect_rtcp(plain)
-                    if rtcp_packet
-                    else self.internal_tx.protect(plain)
-                )
+                out = self.internal_tx.protect(plain)
             except (pylibsrtp.Error, ValueError):
                 self.counters.protect_errors += 1
                 return
@@ -443,7 +552,60 @@ class Leg:
         except OSError:
             self.counters.send_errors += 1
 
-    def _participant_rtcp(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _rtcp_to_internal(self, plain: bytes) -> None:
+        """RTCP to Asterisk: on the RTP socket (rtcp-mux) or from the internal RTCP socket."""
+        remote = self.internal_rtcp_peer
+        if remote is None:
+            self.counters.no_remote += 1
+            return
+        out = plain
+        if self.internal_tx is not None:
+            try:
+                out = self.internal_tx.protect_rtcp(plain)
+            except (pylibsrtp.Error, ValueError):
+                self.counters.protect_errors += 1
+                return
+        try:
+            (self.isock if self.irsock is None else self.irsock).sendto(out, remote)
+        except OSError:
+            self.counters.send_errors += 1
+
+    def on_participant_rtcp_readable(self) -> None:
+        sock = self.prsock
+        if sock is None:
+            return
+        recv = sock.recvfrom
+        for _ in range(BATCH):
+            try:
+                data, addr = recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            self.on_participant_rtcp_datagram(data, addr)
+
+    def on_participant_rtcp_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        """The participant's own RTCP port (no rtcp-mux): SRTCP only, latched on its own."""
+        counters = self.counters
+        if len(data) > MAX_PACKET:
+            counters.oversized += 1
+            return
+        latched = self.rtcp_latched
+        if latched is not None and addr != latched:
+            counters.unlatched += 1
+            return
+        if len(data) < 12 or data[0] & 0xC0 != 0x80:
+            counters.malformed += 1
+            return
+        if not 64 <= data[1] & 0x7F <= 95:
+            counters.wrong_port += 1  # RTP on the RTCP port
+            return
+        self._participant_rtcp(data, addr, own_port=True)
+
+    def _participant_rtcp(
+        self, data: bytes, addr: tuple[str, int], *, own_port: bool = False
+    ) -> None:
+        """SRTCP from the participant, muxed or on its own port: one unprotect/verify path."""
         counters = self.counters
         now = self.relay.now()
         plain = None
@@ -460,7 +622,11 @@ class Leg:
             else:
                 counters.auth_failures += 1
             return
-        if self.latched is None:
+        if own_port:
+            if self.rtcp_latched is None:
+                self.rtcp_latched = addr
+                log.info("leg %s RTCP latched to %s:%d", self.id, addr[0], addr[1])
+        elif self.latched is None:
             self.latched = addr
         counters.rtcp_in += 1
         try:
@@ -494,7 +660,7 @@ class Leg:
         if changed:
             with contextlib.suppress(MalformedRtp):
                 plain = rtp.build_compound(rewritten)
-        self._to_internal(plain, rtcp_packet=True)
+        self._rtcp_to_internal(plain)
 
     def _unprotect_rtcp(self, rx: _Rx, data: bytes, now: float) -> tuple[bytes | None, str]:
         try:
@@ -552,7 +718,10 @@ class Leg:
             counters.internal_malformed += 1
             return
         if 64 <= data[1] & 0x7F <= 95:
-            self._internal_rtcp(data)
+            if self.irsock is None:
+                self._internal_rtcp(data)
+            else:
+                counters.wrong_port += 1
             return
         if self.internal_mode == "srtp":
             if self.asterisk_rx is None:
@@ -577,6 +746,34 @@ class Leg:
         packet[3] = seq & 0xFF
         packet[8:12] = self.out_ssrc
         self._to_participant(packet, len(data) - 12)
+
+    def on_internal_rtcp_readable(self) -> None:
+        sock = self.irsock
+        if sock is None:
+            return
+        recv = sock.recvfrom
+        for _ in range(BATCH):
+            try:
+                data, addr = recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            self.on_internal_rtcp_datagram(data, addr)
+
+    def on_internal_rtcp_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Asterisk's RTCP port (no rtcp-mux): only from its RTCP address, RTCP only."""
+        counters = self.counters
+        if addr != self.internal_rtcp_peer:
+            counters.internal_unlatched += 1
+            return
+        if len(data) > MAX_PACKET or len(data) < 8 or data[0] & 0xC0 != 0x80:
+            counters.internal_malformed += 1
+            return
+        if not 64 <= data[1] & 0x7F <= 95:
+            counters.wrong_port += 1
+            return
+        self._internal_rtcp(data)
 
     def _map_seq(self, seq: int) -> int | None:
         """Asterisk's sequence number -> ours: gaps kept, jumps and restarts smoothed over.
@@ -636,6 +833,10 @@ class Leg:
         except MalformedRtp:
             counters.internal_malformed += 1
             return
+        if self.asterisk_ssrc is None and isinstance(
+            packets[0], rtp.SenderReport | rtp.ReceiverReport
+        ):
+            self.asterisk_ssrc = packets[0].ssrc.to_bytes(4, "big")  # RTCP before any RTP
         asterisk = int.from_bytes(self.asterisk_ssrc, "big") if self.asterisk_ssrc else None
         ours = self.state.out_ssrc
         out: list[rtp.RtcpPacket] = []
@@ -654,17 +855,27 @@ class Leg:
                     packet, ssrcs=tuple(ours if s == asterisk else s for s in packet.ssrcs)
                 )
             out.append(packet)
-        destination = self.latched or self.participant_remote
+        destination = self.participant_rtcp_peer
         if destination is None or self.tx is None:
             counters.no_remote += 1
             return
         try:
-            protected = self.tx.protect_rtcp(rtp.build_compound(out))
-        except (pylibsrtp.Error, ValueError, MalformedRtp):
+            compound = rtp.build_compound(out)
+        except MalformedRtp:
+            counters.protect_errors += 1
+            return
+        if compound[4:8] != self.out_ssrc:
+            # R4: SRTCP's IV is keyed by the first packet's SSRC; never protect under
+            # an SSRC the registry did not give this leg (e.g. another source's RTCP).
+            counters.internal_malformed += 1
+            return
+        try:
+            protected = self.tx.protect_rtcp(compound)
+        except (pylibsrtp.Error, ValueError):
             counters.protect_errors += 1
             return
         try:
-            self.psock.sendto(protected, destination)
+            (self.psock if self.prsock is None else self.prsock).sendto(protected, destination)
         except OSError:
             counters.send_errors += 1
             return
@@ -676,6 +887,10 @@ class Leg:
         loop = self.relay.loop
         loop.add_reader(self.psock.fileno(), self.on_participant_readable)
         loop.add_reader(self.isock.fileno(), self.on_internal_readable)
+        if self.prsock is not None:
+            loop.add_reader(self.prsock.fileno(), self.on_participant_rtcp_readable)
+        if self.irsock is not None:
+            loop.add_reader(self.irsock.fileno(), self.on_internal_rtcp_readable)
 
     def stop(self) -> None:
         """Stop at once, both directions: readers off, sockets closed, sessions dropped."""
@@ -683,7 +898,7 @@ class Leg:
             return
         self.closed = True
         loop = self.relay.loop
-        for sock in (self.psock, self.isock):
+        for sock in self.sockets:
             with contextlib.suppress(ValueError, OSError):
                 loop.remove_reader(sock.fileno())
             sock.close()
@@ -693,6 +908,18 @@ class Leg:
         self.rx = []
         self.participant_key = self.previous_participant_key = None
         self.asterisk_key = self.edge_internal_key = None
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [s for s in (self.psock, self.isock, self.prsock, self.irsock) if s is not None]
+
+    @property
+    def rtcp_ports(self) -> tuple[int | None, int | None]:
+        """(participant, internal) RTCP ports of the sides without rtcp-mux; None: muxed."""
+        return (
+            None if self.prsock is None else self.participant_rtcp_address[1],
+            None if self.irsock is None else self.internal_rtcp_address[1],
+        )
 
     def describe(self) -> dict[str, object]:
         state = self.state
@@ -707,6 +934,12 @@ class Leg:
             "participant_remote": _address(self.participant_remote),
             "latched": _address(self.latched),
             "internal_remote": _address(self.internal_remote),
+            "rtcp_mux": {"participant": self.prsock is None, "internal": self.irsock is None},
+            "participant_rtcp": _address(self.participant_rtcp_address),
+            "internal_rtcp": _address(self.internal_rtcp_address),
+            "participant_rtcp_remote": _address(self.participant_rtcp_peer),
+            "rtcp_latched": _address(self.rtcp_latched),
+            "internal_rtcp_remote": _address(self.internal_rtcp_peer),
             "ssrc": state.out_ssrc,
             "participant_ssrcs": sorted(int.from_bytes(s, "big") for s in self.in_ssrcs),
             "epoch": state.tx_epoch,
@@ -723,6 +956,31 @@ class Leg:
 
 def _address(addr: tuple[str, int] | None) -> dict[str, object] | None:
     return None if addr is None else {"host": addr[0], "port": addr[1]}
+
+
+def _rtcp_peer(
+    rtp_remote: tuple[str, int] | None, rtcp_remote: tuple[str, int] | None
+) -> tuple[str, int] | None:
+    """The RTCP address of a non-mux peer: a=rtcp if given, else RTP port + 1 (RFC 3550 §11)."""
+    if rtcp_remote is not None:
+        return rtcp_remote
+    if rtp_remote is None or rtp_remote[1] >= 65535:
+        return None
+    return rtp_remote[0], rtp_remote[1] + 1
+
+
+def check_rtcp_remote(
+    mux: bool,
+    remote: tuple[str, int] | None,
+    rtcp_remote: tuple[str, int] | None,
+    side: str,
+    refusal: type[BadEdgeRequest] | type[EdgeConflict],
+) -> None:
+    """An RTCP address only for a side without rtcp-mux; port + 1 must exist if none is given."""
+    if mux and rtcp_remote is not None:
+        raise refusal(f"the {side} side uses rtcp-mux: no separate RTCP address")
+    if not mux and rtcp_remote is None and remote is not None and remote[1] >= 65535:
+        raise BadEdgeRequest(f"{side} RTP port 65535 has no port + 1: give rtcp_port")
 
 
 class EdgeRelay:
@@ -827,8 +1085,14 @@ class EdgeRelay:
         leg_id: str | None = None,
         ports: tuple[int, int] | None = None,
         edge_internal_key: SrtpKey | None = None,
+        rtcp_mux: tuple[bool, bool] = (True, True),
+        rtcp_ports: tuple[int | None, int | None] = (None, None),
     ) -> Leg:
-        """Bind the leg's two sockets and set it up; not receiving until :meth:`Leg.start`.
+        """Bind the leg's sockets and set it up; not receiving until :meth:`Leg.start`.
+
+        *rtcp_mux*: (participant, internal) side uses rtcp-mux; a side without
+        it gets an even/odd port pair.  *ports*, *rtcp_ports*: the ports to take
+        again (restart).
 
         Undo with :meth:`discard_leg` (e.g. when persisting it failed).
         """
@@ -850,10 +1114,22 @@ class EdgeRelay:
             epoch=epoch,
             participant_ssrcs=participant_ssrcs,
         )
-        psock = isock = None
+        socks: list[socket.socket] = []
         try:
-            psock = self.ports.bind(self.participant_host, None if ports is None else ports[0])
-            isock = self.ports.bind(self.internal_host, None if ports is None else ports[1])
+            psock, prsock = self._bind_side(
+                self.participant_host,
+                rtcp_mux[0],
+                None if ports is None else ports[0],
+                rtcp_ports[0],
+                socks,
+            )
+            isock, irsock = self._bind_side(
+                self.internal_host,
+                rtcp_mux[1],
+                None if ports is None else ports[1],
+                rtcp_ports[1],
+                socks,
+            )
             if internal_mode == "srtp" and edge_internal_key is None:
                 edge_internal_key = SrtpKey.generate(self.internal_suite, self.random_bytes)
             leg = Leg(
@@ -865,17 +1141,35 @@ class EdgeRelay:
                 internal_mode=internal_mode,
                 participant_key=participant_key,
                 edge_internal_key=edge_internal_key,
+                participant_rtcp_sock=prsock,
+                internal_rtcp_sock=irsock,
             )
         except BaseException:
-            for sock in (psock, isock):
-                if sock is not None:
-                    sock.close()
+            for sock in socks:
+                sock.close()
             self._forget_leg_state(conference, leg_id)
             raise
         leg.in_ssrcs.update(s.to_bytes(4, "big") for s in participant_ssrcs)
         conference.legs[leg_id] = leg
         self.legs[leg_id] = leg
         return leg
+
+    def _bind_side(
+        self,
+        host: str,
+        mux: bool,
+        port: int | None,
+        rtcp_port: int | None,
+        socks: list[socket.socket],
+    ) -> tuple[socket.socket, socket.socket | None]:
+        """One side's sockets: RTP (and RTCP without rtcp-mux), also appended to *socks*."""
+        if mux:
+            sock = self.ports.bind(host, port)
+            socks.append(sock)
+            return sock, None
+        pair = self.ports.bind_pair(host, port, rtcp_port)
+        socks.extend(pair)
+        return pair
 
     def _forget_leg_state(self, conference: Conference, leg_id: str) -> None:
         """Undo add_leg completely: the SSRCs were never used to send, so nothing retires."""

@@ -2,11 +2,14 @@
 
 Every mutation is checked against the relay first (so a refusal changes
 nothing), written to Redis (a 503 there changes nothing either), then applied.
-One exception, for safety: a leg's removal stops its media *before* Redis is
-written; if that write fails the answer is 503 and the deletion is retried by
-the tick loop until Redis takes it, so a restart never revives a departed leg.
-Mutations are serialised by one lock: they are short, and ordering matters
-(switch after epoch).
+One exception, for safety: the removal of a leg or of a whole conference stops
+its media *before* Redis is written; if that write fails the answer is 503 and
+the deletion is retried by the tick loop until Redis takes it, so a restart
+never revives a departed leg or conference.  A leg id or conference id whose
+deletion is still pending cannot be created again before that deletion is
+written (it is written first, or the creation is refused with 503), so a late
+retry never deletes the newcomer's records.  Mutations are serialised by one
+lock: they are short, and ordering matters (switch after epoch).
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
-from secconf.core.edge import Direction, EdgeConflict, EpochInfo, LegMode
+from secconf.core.edge import BadEdgeRequest, Direction, EdgeConflict, EpochInfo, LegMode
 from secconf.core.errors import SecconfError
 
 from .keys import SrtpKey
-from .relay import Conference, EdgeRelay, Leg, check_ident
+from .relay import Conference, EdgeRelay, Leg, check_ident, check_rtcp_remote
 from .state import EdgeStore
 
 __all__ = ["EdgeService"]
@@ -44,6 +47,8 @@ class EdgeService:
         self.lock = asyncio.Lock()
         self._dirty: set[str] = set()
         self._pending_deletes: dict[str, Leg] = {}
+        # conference id -> leg ids whose records go with it
+        self._pending_conference_deletes: dict[str, list[str]] = {}
         self._pending_epoch_deletes: set[tuple[str, int]] = set()
         self._task: asyncio.Task[None] | None = None
         self._flushing: asyncio.Task[None] | None = None
@@ -67,6 +72,9 @@ class EdgeService:
         if self._flushing is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._flushing, 2.0)
+        if self.store is not None and (self._pending_deletes or self._pending_conference_deletes):
+            with contextlib.suppress(Exception):  # one last try; a restart must not revive them
+                await asyncio.wait_for(self._flush(), 2.0)
         self.relay.close()
 
     async def _run(self) -> None:
@@ -76,7 +84,12 @@ class EdgeService:
                 self.relay.tick()
             except Exception:  # a bug must not stop the clock of every conference
                 log.exception("edge tick failed")
-            pending = self._dirty or self._pending_deletes or self._pending_epoch_deletes
+            pending = (
+                self._dirty
+                or self._pending_deletes
+                or self._pending_epoch_deletes
+                or self._pending_conference_deletes
+            )
             idle = self._flushing is None or self._flushing.done()
             if self.store is not None and pending and idle:
                 self._flushing = asyncio.get_running_loop().create_task(self._flush())
@@ -86,9 +99,10 @@ class EdgeService:
         if store is None:
             return
         try:
-            for leg_id, leg in list(self._pending_deletes.items()):
-                await store.delete_leg(leg)
-                self._pending_deletes.pop(leg_id, None)
+            for conference_id in list(self._pending_conference_deletes):
+                await self._delete_conference_records(conference_id)
+            for leg_id in list(self._pending_deletes):
+                await self._delete_leg_record(leg_id)
             for conference_id, epoch in list(self._pending_epoch_deletes):
                 await store.delete_epoch(conference_id, epoch)
                 self._pending_epoch_deletes.discard((conference_id, epoch))
@@ -99,6 +113,60 @@ class EdgeService:
                     await store.save_ssrcs(conference)
         except SecconfError as exc:
             log.warning("edge state not written yet (%s); retrying", exc.message)
+
+    async def _delete_conference_records(self, conference_id: str) -> None:
+        """Write a pending conference deletion now (taken off the list while in flight)."""
+        legs = self._pending_conference_deletes.pop(conference_id, None)
+        if legs is None or self.store is None:
+            return
+        try:
+            await self.store.delete_conference(conference_id, legs)
+        except BaseException:
+            self._pending_conference_deletes.setdefault(conference_id, legs)
+            raise
+
+    async def _delete_leg_record(self, leg_id: str) -> None:
+        """Write a pending leg deletion now (taken off the list while in flight)."""
+        leg = self._pending_deletes.pop(leg_id, None)
+        if leg is None or self.store is None:
+            return
+        try:
+            await self.store.delete_leg(leg)
+        except BaseException:
+            self._pending_deletes.setdefault(leg_id, leg)
+            raise
+
+    async def _settle_pending(self, conference_id: str, leg_id: str | None = None) -> None:
+        """Pending deletions of *conference_id* (and leg *leg_id*) are written first.
+
+        Called before records under those ids are written again, so that a
+        late retry cannot delete the newcomer's records.  Raises 503 if Redis
+        still fails (the deletions stay pending, nothing else changed).
+        """
+        store = self.store
+        if store is None:
+            return
+        if (
+            conference_id in self._pending_conference_deletes
+            or (leg_id is not None and leg_id in self._pending_deletes)
+        ) and self._flushing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait({self._flushing})  # never two writers for one deletion
+        # off the lists before the first await: a flush started meanwhile leaves them alone
+        legs = self._pending_conference_deletes.pop(conference_id, None)
+        leg = None if leg_id is None else self._pending_deletes.pop(leg_id, None)
+        try:
+            if legs is not None:
+                await store.delete_conference(conference_id, legs)
+                legs = None
+            if leg is not None:
+                await store.delete_leg(leg)
+                leg = None
+        finally:
+            if legs is not None:
+                self._pending_conference_deletes.setdefault(conference_id, legs)
+            if leg is not None and leg_id is not None:
+                self._pending_deletes.setdefault(leg_id, leg)
 
     def _mark_dirty(self, conference: Conference) -> None:
         self._dirty.add(conference.state.conference_id)
@@ -113,6 +181,7 @@ class EdgeService:
             if not self.relay.check_epoch(conference_id, epoch, key):
                 return False
             if self.store is not None:
+                await self._settle_pending(conference_id)
                 await self.store.save_epoch(conference_id, epoch, key, self.relay.now())
             return self.relay.add_epoch(conference_id, epoch, key)
 
@@ -139,10 +208,22 @@ class EdgeService:
         participant_remote: tuple[str, int] | None = None,
         internal_remote: tuple[str, int] | None = None,
         asterisk_key: SrtpKey | None = None,
+        rtcp_mux: tuple[bool, bool] = (True, True),
+        participant_rtcp_remote: tuple[str, int] | None = None,
+        internal_rtcp_remote: tuple[str, int] | None = None,
     ) -> Leg:
         async with self.lock:
             if leg_id is not None:
                 check_ident(leg_id, "leg id")
+            check_rtcp_remote(
+                rtcp_mux[0], participant_remote, participant_rtcp_remote, "participant",
+                BadEdgeRequest,
+            )  # fmt: skip
+            check_rtcp_remote(
+                rtcp_mux[1], internal_remote, internal_rtcp_remote, "internal", BadEdgeRequest
+            )
+            if leg_id is not None and self.store is not None and leg_id not in self.relay.legs:
+                await self._settle_pending(check_ident(conference_id, "conference id"), leg_id)
             leg = self.relay.create_leg(
                 conference_id,
                 mode,
@@ -151,10 +232,13 @@ class EdgeService:
                 epoch=epoch,
                 participant_ssrcs=participant_ssrcs,
                 leg_id=leg_id,
+                rtcp_mux=rtcp_mux,
             )
             try:
                 leg.participant_remote = participant_remote
                 leg.internal_remote = internal_remote
+                leg.participant_rtcp_remote = participant_rtcp_remote
+                leg.internal_rtcp_remote = internal_rtcp_remote
                 if asterisk_key is not None:
                     leg.set_asterisk_key(asterisk_key)
                 if self.store is not None:
@@ -171,23 +255,42 @@ class EdgeService:
         side: str,
         remote: tuple[str, int],
         asterisk_key: SrtpKey | None = None,
+        rtcp_remote: tuple[str, int] | None = None,
     ) -> Leg:
+        """Set one side's remote; on a side without rtcp-mux also its RTCP address
+        (None: RTP port + 1).  The whole remote is replaced."""
         async with self.lock:
             leg = self.relay.leg(leg_id)
             if asterisk_key is not None and leg.internal_mode != "srtp":
                 raise EdgeConflict("the internal leg is plain RTP: no Asterisk key")
-            before = (leg.participant_remote, leg.internal_remote, leg.asterisk_key)
+            mux = (leg.prsock if side == "participant" else leg.irsock) is None
+            check_rtcp_remote(mux, remote, rtcp_remote, side, EdgeConflict)
+            before = (
+                leg.participant_remote,
+                leg.internal_remote,
+                leg.participant_rtcp_remote,
+                leg.internal_rtcp_remote,
+                leg.asterisk_key,
+            )
             if side == "participant":
                 leg.participant_remote = remote
+                leg.participant_rtcp_remote = rtcp_remote
             else:
                 leg.internal_remote = remote
+                leg.internal_rtcp_remote = rtcp_remote
             if asterisk_key is not None:
                 leg.asterisk_key = asterisk_key
             try:
                 if self.store is not None:
                     await self.store.save_leg(leg)
             except BaseException:
-                leg.participant_remote, leg.internal_remote, leg.asterisk_key = before
+                (
+                    leg.participant_remote,
+                    leg.internal_remote,
+                    leg.participant_rtcp_remote,
+                    leg.internal_rtcp_remote,
+                    leg.asterisk_key,
+                ) = before
                 raise
             if asterisk_key is not None:
                 leg.set_asterisk_key(asterisk_key)
@@ -234,10 +337,24 @@ class EdgeService:
             return leg
 
     async def delete_conference(self, conference_id: str) -> list[str]:
+        """Every leg stops now, whatever Redis says; a failed write is retried (503)."""
         async with self.lock:
-            removed = self.relay.remove_conference(conference_id)
-            if self.store is not None:
-                await self.store.delete_conference(conference_id, removed)
+            removed = self.relay.remove_conference(conference_id)  # stops media first
+            if self.store is None:
+                return removed
+            # pending deletions of this conference's legs, epochs and SSRCs go with it
+            legs = list(removed)
+            for leg_id, leg in list(self._pending_deletes.items()):
+                if leg.conference.state.conference_id == conference_id:
+                    legs.append(leg_id)
+                    del self._pending_deletes[leg_id]
+            legs.extend(self._pending_conference_deletes.pop(conference_id, []))
+            self._pending_epoch_deletes = {
+                pending for pending in self._pending_epoch_deletes if pending[0] != conference_id
+            }
+            self._dirty.discard(conference_id)
+            self._pending_conference_deletes[conference_id] = list(dict.fromkeys(legs))
+            await self._settle_pending(conference_id)
             return removed
 
     # -- restart --
@@ -293,6 +410,8 @@ class EdgeService:
                     leg_id=record.leg_id,
                     ports=record.ports,
                     edge_internal_key=record.edge_internal_key,
+                    rtcp_mux=(record.rtcp_ports[0] is None, record.rtcp_ports[1] is None),
+                    rtcp_ports=record.rtcp_ports,
                 )
             except SecconfError as exc:
                 log.error("leg %s not restored: %s", record.leg_id, exc.message)
@@ -300,6 +419,8 @@ class EdgeService:
                 continue
             leg.participant_remote = record.participant_remote
             leg.internal_remote = record.internal_remote
+            leg.participant_rtcp_remote = record.participant_rtcp_remote
+            leg.internal_rtcp_remote = record.internal_rtcp_remote
             if record.asterisk_key is not None:
                 leg.set_asterisk_key(record.asterisk_key)
             leg.start()

@@ -7,6 +7,11 @@ Key layout (``P`` = prefix, ``E`` = edge id)::
     P:edge:E:conf:<c>:ssrcs        hash  ssrc -> JSON {leg, direction, retired_epoch|null}
     P:edge:E:legs                  hash  leg id -> JSON leg record (keys wrapped)
 
+A leg record holds ``ports`` (participant, internal RTP ports) and
+``rtcp_ports`` (the RTCP port of each side without rtcp-mux, null for a muxed
+side; a record without the field is muxed on both sides), so a restart binds
+the same pairs again.
+
 Every key is wrapped with :class:`~secconf.store.KeyWrapper` under a context
 that names the record it belongs to (``edge-epoch:E:<c>:<n>``,
 ``edge-leg:E:<leg>:<field>``), so a blob moved to another record does not
@@ -48,6 +53,9 @@ class LegRecord:
     participant_key: SrtpKey | None = field(repr=False)
     asterisk_key: SrtpKey | None = field(repr=False)
     edge_internal_key: SrtpKey | None = field(repr=False)
+    rtcp_ports: tuple[int | None, int | None] = (None, None)  # None: that side is muxed
+    participant_rtcp_remote: tuple[str, int] | None = None  # a=rtcp; None: RTP port + 1
+    internal_rtcp_remote: tuple[str, int] | None = None
 
 
 @dataclass(slots=True)
@@ -61,6 +69,10 @@ def _addr(value: Any) -> tuple[str, int] | None:
     if value is None:
         return None
     return str(value[0]), int(value[1])
+
+
+def _port(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _text(value: bytes | str) -> str:
@@ -136,6 +148,9 @@ class EdgeStore:
                 "mode": leg.mode.value,
                 "internal_mode": leg.internal_mode,
                 "ports": [leg.participant_address[1], leg.internal_address[1]],
+                "rtcp_ports": list(leg.rtcp_ports),
+                "participant_rtcp_remote": leg.participant_rtcp_remote,
+                "internal_rtcp_remote": leg.internal_rtcp_remote,
                 "tx_epoch": leg.state.tx_epoch,
                 "participant_remote": leg.participant_remote,
                 "internal_remote": leg.internal_remote,
@@ -233,6 +248,7 @@ class EdgeStore:
             leg_id = _text(name)
             record = json.loads(value)
             context = f"edge-leg:{self.edge_id}:{leg_id}"
+            rtcp_ports = record.get("rtcp_ports") or [None, None]
             legs.append(
                 LegRecord(
                     leg_id=leg_id,
@@ -250,6 +266,9 @@ class EdgeStore:
                     edge_internal_key=self._unwrap(
                         record["edge_internal_key"], f"{context}:internal"
                     ),
+                    rtcp_ports=(_port(rtcp_ports[0]), _port(rtcp_ports[1])),
+                    participant_rtcp_remote=_addr(record.get("participant_rtcp_remote")),
+                    internal_rtcp_remote=_addr(record.get("internal_rtcp_remote")),
                 )
             )
         return Snapshot(epochs, ssrcs, legs)
