@@ -21,11 +21,12 @@ NOW = time.time()
 def _record(
     *, expires_in: float = 3600.0, conference_id: str | None = "conf-42@focus.example.com"
 ) -> TicketRecord:
+    now = time.time()  # at use, not at import: the suite may run long before this test
     return TicketRecord(
         initiator="sip:alice@example.com",
         recipients=["sip:factory@focus.example.com", "sip:bob@example.com"],
-        issued_at=NOW,
-        expires_at=NOW + expires_in,
+        issued_at=now,
+        expires_at=now + expires_in,
         conference_id=conference_id,
     )
 
@@ -103,10 +104,11 @@ def test_revoke_without_record(redis_url: str) -> None:
                 await tickets.revoke(TICKET_ID)
             assert caught.value.status_code == 404
             assert await handle.dbsize() == 0
-            await tickets.revoke(TICKET_ID, expires_at=NOW + 50)
+            now = time.time()
+            await tickets.revoke(TICKET_ID, expires_at=now + 50)
             assert await tickets.is_revoked(TICKET_ID) is True
             assert await handle.pexpiretime(tickets.revoked_key(TICKET_ID)) == math.ceil(
-                (NOW + 60) * 1000
+                (now + 60) * 1000
             )
             assert await tickets.get(TICKET_ID) is None
 
