@@ -117,9 +117,11 @@ class Upstream:
     invites: list[IncomingRequest] = field(default_factory=list)
     answer: bytes = UPSTREAM_ANSWER
     status: int = 200
+    ua: UserAgent | None = None  # set by serve(): its calls can send re-INVITEs
 
     async def serve(self) -> UserAgent:
         ua = await UserAgent.start("127.0.0.1", self.port, identity="sip:asterisk@127.0.0.1")
+        self.ua = ua
 
         async def on_invite(incoming: IncomingRequest) -> Answer:
             self.invites.append(incoming)
@@ -190,11 +192,14 @@ class MixingUpstream(Upstream):
     async def serve(self) -> UserAgent:
         self.mixer = FakeAsterisk(forward=True)
         ua = await UserAgent.start("127.0.0.1", self.port, identity="sip:asterisk@127.0.0.1")
+        self.ua = ua
 
         async def on_invite(incoming: IncomingRequest) -> Answer:
             self.invites.append(incoming)
             if self.status != 200:
                 return Answer(self.status)
+            if incoming.call is not None:  # a re-INVITE from the participant: same channel
+                return Answer(200, self.mixer_sdp(incoming.request.call_id), "application/sdp")
             offer = SessionDescription.parse(incoming.request.body)
             section = offer.media[0]
             connection = section.connection or offer.session.connection
@@ -211,6 +216,17 @@ class MixingUpstream(Upstream):
 
         ua.on_invite = on_invite
         return ua
+
+    def mixer_sdp(self, call_id: str, version: int = 2) -> bytes:
+        """The mixer's SDP for a call's channel (its re-INVITE offer, or a re-answer)."""
+        assert self.mixer is not None
+        port = self.mixer.channels[call_id].address[1]
+        return (
+            f"v=0\r\no=asterisk 1 {version} IN IP4 127.0.0.1\r\ns=Asterisk\r\n"
+            "c=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=rtcp-mux\r\n"
+            "a=sendrecv\r\n"
+        ).encode()
 
     def channel(self, name: str, edge_addr: tuple[str, int]) -> Channel:
         import socket as _socket

@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from secconf.client.media import KeyMaterial, SrtpEndpoint
-from secconf.client.sip import Call, UserAgent
+from secconf.client.sip import Answer, Call, IncomingRequest, UserAgent
 from secconf.core.g711 import ToneGenerator, tone_ratio, ulaw_decode
 from secconf.core.sdes import CryptoAttribute
 from secconf.core.sdp import SessionDescription
@@ -25,15 +25,39 @@ class SdesParticipant:
     own: KeyMaterial = field(repr=False)
     call: Call | None = None
     group: KeyMaterial | None = field(default=None, repr=False)
+    refuse: int | None = None  # answer re-INVITEs with this status
+    reoffers: list[bytes] = field(default_factory=list, repr=False)
 
     @classmethod
     async def start(cls, identity: str) -> SdesParticipant:
         ua = await UserAgent.start("127.0.0.1", identity=identity)
         media = await SrtpEndpoint.open("127.0.0.1", rtcp_interval=None)
         material = secrets.token_bytes(30)
-        return cls(ua, media, (SUITE, material[:16], material[16:]))
+        participant = cls(ua, media, (SUITE, material[:16], material[16:]))
+        ua.on_invite = participant._on_invite
+        return participant
 
-    def offer(self) -> bytes:
+    async def _on_invite(self, incoming: IncomingRequest) -> Answer:
+        """A re-INVITE from the focus: like linphone, the receive key switches with the 200 OK.
+
+        The phone keeps its own sending key (linphone's default) and answers
+        under the offered tag; no overlap with the old receive key (grace 0).
+        """
+        if incoming.call is None:
+            return Answer(480)
+        self.reoffers.append(incoming.body)
+        if self.refuse is not None:
+            return Answer(self.refuse)
+        section = SessionDescription.parse(incoming.body).media[0]
+        crypto = CryptoAttribute.parse(section.attributes("crypto")[0] or "")
+        param = crypto.key_params[0]
+        offered = (SUITE, param.key, param.salt)
+        if offered != self.group:
+            self.media.rekey(rx=offered, grace=0.0)
+            self.group = offered
+        return Answer(200, self.offer(tag=crypto.tag), "application/sdp")
+
+    def offer(self, tag: int = 1) -> bytes:
         _, key, salt = self.own
         inline = base64.b64encode(key + salt).decode()
         port = self.media.local_address[1]
@@ -46,7 +70,7 @@ class SdesParticipant:
             f"m=audio {port} RTP/SAVP 0",
             "a=rtpmap:0 PCMU/8000",
             "a=rtcp-mux",
-            f"a=crypto:1 {SUITE} inline:{inline}",
+            f"a=crypto:{tag} {SUITE} inline:{inline}",
             f"a=ssrc:{self.media.ssrc} cname:test",
             "a=sendrecv",
         ]

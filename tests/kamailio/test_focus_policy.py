@@ -129,3 +129,22 @@ def test_kms_answer_carries_the_transfer_resp_and_no_key_reaches_the_mixer() -> 
     assert section.port == 5000
     assert section.attributes("key-mgmt") == ["mikey AXJlc3A="]
     assert section.attributes("crypto") == []
+
+
+def test_answered_crypto_of_a_reinvite_answer() -> None:
+    from secconf.core.focus import OfferedStream, answered_crypto
+
+    streams = (OfferedStream(0, "RTP/SAVP", 2),)
+    good = SessionDescription.parse(offer(crypto=[crypto_line(2)]))
+    (attribute,) = answered_crypto(good, streams, SUITE)
+    assert attribute.tag == 2
+    cases = [
+        (offer(crypto=[crypto_line(1)]), NotAcceptable),  # another tag than offered
+        (offer(crypto=[crypto_line(2), crypto_line(3)]), NotAcceptable),  # two lines
+        (offer(crypto=[crypto_line(2, "AES_CM_128_HMAC_SHA1_32")]), NotAcceptable),
+        (offer(proto="RTP/AVP", crypto=[]), InsecureMedia),  # downgrade
+        (offer(port=0), NotAcceptable),  # stream rejected
+    ]
+    for body, error in cases:
+        with pytest.raises(error):
+            answered_crypto(SessionDescription.parse(body), streams, SUITE)

@@ -224,3 +224,35 @@ def test_failed_creating_call_leaves_nothing(store: ConferenceStore, client: red
     assert released is not None
     assert released.conference_ended
     assert list(client.scan_iter()) == []
+
+
+def test_rekey_bookkeeping_media_epoch_switch_and_failures(
+    store: ConferenceStore, client: redis.Redis
+) -> None:
+    _create(store)
+    answered = store.answered("call-c0ffee-alice", media='{"s":[[0,"RTP/SAVP",1]]}')
+    assert (answered.dialog.epoch, answered.dialog.media) == (1, '{"s":[[0,"RTP/SAVP",1]]}')
+    record = store.dialog("call-c0ffee-alice")
+    assert record is not None
+    assert (record.epoch, record.media) == (1, '{"s":[[0,"RTP/SAVP",1]]}')
+    two = GroupKey(2, SUITE, bytes(16), bytes(14))
+    store.add_epoch("c0ffee", two)
+    store.switched("call-c0ffee-alice", 2)
+    store.switched("call-c0ffee-alice", 1)  # never backwards
+    assert store.dialog("call-c0ffee-alice").epoch == 2  # type: ignore[union-attr]
+    # Undo an epoch the edge refused: only while it is the newest.
+    three = GroupKey(3, SUITE, bytes(16), bytes(14))
+    store.add_epoch("c0ffee", three)
+    store.drop_epoch("c0ffee", 3)
+    assert store.get("c0ffee").epoch == 2  # type: ignore[union-attr]
+    assert client.hget(store.conference_key("c0ffee", "epochs"), "3") is None
+    with pytest.raises(Exception, match="newest"):
+        store.drop_epoch("c0ffee", 1)
+    entry = store.rekey_failed("c0ffee", [("leg", "leg-c0ffee-alice"), ("status", "488")])
+    assert entry is not None
+    assert store.rekey_failures("c0ffee")[0][1] == {"leg": "leg-c0ffee-alice", "status": "488"}
+    assert store.rekey_failed("0ther", [("status", "488")]) is None
+    assert not client.exists(store.rekey_failed_key("0ther"))
+    # The stream goes with the conference.
+    store.release("call-c0ffee-alice")
+    assert 0 < client.pttl(store.rekey_failed_key("c0ffee")) <= 30_000

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
+from secconf.core import digest
 from secconf.core.errors import ProtocolError, SecconfError
 from secconf.core.sip.builders import REASON_PHRASES, build_cancel, build_request, build_response
 from secconf.core.sip.dialog import AnswerRetransmitter, Dialog, DialogState, sipfrag
@@ -602,15 +603,22 @@ class UserAgent:
         *,
         content_type: str = "application/sdp",
         extra_headers: ExtraHeaders = (),
+        call_id: str | None = None,
+        from_tag: str | None = None,
+        cseq: int = 1,
     ) -> OutgoingCall:
-        """Send an INVITE to *target* now; the returned handle awaits or cancels it."""
+        """Send an INVITE to *target* now; the returned handle awaits or cancels it.
+
+        *call_id*, *from_tag* and *cseq* repeat an earlier attempt (a retry
+        with credentials after 401/407, RFC 3261 §22.2); new ones by default.
+        """
         request = build_request(
             "INVITE",
             target,
-            from_=self.identity.with_tag(new_tag(self.random_bytes)),
+            from_=self.identity.with_tag(from_tag or new_tag(self.random_bytes)),
             to=Address.parse(target) if target.startswith("<") else Address(target),
-            call_id=new_call_id(self.random_bytes, self.local_host),
-            cseq=1,
+            call_id=call_id or new_call_id(self.random_bytes, self.local_host),
+            cseq=cseq,
             via=self._new_via(),
             contact=self.contact,
             body=body,
@@ -650,16 +658,55 @@ class UserAgent:
         content_type: str = "application/sdp",
         extra_headers: ExtraHeaders = (),
         timeout: float = 64.0,
+        credentials: tuple[str, str] | None = None,
     ) -> Call:
         """Call *target*: INVITE, wait for the 2xx, ACK it (RFC 3261 §13.2).
 
+        *credentials* ``(username, password)``: a 401/407 with a Digest
+        challenge (RFC 3261 §22.2, RFC 7616: SHA-256 preferred, MD5) is
+        answered once, with the same Call-ID and From tag and the next CSeq;
+        a second challenge is answered only if it says ``stale=true``.
         Raises :class:`SipRequestFailed` with the final status on a non-2xx,
         :class:`SipTimeout` when no final answer comes within *timeout*.
         """
-        outgoing = self.place_call(
-            target, body, content_type=content_type, extra_headers=extra_headers
-        )
-        return await outgoing.answered(timeout)
+        extra = list(extra_headers)
+        outgoing = self.place_call(target, body, content_type=content_type, extra_headers=extra)
+        attempts = 0
+        while True:
+            try:
+                return await outgoing.answered(timeout)
+            except SipRequestFailed as exc:
+                response = exc.response
+                if (
+                    credentials is None
+                    or response is None
+                    or exc.status_code not in (401, 407)
+                    or attempts >= 2
+                ):
+                    raise
+                header_name = "Proxy-Authorization" if exc.status_code == 407 else "Authorization"
+                chosen = _digest_challenge(response, exc.status_code)
+                if chosen is None or (attempts == 1 and not chosen.stale):
+                    raise
+                attempts += 1
+                authorization = digest.respond(
+                    chosen,
+                    username=credentials[0],
+                    password=credentials[1],
+                    method="INVITE",
+                    uri=target.strip("<>"),
+                    cnonce=self.random_bytes(12).hex(),
+                )
+                request = outgoing.request
+                outgoing = self.place_call(
+                    target,
+                    body,
+                    content_type=content_type,
+                    extra_headers=[*extra, (header_name, authorization)],
+                    call_id=request.call_id,
+                    from_tag=request.from_.tag,
+                    cseq=request.cseq.number + 1,
+                )
 
     async def cancel(self, outgoing: OutgoingCall, *, timeout: float = 32.0) -> SipResponse | None:
         """Cancel a pending INVITE (RFC 3261 §9.1); see :meth:`OutgoingCall.cancel`."""
@@ -1431,6 +1478,21 @@ class UserAgent:
                 lambda a: None,
                 lambda: None,
             )
+
+
+def _digest_challenge(response: SipResponse, status: int) -> digest.DigestChallenge | None:
+    """The best Digest challenge of a 401/407 (SHA-256 before MD5), or ``None``."""
+    name = "proxy-authenticate" if status == 407 else "www-authenticate"
+    found: list[digest.DigestChallenge] = []
+    for value in response.get_all(name):
+        try:
+            found.append(digest.parse_challenge(value))
+        except SecconfError:
+            continue
+    usable = [c for c in found if c.algorithm in digest.ALGORITHMS and "auth" in c.qop]
+    order = list(digest.ALGORITHMS)
+    usable.sort(key=lambda c: order.index(c.algorithm))
+    return usable[0] if usable else None
 
 
 class _NullLink(_Link):

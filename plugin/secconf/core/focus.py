@@ -41,7 +41,7 @@ from .errors import (
 )
 from .keymgmt import key_mgmt_value, mikey_message
 from .keys import GroupKey
-from .rewrite import apply_group_key
+from .rewrite import REFUSED_SESSION_PARAMS, apply_group_key
 from .sdes import CryptoAttribute, CryptoSuite, KeyParam
 from .sdp import SessionDescription
 from .sip.headers import Address
@@ -55,6 +55,7 @@ __all__ = [
     "TargetKind",
     "answer_to_participant",
     "answer_to_participant_kms",
+    "answered_crypto",
     "authenticated_identity",
     "check_offer",
     "check_offer_kms",
@@ -421,3 +422,46 @@ def answer_to_participant_kms(
         if ports is not None:
             section.set_port(ports[position])
     return answer
+
+
+def answered_crypto(
+    description: SessionDescription,
+    streams: Sequence[OfferedStream],
+    suite: CryptoSuite,
+) -> tuple[CryptoAttribute, ...]:
+    """A participant's SDES answer to a re-INVITE: its sending key per stream (RFC 4568 §7.1.3).
+
+    Every negotiated stream still live must stay on SRTP (488 ``InsecureMedia``
+    otherwise: no downgrade in a re-INVITE either) and carry exactly the one
+    ``a=crypto`` line of the offered tag in the conference's *suite*, without
+    session parameters the edge cannot honour (488 ``NotAcceptable``).
+    """
+    found: list[CryptoAttribute] = []
+    for stream in streams:
+        if stream.index >= len(description.media):
+            raise NotAcceptable(f"answer has no media section {stream.index}")
+        section = description.media[stream.index]
+        if section.port == 0:
+            raise NotAcceptable(f"stream {stream.index} rejected in the answer")
+        if not section.is_secure_rtp:
+            raise InsecureMedia(
+                f"{section.media} stream {stream.index} answered on {section.proto}: "
+                "a secure conference takes SRTP only"
+            )
+        values = section.attributes("crypto")
+        if len(values) != 1:
+            raise NotAcceptable(f"stream {stream.index}: an answer has exactly one a=crypto line")
+        attribute = CryptoAttribute.parse(values[0] or "")
+        if attribute.tag != stream.tag:
+            raise NotAcceptable(
+                f"stream {stream.index}: answered tag {attribute.tag}, offered {stream.tag}"
+            )
+        if attribute.suite != suite:
+            raise NotAcceptable(
+                f"stream {stream.index}: suite {attribute.suite.name} is not the conference's"
+            )
+        refused = [p.name for p in attribute.session_params if p.name in REFUSED_SESSION_PARAMS]
+        if refused:
+            raise NotAcceptable(f"stream {stream.index}: session parameters not supported")
+        found.append(attribute)
+    return tuple(found)

@@ -92,6 +92,7 @@ class Relay:
     record_route: bool = True
     on_reply: str | None = None
     on_failure: str | None = None
+    remove_headers: tuple[str, ...] = ()  # e.g. the focus's own Proxy-Authorization
 
 
 def _text(value: Any) -> str | None:
@@ -147,6 +148,21 @@ class KsrAdapter:
             body=(self.pv("$rb") or "").encode("utf-8", "surrogateescape"),
         )
 
+    def request_body(self) -> bytes:
+        """The body of the transaction's request, in a tm reply route (``$T_req``, module tmx)."""
+        return (self.pv("$T_req($rb)") or "").encode("utf-8", "surrogateescape")
+
+    def downstream(self) -> bool:
+        """An in-dialog request from the dialog's caller (after ``loose_route``; rr's ftag)."""
+        return bool(self.ksr.rr.is_direction("downstream") > 0)
+
+    def reply_code(self) -> int:
+        """The status of the winning reply in a tm failure route (0 if unknown)."""
+        try:
+            return int(self.pv("$T_reply_code") or 0)
+        except ValueError:
+            return 0
+
     def state(self) -> str | None:
         return self.pv(AVP)
 
@@ -166,6 +182,8 @@ class KsrAdapter:
 
     def relay(self, relay: Relay) -> bool:
         """Forward statefully; False (after answering 500) if tm could not."""
+        for name in relay.remove_headers:
+            self.ksr.hdr.remove(name)
         if relay.record_route:
             self.ksr.rr.record_route()
         if relay.uri is not None:

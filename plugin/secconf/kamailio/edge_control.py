@@ -12,6 +12,7 @@ internal leg.  The module needs five things from it, one HTTP call each
 ``PUT /v1/legs/{leg}/internal-remote``     where the mixer's media for this leg is (its answer)
 ``PUT /v1/conferences/{id}/epochs/{n}``    a group key epoch (suite, key, salt in base64)
 ``POST /v1/legs/{leg}/switch``             send to this leg under epoch *n* from now on
+``PUT /v1/legs/{leg}/participant-key``     SDES re-INVITE: the participant's (new) sending key
 ``DELETE /v1/legs/{leg}``                  the dialog ended
 ``DELETE /v1/conferences/{id}``            the conference ended (or its creation was undone)
 =========================================  =======================================================
@@ -36,6 +37,7 @@ import httpx
 
 from secconf.core.errors import ServiceUnavailable
 from secconf.core.keys import GroupKey
+from secconf.core.sdes import CryptoAttribute
 
 __all__ = ["EdgeControl", "HttpEdgeControl", "LegAddresses", "LegPlan", "NoEdge"]
 
@@ -74,6 +76,8 @@ class EdgeControl(Protocol):
 
     def switch(self, leg: str, epoch: int) -> None: ...
 
+    def set_participant_key(self, leg: str, crypto: str) -> None: ...
+
     def delete_leg(self, leg: str) -> None: ...
 
     def delete_conference(self, conference_id: str) -> None: ...
@@ -105,6 +109,9 @@ class NoEdge:
         return None
 
     def switch(self, leg: str, epoch: int) -> None:
+        return None
+
+    def set_participant_key(self, leg: str, crypto: str) -> None:
         return None
 
     def delete_leg(self, leg: str) -> None:
@@ -228,6 +235,24 @@ class HttpEdgeControl:
 
     def switch(self, leg: str, epoch: int) -> None:
         self._call("POST", f"/v1/legs/{leg}/switch", {"epoch": epoch})
+
+    def set_participant_key(self, leg: str, crypto: str) -> None:
+        """*crypto*: the participant's ``a=crypto`` value (its sending key after a re-INVITE).
+
+        The edge ignores a key it already has (same fingerprint) and tries the
+        previous one for its grace window otherwise.
+        """
+        attribute = CryptoAttribute.parse(crypto)
+        param = attribute.key_params[0]
+        self._call(
+            "PUT",
+            f"/v1/legs/{leg}/participant-key",
+            {
+                "suite": attribute.suite.name,
+                "key": base64.b64encode(param.key).decode(),
+                "salt": base64.b64encode(param.salt).decode(),
+            },
+        )
 
     def delete_leg(self, leg: str) -> None:
         self._call("DELETE", f"/v1/legs/{leg}")

@@ -27,11 +27,12 @@ from secconf.core.errors import SecconfError
 from secconf.store.conferences import ConferenceStore, connect_blocking
 from secconf.store.keywrap import KeyWrapper, load_key_file
 from secconf.store.replay import BlockingReplayCache
+from secconf.store.sip_users import SipUserStore
 
 from .adapter import KsrAdapter, Reply
 from .edge_control import EdgeControl, HttpEdgeControl, NoEdge
 from .kms import HttpKmsResolver
-from .service import FocusService, Retransmission
+from .service import FocusService, Retransmission, digest_secret
 from .settings import Settings, load_settings
 
 __all__ = ["SecconfKemi", "mod_init"]
@@ -52,6 +53,7 @@ class SecconfKemi:
         self.adapter = KsrAdapter(ksr)
         self.settings = settings
         self._wrapper = KeyWrapper(kek, settings.kek_id)
+        self._kek = kek
         self.service: FocusService | None = None
 
     def child_init(self, rank: int) -> int:
@@ -74,6 +76,8 @@ class SecconfKemi:
             log=self.adapter.log,
             kms=kms,
             replay=BlockingReplayCache(client, self.settings.redis_prefix),
+            sip_users=SipUserStore(client, self._wrapper, self.settings.redis_prefix),
+            digest_key=digest_secret(self._kek),
         )
         return 0
 
@@ -118,7 +122,7 @@ class SecconfKemi:
             view = self.adapter.reply_view()
             state = self.adapter.state()
             try:
-                result = service.on_reply(view, state)
+                result = service.on_reply(view, state, self.adapter.request_body)
             except SecconfError as exc:
                 # Fail closed: the mixer's clear answer must not reach the participant.
                 self.adapter.log("err", f"secconf: answer not keyed, media refused: {exc.message}")
@@ -151,7 +155,9 @@ class SecconfKemi:
 
     def ksr_failure_secconf(self, msg: Any) -> int:
         try:
-            self._service().on_failure(self.adapter.pv("$ci") or "", self.adapter.state())
+            self._service().on_failure(
+                self.adapter.pv("$ci") or "", self.adapter.state(), self.adapter.reply_code()
+            )
         except Exception:
             self._crash("failure route", reply=False)
         return 1
@@ -228,20 +234,21 @@ class SecconfKemi:
                 self.adapter.reply(service.refusal(exc))
             return
         if record is not None:
-            # Rekey re-INVITEs (new epoch's key) are not built yet: fail closed rather than
-            # let the mixer's clear offer reach a participant.
-            self.adapter.reply(
-                Reply(
-                    488,
-                    "Not Acceptable Here",
-                    (
-                        (
-                            "Warning",
-                            f'399 {self.settings.server_name} "re-INVITE in a secure conference not supported yet"',
-                        ),
-                    ),
+            # A re-INVITE in a conference dialog: the rekey trigger from the mixer, or the
+            # participant's own (hold, new key).  Its offer is always rewritten (never a
+            # clear offer to a phone, never a key to the mixer).
+            if ksr.tm.t_check_trans() == 0:
+                return  # a retransmission: tm resent the last answer
+            request = self.adapter.request(service.header_names())
+            try:
+                relay = service.on_reinvite(request, record, downstream=self.adapter.downstream())
+            except SecconfError as exc:
+                self.adapter.log(
+                    "info", f"secconf: re-INVITE refused {exc.status_code}: {exc.message}"
                 )
-            )
+                self.adapter.reply(service.refusal(exc))
+                return
+            self.adapter.relay(relay)
             return
         if method == "BYE":
             service.on_bye(call_id)

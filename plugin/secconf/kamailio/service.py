@@ -19,13 +19,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from secconf.core.digest import (
+    challenge,
+    check_nonce,
+    make_nonce,
+    parse_credentials,
+    verify,
+)
 from secconf.core.errors import (
     Forbidden,
     MalformedMessage,
@@ -33,16 +42,19 @@ from secconf.core.errors import (
     MessageTooLarge,
     MikeyError,
     NotAcceptable,
+    ProtocolError,
     ReplayedMessage,
     SecconfError,
     TicketRejected,
 )
 from secconf.core.focus import (
+    ConferenceNotFound,
     OfferedStream,
     OfferMode,
     TargetKind,
     answer_to_participant,
     answer_to_participant_kms,
+    answered_crypto,
     authenticated_identity,
     check_offer,
     check_offer_kms,
@@ -68,9 +80,17 @@ from secconf.core.mikey import (
 )
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.core.mikey.srtp import suite_for_policy
+from secconf.core.sdes import SUITES
 from secconf.core.sdp import SessionDescription
-from secconf.store.conferences import ConferenceExists, ConferenceStore, DialogExists, dialog_id
+from secconf.store.conferences import (
+    ConferenceExists,
+    ConferenceStore,
+    DialogExists,
+    DialogRecord,
+    dialog_id,
+)
 from secconf.store.replay import BlockingReplayCache
+from secconf.store.sip_users import SipUserStore
 
 from .adapter import Relay, Reply, ReplyView, RequestView
 from .edge_control import EdgeControl, LegAddresses, LegPlan
@@ -93,6 +113,26 @@ class Retransmission(SecconfError):
     """The dialog is already recorded: a retransmitted INVITE that tm did not absorb."""
 
 
+class AuthenticationRequired(ProtocolError):
+    """No (usable, fresh) digest credentials: 407 with a new challenge (RFC 3261 §22.3)."""
+
+    status_code = 407
+    reason = "Proxy Authentication Required"
+
+    def __init__(self, message: str, *, stale: bool = False, call_id: str = "") -> None:
+        super().__init__(message)
+        self.stale = stale
+        self.call_id = call_id
+
+
+DIGEST_SECRET_LABEL = b"secconf digest nonce v1"
+
+
+def digest_secret(kek: bytes) -> bytes:
+    """The nonce HMAC secret of every worker and node: derived from the KEK, never stored."""
+    return hmac.new(kek, DIGEST_SECRET_LABEL, hashlib.sha256).digest()
+
+
 @dataclass(frozen=True, slots=True)
 class TransactionState:
     """What the reply and failure routes need, kept in an AVP (no key material)."""
@@ -106,11 +146,23 @@ class TransactionState:
     sections: tuple[tuple[str, str, str], ...] = ()
     mode: str = "sdes"
     transfer_resp: str | None = None  # base64 TRANSFER_RESP (KMS mode); its KEMAC is encrypted
-    epoch: int | None = None  # the epoch the TRANSFER_RESP delivered
+    epoch: int | None = None  # the epoch the TRANSFER_RESP (or a re-INVITE) delivers
+    internal: LegAddresses | None = None  # the edge's mixer-facing side
+    kind: str = "invite"  # or "reinvite" (in a conference dialog)
+    downstream: bool = False  # re-INVITE from the participant (else from the mixer)
+    previous: int | None = None  # re-INVITE: the epoch the leg sent under before
+    remote: LegAddresses | None = None  # re-INVITE from the mixer: its media address
+    identity: str = ""  # re-INVITE: who the dialog was admitted as (for reports)
 
     def to_json(self) -> str:
         return json.dumps(
             {
+                "i": _addresses_json(self.internal),
+                "K": self.kind,
+                "d": self.downstream,
+                "p": self.previous,
+                "r": _addresses_json(self.remote),
+                "w": self.identity,
                 "c": self.conference_id,
                 "l": self.leg,
                 "s": [[s.index, s.proto, s.tag] for s in self.streams],
@@ -142,7 +194,47 @@ class TransactionState:
             str(data.get("k", "sdes")),
             data.get("t"),
             data.get("e"),
+            _addresses_from_json(data.get("i")),
+            str(data.get("K", "invite")),
+            bool(data.get("d", False)),
+            data.get("p"),
+            _addresses_from_json(data.get("r")),
+            str(data.get("w", "")),
         )
+
+
+def _addresses_json(value: LegAddresses | None) -> list[object] | None:
+    return None if value is None else [value.address, list(value.ports)]
+
+
+def _addresses_from_json(value: object) -> LegAddresses | None:
+    if not isinstance(value, list) or len(value) != 2:
+        return None
+    return LegAddresses(str(value[0]), tuple(int(p) for p in value[1]))
+
+
+def dialog_media(
+    streams: tuple[OfferedStream, ...],
+    external: LegAddresses | None,
+    internal: LegAddresses | None,
+) -> str:
+    """The dialog record's ``media`` field (JSON, no key material): what a re-INVITE reuses."""
+    return json.dumps(
+        {
+            "s": [[s.index, s.proto, s.tag] for s in streams],
+            "x": _addresses_json(external),
+            "i": _addresses_json(internal),
+        },
+        separators=(",", ":"),
+    )
+
+
+def parse_dialog_media(
+    text: str,
+) -> tuple[tuple[OfferedStream, ...], LegAddresses | None, LegAddresses | None]:
+    data = json.loads(text)
+    streams = tuple(OfferedStream(int(i), str(p), int(t)) for i, p, t in data["s"])
+    return streams, _addresses_from_json(data.get("x")), _addresses_from_json(data.get("i"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,11 +284,13 @@ class FocusService:
     kms: TicketResolver | None = None
     replay: BlockingReplayCache | None = None
     clock: Callable[[], float] = field(default=time.time)
+    sip_users: SipUserStore | None = None
+    digest_key: bytes = field(default=b"", repr=False)
 
     # -- requests -----------------------------------------------------------------
 
     def header_names(self) -> tuple[str, ...]:
-        return (self.settings.asserted_header, "Refer-To")
+        return (self.settings.asserted_header, "Refer-To", "Proxy-Authorization")
 
     def on_request(self, request: RequestView) -> Reply | Relay:
         """A request outside a dialog (or a CANCEL): what the focus does with it."""
@@ -243,11 +337,55 @@ class FocusService:
         return Offer(description, streams, OfferMode.SDES, offer_ssrcs(description))
 
     def _identity(self, request: RequestView) -> str:
-        return authenticated_identity(
-            request.source_ip,
-            self.settings.trusted_sources,
-            request.headers.get(self.settings.asserted_header),
+        """SDES mode: an asserted identity from a trusted source, else digest (if configured)."""
+        asserted = request.headers.get(self.settings.asserted_header)
+        trusted = request.source_ip in self.settings.trusted_sources and asserted
+        if not trusted and self.settings.digest is not None:
+            return self._digest_identity(request)
+        return authenticated_identity(request.source_ip, self.settings.trusted_sources, asserted)
+
+    def _digest_identity(self, request: RequestView) -> str:
+        """RFC 3261 §22.3 / RFC 7616: the user proven by ``Proxy-Authorization``, or 407/403.
+
+        The nonce is bound to the Call-ID (a captured answer cannot open
+        another dialog) and lives ``nonce_lifetime`` seconds; a stale one gets
+        a new challenge with ``stale=true``, a wrong password 403.  The
+        identity is ``sip:<username>@<realm>``.
+        """
+        digest = self.settings.digest
+        if digest is None or self.sip_users is None:
+            raise Forbidden("identity not authenticated")
+        header = request.headers.get("Proxy-Authorization")
+        if not header:
+            raise AuthenticationRequired("credentials required", call_id=request.call_id)
+        credentials = parse_credentials(header)
+        if credentials.realm != digest.realm:
+            raise AuthenticationRequired("credentials for another realm", call_id=request.call_id)
+        if credentials.algorithm not in digest.algorithms:
+            raise AuthenticationRequired(
+                f"digest algorithm {credentials.algorithm} not accepted", call_id=request.call_id
+            )
+        freshness = check_nonce(
+            self.digest_key,
+            credentials.nonce,
+            int(self.clock()),
+            digest.nonce_lifetime,
+            request.call_id,
         )
+        if freshness == "stale":
+            raise AuthenticationRequired("nonce stale", stale=True, call_id=request.call_id)
+        if freshness != "ok":
+            raise AuthenticationRequired("nonce not issued for this call", call_id=request.call_id)
+        if credentials.uri != request.ruri:
+            raise Forbidden("digest uri is not the Request-URI")
+        try:
+            identity = normalize_identity(f"sip:{credentials.username}@{digest.realm}")
+        except MalformedMessage:
+            raise Forbidden("digest authentication failed") from None
+        ha1 = self.sip_users.ha1(identity, credentials.algorithm, digest.realm)
+        if ha1 is None or not verify(credentials, ha1, request.method):
+            raise Forbidden("digest authentication failed")
+        return identity
 
     # -- KMS mode ---------------------------------------------------------------------
 
@@ -603,6 +741,7 @@ class FocusService:
             offer.mode.value,
             transfer_resp,
             epoch,
+            None if plan is None else plan.internal,
         )
         return Relay(
             uri=self.settings.upstream_uri(conference_id),
@@ -610,12 +749,17 @@ class FocusService:
             state=state.to_json(),
             on_reply=ON_REPLY,
             on_failure=ON_FAILURE,
+            # RFC 3261 §22.3: the focus consumes the credentials of its realm.
+            remove_headers=("Proxy-Authorization",) if self.settings.digest else (),
         )
 
     # -- replies ------------------------------------------------------------------
 
     def on_reply(
-        self, reply: ReplyView, state_json: str | None
+        self,
+        reply: ReplyView,
+        state_json: str | None,
+        request_body: Callable[[], bytes] = lambda: b"",
     ) -> tuple[bytes, tuple[tuple[str, str], ...]] | None:
         """A 2xx to a focus INVITE: the participant's answer (body, headers to add).
 
@@ -626,7 +770,13 @@ class FocusService:
         if state_json is None or reply.method != "INVITE" or not 200 <= reply.status < 300:
             return None
         state = TransactionState.from_json(state_json)
-        answered = self.store.answered(reply.call_id)
+        if state.kind == "reinvite":
+            return self._reinvite_answered(reply, state, request_body), ()
+        answered = self.store.answered(
+            reply.call_id,
+            media=dialog_media(state.streams, state.external, state.internal),
+            epoch=state.epoch if state.mode == OfferMode.KMS.value else None,
+        )
         external = state.external
         epoch = answered.group_key.epoch
         if state.mode == OfferMode.KMS.value:
@@ -657,15 +807,29 @@ class FocusService:
         return bytes(body), headers
 
     def unkeyed_answer(self, call_id: str, state_json: str | None) -> bytes:
-        """The body replacing an answer that could not be keyed; the dialog is released."""
-        self.on_failure(call_id, state_json)
-        sections = () if state_json is None else TransactionState.from_json(state_json).sections
-        return rejected_answer(sections)
+        """The body replacing an answer that could not be keyed.
 
-    def on_failure(self, call_id: str, state_json: str | None) -> None:
-        """The INVITE failed (or was cancelled): release the roster entry and the edge leg."""
-        leg = None if state_json is None else TransactionState.from_json(state_json).leg
-        self._release(call_id, leg)
+        An initial INVITE's dialog is released; a re-INVITE's is kept (its leg
+        stays on the epoch it had) and the failure is reported.
+        """
+        state = None if state_json is None else TransactionState.from_json(state_json)
+        if state is not None and state.kind == "reinvite":
+            self._report_rekey_failure(call_id, state, 200, "answer could not be keyed")
+        else:
+            self.on_failure(call_id, state_json)
+        return rejected_answer(() if state is None else state.sections)
+
+    def on_failure(self, call_id: str, state_json: str | None, status: int = 0) -> None:
+        """The INVITE failed (or was cancelled): release the roster entry and the edge leg.
+
+        A failed re-INVITE releases nothing: the leg stays on its epoch, and a
+        refused rekey is reported on ``P:rekey-failed:<id>``.
+        """
+        state = None if state_json is None else TransactionState.from_json(state_json)
+        if state is not None and state.kind == "reinvite":
+            self._report_rekey_failure(call_id, state, status, "re-INVITE refused")
+            return
+        self._release(call_id, None if state is None else state.leg)
 
     def on_bye(self, call_id: str) -> None:
         self._release(call_id, None)
@@ -686,6 +850,201 @@ class FocusService:
             self.log("info", f"secconf: conference {released.dialog.conference_id} ended")
             self._forget_conference(released.dialog.conference_id)
 
+    # -- re-INVITEs in a conference dialog and rekeying -------------------------------
+
+    def on_reinvite(self, request: RequestView, record: DialogRecord, *, downstream: bool) -> Relay:
+        """A re-INVITE in a conference dialog: its offer rewritten, never relayed clear.
+
+        From the mixer (the rekey trigger, DESIGN.md §2): the offer goes to the
+        participant on its SRTP profile, pointed at the edge, with ``a=crypto``
+        under the tag of the original negotiation carrying the conference's
+        **current** epoch's group key (a newer one than the leg's makes it a
+        rekey; otherwise the leg's key again).  From the participant (hold, a
+        new sending key): its offer is checked like a join's and goes to the
+        mixer clear, via the edge's internal leg; the mixer's answer is keyed
+        with the current epoch.  In both cases the edge switches the leg at
+        the 2xx (:meth:`_reinvite_answered`).  KMS-mode dialogs: 488 (a new key
+        needs a MIKEY message the focus cannot build yet, docs/kamailio.md).
+        Nothing is written here.
+        """
+        if record.state != "up" or not record.media:
+            raise NotAcceptable("re-INVITE before the dialog was answered")
+        info = self.store.get(record.conference_id)
+        if info is None or info.state != "active":
+            raise ConferenceNotFound("no such conference")
+        if info.mode != OfferMode.SDES.value:
+            raise NotAcceptable("re-INVITE in a KMS-mode conference not supported yet")
+        limit = self.settings.max_body
+        if request.content_length > limit or len(request.body) > limit:
+            raise MessageTooLarge(f"body over {limit} bytes")
+        if not request.body:
+            raise NotAcceptable(
+                "re-INVITE without an SDP offer (no late offer in a secure conference)"
+            )
+        content_type = (request.content_type or "").split(";", 1)[0].strip().lower()
+        if content_type != "application/sdp":
+            raise NotAcceptable("only application/sdp bodies are accepted")
+        streams, external, internal = parse_dialog_media(record.media)
+        key = self.store.group_key(record.conference_id)
+        base = TransactionState(
+            record.conference_id,
+            record.leg,
+            streams,
+            external,
+            self.settings.conference_uri(record.conference_id),
+            False,
+            mode=info.mode,
+            epoch=key.epoch,
+            internal=internal,
+            kind="reinvite",
+            previous=record.epoch,
+            identity=record.identity,
+        )
+        if downstream:
+            description, offered = check_offer(request.body, self.settings.suite)
+            if [s.index for s in offered] != [s.index for s in streams]:
+                raise NotAcceptable("a re-INVITE keeps the conference's streams")
+            body = offer_to_upstream(
+                description,
+                offered,
+                address=None if internal is None else internal.address,
+                ports=None if internal is None else internal.ports,
+            )
+            state = replace(
+                base, streams=offered, sections=offered_sections(description), downstream=True
+            )
+        else:
+            description = SessionDescription.parse(request.body)
+            body = answer_to_participant(
+                request.body,
+                streams,
+                key,
+                address=None if external is None else external.address,
+                ports=None if external is None else external.ports,
+            )
+            state = replace(
+                base,
+                sections=offered_sections(description),
+                remote=_media_remote(request.body, streams),
+            )
+        if key.epoch != record.epoch:
+            self.log(
+                "info",
+                f"secconf: rekey re-INVITE for {record.identity} in {record.conference_id}: "
+                f"epoch {record.epoch} -> {key.epoch}",
+            )
+        return Relay(
+            body=bytes(body),
+            state=state.to_json(),
+            record_route=False,
+            on_reply=ON_REPLY,
+            on_failure=ON_FAILURE,
+        )
+
+    def _reinvite_answered(
+        self, reply: ReplyView, state: TransactionState, request_body: Callable[[], bytes]
+    ) -> bytes:
+        """The 2xx of a re-INVITE: the answer rewritten, the edge leg switched to its epoch.
+
+        The edge switches the leg's outbound key exactly now (linphone switches
+        its receive key when it sends this 200 OK); the participant's sending
+        key from its answer (or its offer: *request_body* reads the transaction's
+        request, ``$T_req($rb)``) goes to the edge, which keeps trying the
+        old one for its grace window.  Raises when the answer cannot be used
+        (the caller then sends a body rejecting every stream and reports it).
+        """
+        if state.epoch is None:
+            raise NotAcceptable("re-INVITE state without its epoch")
+        internal, external = state.internal, state.external
+        if state.downstream:
+            offered_body = request_body()
+            offer = SessionDescription.parse(offered_body) if offered_body else None
+            key = self.store.group_key(state.conference_id, state.epoch)
+            body = answer_to_participant(
+                reply.body,
+                state.streams,
+                key,
+                address=None if external is None else external.address,
+                ports=None if external is None else external.ports,
+            )
+            crypto = (
+                [str(offered_crypto(offer, s)) for s in state.streams] if offer is not None else []
+            )
+            remote = _media_remote(reply.body, state.streams)
+        else:
+            answer = SessionDescription.parse(reply.body)
+            crypto = [str(c) for c in answered_crypto(answer, state.streams, self.settings.suite)]
+            body = offer_to_upstream(
+                answer,
+                state.streams,
+                address=None if internal is None else internal.address,
+                ports=None if internal is None else internal.ports,
+            )
+            remote = state.remote
+        if remote is not None:
+            self.edge.set_internal_remote(state.leg, remote)
+        if crypto:
+            self.edge.set_participant_key(state.leg, crypto[0])
+        self.edge.switch(state.leg, state.epoch)
+        self.store.switched(reply.call_id, state.epoch)
+        return bytes(body)
+
+    def _report_rekey_failure(
+        self, call_id: str, state: TransactionState, status: int, what: str
+    ) -> None:
+        """A re-INVITE carrying a newer epoch failed: the leg keeps its old one; tell the watcher."""
+        if state.epoch is None or state.previous is None or state.epoch <= state.previous:
+            return
+        self.log(
+            "warn",
+            f"secconf: rekey of {state.identity} in {state.conference_id} to epoch "
+            f"{state.epoch} failed ({status} {what}); the leg stays on epoch {state.previous}",
+        )
+        try:
+            self.store.rekey_failed(
+                state.conference_id,
+                (
+                    ("leg", state.leg),
+                    ("identity", state.identity),
+                    ("call_id", call_id[:256]),
+                    ("status", str(status)),
+                    ("reason", what),
+                    ("epoch", str(state.epoch)),
+                    ("leg_epoch", str(state.previous)),
+                    ("direction", "participant" if state.downstream else "mixer"),
+                    ("time", repr(float(self.clock()))),
+                ),
+            )
+        except SecconfError as exc:
+            self.log("err", f"secconf: could not report a failed rekey: {exc.message}")
+
+    def rekey(self, conference_id: str) -> int:
+        """Mint the conference's next key epoch, store it wrapped, give it to the edge.
+
+        Returns the new epoch's number.  The key comes from the local CSPRNG in
+        both modes (KMS mode too, for now: docs/kamailio.md).  No leg switches
+        here: each does when its re-INVITE's 2xx passes.  If the edge refuses
+        the epoch, it is removed from Redis again (503, nothing changed).
+        """
+        info = self.store.get(conference_id)
+        if info is None or info.state != "active":
+            raise ConferenceNotFound("no such conference")
+        suite = SUITES.get(info.suite)
+        if suite is None:
+            raise NotAcceptable(f"conference suite {info.suite} unknown")
+        key = GroupKey.generate(info.epoch + 1, suite, self.random_bytes)
+        self.store.add_epoch(conference_id, key)
+        try:
+            self.edge.put_epoch(conference_id, key)
+        except SecconfError:
+            try:
+                self.store.drop_epoch(conference_id, key.epoch)
+            except SecconfError as exc:
+                self.log("err", f"secconf: could not undo epoch {key.epoch}: {exc.message}")
+            raise
+        self.log("info", f"secconf: conference {conference_id} rekeyed to epoch {key.epoch}")
+        return key.epoch
+
     # -- refusals -----------------------------------------------------------------
 
     def refusal(self, error: SecconfError) -> Reply:
@@ -696,6 +1055,16 @@ class FocusService:
             headers.append(("Warning", warning_header(self.settings.server_name, error)))
         if status == 503:
             headers.append(("Retry-After", "1"))
+        if isinstance(error, AuthenticationRequired) and self.settings.digest is not None:
+            digest = self.settings.digest
+            nonce = make_nonce(self.digest_key, int(self.clock()), error.call_id)
+            for algorithm in digest.algorithms:
+                headers.append(
+                    (
+                        "Proxy-Authenticate",
+                        challenge(digest.realm, nonce, algorithm, stale=error.stale),
+                    )
+                )
         return Reply(status, error.reason, tuple(headers))
 
 

@@ -23,7 +23,14 @@ from secconf.core.sip.uri import SipUri
 from secconf.media.config import load_token
 from secconf.store.keywrap import load_key_file
 
-__all__ = ["ENV_CONFIG", "KmsSettings", "Settings", "SettingsError", "load_settings"]
+__all__ = [
+    "ENV_CONFIG",
+    "DigestSettings",
+    "KmsSettings",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+]
 
 ENV_CONFIG = "SECCONF_KAMAILIO_CONFIG"
 
@@ -42,6 +49,16 @@ class KmsSettings:
     psk: bytes = field(repr=False)
     timeout: float = 0.5
     skew: float = 60.0
+
+
+@dataclass(frozen=True)
+class DigestSettings:
+    """SDES mode: digest authentication (RFC 3261 §22, RFC 7616) of requests without a
+    trusted asserted identity; users' HA1 values in Redis (``secconf focus user add``)."""
+
+    realm: str
+    algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    nonce_lifetime: int = 30
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,7 @@ class Settings:
     server_name: str
     edge_token: str | None = field(default=None, repr=False)
     kms: KmsSettings | None = None
+    digest: DigestSettings | None = None
 
     @property
     def kms_mode(self) -> bool:
@@ -146,6 +164,7 @@ def load_settings(
         except SecconfError as exc:
             raise SettingsError(f"[edge] token_file: {exc.message}") from None
     kms = _kms_settings(data, environ, base)
+    digest = _digest_settings(data)
     return Settings(
         factory=factory,
         conference=conference,
@@ -169,7 +188,24 @@ def load_settings(
         server_name=_get(data, "focus", "server_name", str, "secconf-focus"),
         edge_token=edge_token,
         kms=kms,
+        digest=digest,
     )
+
+
+def _digest_settings(data: Mapping[str, Any]) -> DigestSettings | None:
+    """``[digest]``: present (with a realm) turns digest authentication on (SDES mode)."""
+    if "digest" not in data:
+        return None
+    realm = _get(data, "digest", "realm", str)
+    algorithms = tuple(
+        str(a).upper() for a in _get(data, "digest", "algorithms", list, ["SHA-256", "MD5"])
+    )
+    if not algorithms or any(a not in ("SHA-256", "MD5") for a in algorithms):
+        raise SettingsError("[digest] algorithms: SHA-256 and/or MD5")
+    lifetime = _get(data, "digest", "nonce_lifetime", int, 30)
+    if not 1 <= lifetime <= 3600 or not realm or ":" in realm or '"' in realm:
+        raise SettingsError("[digest] nonce_lifetime in 1..3600 s, realm without ':' or quotes")
+    return DigestSettings(realm, algorithms, lifetime)
 
 
 def _kms_settings(

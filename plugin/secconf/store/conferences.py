@@ -20,6 +20,13 @@ Redis Cluster hash tag, so that one conference's keys share a slot)::
     P:refer:<id>           stream  accepted REFERs to the focus (referrer, target, mode,
                                  ...): consumed by the dial-out watcher; expires with
                                  the conference
+    P:rekey-failed:<id>    stream  re-INVITEs carrying a new epoch that a participant
+                                 refused (leg, identity, call_id, status, epoch, ...):
+                                 consumed by the watcher; expires with the conference
+
+Once its 2xx passed a dialog record also holds ``epoch`` (the key epoch its edge
+leg sends under) and ``media`` (JSON: the negotiated streams with their crypto
+tags, the edge's external and internal addresses), which rekey re-INVITEs use.
 
 The dialog id is the SHA-256 of the SIP Call-ID (hex), so a BYE from either
 side finds its record.  Every multi-key change is one Lua script: a refusal
@@ -59,6 +66,7 @@ from .keywrap import KeyWrapper
 from .redis import redis_errors
 
 __all__ = [
+    "REKEY_FAILED_MAX",
     "Answered",
     "ConferenceExists",
     "ConferenceInfo",
@@ -76,6 +84,8 @@ _LEG_RE: Final = re.compile(r"^[0-9A-Za-z._-]{1,128}$")
 MAX_SSRCS: Final = 64
 #: Entries kept in a conference's REFER stream (approximate trim, XADD MAXLEN ~).
 REFER_STREAM_MAX: Final = 1000
+#: Entries kept in a conference's rekey-failure stream.
+REKEY_FAILED_MAX: Final = 1000
 
 
 def connect_blocking(url: str, *, timeout: float) -> redis.Redis:
@@ -129,6 +139,8 @@ class DialogRecord:
     state: str = "pending"
     ssrcs: tuple[int, ...] = ()
     creator: bool = False
+    epoch: int | None = None  # the epoch its leg sends under (set once its 2xx passed)
+    media: str = ""  # JSON: streams, edge addresses (set once its 2xx passed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +218,8 @@ redis.call('EXPIRE', KEYS[5], ARGV[4])
 return redis.call('HGET', KEYS[1], 'epoch')
 """
 
-# KEYS: dialog; ARGV: prefix.  Marks the dialog up; returns it with the current epoch's key.
+# KEYS: dialog; ARGV: prefix, media JSON, leg epoch ('' = the current one).
+# Marks the dialog up; returns it with the current epoch's key.
 _ANSWERED = """
 local d = redis.call('HMGET', KEYS[1], 'conference', 'identity', 'leg', 'ssrcs', 'creator')
 if not d[1] then return {'no-dialog'} end
@@ -215,8 +228,37 @@ local c = redis.call('HMGET', base, 'state', 'epoch', 'suite')
 if c[1] ~= 'active' then return {'not-found'} end
 local blob = redis.call('HGET', base .. ':epochs', c[2])
 if not blob then return {'no-key'} end
-redis.call('HSET', KEYS[1], 'state', 'up')
+local epoch = ARGV[3]
+if epoch == '' then epoch = c[2] end
+redis.call('HSET', KEYS[1], 'state', 'up', 'media', ARGV[2], 'epoch', epoch)
 return {'ok', d[1], d[2], d[3], d[4], d[5], c[2], c[3], blob}
+"""
+
+# KEYS: dialog; ARGV: epoch.  The dialog's leg now sends under a newer epoch.
+_SWITCHED = """
+local e = redis.call('HGET', KEYS[1], 'epoch')
+if not e then return 'no-dialog' end
+if tonumber(ARGV[1]) > tonumber(e) then redis.call('HSET', KEYS[1], 'epoch', ARGV[1]) end
+return 'ok'
+"""
+
+# KEYS: conf, epochs; ARGV: epoch.  Undo an epoch just added (the edge refused it).
+_DROP_EPOCH = """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 'stale' end
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'epoch', tostring(tonumber(ARGV[1]) - 1))
+return 'ok'
+"""
+
+# KEYS: conf, stream; ARGV: max length, field, value, ...
+_REKEY_FAILED = """
+if not redis.call('HGET', KEYS[1], 'state') then return 'not-found' end
+local fields = {}
+for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return id
 """
 
 # KEYS: dialog; ARGV: prefix, dialog_id, ended_ttl_ms.
@@ -238,7 +280,7 @@ if redis.call('HLEN', base .. ':members') == 0 and redis.call('EXISTS', base) ==
   ended = 1
   redis.call('DEL', base .. ':epochs')
   local rest = {base, base .. ':allowed', base .. ':members', base .. ':ssrcs',
-    ARGV[1] .. ':refer:' .. d[1]}
+    ARGV[1] .. ':refer:' .. d[1], ARGV[1] .. ':rekey-failed:' .. d[1]}
   if d[5] == '1' and d[6] == 'pending' then
     -- the creating call failed: the conference never existed
     for _, k in ipairs(rest) do redis.call('DEL', k) end
@@ -318,9 +360,16 @@ class ConferenceStore:
         self._release = client.register_script(_RELEASE)
         self._add_epoch = client.register_script(_ADD_EPOCH)
         self._refer = client.register_script(_REFER)
+        self._switched = client.register_script(_SWITCHED)
+        self._drop_epoch = client.register_script(_DROP_EPOCH)
+        self._rekey_failed = client.register_script(_REKEY_FAILED)
 
     def __repr__(self) -> str:
         return f"ConferenceStore(prefix={self._prefix!r})"
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._redis
 
     # -- key names ---------------------------------------------------------------
 
@@ -444,16 +493,19 @@ class ConferenceStore:
         except ValueError:
             raise CorruptRecord(f"join script answered {result!r}") from None
 
-    def answered(self, call_id: str) -> Answered:
+    def answered(self, call_id: str, *, media: str = "", epoch: int | None = None) -> Answered:
         """Mark the dialog up (its 2xx passed) and return the conference's current key.
 
-        One round trip.  Raises :class:`ConferenceNotFound` if the dialog or
-        its conference is gone.
+        *media* (JSON, no key material) and the leg's *epoch* (default: the
+        current one) are kept in the dialog record for later re-INVITEs.  One
+        round trip.  Raises :class:`ConferenceNotFound` if the dialog or its
+        conference is gone.
         """
+        args: list[Any] = [self._prefix, media, "" if epoch is None else int(epoch)]
         with redis_errors("read the conference key"):
             raw = cast(
                 list[bytes],
-                self._answered(keys=[self.dialog_key(call_id)], args=[self._prefix]),
+                self._answered(keys=[self.dialog_key(call_id)], args=args),
             )
         status = _text(raw[0])
         if status != "ok":
@@ -461,13 +513,23 @@ class ConferenceStore:
         conference_id, identity, leg, ssrcs, creator, epoch_text, suite_name = (
             _text(item) for item in raw[1:8]
         )
+        leg_epoch = epoch
         epoch = int(epoch_text)
         suite = SUITES.get(suite_name)
         if suite is None:
             raise CorruptRecord("conference record: unknown suite")
         material = self._wrapper.unwrap(raw[8], epoch_context(conference_id, epoch))
         key = GroupKey(epoch, suite, material[: suite.key_length], material[suite.key_length :])
-        record = DialogRecord(conference_id, identity, leg, "up", _ssrcs(ssrcs), creator == "1")
+        record = DialogRecord(
+            conference_id,
+            identity,
+            leg,
+            "up",
+            _ssrcs(ssrcs),
+            creator == "1",
+            epoch if leg_epoch is None else int(leg_epoch),
+            media,
+        )
         return Answered(record, key)
 
     def release(self, call_id: str) -> Released | None:
@@ -501,6 +563,53 @@ class ConferenceStore:
             raise ConferenceNotFound("no such conference")
         if result == "stale":
             raise Conflict("epoch is not the next one")
+
+    def drop_epoch(self, conference_id: str, epoch: int) -> None:
+        """Undo :meth:`add_epoch` of *epoch* if it is still the newest (the edge refused it)."""
+        keys = [self.conference_key(conference_id), self.conference_key(conference_id, "epochs")]
+        with redis_errors("drop a key epoch"):
+            result = _text(self._drop_epoch(keys=keys, args=[int(epoch)]))
+        if result != "ok":
+            raise Conflict("epoch is not the newest any more")
+
+    def switched(self, call_id: str, epoch: int) -> None:
+        """The dialog's edge leg now sends under *epoch* (a re-INVITE's 2xx passed)."""
+        with redis_errors("record a leg's epoch"):
+            self._switched(keys=[self.dialog_key(call_id)], args=[int(epoch)])
+
+    def rekey_failed_key(self, conference_id: str) -> str:
+        """``P:rekey-failed:<id>``: re-INVITEs with a new epoch that a participant refused."""
+        _check_conference_id(conference_id)
+        return f"{self._prefix}:rekey-failed:{conference_id}"
+
+    def rekey_failed(
+        self,
+        conference_id: str,
+        fields: Sequence[tuple[str, str]],
+        *,
+        max_entries: int = REKEY_FAILED_MAX,
+    ) -> str | None:
+        """Append a failed rekey to the conference's stream (for the watcher); its entry id.
+
+        ``None`` when the conference record is gone (nothing to report to).
+        The stream expires with the conference's other keys.
+        """
+        flat: list[str] = []
+        for name, value in fields:
+            flat += [name, value]
+        keys = [self.conference_key(conference_id), self.rekey_failed_key(conference_id)]
+        with redis_errors("report a failed rekey"):
+            result = _text(self._rekey_failed(keys=keys, args=[int(max_entries), *flat]))
+        return None if result == "not-found" else result
+
+    def rekey_failures(self, conference_id: str) -> list[tuple[str, dict[str, str]]]:
+        """The rekey-failure stream's entries, oldest first (tests and operators)."""
+        with redis_errors("read rekey failures"):
+            raw = cast(
+                list[tuple[bytes, dict[bytes, bytes]]],
+                self._redis.xrange(self.rekey_failed_key(conference_id)),
+            )
+        return [(_text(i), {_text(k): _text(v) for k, v in f.items()}) for i, f in raw]
 
     def refer_stream_key(self, conference_id: str) -> str:
         """``P:refer:<id>``: the REFERs accepted for a conference, for the dial-out watcher."""
@@ -623,8 +732,10 @@ class ConferenceStore:
                 fields["state"],
                 _ssrcs(fields.get("ssrcs", "")),
                 fields.get("creator") == "1",
+                int(fields["epoch"]) if fields.get("epoch") else None,
+                fields.get("media", ""),
             )
-        except KeyError:
+        except (KeyError, ValueError):
             raise CorruptRecord("dialog record incomplete") from None
 
     def group_key(self, conference_id: str, epoch: int | None = None) -> GroupKey:

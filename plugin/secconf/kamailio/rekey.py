@@ -1,0 +1,68 @@
+"""Rekeying a conference from outside Kamailio: ``rekey(conference_id)``.
+
+The roster watcher (Asterisk side) or an operator (``secconf focus rekey ID``)
+calls this; it mints the conference's next key epoch from the local CSPRNG,
+stores it wrapped with the KEK in Redis and puts it to the media edge, with the
+settings Kamailio's module uses (``$SECCONF_KAMAILIO_CONFIG``).  The legs then
+switch one by one: the mixer sends a re-INVITE in each conference dialog
+(``PJSIP_SEND_SESSION_REFRESH``), the module puts the new epoch's key into it
+and switches the edge leg when the participant's 200 OK passes.  Refusals end
+up on ``<prefix>:rekey-failed:<id>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from secconf.store.conferences import ConferenceStore, connect_blocking
+from secconf.store.keywrap import KeyWrapper, load_key_file
+from secconf.store.replay import BlockingReplayCache
+
+from .edge_control import EdgeControl, HttpEdgeControl, NoEdge
+from .service import FocusService
+from .settings import Settings, load_settings
+
+__all__ = ["build_service", "rekey"]
+
+
+def build_service(
+    settings: Settings,
+    kek: bytes,
+    *,
+    log: Callable[[str, str], None] = lambda level, message: None,
+) -> FocusService:
+    """The focus service with its Redis and edge clients (lazy connections, with timeouts)."""
+    client = connect_blocking(settings.redis_url, timeout=settings.redis_timeout)
+    store = ConferenceStore(client, KeyWrapper(kek, settings.kek_id), settings.redis_prefix)
+    edge: EdgeControl
+    if settings.edge_url:
+        edge = HttpEdgeControl(
+            settings.edge_url, timeout=settings.edge_timeout, token=settings.edge_token
+        )
+    else:
+        edge = NoEdge()
+    return FocusService(
+        settings,
+        store,
+        edge,
+        log=log,
+        replay=BlockingReplayCache(client, settings.redis_prefix),
+    )
+
+
+def rekey(conference_id: str, settings: Settings | None = None) -> int:
+    """Mint, store and publish the conference's next key epoch; return its number.
+
+    Raises ``ConferenceNotFound`` (no such active conference),
+    ``ServiceUnavailable`` (Redis or the edge down: nothing changed).
+    """
+    settings = settings or load_settings()
+    service = build_service(settings, load_key_file(settings.kek_file))
+    client = service.store.client
+    try:
+        return service.rekey(conference_id)
+    finally:
+        close = getattr(service.edge, "close", None)
+        if close is not None:
+            close()
+        client.close()
