@@ -47,4 +47,5 @@ pytest_plugins = [
     "tests.fixtures.kms_server",
     "tests.fixtures.kamailio_server",
     "tests.fixtures.edge_server",
+    "tests.fixtures.asterisk_server",
 ]

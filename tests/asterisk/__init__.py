@@ -1,0 +1,1 @@
+"""Tests against a real Asterisk 22 (tests/fixtures/asterisk_server.py)."""
