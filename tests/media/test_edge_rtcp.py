@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import socket
 from collections.abc import Coroutine
 from pathlib import Path
@@ -480,6 +481,26 @@ def test_rtcp_fields_refused_precisely_and_ports_paired() -> None:
     run(scenario())
 
 
+def _quiet_range(size: int) -> tuple[int, socket.socket]:
+    """An even base port with *size* free ports above it, and a socket squatting on base + 3."""
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(50):
+        low = secrets.randbelow((min(ephemeral_low, 32768) - 12000) // 2) * 2 + 10000
+        probes = []
+        try:
+            probes = [udp_socket(low + offset) for offset in range(size)]
+        except OSError:
+            continue
+        finally:
+            for sock in probes:
+                sock.close()
+        try:
+            return low, udp_socket(low + 3)
+        except OSError:
+            continue
+    raise RuntimeError("no quiet port range found")
+
+
 def test_port_pairs_from_a_configured_range() -> None:
     """Even RTP port, RTCP on the next one, inside [port_min, port_max]; ports in use skipped."""
     squatters = []
@@ -490,13 +511,13 @@ def test_port_pairs_from_a_configured_range() -> None:
         assert rtp_port % 2 == 0
         assert rtcp_port == rtp_port + 1
         squatters += [rtp_sock, rtcp_sock]
-    low = squatters[0].getsockname()[1]
     for sock in squatters:
         sock.close()
-    # a range of five pairs with the second pair's odd port taken
-    low = (low // 2) * 2
+    # A range of five pairs with the second pair's odd port taken.  The range is
+    # chosen below the kernel's ephemeral ports (so nothing else on the machine
+    # grabs them between the probe and the allocation) and probed first.
+    low, taken = _quiet_range(10)
     allocator = PortAllocator(low, low + 9)
-    taken = udp_socket(low + 3)
     pairs = []
     try:
         for _ in range(4):

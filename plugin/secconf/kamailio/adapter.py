@@ -93,6 +93,7 @@ class Relay:
     on_reply: str | None = None
     on_failure: str | None = None
     remove_headers: tuple[str, ...] = ()  # e.g. the focus's own Proxy-Authorization
+    add_headers: tuple[tuple[str, str], ...] = ()  # after the removals (e.g. a trimmed Require)
 
 
 def _text(value: Any) -> str | None:
@@ -184,6 +185,8 @@ class KsrAdapter:
         """Forward statefully; False (after answering 500) if tm could not."""
         for name in relay.remove_headers:
             self.ksr.hdr.remove(name)
+        for name, value in relay.add_headers:
+            self.ksr.hdr.append(f"{name}: {value}\r\n")
         if relay.record_route:
             self.ksr.rr.record_route()
         if relay.uri is not None:

@@ -34,6 +34,7 @@ from .edge_control import EdgeControl, HttpEdgeControl, NoEdge
 from .kms import HttpKmsResolver
 from .service import FocusService, Retransmission, digest_secret
 from .settings import Settings, load_settings
+from .timing import PhaseTimer, Timed
 
 __all__ = ["SecconfKemi", "mod_init"]
 
@@ -68,16 +69,35 @@ class SecconfKemi:
             )
         else:
             edge = NoEdge()
-        kms = None if self.settings.kms is None else HttpKmsResolver(self.settings.kms)
+        kms: Any = None if self.settings.kms is None else HttpKmsResolver(self.settings.kms)
+        replay: Any = BlockingReplayCache(client, self.settings.redis_prefix)
+        timer = None
+        if self.settings.timing:
+            timing_key = f"{self.settings.redis_prefix}:timing"
+
+            def flush(counters: dict[str, int]) -> None:
+                try:
+                    pipe = client.pipeline(transaction=False)
+                    for name, value in counters.items():
+                        pipe.hincrby(timing_key, name, value)
+                    pipe.execute()
+                except Exception:
+                    self.adapter.log("warn", "secconf: timing counters not written")
+
+            timer = PhaseTimer(flush)
+            store, edge = Timed(store, timer, "redis"), Timed(edge, timer, "edge")  # type: ignore[assignment]
+            replay = Timed(replay, timer, "redis")
+            kms = None if kms is None else Timed(kms, timer, "kms")
         self.service = FocusService(
             self.settings,
             store,
             edge,
             log=self.adapter.log,
             kms=kms,
-            replay=BlockingReplayCache(client, self.settings.redis_prefix),
+            replay=replay,
             sip_users=SipUserStore(client, self._wrapper, self.settings.redis_prefix),
             digest_key=digest_secret(self._kek),
+            timer=timer,
         )
         return 0
 

@@ -82,6 +82,7 @@ from secconf.core.mikey import ticket as mikey_ticket
 from secconf.core.mikey.srtp import suite_for_policy
 from secconf.core.sdes import SUITES
 from secconf.core.sdp import SessionDescription
+from secconf.core.urilist import split_offer
 from secconf.store.conferences import (
     ConferenceExists,
     ConferenceStore,
@@ -96,6 +97,7 @@ from .adapter import Relay, Reply, ReplyView, RequestView
 from .edge_control import EdgeControl, LegAddresses, LegPlan
 from .kms import TicketResolver
 from .settings import Settings
+from .timing import PhaseTimer
 
 __all__ = ["ON_FAILURE", "ON_REPLY", "FocusService", "TransactionState"]
 
@@ -253,6 +255,7 @@ class Offer:
     mode: OfferMode
     ssrcs: tuple[int, ...]
     mikey: bytes | None = field(default=None, repr=False)
+    uris: tuple[str, ...] | None = None  # RFC 5366 URI list (multipart create), normalised
 
 
 def decode_mikey_body(body: bytes) -> bytes:
@@ -286,11 +289,20 @@ class FocusService:
     clock: Callable[[], float] = field(default=time.time)
     sip_users: SipUserStore | None = None
     digest_key: bytes = field(default=b"", repr=False)
+    timer: PhaseTimer | None = None  # [focus] timing: per-INVITE phase durations
+
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        if self.timer is None:
+            yield
+        else:
+            with self.timer.phase(name):
+                yield
 
     # -- requests -----------------------------------------------------------------
 
     def header_names(self) -> tuple[str, ...]:
-        return (self.settings.asserted_header, "Refer-To", "Proxy-Authorization")
+        return (self.settings.asserted_header, "Refer-To", "Proxy-Authorization", "Require")
 
     def on_request(self, request: RequestView) -> Reply | Relay:
         """A request outside a dialog (or a CANCEL): what the focus does with it."""
@@ -312,29 +324,62 @@ class FocusService:
             return Reply(
                 405, "Method Not Allowed", (("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS"),)
             )
-        if target.kind is TargetKind.FACTORY:
-            return self._create(request)
-        if target.conference_id is None:
-            raise MalformedMessage("conference id missing")
-        return self._join(request, target.conference_id)
+        with self._phase("request"):
+            if target.kind is TargetKind.FACTORY:
+                return self._create(request)
+            if target.conference_id is None:
+                raise MalformedMessage("conference id missing")
+            return self._join(request, target.conference_id)
 
     def _offer(self, request: RequestView) -> Offer:
+        with self._phase("parse"):
+            return self._parse_offer(request)
+
+    def _parse_offer(self, request: RequestView) -> Offer:
+        """The checked offer; a ``multipart/mixed`` body also yields its RFC 5366 URI list."""
         limit = self.settings.max_body
         if request.content_length > limit or len(request.body) > limit:
             raise MessageTooLarge(f"body over {limit} bytes")
-        content_type = (request.content_type or "").split(";", 1)[0].strip().lower()
         if not request.body:
             raise NotAcceptable(
                 "INVITE without an SDP offer (no late offer in a secure conference)"
             )
-        if content_type != "application/sdp":
-            raise NotAcceptable("only application/sdp bodies are accepted")
-        description = SessionDescription.parse(request.body)
+        split = split_offer(
+            request.content_type,
+            request.body,
+            max_bytes=limit,
+            max_entries=self.settings.uri_list_max,
+        )
+        description = SessionDescription.parse(split.sdp)
         if offer_mode(description) is OfferMode.KMS and self.settings.kms_mode:
+            if split.uris is not None:
+                raise NotAcceptable(
+                    "a URI list with a MIKEY-TICKET offer: the ticket names the allowed set"
+                )
             streams, mikey = check_offer_kms(description)
             return Offer(description, streams, OfferMode.KMS, offer_ssrcs(description), mikey)
-        description, streams = check_offer(request.body, self.settings.suite)
-        return Offer(description, streams, OfferMode.SDES, offer_ssrcs(description))
+        description, streams = check_offer(split.sdp, self.settings.suite)
+        return Offer(
+            description, streams, OfferMode.SDES, offer_ssrcs(description), uris=split.uris
+        )
+
+    def _uri_list_allowed(self, offer: Offer, creator: str) -> list[str]:
+        """The allowed set a creator named with an RFC 5366 URI list, after policy.
+
+        ``policy.uri_list = false``: any list is refused (403).  Names outside
+        ``policy.allowed`` are refused (403, ``policy.uri_list_outside =
+        "refuse"``, the default: a list can only narrow the deployment's set)
+        or accepted (``"accept"``: the creator's list is the set).  The
+        creator is added by the store in any case.
+        """
+        uris = [uri for uri in offer.uris or () if uri != creator]
+        if not self.settings.uri_list:
+            raise Forbidden("URI lists are not accepted on this focus")
+        if self.settings.uri_list_outside == "refuse":
+            outside = [uri for uri in uris if uri not in self.settings.allowed]
+            if outside:
+                raise Forbidden(f"{len(outside)} URI list entries are not allowed by policy")
+        return sorted(set(uris))
 
     def _identity(self, request: RequestView) -> str:
         """SDES mode: an asserted identity from a trusted source, else digest (if configured)."""
@@ -512,7 +557,12 @@ class FocusService:
         offer, identity, auth = self._authenticate(request)
         if self.settings.creators and identity not in self.settings.creators:
             raise Forbidden("not allowed to create a conference")
-        allowed = self._kms_allowed(auth) if auth is not None else sorted(self.settings.allowed)
+        if auth is not None:
+            allowed = self._kms_allowed(auth)
+        elif offer.uris is not None:
+            allowed = self._uri_list_allowed(offer, identity)
+        else:
+            allowed = sorted(self.settings.allowed)
         ssrcs = self._kms_ssrcs(offer, auth)
         group_key = GroupKey.generate(1, self.settings.suite, self.random_bytes)
         with self._remember(auth):
@@ -558,6 +608,8 @@ class FocusService:
 
     def _join(self, request: RequestView, conference_id: str) -> Reply | Relay:
         offer, identity, auth = self._authenticate(request)
+        if offer.uris is not None:
+            raise Forbidden("the allowed set is named at creation, not on a join")
         leg = self._leg(conference_id, request.call_id)
         with self._remember(auth):
             try:
@@ -724,12 +776,25 @@ class FocusService:
         transfer_resp: str | None = None,
         epoch: int | None = None,
     ) -> Relay:
-        upstream = offer_to_upstream(
-            offer.description,
-            offer.streams,
-            address=None if plan is None else plan.internal.address,
-            ports=None if plan is None else plan.internal.ports,
-        )
+        with self._phase("rewrite"):
+            upstream = bytes(
+                offer_to_upstream(
+                    offer.description,
+                    offer.streams,
+                    address=None if plan is None else plan.internal.address,
+                    ports=None if plan is None else plan.internal.ports,
+                )
+            )
+        remove: tuple[str, ...] = ("Proxy-Authorization",) if self.settings.digest else ()
+        add: tuple[tuple[str, str], ...] = ()
+        require = request.headers.get("Require")
+        if require is not None:
+            # RFC 5366 §5: the focus handles recipient-list-invite; the mixer must not see it.
+            tags = [t.strip() for t in require.split(",") if t.strip()]
+            rest = [t for t in tags if t.lower() != "recipient-list-invite"]
+            if len(rest) != len(tags):
+                remove += ("Require",)
+                add = (("Require", ", ".join(rest)),) if rest else ()
         state = TransactionState(
             conference_id,
             leg,
@@ -745,12 +810,13 @@ class FocusService:
         )
         return Relay(
             uri=self.settings.upstream_uri(conference_id),
-            body=bytes(upstream),
+            body=upstream,
             state=state.to_json(),
             on_reply=ON_REPLY,
             on_failure=ON_FAILURE,
             # RFC 3261 §22.3: the focus consumes the credentials of its realm.
-            remove_headers=("Proxy-Authorization",) if self.settings.digest else (),
+            remove_headers=remove,
+            add_headers=add,
         )
 
     # -- replies ------------------------------------------------------------------
@@ -767,6 +833,20 @@ class FocusService:
         cannot be keyed: the caller must then drop the reply (fail closed: the
         mixer's clear answer never reaches a participant).
         """
+        if self.timer is None:
+            return self._on_reply(reply, state_json, request_body)
+        with self.timer.phase("reply"):
+            result = self._on_reply(reply, state_json, request_body)
+        if result is not None:
+            self.timer.invite_done()
+        return result
+
+    def _on_reply(
+        self,
+        reply: ReplyView,
+        state_json: str | None,
+        request_body: Callable[[], bytes],
+    ) -> tuple[bytes, tuple[tuple[str, str], ...]] | None:
         if state_json is None or reply.method != "INVITE" or not 200 <= reply.status < 300:
             return None
         state = TransactionState.from_json(state_json)
@@ -792,13 +872,14 @@ class FocusService:
                 ports=None if external is None else external.ports,
             )
         else:
-            body = answer_to_participant(
-                reply.body,
-                state.streams,
-                answered.group_key,
-                address=None if external is None else external.address,
-                ports=None if external is None else external.ports,
-            )
+            with self._phase("rewrite"):
+                body = answer_to_participant(
+                    reply.body,
+                    state.streams,
+                    answered.group_key,
+                    address=None if external is None else external.address,
+                    ports=None if external is None else external.ports,
+                )
         remote = _media_remote(reply.body, state.streams)
         if remote is not None:
             self.edge.set_internal_remote(state.leg, remote)

@@ -86,6 +86,12 @@ class Settings:
     edge_token: str | None = field(default=None, repr=False)
     kms: KmsSettings | None = None
     digest: DigestSettings | None = None
+    #: RFC 5366 URI lists on create (SDES mode): accepted at all, cap, names outside ``allowed``.
+    uri_list: bool = True
+    uri_list_max: int = 64
+    uri_list_outside: str = "refuse"
+    #: Per-INVITE timing (parse, Redis, edge, rewrite) into Redis counters; off by default.
+    timing: bool = False
 
     @property
     def kms_mode(self) -> bool:
@@ -165,6 +171,12 @@ def load_settings(
             raise SettingsError(f"[edge] token_file: {exc.message}") from None
     kms = _kms_settings(data, environ, base)
     digest = _digest_settings(data)
+    uri_list_max = _get(data, "policy", "uri_list_max", int, 64)
+    if not 1 <= uri_list_max <= 1024:
+        raise SettingsError("[policy] uri_list_max must be in 1..1024")
+    uri_list_outside = _get(data, "policy", "uri_list_outside", str, "refuse")
+    if uri_list_outside not in ("refuse", "accept"):
+        raise SettingsError('[policy] uri_list_outside is "refuse" or "accept"')
     return Settings(
         factory=factory,
         conference=conference,
@@ -189,6 +201,10 @@ def load_settings(
         edge_token=edge_token,
         kms=kms,
         digest=digest,
+        uri_list=_get(data, "policy", "uri_list", bool, True),
+        uri_list_max=uri_list_max,
+        uri_list_outside=uri_list_outside,
+        timing=_get(data, "focus", "timing", bool, False),
     )
 
 
