@@ -168,6 +168,17 @@ def _cmd_edge_init_token(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- roster watcher (Asterisk) -----------------------------------------------------------------
+
+
+def _cmd_watcher_serve(args: argparse.Namespace) -> int:
+    from .asterisk.watcher import load_watcher_settings, run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    run(load_watcher_settings(args.config))
+    return 0
+
+
 # -- participant client ----------------------------------------------------------------------
 
 
@@ -415,6 +426,18 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="the module's TOML file (default: $SECCONF_KAMAILIO_CONFIG)",
         )
+
+    watcher = commands.add_parser(
+        "watcher", help="the Asterisk roster watcher and rekey driver (docs/asterisk.md)"
+    )
+    watcher_commands = watcher.add_subparsers(dest="watcher_command", required=True)
+    watcher_serve = watcher_commands.add_parser(
+        "serve", help="follow ConfBridge over AMI, keep rosters in Redis, drive rekeys"
+    )
+    watcher_serve.add_argument(
+        "--config", required=True, help="watcher TOML file (config/watcher.toml)"
+    )
+    watcher_serve.set_defaults(handler=_cmd_watcher_serve)
 
     client = commands.add_parser("client", help="the participant agent")
     client_commands = client.add_subparsers(dest="client_command", required=True)

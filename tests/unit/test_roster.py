@@ -267,3 +267,97 @@ def test_rekeys_respect_min_interval_and_never_come_from_nothing(
         assert len(rekey.members) >= 1
         if not policy.rekey_on_join:
             assert RekeyReason.LEAVE in rekey.reasons
+
+
+# -- after a rekey: verdicts per leg and the removal policy ----------------------------
+
+from secconf.core.roster import (  # noqa: E402
+    FailurePolicy,
+    LegObservation,
+    LegVerdict,
+    judge_leg,
+    leg_settled,
+    plan_after_rekey,
+)
+
+
+def _leg(channel: str = "PJSIP/kamailio-1", **kwargs: object) -> LegObservation:
+    values: dict[str, object] = {"epoch": 2, "switch_state": "followed", "switch_epoch": 2}
+    values.update(kwargs)
+    return LegObservation(channel, **values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("observation", "verdict", "settled"),
+    [
+        (_leg(), LegVerdict.FOLLOWED, True),
+        (_leg(switch_state="not-followed"), LegVerdict.NOT_FOLLOWED, True),
+        (_leg(switch_state="unverified"), LegVerdict.UNVERIFIED, True),
+        (_leg(switch_state="pending"), LegVerdict.UNVERIFIED, False),  # time ran out
+        (_leg(epoch=1, switch_epoch=None, refused=True), LegVerdict.REFUSED, True),
+        (_leg(epoch=1, switch_epoch=None), LegVerdict.NO_ANSWER, False),
+        (_leg(epoch=None), LegVerdict.GONE, True),
+        (_leg(present=False), LegVerdict.GONE, True),
+        (_leg(epoch=3, switch_epoch=3), LegVerdict.UNVERIFIED, False),  # a later rekey took it
+    ],
+)
+def test_each_leg_gets_one_verdict(
+    observation: LegObservation, verdict: LegVerdict, settled: bool
+) -> None:
+    assert judge_leg(observation, 2) is verdict
+    assert leg_settled(observation, 2) is settled
+
+
+def test_legs_still_on_the_old_key_or_deaf_are_removed_unverified_ones_kept() -> None:
+    outcome = plan_after_rekey(
+        [
+            _leg("A"),
+            _leg("B", switch_state="unverified"),
+            _leg("C", switch_state="not-followed"),
+            _leg("D", epoch=1, refused=True),
+            _leg("E", epoch=1),
+            _leg("F", present=False),
+        ],
+        2,
+    )
+    assert outcome.remove == ("C", "D", "E")
+    assert not outcome.complete
+    strict = plan_after_rekey([_leg("A"), _leg("B", switch_state="unverified")], 2,
+                              accept_unverified=False)  # fmt: skip
+    assert strict.remove == ("B",)
+    assert plan_after_rekey([_leg("A"), _leg("F", present=False)], 2).complete
+
+
+def test_replacement_calls_are_not_offered_yet() -> None:
+    with pytest.raises(ProtocolError):
+        plan_after_rekey([_leg()], 2, policy=FailurePolicy.REPLACE)
+
+
+@given(
+    st.lists(
+        st.builds(
+            LegObservation,
+            channel=st.text("abc", min_size=1, max_size=3),
+            epoch=st.none() | st.integers(0, 4),
+            switch_state=st.sampled_from(
+                ["none", "pending", "followed", "not-followed", "unverified"]
+            ),
+            switch_epoch=st.none() | st.integers(0, 4),
+            refused=st.booleans(),
+            present=st.booleans(),
+        ),
+        max_size=6,
+    ),
+    st.integers(1, 4),
+)
+def test_no_present_leg_below_the_new_epoch_is_ever_kept(
+    observations: list[LegObservation], epoch: int
+) -> None:
+    outcome = plan_after_rekey(observations, epoch)
+    last = {o.channel: o for o in observations}  # the plan keys by channel: the last one wins
+    for channel, observation in last.items():
+        below = observation.present and observation.epoch is not None and observation.epoch < epoch
+        if below:
+            assert channel in outcome.remove
+        if not observation.present or observation.epoch is None:
+            assert channel not in outcome.remove

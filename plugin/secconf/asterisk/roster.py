@@ -7,13 +7,7 @@ to collect due rekeys, and after every (re)connect resynchronises from
 ``ConfbridgeListRooms``/``ConfbridgeList`` (a leave missed while AMI was down
 still rekeys).  What happens with a decision is the caller's ``on_rekey``.
 
-Next steps (issue 6, not built yet): write the roster to Redis
-(``P:roster:<conference>``) so the Kamailio module and a second watcher see it,
-with a watcher lease so only one watcher drives rekeys; and the rekey driver
-itself: a new group key epoch at the edge (KMS mode: from the KMS), then
-:meth:`AmiClient.rekey_refresh` per remaining channel (the re-INVITE passes
-Kamailio, which keys it with the new epoch), then switch verification and a
-replacement call for a leg that did not follow.
+The rekey driver, the Redis roster and the lease are in :mod:`secconf.asterisk.watcher`.
 """
 
 from __future__ import annotations
@@ -71,6 +65,10 @@ class RosterFollower:
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
+
+    def wake(self) -> None:
+        """Look at the tracker's deadlines again (after ``tracker.request_rekey``)."""
+        self._wake.set()
 
     async def close(self) -> None:
         if self._task is not None:

@@ -55,16 +55,23 @@ __all__ = [
     "ConferenceEnded",
     "ConferenceStarted",
     "Event",
+    "FailurePolicy",
+    "LegObservation",
+    "LegVerdict",
     "Member",
     "MemberJoined",
     "MemberLeft",
     "Output",
     "Rekey",
+    "RekeyOutcome",
     "RekeyPolicy",
     "RekeyReason",
     "RosterSnapshot",
     "RosterTracker",
     "event_from_ami",
+    "judge_leg",
+    "leg_settled",
+    "plan_after_rekey",
     "replay",
 ]
 
@@ -221,6 +228,10 @@ class RekeyReason(enum.Enum):
     JOIN = "join"
     LEAVE = "leave"
     PERIODIC = "periodic"
+    #: asked again after a rekey that failed half-way (the driver's ``request_rekey``)
+    RETRY = "retry"
+    #: a watcher took over a conference whose previous watcher's lease lapsed
+    TAKEOVER = "takeover"
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,3 +531,125 @@ def replay(
         rekeys.extend(tracker.poll(deadline))
         deadline = tracker.next_deadline()
     return rekeys
+
+
+# -- after a rekey: what each leg did, and what to do about it ------------------------
+#
+# The driver (secconf.asterisk.watcher) observes; these functions decide.  A leg is
+# one member's media path at the edge.  What matters for the departed member is the
+# *edge's* outbound epoch: once a leg is switched the edge sends to it under the new
+# key only, whether or not the phone followed.  A leg still on an old epoch (the
+# phone refused the re-INVITE, or never answered it) is still sent to under a key the
+# departed member knew: it must go.  A leg that was switched but whose phone did not
+# follow (baresip 1.0.0) hears nothing: it must be replaced or removed too, for the
+# member's sake.  A leg without RTCP cannot be verified: accepted by default.
+
+
+class LegVerdict(enum.Enum):
+    FOLLOWED = "followed"  # on the new epoch; its receiver reports prove the phone followed
+    UNVERIFIED = "unverified"  # on the new epoch; no usable report in time
+    NOT_FOLLOWED = "not-followed"  # on the new epoch at the edge; the phone kept the old key
+    REFUSED = "refused"  # the phone refused the re-INVITE (leg stays on its old epoch)
+    NO_ANSWER = "no-answer"  # the leg never reached the new epoch in time
+    GONE = "gone"  # left the bridge meanwhile (nothing to do)
+
+
+class FailurePolicy(enum.Enum):
+    """What happens to a leg that did not follow a rekey.
+
+    ``REMOVE``: hang the channel up.  ``REPLACE`` (hang up and dial back into the
+    bridge with the new key) is the intended default once replacement calls exist;
+    the watcher refuses it in its configuration until then.
+    """
+
+    REMOVE = "remove"
+    REPLACE = "replace"
+
+
+_SWITCH_TERMINAL = frozenset({"followed", "not-followed", "unverified"})
+
+
+@dataclass(frozen=True, slots=True)
+class LegObservation:
+    """What the driver saw of one member's leg after asking for rekey epoch *n*.
+
+    ``epoch``: the edge leg's outbound epoch (``None``: no leg at the edge);
+    ``switch_state``/``switch_epoch``: the edge's switch verification
+    (``GET /v1/conferences/{c}``); ``refused``: a ``rekey-failed`` entry for this
+    leg's call at epoch *n*; ``present``: the channel is still in the bridge.
+    """
+
+    channel: str
+    epoch: int | None
+    switch_state: str = "none"
+    switch_epoch: int | None = None
+    refused: bool = False
+    present: bool = True
+
+
+def leg_settled(observation: LegObservation, epoch: int) -> bool:
+    """True when waiting longer cannot change this leg's verdict for *epoch*."""
+    if not observation.present or observation.epoch is None or observation.refused:
+        return True
+    if observation.epoch < epoch:
+        return False  # its re-INVITE has not been answered (yet)
+    return observation.switch_epoch == epoch and observation.switch_state in _SWITCH_TERMINAL
+
+
+def judge_leg(observation: LegObservation, epoch: int) -> LegVerdict:
+    """The verdict for one leg once it settled or the driver stopped waiting."""
+    if not observation.present or observation.epoch is None:
+        return LegVerdict.GONE
+    if observation.epoch < epoch:
+        return LegVerdict.REFUSED if observation.refused else LegVerdict.NO_ANSWER
+    if observation.switch_epoch != epoch:
+        # On the new epoch without a switch check of it (switched by a later rekey, or
+        # the participant's own re-INVITE): nothing proves either way.
+        return LegVerdict.UNVERIFIED
+    if observation.switch_state == "followed":
+        return LegVerdict.FOLLOWED
+    if observation.switch_state == "not-followed":
+        return LegVerdict.NOT_FOLLOWED
+    return LegVerdict.UNVERIFIED  # "unverified", or still "pending" when time ran out
+
+
+@dataclass(frozen=True, slots=True)
+class RekeyOutcome:
+    """Verdicts of one rekey and the channels to act on (``remove``, in channel order)."""
+
+    epoch: int
+    verdicts: Mapping[str, LegVerdict]
+    remove: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        """Every remaining member is on the new epoch and nobody is to be removed."""
+        return not self.remove and all(
+            verdict in (LegVerdict.FOLLOWED, LegVerdict.UNVERIFIED, LegVerdict.GONE)
+            for verdict in self.verdicts.values()
+        )
+
+
+def plan_after_rekey(
+    observations: Iterable[LegObservation],
+    epoch: int,
+    *,
+    policy: FailurePolicy = FailurePolicy.REMOVE,
+    accept_unverified: bool = True,
+) -> RekeyOutcome:
+    """Judge every leg and pick the channels the policy removes.
+
+    Refused and unanswered legs are always acted on (the edge still sends to them
+    under a key the departed member knew); not-followed legs too (they hear
+    nothing); unverified legs only if *accept_unverified* is false.
+    """
+    if policy is not FailurePolicy.REMOVE:
+        raise ProtocolError("only the 'remove' failure policy is available (no replacement calls)")
+    verdicts: dict[str, LegVerdict] = {}
+    for observation in observations:
+        verdicts[observation.channel] = judge_leg(observation, epoch)
+    failing = {LegVerdict.REFUSED, LegVerdict.NO_ANSWER, LegVerdict.NOT_FOLLOWED}
+    if not accept_unverified:
+        failing.add(LegVerdict.UNVERIFIED)
+    remove = tuple(sorted(channel for channel, verdict in verdicts.items() if verdict in failing))
+    return RekeyOutcome(epoch, verdicts, remove)

@@ -1,0 +1,709 @@
+"""The roster watcher and rekey driver: ``secconf watcher serve --config FILE`` (docs/asterisk.md).
+
+One process per Asterisk (more for standby).  It follows AMI with
+:class:`~secconf.asterisk.roster.RosterFollower`, keeps each bridge's roster in
+Redis (``P:roster:<conference>``, reconciled with ``ConfbridgeList`` after every
+(re)connect), takes the debounced decisions of :class:`~secconf.core.roster.RosterTracker`
+and drives each rekey:
+
+1. the conference's **lease** (``P:watcher-lease:<conference>``, ``SET NX PX``,
+   renewed every ``lease_ttl / 3``): only its holder acts, so two watchers never
+   rekey one conference twice; a standby takes over when the lease lapses (and
+   rekeys once, since it cannot know how far the old holder got);
+2. the next **epoch**: :func:`secconf.kamailio.rekey.rekey` with the module's own
+   settings (Redis, KEK, edge): epoch n+1 wrapped in Redis and at the edge;
+3. per remaining channel, one at a time per channel, all channels in parallel (at
+   most ``max_parallel``): the **re-INVITE trigger**
+   (:meth:`~secconf.asterisk.ami.AmiClient.rekey_refresh`), then wait until the
+   dialog record says the leg is on epoch n+1 (the module switched it at the 200 OK)
+   or ``P:rekey-failed:<conference>`` has the refusal, or ``refresh_timeout``;
+4. the edge's **switch verification** (``GET /v1/conferences/{c}``) polled until
+   every leg is ``followed``, ``not-followed`` or ``unverified``, or
+   ``verify_timeout``;
+5. the **verdicts** (:func:`secconf.core.roster.plan_after_rekey`, pure) and the
+   policy: ``remove`` hangs up (AMI ``Hangup``) every leg that refused, did not
+   answer in time or did not follow.  Replacement calls are not built yet.
+
+Each rekey's report (epoch, timings, verdicts; never a key) is logged and appended to
+``P:rekeys:<conference>``.  Every Redis, HTTP and AMI call has a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import redis
+
+from secconf.core.errors import SecconfError
+from secconf.core.focus import ConferenceNotFound
+from secconf.core.roster import (
+    ConferenceEnded,
+    FailurePolicy,
+    LegObservation,
+    LegVerdict,
+    MemberJoined,
+    MemberLeft,
+    Output,
+    Rekey,
+    RekeyPolicy,
+    RekeyReason,
+    RosterTracker,
+    leg_settled,
+    plan_after_rekey,
+)
+from secconf.kamailio.rekey import rekey as mint_epoch
+from secconf.kamailio.settings import Settings as FocusSettings
+from secconf.kamailio.settings import load_settings as load_focus_settings
+from secconf.store.conferences import ConferenceStore, connect_blocking
+from secconf.store.keywrap import KeyWrapper, load_key_file
+
+from .ami import AmiClient, AmiError, AmiSettings
+from .roster import RosterFollower
+
+__all__ = [
+    "Lease",
+    "RekeyReport",
+    "Watcher",
+    "WatcherSettings",
+    "load_watcher_settings",
+    "run",
+]
+
+log = logging.getLogger("secconf.asterisk.watcher")
+
+#: Entries kept in a conference's rekey report stream.
+REPORTS_MAX = 100
+#: Lifetime of roster and report keys without a write (a watcher that died leaves none forever).
+ROSTER_TTL = 86400
+
+
+class WatcherConfigError(ValueError):
+    """The watcher's configuration is unusable; the message names the key."""
+
+
+@dataclass(frozen=True)
+class WatcherSettings:
+    ami: AmiSettings
+    focus: FocusSettings = field(repr=False)
+    policy: RekeyPolicy = field(default_factory=RekeyPolicy)
+    watcher_id: str = ""
+    lease_ttl: float = 15.0
+    refresh_timeout: float = 5.0
+    verify_timeout: float = 15.0
+    poll_interval: float = 0.1
+    max_parallel: int = 8
+    on_failure: FailurePolicy = FailurePolicy.REMOVE
+    accept_unverified: bool = True
+    redis_timeout: float = 1.0
+
+    @property
+    def prefix(self) -> str:
+        return self.focus.redis_prefix
+
+
+def _number(table: Mapping[str, Any], key: str, default: float, *, section: str) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise WatcherConfigError(f"[{section}] {key} must be a positive number")
+    return float(value)
+
+
+def load_watcher_settings(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> WatcherSettings:
+    """Read config/watcher.toml (see the sample); relative paths are relative to the file."""
+    environ = os.environ if env is None else env
+    config_path = Path(path)
+    try:
+        data = tomllib.loads(config_path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise WatcherConfigError(f"cannot read {config_path}: {exc}") from None
+    base = config_path.parent
+    watcher = data.get("watcher", {})
+    ami = data.get("ami", {})
+    focus_path = environ.get("SECCONF_KAMAILIO_CONFIG") or watcher.get("focus_config")
+    if not focus_path:
+        raise WatcherConfigError("[watcher] focus_config (the Kamailio module's TOML) is required")
+    focus_file = Path(focus_path)
+    focus = load_focus_settings(focus_file if focus_file.is_absolute() else base / focus_file, env)
+    secret = environ.get("SECCONF_AMI_SECRET", "")
+    secret_file = environ.get("SECCONF_AMI_SECRET_FILE") or ami.get("secret_file")
+    if not secret and secret_file:
+        secret_path = Path(secret_file)
+        secret_path = secret_path if secret_path.is_absolute() else base / secret_path
+        try:
+            lines = secret_path.read_text().splitlines()
+        except OSError as exc:
+            raise WatcherConfigError(f"[ami] secret_file: {exc}") from None
+        secret = lines[0].strip() if lines else ""
+    if not secret:
+        raise WatcherConfigError("[ami] secret_file (or $SECCONF_AMI_SECRET) is required")
+    port = environ.get("SECCONF_AMI_PORT") or ami.get("port", 5038)
+    try:
+        ami_settings = AmiSettings(
+            host=str(ami.get("host", "127.0.0.1")),
+            port=int(port),
+            username=str(ami.get("username", "secconf")),
+            secret=secret,
+            connect_timeout=_number(ami, "connect_timeout", 2.0, section="ami"),
+            action_timeout=_number(ami, "action_timeout", 2.0, section="ami"),
+            keepalive=_number(ami, "keepalive", 10.0, section="ami"),
+        )
+        policy = RekeyPolicy.from_mapping(data.get("rekey", {}))
+    except (ValueError, SecconfError) as exc:
+        raise WatcherConfigError(str(exc)) from None
+    on_failure = str(watcher.get("on_failure", "remove"))
+    if on_failure == "replace":
+        raise WatcherConfigError(
+            '[watcher] on_failure = "replace" needs replacement calls, not built yet: use "remove"'
+        )
+    if on_failure != "remove":
+        raise WatcherConfigError('[watcher] on_failure must be "remove"')
+    accept_unverified = watcher.get("accept_unverified", True)
+    if not isinstance(accept_unverified, bool):
+        raise WatcherConfigError("[watcher] accept_unverified must be true or false")
+    max_parallel = watcher.get("max_parallel", 8)
+    if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
+        raise WatcherConfigError("[watcher] max_parallel must be a positive integer")
+    return WatcherSettings(
+        ami=ami_settings,
+        focus=focus,
+        policy=policy,
+        watcher_id=str(watcher.get("id") or f"{socket.gethostname()}-{os.getpid()}"),
+        lease_ttl=_number(watcher, "lease_ttl", 15.0, section="watcher"),
+        refresh_timeout=_number(watcher, "refresh_timeout", 5.0, section="watcher"),
+        verify_timeout=_number(watcher, "verify_timeout", 15.0, section="watcher"),
+        poll_interval=_number(watcher, "poll_interval", 0.1, section="watcher"),
+        max_parallel=max_parallel,
+        on_failure=FailurePolicy.REMOVE,
+        accept_unverified=accept_unverified,
+        redis_timeout=_number(watcher, "redis_timeout", 1.0, section="watcher"),
+    )
+
+
+# -- the lease ------------------------------------------------------------------------
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class Lease:
+    """``P:watcher-lease:<conference>`` = this watcher's token, ``SET NX PX``, renewed."""
+
+    def __init__(self, client: redis.Redis, prefix: str, owner: str, ttl: float) -> None:
+        self._redis = client
+        self._prefix = prefix
+        # The owner name plus a random part: a restarted watcher with the same id is
+        # not mistaken for its previous life.
+        self.token = f"{owner}/{secrets.token_hex(4)}"
+        self._ttl_ms = max(1, int(ttl * 1000))
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    def key(self, conference: str) -> str:
+        return f"{self._prefix}:watcher-lease:{conference}"
+
+    def hold(self, conference: str) -> bool:
+        """Take or renew the lease; False if another watcher holds it."""
+        key = self.key(conference)
+        if self._redis.set(key, self.token, nx=True, px=self._ttl_ms):
+            return True
+        return bool(self._renew(keys=[key], args=[self.token, self._ttl_ms]))
+
+    def holder(self, conference: str) -> str | None:
+        value = self._redis.get(self.key(conference))
+        return None if value is None else cast(bytes, value).decode()
+
+    def release(self, conference: str) -> None:
+        self._release(keys=[self.key(conference)], args=[self.token])
+
+
+# -- reports ----------------------------------------------------------------------------
+
+
+@dataclass
+class RekeyReport:
+    """One rekey as the watcher drove it (times in seconds on the monotonic clock)."""
+
+    conference: str
+    epoch: int
+    reasons: tuple[str, ...]
+    first_change: float
+    started: float
+    minted: float = 0.0
+    refreshed: float = 0.0
+    settled: float = 0.0
+    #: when the last remaining leg's dialog record showed the new epoch
+    all_switched: float | None = None
+    verdicts: dict[str, str] = field(default_factory=dict)
+    switched_at: dict[str, float] = field(default_factory=dict)
+    removed: tuple[str, ...] = ()
+    note: str = ""
+
+    def summary(self) -> dict[str, str]:
+        def ms(value: float | None) -> str:
+            return "" if value is None else f"{(value - self.started) * 1000:.0f}"
+
+        return {
+            "epoch": str(self.epoch),
+            "reasons": ",".join(self.reasons),
+            "wait_ms": f"{(self.started - self.first_change) * 1000:.0f}",
+            "mint_ms": ms(self.minted),
+            "refresh_ms": ms(self.refreshed),
+            "all_switched_ms": ms(self.all_switched),
+            "settled_ms": ms(self.settled),
+            "verdicts": json.dumps(self.verdicts, sort_keys=True),
+            "removed": ",".join(self.removed),
+            "note": self.note,
+        }
+
+
+# -- the watcher --------------------------------------------------------------------------
+
+
+class Watcher:
+    """AMI follower + Redis roster + lease + rekey driver (see the module doc)."""
+
+    def __init__(
+        self,
+        settings: WatcherSettings,
+        *,
+        ami: AmiClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        focus = settings.focus
+        self.redis = connect_blocking(
+            focus.redis_url, timeout=max(settings.redis_timeout, focus.redis_timeout)
+        )
+        self.store = ConferenceStore(
+            self.redis, KeyWrapper(load_key_file(focus.kek_file), focus.kek_id), focus.redis_prefix
+        )
+        self.lease = Lease(self.redis, settings.prefix, settings.watcher_id, settings.lease_ttl)
+        self.ami = ami or AmiClient(settings.ami)
+        self.tracker = RosterTracker(settings.policy)
+        self.follower = RosterFollower(
+            self.ami, self.tracker, self._on_rekey, on_change=self._on_change, clock=clock
+        )
+        self.ami.on_connected(self._reconcile)
+        headers = {"authorization": f"Bearer {focus.edge_token}"} if focus.edge_token else {}
+        self.edge = (
+            httpx.AsyncClient(
+                base_url=focus.edge_url,
+                headers=headers,
+                timeout=max(focus.edge_timeout, 1.0),
+                trust_env=False,
+            )
+            if focus.edge_url
+            else None
+        )
+        self.reports: list[RekeyReport] = []
+        self._report_waiters: list[asyncio.Future[RekeyReport]] = []
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, Rekey] = {}
+        self._call_ids: dict[str, str] = {}
+        self._channel_locks: dict[str, asyncio.Lock] = {}
+        self._held_by_others: set[str] = set()
+        self._parallel = asyncio.Semaphore(settings.max_parallel)
+        self._lease_task: asyncio.Task[None] | None = None
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    async def start(self, *, wait: bool = True) -> None:
+        await self.ami.start(wait=wait)
+        self.follower.start()
+        self._lease_task = asyncio.ensure_future(self._lease_loop())
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._lease_task, *self._running.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.follower.close()
+        await self.ami.close()
+        for conference in self.tracker.conferences():
+            with contextlib.suppress(redis.RedisError):
+                await asyncio.to_thread(self.lease.release, conference)
+        if self.edge is not None:
+            await self.edge.aclose()
+        self.redis.close()
+
+    async def next_report(self, timeout: float) -> RekeyReport:
+        """The next rekey report (tests, operators)."""
+        future: asyncio.Future[RekeyReport] = asyncio.get_running_loop().create_future()
+        self._report_waiters.append(future)
+        return await asyncio.wait_for(future, timeout)
+
+    # -- the roster in Redis -----------------------------------------------------------------
+
+    def roster_key(self, conference: str) -> str:
+        return f"{self.settings.prefix}:roster:{conference}"
+
+    async def _on_change(self, output: Output) -> None:
+        try:
+            if isinstance(output, MemberJoined):
+                member = output.member
+                call_id = await self._call_id(member.channel)
+                value = json.dumps(
+                    {"uniqueid": member.uniqueid, "caller_id": member.caller_id, "call_id": call_id}
+                )
+                await asyncio.to_thread(self._roster_set, output.conference, member.channel, value)
+            elif isinstance(output, MemberLeft):
+                self._call_ids.pop(output.member.channel, None)
+                self._channel_locks.pop(output.member.channel, None)
+                await asyncio.to_thread(
+                    self.redis.hdel, self.roster_key(output.conference), output.member.channel
+                )
+            elif isinstance(output, ConferenceEnded):
+                await asyncio.to_thread(self.redis.delete, self.roster_key(output.conference))
+                with contextlib.suppress(redis.RedisError):
+                    await asyncio.to_thread(self.lease.release, output.conference)
+                self._held_by_others.discard(output.conference)
+        except (redis.RedisError, SecconfError) as exc:
+            log.warning("roster write for %s failed: %s", output.conference, exc)
+
+    def _roster_set(self, conference: str, channel: str, value: str) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.roster_key(conference), channel, value)
+        pipe.expire(self.roster_key(conference), ROSTER_TTL)
+        pipe.execute()
+
+    async def _reconcile(self, client: AmiClient) -> None:
+        """After every (re)connect (and the follower's resync): Redis = what Asterisk lists."""
+        rosters: dict[str, dict[str, str]] = {}
+        for conference in self.tracker.conferences():
+            members = self.tracker.members(conference)
+            rosters[conference] = {}
+            for member in members:
+                call_id = await self._call_id(member.channel)
+                rosters[conference][member.channel] = json.dumps(
+                    {"uniqueid": member.uniqueid, "caller_id": member.caller_id, "call_id": call_id}
+                )
+        try:
+            await asyncio.to_thread(self._write_rosters, rosters)
+        except redis.RedisError as exc:
+            log.warning("roster reconcile failed: %s", exc)
+
+    def _write_rosters(self, rosters: dict[str, dict[str, str]]) -> None:
+        stale = [
+            key
+            for key in self.redis.scan_iter(match=f"{self.settings.prefix}:roster:*", count=500)
+            if cast(bytes, key).decode().rsplit(":", 1)[1] not in rosters
+        ]
+        pipe = self.redis.pipeline(transaction=True)
+        for key in stale:
+            pipe.delete(key)
+        for conference, members in rosters.items():
+            pipe.delete(self.roster_key(conference))
+            if members:
+                pipe.hset(self.roster_key(conference), mapping=dict(members.items()))
+                pipe.expire(self.roster_key(conference), ROSTER_TTL)
+        pipe.execute()
+
+    async def _call_id(self, channel: str) -> str:
+        """The SIP Call-ID of a PJSIP channel (the dialog record's key), cached."""
+        known = self._call_ids.get(channel)
+        if known:
+            return known
+        try:
+            call_id = await self.ami.getvar(channel, "CHANNEL(pjsip,call-id)")
+        except AmiError as exc:
+            log.warning("Call-ID of %s unknown: %s", channel, exc)
+            return ""
+        if call_id:
+            self._call_ids[channel] = call_id
+        return call_id
+
+    # -- leases --------------------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        """Renew our leases; take over conferences whose holder's lease lapsed."""
+        while True:
+            await asyncio.sleep(self.settings.lease_ttl / 3)
+            for conference in self.tracker.conferences():
+                if not self.tracker.members(conference):
+                    continue
+                try:
+                    held = await asyncio.to_thread(self.lease.hold, conference)
+                except redis.RedisError as exc:
+                    log.warning("lease renewal for %s failed: %s", conference, exc)
+                    continue
+                if not held:
+                    self._held_by_others.add(conference)
+                elif conference in self._held_by_others:
+                    self._held_by_others.discard(conference)
+                    log.warning(
+                        "took over conference %s from a lapsed watcher: rekeying", conference
+                    )
+                    self.tracker.request_rekey(conference, self.clock(), RekeyReason.TAKEOVER)
+                    self.follower.wake()
+
+    # -- rekeys --------------------------------------------------------------------------------
+
+    async def _on_rekey(self, rekey: Rekey) -> None:
+        """A due decision: run it, or queue it behind the running rekey of that conference."""
+        conference = rekey.conference
+        if conference in self._running:
+            self._pending[conference] = rekey  # coalesced: the next run covers it
+            return
+        self._running[conference] = asyncio.ensure_future(self._rekey_loop(rekey))
+
+    async def _rekey_loop(self, rekey: Rekey | None) -> None:
+        conference = rekey.conference if rekey else ""
+        try:
+            while rekey is not None:
+                report = await self._drive(rekey)
+                if report is not None:
+                    self._publish(report)
+                rekey = self._pending.pop(conference, None)
+        finally:
+            self._running.pop(conference, None)
+
+    def _publish(self, report: RekeyReport) -> None:
+        self.reports.append(report)
+        summary = report.summary()
+        log.info("rekey %s epoch %s: %s", report.conference, report.epoch, summary)
+        try:
+            key = f"{self.settings.prefix}:rekeys:{report.conference}"
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xadd(key, summary, maxlen=REPORTS_MAX, approximate=True)  # type: ignore[arg-type]
+            pipe.expire(key, ROSTER_TTL)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("rekey report for %s not stored: %s", report.conference, exc)
+        waiters, self._report_waiters = self._report_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(report)
+
+    def _retry(self, conference: str) -> None:
+        self.tracker.request_rekey(conference, self.clock(), RekeyReason.RETRY)
+        self.follower.wake()
+
+    async def _drive(self, rekey: Rekey) -> RekeyReport | None:
+        conference = rekey.conference
+        started = self.clock()
+        try:
+            if not await asyncio.to_thread(self.lease.hold, conference):
+                holder = await asyncio.to_thread(self.lease.holder, conference)
+                self._held_by_others.add(conference)
+                log.info("rekey of %s left to the lease holder %s", conference, holder)
+                return None
+            info = await asyncio.to_thread(self.store.get, conference)
+        except (redis.RedisError, SecconfError) as exc:
+            log.warning("rekey of %s postponed: %s", conference, exc)
+            self._retry(conference)
+            return None
+        if info is None or info.state != "active":
+            log.info("conference %s is not active in Redis: no rekey", conference)
+            return None
+        try:
+            epoch = await asyncio.to_thread(mint_epoch, conference, self.settings.focus)
+        except ConferenceNotFound:
+            return None
+        except SecconfError as exc:
+            log.warning("minting an epoch for %s failed (%s): retrying", conference, exc)
+            self._retry(conference)
+            return None
+        report = RekeyReport(
+            conference,
+            epoch,
+            tuple(sorted(reason.value for reason in rekey.reasons)),
+            rekey.first_change,
+            started,
+            minted=self.clock(),
+        )
+        if info.mode == "kms":
+            # The module refuses re-INVITEs in KMS dialogs (docs/kamailio.md): legs stay
+            # on their epoch until they rejoin.  Nothing to trigger or verify yet.
+            report.note = "kms: epoch minted, re-INVITE rekeys not built"
+            report.refreshed = report.settled = self.clock()
+            return report
+        channels = [member.channel for member in self.tracker.members(conference)]
+        call_ids = {channel: await self._call_id(channel) for channel in channels}
+        await asyncio.gather(
+            *(self._refresh(conference, ch, call_ids[ch], epoch, report) for ch in channels)
+        )
+        report.refreshed = self.clock()
+        if channels and all(ch in report.switched_at for ch in channels):
+            report.all_switched = max(report.switched_at.values())
+        observations = await self._verify(conference, epoch, call_ids)
+        report.settled = self.clock()
+        outcome = plan_after_rekey(
+            observations,
+            epoch,
+            policy=self.settings.on_failure,
+            accept_unverified=self.settings.accept_unverified,
+        )
+        report.verdicts = {channel: verdict.value for channel, verdict in outcome.verdicts.items()}
+        removed = []
+        for channel in outcome.remove:
+            log.warning(
+                "conference %s: %s %s on epoch %d: hanging up (policy remove)",
+                conference,
+                channel,
+                outcome.verdicts[channel].value,
+                epoch,
+            )
+            try:
+                await self.ami.hangup(channel)
+                removed.append(channel)
+            except AmiError as exc:
+                log.warning("hangup of %s failed: %s", channel, exc)
+        report.removed = tuple(removed)
+        return report
+
+    async def _refresh(
+        self, conference: str, channel: str, call_id: str, epoch: int, report: RekeyReport
+    ) -> None:
+        """One re-INVITE on *channel*; return when its leg is on *epoch*, refused, or timed out."""
+        lock = self._channel_locks.setdefault(channel, asyncio.Lock())
+        async with self._parallel, lock:
+            try:
+                await self.ami.rekey_refresh(channel)
+            except AmiError as exc:
+                log.warning("refresh of %s failed: %s", channel, exc)
+                return
+            if not call_id:
+                return
+            deadline = self.clock() + self.settings.refresh_timeout
+            while self.clock() < deadline:
+                try:
+                    dialog = await asyncio.to_thread(self.store.dialog, call_id)
+                    if dialog is not None and (dialog.epoch or 0) >= epoch:
+                        report.switched_at[channel] = self.clock()
+                        return
+                    if dialog is None or await self._refused(conference, call_id, epoch):
+                        return
+                except (redis.RedisError, SecconfError) as exc:
+                    log.warning("dialog read for %s failed: %s", channel, exc)
+                if channel not in {m.channel for m in self.tracker.members(conference)}:
+                    return
+                await asyncio.sleep(self.settings.poll_interval)
+            log.warning("conference %s: %s did not answer the rekey in time", conference, channel)
+
+    async def _refused(self, conference: str, call_id: str, epoch: int) -> bool:
+        failures = await asyncio.to_thread(self.store.rekey_failures, conference)
+        return any(
+            entry.get("call_id") == call_id and entry.get("epoch") == str(epoch)
+            for _, entry in failures
+        )
+
+    async def _verify(
+        self, conference: str, epoch: int, call_ids: Mapping[str, str]
+    ) -> list[LegObservation]:
+        """Poll the edge until every leg settled for *epoch* (or ``verify_timeout``)."""
+        deadline = self.clock() + self.settings.verify_timeout
+        legs: dict[str, str] = {}
+        for channel, call_id in call_ids.items():
+            with contextlib.suppress(redis.RedisError, SecconfError):
+                dialog = await asyncio.to_thread(self.store.dialog, call_id) if call_id else None
+                if dialog is not None:
+                    legs[channel] = dialog.leg
+        while True:
+            observations = await self._observe(conference, epoch, call_ids, legs)
+            if all(leg_settled(o, epoch) for o in observations) or self.clock() >= deadline:
+                return observations
+            await asyncio.sleep(self.settings.poll_interval)
+
+    async def _observe(
+        self,
+        conference: str,
+        epoch: int,
+        call_ids: Mapping[str, str],
+        legs: Mapping[str, str],
+    ) -> list[LegObservation]:
+        described: dict[str, dict[str, Any]] = {}
+        if self.edge is not None:
+            try:
+                response = await self.edge.get(f"/v1/conferences/{conference}")
+                if response.status_code == 200:
+                    described = {leg["leg"]: leg for leg in response.json().get("legs", [])}
+            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("edge state of %s unreadable: %s", conference, exc)
+        try:
+            failures = await asyncio.to_thread(self.store.rekey_failures, conference)
+        except (redis.RedisError, SecconfError):
+            failures = []
+        refused = {
+            entry.get("call_id")
+            for _, entry in failures
+            if entry.get("epoch") == str(epoch) and entry.get("call_id")
+        }
+        present = {member.channel for member in self.tracker.members(conference)}
+        observations = []
+        for channel, call_id in call_ids.items():
+            leg = described.get(legs.get(channel, ""))
+            switch = (leg or {}).get("switch") or {}
+            observations.append(
+                LegObservation(
+                    channel=channel,
+                    epoch=None if leg is None else int(leg["epoch"]),
+                    switch_state=str(switch.get("state", "none")),
+                    switch_epoch=switch.get("epoch"),
+                    refused=call_id in refused,
+                    present=channel in present,
+                )
+            )
+        return observations
+
+
+def verdict_counts(report: RekeyReport) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for verdict in report.verdicts.values():
+        counts[verdict] = counts.get(verdict, 0) + 1
+    return counts
+
+
+async def serve(settings: WatcherSettings, stop: asyncio.Event | None = None) -> None:
+    watcher = Watcher(settings)
+    await watcher.start(wait=False)
+    log.info("watcher %s following AMI at %s", settings.watcher_id, settings.ami)
+    try:
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await watcher.close()
+
+
+def run(settings: WatcherSettings) -> None:
+    """``secconf watcher serve``: until SIGINT/SIGTERM."""
+    import signal
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(main())
+
+
+__all__ += ["LegVerdict", "serve", "verdict_counts"]

@@ -1,0 +1,339 @@
+"""The first true end-to-end conference: Kamailio + module, edge, Asterisk ConfBridge, watcher.
+
+Real Redis, real media edge (``secconf edge serve``), real Kamailio 5.6 with the
+secconf module (SDES mode, P-Asserted-Identity trusted from 127.0.0.1) whose
+upstream is the real Asterisk 22 ConfBridge, and the roster watcher
+(:class:`secconf.asterisk.watcher.Watcher`) following Asterisk's AMI.  Three SDES
+participants (they switch their receive key at their 200 OK, like linphone, and
+send receiver reports so the edge can verify the switch) create and join; A's
+tone reaches B and C through Asterisk's mixer.  C hangs up: the watcher sees
+ConfbridgeLeave, rekeys once, Asterisk re-INVITEs A and B through Kamailio, the
+edge switches their legs at their 200 OKs.  After that A's tone still reaches B
+under the new key, and C's old key opens nothing the edge sends to B.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import pylibsrtp
+import pytest
+
+from secconf.asterisk.ami import AmiSettings
+from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
+from secconf.client.media import SrtpEndpoint
+from secconf.client.sip import Call, UserAgent
+from secconf.core.g711 import ToneGenerator, ulaw_decode
+from secconf.core.roster import RekeyPolicy
+from secconf.kamailio.settings import load_settings
+from secconf.store import generate_key_file
+from secconf.store.conferences import ConferenceStore, connect_blocking
+from secconf.store.keywrap import KeyWrapper, load_key_file
+from tests.fixtures.asterisk_server import AsteriskServer
+from tests.fixtures.edge_server import EdgeFactory, RunningEdge
+from tests.fixtures.kamailio_server import KamailioFactory, KamailioServer
+from tests.fixtures.redis_server import RedisServer
+from tests.kamailio.media import SUITE, SdesParticipant, ratio
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
+
+ALICE, BOB, CAROL = "sip:alice@example.com", "sip:bob@example.com", "sip:carol@example.com"
+TONE = 440.0
+PREFIX = "sce2e"
+
+SETTINGS = f"""
+[focus]
+domain = "conf.test.invalid"
+server_name = "focus.e2e"
+
+[identity]
+trusted_sources = ["127.0.0.1"]
+
+[policy]
+creators = ["{ALICE}"]
+allowed = ["{BOB}", "{CAROL}"]
+
+[upstream]
+uri = "sip:127.0.0.1:9"
+
+[redis]
+url = "redis://127.0.0.1:1/0"
+timeout = 0.5
+prefix = "{PREFIX}"
+kek_file = "kek"
+kek_id = "e2e-kek"
+
+[edge]
+timeout = 1.0
+"""
+
+
+@dataclass
+class Stack:
+    redis: RedisServer
+    edge: RunningEdge
+    kamailio: KamailioServer
+    asterisk: AsteriskServer
+
+    def target(self, user: str) -> str:
+        return f"sip:{user}@127.0.0.1:{self.kamailio.port}"
+
+    def store(self) -> ConferenceStore:
+        settings = load_settings(self.kamailio.settings_path, env=self.kamailio.extra_env)
+        client = connect_blocking(self.redis.url, timeout=1.0)
+        wrapper = KeyWrapper(load_key_file(settings.kek_file), settings.kek_id)
+        return ConferenceStore(client, wrapper, PREFIX)
+
+    def watcher_settings(self, watcher_id: str) -> WatcherSettings:
+        return WatcherSettings(
+            ami=AmiSettings(
+                port=self.asterisk.ami_port,
+                username=self.asterisk.ami_user,
+                secret=self.asterisk.ami_secret,
+            ),
+            focus=load_settings(self.kamailio.settings_path, env=self.kamailio.extra_env),
+            # Joins do not rekey here: the scenario is about the leave (C's key is epoch 1).
+            policy=RekeyPolicy(debounce=0.5, rekey_on_join=False),
+            watcher_id=watcher_id,
+            refresh_timeout=5.0,
+            verify_timeout=8.0,
+            poll_interval=0.02,
+        )
+
+
+@pytest.fixture(scope="module")
+def stack(
+    redis_server: RedisServer,
+    edge_factory: EdgeFactory,
+    kamailio_factory: KamailioFactory,
+    asterisk_server: AsteriskServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    redis_server.ensure_ready()
+    edge = edge_factory.start()
+    kek = tmp_path_factory.mktemp("e2e") / "kek"
+    generate_key_file(kek)
+    kamailio = kamailio_factory.start(
+        SETTINGS.replace('kek_file = "kek"', f'kek_file = "{kek}"'),
+        env={
+            "SECCONF_REDIS_URL": redis_server.url,
+            # Kamailio's upstream is Asterisk's SIP port; Asterisk identifies Kamailio
+            # by its address (127.0.0.1, pjsip.conf [kamailio-identify]).
+            "SECCONF_UPSTREAM": f"sip:127.0.0.1:{asterisk_server.sip_port}",
+            "SECCONF_EDGE_URL": edge.url,
+            "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file),
+        },
+    )
+    yield Stack(redis_server, edge, kamailio, asterisk_server)
+    kamailio.stop()
+    edge.stop()
+
+
+async def phone(identity: str) -> SdesParticipant:
+    """tests/kamailio/media.py's SDES participant, with receiver reports every ~0.3 s."""
+    ua = await UserAgent.start("127.0.0.1", identity=identity)
+    media = await SrtpEndpoint.open("127.0.0.1", rtcp_interval=0.3)
+    material = secrets.token_bytes(30)
+    participant = SdesParticipant(ua, media, (SUITE, material[:16], material[16:]))
+    ua.on_invite = participant._on_invite
+    return participant
+
+
+def conference_of(call: Call) -> str:
+    header = call.response.get("X-Secconf-Conference")  # type: ignore[union-attr]
+    assert header is not None
+    return header.split("conf-", 1)[1].split("@", 1)[0]
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def bounded(step: Awaitable[object], what: str, timeout: float = 5.0) -> None:
+    """Teardown steps never hang the test."""
+    try:
+        await asyncio.wait_for(step, timeout)
+    except TimeoutError:
+        tasks = "\n".join(repr(task) for task in asyncio.all_tasks())
+        raise AssertionError(f"{what} took longer than {timeout} s; tasks:\n{tasks}") from None
+
+
+def heard(participant: SdesParticipant) -> list[int]:
+    """What the participant decoded since the last call, without the silence around the tone.
+
+    The mixer sends all the time (silence when nobody talks); the Goertzel ratio is the
+    tone's share of the whole buffer, so leading and trailing silence is cut off.
+    """
+    samples: list[int] = []
+    for packet in participant.media.drain():
+        samples.extend(ulaw_decode(packet.packet.payload))
+    loud = [index for index, sample in enumerate(samples) if abs(sample) > 1000]
+    return samples[loud[0] : loud[-1] + 1] if loud else []
+
+
+def receiver(material: tuple[str, bytes, bytes]) -> pylibsrtp.Session:
+    _, key, salt = material
+    return pylibsrtp.Session(
+        pylibsrtp.Policy(
+            key=key + salt,
+            ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
+            srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+        )
+    )
+
+
+def opens(session: pylibsrtp.Session, packet: bytes) -> bool:
+    rtcp = len(packet) > 1 and 192 <= packet[1] <= 223
+    try:
+        session.unprotect_rtcp(packet) if rtcp else session.unprotect(packet)
+    except (pylibsrtp.Error, ValueError):
+        return False
+    return True
+
+
+def test_leave_rekeys_through_asterisk_and_the_leaver_key_opens_nothing(stack: Stack) -> None:
+    async def scenario() -> None:
+        # Two watchers on the same AMI and Redis: the conference's lease lets one act.
+        watcher = Watcher(stack.watcher_settings("e2e-1"))
+        standby = Watcher(stack.watcher_settings("e2e-2"))
+        await watcher.start()
+        await standby.start()
+        a, b, c = await phone(ALICE), await phone(BOB), await phone(CAROL)
+        talking: asyncio.Task[int] | None = None
+        store = stack.store()
+        try:
+            call_a = await a.invite(stack.target("conf-factory"), ALICE)
+            conference = conference_of(call_a)
+            call_b = await b.invite(stack.target(f"conf-{conference}"), BOB)
+            call_c = await c.invite(stack.target(f"conf-{conference}"), CAROL)
+            await wait_for(
+                lambda: len(watcher.tracker.members(conference)) == 3, 5, "three ConfbridgeJoin"
+            )
+            channels = {m.caller_id: m.channel for m in watcher.tracker.members(conference)}
+            assert set(channels) == {"alice", "bob", "carol"}, channels
+            assert a.group == b.group == c.group  # one group key in every answer (epoch 1)
+            old_key = c.group
+            assert old_key is not None
+
+            # The roster in Redis is the bridge's, with each channel's SIP Call-ID.
+            roster = store.client.hgetall(f"{PREFIX}:roster:{conference}")
+            assert {k.decode() for k in roster} == set(channels.values())
+            assert {call_a.call_id, call_b.call_id, call_c.call_id} == {
+                json.loads(v)["call_id"] for v in roster.values()
+            }
+
+            # Asterisk's media goes to the edge's internal legs (the module's SDP rewrite).
+            legs = {
+                leg["leg"]: leg for leg in stack.edge.get(f"/v1/conferences/{conference}")["legs"]
+            }
+            for name, call in (("alice", call_a), ("bob", call_b), ("carol", call_c)):
+                dialog = store.dialog(call.call_id)
+                assert dialog is not None
+                assert dialog.epoch == 1
+                leg = legs[dialog.leg]
+                dest = await watcher.ami.getvar(channels[name], "CHANNEL(rtp,dest)")
+                internal = leg["internal"]
+                assert dest == f"{internal['host']}:{internal['port']}", (name, dest, internal)
+                remote = leg["internal_remote"]
+                assert remote is not None
+                assert remote["host"] == "127.0.0.1"
+                lo, hi = stack.asterisk.rtp_range
+                assert lo <= remote["port"] <= hi
+
+            # A talks; B and C hear it through the ConfBridge mix, under the group key.
+            await asyncio.sleep(0.3)
+            for p in (a, b, c):
+                p.media.drain()
+            await a.media.send_audio(ToneGenerator(TONE).frames(60), a.media.ssrc)
+            await asyncio.sleep(0.3)
+            heard_b, heard_c = heard(b), heard(c)
+            assert ratio(heard_b, TONE) > 0.8, ratio(heard_b, TONE)
+            assert ratio(heard_c, TONE) > 0.8, ratio(heard_c, TONE)
+
+            # Capture everything the edge sends to B from now on.
+            captured: list[tuple[float, bytes]] = []
+            deliver = b.media._on_datagram
+
+            def capture(data: bytes, addr: tuple[str, int]) -> None:
+                captured.append((time.monotonic(), data))
+                deliver(data, addr)
+
+            b.media._on_datagram = capture  # type: ignore[method-assign]
+            talking = asyncio.ensure_future(
+                a.media.send_audio(ToneGenerator(TONE).frames(400), a.media.ssrc)
+            )
+            await asyncio.sleep(0.3)
+
+            # C leaves.  One rekey (debounce), re-INVITEs to A and B through Kamailio.
+            waiters = [asyncio.ensure_future(w.next_report(30)) for w in (watcher, standby)]
+            bye_at = time.monotonic()
+            await call_c.bye(timeout=5)
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            report: RekeyReport = done.pop().result()
+            assert report.epoch == 2
+            assert report.reasons == ("leave",)
+            assert report.all_switched is not None
+            leave_to_switched = report.all_switched - bye_at
+            assert set(report.verdicts) == {channels["alice"], channels["bob"]}
+            assert set(report.verdicts.values()) == {"followed"}, report.verdicts
+            assert report.removed == ()
+            edge_state = stack.edge.get(f"/v1/conferences/{conference}")
+            assert sorted(leg["epoch"] for leg in edge_state["legs"]) == [2, 2]
+            new_key = store.group_key(conference)
+            assert new_key.epoch == 2
+            assert a.group == b.group == (SUITE, new_key.key, new_key.salt) != old_key
+            print(
+                f"\nC's BYE -> all remaining legs on epoch 2: {leave_to_switched * 1000:.0f} ms "
+                f"(debounce 0.5 s; BYE -> rekey start {(report.started - bye_at) * 1000:.0f} ms, "
+                f"mint {(report.minted - report.started) * 1000:.0f} ms, "
+                f"re-INVITEs answered {(report.all_switched - report.minted) * 1000:.0f} ms, "
+                f"verified 'followed' {(report.settled - bye_at) * 1000:.0f} ms after the BYE)"
+            )
+
+            # After the switch: A's tone reaches B under the new key ...
+            b_switched = report.switched_at[channels["bob"]]
+            # B dropped the old key when it sent its 200 OK; the edge switched when that
+            # 200 OK passed Kamailio: what the edge sent in between is lost (1-2 packets).
+            lost_at_switch = b.media.totals.auth_failures
+            assert lost_at_switch <= 5, lost_at_switch
+            b.media.drain()
+            await asyncio.sleep(1.0)
+            after = [packet for at, packet in captured if at > b_switched + 0.05]
+            assert len(after) > 30
+            assert ratio(heard(b), TONE) > 0.8
+            assert b.media.totals.auth_failures == lost_at_switch  # none after the switch
+            print(f"packets lost by B at its switch: {lost_at_switch}")
+            new_session = receiver(b.group)  # type: ignore[arg-type]
+            assert all(opens(new_session, packet) for packet in after)
+            # ... and C's old key (epoch 1) opens none of it.
+            old_session = receiver(old_key)
+            assert not any(opens(old_session, packet) for packet in after)
+            rekeys = store.client.xrange(f"{PREFIX}:rekeys:{conference}")
+            assert len(rekeys) == 1  # one leave, one rekey, by one of the two watchers
+            assert len(watcher.reports) + len(standby.reports) == 1
+            for waiter in waiters:
+                waiter.cancel()
+            assert store.rekey_failures(conference) == []
+        finally:
+            if talking is not None:
+                talking.cancel()
+            for p in (a, b, c):
+                if p.call is not None and p is not c:
+                    with contextlib.suppress(Exception):
+                        await p.call.bye(timeout=2)
+                await bounded(p.close(), f"close {p.ua.identity}")
+            await bounded(watcher.close(), "close watcher")
+            await bounded(standby.close(), "close standby")
+            store.client.close()
+
+    asyncio.run(scenario())

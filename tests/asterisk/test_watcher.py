@@ -1,0 +1,80 @@
+"""The watcher's pieces that need no Asterisk: the lease on the real Redis, the configuration."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from secconf.asterisk.watcher import Lease, WatcherConfigError, load_watcher_settings
+from secconf.cli import build_parser
+from secconf.store import generate_key_file
+from secconf.store.conferences import connect_blocking
+
+ROOT = Path(__file__).resolve().parents[2]
+
+FOCUS = """
+[focus]
+domain = "conf.test.invalid"
+[upstream]
+uri = "sip:127.0.0.1:5080"
+[redis]
+url = "redis://127.0.0.1:6379/0"
+prefix = "scw"
+kek_file = "kek"
+"""
+
+
+def test_one_lease_holder_per_conference_and_a_lapsed_lease_is_taken_over(
+    redis_url: str,
+) -> None:
+    client = connect_blocking(redis_url, timeout=1.0)
+    try:
+        first = Lease(client, "scw", "w1", ttl=0.3)
+        second = Lease(client, "scw", "w2", ttl=0.3)
+        assert first.hold("c1")
+        assert not second.hold("c1")  # held: the other watcher leaves it alone
+        assert first.hold("c1")  # renewal
+        assert second.hold("c2")  # another conference is free
+        assert first.holder("c1") == first.token
+        second.release("c1")  # not its lease: no effect
+        assert first.holder("c1") == first.token
+        client.pexpire(first.key("c1"), 1)  # first stops renewing (dies)
+
+        time.sleep(0.05)
+        assert second.hold("c1")
+        assert not first.hold("c1")  # the old holder cannot renew someone else's lease
+        second.release("c1")
+        assert first.holder("c1") is None
+    finally:
+        client.close()
+
+
+def test_the_sample_config_loads_and_replace_is_refused(tmp_path: Path) -> None:
+    generate_key_file(tmp_path / "kek")
+    (tmp_path / "focus.toml").write_text(FOCUS)
+    (tmp_path / "secret").write_text("s3cret\n")
+    env = {
+        "SECCONF_KAMAILIO_CONFIG": str(tmp_path / "focus.toml"),
+        "SECCONF_AMI_SECRET_FILE": str(tmp_path / "secret"),
+    }
+    settings = load_watcher_settings(ROOT / "config" / "watcher.toml", env)
+    assert settings.ami.secret == "s3cret"
+    assert "s3cret" not in repr(settings)
+    assert settings.prefix == "scw"
+    assert settings.policy.debounce == 2.0
+    replaced = (
+        (ROOT / "config" / "watcher.toml")
+        .read_text()
+        .replace('on_failure = "remove"', 'on_failure = "replace"')
+    )
+    (tmp_path / "watcher.toml").write_text(replaced)
+    with pytest.raises(WatcherConfigError, match="replacement calls"):
+        load_watcher_settings(tmp_path / "watcher.toml", env)
+
+
+def test_cli_has_watcher_serve() -> None:
+    args = build_parser().parse_args(["watcher", "serve", "--config", "w.toml"])
+    assert args.config == "w.toml"
+    assert args.handler.__name__ == "_cmd_watcher_serve"
