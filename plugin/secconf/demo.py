@@ -6,6 +6,10 @@ Kamailio module will, rekey to a second epoch, and refuse the clear ones.
 
 Stage 2 (MIKEY-TICKET): two participant agents set up an SRTP call with
 keys from a real KMS over a real Redis (``secconf.demo_mikey``).
+
+Stage 3 (conference): real Kamailio + module, media edge, Asterisk ConfBridge
+and roster watcher; three join, one leaves, the rest are rekeyed
+(``secconf.demo_conference``; needs root).
 Everything printed is computed here, from the files, in this run; keys are
 shown only as fingerprints.
 """
@@ -172,6 +176,16 @@ def run_demo(folder: Path) -> int:
         console.print("[red]stage 2: a check did not hold (see above)[/red]")
         return 1
     console.print("[bold green]stage 2: keys agreed, audio both ways, intruder refused[/]")
+
+    from .demo_conference import run_conference_stage
+
+    if not run_conference_stage(console):
+        console.print("[red]stage 3: a check did not hold or a service did not run (see above)[/]")
+        return 1
+    console.print(
+        "[bold green]stage 3: conference mixed under the group key; the leave rekeyed it and "
+        "the leaver's key opens nothing sent after[/]"
+    )
     return 0
 
 

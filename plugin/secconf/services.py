@@ -7,14 +7,38 @@ without touching ports other software may hold.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import queue
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import sysconfig
+import threading
 import time
+import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["RedisProcess", "free_port"]
+__all__ = [
+    "AsteriskProcess",
+    "EdgeProcess",
+    "KamailioProcess",
+    "RedisProcess",
+    "ServiceError",
+    "free_port",
+    "restore_asterisk_tree",
+]
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository (editable install)
+
+
+class ServiceError(RuntimeError):
+    """A service did not come up; the message says why (with the tail of its log)."""
 
 
 def free_port() -> int:
@@ -55,6 +79,10 @@ class RedisProcess:
             self._stop()
         raise RuntimeError("redis-server did not start")
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def _wait_ready(self) -> bool:
         stop = time.monotonic() + self.deadline
         while time.monotonic() < stop:
@@ -85,4 +113,502 @@ class RedisProcess:
         value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self._stop()
+
+
+# -- shared helpers -------------------------------------------------------------------------
+
+
+def _free(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _pdeathsig(signame: str) -> list[str]:
+    """Prefix making the child die with us (Linux ``setpriv``), or nothing elsewhere."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or not sys.platform.startswith("linux"):
+        return []
+    return [setpriv, "--pdeathsig", signame]
+
+
+def _terminate(process: subprocess.Popen[bytes] | subprocess.Popen[str], deadline: float) -> None:
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(deadline)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(deadline)
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:]) or "(empty log)"
+
+
+# -- the media edge -------------------------------------------------------------------------
+
+
+class EdgeProcess:
+    """``secconf edge serve`` on loopback (control API on a kernel-chosen port, state in memory).
+
+    Inside the context: ``url``, ``token_file``, ``get(path)`` (authenticated read of
+    the control API).  Raises :class:`ServiceError` if it does not say "listening on"
+    within *deadline* seconds.
+    """
+
+    def __init__(self, workdir: Path, *, deadline: float = 15.0) -> None:
+        self.workdir = workdir
+        self.deadline = deadline
+        self.url = ""
+        self.token_file = workdir / "edge-token"
+        self._token = ""
+        self._process: subprocess.Popen[str] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def get(self, path: str) -> object:
+        import httpx
+
+        response = httpx.get(
+            self.url + path,
+            headers={"authorization": f"Bearer {self._token}"},
+            timeout=5.0,
+            trust_env=False,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def __enter__(self) -> EdgeProcess:
+        self._token = "edge-" + secrets.token_hex(16)
+        self.token_file.write_text(self._token + "\n")
+        self.token_file.chmod(0o600)
+        config = self.workdir / "edge.toml"
+        config.write_text(
+            "[edge]\n"
+            f'id = "edge-{secrets.token_hex(3)}"\nlisten = "127.0.0.1"\nport = 0\n'
+            f'token_file = "{self.token_file}"\nmedia_host = "127.0.0.1"\n'
+            'internal_mode = "rtp"\ngrace = 1.0\ntick = 0.05\n\n'
+            "[verify]\nsettle = 0.3\ndeadline = 5.0\nmin_packets = 10\n"
+        )
+        secconf = str(Path(sys.executable).parent / "secconf")
+        process = subprocess.Popen(  # noqa: S603 - fixed argument list
+            [*_pdeathsig("TERM"), secconf, "edge", "serve", "--config", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._process = process
+        lines: queue.Queue[str] = queue.Queue()
+
+        def pump() -> None:
+            for line in process.stderr or ():
+                lines.put(line)
+
+        threading.Thread(target=pump, daemon=True).start()
+        seen: list[str] = []
+        stop = time.monotonic() + self.deadline
+        while time.monotonic() < stop:
+            try:
+                line = lines.get(timeout=0.1)
+            except queue.Empty:
+                if process.poll() is not None:
+                    break
+                continue
+            seen.append(line)
+            if "listening on" in line:
+                self.url = "http://" + line.rsplit(" ", 1)[1].strip()
+                return self
+        self._stop()
+        raise ServiceError("media edge did not start: " + _tail("".join(seen)))
+
+    def _stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            _terminate(process, 10.0)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop()
+
+
+# -- Kamailio -------------------------------------------------------------------------------
+
+KAMAILIO_CONFIG = ROOT / "config" / "kamailio" / "kamailio.cfg"
+KAMAILIO_ENTRY = ROOT / "config" / "kamailio" / "secconf_kemi.py"
+
+
+def options_ping(port: int, timeout: float = 0.3) -> str | None:
+    """Send one OPTIONS to 127.0.0.1:*port*; the status line of the answer, or None."""
+    branch = "z9hG4bK" + uuid.uuid4().hex
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        local = sock.getsockname()[1]
+        request = (
+            f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch={branch};rport\r\n"
+            f"Max-Forwards: 70\r\n"
+            f"From: <sip:probe@127.0.0.1>;tag={uuid.uuid4().hex[:8]}\r\n"
+            f"To: <sip:127.0.0.1:{port}>\r\n"
+            f"Call-ID: {uuid.uuid4().hex}@127.0.0.1\r\n"
+            f"CSeq: 1 OPTIONS\r\n"
+            f"Content-Length: 0\r\n\r\n"
+        ).encode()
+        sock.settimeout(timeout)
+        sock.sendto(request, ("127.0.0.1", port))
+        try:
+            data, _ = sock.recvfrom(65535)
+        except OSError:
+            return None
+    return data.split(b"\r\n", 1)[0].decode("ascii", "replace")
+
+
+class KamailioProcess:
+    """Kamailio with the shipped ``config/kamailio/kamailio.cfg`` and the secconf module.
+
+    The module's TOML (*settings_toml*) is written to *workdir*; the entry script is
+    given with ``-A SECCONF_KEMI=...`` and overrides (*env*, e.g. ``SECCONF_UPSTREAM``)
+    in the environment, so the cfg is not edited.  Ready when it answers an OPTIONS.
+    Inside the context: ``port``, ``settings_path``, ``env``, ``log()``.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        settings_toml: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        children: int = 2,
+        deadline: float = 15.0,
+    ) -> None:
+        self.workdir = workdir
+        self.settings_path = workdir / "secconf.toml"
+        self.settings_toml = settings_toml
+        self.env = dict(env or {})
+        self.children = children
+        self.deadline = deadline
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "kamailio.log"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _command(self, port: int) -> list[str]:
+        kamailio = shutil.which("kamailio") or "/usr/sbin/kamailio"
+        return [
+            *_pdeathsig("TERM"), kamailio, "-DD", "-E",
+            "-f", str(KAMAILIO_CONFIG), "-l", f"udp:127.0.0.1:{port}",
+            "-n", str(self.children), "-Y", str(self.workdir), "-m", "64", "-M", "16",
+            "-A", f'SECCONF_KEMI="{KAMAILIO_ENTRY}"', "-A", "SECCONF_DEBUG=2", "--atexit=no",
+        ]  # fmt: skip
+
+    def _environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SECCONF_", "PYTHON"))}
+        env.update(
+            SECCONF_KAMAILIO_CONFIG=str(self.settings_path),
+            SECCONF_PYTHONPATH=os.pathsep.join(
+                [sysconfig.get_paths()["purelib"], str(ROOT / "plugin")]
+            ),
+            PYTHONDONTWRITEBYTECODE="1",
+        )
+        env.update(self.env)
+        return env
+
+    def __enter__(self) -> KamailioProcess:
+        kamailio = shutil.which("kamailio") or "/usr/sbin/kamailio"
+        if not os.access(kamailio, os.X_OK):
+            raise ServiceError(f"kamailio not found at {kamailio} (make setup)")
+        self.settings_path.write_text(self.settings_toml)
+        last = ""
+        for _ in range(5):  # the port may be taken between probe and bind
+            port = _free(socket.SOCK_DGRAM)
+            try:
+                self._launch(port)
+            except ServiceError as exc:
+                last = str(exc)
+                if "already in use" in last or "bind" in last:
+                    continue
+                raise
+            self.port = port
+            return self
+        raise ServiceError(f"kamailio: no free port after 5 attempts: {last}")
+
+    def _launch(self, port: int) -> None:
+        with self.log_path.open("ab") as log:
+            process = subprocess.Popen(  # noqa: S603 - fixed argument list
+                self._command(port), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, env=self._environment(), cwd=self.workdir,
+            )  # fmt: skip
+        self._process = process
+        stop = time.monotonic() + self.deadline
+        status: str | None = None
+        while time.monotonic() < stop:
+            if process.poll() is not None:
+                self._process = None
+                raise ServiceError(
+                    f"kamailio on port {port} exited with {process.returncode}:\n"
+                    + _tail(self.log())
+                )
+            status = options_ping(port)
+            if status is not None and status.startswith("SIP/2.0 200"):
+                return
+            time.sleep(0.05)
+        self._stop()
+        raise ServiceError(
+            f"kamailio on port {port} did not answer OPTIONS within {self.deadline:.0f} s "
+            f"(last: {status}):\n" + _tail(self.log())
+        )
+
+    def _stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            _terminate(process, 5.0)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop()
+
+
+# -- Asterisk (cached Debian sid tree, chroot) ----------------------------------------------
+
+ASTERISK_TREE_SCRIPT = ROOT / "docker" / "asterisk-tree.sh"
+_BASH = shutil.which("bash") or "/bin/bash"
+
+
+def asterisk_tree_cached() -> bool:
+    """True when the tree's tarball exists (restoring takes seconds, not a build)."""
+    result = subprocess.run(  # noqa: S603 - fixed argument list
+        [_BASH, str(ASTERISK_TREE_SCRIPT), "path"],
+        capture_output=True, text=True, timeout=10, check=False,
+    )  # fmt: skip
+    return result.returncode == 0 and Path(result.stdout.strip()).is_file()
+
+
+def restore_asterisk_tree(
+    directory: Path,
+    *,
+    timeout: float = 600.0,
+    progress: Callable[[float], None] | None = None,
+) -> float:
+    """``docker/asterisk-tree.sh restore DIR`` (builds the cache first if needed); seconds.
+
+    *progress* is called about once a second with the seconds elapsed.
+    """
+    started = time.monotonic()
+    process = subprocess.Popen(  # noqa: S603 - fixed argument list
+        [_BASH, str(ASTERISK_TREE_SCRIPT), "restore", str(directory)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        while True:
+            try:
+                _, stderr = process.communicate(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                elapsed = time.monotonic() - started
+                if elapsed > timeout:
+                    raise ServiceError(
+                        f"asterisk-tree.sh restore took longer than {timeout:.0f} s"
+                    ) from None
+                if progress is not None:
+                    progress(elapsed)
+    finally:
+        if process.poll() is None:
+            _terminate(process, 10.0)
+    if process.returncode != 0:
+        raise ServiceError(f"asterisk-tree.sh restore failed: {_tail(stderr or '')}")
+    return time.monotonic() - started
+
+
+def _processes_in(directory: Path) -> list[int]:
+    """Pids of processes whose root directory is *directory* (chrooted into the tree)."""
+    target = str(directory.resolve())
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{entry}/root") == target:
+                    pids.append(int(entry))
+    return pids
+
+
+def _ami_ready(port: int, user: str, secret: str, timeout: float = 1.0) -> bool:
+    """An AMI login succeeds and Asterisk has reported FullyBooted."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(
+                f"Action: Login\r\nUsername: {user}\r\nSecret: {secret}\r\n"
+                "Events: system\r\n\r\n".encode()
+            )
+            data = b""
+            stop = time.monotonic() + timeout
+            while time.monotonic() < stop:
+                chunk = conn.recv(4096)
+                if not chunk or b"Response: Error" in data + chunk:
+                    return False
+                data += chunk
+                if b"Response: Success" in data and b"Event: FullyBooted" in data:
+                    conn.sendall(b"Action: Logoff\r\n\r\n")
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+class AsteriskProcess:
+    """Asterisk from a restored tree (:func:`restore_asterisk_tree`), chrooted, on loopback.
+
+    The project's config is rendered (:func:`secconf.asterisk.config.render`) with free
+    ports into the tree's /etc/asterisk; Asterisk runs as ``unshare --mount --fork
+    --mount-proc=TREE/proc chroot TREE asterisk -f`` so /proc is mounted only inside a
+    private mount namespace that ends with it, and the chain dies with this process
+    (``setpriv --pdeathsig KILL``).  Needs root.  Ready when AMI login succeeds and
+    Asterisk reports FullyBooted.  Inside the context: ``sip_port``, ``ami_port``,
+    ``ami_user``, ``ami_secret``, ``rtp_range``.
+    """
+
+    RTP_PORTS = 200
+
+    def __init__(self, tree: Path, *, deadline: float = 20.0) -> None:
+        self.tree = tree
+        self.deadline = deadline
+        self.sip_port = 0
+        self.ami_port = 0
+        self.rtp_range = (0, 0)
+        self.ami_user = "secconf"
+        self.ami_secret = secrets.token_hex(12)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.tree / "var" / "log" / "asterisk" / "messages"
+
+    @property
+    def running(self) -> bool:
+        """The launcher process or anything chrooted into the tree is alive."""
+        alive = self._process is not None and self._process.poll() is None
+        return alive or bool(_processes_in(self.tree))
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _configure(self, kamailio_port: int) -> None:
+        from .asterisk.config import render
+
+        etc = self.tree / "etc" / "asterisk"
+        if etc.exists():
+            shutil.rmtree(etc)
+        render(
+            etc,
+            {
+                "SYSTEM_NAME": "secconf-demo",
+                "SIP_HOST": "127.0.0.1",
+                "SIP_PORT": self.sip_port,
+                "KAMAILIO_HOST": "127.0.0.1",
+                "KAMAILIO_PORT": kamailio_port,
+                "MEDIA_HOST": "127.0.0.1",
+                "RTP_START": self.rtp_range[0],
+                "RTP_END": self.rtp_range[1],
+                "AMI_HOST": "127.0.0.1",
+                "AMI_PORT": self.ami_port,
+                "AMI_USER": self.ami_user,
+                "AMI_SECRET": self.ami_secret,
+            },
+        )
+
+    def __enter__(self) -> AsteriskProcess:
+        if os.geteuid() != 0:
+            raise ServiceError("Asterisk runs chrooted in the cached tree: needs root")
+        for tool in ("unshare", "chroot"):
+            if shutil.which(tool) is None:
+                raise ServiceError(f"{tool} not found (bash docker/bootstrap-debian.sh)")
+        last = ""
+        for _ in range(5):
+            self.sip_port = _free(socket.SOCK_DGRAM)
+            self.ami_port = _free(socket.SOCK_STREAM)
+            start = min(_free(socket.SOCK_DGRAM) & ~1, 65534 - self.RTP_PORTS)
+            self.rtp_range = (start, start + self.RTP_PORTS - 1)
+            try:
+                self._launch()
+            except ServiceError as exc:
+                last = str(exc)
+                if "in use" in last or "did not" in last:
+                    continue
+                raise
+            return self
+        raise ServiceError(f"asterisk: no free ports after 5 attempts: {last}")
+
+    def _launch(self) -> None:
+        # Kamailio's address in pjsip.conf identifies it by host (127.0.0.1), not by port.
+        self._configure(_free(socket.SOCK_DGRAM))
+        rundir = self.tree / "run" / "asterisk"
+        rundir.mkdir(parents=True, exist_ok=True)
+        for stale in (rundir / "asterisk.ctl", rundir / "asterisk.pid", self.log_path):
+            stale.unlink(missing_ok=True)
+        command = [
+            *_pdeathsig("KILL"), "unshare", "--mount", "--propagation", "private", "--fork",
+            "--kill-child=TERM", f"--mount-proc={self.tree / 'proc'}",
+            *_pdeathsig("KILL"), "chroot", str(self.tree), "/usr/sbin/asterisk", "-f",
+        ]  # fmt: skip
+        process = subprocess.Popen(  # noqa: S603 - fixed argument list
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"},
+        )  # fmt: skip
+        self._process = process
+        stop = time.monotonic() + self.deadline
+        while not _ami_ready(self.ami_port, self.ami_user, self.ami_secret):
+            if process.poll() is not None:
+                self._process = None
+                raise ServiceError(
+                    f"asterisk exited with {process.returncode}:\n" + _tail(self.log())
+                )
+            if time.monotonic() > stop:
+                self._stop()
+                raise ServiceError(
+                    f"asterisk did not answer AMI on {self.ami_port} within "
+                    f"{self.deadline:.0f} s:\n" + _tail(self.log())
+                )
+            time.sleep(0.05)
+        if "Unable to bind" in self.log() or "Address already in use" in self.log():
+            self._stop()
+            raise ServiceError(f"asterisk: SIP port {self.sip_port} in use")
+
+    def _stop(self) -> None:
+        """SIGTERM Asterisk itself (clean shutdown), SIGKILL after 5 s; /proc goes with it."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        for pid in _processes_in(self.tree):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        try:
+            process.wait(5.0)  # unshare exits when Asterisk has
+        except subprocess.TimeoutExpired:
+            process.kill()  # Asterisk follows (pdeathsig KILL)
+            process.wait(5.0)
+        for leftover in _processes_in(self.tree):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(leftover, signal.SIGKILL)
+
+    def __exit__(self, *exc_info: object) -> None:
         self._stop()
