@@ -69,6 +69,8 @@ def test_two_participants_join_the_roster_follows_and_a_leave_rekeys(
         follower = RosterFollower(ami, tracker, on_rekey)
         await ami.start()
         follower.start()
+        # One action round trip: AMI is logged in and sends events before anyone joins.
+        await ami.confbridge_rooms()
         alice = await Participant.start("alice", 31000)
         bob = await Participant.start("bob", 31002)
         try:
