@@ -137,24 +137,30 @@ class ParticipantAgent:
     answered: asyncio.Queue[AgentCall] = field(default_factory=asyncio.Queue)
     _seen_transfers: set[bytes] = field(default_factory=set)
 
-    async def call(
-        self, target_uri: str, target_identity: str, *, timeout: float = 30.0
-    ) -> AgentCall:
-        """Call *target_uri*, whose KMS identity is *target_identity*; return the keyed call."""
-        issued = await self.kms.request_ticket(
-            mikey_ticket.DesiredPolicy(
-                recipients=(target_identity,), valid_until=self.clock() + 3600
-            )
-        )
+    async def _keyed_invite(
+        self,
+        target_uri: str,
+        responder: str,
+        desired: mikey_ticket.DesiredPolicy,
+        timeout: float,
+        accept: Callable[[mikey_ticket.TransferResult], object],
+    ) -> tuple[Call, SrtpEndpoint, mikey_ticket.TransferResult]:
+        """Ticket, TRANSFER_INIT in the offer, INVITE, verified TRANSFER_RESP (RFC 6043 §4.2.2).
+
+        *accept* checks the verified result and raises a ``ProtocolError`` to
+        refuse it; on any refusal the call is hung up and the media closed.
+        """
+        issued = await self.kms.request_ticket(desired)
         media = await SrtpEndpoint.open(self.media_host)
         try:
-            ssrc = media.ssrc
             pending = mikey_ticket.build_transfer_init(
                 issued,
                 initiator=self.identity,
-                responder=target_identity,
+                responder=responder,
                 sessions=[
-                    GenericIdEntry.for_srtp(CALLER_CS, [POLICY_NO], SrtpSessionData(ssrc, 0, 0))
+                    GenericIdEntry.for_srtp(
+                        CALLER_CS, [POLICY_NO], SrtpSessionData(media.ssrc, 0, 0)
+                    )
                 ],
                 policies=[policy_for_suite(POLICY_NO, self.suite)],
                 now=self.clock(),
@@ -171,22 +177,35 @@ class ParticipantAgent:
                 result = mikey_ticket.process_transfer_resp(
                     pending, mikey_message(answer, answer.media[0]), now=self.clock()
                 )
-                if result.responder != target_identity:
+                if result.responder != responder:
                     raise MikeyError("answered by another identity than the one called")
+                accept(result)
             except ProtocolError:
                 await call.bye()
                 raise
         except BaseException:
             await media.close(bye=False)
             raise
-        keys = result.srtp_keys
         media.set_remote(remote)
+        return call, media, result
+
+    async def call(
+        self, target_uri: str, target_identity: str, *, timeout: float = 30.0
+    ) -> AgentCall:
+        """Call *target_uri*, whose KMS identity is *target_identity*; return the keyed call."""
+        desired = mikey_ticket.DesiredPolicy(
+            recipients=(target_identity,), valid_until=self.clock() + 3600
+        )
+        call, media, result = await self._keyed_invite(
+            target_uri, target_identity, desired, timeout, lambda result: None
+        )
+        keys = result.srtp_keys
         media.set_keys(
             tx=(self.suite, keys[CALLER_CS].key, keys[CALLER_CS].salt),
             rx=(self.suite, keys[CALLEE_CS].key, keys[CALLEE_CS].salt),
         )
         log.info("call to %s keyed (MIKEY-TICKET, %s)", result.responder, self.suite.name)
-        return AgentCall(call, media, result.responder, self.suite, ssrc, keys)
+        return AgentCall(call, media, result.responder, self.suite, media.ssrc, keys)
 
     async def join_conference(
         self,
@@ -202,52 +221,26 @@ class ParticipantAgent:
         identities *allowed* to join; it allows responder keys (M flag) so
         that the focus can deliver the group key in its TRANSFER_RESP.
         """
-        issued = await self.kms.request_ticket(
-            mikey_ticket.DesiredPolicy(
-                recipients=(focus_identity, *allowed),
-                valid_until=self.clock() + 3600,
-                responder_keys=True,
-            )
+        desired = mikey_ticket.DesiredPolicy(
+            recipients=(focus_identity, *allowed),
+            valid_until=self.clock() + 3600,
+            responder_keys=True,
         )
-        media = await SrtpEndpoint.open(self.media_host)
-        try:
-            ssrc = media.ssrc
-            pending = mikey_ticket.build_transfer_init(
-                issued,
-                initiator=self.identity,
-                responder=focus_identity,
-                sessions=[
-                    GenericIdEntry.for_srtp(CALLER_CS, [POLICY_NO], SrtpSessionData(ssrc, 0, 0))
-                ],
-                policies=[policy_for_suite(POLICY_NO, self.suite)],
-                now=self.clock(),
-                random_bytes=secrets.token_bytes,
-            )
-            host, port = media.local_address
-            offer = build_offer_sdp(
-                address=host, port=port, mikey=pending.data, session_id=secrets.randbits(31)
-            )
-            call = await self.ua.invite(target_uri, offer, timeout=timeout)
-            try:
-                answer = SessionDescription.parse(call.remote_sdp)
-                remote = _media_target(answer)
-                result = mikey_ticket.process_transfer_resp(
-                    pending, mikey_message(answer, answer.media[0]), now=self.clock()
-                )
-                if result.responder != focus_identity:
-                    raise MikeyError("answered by another identity than the focus")
-                key, salt, epoch = group_key_of(result.delivered_keys)
-            except ProtocolError:
-                await call.bye()
-                raise
-        except BaseException:
-            await media.close(bye=False)
-            raise
-        media.set_remote(remote)
+        call, media, result = await self._keyed_invite(
+            target_uri,
+            focus_identity,
+            desired,
+            timeout,
+            # refused (and hung up) inside the INVITE path if no group key came
+            lambda result: group_key_of(result.delivered_keys),
+        )
+        key, salt, epoch = group_key_of(result.delivered_keys)
         group = (self.suite, key, salt)
         media.set_keys(tx=group, rx=group)
         log.info("joined %s (group key epoch %d)", target_uri, epoch)
-        return AgentCall(call, media, result.responder, self.suite, ssrc, result.srtp_keys, epoch)
+        return AgentCall(
+            call, media, result.responder, self.suite, media.ssrc, result.srtp_keys, epoch
+        )
 
     async def refer_body(self, focus_identity: str) -> tuple[bytes, mikey_ticket.PendingTransfer]:
         """The ``application/mikey`` body of a REFER to the focus: a fresh TRANSFER_INIT, base64.
