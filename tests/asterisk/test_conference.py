@@ -75,6 +75,10 @@ def test_two_participants_join_the_roster_follows_and_a_leave_rekeys(
         bob = await Participant.start("bob", 31002)
         try:
             await alice.join(asterisk_server.sip_port, conference)
+            # A 200 OK is not yet a bridge member: ConfBridge raises ConfbridgeJoin when the
+            # channel enters the bridge, and the first member's entry (which creates the
+            # bridge) can come after a quick second one's.  Let Alice be in first.
+            await wait_for(lambda: len(tracker.members(conference)) == 1, 5.0, "Alice's join")
             await bob.join(asterisk_server.sip_port, conference)
             await wait_for(lambda: len(tracker.members(conference)) == 2, 5.0, "two ConfbridgeJoin")
             joins = [e for e in events if e["Event"] == "ConfbridgeJoin"]
