@@ -274,6 +274,23 @@ class Conference:
     legs: dict[str, Leg]
 
 
+def drain(sock: socket.socket, handle: Callable[[bytes, tuple[str, int]], None]) -> None:
+    """Read up to BATCH datagrams from a ready non-blocking *sock* into *handle*.
+
+    Reading in batches keeps the loop's per-readiness overhead off each packet;
+    RECV_SIZE (not asyncio's 256 KiB) keeps each read from allocating big buffers.
+    """
+    recv = sock.recvfrom
+    for _ in range(BATCH):
+        try:
+            data, addr = recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            continue  # ICMP errors surface here; the next read is fine
+        handle(data, addr)
+
+
 class Leg:
     """One participant call: its sockets, sessions and counters.  See the module doc."""
 
@@ -448,16 +465,7 @@ class Leg:
     # -- participant -> Asterisk --
 
     def on_participant_readable(self) -> None:
-        recv = self.psock.recvfrom
-        handle = self.on_participant_datagram
-        for _ in range(BATCH):
-            try:
-                data, addr = recv(RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                continue  # ICMP errors surface here; the next read is fine
-            handle(data, addr)
+        drain(self.psock, self.on_participant_datagram)
 
     def on_participant_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         counters = self.counters
@@ -571,18 +579,8 @@ class Leg:
             self.counters.send_errors += 1
 
     def on_participant_rtcp_readable(self) -> None:
-        sock = self.prsock
-        if sock is None:
-            return
-        recv = sock.recvfrom
-        for _ in range(BATCH):
-            try:
-                data, addr = recv(RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                continue
-            self.on_participant_rtcp_datagram(data, addr)
+        if self.prsock is not None:
+            drain(self.prsock, self.on_participant_rtcp_datagram)
 
     def on_participant_rtcp_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         """The participant's own RTCP port (no rtcp-mux): SRTCP only, latched on its own."""
@@ -698,16 +696,7 @@ class Leg:
     # -- Asterisk -> participant --
 
     def on_internal_readable(self) -> None:
-        recv = self.isock.recvfrom
-        handle = self.on_internal_datagram
-        for _ in range(BATCH):
-            try:
-                data, addr = recv(RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                continue
-            handle(data, addr)
+        drain(self.isock, self.on_internal_datagram)
 
     def on_internal_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         counters = self.counters
@@ -748,18 +737,8 @@ class Leg:
         self._to_participant(packet, len(data) - 12)
 
     def on_internal_rtcp_readable(self) -> None:
-        sock = self.irsock
-        if sock is None:
-            return
-        recv = sock.recvfrom
-        for _ in range(BATCH):
-            try:
-                data, addr = recv(RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                continue
-            self.on_internal_rtcp_datagram(data, addr)
+        if self.irsock is not None:
+            drain(self.irsock, self.on_internal_rtcp_datagram)
 
     def on_internal_rtcp_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         """Asterisk's RTCP port (no rtcp-mux): only from its RTCP address, RTCP only."""
