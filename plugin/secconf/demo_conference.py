@@ -27,13 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pylibsrtp
 from rich.console import Console
 from rich.table import Table
 
 from .asterisk.ami import AmiSettings
 from .asterisk.watcher import RekeyReport, Watcher, WatcherSettings
-from .client.media import KeyMaterial, SrtpEndpoint
+from .client.media import KeyMaterial, SrtpEndpoint, inbound_session, opens
 from .client.sip import Answer, Call, IncomingRequest, UserAgent
 from .core.g711 import ToneGenerator, tone_ratio, ulaw_decode
 from .core.keys import key_fingerprint
@@ -183,26 +182,6 @@ class Phone:
     async def close(self) -> None:
         await self.media.close(bye=False)
         await self.ua.close()
-
-
-def _receiver(material: KeyMaterial) -> pylibsrtp.Session:
-    _, key, salt = material
-    return pylibsrtp.Session(
-        pylibsrtp.Policy(
-            key=key + salt,
-            ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
-            srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
-        )
-    )
-
-
-def _opens(session: pylibsrtp.Session, packet: bytes) -> bool:
-    rtcp = len(packet) > 1 and 192 <= packet[1] <= 223
-    try:
-        session.unprotect_rtcp(packet) if rtcp else session.unprotect(packet)
-    except (pylibsrtp.Error, ValueError):
-        return False
-    return True
 
 
 async def _wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
@@ -374,9 +353,9 @@ async def _scenario(console: Console, stack: _Stack) -> bool:
             b.media.totals.auth_failures == lost_at_switch,
             "no authentication failure at Bob after his switch",
         )
-        new_session = _receiver(b.group) if b.group else None
-        opened_new = sum(_opens(new_session, p) for p in after) if new_session else 0
-        opened_old = sum(_opens(_receiver(old_key), p) for p in after) if old_key else -1
+        new_session = inbound_session(b.group) if b.group else None
+        opened_new = sum(opens(new_session, p) for p in after) if new_session else 0
+        opened_old = sum(opens(inbound_session(old_key), p) for p in after) if old_key else -1
         check(
             len(after) > 30 and opened_new == len(after),
             f"the new key opens {opened_new}/{len(after)} packets sent to Bob after the switch",

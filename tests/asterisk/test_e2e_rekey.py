@@ -22,12 +22,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
-import pylibsrtp
 import pytest
 
 from secconf.asterisk.ami import AmiSettings
 from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
-from secconf.client.media import SrtpEndpoint
+from secconf.client.media import SrtpEndpoint, inbound_session, opens
 from secconf.client.sip import Call, UserAgent
 from secconf.core.g711 import ToneGenerator, ulaw_decode
 from secconf.core.roster import RekeyPolicy
@@ -196,26 +195,6 @@ def assert_tone(samples: list[int]) -> None:
     assert at_tone > 20 * at_control, (at_tone, at_control)
 
 
-def receiver(material: tuple[str, bytes, bytes]) -> pylibsrtp.Session:
-    _, key, salt = material
-    return pylibsrtp.Session(
-        pylibsrtp.Policy(
-            key=key + salt,
-            ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
-            srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
-        )
-    )
-
-
-def opens(session: pylibsrtp.Session, packet: bytes) -> bool:
-    rtcp = len(packet) > 1 and 192 <= packet[1] <= 223
-    try:
-        session.unprotect_rtcp(packet) if rtcp else session.unprotect(packet)
-    except (pylibsrtp.Error, ValueError):
-        return False
-    return True
-
-
 def test_leave_rekeys_through_asterisk_and_the_leaver_key_opens_nothing(stack: Stack) -> None:
     async def scenario() -> None:
         # Two watchers on the same AMI and Redis: the conference's lease lets one act.
@@ -328,10 +307,10 @@ def test_leave_rekeys_through_asterisk_and_the_leaver_key_opens_nothing(stack: S
             assert_tone(heard(b))
             assert b.media.totals.auth_failures == lost_at_switch  # none after the switch
             print(f"packets lost by B at its switch: {lost_at_switch}")
-            new_session = receiver(b.group)  # type: ignore[arg-type]
+            new_session = inbound_session(b.group)  # type: ignore[arg-type]
             assert all(opens(new_session, packet) for packet in after)
             # ... and C's old key (epoch 1) opens none of it.
-            old_session = receiver(old_key)
+            old_session = inbound_session(old_key)
             assert not any(opens(old_session, packet) for packet in after)
             rekeys = store.client.xrange(f"{PREFIX}:rekeys:{conference}")
             assert len(rekeys) == 1  # one leave, one rekey, by one of the two watchers

@@ -46,6 +46,8 @@ __all__ = [
     "ReceivedPacket",
     "SourceStats",
     "SrtpEndpoint",
+    "inbound_session",
+    "opens",
     "profile_for",
 ]
 
@@ -84,6 +86,27 @@ def profile_for(suite: CryptoSuite | str) -> tuple[CryptoSuite, int]:
             f"(pylibsrtp offers {', '.join(PROFILES)})"
         )
     return known, profile
+
+
+def inbound_session(material: KeyMaterial) -> pylibsrtp.Session:
+    """A receiving pylibsrtp session for *material* = (suite, master key, master salt)."""
+    suite, key, salt = material
+    _, profile = profile_for(suite)
+    return pylibsrtp.Session(
+        pylibsrtp.Policy(
+            key=key + salt, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile
+        )
+    )
+
+
+def opens(session: pylibsrtp.Session, packet: bytes) -> bool:
+    """True if *session* authenticates and decrypts *packet* (SRTP, or SRTCP by RFC 5761 §4)."""
+    rtcp = len(packet) > 1 and 192 <= packet[1] <= 223
+    try:
+        session.unprotect_rtcp(packet) if rtcp else session.unprotect(packet)
+    except (pylibsrtp.Error, ValueError):
+        return False
+    return True
 
 
 class _Epoch:
