@@ -71,6 +71,7 @@ class RedisProcess:
 
     def __enter__(self) -> RedisProcess:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.workdir.mkdir(parents=True, exist_ok=True)
         for _ in range(5):  # another program may take the port between probe and bind
             self.port = free_port()
             self._process = subprocess.Popen(  # noqa: S603 - fixed argument list
@@ -285,6 +286,99 @@ class EdgeProcess:
             _terminate(process, 10.0)
 
     def __enter__(self) -> EdgeProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+# -- the KMS --------------------------------------------------------------------------------
+
+
+class KmsProcess:
+    """``secconf kms serve`` on loopback against *redis_url* (a fresh KEK in *workdir*).
+
+    Inside the context (or after :meth:`start`): ``url``, ``identity``, ``config``
+    and :meth:`add_user`, which provisions an identity with a fresh PSK file the
+    way an operator does (``secconf kms user add``).  The process dies with this
+    one (``setpriv --pdeathsig TERM``); :class:`ServiceError` if it does not say
+    "listening on" within *deadline* seconds.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        redis_url: str,
+        *,
+        identity: str = "sip:kms.example.invalid",
+        prefix: str = "secconf-kms",
+        deadline: float = 15.0,
+    ) -> None:
+        self.workdir = workdir
+        self.redis_url = redis_url
+        self.identity = identity
+        self.prefix = prefix
+        self.deadline = deadline
+        self.config = workdir / "kms.toml"
+        self.url = ""
+        self.lines: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+        self._secconf = str(Path(sys.executable).parent / "secconf")
+
+    def start(self) -> None:
+        from .store import generate_key_file
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        kek = self.workdir / "kms-kek"
+        if not kek.exists():
+            generate_key_file(kek, "KMS key-encryption key")
+        self.config.write_text(
+            "[kms]\n"
+            f"identity = {_toml_value(self.identity)}\n"
+            'listen = "127.0.0.1"\nport = 0\n'
+            f"kek_file = {_toml_value(str(kek))}\n"
+            "clock_skew = 60\nmax_ticket_lifetime = 3600\n\n"
+            "[redis]\n"
+            f"url = {_toml_value(self.redis_url)}\ntimeout = 0.5\n"
+            f"prefix = {_toml_value(self.prefix)}\n"
+        )
+        process = subprocess.Popen(  # noqa: S603 - fixed argument list
+            [*_pdeathsig("TERM"), self._secconf, "kms", "serve", "--config", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.process = process
+        self.lines = []
+        url = listening_url(process, self.deadline, self.lines)
+        if url is not None:
+            self.url = url
+            return
+        self.stop()
+        raise ServiceError("KMS did not start: " + _tail("".join(self.lines), 20))
+
+    def add_user(self, identity: str) -> Path:
+        """Provision *identity* with a fresh PSK (mode 0600 file in *workdir*); return the file."""
+        name = "".join(c if c.isalnum() else "_" for c in identity)
+        psk_file = self.workdir / f"{name}.psk"
+        result = subprocess.run(  # noqa: S603 - fixed argument list
+            [self._secconf, "kms", "user", "add", identity, "--psk-file", str(psk_file),
+             "--config", str(self.config)],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise ServiceError(f"secconf kms user add {identity} failed: {_tail(result.stderr)}")
+        return psk_file
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            _terminate(process, 10.0)
+
+    def __enter__(self) -> KmsProcess:
         self.start()
         return self
 
