@@ -106,6 +106,7 @@ class Phone:
     own: KeyMaterial = field(repr=False)
     call: Call | None = None
     group: KeyMaterial | None = field(default=None, repr=False)
+    reinvites: int = 0  # re-INVITEs answered in the call
 
     @classmethod
     async def start(cls, name: str, identity: str) -> Phone:
@@ -119,6 +120,7 @@ class Phone:
     async def _on_invite(self, incoming: IncomingRequest) -> Answer:
         if incoming.call is None:
             return Answer(480)
+        self.reinvites += 1
         section = SessionDescription.parse(incoming.body).media[0]
         crypto = CryptoAttribute.parse(section.attributes("crypto")[0] or "")
         param = crypto.key_params[0]

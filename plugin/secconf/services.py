@@ -459,6 +459,11 @@ class KamailioProcess:
         return f"sip:127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """Kamailio's main process (its workers are its children), while it runs."""
+        return self._process.pid if self.running and self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -494,6 +499,7 @@ class KamailioProcess:
             return
         if not os.access(KAMAILIO, os.X_OK):
             raise ServiceError(f"kamailio not found at {KAMAILIO} (make setup)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
         if self.settings_toml is not None:
             self.settings_path.write_text(self.settings_toml)
         if self.port:
