@@ -84,7 +84,9 @@ async def _conference(
     assert calls[0].call.response is not None
     conference = _conference_id(calls[0].call.response.get("X-Secconf-Conference"))
     for agent in agents[1:]:
-        calls.append(await agent.join_conference(focus.target(f"conf-{conference}"), FOCUS_IDENTITY))
+        calls.append(
+            await agent.join_conference(focus.target(f"conf-{conference}"), FOCUS_IDENTITY)
+        )
     mixer = await _mixer_calls(upstream, len(members))
     return conference, agents, calls, mixer
 

@@ -151,6 +151,8 @@ class ParticipantAgent:
     answered: asyncio.Queue[AgentCall] = field(default_factory=asyncio.Queue)
     #: Seconds the previous group key still decrypts after a rekey (DESIGN.md §2).
     rekey_grace: float = 2.0
+    #: Mean SRTCP report interval of the agent's media (None: only on demand).
+    rtcp_interval: float | None = 5.0
     _seen_transfers: set[bytes] = field(default_factory=set)
     #: Conference calls by Call-ID, with the focus identity each was joined with.
     _conferences: dict[str, tuple[AgentCall, str]] = field(default_factory=dict)
@@ -169,7 +171,7 @@ class ParticipantAgent:
         refuse it; on any refusal the call is hung up and the media closed.
         """
         issued = await self.kms.request_ticket(desired)
-        media = await SrtpEndpoint.open(self.media_host)
+        media = await SrtpEndpoint.open(self.media_host, rtcp_interval=self.rtcp_interval)
         try:
             pending = mikey_ticket.build_transfer_init(
                 issued,
@@ -375,7 +377,7 @@ class ParticipantAgent:
         suite = suite_for_policy(policies[0]) if policies else self.suite
         resolved = await self.kms.resolve(transfer)
         self._seen_transfers.add(transfer.replay_token)
-        media = await SrtpEndpoint.open(self.media_host)
+        media = await SrtpEndpoint.open(self.media_host, rtcp_interval=self.rtcp_interval)
         ssrc = media.ssrc
         sessions = [
             *(entry for entry in transfer.sessions if entry.cs_id == CALLER_CS),

@@ -123,9 +123,7 @@ class GroupEpochTicket:
             raise ValueError("CSB ID is 32 bits, CS ID 8 bits")
         if len(self.randri) != RAND_BYTES or len(self.gtgk) != _KEY_BYTES:
             raise ValueError("RANDRi and GTGK must be 32 bytes")
-        if len(self.mpki) != _KEY_BYTES or (
-            self.mpkr is not None and len(self.mpkr) != _KEY_BYTES
-        ):
+        if len(self.mpki) != _KEY_BYTES or (self.mpkr is not None and len(self.mpkr) != _KEY_BYTES):
             raise ValueError("MPKs must be 32 bytes")
 
     @property
