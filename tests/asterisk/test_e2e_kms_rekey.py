@@ -196,7 +196,8 @@ def test_kms_leave_rekeys_from_the_kms_and_the_leaver_key_opens_nothing(stack: S
             assert set(channels) == {"alice", "bob", "carol"}, channels
             assert call_a.group_key == call_b.group_key == call_c.group_key
             old_key = call_c.group_key
-            assert old_key is not None and call_c.group_epoch == 1
+            assert old_key is not None
+            assert call_c.group_epoch == 1
 
             # A talks; B hears it through the ConfBridge mix under the group key.
             await asyncio.sleep(0.3)
@@ -238,7 +239,8 @@ def test_kms_leave_rekeys_from_the_kms_and_the_leaver_key_opens_nothing(stack: S
             assert store.epoch_ticket(conference, 2) is not None  # the epoch came from the KMS
             for call in (call_a, call_b):
                 assert call.group_epoch == 2
-                assert call.group_key is not None and call.group_key.key == new_key.key
+                assert call.group_key is not None
+                assert call.group_key.key == new_key.key
             assert old_key.key != new_key.key
             print(
                 f"\nKMS mode: C's BYE -> all remaining legs on epoch 2: "

@@ -101,7 +101,8 @@ async def _hear_each_other(a: AgentCall, b: AgentCall) -> None:
 
 def test_kms_rekey_from_a_gtgk_ticket_switches_every_leg(kms_focus: KmsFocus) -> None:
     focus = kms_focus
-    assert focus.edge is not None and focus.kms is not None
+    assert focus.edge is not None
+    assert focus.kms is not None
     edge = focus.edge
 
     async def scenario(upstream: Upstream) -> None:
@@ -140,7 +141,8 @@ def test_kms_rekey_from_a_gtgk_ticket_switches_every_leg(kms_focus: KmsFocus) ->
                     upstream.mixer_sdp(call_id, 3), timeout=5
                 )
                 # Towards the mixer: clear, via the edge, nothing of MIKEY.
-                assert b"key-mgmt" not in response.body and b"a=crypto" not in response.body
+                assert b"key-mgmt" not in response.body
+                assert b"a=crypto" not in response.body
                 assert b"RTP/AVP" in response.body
                 await asyncio.sleep(0.05)  # the agent's switch runs right after its 200 OK
                 assert agent_call.group_epoch == 2
@@ -227,8 +229,10 @@ def test_a_transfer_resp_that_does_not_verify_keeps_the_leg_and_is_reported(
             failures = store.rekey_failures(conference)
             assert len(failures) == 1
             entry = failures[0][1]
-            assert entry["identity"] == BOB and entry["epoch"] == "2"
-            assert entry["leg_epoch"] == "1" and entry["status"] == "200"
+            assert entry["identity"] == BOB
+            assert entry["epoch"] == "2"
+            assert entry["leg_epoch"] == "1"
+            assert entry["status"] == "200"
             await call_b.call.bye(timeout=5)
             await call_a.call.bye(timeout=5)
         finally:
@@ -241,7 +245,8 @@ def test_a_transfer_resp_that_does_not_verify_keeps_the_leg_and_is_reported(
 
 def test_kms_down_during_a_rekey_is_503_and_changes_nothing(kms_focus: KmsFocus) -> None:
     focus = kms_focus
-    assert focus.edge is not None and focus.proxy is not None
+    assert focus.edge is not None
+    assert focus.proxy is not None
     edge = focus.edge
 
     async def scenario(upstream: Upstream) -> None:
@@ -347,8 +352,10 @@ def test_mixed_conference_kms_creator_and_sdes_joiner_rekeyed_each_in_its_mode(
             modes = {leg["mode"] for leg in edge.get(f"/v1/conferences/{conference}")["legs"]}
             assert modes == {"kms", "sdes"}
             one = store.group_key(conference, 1)
-            assert bob.group is not None and bob.group[1] == one.key
-            assert call_a.group_key is not None and call_a.group_key.key == one.key
+            assert bob.group is not None
+            assert bob.group[1] == one.key
+            assert call_a.group_key is not None
+            assert call_a.group_key.key == one.key
 
             bob.media.drain()
             heard_a, heard_b = await talk([call_a.media, bob.media], [TONE_A, TONE_B], 1.0)
@@ -365,13 +372,16 @@ def test_mixed_conference_kms_creator_and_sdes_joiner_rekeyed_each_in_its_mode(
             assert b"RTP/AVP" in response.body
             await asyncio.sleep(0.05)
             assert call_a.group_epoch == 2
-            assert call_a.group_key is not None and call_a.group_key.key == two.key
+            assert call_a.group_key is not None
+            assert call_a.group_key.key == two.key
             # Bob (SDES leg): a=crypto with the same epoch's key.
             await mixer[call_b.call_id].reinvite(  # type: ignore[attr-defined]
                 upstream.mixer_sdp(call_b.call_id, 3), timeout=5
             )
-            assert b"a=crypto" in bob.reoffers[-1] and b"key-mgmt" not in bob.reoffers[-1]
-            assert bob.group is not None and bob.group[1] == two.key
+            assert b"a=crypto" in bob.reoffers[-1]
+            assert b"key-mgmt" not in bob.reoffers[-1]
+            assert bob.group is not None
+            assert bob.group[1] == two.key
             assert _leg_epochs(edge, conference) == [2, 2]
 
             call_a.media.drain()

@@ -42,12 +42,12 @@ from dataclasses import dataclass, field
 
 from ..core.errors import (
     InsecureMedia,
-    TicketRejected,
     MikeyError,
     NotAcceptable,
     ProtocolError,
     ReplayedMessage,
     SecconfError,
+    TicketRejected,
 )
 from ..core.keymgmt import key_mgmt_value, mikey_message
 from ..core.mikey import GenericIdEntry, KeyData, KeyDataType, SpiValidity, SrtpSessionData

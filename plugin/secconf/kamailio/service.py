@@ -40,7 +40,6 @@ from secconf.core.digest import (
 )
 from secconf.core.errors import (
     Forbidden,
-    ServiceUnavailable,
     MalformedMessage,
     MalformedMikey,
     MessageTooLarge,
@@ -49,6 +48,7 @@ from secconf.core.errors import (
     ProtocolError,
     ReplayedMessage,
     SecconfError,
+    ServiceUnavailable,
     TicketRejected,
 )
 from secconf.core.focus import (
@@ -73,6 +73,7 @@ from secconf.core.focus import (
     rejected_answer,
     warning_header,
 )
+from secconf.core.keymgmt import mikey_message
 from secconf.core.keys import GroupKey
 from secconf.core.mikey import (
     GenericIdEntry,
@@ -82,7 +83,6 @@ from secconf.core.mikey import (
     SrtpSessionData,
     TicketFlags,
 )
-from secconf.core.keymgmt import mikey_message
 from secconf.core.mikey import group as mikey_group
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.core.mikey.srtp import policy_for_suite, suite_for_policy

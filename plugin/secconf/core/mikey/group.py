@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import MalformedMikey, MikeyErrorNo, TicketRejected, UnsupportedMikey
+from ._wire import PayloadBudget, Reader
 from .constants import KeyDataType, PrfFunc
 from .keys import SrtpMasterKey, ticket_srtp_master_key
 from .payloads import (
@@ -45,7 +46,6 @@ from .payloads import (
     Ticket,
     TicketFlags,
 )
-from ._wire import PayloadBudget, Reader
 from .ticket import (
     RAND_BYTES,
     DesiredPolicy,
