@@ -990,7 +990,7 @@ class FocusService:
             raise NotAcceptable("only application/sdp bodies are accepted")
         streams, external, internal = parse_dialog_media(record.media)
         if leg_mode == OfferMode.KMS.value:
-            return self._kms_reinvite(request, record, streams, external, internal)
+            return self._kms_reinvite(request, record, info.epoch, streams, external, internal)
         key = self.store.group_key(record.conference_id)
         base = TransactionState(
             record.conference_id,
@@ -1051,6 +1051,7 @@ class FocusService:
         self,
         request: RequestView,
         record: DialogRecord,
+        epoch: int,
         streams: tuple[OfferedStream, ...],
         external: LegAddresses | None,
         internal: LegAddresses | None,
@@ -1067,8 +1068,6 @@ class FocusService:
         identity not a recipient of the epoch's ticket (it joined after the
         ticket was issued): 403 and reported on ``P:rekey-failed:<id>``.
         """
-        current = self.store.get(record.conference_id)
-        epoch = 0 if current is None else current.epoch
         if record.epoch is not None and epoch <= record.epoch:
             raise NotAcceptable("the KMS-mode leg is already on the current key epoch")
         body_offer = SessionDescription.parse(request.body)
