@@ -11,13 +11,15 @@ verifies it at the 200 OK and switches the edge leg.  Mixed conferences
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from secconf.client.agent import AgentCall, ParticipantAgent
+from secconf.client.agent import AgentCall, ParticipantAgent, build_offer_sdp
 from secconf.client.kms import KmsRefused
 from secconf.core.errors import ServiceUnavailable
 from secconf.core.mikey import TicketFlags
@@ -396,5 +398,41 @@ def test_mixed_conference_kms_creator_and_sdes_joiner_rekeyed_each_in_its_mode(
             client.close()
             await alice.ua.close()
             await bob.close()
+
+    focus.run(scenario, MixingUpstream(focus.upstream_port))
+
+
+def test_a_participant_refuses_a_rekey_transfer_init_not_from_its_focus(
+    kms_focus: KmsFocus,
+) -> None:
+    """Carol (a member, a KMS user) forges a rekey for Bob with her own GTGK ticket: 403."""
+    focus = kms_focus
+
+    async def scenario(upstream: Upstream) -> None:
+        _, agents, calls, _ = await _conference(focus, upstream, (ALICE, BOB))
+        bob, call_b = agents[1], calls[1]
+        try:
+            issued = await _kms_client(focus, CAROL).request_ticket(
+                mikey_group.group_ticket_policy((BOB,), valid_until=time.time() + 600)
+            )
+            forged_epoch = mikey_group.new_group_epoch(issued, 9, secrets.token_bytes)
+            pending = mikey_group.build_group_transfer_init(
+                forged_epoch, initiator=CAROL, responder=BOB, ssrcs=[call_b.tx_ssrc],
+                now=time.time(), random_bytes=secrets.token_bytes,
+            )  # fmt: skip
+            offer = build_offer_sdp(
+                address="127.0.0.1", port=40000, mikey=pending.data, session_id=1
+            )
+            # The re-INVITE as Bob's user agent hands it to the agent, in Bob's dialog.
+            incoming = SimpleNamespace(body=offer, call=call_b.call)
+            answer = await bob._on_invite(incoming)  # type: ignore[arg-type]
+            assert answer.status == 403
+            assert call_b.group_epoch == 1
+            assert call_b.rekey_transfers == []
+            for agent_call in calls:
+                await agent_call.call.bye(timeout=5)
+        finally:
+            for agent in agents:
+                await agent.ua.close()
 
     focus.run(scenario, MixingUpstream(focus.upstream_port))
