@@ -230,7 +230,7 @@ def test_kms_leave_rekeys_from_the_kms_and_the_leaver_key_opens_nothing(stack: S
             assert report.note == "kms: epoch from the KMS"
             assert report.all_switched is not None
             assert set(report.verdicts) == {channels["alice"], channels["bob"]}
-            assert set(report.verdicts.values()) <= {"followed", "unverified"}, report.verdicts
+            assert set(report.verdicts.values()) == {"followed"}, report.verdicts
             assert report.removed == ()
             edge_state = stack.edge.get(f"/v1/conferences/{conference}")
             assert sorted(leg["epoch"] for leg in edge_state["legs"]) == [2, 2]
