@@ -154,6 +154,12 @@ def test_kms_rekey_from_a_gtgk_ticket_switches_every_leg(kms_focus: KmsFocus) ->
                 transfer = mikey_ticket.TransferInit.read(agent_call.rekey_transfers[-1])
                 assert transfer.initiator == FOCUS_IDENTITY
                 assert CAROL not in transfer.policy.recipients
+                # One crypto session (CS 1, SPI = epoch 2): the participant's SSRC and
+                # the edge's outbound SSRC towards it.
+                assert mikey_group.epoch_of_sessions(transfer.sessions) == (1, 2)
+                ssrcs = [entry.srtp_session().ssrc for entry in transfer.sessions]  # type: ignore[union-attr]
+                assert agent_call.tx_ssrc in ssrcs
+                assert len(set(ssrcs)) == 2
             assert _leg_epochs(edge, conference) == [2, 2]
             assert old.key != new_key.key
 
