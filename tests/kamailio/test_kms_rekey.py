@@ -46,6 +46,7 @@ from .conftest import (
     MixingUpstream,
     Upstream,
     free_udp_port,
+    pai,
     settings_text,
 )
 from .media import SdesParticipant, ratio, talk
@@ -369,6 +370,12 @@ def test_mixed_conference_kms_creator_and_sdes_joiner_rekeyed_each_in_its_mode(
             heard_a, heard_b = await talk([call_a.media, bob.media], [TONE_A, TONE_B], 1.0)
             assert ratio(heard_a, TONE_B) > 0.8, ratio(heard_a, TONE_B)
             assert ratio(heard_b, TONE_A) > 0.8, ratio(heard_b, TONE_A)
+
+            # A REFER authenticated the SDES way in the KMS conference: accepted (mixed).
+            response = await call_b.refer(f"<{ALICE}>", extra_headers=pai(BOB), timeout=5)
+            assert response.status == 202
+            entries = store.refers(conference)
+            assert [(e[1]["referrer"], e[1]["mode"]) for e in entries] == [(BOB, "sdes")]
 
             assert await asyncio.to_thread(_rekey, focus, conference) == 2
             assert store.epoch_ticket(conference, 2) is not None  # from the KMS
