@@ -210,3 +210,30 @@ def test_group_maps_need_one_session_one_epoch(spis: list[bytes]) -> None:
                 enumerate(spis)]  # fmt: skip
     with pytest.raises((MalformedMikey, UnsupportedMikey)):
         mg.epoch_of_sessions(sessions)
+
+
+_KMS = Kms(CountingRandom(b"kms-property"))
+_ISSUED = _group_issue(_KMS)
+
+
+@given(
+    epoch=st.integers(1, 2**32 - 1),
+    seed=st.binary(min_size=1, max_size=16),
+    ssrcs=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=6),
+)
+def test_the_participant_always_derives_the_focus_key(
+    epoch: int, seed: bytes, ssrcs: list[int]
+) -> None:
+    # Any epoch number, CSB ID/RANDRi and SSRC set: the responder's derivation from the
+    # TRANSFER_INIT (RFC 6043 §5.1.3) gives exactly the focus's epoch key.
+    group_epoch = mg.new_group_epoch(_ISSUED, epoch, CountingRandom(seed))
+    pending = mg.build_group_transfer_init(
+        group_epoch, initiator=FOCUS, responder=BOB, ssrcs=ssrcs, now=NOW,
+        random_bytes=CountingRandom(seed + b"t"),
+    )  # fmt: skip
+    transfer = mt.TransferInit.read(pending.data)
+    resolved = mt.ResolvedTicket(_ISSUED.mpki, None, _ISSUED.traffic_keys, None, None)
+    key, number = mg.group_key_of_transfer(transfer, resolved)
+    assert number == epoch
+    assert key == group_epoch.srtp_master_key()
+    assert len(transfer.sessions) == len(set(ssrcs))
