@@ -398,7 +398,9 @@ class KmsFocus(Focus):
     def psk(self, identity: str) -> Path:
         if identity not in self.psks:
             assert self.kms is not None
-            self.psks[identity] = self.kms.add_user(identity)
+            # Another KmsFocus of the session (same KMS) may have provisioned it already.
+            known = self.kms.workdir / (identity.replace(":", "_").replace("@", "_") + ".psk")
+            self.psks[identity] = known if known.exists() else self.kms.add_user(identity)
         return self.psks[identity]
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from secconf.core.errors import Forbidden, ServiceUnavailable
+from secconf.core.errors import Forbidden, NotAcceptable, ServiceUnavailable
 from secconf.core.focus import ConferenceNotFound, SsrcCollision
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES
@@ -256,3 +256,47 @@ def test_rekey_bookkeeping_media_epoch_switch_and_failures(
     # The stream goes with the conference.
     store.release("call-c0ffee-alice")
     assert 0 < client.pttl(store.rekey_failed_key("c0ffee")) <= 30_000
+
+
+def test_leg_modes_kms_leg_count_and_mixed_joins(store: ConferenceStore) -> None:
+    _create(store, mode="kms", allowed=[BOB, CAROL])
+    info = store.get("c0ffee")
+    assert info is not None
+    assert info.kms_legs == 1
+    # Not mixed: an SDES leg in a KMS conference is refused (nothing written).
+    with pytest.raises(NotAcceptable):
+        store.join("c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", mode="sdes")
+    store.join("c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", mode="sdes", mixed=True)
+    store.join("c0ffee", identity=CAROL, call_id="call-carol", leg="leg-carol", mode="kms")
+    assert store.get("c0ffee").kms_legs == 2  # type: ignore[union-attr]
+    assert store.dialog("call-c0ffee-alice").mode == "kms"  # type: ignore[union-attr]
+    assert store.dialog("call-bob").mode == "sdes"  # type: ignore[union-attr]
+    store.release("call-carol")
+    store.release("call-bob")
+    assert store.get("c0ffee").kms_legs == 1  # type: ignore[union-attr]
+
+
+def test_epoch_ticket_is_wrapped_bound_dropped_and_deleted_with_the_conference(
+    store: ConferenceStore, client: redis.Redis
+) -> None:
+    _create(store, mode="kms")
+    ticket = b"stored group epoch " + bytes(range(64))
+    two = GroupKey(2, SUITE, bytes(range(50, 66)), bytes(range(1, 15)))
+    store.add_epoch("c0ffee", two, ticket)
+    assert store.epoch_ticket("c0ffee", 2) == ticket
+    assert store.epoch_ticket("c0ffee", 1) is None
+    blob = client.hget(store.conference_key("c0ffee", "epochs"), "ticket:2")
+    assert blob is not None
+    assert ticket not in blob  # type: ignore[operator]
+    # Bound to its conference and epoch: moved, it does not open.
+    client.hset(store.conference_key("c0ffee", "epochs"), "ticket:1", blob)  # type: ignore[arg-type]
+    from secconf.store.errors import KeyUnwrapError
+
+    with pytest.raises(KeyUnwrapError):
+        store.epoch_ticket("c0ffee", 1)
+    client.hdel(store.conference_key("c0ffee", "epochs"), "ticket:1")
+    store.drop_epoch("c0ffee", 2)  # the edge refused it: key and ticket go
+    assert store.epoch_ticket("c0ffee", 2) is None
+    store.add_epoch("c0ffee", two, ticket)
+    store.release("call-c0ffee-alice")
+    assert not client.exists(store.conference_key("c0ffee", "epochs"))

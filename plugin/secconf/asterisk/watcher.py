@@ -540,12 +540,10 @@ class Watcher:
             started,
             minted=self.clock(),
         )
-        if info.mode == "kms":
-            # The module refuses re-INVITEs in KMS dialogs (docs/kamailio.md): legs stay
-            # on their epoch until they rejoin.  Nothing to trigger or verify yet.
-            report.note = "kms: epoch minted, re-INVITE rekeys not built"
-            report.refreshed = report.settled = self.clock()
-            return report
+        if info.kms_legs > 0:
+            # mint_epoch took this epoch from the KMS (a GTGK ticket naming the current
+            # members); the module keys each KMS leg's re-INVITE with a TRANSFER_INIT.
+            report.note = "kms: epoch from the KMS"
         channels = [member.channel for member in self.tracker.members(conference)]
         call_ids = {channel: await self._call_id(channel) for channel in channels}
         await asyncio.gather(

@@ -25,7 +25,7 @@ from secconf.core.mikey import ticket as mikey_ticket
 
 from .settings import KmsSettings
 
-__all__ = ["HttpKmsResolver", "KmsRefusedTicket", "TicketResolver"]
+__all__ = ["HttpKmsResolver", "KmsRefusedRequest", "KmsRefusedTicket", "TicketResolver"]
 
 MIKEY_CONTENT_TYPE = "application/mikey"
 
@@ -34,12 +34,23 @@ class KmsRefusedTicket(Forbidden):
     """The KMS would not resolve the ticket (forged, expired, revoked, not for us): 403."""
 
 
+class KmsRefusedRequest(ServiceUnavailable):
+    """The KMS would not issue the focus a ticket (policy, unknown recipient, focus revoked).
+
+    503 to the caller of a rekey: the epoch cannot be minted, nothing changed.
+    """
+
+
 class TicketResolver(Protocol):
     def resolve(self, transfer: mikey_ticket.TransferInit) -> mikey_ticket.ResolvedTicket: ...
 
+    def request_ticket(self, desired: mikey_ticket.DesiredPolicy) -> mikey_ticket.IssuedTicket: ...
+
 
 class HttpKmsResolver:
-    """RESOLVE_INIT_PSK as the focus identity; raises ServiceUnavailable (503) or a 403."""
+    """The focus at the KMS: RESOLVE_INIT_PSK (participants' tickets) and REQUEST_INIT_PSK
+    (group-key tickets for rekeys), both as the focus identity; ServiceUnavailable (503)
+    when the KMS does not answer within ``[kms] timeout``."""
 
     def __init__(
         self,
@@ -68,6 +79,53 @@ class HttpKmsResolver:
             self._client.close()
             self._client = None
 
+    def _post(self, path: str, data: bytes) -> httpx.Response:
+        """One POST to the KMS, bounded by ``[kms] timeout``; 5xx and no answer: 503."""
+        try:
+            response = self._http().post(
+                self._settings.url.rstrip("/") + path,
+                content=data,
+                headers={"content-type": MIKEY_CONTENT_TYPE},
+            )
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"KMS unavailable ({type(exc).__name__})") from None
+        if response.status_code >= 500:
+            raise ServiceUnavailable(f"KMS answered {response.status_code}")
+        return response
+
+    @staticmethod
+    def _error_no(response: httpx.Response) -> int:
+        try:
+            numbers = mikey_ticket.read_error(response.content)
+        except MikeyError:  # an unreadable error body: the status says enough
+            return MikeyErrorNo.UNSPECIFIED
+        return numbers[0] if numbers else MikeyErrorNo.UNSPECIFIED
+
+    def request_ticket(self, desired: mikey_ticket.DesiredPolicy) -> mikey_ticket.IssuedTicket:
+        """REQUEST_INIT_PSK -> REQUEST_RESP as the focus (RFC 6043 §4.2.1), verified.
+
+        A refusal by the KMS is :class:`KmsRefusedRequest` (503 for the rekey:
+        no key can be minted); no answer within the timeout, ``ServiceUnavailable``.
+        """
+        settings = self._settings
+        pending = mikey_ticket.build_request_init(
+            initiator=settings.focus_identity,
+            kms=settings.kms_identity,
+            psk=settings.psk,
+            desired=desired,
+            now=self._clock(),
+            random_bytes=self._random_bytes,
+        )
+        response = self._post("/mikey/v1/request", pending.data)
+        if response.status_code != 200:
+            raise KmsRefusedRequest(
+                f"the KMS refused the focus a ticket (HTTP {response.status_code}, "
+                f"MIKEY error {self._error_no(response)})"
+            )
+        return mikey_ticket.process_request_resp(
+            pending, response.content, psk=settings.psk, now=self._clock(), skew=settings.skew
+        )
+
     def resolve(self, transfer: mikey_ticket.TransferInit) -> mikey_ticket.ResolvedTicket:
         settings = self._settings
         pending = mikey_ticket.build_resolve_init(
@@ -78,25 +136,11 @@ class HttpKmsResolver:
             now=self._clock(),
             random_bytes=self._random_bytes,
         )
-        try:
-            response = self._http().post(
-                settings.url.rstrip("/") + "/mikey/v1/resolve",
-                content=pending.data,
-                headers={"content-type": MIKEY_CONTENT_TYPE},
-            )
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable(f"KMS unavailable ({type(exc).__name__})") from None
-        if response.status_code == 503 or response.status_code >= 500:
-            raise ServiceUnavailable(f"KMS answered {response.status_code}")
+        response = self._post("/mikey/v1/resolve", pending.data)
         if response.status_code != 200:
-            error_no: int = MikeyErrorNo.UNSPECIFIED
-            try:
-                numbers = mikey_ticket.read_error(response.content)
-                error_no = numbers[0] if numbers else error_no
-            except MikeyError:  # an unreadable error body: the status says enough
-                pass
             raise KmsRefusedTicket(
-                f"ticket refused by the KMS (HTTP {response.status_code}, MIKEY error {error_no})"
+                f"ticket refused by the KMS (HTTP {response.status_code}, "
+                f"MIKEY error {self._error_no(response)})"
             )
         return mikey_ticket.process_resolve_resp(
             pending,

@@ -49,6 +49,8 @@ class KmsSettings:
     psk: bytes = field(repr=False)
     timeout: float = 0.5
     skew: float = 60.0
+    #: Requested validity of a rekey's group-key (GTGK) ticket; the KMS may clamp it.
+    epoch_ticket_lifetime: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,9 @@ class Settings:
     uri_list_outside: str = "refuse"
     #: Per-INVITE timing (parse, Redis, edge, rewrite) into Redis counters; off by default.
     timing: bool = False
+    #: A conference takes joins/REFERs authenticated in the other mode too (SDES members
+    #: of a KMS conference, or the reverse); false (default): refused 488/403 (fail closed).
+    mixed_modes: bool = False
 
     @property
     def kms_mode(self) -> bool:
@@ -205,6 +210,7 @@ def load_settings(
         uri_list_max=uri_list_max,
         uri_list_outside=uri_list_outside,
         timing=_get(data, "focus", "timing", bool, False),
+        mixed_modes=_get(data, "policy", "mixed_modes", bool, False),
     )
 
 
@@ -245,6 +251,9 @@ def _kms_settings(
     skew = float(_get(data, "kms", "skew", float, 60.0))
     if not (0 < timeout <= 5) or not (0 < skew <= 600):
         raise SettingsError("[kms] timeout must be in (0, 5] s and skew in (0, 600] s")
+    lifetime = float(_get(data, "kms", "epoch_ticket_lifetime", float, 86400.0))
+    if not 60 <= lifetime <= 7 * 86400:
+        raise SettingsError("[kms] epoch_ticket_lifetime must be in [60, 604800] s")
     return KmsSettings(
         url=url,
         kms_identity=_get(data, "kms", "kms_identity", str),
@@ -252,4 +261,5 @@ def _kms_settings(
         psk=psk,
         timeout=timeout,
         skew=skew,
+        epoch_ticket_lifetime=lifetime,
     )

@@ -9,14 +9,19 @@ Key layout (``P`` is the prefix; ``{id}`` is the conference id in braces, a
 Redis Cluster hash tag, so that one conference's keys share a slot)::
 
     P:conf:{id}            hash  state ("active"/"ended"), mode, creator, uri,
-                                 created, epoch (current key epoch), suite
+                                 created, epoch (current key epoch), suite,
+                                 kms_legs (dialogs keyed in KMS mode)
     P:conf:{id}:allowed    set   identities allowed to join
     P:conf:{id}:members    hash  identity -> number of its dialogs (pending or up)
     P:conf:{id}:epochs     hash  epoch number -> wrapped key||salt
-                                 (context ``conf-epoch:<id>:<n>``)
+                                 (context ``conf-epoch:<id>:<n>``); for an epoch
+                                 from the KMS also ``ticket:<n>`` -> the wrapped
+                                 group epoch ticket (``conf-epoch-ticket:<id>:<n>``,
+                                 secconf.core.mikey.group), deleted with the epochs
     P:conf:{id}:ssrcs      hash  SSRC (decimal) -> dialog id holding it
     P:dialog:<dialog id>   hash  conference, identity, leg, state ("pending"/"up"),
-                                 ssrcs (comma list), creator ("1" for the creating call)
+                                 ssrcs (comma list), creator ("1" for the creating call),
+                                 mode (how this leg is keyed: "sdes"/"kms")
     P:refer:<id>           stream  accepted REFERs to the focus (referrer, target, mode,
                                  ...): consumed by the dial-out watcher; expires with
                                  the conference
@@ -77,6 +82,7 @@ __all__ = [
     "connect_blocking",
     "dialog_id",
     "epoch_context",
+    "epoch_ticket_context",
 ]
 
 _CONFERENCE_ID_RE: Final = re.compile(r"^[0-9a-z]{1,64}$")
@@ -121,6 +127,11 @@ def epoch_context(conference_id: str, epoch: int) -> bytes:
     return f"conf-epoch:{conference_id}:{epoch}".encode("ascii")
 
 
+def epoch_ticket_context(conference_id: str, epoch: int) -> bytes:
+    """Key-wrapping context of one KMS epoch's ticket material (GTGK, MPKs, RANDRi)."""
+    return f"conf-epoch-ticket:{conference_id}:{epoch}".encode("ascii")
+
+
 class ConferenceExists(Conflict):
     """A conference id already in use (ids are random: mint another)."""
 
@@ -141,6 +152,7 @@ class DialogRecord:
     creator: bool = False
     epoch: int | None = None  # the epoch its leg sends under (set once its 2xx passed)
     media: str = ""  # JSON: streams, edge addresses (set once its 2xx passed)
+    mode: str = ""  # how this leg is keyed ("sdes"/"kms"; "" in records older than this field)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +165,7 @@ class ConferenceInfo:
     epoch: int
     suite: str
     created: float
+    kms_legs: int = 0  # dialogs keyed in KMS mode (their epochs must come from the KMS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +191,10 @@ _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'conf-exists' end
 if redis.call('EXISTS', KEYS[6]) == 1 then return 'dialog-exists' end
 local n = tonumber(ARGV[11])
+local kms = 0
+if ARGV[1] == 'kms' then kms = 1 end
 redis.call('HSET', KEYS[1], 'state', 'active', 'mode', ARGV[1], 'creator', ARGV[2],
-  'uri', ARGV[3], 'created', ARGV[4], 'epoch', '1', 'suite', ARGV[5])
+  'uri', ARGV[3], 'created', ARGV[4], 'epoch', '1', 'suite', ARGV[5], 'kms_legs', kms)
 redis.call('SADD', KEYS[2], ARGV[2])
 for i = 12 + n, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
 redis.call('HSET', KEYS[3], ARGV[2], 1)
@@ -190,30 +205,32 @@ for i = 12, 11 + n do
   ssrcs[#ssrcs + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[6], 'conference', ARGV[10], 'identity', ARGV[2], 'leg', ARGV[8],
-  'state', 'pending', 'ssrcs', table.concat(ssrcs, ','), 'creator', '1')
+  'state', 'pending', 'ssrcs', table.concat(ssrcs, ','), 'creator', '1', 'mode', ARGV[1])
 redis.call('EXPIRE', KEYS[6], ARGV[7])
 return 'ok'
 """
 
 # KEYS: conf, allowed, members, ssrcs, dialog
-# ARGV: identity, leg, dialog_id, dialog_ttl, conference_id, mode ('' = any), ssrc...
+# ARGV: identity, leg, dialog_id, dialog_ttl, conference_id, required mode ('' = any),
+#       leg mode, ssrc...
 _JOIN = """
 local c = redis.call('HMGET', KEYS[1], 'state', 'mode')
 if c[1] ~= 'active' then return 'not-found' end
 if ARGV[6] ~= '' and c[2] ~= ARGV[6] then return 'mode' end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return 'forbidden' end
 if redis.call('EXISTS', KEYS[5]) == 1 then return 'dialog-exists' end
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   if redis.call('HEXISTS', KEYS[4], ARGV[i]) == 1 then return 'ssrc' end
 end
 local ssrcs = {}
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   redis.call('HSET', KEYS[4], ARGV[i], ARGV[3])
   ssrcs[#ssrcs + 1] = ARGV[i]
 end
 redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 redis.call('HSET', KEYS[5], 'conference', ARGV[5], 'identity', ARGV[1], 'leg', ARGV[2],
-  'state', 'pending', 'ssrcs', table.concat(ssrcs, ','), 'creator', '0')
+  'state', 'pending', 'ssrcs', table.concat(ssrcs, ','), 'creator', '0', 'mode', ARGV[7])
+if ARGV[7] == 'kms' then redis.call('HINCRBY', KEYS[1], 'kms_legs', 1) end
 redis.call('EXPIRE', KEYS[5], ARGV[4])
 return redis.call('HGET', KEYS[1], 'epoch')
 """
@@ -245,7 +262,7 @@ return 'ok'
 # KEYS: conf, epochs; ARGV: epoch.  Undo an epoch just added (the edge refused it).
 _DROP_EPOCH = """
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 'stale' end
-redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1], 'ticket:' .. ARGV[1])
 redis.call('HSET', KEYS[1], 'epoch', tostring(tonumber(ARGV[1]) - 1))
 return 'ok'
 """
@@ -264,10 +281,13 @@ return id
 # KEYS: dialog; ARGV: prefix, dialog_id, ended_ttl_ms.
 _RELEASE = """
 local d = redis.call('HMGET', KEYS[1], 'conference', 'identity', 'leg', 'ssrcs', 'creator',
-  'state')
+  'state', 'mode')
 if not d[1] then return {'no-dialog'} end
 redis.call('DEL', KEYS[1])
 local base = ARGV[1] .. ':conf:{' .. d[1] .. '}'
+if d[7] == 'kms' and redis.call('HEXISTS', base, 'kms_legs') == 1 then
+  redis.call('HINCRBY', base, 'kms_legs', -1)
+end
 local left = redis.call('HINCRBY', base .. ':members', d[2], -1)
 if left <= 0 then redis.call('HDEL', base .. ':members', d[2]) end
 for s in string.gmatch(d[4] or '', '[^,]+') do
@@ -309,12 +329,14 @@ for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 return redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
 """
 
-# KEYS: conf, epochs; ARGV: new epoch, wrapped.  Only the next epoch of an active conference.
+# KEYS: conf, epochs; ARGV: new epoch, wrapped key, wrapped ticket ('' = none).
+# Only the next epoch of an active conference.
 _ADD_EPOCH = """
 local c = redis.call('HMGET', KEYS[1], 'state', 'epoch')
 if c[1] ~= 'active' then return 'not-found' end
 if tonumber(c[2]) + 1 ~= tonumber(ARGV[1]) then return 'stale' end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], 'ticket:' .. ARGV[1], ARGV[3]) end
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1])
 return 'ok'
 """
@@ -448,8 +470,12 @@ class ConferenceStore:
         leg: str,
         ssrcs: Sequence[int] = (),
         mode: str | None = None,
+        mixed: bool = False,
     ) -> int:
         """Add *identity*'s dialog (pending) to the conference; return the current epoch.
+
+        *mode* is how this leg is keyed (recorded in the dialog); unless *mixed*
+        (``policy.mixed_modes``) it must be the conference's mode.
 
         Refusals, with nothing written: :class:`ConferenceNotFound` (404, no
         such active conference), :class:`~secconf.core.errors.Forbidden` (403,
@@ -473,6 +499,7 @@ class ConferenceStore:
             dialog_id(call_id),
             self._dialog_ttl,
             conference_id,
+            "" if mixed else (mode or ""),
             mode or "",
             *ssrc_list,
         ]
@@ -551,14 +578,26 @@ class ConferenceStore:
         record = DialogRecord(conference_id, identity, leg, state, _ssrcs(ssrcs), creator == "1")
         return Released(record, int(raw[7]) == 1)
 
-    def add_epoch(self, conference_id: str, group_key: GroupKey) -> None:
-        """Store the next epoch's key and make it current (the rekey step uses this)."""
+    def add_epoch(
+        self, conference_id: str, group_key: GroupKey, ticket: bytes | None = None
+    ) -> None:
+        """Store the next epoch's key and make it current (the rekey step uses this).
+
+        *ticket*: for an epoch from the KMS, the stored form of its group epoch
+        ticket (:meth:`secconf.core.mikey.group.GroupEpochTicket.to_bytes`),
+        wrapped under the KEK like the key, in the same script.
+        """
         blob = self._wrapper.wrap(
             group_key.key + group_key.salt, epoch_context(conference_id, group_key.epoch)
         )
+        ticket_blob = (
+            b""
+            if ticket is None
+            else self._wrapper.wrap(ticket, epoch_ticket_context(conference_id, group_key.epoch))
+        )
         keys = [self.conference_key(conference_id), self.conference_key(conference_id, "epochs")]
         with redis_errors("store a key epoch"):
-            result = _text(self._add_epoch(keys=keys, args=[group_key.epoch, blob]))
+            result = _text(self._add_epoch(keys=keys, args=[group_key.epoch, blob, ticket_blob]))
         if result == "not-found":
             raise ConferenceNotFound("no such conference")
         if result == "stale":
@@ -694,6 +733,7 @@ class ConferenceStore:
                 int(fields["epoch"]),
                 fields["suite"],
                 float(fields["created"]),
+                int(fields.get("kms_legs", "0")),
             )
         except (KeyError, ValueError):
             raise CorruptRecord("conference record incomplete") from None
@@ -734,9 +774,18 @@ class ConferenceStore:
                 fields.get("creator") == "1",
                 int(fields["epoch"]) if fields.get("epoch") else None,
                 fields.get("media", ""),
+                fields.get("mode", ""),
             )
         except (KeyError, ValueError):
             raise CorruptRecord("dialog record incomplete") from None
+
+    def epoch_ticket(self, conference_id: str, epoch: int) -> bytes | None:
+        """The unwrapped stored group epoch ticket of *epoch* (``None``: not a KMS epoch)."""
+        with redis_errors("read an epoch ticket"):
+            blob = self._redis.hget(self.conference_key(conference_id, "epochs"), f"ticket:{epoch}")
+        if blob is None:
+            return None
+        return self._wrapper.unwrap(cast(bytes, blob), epoch_ticket_context(conference_id, epoch))
 
     def group_key(self, conference_id: str, epoch: int | None = None) -> GroupKey:
         """The key of *epoch* (the current one by default), unwrapped."""
