@@ -1,8 +1,8 @@
 """The focus as a KMS user: resolves participants' tickets, synchronously, with a short timeout.
 
-Kamailio workers have no event loop, so this is httpx's **synchronous**
-client (one per worker, created lazily after the fork, kept alive), every
-call bounded by ``[kms] timeout`` (0.5 s by default): a KMS that is down or
+Kamailio workers have no event loop, so this is a **blocking** keep-alive
+connection (:class:`secconf.kamailio.keepalive.KeepAliveHttp`, one per worker,
+opened lazily after the fork), every call bounded by ``[kms] timeout`` (0.5 s by default): a KMS that is down or
 hangs costs a worker at most that long and the INVITE gets 503.
 
 The exchange is RFC 6043 §4.2.3 (RESOLVE_INIT_PSK → RESOLVE_RESP) over
@@ -13,16 +13,16 @@ and then of the TRANSFER_INIT with MPKi is
 
 from __future__ import annotations
 
+import http.client
 import secrets
 import time
 from collections.abc import Callable
 from typing import Protocol
 
-import httpx
-
 from secconf.core.errors import Forbidden, MikeyError, MikeyErrorNo, ServiceUnavailable
 from secconf.core.mikey import ticket as mikey_ticket
 
+from .keepalive import HttpAnswer, KeepAliveHttp
 from .settings import KmsSettings
 
 __all__ = ["HttpKmsResolver", "KmsRefusedRequest", "KmsRefusedTicket", "TicketResolver"]
@@ -62,41 +62,30 @@ class HttpKmsResolver:
         self._settings = settings
         self._clock = clock
         self._random_bytes = random_bytes
-        self._client: httpx.Client | None = None
+        self._http = KeepAliveHttp(settings.url, timeout=settings.timeout)
 
     def __repr__(self) -> str:
         return f"HttpKmsResolver({self._settings.url!r})"
 
-    def _http(self) -> httpx.Client:
-        if self._client is None:
-            self._client = httpx.Client(
-                timeout=httpx.Timeout(self._settings.timeout), trust_env=False
-            )
-        return self._client
-
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._http.close()
 
-    def _post(self, path: str, data: bytes) -> httpx.Response:
+    def _post(self, path: str, data: bytes) -> HttpAnswer:
         """One POST to the KMS, bounded by ``[kms] timeout``; 5xx and no answer: 503."""
         try:
-            response = self._http().post(
-                self._settings.url.rstrip("/") + path,
-                content=data,
-                headers={"content-type": MIKEY_CONTENT_TYPE},
+            status, content = self._http.request(
+                "POST", path, data, content_type=MIKEY_CONTENT_TYPE
             )
-        except httpx.HTTPError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise ServiceUnavailable(f"KMS unavailable ({type(exc).__name__})") from None
-        if response.status_code >= 500:
-            raise ServiceUnavailable(f"KMS answered {response.status_code}")
-        return response
+        if status >= 500:
+            raise ServiceUnavailable(f"KMS answered {status}")
+        return status, content
 
     @staticmethod
-    def _error_no(response: httpx.Response) -> int:
+    def _error_no(content: bytes) -> int:
         try:
-            numbers = mikey_ticket.read_error(response.content)
+            numbers = mikey_ticket.read_error(content)
         except MikeyError:  # an unreadable error body: the status says enough
             return MikeyErrorNo.UNSPECIFIED
         return numbers[0] if numbers else MikeyErrorNo.UNSPECIFIED
@@ -116,14 +105,14 @@ class HttpKmsResolver:
             now=self._clock(),
             random_bytes=self._random_bytes,
         )
-        response = self._post("/mikey/v1/request", pending.data)
-        if response.status_code != 200:
+        status, content = self._post("/mikey/v1/request", pending.data)
+        if status != 200:
             raise KmsRefusedRequest(
-                f"the KMS refused the focus a ticket (HTTP {response.status_code}, "
-                f"MIKEY error {self._error_no(response)})"
+                f"the KMS refused the focus a ticket (HTTP {status}, "
+                f"MIKEY error {self._error_no(content)})"
             )
         return mikey_ticket.process_request_resp(
-            pending, response.content, psk=settings.psk, now=self._clock(), skew=settings.skew
+            pending, content, psk=settings.psk, now=self._clock(), skew=settings.skew
         )
 
     def resolve(self, transfer: mikey_ticket.TransferInit) -> mikey_ticket.ResolvedTicket:
@@ -136,15 +125,14 @@ class HttpKmsResolver:
             now=self._clock(),
             random_bytes=self._random_bytes,
         )
-        response = self._post("/mikey/v1/resolve", pending.data)
-        if response.status_code != 200:
+        status, content = self._post("/mikey/v1/resolve", pending.data)
+        if status != 200:
             raise KmsRefusedTicket(
-                f"ticket refused by the KMS (HTTP {response.status_code}, "
-                f"MIKEY error {self._error_no(response)})"
+                f"ticket refused by the KMS (HTTP {status}, MIKEY error {self._error_no(content)})"
             )
         return mikey_ticket.process_resolve_resp(
             pending,
-            response.content,
+            content,
             transfer,
             psk=settings.psk,
             now=self._clock(),
