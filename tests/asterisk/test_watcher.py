@@ -9,6 +9,7 @@ import pytest
 
 from secconf.asterisk.watcher import Lease, WatcherConfigError, load_watcher_settings
 from secconf.cli import build_parser
+from secconf.core.roster import FailurePolicy
 from secconf.store import generate_key_file
 from secconf.store.conferences import connect_blocking
 
@@ -51,7 +52,7 @@ def test_one_lease_holder_per_conference_and_a_lapsed_lease_is_taken_over(
         client.close()
 
 
-def test_the_sample_config_loads_and_replace_is_refused(tmp_path: Path) -> None:
+def test_the_sample_config_loads_with_replace_and_remove(tmp_path: Path) -> None:
     generate_key_file(tmp_path / "kek")
     (tmp_path / "focus.toml").write_text(FOCUS)
     (tmp_path / "secret").write_text("s3cret\n")
@@ -64,13 +65,27 @@ def test_the_sample_config_loads_and_replace_is_refused(tmp_path: Path) -> None:
     assert "s3cret" not in repr(settings)
     assert settings.prefix == "scw"
     assert settings.policy.debounce == 2.0
-    replaced = (
-        (ROOT / "config" / "watcher.toml")
-        .read_text()
-        .replace('on_failure = "remove"', 'on_failure = "replace"')
+    assert settings.on_failure is FailurePolicy.REPLACE  # the default
+    assert (settings.dialout_endpoint, settings.dialout_context) == (
+        "kamailio-out",
+        "secconf-dialout",
     )
-    (tmp_path / "watcher.toml").write_text(replaced)
-    with pytest.raises(WatcherConfigError, match="replacement calls"):
+    sample = (ROOT / "config" / "watcher.toml").read_text()
+    (tmp_path / "watcher.toml").write_text(
+        sample.replace('on_failure = "replace"', 'on_failure = "remove"')
+    )
+    assert load_watcher_settings(tmp_path / "watcher.toml", env).on_failure is (
+        FailurePolicy.REMOVE
+    )
+    (tmp_path / "watcher.toml").write_text(
+        sample.replace('on_failure = "replace"', 'on_failure = "ignore"')
+    )
+    with pytest.raises(WatcherConfigError, match="on_failure"):
+        load_watcher_settings(tmp_path / "watcher.toml", env)
+    (tmp_path / "watcher.toml").write_text(
+        sample.replace('endpoint = "kamailio-out"', 'endpoint = "x/y"')
+    )
+    with pytest.raises(WatcherConfigError, match="endpoint"):
         load_watcher_settings(tmp_path / "watcher.toml", env)
 
 

@@ -24,7 +24,7 @@ from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.redis_server import RedisServer
 
-from .conftest import ALICE, BOB, CAROL, DAVE, Focus, Upstream, _start_focus, offer, pai
+from .conftest import ALICE, BOB, CAROL, DAVE, Focus, Upstream, _start_focus
 from .media import SdesParticipant
 
 pytestmark = pytest.mark.usefixtures("redis_url")
@@ -185,7 +185,8 @@ def test_dialout_keys_the_call_and_refusals_change_nothing(dialout_focus: Focus)
             section = offered.media[0]
             assert section.proto == "RTP/SAVP"
             crypto = [CryptoAttribute.parse(v or "") for v in section.attributes("crypto")]
-            assert len(crypto) == 1 and crypto[0].tag == 1
+            assert len(crypto) == 1
+            assert crypto[0].tag == 1
             assert bob.group == alice.group  # the one group key of epoch 1
             assert bob_call.invite.get("X-Secconf-Conference") == (
                 f"<sip:conf-{conference}@conf.test.invalid>"
@@ -213,11 +214,13 @@ def test_dialout_keys_the_call_and_refusals_change_nothing(dialout_focus: Focus)
             )
             assert epoch == 2
             await mixer_call.reinvite(MIXER_OFFER.replace(b"1 1 IN", b"1 2 IN"), timeout=5)
-            assert bob.group is not None and bob.group != alice.group
+            assert bob.group is not None
+            assert bob.group != alice.group
             new_key = store.group_key(conference)
             assert bob.group[1:] == (new_key.key, new_key.salt)
             dialog = store.dialog(mixer_call.call_id)
-            assert dialog is not None and dialog.epoch == 2
+            assert dialog is not None
+            assert dialog.epoch == 2
             assert b"inline:" not in (mixer_call.remote_sdp or b"")
 
             # BYE from the mixer releases the dial-out dialog.

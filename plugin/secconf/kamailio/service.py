@@ -853,7 +853,7 @@ class FocusService:
         if state.kind == "reinvite":
             return self._reinvite_answered(reply, state, request_body), ()
         if state.kind == "dialout":
-            from .dialout import dialout_answered  # noqa: PLC0415 - dialout imports this module
+            from .dialout import dialout_answered
 
             return dialout_answered(self, reply, state), ()
         answered = self.store.answered(
