@@ -9,13 +9,16 @@ the mixer is a ``UserAgent`` bound to the ``upstream.uri`` port (what Asterisk's
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Iterator
 
 import pytest
 
+from secconf.client.media import SrtpEndpoint
 from secconf.client.sip import Call, SipRequestFailed, UserAgent
 from secconf.core import digest
-from secconf.core.sdes import CryptoAttribute
+from secconf.core.keys import GroupKey
+from secconf.core.sdes import SUITES, CryptoAttribute
 from secconf.core.sdp import SessionDescription
 from secconf.kamailio.rekey import rekey
 from secconf.kamailio.settings import load_settings
@@ -24,7 +27,8 @@ from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.redis_server import RedisServer
 
-from .conftest import ALICE, BOB, CAROL, DAVE, Focus, Upstream, _start_focus
+from .conftest import ALICE, BOB, CAROL, DAVE, Focus, Upstream, _start_focus, free_udp_port
+from .media import SUITE as SUITE_NAME
 from .media import SdesParticipant
 
 pytestmark = pytest.mark.usefixtures("redis_url")
@@ -45,6 +49,14 @@ MIXER_OFFER = (
 )
 
 
+#: Alice's phone does not REGISTER: the focus has a fixed contact for her.
+STATIC_PORT = free_udp_port()
+STATIC = f"""
+[dialout]
+contacts = {{ "{ALICE}" = "sip:alice@127.0.0.1:{STATIC_PORT}" }}
+"""
+
+
 @pytest.fixture(scope="module")
 def dialout_focus(
     kamailio_factory: KamailioFactory,
@@ -60,7 +72,7 @@ def dialout_focus(
             "SECCONF_EDGE_URL": media_edge.url,
             "SECCONF_EDGE_TOKEN_FILE": str(media_edge.token_file),
         },
-        extra=DIGEST,
+        extra=DIGEST + STATIC,
     )
     yield running
     running.server.stop()
@@ -234,5 +246,70 @@ def test_dialout_keys_the_call_and_refusals_change_nothing(dialout_focus: Focus)
                 await p.close()
             await dave.close()
             await stranger.close()
+
+    focus.run(scenario)
+
+
+def test_static_contact_and_kms_conference(dialout_focus: Focus) -> None:
+    """``[dialout] contacts`` reaches a phone that does not register; KMS mode is 501."""
+    focus = dialout_focus
+    _add_users(focus)
+
+    async def scenario(upstream: Upstream) -> None:
+        mixer = upstream.ua
+        assert mixer is not None
+        alice = await SdesParticipant.start(ALICE)
+        phone = await UserAgent.start("127.0.0.1", STATIC_PORT, identity=ALICE)
+        helper = SdesParticipant(phone, alice.media, alice.own, accept_calls=True)
+        phone.on_invite = helper._on_invite
+        store, client = focus.store()
+        try:
+            call_a = await alice.invite(focus.target("conf-factory"), ALICE)
+            header = call_a.response.get("X-Secconf-Conference")  # type: ignore[union-attr]
+            assert header is not None
+            conference = header.split("conf-", 1)[1].split("@", 1)[0]
+            # The phone answers with an SSRC already used in the conference (Alice's own
+            # call's): the mixer gets an answer rejecting the stream, nothing is kept.
+            mixer_call: Call = await dial(mixer, focus, ALICE, conference)
+            await phone.next_call(5)
+            rejected = SessionDescription.parse(mixer_call.remote_sdp)
+            assert rejected.media[0].port == 0
+            assert store.dialog(mixer_call.call_id) is None
+            await mixer_call.bye(timeout=5)
+            # With its own SSRC the static contact's call is keyed and recorded.
+            helper.media = await SrtpEndpoint.open("127.0.0.1", rtcp_interval=None)
+            mixer_call = await dial(mixer, focus, ALICE, conference)
+            await phone.next_call(5)
+            assert helper.group == alice.group
+            dialog = store.dialog(mixer_call.call_id)
+            assert dialog is not None
+            assert dialog.dialout
+            assert dialog.ssrcs == (helper.media.ssrc,)
+            await mixer_call.bye(timeout=5)
+
+            # A KMS-mode conference: 501 "KMS dial-out not built", nothing written.
+            kms_conference = "00000000000000aa"
+            store.create(
+                kms_conference,
+                creator=ALICE,
+                uri=f"sip:conf-{kms_conference}@conf.test.invalid",
+                group_key=GroupKey.generate(1, SUITES[SUITE_NAME], secrets.token_bytes),
+                call_id="kms-creator@test",
+                leg=f"{kms_conference}-leg",
+                allowed=[BOB],
+                mode="kms",
+            )
+            before = focus.snapshot(ours_only=True)
+            with pytest.raises(SipRequestFailed) as info:
+                await dial(mixer, focus, BOB, kms_conference)
+            assert info.value.status_code == 501
+            assert "KMS dial-out not built" in (info.value.response.get("Warning") or "")  # type: ignore[union-attr]
+            assert focus.snapshot(ours_only=True) == before
+        finally:
+            client.close()
+            if helper.media is not alice.media:
+                await helper.media.close(bye=False)
+            await phone.close()
+            await alice.close()
 
     focus.run(scenario)

@@ -219,6 +219,10 @@ class KsrAdapter:
         """``registrar.save``: store the REGISTER's contacts and answer it (RFC 3261 §10.3)."""
         return bool(self.ksr.registrar.save(table, 0) > 0)
 
+    def set_ruri(self, uri: str) -> None:
+        """The Request-URI the request is relayed to (``$ru``)."""
+        self.ksr.pv.sets("$ru", uri)
+
     def lookup(self, target: str, table: str = "location") -> int:
         """``registrar.lookup`` of *target*: the Request-URI becomes its contact.
 

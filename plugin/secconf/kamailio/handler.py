@@ -259,6 +259,11 @@ class SecconfKemi:
         try:
             plan = check_dialout(service, request)
             found = self.adapter.lookup(plan.target)
+            static = self.settings.dialout_contacts.get(plan.target)
+            if found == -1 and static is not None:
+                # A phone that does not REGISTER: its contact from [dialout] contacts.
+                self.adapter.set_ruri(static)
+                found = 1
             if found < 0:
                 raise TargetUnavailable(
                     "dial-out target not registered" if found == -1 else "target not reachable"
