@@ -93,3 +93,51 @@ def test_cli_has_watcher_serve() -> None:
     args = build_parser().parse_args(["watcher", "serve", "--config", "w.toml"])
     assert args.config == "w.toml"
     assert args.handler.__name__ == "_cmd_watcher_serve"
+
+
+def test_two_watchers_share_the_refer_stream_each_entry_once(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """XREADGROUP: every REFER entry goes to exactly one watcher, entries before the group too."""
+    import asyncio
+
+    from secconf.asterisk.ami import AmiSettings
+    from secconf.asterisk.watcher import REFER_GROUP, Watcher, WatcherSettings
+    from secconf.kamailio.settings import load_settings
+
+    generate_key_file(tmp_path / "kek")
+    (tmp_path / "focus.toml").write_text(FOCUS)
+    focus = load_settings(tmp_path / "focus.toml", env={"SECCONF_REDIS_URL": redis_url})
+    conference = "0123456789abcdef"
+
+    async def scenario() -> None:
+        watchers = [
+            Watcher(WatcherSettings(ami=AmiSettings(secret="x"), focus=focus, watcher_id=name))
+            for name in ("w1", "w2")
+        ]
+        key = watchers[0].store.refer_stream_key(conference)
+        try:
+            assert watchers[0]._read_refers(conference) == []  # no stream yet: no group, no key
+            assert not watchers[0].redis.exists(key)
+            for n in range(3):  # before any group exists (the module's XADD)
+                watchers[0].redis.xadd(key, {"target": f"sip:u{n}@example.com"})
+            seen = [watchers[0]._read_refers(conference)]
+            for n in range(3, 6):
+                watchers[0].redis.xadd(key, {"target": f"sip:u{n}@example.com"})
+            seen.append(watchers[1]._read_refers(conference))
+            seen.append(watchers[0]._read_refers(conference))
+            seen.append(watchers[1]._read_refers(conference))
+            targets = [fields["target"] for batch in seen for _, fields in batch]
+            assert sorted(targets) == [f"sip:u{n}@example.com" for n in range(6)]  # once each
+            assert len(seen[0]) == 3
+            assert len(seen[1]) == 3
+            assert seen[2] == seen[3] == []
+            pending = watchers[0].redis.xpending(key, REFER_GROUP)
+            assert pending["pending"] == 6  # until each dial-out is done and acknowledged
+        finally:
+            for watcher in watchers:
+                watcher.redis.close()
+                if watcher.edge is not None:
+                    await watcher.edge.aclose()
+
+    asyncio.run(scenario())
