@@ -21,8 +21,17 @@ and drives each rekey:
    every leg is ``followed``, ``not-followed`` or ``unverified``, or
    ``verify_timeout``;
 5. the **verdicts** (:func:`secconf.core.roster.plan_after_rekey`, pure) and the
-   policy: ``remove`` hangs up (AMI ``Hangup``) every leg that refused, did not
-   answer in time or did not follow.  Replacement calls are not built yet.
+   policy for every leg that refused, did not answer in time or did not follow:
+   ``replace`` (the default) hangs it up (AMI ``Hangup``) and dials the same
+   identity back into the bridge (the module keys the new call with the current
+   epoch; a failed replacement leaves the member removed and asks for another
+   rekey), ``remove`` only hangs it up.
+
+It also **dials out** for REFERs the module accepted: ``P:refer:<conference>`` is
+read with the consumer group ``dialout`` (each entry to one watcher, once), each
+target is called with AMI ``Originate`` of ``PJSIP/kamailio-out/<target>`` into
+``[secconf-dialout]`` with the ``X-Secconf-Conference`` header, and the outcome is
+appended to ``P:dialout:<conference>``.
 
 Each rekey's report (epoch, timings, verdicts; never a key) is logged and appended to
 ``P:rekeys:<conference>``.  Every Redis, HTTP and AMI call has a timeout.
