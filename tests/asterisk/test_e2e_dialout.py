@@ -34,7 +34,7 @@ from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
 from secconf.client.media import SrtpEndpoint
 from secconf.client.sip import UserAgent
 from secconf.core.g711 import ToneGenerator
-from secconf.core.roster import FailurePolicy, RekeyPolicy
+from secconf.core.roster import FailurePolicy, RekeyPolicy, RekeyReason
 from secconf.kamailio.settings import load_settings
 from secconf.store import generate_key_file
 from secconf.store.conferences import ConferenceStore, connect_blocking
@@ -175,6 +175,10 @@ async def phone(identity: str) -> SdesParticipant:
     return participant
 
 
+def channels_by_uniqueid(watcher: Watcher, conference: str) -> dict[str, str]:
+    return {m.uniqueid: m.channel for m in watcher.tracker.members(conference)}
+
+
 async def tone_heard_by(talker: SdesParticipant, listener: SdesParticipant) -> None:
     await asyncio.sleep(0.3)
     for p in (talker, listener):
@@ -278,6 +282,37 @@ def test_refer_dials_out_and_a_non_follower_is_replaced(stack: Stack) -> None:
             await asyncio.sleep(1.0)
             assert len(watcher.reports) == 1
             assert store.get(conference).epoch == 2  # type: ignore[union-attr]
+
+            # A replacement that fails: Dave unregisters, the next rekey finds him
+            # not following again; hung up, not reachable (480) → removed, reported,
+            # and one more rekey, since he had been offered the epoch-3 key.
+            gone = await d.ua.register(
+                registrar, credentials=("dave", DAVE_PASSWORD), expires=0, timeout=5
+            )
+            assert gone.status == 200
+            d_channel = channels_by_uniqueid(watcher, conference)[report.replaced[d_channel]]
+            waiter = asyncio.ensure_future(watcher.next_report(30))
+            watcher.tracker.request_rekey(conference, watcher.clock(), RekeyReason.RETRY)
+            watcher.follower.wake()
+            second: RekeyReport = await waiter
+            assert second.epoch == 3
+            assert second.verdicts[d_channel] == "not-followed", second.verdicts
+            assert second.removed == (d_channel,)
+            assert second.replaced == {}
+            failed = watcher.dialouts[-1]
+            assert (failed.target, failed.reason, failed.result) == (DAVE, "replace", "failed")
+            await d.call.wait_ended(5)
+            d.call = None
+            third: RekeyReport = await watcher.next_report(30)
+            assert third.epoch == 4
+            assert third.reasons == ("leave",)
+            assert set(third.verdicts.values()) == {"followed"}
+            assert store.members(conference) == {ALICE: 1}
+            recorded = store.client.xrange(f"{PREFIX}:dialout:{conference}")
+            assert [(f[b"reason"], f[b"result"]) for _, f in recorded][-1] == (
+                b"replace",
+                b"failed",
+            )
         finally:
             for p in (a, b, d):
                 if p.call is not None:
