@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from secconf.client.media import SrtpEndpoint
-from secconf.client.sip import Call, SipRequestFailed, UserAgent
+from secconf.client.sip import Answer, Call, IncomingRequest, SipRequestFailed, UserAgent
 from secconf.core import digest
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES, CryptoAttribute
@@ -27,7 +27,17 @@ from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.redis_server import RedisServer
 
-from .conftest import ALICE, BOB, CAROL, DAVE, Focus, Upstream, _start_focus, free_udp_port
+from .conftest import (
+    ALICE,
+    BOB,
+    CAROL,
+    DAVE,
+    Focus,
+    Upstream,
+    _start_focus,
+    crypto_line,
+    free_udp_port,
+)
 from .media import SUITE as SUITE_NAME
 from .media import SdesParticipant
 
@@ -276,6 +286,27 @@ def test_static_contact_and_kms_conference(dialout_focus: Focus) -> None:
             assert rejected.media[0].port == 0
             assert store.dialog(mixer_call.call_id) is None
             await mixer_call.bye(timeout=5)
+            # A clear (RTP/AVP) answer, and one with two a=crypto lines: never to the
+            # mixer as if keyed; the mixer gets a stream-rejecting answer, nothing kept.
+            clear = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            bad_answers = [
+                clear + b"m=audio 30070 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+                clear
+                + b"m=audio 30072 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+                + (crypto_line(1) + "\r\n" + crypto_line(1) + "\r\n").encode(),
+            ]
+            for bad in bad_answers:
+
+                async def answer_badly(incoming: IncomingRequest, body: bytes = bad) -> Answer:
+                    return Answer(200, body, "application/sdp")
+
+                phone.on_invite = answer_badly
+                mixer_call = await dial(mixer, focus, ALICE, conference)
+                await phone.next_call(5)
+                assert SessionDescription.parse(mixer_call.remote_sdp).media[0].port == 0
+                assert store.dialog(mixer_call.call_id) is None
+                await mixer_call.bye(timeout=5)
+            phone.on_invite = helper._on_invite
             # With its own SSRC the static contact's call is keyed and recorded.
             helper.media = await SrtpEndpoint.open("127.0.0.1", rtcp_interval=None)
             mixer_call = await dial(mixer, focus, ALICE, conference)
