@@ -180,12 +180,27 @@ def channels_by_uniqueid(watcher: Watcher, conference: str) -> dict[str, str]:
 
 
 async def tone_heard_by(talker: SdesParticipant, listener: SdesParticipant) -> None:
-    await asyncio.sleep(0.3)
-    for p in (talker, listener):
-        p.media.drain()
-    await talker.media.send_audio(ToneGenerator(TONE).frames(60), talker.media.ssrc)
-    await asyncio.sleep(0.3)
-    assert_tone(heard(listener))
+    """*listener* hears *talker*'s tone through the mix (decrypting with its group key).
+
+    On this shared 2-core host Asterisk's mix fills late frames with silence under load,
+    which can push one burst under the threshold: up to three 1.2 s bursts, one must pass.
+    """
+    failures: list[str] = []
+    for _attempt in range(3):
+        await asyncio.sleep(0.3)
+        for p in (talker, listener):
+            p.media.drain()
+        await talker.media.send_audio(ToneGenerator(TONE).frames(60), talker.media.ssrc)
+        await asyncio.sleep(0.3)
+        try:
+            assert_tone(heard(listener))
+        except AssertionError as exc:
+            failures.append(str(exc))
+            continue
+        if failures:
+            print(f"tone heard after {len(failures)} short burst(s): {failures}")
+        return
+    raise AssertionError(f"tone not heard in 3 bursts: {failures}")
 
 
 def test_refer_dials_out_and_a_non_follower_is_replaced(stack: Stack) -> None:
@@ -215,6 +230,8 @@ def test_refer_dials_out_and_a_non_follower_is_replaced(stack: Stack) -> None:
             assert refer.status == 202
             d.call = await d.ua.next_call(10)
             await wait_for(lambda: len(watcher.tracker.members(conference)) == 3, 5, "Dave joins")
+            # The OriginateResponse may be handled after the ConfbridgeJoin.
+            await wait_for(lambda: bool(watcher.dialouts), 5, "the dial-out's outcome")
             joined = time.monotonic() - started
             outcome = watcher.dialouts[-1]
             assert (outcome.target, outcome.reason, outcome.result) == (DAVE, "refer", "answered")
