@@ -16,6 +16,9 @@ is restarted on its ports once Kamailio runs), and the watcher (policy ``replace
   signalling, keeps decrypting with the old one).  Bob leaves; the rekey re-INVITEs
   Alice and Dave; the edge reports Dave's leg ``not-followed``; the watcher hangs it up
   and dials Dave back in; the new call is on epoch 2 and Dave hears the tone again.
+- Dave unregisters; the next rekey finds him not following again; his replacement
+  fails (480): he stays removed, it is reported, and the conference is rekeyed once
+  more (he had been offered that epoch's key).
 """
 
 from __future__ import annotations
