@@ -427,6 +427,7 @@ class Watcher:
                     self.redis.hdel, self.roster_key(output.conference), output.member.channel
                 )
             elif isinstance(output, ConferenceEnded):
+                self._groups.discard(self.store.refer_stream_key(output.conference))
                 await asyncio.to_thread(self.redis.delete, self.roster_key(output.conference))
                 with contextlib.suppress(redis.RedisError):
                     await asyncio.to_thread(self.lease.release, output.conference)
