@@ -300,3 +300,51 @@ def test_epoch_ticket_is_wrapped_bound_dropped_and_deleted_with_the_conference(
     store.add_epoch("c0ffee", two, ticket)
     store.release("call-c0ffee-alice")
     assert not client.exists(store.conference_key("c0ffee", "epochs"))
+
+
+def test_dialout_records_like_a_join_and_refusals_write_nothing(
+    store: ConferenceStore, client: redis.Redis
+) -> None:
+    from secconf.store.conferences import DialOutNotBuilt
+
+    _create(store)
+    _create(store, "kk", mode="kms", call_id="call-kk", leg="leg-kk", ssrcs=[])
+    before = _snapshot(client)
+    with pytest.raises(Forbidden):
+        store.dialout("c0ffee", identity=CAROL, call_id="d1", leg="leg-d1")
+    with pytest.raises(ConferenceNotFound):
+        store.dialout("nope", identity=BOB, call_id="d1", leg="leg-d1")
+    with pytest.raises(DialOutNotBuilt):
+        store.dialout("kk", identity=BOB, call_id="d1", leg="leg-d1")
+    with pytest.raises(DialogExists):
+        store.dialout("c0ffee", identity=BOB, call_id="call-c0ffee-alice", leg="leg-d1")
+    assert _snapshot(client) == before
+
+    assert store.dialout("c0ffee", identity=BOB, call_id="d1", leg="leg-d1") == 1
+    record = store.dialog("d1")
+    assert record is not None
+    assert (record.identity, record.state, record.dialout, record.ssrcs) == (
+        BOB, "pending", True, ()
+    )  # fmt: skip
+    assert store.members("c0ffee") == {ALICE: 1, BOB: 1}
+    # The answer's SSRC collides with Alice's: nothing written.
+    before = _snapshot(client)
+    with pytest.raises(SsrcCollision):
+        store.dialout_answered("d1", media="{}", epoch=1, ssrcs=[1111])
+    assert _snapshot(client) == before
+    store.dialout_answered("d1", media='{"s":[]}', epoch=1, ssrcs=[2222])
+    record = store.dialog("d1")
+    assert record is not None
+    assert (record.state, record.epoch, record.ssrcs, record.media) == (
+        "up",
+        1,
+        (2222,),
+        '{"s":[]}',
+    )
+    assert store.ssrcs("c0ffee") == {1111, 2222}
+    with pytest.raises(ConferenceNotFound):  # not a dial-out dialog
+        store.dialout_answered("call-c0ffee-alice", media="{}", epoch=1)
+    released = store.release("d1")
+    assert released is not None
+    assert store.ssrcs("c0ffee") == {1111}
+    assert store.members("c0ffee") == {ALICE: 1}

@@ -84,6 +84,8 @@ class EdgeControl(Protocol):
 
     def delete_conference(self, conference_id: str) -> None: ...
 
+    def set_participant_remote(self, leg: str, remote: LegAddresses) -> None: ...
+
 
 class NoEdge:
     """No media edge: SDP addresses pass unchanged (tests and benchmarks of signalling only).
@@ -120,6 +122,9 @@ class NoEdge:
         return None
 
     def delete_conference(self, conference_id: str) -> None:
+        return None
+
+    def set_participant_remote(self, leg: str, remote: LegAddresses) -> None:
         return None
 
 
@@ -243,6 +248,14 @@ class HttpEdgeControl:
 
     def delete_leg(self, leg: str) -> None:
         self._call("DELETE", f"/v1/legs/{leg}")
+
+    def set_participant_remote(self, leg: str, remote: LegAddresses) -> None:
+        """Where the participant's media is (a dial-out learns it from the phone's answer)."""
+        self._call(
+            "PUT",
+            f"/v1/legs/{leg}/participant-remote",
+            {"address": remote.address, "ports": list(remote.ports)},
+        )
 
     def delete_conference(self, conference_id: str) -> None:
         self._call("DELETE", f"/v1/conferences/{conference_id}")

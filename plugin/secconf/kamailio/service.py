@@ -874,6 +874,10 @@ class FocusService:
         state = TransactionState.from_json(state_json)
         if state.kind == "reinvite":
             return self._reinvite_answered(reply, state, request_body), ()
+        if state.kind == "dialout":
+            from .dialout import dialout_answered
+
+            return dialout_answered(self, reply, state), ()
         answered = self.store.answered(
             reply.call_id,
             media=dialog_media(state.streams, state.external, state.internal, state.edge_ssrc),
@@ -970,6 +974,10 @@ class FocusService:
         record's mode) from the mixer: :meth:`_kms_reinvite`.  Nothing is
         written here.
         """
+        if record.dialout:
+            # The mixer called the participant: the mixer is the dialog's caller, so
+            # rr's "downstream" (from the caller) is the mixer here.
+            downstream = not downstream
         if record.state != "up" or not record.media:
             raise NotAcceptable("re-INVITE before the dialog was answered")
         info = self.store.get(record.conference_id)

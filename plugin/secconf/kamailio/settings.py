@@ -97,6 +97,9 @@ class Settings:
     #: A conference takes joins/REFERs authenticated in the other mode too (SDES members
     #: of a KMS conference, or the reverse); false (default): refused 488/403 (fail closed).
     mixed_modes: bool = False
+    #: ``[dialout] contacts``: identity -> fixed contact URI, for phones that do not
+    #: REGISTER (used when the location service has no contact for the identity).
+    dialout_contacts: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def kms_mode(self) -> bool:
@@ -211,7 +214,27 @@ def load_settings(
         uri_list_outside=uri_list_outside,
         timing=_get(data, "focus", "timing", bool, False),
         mixed_modes=_get(data, "policy", "mixed_modes", bool, False),
+        dialout_contacts=_dialout_contacts(data),
     )
+
+
+def _dialout_contacts(data: Mapping[str, Any]) -> dict[str, str]:
+    """``[dialout] contacts = { "sip:dave@example.com" = "sip:dave@192.0.2.7:5060" }``."""
+    table = data.get("dialout", {}).get("contacts", {})
+    if not isinstance(table, dict):
+        raise SettingsError("[dialout] contacts is a table of identity = contact URI")
+    contacts: dict[str, str] = {}
+    for identity, contact in table.items():
+        try:
+            if not isinstance(contact, str) or any(c in contact for c in '<>"\r\n '):
+                raise SettingsError("not a plain URI")
+            uri = SipUri.parse(contact)
+            if not uri.host:
+                raise SettingsError("no host")
+            contacts[normalize_identity(identity)] = contact
+        except (SecconfError, SettingsError) as exc:
+            raise SettingsError(f"[dialout] contacts {identity!r}: {exc}") from None
+    return contacts
 
 
 def _digest_settings(data: Mapping[str, Any]) -> DigestSettings | None:

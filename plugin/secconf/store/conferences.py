@@ -25,9 +25,14 @@ Redis Cluster hash tag, so that one conference's keys share a slot)::
     P:refer:<id>           stream  accepted REFERs to the focus (referrer, target, mode,
                                  ...): consumed by the dial-out watcher; expires with
                                  the conference
+    P:dialout:<id>         stream  dial-outs the watcher made (target, result, ...; no keys)
     P:rekey-failed:<id>    stream  re-INVITEs carrying a new epoch that a participant
                                  refused (leg, identity, call_id, status, epoch, ...):
                                  consumed by the watcher; expires with the conference
+
+A dial-out dialog (the mixer called a participant after a REFER, or to replace a
+leg) has ``dialout`` = "1"; its SSRCs come from the participant's answer
+(:meth:`ConferenceStore.dialout_answered`).
 
 Once its 2xx passed a dialog record also holds ``epoch`` (the key epoch its edge
 leg sends under) and ``media`` (JSON: the negotiated streams with their crypto
@@ -60,7 +65,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from secconf.core.errors import Forbidden, NotAcceptable, ReplayedMessage
+from secconf.core.errors import Forbidden, NotAcceptable, ProtocolError, ReplayedMessage
 from secconf.core.focus import ConferenceNotFound, SsrcCollision
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES
@@ -76,6 +81,7 @@ __all__ = [
     "ConferenceExists",
     "ConferenceInfo",
     "ConferenceStore",
+    "DialOutNotBuilt",
     "DialogExists",
     "DialogRecord",
     "Released",
@@ -140,6 +146,13 @@ class DialogExists(Conflict):
     """A Call-ID that already has a record (a retransmission that got past the proxy)."""
 
 
+class DialOutNotBuilt(ProtocolError):
+    """501: a dial-out into a KMS-mode conference (the focus's TRANSFER_INIT is not built)."""
+
+    status_code = 501
+    reason = "Not Implemented"
+
+
 @dataclass(frozen=True, slots=True)
 class DialogRecord:
     """A participant's dialog with the focus."""
@@ -153,6 +166,8 @@ class DialogRecord:
     epoch: int | None = None  # the epoch its leg sends under (set once its 2xx passed)
     media: str = ""  # JSON: streams, edge addresses (set once its 2xx passed)
     mode: str = ""  # how this leg is keyed ("sdes"/"kms"; "" in records older than this field)
+    #: a dial-out dialog (the mixer called the participant: the mixer is the dialog's caller)
+    dialout: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +248,45 @@ redis.call('HSET', KEYS[5], 'conference', ARGV[5], 'identity', ARGV[1], 'leg', A
 if ARGV[7] == 'kms' then redis.call('HINCRBY', KEYS[1], 'kms_legs', 1) end
 redis.call('EXPIRE', KEYS[5], ARGV[4])
 return redis.call('HGET', KEYS[1], 'epoch')
+"""
+
+# KEYS: conf, allowed, members, dialog
+# ARGV: identity, leg, dialog_id, dialog_ttl, conference_id, mixed ('1': a KMS conference
+# takes it too).  A dial-out from the mixer: like an SDES join, no SSRCs yet (they come
+# with the answer).
+_DIALOUT = """
+local c = redis.call('HMGET', KEYS[1], 'state', 'mode')
+if c[1] ~= 'active' then return 'not-found' end
+if c[2] ~= 'sdes' and ARGV[6] ~= '1' then return 'mode' end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return 'forbidden' end
+if redis.call('EXISTS', KEYS[4]) == 1 then return 'dialog-exists' end
+redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+redis.call('HSET', KEYS[4], 'conference', ARGV[5], 'identity', ARGV[1], 'leg', ARGV[2],
+  'state', 'pending', 'ssrcs', '', 'creator', '0', 'dialout', '1', 'mode', 'sdes')
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+return redis.call('HGET', KEYS[1], 'epoch')
+"""
+
+# KEYS: dialog; ARGV: prefix, dialog_id, media JSON, leg epoch, ssrc...
+# A dial-out's 2xx: its SSRCs (from the participant's answer) checked and registered,
+# the dialog marked up on *epoch*.  A collision writes nothing.
+_DIALOUT_ANSWERED = """
+local d = redis.call('HMGET', KEYS[1], 'conference', 'dialout')
+if not d[1] or d[2] ~= '1' then return 'no-dialog' end
+local base = ARGV[1] .. ':conf:{' .. d[1] .. '}'
+if redis.call('HGET', base, 'state') ~= 'active' then return 'not-found' end
+for i = 5, #ARGV do
+  local holder = redis.call('HGET', base .. ':ssrcs', ARGV[i])
+  if holder and holder ~= ARGV[2] then return 'ssrc' end
+end
+local ssrcs = {}
+for i = 5, #ARGV do
+  redis.call('HSET', base .. ':ssrcs', ARGV[i], ARGV[2])
+  ssrcs[#ssrcs + 1] = ARGV[i]
+end
+redis.call('HSET', KEYS[1], 'state', 'up', 'media', ARGV[3], 'epoch', ARGV[4],
+  'ssrcs', table.concat(ssrcs, ','))
+return 'ok'
 """
 
 # KEYS: dialog; ARGV: prefix, media JSON, leg epoch ('' = the current one).
@@ -385,6 +439,8 @@ class ConferenceStore:
         self._switched = client.register_script(_SWITCHED)
         self._drop_epoch = client.register_script(_DROP_EPOCH)
         self._rekey_failed = client.register_script(_REKEY_FAILED)
+        self._dialout = client.register_script(_DIALOUT)
+        self._dialout_answered = client.register_script(_DIALOUT_ANSWERED)
 
     def __repr__(self) -> str:
         return f"ConferenceStore(prefix={self._prefix!r})"
@@ -519,6 +575,68 @@ class ConferenceStore:
             return int(result)
         except ValueError:
             raise CorruptRecord(f"join script answered {result!r}") from None
+
+    def dialout(
+        self, conference_id: str, *, identity: str, call_id: str, leg: str, mixed: bool = False
+    ) -> int:
+        """Record the mixer's dial-out to *identity* (pending); return the current epoch.
+
+        Like :meth:`join`, one script that checks before it writes:
+        :class:`ConferenceNotFound` (404), :class:`~secconf.core.errors.Forbidden`
+        (403, *identity* not in the allowed set), ``NotImplementedHere`` (501, a
+        KMS-mode conference: a KMS dial-out needs the focus's TRANSFER_INIT;
+        with *mixed* the SDES dial-out is recorded in it), :class:`DialogExists`.
+        The dialog's mode is ``sdes``.  The record has ``dialout`` = "1"; its SSRCs come
+        with the participant's answer (:meth:`dialout_answered`).
+        """
+        check_identity(identity)
+        _check_leg(leg)
+        keys = [
+            self.conference_key(conference_id),
+            self.conference_key(conference_id, "allowed"),
+            self.conference_key(conference_id, "members"),
+            self.dialog_key(call_id),
+        ]
+        args: list[Any] = [
+            identity, leg, dialog_id(call_id), self._dialog_ttl, conference_id,
+            "1" if mixed else "0",
+        ]  # fmt: skip
+        with redis_errors("record a dial-out"):
+            result = _text(self._dialout(keys=keys, args=args))
+        if result == "not-found":
+            raise ConferenceNotFound("no such conference")
+        if result == "mode":
+            raise DialOutNotBuilt("KMS dial-out not built")
+        if result == "forbidden":
+            raise Forbidden("the dial-out target is not allowed in this conference")
+        if result == "dialog-exists":
+            raise DialogExists("dialog already recorded")
+        try:
+            return int(result)
+        except ValueError:
+            raise CorruptRecord(f"dial-out script answered {result!r}") from None
+
+    def dialout_answered(
+        self, call_id: str, *, media: str, epoch: int, ssrcs: Sequence[int] = ()
+    ) -> None:
+        """A dial-out's 2xx passed: its SSRCs registered, the dialog up on *epoch*.
+
+        :class:`SsrcCollision` (an SSRC of another dialog) and
+        :class:`ConferenceNotFound` write nothing.
+        """
+        ssrc_list = _check_ssrcs(ssrcs)
+        args: list[Any] = [self._prefix, dialog_id(call_id), media, int(epoch), *ssrc_list]
+        with redis_errors("record a dial-out's answer"):
+            result = _text(self._dialout_answered(keys=[self.dialog_key(call_id)], args=args))
+        if result == "ssrc":
+            raise SsrcCollision("an answered SSRC is already used in this conference")
+        if result != "ok":
+            raise ConferenceNotFound(f"dial-out dialog or conference gone ({result})")
+
+    def dialout_stream_key(self, conference_id: str) -> str:
+        """``P:dialout:<id>``: the watcher's dial-out results (no key material)."""
+        _check_conference_id(conference_id)
+        return f"{self._prefix}:dialout:{conference_id}"
 
     def answered(self, call_id: str, *, media: str = "", epoch: int | None = None) -> Answered:
         """Mark the dialog up (its 2xx passed) and return the conference's current key.
@@ -775,6 +893,7 @@ class ConferenceStore:
                 int(fields["epoch"]) if fields.get("epoch") else None,
                 fields.get("media", ""),
                 fields.get("mode", ""),
+                fields.get("dialout") == "1",
             )
         except (KeyError, ValueError):
             raise CorruptRecord("dialog record incomplete") from None
