@@ -15,16 +15,24 @@ import ssl
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from secconf.client.sip import Answer, Call, IncomingRequest, SipTransportError, UserAgent
+from secconf.client.sip import (
+    Answer,
+    Call,
+    IncomingRequest,
+    SipRequestFailed,
+    SipTransportError,
+    UserAgent,
+)
 from secconf.core.sip.headers import Address
 from secconf.kamailio.rekey import rekey
 from secconf.kamailio.settings import load_settings
 from secconf.services import options_ping
-from secconf.tlsca import TlsFiles
+from secconf.tlsca import TlsFiles, init_ca
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.redis_server import RedisServer
@@ -267,3 +275,47 @@ def _ca(focus: Focus) -> Any:
     tls_dir = focus.server.tls_dir
     assert tls_dir is not None
     return tls_dir / "ca.pem"
+
+
+def test_kamailio_does_not_send_the_group_key_to_an_unverified_participant(
+    focus_tls: Focus, kamailio_factory: KamailioFactory, tmp_path: Path
+) -> None:
+    """Fail closed: a rekey re-INVITE towards a Contact whose certificate does not chain to
+    the CA is not delivered (tls.cfg [client:default] verifies); the mixer gets an error."""
+    focus = focus_tls
+    files = kamailio_factory.tls
+    rogue = init_ca(tmp_path / "rogue", ["127.0.0.1"], clients=["participant"])
+
+    async def scenario(upstream: Upstream) -> None:
+        assert isinstance(upstream, MixingUpstream)
+        assert upstream.ua is not None
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(*rogue.clients["participant"])  # not signed by Kamailio's CA
+        client = ssl.create_default_context(cafile=str(files.ca_cert))  # trusts Kamailio
+        ua = await UserAgent.start(
+            "127.0.0.1", transport="tls", ssl_context=server, client_ssl_context=client,
+            identity=ALICE,
+        )  # fmt: skip
+        alice = await SdesParticipant.start(ALICE, ua)
+        seen: list[IncomingRequest] = []
+        _record_invites(alice, seen)
+        try:
+            call = await alice.invite(_tls_target(focus, "conf-factory"), ALICE)
+            conference = _conference_id(call)
+            mixer = await upstream.ua.next_call(5)
+            settings = load_settings(focus.server.settings_path, env=focus.server.extra_env)
+            assert await asyncio.to_thread(rekey, conference, settings) == 2
+            with pytest.raises(SipRequestFailed) as failed:
+                await mixer.reinvite(upstream.mixer_sdp(call.call_id, 3), timeout=10)
+            # Kamailio's TLS connect fails asynchronously: tm answers 408 at fr_timer (5 s).
+            assert failed.value.status_code == 408, failed.value
+            assert seen == []  # the new group key never left Kamailio towards this peer
+            store, client_redis = focus.store()
+            assert store.dialog(call.call_id).epoch == 1  # type: ignore[union-attr]
+            client_redis.close()
+            assert "certificate verify failed" in focus.server.log()
+            await call.bye(timeout=5)
+        finally:
+            await alice.close()
+
+    focus.run(scenario, MixingUpstream(focus.upstream_port))
