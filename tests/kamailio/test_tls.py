@@ -10,8 +10,11 @@ re-INVITE, BYE) back to the participants over TLS.
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
 import socket
 import ssl
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,6 +35,8 @@ from secconf.core.sip.headers import Address
 from secconf.kamailio.rekey import rekey
 from secconf.kamailio.settings import load_settings
 from secconf.services import options_ping
+from secconf.store.conferences import connect_blocking
+from secconf.store.sip_users import SipUserStore
 from secconf.tlsca import TlsFiles, init_ca
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
@@ -116,6 +121,7 @@ def _routes(headers: list[str]) -> list[str]:
     return [Address.parse(value.strip()).uri for h in headers for value in h.split(",")]
 
 
+@pytest.mark.slow
 def test_tls_participants_create_join_rekey_and_bye(
     focus_tls: Focus, media_edge: RunningEdge, kamailio_factory: KamailioFactory
 ) -> None:
@@ -277,6 +283,7 @@ def _ca(focus: Focus) -> Any:
     return tls_dir / "ca.pem"
 
 
+@pytest.mark.slow
 def test_kamailio_does_not_send_the_group_key_to_an_unverified_participant(
     focus_tls: Focus, kamailio_factory: KamailioFactory, tmp_path: Path
 ) -> None:
@@ -319,3 +326,111 @@ def test_kamailio_does_not_send_the_group_key_to_an_unverified_participant(
             await alice.close()
 
     focus.run(scenario, MixingUpstream(focus.upstream_port))
+
+
+# -- a real phone: baresip 1.0 (Debian 12) over TLS, digest-authenticated ------------------
+
+# MD5 only: baresip 1.0 (libre) gives up with ENOSYS ("Function not implemented") when the
+# first Proxy-Authenticate is SHA-256 instead of trying the MD5 one after it (seen here).
+DIGEST = """
+[digest]
+realm = "example.com"
+algorithms = ["MD5"]
+nonce_lifetime = 30
+"""
+ALICE_PASSWORD = "alice-tls-secret"
+
+
+@pytest.fixture(scope="module")
+def focus_tls_digest(
+    kamailio_factory: KamailioFactory,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Focus]:
+    """TLS listener plus digest authentication (a phone sends no asserted identity)."""
+    running = _start_focus(
+        kamailio_factory,
+        redis_server,
+        tmp_path_factory.mktemp("focus-tls-digest"),
+        extra=DIGEST,
+        tls=True,
+    )
+    yield running
+    running.server.stop()
+
+
+def _baresip(directory: Path, ca: Path, tls_port: int, seconds: int) -> subprocess.Popen[str]:
+    """baresip with our CA as its only SIP trust anchor, dialling the factory over TLS."""
+    baresip = shutil.which("baresip")
+    if baresip is None:
+        pytest.fail("baresip not found (docker/bootstrap-debian.sh installs baresip-core)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        listen = probe.getsockname()[1]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config").write_text(
+        "poll_method epoll\n"
+        f"sip_listen 127.0.0.1:{listen}\n"
+        f"sip_cafile {ca}\n"
+        "module_path /usr/lib/baresip/modules\n"
+        "module g711.so\nmodule ausine.so\nmodule aufile.so\nmodule srtp.so\n"
+        "module menu.so\nmodule_app account.so\n"
+        "audio_source ausine,440\n"
+        "ausrc_srate 48000\nausrc_channels 2\n"
+        f"audio_player aufile,{directory / 'heard.wav'}\n"
+    )
+    (directory / "accounts").write_text(
+        f"<sip:alice@example.com;transport=tls>;auth_user=alice;auth_pass={ALICE_PASSWORD};"
+        f'regint=0;mediaenc=srtp-mand;outbound="sip:127.0.0.1:{tls_port};transport=tls"\n'
+    )
+    return subprocess.Popen(
+        [baresip, "-f", str(directory), "-n", "127.0.0.1", "-s", "-t", str(seconds),
+         "-e", f"/dial sip:conf-factory@127.0.0.1:{tls_port};transport=tls"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_baresip_creates_a_conference_over_tls(
+    focus_tls_digest: Focus, kamailio_factory: KamailioFactory, tmp_path: Path
+) -> None:
+    """A real SRTP phone: TLS to Kamailio verified against the throwaway CA, 407 then an
+    authenticated INVITE, the group key in the 200 OK; the mixer side is UDP."""
+    focus = focus_tls_digest
+    files = kamailio_factory.tls
+    client = connect_blocking(focus.redis_server.url, timeout=1.0)  # Redis is emptied per test
+    SipUserStore(client, focus.wrapper, focus.prefix).add(
+        ALICE, "alice", "example.com", ALICE_PASSWORD
+    )
+    client.close()
+
+    async def scenario(upstream: Upstream) -> str:
+        phone = _baresip(tmp_path / "baresip", files.ca_cert, focus.server.tls_port, 4)
+        try:
+            output, _ = await asyncio.to_thread(phone.communicate, timeout=30)
+        finally:
+            if phone.poll() is None:
+                phone.kill()
+        return output
+
+    upstream = Upstream(focus.upstream_port)
+    output = focus.run(scenario, upstream)
+    tail = output[-3000:]
+    # Every message between phone and Kamailio went over TLS (baresip -s traces them).
+    trace = [line for line in output.splitlines() if line.startswith(("TLS ", "UDP ", "TCP "))]
+    assert trace, tail
+    assert all(line.startswith("TLS 127.0.0.1:") for line in trace), trace
+    assert "SIP/2.0 407" in output, tail
+    answered = output.split("SIP/2.0 200 OK", 1)
+    assert len(answered) == 2, tail
+    assert re.search(r"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:", answered[1]), tail
+    assert "could not start audio" not in output, tail
+    # The mixer side: one INVITE over UDP, clear RTP, no key of anyone's.
+    assert len(upstream.invites) == 1
+    invite = upstream.invites[0].request
+    assert invite.top_via.transport == "UDP"
+    assert b"a=crypto" not in invite.body
+    # The phone's BYE (it quits after 4 s) went over TLS and was answered.
+    after_bye = output.split("\nBYE sip:", 1)
+    assert len(after_bye) == 2, tail
+    assert "SIP/2.0 200 OK" in after_bye[1], tail
