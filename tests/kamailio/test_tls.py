@@ -394,8 +394,8 @@ def _baresip(directory: Path, ca: Path, tls_port: int, seconds: int) -> subproce
 def test_baresip_creates_a_conference_over_tls(
     focus_tls_digest: Focus, kamailio_factory: KamailioFactory, tmp_path: Path
 ) -> None:
-    """A real SRTP phone: TLS to Kamailio verified against the throwaway CA, 407 then an
-    authenticated INVITE, the group key in the 200 OK; the mixer side is UDP."""
+    """A real SRTP phone over TLS (the throwaway CA as its ``sip_cafile``): 407, then an
+    authenticated INVITE, the group key in the 200 OK, BYE; the mixer side is UDP."""
     focus = focus_tls_digest
     files = kamailio_factory.tls
     client = connect_blocking(focus.redis_server.url, timeout=1.0)  # Redis is emptied per test
@@ -434,3 +434,29 @@ def test_baresip_creates_a_conference_over_tls(
     after_bye = output.split("\nBYE sip:", 1)
     assert len(after_bye) == 2, tail
     assert "SIP/2.0 200 OK" in after_bye[1], tail
+
+
+@pytest.mark.slow
+def test_baresip_1_0_does_not_verify_the_server_certificate(
+    focus_tls_digest: Focus, tmp_path: Path
+) -> None:
+    """Measured, not wished: baresip 1.0.0 (Debian 12) loads ``sip_cafile`` but completes the
+    TLS handshake with a server its CA did not sign, and sends its INVITE (with its SDES
+    key) there.  A man in the middle could read the keys: docs/kamailio.md says so.  If
+    this starts failing, Debian's baresip verifies now: update the docs."""
+    focus = focus_tls_digest
+    rogue = init_ca(tmp_path / "rogue", ["127.0.0.1"])  # not the CA of Kamailio's certificate
+
+    async def scenario(upstream: Upstream) -> str:
+        phone = _baresip(tmp_path / "baresip", rogue.ca_cert, focus.server.tls_port, 2)
+        try:
+            output, _ = await asyncio.to_thread(phone.communicate, timeout=30)
+        finally:
+            if phone.poll() is None:
+                phone.kill()
+        return output
+
+    output = focus.run(scenario)
+    assert re.search(r"^INVITE sip:conf-factory@", output, re.MULTILINE), output[-2000:]
+    assert "a=crypto:" in output
+    assert "SIP/2.0 407" in output  # Kamailio answered over the unverified connection
