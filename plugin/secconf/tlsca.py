@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ __all__ = [
     "init_ca",
     "issue_client",
     "load_ca",
+    "participant_contexts",
 ]
 
 CA_CERT = "ca.pem"
@@ -267,3 +269,22 @@ def init_ca(
         directory / SERVER_KEY,
         made,
     )
+
+
+def participant_contexts(files: TlsFiles, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) TLS contexts for a SIP user agent that trusts only *files*' CA.
+
+    The client context verifies the server's chain and name (TLS 1.2+) and presents
+    the client certificate *name*; the server context (the agent's own listener,
+    which Kamailio connects to for in-dialog requests) presents the same certificate.
+    """
+    if name not in files.clients:
+        raise CaError(f"no client certificate {name!r} in {files.directory}")
+    cert, key = files.clients[name]
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.minimum_version = ssl.TLSVersion.TLSv1_2
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=str(files.ca_cert))
+    client.minimum_version = ssl.TLSVersion.TLSv1_2
+    client.load_cert_chain(cert, key)
+    return server, client

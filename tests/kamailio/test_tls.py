@@ -37,7 +37,7 @@ from secconf.kamailio.settings import load_settings
 from secconf.services import options_ping
 from secconf.store.conferences import connect_blocking
 from secconf.store.sip_users import SipUserStore
-from secconf.tlsca import TlsFiles, init_ca
+from secconf.tlsca import TlsFiles, init_ca, participant_contexts
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.redis_server import RedisServer
@@ -78,14 +78,7 @@ def _contexts(files: TlsFiles) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     The server context is for Kamailio's connections back to the participant's
     Contact (its certificate must chain to the CA: tls.cfg's [client:default]).
     """
-    cert, key = files.clients["participant"]
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.minimum_version = ssl.TLSVersion.TLSv1_2
-    server.load_cert_chain(cert, key)
-    client = ssl.create_default_context(cafile=str(files.ca_cert))
-    client.minimum_version = ssl.TLSVersion.TLSv1_2
-    client.load_cert_chain(cert, key)
-    return server, client
+    return participant_contexts(files, "participant")
 
 
 async def _tls_ua(files: TlsFiles, identity: str) -> UserAgent:
