@@ -95,3 +95,17 @@ def test_cli_prints_paths_and_fingerprint_never_key_material(
     assert "PRIVATE" not in out
     assert main(["tls", "init", str(target), "--host", "127.0.0.1"]) == 1
     assert "already holds" in capsys.readouterr().err
+
+
+def test_kamailio_tls_config_points_the_shipped_file_at_a_ca_directory(tmp_path: Path) -> None:
+    from secconf.services import KAMAILIO_TLS_DIR, ServiceError, kamailio_tls_config
+
+    with pytest.raises(ServiceError, match=r"no ca\.pem"):
+        kamailio_tls_config(tmp_path / "missing", tmp_path / "tls.cfg")
+    files = init_ca(tmp_path / "tls", ["127.0.0.1"])
+    text = kamailio_tls_config(files.directory, tmp_path / "tls.cfg").read_text()
+    assert KAMAILIO_TLS_DIR not in text
+    for name in ("server.pem", "server.key", "ca.pem"):
+        assert f"{files.directory.resolve()}/{name}" in text
+    assert text.count("method = TLSv1.2+") == 2  # server and client side
+    assert "verify_certificate = yes" in text
