@@ -264,3 +264,20 @@ def test_dockerfile_copies_name_files_that_exist() -> None:
             *sources, _ = line.split()[1:]
             for source in sources:
                 assert (ROOT / source).exists(), (dockerfile.name, source)
+
+
+def test_the_validator_catches_a_broken_compose_file(secrets_dir: Path, tmp_path: Path) -> None:
+    """``docker-compose config`` really validates: a misspelt key fails it."""
+    original = COMPOSE.read_text()
+    broken = original.replace('    command: ["kms", "serve"', '    comand: ["kms", "serve"', 1)
+    assert broken != original
+    path = tmp_path / "compose.yaml"
+    path.write_text(broken)
+    result = subprocess.run(
+        [_tool("docker-compose"), "--project-directory", str(DOCKER), "-f", str(path),
+         "config", "--quiet"],
+        capture_output=True, text=True, timeout=TIMEOUT, check=False, cwd=tmp_path,
+        env={**os.environ, "SECCONF_SECRETS_DIR": str(secrets_dir)},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "comand" in result.stderr
