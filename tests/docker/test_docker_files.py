@@ -140,6 +140,10 @@ def test_secrets_never_enter_an_image() -> None:
                 assert not re.search(r"\.(key|psk)\b|kek|token", line), (dockerfile.name, line)
         assert "ARG" not in text.replace("ARG DEBIAN=", "")  # no build-time secrets
     assert "secrets/" in (DOCKER / ".gitignore").read_text().split()
+    # ... and are not even sent to the builder (the build context is the repository root).
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "docker/secrets" in ignored
+    assert ".venv" in ignored
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
