@@ -252,6 +252,8 @@ def _start_focus(
     tmp: Path,
     env: dict[str, str] | None = None,
     extra: str = "",
+    *,
+    tls: bool = False,
 ) -> Focus:
     kek = tmp / "kek"
     if not kek.exists():
@@ -264,6 +266,7 @@ def _start_focus(
             "SECCONF_UPSTREAM": f"sip:127.0.0.1:{upstream_port}",
             **(env or {}),
         },
+        tls=tls,
     )
     return Focus(server, redis_server, upstream_port, KeyWrapper(load_key_file(kek), "test-kek"))
 

@@ -34,8 +34,9 @@ class SdesParticipant:
     follow: bool = True
 
     @classmethod
-    async def start(cls, identity: str) -> SdesParticipant:
-        ua = await UserAgent.start("127.0.0.1", identity=identity)
+    async def start(cls, identity: str, ua: UserAgent | None = None) -> SdesParticipant:
+        """A phone on *ua* (e.g. a TLS user agent), else on a new UDP one."""
+        ua = ua or await UserAgent.start("127.0.0.1", identity=identity)
         media = await SrtpEndpoint.open("127.0.0.1", rtcp_interval=None)
         material = secrets.token_bytes(30)
         participant = cls(ua, media, (SUITE, material[:16], material[16:]))
