@@ -1,6 +1,6 @@
 """The whole chain for the interop tests: Redis, edge, Kamailio + module (SDES, digest), Asterisk.
 
-``interop`` (module)
+``interop`` (package: one stack for every interop test)
     an :class:`InteropStack`: real Redis, a real media edge (``secconf edge
     serve``), real Kamailio 5.6 with the secconf module (SDES mode;
     P-Asserted-Identity trusted from 127.0.0.1 for the secconf participants and
@@ -110,7 +110,7 @@ class InteropStack:
         )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def interop(
     redis_server: RedisServer,
     edge_factory: EdgeFactory,
