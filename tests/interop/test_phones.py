@@ -128,6 +128,7 @@ def test_linphone_follows_a_rekey_and_baresip_is_removed(
         await watcher.start()
         alice, carol = await phone(ALICE), await phone(CAROL)
         talking: asyncio.Task[int] | None = None
+        poller: asyncio.Future[None] | None = None
         try:
             call_a = await alice.invite(interop.target("conf-factory"), ALICE)
             conference = conference_of(call_a)
@@ -178,8 +179,23 @@ def test_linphone_follows_a_rekey_and_baresip_is_removed(
                 rate, samples = device.heard(marks[device])
                 assert_hears(samples, others, device.program, rate)
 
+            # Every switch state the edge reports, per leg (for the log: why a verdict).
+            switches: dict[str, list[tuple[float, str, str]]] = {}
+
+            async def watch_switches() -> None:
+                while True:
+                    with contextlib.suppress(Exception):
+                        for leg in (await in_thread(interop.conference, conference))["legs"]:
+                            name, state = leg_names.get(leg["leg"], leg["leg"]), leg["switch"]
+                            seen = (state.get("epoch"), state.get("state"), state.get("reason"))
+                            history = switches.setdefault(name, [])
+                            if not history or history[-1][1:] != seen:
+                                history.append((round(time.monotonic() - bye_at, 2), *seen))
+                    await asyncio.sleep(0.1)
+
             # carol leaves: one rekey; the phones get re-INVITEs with the new group key.
             bye_at = time.monotonic()
+            poller = asyncio.ensure_future(watch_switches())
             waiter = asyncio.ensure_future(watcher.next_report(40))
             await call_c.bye(timeout=5)
             report: RekeyReport = await waiter
@@ -231,9 +247,14 @@ def test_linphone_follows_a_rekey_and_baresip_is_removed(
             rate, samples = linphone.heard(mark)
             assert_hears(samples, (ALICE_TONE,), "linphone after the rekey", rate)
             assert not linphone.ended()
+            poller.cancel()
+            for name, history in switches.items():
+                print(f"switch states of {name} (s after carol's BYE, epoch, state, reason): {history}")
         finally:
             if talking is not None:
                 talking.cancel()
+            if poller is not None:
+                poller.cancel()
             for device in (linphone, baresip):
                 with contextlib.suppress(Exception):
                     await in_thread(device.hangup)
