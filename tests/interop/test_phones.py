@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,43 +29,19 @@ from typing import Any
 import pytest
 
 from secconf.asterisk.watcher import RekeyReport, Watcher
-from secconf.core.g711 import ToneGenerator, tone_ratio
+from secconf.core.g711 import ToneGenerator, ulaw_decode
 from tests.asterisk.test_e2e_rekey import bounded, conference_of, phone, wait_for
-from tests.fixtures.phones import BaresipPhone, LinphonePhone, Phone, PhoneFactory, write_tone_wav
-from tests.interop.conftest import ALICE, CAROL, PHONE_USERS, REALM, InteropStack
+from tests.fixtures.phones import PhoneFactory, write_tone_wav
+from tests.interop.audio import assert_hears
+from tests.interop.conftest import ALICE, CAROL, PHONE_USERS, PREFIX, REALM, InteropStack
 from tests.kamailio.media import SdesParticipant
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 ALICE_TONE, LINPHONE_TONE, BARESIP_TONE = 440.0, 660.0, 880.0
-CONTROL = 1000.0  # nobody sends it: the mix's energy there is noise only
-
-
-def share(samples: list[int], frequency: float, rate: int = 8000) -> float:
-    return tone_ratio(samples, frequency, rate) if samples else 0.0
-
-
-def loud(samples: list[int]) -> list[int]:
-    """Without the silence around the talk (the mixer sends all the time)."""
-    index = [i for i, sample in enumerate(samples) if abs(sample) > 500]
-    return samples[index[0] : index[-1] + 1] if index else []
-
-
-def assert_hears(samples: list[int], tones: tuple[float, ...], who: str, rate: int = 8000) -> None:
-    """Each of *tones* has a clear share of the audio's energy, the control frequency none."""
-    samples = loud(samples)
-    assert len(samples) >= rate, f"{who}: only {len(samples)} samples of audio"
-    shares = {tone: share(samples, tone, rate) for tone in (*tones, CONTROL)}
-    for tone in tones:
-        # Mixed tones do not share the energy evenly (Asterisk's mix, the phones' levels):
-        # a clear share each, and far above the frequency nobody sends.
-        assert shares[tone] > 0.05, (who, shares)
-        assert shares[tone] > 50 * shares[CONTROL], (who, shares)
 
 
 def alice_heard(participant: SdesParticipant) -> list[int]:
-    from secconf.core.g711 import ulaw_decode
-
     samples: list[int] = []
     for packet in participant.media.drain():
         samples.extend(ulaw_decode(packet.packet.payload))
@@ -89,22 +66,14 @@ def leg_of(stack: InteropStack, conference: str, call_id: str) -> dict[str, Any]
 
 def phone_call_ids(stack: InteropStack, conference: str) -> dict[str, str]:
     """caller id -> SIP Call-ID of every channel in the bridge (the watcher's roster hash)."""
-    import json
-
     store = stack.store()
     try:
-        roster = store.client.hgetall(f"{store_prefix(stack)}:roster:{conference}")
+        roster = store.client.hgetall(f"{PREFIX}:roster:{conference}")
     finally:
         store.client.close()
     return {
         json.loads(value)["caller_id"]: json.loads(value)["call_id"] for value in roster.values()
     }
-
-
-def store_prefix(stack: InteropStack) -> str:
-    from tests.interop.conftest import PREFIX
-
-    return PREFIX
 
 
 def test_linphone_follows_a_rekey_and_baresip_is_removed(
@@ -150,7 +119,9 @@ def test_linphone_follows_a_rekey_and_baresip_is_removed(
                 lambda: set(phone_call_ids(interop, conference)) == set(channels), 5, "roster"
             )
             call_ids = phone_call_ids(interop, conference)
-            leg_names = {leg_of(interop, conference, cid)["leg"]: name for name, cid in call_ids.items()}
+            leg_names = {
+                leg_of(interop, conference, cid)["leg"]: name for name, cid in call_ids.items()
+            }
 
             # Media both ways, each side with the keys it was given.
             marks = {device: device.mark() for device in (linphone, baresip)}
@@ -249,7 +220,9 @@ def test_linphone_follows_a_rekey_and_baresip_is_removed(
             assert not linphone.ended()
             poller.cancel()
             for name, history in switches.items():
-                print(f"switch states of {name} (s after carol's BYE, epoch, state, reason): {history}")
+                print(
+                    f"switch states of {name} (s after carol's BYE, epoch, state, reason): {history}"
+                )
         finally:
             if talking is not None:
                 talking.cancel()
@@ -266,7 +239,3 @@ def test_linphone_follows_a_rekey_and_baresip_is_removed(
             await bounded(watcher.close(), "close watcher")
 
     asyncio.run(scenario())
-
-
-def _unused(_: Phone, __: LinphonePhone, ___: BaresipPhone) -> None:  # pragma: no cover
-    """Keeps the phone types imported for annotations in helpers to come."""

@@ -42,6 +42,8 @@ def test_leg_rtcp_mux_follows_the_offer(
             await alice.close()
 
     focus_with_edge.run(scenario)
-    creates = [body for method, path, body in edge_double.calls if (method, path) == ("POST", "/v1/legs")]
+    creates = [
+        body for method, path, body in edge_double.calls if (method, path) == ("POST", "/v1/legs")
+    ]
     assert len(creates) == 1
     assert creates[0].get("rtcp_mux") == expected
