@@ -15,6 +15,7 @@ packages=(
   redis-server
   sip-tester                    # sipp
   baresip-core                  # a real SRTP phone for the tests
+  linphone-cli                  # linphonec: the other real SRTP phone (tests/interop)
   debootstrap zstd              # the Debian sid tree with Asterisk 22 (docker/asterisk-tree.sh)
   docker-compose                # validates docker/compose.yaml in the tests (no engine needed)
 )

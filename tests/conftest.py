@@ -48,4 +48,5 @@ pytest_plugins = [
     "tests.fixtures.kamailio_server",
     "tests.fixtures.edge_server",
     "tests.fixtures.asterisk_server",
+    "tests.fixtures.phones",
 ]

@@ -70,6 +70,7 @@ class EdgeControl(Protocol):
         mode: str = "sdes",
         remote: LegAddresses | None = None,
         ssrcs: Sequence[int] = (),
+        rtcp_mux: bool = True,
     ) -> LegPlan | None: ...
 
     def set_internal_remote(self, leg: str, remote: LegAddresses) -> None: ...
@@ -103,6 +104,7 @@ class NoEdge:
         mode: str = "sdes",
         remote: LegAddresses | None = None,
         ssrcs: Sequence[int] = (),
+        rtcp_mux: bool = True,
     ) -> LegPlan | None:
         return None
 
@@ -182,6 +184,7 @@ class HttpEdgeControl:
         mode: str = "sdes",
         remote: LegAddresses | None = None,
         ssrcs: Sequence[int] = (),
+        rtcp_mux: bool = True,
     ) -> LegPlan:
         body: dict[str, Any] = {"conference": conference_id, "leg": leg}
         if mode == "sdes":
@@ -194,6 +197,10 @@ class HttpEdgeControl:
             body["participant_remote"] = {"host": remote.address, "port": remote.ports[0]}
         if ssrcs:
             body["participant_ssrcs"] = list(ssrcs)
+        if not rtcp_mux:
+            # The participant did not offer a=rtcp-mux (linphone, baresip): its RTCP
+            # comes from and goes to RTP port + 1 (RFC 3550 §11).  The mixer's side stays muxed.
+            body["rtcp_mux"] = {"participant": False}
         answer = self._call("POST", "/v1/legs", body)
         if not isinstance(answer, dict):
             raise ServiceUnavailable("media edge answered an unusable leg")

@@ -771,6 +771,7 @@ class FocusService:
                 mode=offer.mode.value,
                 remote=None if remote is None else LegAddresses(*remote),
                 ssrcs=offer.ssrcs,
+                rtcp_mux=all(description.media[s.index].has_attribute("rtcp-mux") for s in streams),
             )
         except SecconfError:
             self._release(request.call_id, leg)

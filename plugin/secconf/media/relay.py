@@ -674,7 +674,8 @@ class Leg:
             if (
                 index is None
                 or highest is None
-                or not index < min(highest, _RESTART_INDEX)
+                # <=: a phone that had sent one report (index 1) restarts at index 1 again
+                or not (index <= highest and index < _RESTART_INDEX)
                 or not self.conference.state.allow_srtcp_restart(self.id, now)
             ):
                 return None, "replay"
