@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: setup
-	$(VENV)/bin/secconf demo --captures tests/data/sdp
+	$(VENV)/bin/secconf demo
 
 lint: setup
 	$(VENV)/bin/ruff check plugin tests bench

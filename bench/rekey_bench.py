@@ -7,7 +7,7 @@ Everything real, on loopback: redis-server, the media edge (``secconf edge
 serve``), Asterisk 22 ConfBridge, Kamailio 5.6 with the secconf module (SDES,
 P-Asserted-Identity trusted from 127.0.0.1) and the roster watcher
 (:class:`secconf.asterisk.watcher.Watcher`).  The participants are SDES phones
-(:class:`secconf.demo_conference.Phone`: SRTP with pylibsrtp, their own sending
+(:class:`secconf.client.phone.SdesPhone`: SRTP with pylibsrtp, their own sending
 key, the group key from the focus, receiver reports every 0.3 s, and, like
 linphone, a receive-key switch when they answer a re-INVITE).
 
@@ -41,8 +41,8 @@ from rich.table import Table
 
 from secconf.asterisk.ami import AmiSettings
 from secconf.asterisk.watcher import Watcher, WatcherSettings
+from secconf.client.phone import SdesPhone
 from secconf.core.roster import RekeyPolicy
-from secconf.demo_conference import SETTINGS, Phone
 from secconf.kamailio.settings import load_settings
 from secconf.services import (
     AsteriskProcess,
@@ -55,6 +55,31 @@ from secconf.services import (
 from secconf.store import generate_key_file
 
 TICK = os.sysconf("SC_CLK_TCK")
+ALICE, BOB = "sip:alice@example.com", "sip:bob@example.com"
+SETTINGS = f"""
+[focus]
+domain = "conf.bench.invalid"
+
+[identity]
+trusted_sources = ["127.0.0.1"]
+
+[policy]
+creators = ["{ALICE}"]
+allowed = ["{BOB}"]
+
+[upstream]
+uri = "sip:127.0.0.1:9"
+
+[redis]
+url = "redis://127.0.0.1:1/0"
+timeout = 0.5
+prefix = "scrkb"
+kek_file = "@KEK@"
+kek_id = "bench-kek"
+
+[edge]
+timeout = 1.0
+"""
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -115,24 +140,26 @@ async def measure(size: int, args: argparse.Namespace, stack: dict[str, object])
             max_parallel=args.max_parallel,
         )
     )
-    phones: list[Phone] = []
+    phones: list[SdesPhone] = []
     try:
         await watcher.start()
         # Identities: the shipped demo policy allows Alice to create and Bob/Carol to join;
         # every phone asserts one of the allowed identities (the focus keys dialogs by
         # Call-ID, so one identity may hold several calls).
-        identities = ["sip:alice@example.com"] + ["sip:bob@example.com"] * (size - 1)
-        for index, identity in enumerate(identities):
-            phones.append(await Phone.start(f"p{index}", identity))
+        identities = [ALICE] + [BOB] * (size - 1)
+        for identity in identities:
+            phones.append(await SdesPhone.start(identity))
         target = f"sip:conf-factory@127.0.0.1:{kamailio.port}"
-        first = await phones[0].invite(target)
+        first = await phones[0].invite(target, asserted=ALICE)
         header = first.response.get("X-Secconf-Conference") if first.response else None
         if header is None:
             raise RuntimeError("no conference created")
         conference = header.split("conf-", 1)[1].split("@", 1)[0]
         join_uri = f"sip:conf-{conference}@127.0.0.1:{kamailio.port}"
         for start in range(1, size, 10):  # joins in groups of ten
-            await asyncio.gather(*(p.invite(join_uri) for p in phones[start : start + 10]))
+            await asyncio.gather(
+                *(p.invite(join_uri, asserted=BOB) for p in phones[start : start + 10])
+            )
         deadline = time.monotonic() + 30
         while len(watcher.tracker.members(conference)) < size:
             if time.monotonic() > deadline:
@@ -141,7 +168,7 @@ async def measure(size: int, args: argparse.Namespace, stack: dict[str, object])
                 )
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.0)  # receiver reports flowing on every leg
-        invites_before = sum(p.reinvites for p in phones)
+        invites_before = sum(len(p.reoffers) for p in phones)
         leaver = phones[-1]
         pids = {
             "asterisk": processes_in(asterisk.tree),
@@ -169,7 +196,7 @@ async def measure(size: int, args: argparse.Namespace, stack: dict[str, object])
             if report.all_switched is None
             else (report.all_switched - bye_at) * 1000,
             settled_ms=(report.settled - bye_at) * 1000,
-            reinvites=sum(p.reinvites for p in phones) - invites_before,
+            reinvites=sum(len(p.reoffers) for p in phones) - invites_before,
             verdicts=counts,
             cpu=cpu,
             wall=wall,

@@ -17,9 +17,15 @@ from .core.errors import SecconfError
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    if args.captures is not None:
+        from .demo import run_demo
 
-    return run_demo(Path(args.captures))
+        return run_demo(Path(args.captures))
+    from rich.console import Console
+
+    from .demo_story import run_story
+
+    return run_story(Console(), Path(args.timeline))
 
 
 def _cmd_sdp_inspect(args: argparse.Namespace) -> int:
@@ -363,11 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"secconf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="run the most complete flow built so far")
+    demo = commands.add_parser(
+        "demo", help="a whole secure conference on this machine (make demo; needs root)"
+    )
+    demo.add_argument(
+        "--timeline",
+        default="secconf-demo-timeline.svg",
+        help="where the timeline picture is written (default: %(default)s)",
+    )
     demo.add_argument(
         "--captures",
-        default="tests/data/sdp",
-        help="folder of real SDP captures with PROVENANCE.toml (default: %(default)s)",
+        default=None,
+        metavar="DIR",
+        help="instead: key the real SDP captures in DIR (with PROVENANCE.toml), no services",
     )
     demo.set_defaults(handler=_cmd_demo)
 

@@ -29,14 +29,10 @@ def _run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[
     )
 
 
-@pytest.mark.slow  # stage 3 starts Redis, the edge, Asterisk and Kamailio (~15 s)
-@pytest.mark.timeout(150)
-def test_demo_keys_every_secure_capture_and_shows_no_key() -> None:
+def test_demo_captures_keys_every_secure_capture_and_shows_no_key() -> None:
     result = _run("demo", "--captures", str(SDP_DIR))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all captures round-tripped" in result.stdout
-    assert "stage 3: conference mixed under the group key" in result.stdout
-    assert "Carol's old key opens 0/" in result.stdout
     assert "keyed" in result.stdout
     assert "refused 488" in result.stdout
     assert not UNMASKED_KEY.search(result.stdout)
