@@ -1,4 +1,9 @@
-"""Conference state against a real Redis: atomic create/join/answer/release, refusals write nothing."""
+"""Conference state against a real Redis: atomic create/join/answer/release, refusals write nothing.
+
+Every test that does not stop or pause the single server runs twice: on one
+``redis-server`` and on a three-master Redis Cluster (``redis+cluster://``),
+where a script touching keys of two slots fails with ``CROSSSLOT``.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +34,23 @@ BOB = "sip:bob@example.com"
 CAROL = "sip:carol@example.com"
 
 
+@pytest.fixture(params=["single", "cluster"])
+def any_redis_url(request: pytest.FixtureRequest) -> str:
+    """A flushed single server, then a flushed three-master cluster."""
+    name = "redis_url" if request.param == "single" else "redis_cluster_url"
+    return str(request.getfixturevalue(name))
+
+
 @pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
+def client(any_redis_url: str) -> Iterator[redis.Redis]:
+    client = connect_blocking(any_redis_url, timeout=0.5)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def single_client(redis_url: str) -> Iterator[redis.Redis]:
+    """Tests that stop or pause the (single) server."""
     client = connect_blocking(redis_url, timeout=0.5)
     yield client
     client.close()
@@ -72,7 +92,7 @@ def test_create_records_everything_and_the_key_is_wrapped(
     assert store.allowed("c0ffee") == {ALICE, BOB}
     assert store.members("c0ffee") == {ALICE: 1}
     assert store.ssrcs("c0ffee") == {1111}
-    record = store.dialog("call-c0ffee-alice")
+    record = store.dialog("c0ffee", "call-c0ffee-alice")
     assert record is not None
     assert record.creator
     assert record.state == "pending"
@@ -92,28 +112,26 @@ def test_create_twice_is_refused_and_changes_nothing(
     before = _snapshot(client)
     with pytest.raises(ConferenceExists):
         _create(store, call_id="another-call")
-    with pytest.raises(DialogExists):
-        _create(store, conf="beef", call_id="call-c0ffee-alice")
     assert _snapshot(client) == before
 
 
 def test_join_answer_release_life_cycle(store: ConferenceStore, client: redis.Redis) -> None:
     _create(store)
-    store.answered("call-c0ffee-alice")
+    store.answered("c0ffee", "call-c0ffee-alice")
     assert store.join("c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", ssrcs=[2222]) == 1
     assert store.members("c0ffee") == {ALICE: 1, BOB: 1}
-    answered = store.answered("call-bob")
+    answered = store.answered("c0ffee", "call-bob")
     assert answered.dialog.identity == BOB
     assert answered.dialog.state == "up"
     assert answered.group_key.key == KEY.key
     assert "key" not in repr(answered)
-    released = store.release("call-bob")
+    released = store.release("c0ffee", "call-bob")
     assert released is not None
     assert not released.conference_ended
     assert store.members("c0ffee") == {ALICE: 1}
     assert store.ssrcs("c0ffee") == {1111}
-    assert store.release("call-bob") is None  # idempotent
-    last = store.release("call-c0ffee-alice")
+    assert store.release("c0ffee", "call-bob") is None  # idempotent
+    last = store.release("c0ffee", "call-c0ffee-alice")
     assert last is not None
     assert last.conference_ended
     info = store.get("c0ffee")
@@ -156,7 +174,7 @@ def test_concurrent_ssrc_claims_only_one_wins(store: ConferenceStore) -> None:
     store.join("c0ffee", identity=BOB, call_id="b1", leg="l1", ssrcs=[5])
     with pytest.raises(SsrcCollision):
         store.join("c0ffee", identity=BOB, call_id="b2", leg="l2", ssrcs=[7, 5])
-    store.release("b1")
+    store.release("c0ffee", "b1")
     store.join("c0ffee", identity=BOB, call_id="b2", leg="l2", ssrcs=[7, 5])
     assert store.ssrcs("c0ffee") == {1111, 5, 7}
 
@@ -166,7 +184,7 @@ def test_add_epoch_and_answer_gets_the_current_one(store: ConferenceStore) -> No
     store.join("c0ffee", identity=BOB, call_id="b", leg="l")
     two = GroupKey(2, SUITE, bytes(16), bytes(range(14)))
     store.add_epoch("c0ffee", two)
-    assert store.answered("b").group_key.epoch == 2
+    assert store.answered("c0ffee", "b").group_key.epoch == 2
     assert store.group_key("c0ffee", 1).key == KEY.key
 
 
@@ -188,8 +206,9 @@ def test_dialog_id_is_stable() -> None:
 
 
 def test_redis_down_is_503_fast_and_recovers(
-    store: ConferenceStore, redis_server: RedisServer
+    single_client: redis.Redis, wrapper: KeyWrapper, redis_server: RedisServer
 ) -> None:
+    store = ConferenceStore(single_client, wrapper)
     _create(store)
     redis_server.stop()
     try:
@@ -205,14 +224,15 @@ def test_redis_down_is_503_fast_and_recovers(
 
 
 def test_redis_hung_is_503_within_the_timeout(
-    store: ConferenceStore, redis_server: RedisServer
+    single_client: redis.Redis, wrapper: KeyWrapper, redis_server: RedisServer
 ) -> None:
+    store = ConferenceStore(single_client, wrapper)
     _create(store)
     redis_server.pause()
     try:
         started = time.monotonic()
         with pytest.raises(ServiceUnavailable):
-            store.answered("call-c0ffee-alice")
+            store.answered("c0ffee", "call-c0ffee-alice")
         assert time.monotonic() - started < 1.0
     finally:
         redis_server.resume()
@@ -220,7 +240,7 @@ def test_redis_hung_is_503_within_the_timeout(
 
 def test_failed_creating_call_leaves_nothing(store: ConferenceStore, client: redis.Redis) -> None:
     _create(store)
-    released = store.release("call-c0ffee-alice")
+    released = store.release("c0ffee", "call-c0ffee-alice")
     assert released is not None
     assert released.conference_ended
     assert list(client.scan_iter()) == []
@@ -230,16 +250,16 @@ def test_rekey_bookkeeping_media_epoch_switch_and_failures(
     store: ConferenceStore, client: redis.Redis
 ) -> None:
     _create(store)
-    answered = store.answered("call-c0ffee-alice", media='{"s":[[0,"RTP/SAVP",1]]}')
+    answered = store.answered("c0ffee", "call-c0ffee-alice", media='{"s":[[0,"RTP/SAVP",1]]}')
     assert (answered.dialog.epoch, answered.dialog.media) == (1, '{"s":[[0,"RTP/SAVP",1]]}')
-    record = store.dialog("call-c0ffee-alice")
+    record = store.dialog("c0ffee", "call-c0ffee-alice")
     assert record is not None
     assert (record.epoch, record.media) == (1, '{"s":[[0,"RTP/SAVP",1]]}')
     two = GroupKey(2, SUITE, bytes(16), bytes(14))
     store.add_epoch("c0ffee", two)
-    store.switched("call-c0ffee-alice", 2)
-    store.switched("call-c0ffee-alice", 1)  # never backwards
-    assert store.dialog("call-c0ffee-alice").epoch == 2  # type: ignore[union-attr]
+    store.switched("c0ffee", "call-c0ffee-alice", 2)
+    store.switched("c0ffee", "call-c0ffee-alice", 1)  # never backwards
+    assert store.dialog("c0ffee", "call-c0ffee-alice").epoch == 2  # type: ignore[union-attr]
     # Undo an epoch the edge refused: only while it is the newest.
     three = GroupKey(3, SUITE, bytes(16), bytes(14))
     store.add_epoch("c0ffee", three)
@@ -254,5 +274,44 @@ def test_rekey_bookkeeping_media_epoch_switch_and_failures(
     assert store.rekey_failed("0ther", [("status", "488")]) is None
     assert not client.exists(store.rekey_failed_key("0ther"))
     # The stream goes with the conference.
-    store.release("call-c0ffee-alice")
+    store.release("c0ffee", "call-c0ffee-alice")
     assert 0 < client.pttl(store.rekey_failed_key("c0ffee")) <= 30_000
+
+
+def test_every_key_of_a_conference_is_in_its_slot(
+    store: ConferenceStore, client: redis.Redis
+) -> None:
+    """Create, answer, join, a REFER, a failed rekey: every key shares ``{id}``'s slot."""
+    from redis.cluster import key_slot
+
+    _create(store)
+    store.answered("c0ffee", "call-c0ffee-alice")
+    store.join("c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", ssrcs=[2])
+    store.refer("c0ffee", referrer=ALICE, target=BOB)
+    store.rekey_failed("c0ffee", [("status", "488")])
+    _create(store, conf="beef", call_id="call-beef")
+    keys = sorted(k for k in client.scan_iter() if b"c0ffee" in k)
+    # conf, allowed, members, epochs, ssrcs, two dialogs, refer and rekey-failed streams
+    assert len(keys) == 9
+    assert {key_slot(k) for k in keys} == {key_slot(b"c0ffee")}
+    assert key_slot(b"c0ffee") != key_slot(b"beef")
+    assert store.dialog_key("c0ffee", "call-bob").startswith("secconf:conf:{c0ffee}:dialog:")
+
+
+def test_refer_replay_key_is_set_outside_the_script_and_undone_on_refusal(
+    store: ConferenceStore, client: redis.Redis
+) -> None:
+    """The replay key lives in another slot: a refused REFER leaves it unset (nothing changed)."""
+    from secconf.core.errors import ReplayedMessage
+
+    _create(store)
+    replay = "secconf:replay:" + "ab" * 32
+    before = _snapshot(client)
+    with pytest.raises(Forbidden):
+        store.refer("c0ffee", referrer=ALICE, target=CAROL, replay_key=replay, replay_ttl=10)
+    assert _snapshot(client) == before
+    store.refer("c0ffee", referrer=ALICE, target=BOB, replay_key=replay, replay_ttl=10)
+    assert 0 < client.pttl(replay) <= 10_000
+    with pytest.raises(ReplayedMessage):
+        store.refer("c0ffee", referrer=ALICE, target=BOB, replay_key=replay, replay_ttl=10)
+    assert len(store.refers("c0ffee")) == 1

@@ -434,7 +434,9 @@ class FocusService:
 
     # -- KMS mode ---------------------------------------------------------------------
 
-    def _kms_authenticate(self, mikey: bytes, call_id: str, *, group_key: bool) -> KmsAuth:
+    def _kms_authenticate(
+        self, mikey: bytes, call_id: str, *, group_key: bool, conference_id: str | None = None
+    ) -> KmsAuth:
         """TRANSFER_INIT read, checked early, resolved at the KMS and verified (RFC 6043 §4.2.2.2).
 
         The identity is the ticket's initiator (IDRi, equal to the ticket's
@@ -442,6 +444,9 @@ class FocusService:
         *group_key*: the answer must deliver the group key, so the ticket must
         allow responder keys (M flag).  Nothing is written here; the replay
         cache is only read (:meth:`_remember` writes once everything passed).
+        A seen TRANSFER_INIT is a retransmission only if *call_id* already has
+        a dialog in *conference_id* (a join); on a create the conference is
+        not known yet, so it is a replay (403).
         """
         kms_settings = self.settings.kms
         if self.kms is None or self.replay is None or kms_settings is None:
@@ -459,7 +464,11 @@ class FocusService:
             if suite_for_policy(policy) != self.settings.suite:
                 raise NotAcceptable(f"the conference's SRTP suite is {self.settings.suite.name}")
         if self.replay.seen(token):
-            if call_id and self.store.dialog(call_id) is not None:
+            if (
+                call_id
+                and conference_id is not None
+                and self.store.dialog(conference_id, call_id) is not None
+            ):
                 raise Retransmission("TRANSFER_INIT of a recorded dialog")
             raise ReplayedMessage("TRANSFER_INIT replayed")
         resolved = self.kms.resolve(transfer)
@@ -545,11 +554,15 @@ class FocusService:
 
     # -- create and join --------------------------------------------------------------
 
-    def _authenticate(self, request: RequestView) -> tuple[Offer, str, KmsAuth | None]:
+    def _authenticate(
+        self, request: RequestView, conference_id: str | None = None
+    ) -> tuple[Offer, str, KmsAuth | None]:
         """The checked offer and who sent it: MIKEY (KMS mode) or the asserted identity (SDES)."""
         offer = self._offer(request)
         if offer.mode is OfferMode.KMS and offer.mikey is not None:
-            auth = self._kms_authenticate(offer.mikey, request.call_id, group_key=True)
+            auth = self._kms_authenticate(
+                offer.mikey, request.call_id, group_key=True, conference_id=conference_id
+            )
             return offer, auth.identity, auth
         return offer, self._identity(request), None
 
@@ -598,7 +611,7 @@ class FocusService:
                 try:
                     transfer_resp = self._answer_kms(auth, group_key, plan)
                 except BaseException:
-                    self._release(request.call_id, leg)
+                    self._release(conference_id, request.call_id, leg)
                     self._forget_conference(conference_id)
                     raise
         return self._relay(
@@ -607,7 +620,7 @@ class FocusService:
         )  # fmt: skip
 
     def _join(self, request: RequestView, conference_id: str) -> Reply | Relay:
-        offer, identity, auth = self._authenticate(request)
+        offer, identity, auth = self._authenticate(request, conference_id)
         if offer.uris is not None:
             raise Forbidden("the allowed set is named at creation, not on a join")
         leg = self._leg(conference_id, request.call_id)
@@ -631,7 +644,7 @@ class FocusService:
                     key = self.store.group_key(conference_id, epoch)
                     transfer_resp = self._answer_kms(auth, key, plan)
                 except BaseException:
-                    self._release(request.call_id, leg)
+                    self._release(conference_id, request.call_id, leg)
                     raise
         return self._relay(
             request, conference_id, leg, offer, plan, created=False,
@@ -658,7 +671,7 @@ class FocusService:
         202, so the focus authenticates itself too); in SDES mode by the
         asserted identity of a trusted source.  The referrer must have a
         dialog in the conference, the Refer-To target must be in the allowed
-        set; then one Lua script appends the request to ``P:refer:<id>``.
+        set; then one Lua script appends the request to ``P:conf:{<id>}:refer``.
         No implicit subscription (RFC 4488 ``Refer-Sub: false``): Kamailio
         cannot send NOTIFYs in a dialog it does not own.
         """
@@ -752,7 +765,7 @@ class FocusService:
                 ssrcs=offer.ssrcs,
             )
         except SecconfError:
-            self._release(request.call_id, leg)
+            self._release(conference_id, request.call_id, leg)
             if created:
                 self._forget_conference(conference_id)
             raise
@@ -817,6 +830,8 @@ class FocusService:
             # RFC 3261 §22.3: the focus consumes the credentials of its realm.
             remove_headers=remove,
             add_headers=add,
+            # In-dialog requests (either side, any node) name the conference in their Route.
+            conference_id=conference_id,
         )
 
     # -- replies ------------------------------------------------------------------
@@ -853,6 +868,7 @@ class FocusService:
         if state.kind == "reinvite":
             return self._reinvite_answered(reply, state, request_body), ()
         answered = self.store.answered(
+            state.conference_id,
             reply.call_id,
             media=dialog_media(state.streams, state.external, state.internal),
             epoch=state.epoch if state.mode == OfferMode.KMS.value else None,
@@ -904,21 +920,25 @@ class FocusService:
         """The INVITE failed (or was cancelled): release the roster entry and the edge leg.
 
         A failed re-INVITE releases nothing: the leg stays on its epoch, and a
-        refused rekey is reported on ``P:rekey-failed:<id>``.
+        refused rekey is reported on ``P:conf:{<id>}:rekey-failed``.
         """
         state = None if state_json is None else TransactionState.from_json(state_json)
         if state is not None and state.kind == "reinvite":
             self._report_rekey_failure(call_id, state, status, "re-INVITE refused")
             return
-        self._release(call_id, None if state is None else state.leg)
+        if state is None:
+            self.log("err", "secconf: failed INVITE without its transaction state: not released")
+            return
+        self._release(state.conference_id, call_id, state.leg)
 
-    def on_bye(self, call_id: str) -> None:
-        self._release(call_id, None)
+    def on_bye(self, conference_id: str, call_id: str) -> None:
+        """A BYE in a conference dialog (either side): release its record and edge leg."""
+        self._release(conference_id, call_id, None)
 
-    def _release(self, call_id: str, leg: str | None) -> None:
+    def _release(self, conference_id: str, call_id: str, leg: str | None) -> None:
         released = None
         try:
-            released = self.store.release(call_id)
+            released = self.store.release(conference_id, call_id)
         except SecconfError as exc:
             self.log("err", f"secconf: release of a dialog failed: {exc.message}")
         leg = leg or (released.dialog.leg if released is not None else None)
@@ -1067,7 +1087,7 @@ class FocusService:
         if crypto:
             self.edge.set_participant_key(state.leg, crypto[0])
         self.edge.switch(state.leg, state.epoch)
-        self.store.switched(reply.call_id, state.epoch)
+        self.store.switched(state.conference_id, reply.call_id, state.epoch)
         return bytes(body)
 
     def _report_rekey_failure(
