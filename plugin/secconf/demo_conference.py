@@ -272,7 +272,7 @@ async def _scenario(console: Console, stack: _Stack) -> bool:
         old_key = c.group
         legs_before = {}
         for phone in phones:
-            dialog = store.dialog(calls[phone.name].call_id)
+            dialog = store.dialog(conference, calls[phone.name].call_id)
             legs_before[phone.name] = dialog.leg if dialog else "-"
             check(
                 dialog is not None and dialog.epoch == 1,
@@ -378,7 +378,7 @@ async def _scenario(console: Console, stack: _Stack) -> bool:
             "Carol": f"{before['Carol']:.3f}/left",
         }
         for phone in phones:
-            dialog = store.dialog(calls[phone.name].call_id)
+            dialog = store.dialog(conference, calls[phone.name].call_id)
             leg = legs_before[phone.name]
             short = leg.removeprefix(f"{conference}-")
             if phone is c:

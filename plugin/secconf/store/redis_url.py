@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Final, Literal
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 __all__ = ["RedisTarget", "RedisUrlError", "parse_redis_url"]
 
@@ -89,8 +89,14 @@ def _single(url: str, scheme: str) -> RedisTarget:
         parsed = parse_url(url)
     except ValueError as exc:
         # redis-py's message may quote the URL (and so the password): name the problem only.
-        reason = "bad database number" if "db" in str(exc).lower() else "malformed URL"
+        text = str(exc).lower()
+        reason = "bad port" if "port" in text else "bad database" if "db" in text else "malformed"
         raise RedisUrlError(f"redis.url ({scheme}://): {reason}") from None
+    if scheme != "unix":
+        path = urlsplit(url).path
+        if path not in ("", "/") and not re.fullmatch(r"/[0-9]{1,5}/?", path):
+            # redis-py would silently use database 0 for "/x"
+            raise RedisUrlError(f"redis.url ({scheme}://): the path is /<database number>")
     if scheme == "unix" and not parsed.get("path"):
         raise RedisUrlError("redis.url (unix://): no socket path")
     if scheme != "unix" and not parsed.get("host"):
