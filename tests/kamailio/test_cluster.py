@@ -1,0 +1,335 @@
+"""One focus on Redis Cluster, one behind Sentinel, and several Kamailio nodes on one Redis.
+
+* Cluster: the real Kamailio with ``redis.url = redis+cluster://...`` (three real
+  masters), the real media edge: create, join, REFER, a rekey re-INVITE from the
+  mixer, BYEs; every key of the conference is in the slot of ``{id}``.
+* Sentinel: the module reaches the master through ``redis+sentinel://.../secconf``.
+* Two nodes: two Kamailio processes (different ports, same Redis, same mixer)
+  act as one focus.  A conference created through node A is joined through
+  node B; in-dialog requests sent to the other node than the one that
+  record-routed the INVITE (the route set rewritten, as a shared name or a
+  load balancer would do) find the conference from the Route's ``sc-conf``
+  parameter; an SSRC taken through one node is refused through the other; a
+  TRANSFER_INIT accepted by A is refused as a replay by B (KMS mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from redis.cluster import key_slot
+
+from secconf.client.sip import Call, SipRequestFailed, UserAgent
+from secconf.core.sdes import CryptoAttribute
+from secconf.core.sdp import SessionDescription
+from tests.fixtures.edge_server import RunningEdge
+from tests.fixtures.kamailio_server import KamailioFactory
+from tests.fixtures.redis_cluster import RedisClusterServers, RedisSentinelServers
+from tests.fixtures.redis_server import RedisServer
+
+from .conftest import (
+    ALICE,
+    BOB,
+    CAROL,
+    Focus,
+    KmsFocus,
+    MixingUpstream,
+    Upstream,
+    _start_focus,
+    offer,
+    pai,
+)
+from .media import SdesParticipant
+from .test_kms_flows import _create as _kms_create
+from .test_kms_flows import _invite as _kms_invite
+from .test_kms_flows import _offer as _kms_offer
+from .test_kms_flows import _refused as _kms_refused
+from .test_rekey import _conference_id, _mixer_calls, _rekey
+
+
+def _edge_env(edge: RunningEdge) -> dict[str, str]:
+    return {"SECCONF_EDGE_URL": edge.url, "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file)}
+
+
+@pytest.fixture(scope="module")
+def cluster_focus(
+    kamailio_factory: KamailioFactory,
+    redis_cluster: RedisClusterServers,
+    tmp_path_factory: pytest.TempPathFactory,
+    media_edge: RunningEdge,
+) -> Iterator[Focus]:
+    """Kamailio on the three-master cluster (``redis+cluster://``) with the real edge."""
+    redis_cluster.ensure_ready()
+    running = _start_focus(
+        kamailio_factory,
+        redis_cluster,
+        tmp_path_factory.mktemp("focus-cluster"),
+        env={"SECCONF_REDIS_URL": redis_cluster.url, **_edge_env(media_edge)},
+    )
+    yield running
+    running.server.stop()
+
+
+def _second_node(factory: KamailioFactory, first: Focus) -> Focus:
+    """Another Kamailio with the same settings and environment (same Redis, mixer, edge, KEK)."""
+    server = factory.start(first.server.settings_path.read_text(), env=first.server.extra_env)
+    return Focus(server, first.redis_server, first.upstream_port, first.wrapper)
+
+
+@pytest.fixture(scope="module")
+def two_nodes(
+    kamailio_factory: KamailioFactory,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Focus, Focus]]:
+    """Nodes A and B of one focus: one Redis, one mixer stand-in, no edge."""
+    a = _start_focus(kamailio_factory, redis_server, tmp_path_factory.mktemp("node-a"))
+    b = _second_node(kamailio_factory, a)
+    yield a, b
+    b.server.stop()
+    a.server.stop()
+
+
+def _via(call: Call, node: Focus) -> None:
+    """Send the dialog's next requests to *node*: its route set's host:port rewritten."""
+    rewritten = []
+    for route in call.dialog.route_set:
+        head, sep, rest = route.partition("127.0.0.1:")
+        port = rest.split(";", 1)[0].split(">", 1)[0]
+        rewritten.append(f"{head}{sep}{node.server.port}{rest[len(port):]}" if sep else route)
+    assert rewritten != call.dialog.route_set or not call.dialog.route_set
+    call.dialog.route_set = rewritten
+
+
+def _slots(focus: Focus, conference: str) -> set[int]:
+    store, client = focus.store()
+    try:
+        keys = [k for k in client.scan_iter(match=f"{focus.prefix}:*") if conference.encode() in k]
+    finally:
+        client.close()
+    assert keys
+    return {key_slot(k) for k in keys}
+
+
+# -- Redis Cluster -----------------------------------------------------------------------
+
+
+def test_conference_on_redis_cluster(cluster_focus: Focus, redis_cluster: RedisClusterServers) -> None:
+    """Create, join, REFER, a rekey re-INVITE and BYEs through Kamailio on a real cluster."""
+    focus = cluster_focus
+    redis_cluster.flush()
+
+    async def scenario(upstream: Upstream) -> None:
+        assert isinstance(upstream, MixingUpstream)
+        alice = await SdesParticipant.start(ALICE)
+        bob = await SdesParticipant.start(BOB)
+        try:
+            call_a = await alice.invite(focus.target("conf-factory"), ALICE)
+            conference = _conference_id(call_a)
+            call_b = await bob.invite(focus.target(f"conf-{conference}"), BOB)
+            mixer = await _mixer_calls(upstream, 2)
+            store, client = focus.store()
+            assert store.members(conference) == {ALICE: 1, BOB: 1}
+            assert store.dialog(conference, call_b.call_id).state == "up"  # type: ignore[union-attr]
+            # In-dialog REFER (Bob adds Carol): 202 and one stream entry, no lookup by Call-ID.
+            response = await call_b.refer(f"<{CAROL}>", timeout=5, extra_headers=pai(BOB))
+            assert response.status == 202
+            assert [f["target"] for _, f in store.refers(conference)] == [CAROL]
+            # A rekey, and the mixer's re-INVITE carries the new epoch's key to Alice.
+            old = alice.group
+            assert await asyncio.to_thread(_rekey, focus, conference) == 2
+            await mixer[call_a.call_id].reinvite(upstream.mixer_sdp(call_a.call_id), timeout=5)
+            keyed = SessionDescription.parse(alice.reoffers[-1])
+            crypto = CryptoAttribute.parse(keyed.media[0].attributes("crypto")[0] or "")
+            new_key = store.group_key(conference)
+            assert crypto.key_params[0].key == new_key.key != old[1]  # type: ignore[index]
+            assert store.dialog(conference, call_a.call_id).epoch == 2  # type: ignore[union-attr]
+            # Every key of this conference (dialogs, streams, epochs, ...) in one slot.
+            assert _slots(focus, conference) == {key_slot(conference.encode())}
+            await call_b.bye(timeout=5)
+            assert store.members(conference) == {ALICE: 1}
+            await call_a.bye(timeout=5)
+            info = store.get(conference)
+            assert info is not None
+            assert info.state == "ended"
+            client.close()
+        finally:
+            await alice.close()
+            await bob.close()
+
+    focus.run(scenario, MixingUpstream(focus.upstream_port))
+
+
+# -- Redis Sentinel ----------------------------------------------------------------------
+
+
+def test_module_works_through_a_sentinel_url(
+    kamailio_factory: KamailioFactory,
+    redis_sentinel: RedisSentinelServers,
+    redis_sentinel_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    focus = _start_focus(
+        kamailio_factory,
+        redis_sentinel,
+        tmp_path_factory.mktemp("focus-sentinel"),
+        env={"SECCONF_REDIS_URL": redis_sentinel_url},
+    )
+    try:
+
+        async def scenario(upstream: Upstream) -> None:
+            alice = await UserAgent.start("127.0.0.1", identity=ALICE)
+            bob = await UserAgent.start("127.0.0.1", identity=BOB)
+            try:
+                call_a = await alice.invite(
+                    focus.target("conf-factory"), offer(), extra_headers=pai(ALICE), timeout=5
+                )
+                header = call_a.response.get("X-Secconf-Conference")  # type: ignore[union-attr]
+                assert header is not None
+                conference = header.split("conf-", 1)[1].split("@", 1)[0]
+                call_b = await bob.invite(
+                    focus.target(f"conf-{conference}"), offer(), extra_headers=pai(BOB), timeout=5
+                )
+                store, client = focus.store()  # through the sentinel too
+                assert store.members(conference) == {ALICE: 1, BOB: 1}
+                # ... and the state is on the master the sentinel names.
+                import redis as redis_py
+
+                direct = redis_py.Redis("127.0.0.1", redis_sentinel.master.port)
+                assert direct.exists(store.conference_key(conference))
+                direct.close()
+                await call_b.bye(timeout=5)
+                await call_a.bye(timeout=5)
+                assert store.get(conference).state == "ended"  # type: ignore[union-attr]
+                client.close()
+            finally:
+                await alice.close()
+                await bob.close()
+
+        focus.run(scenario)
+    finally:
+        focus.server.stop()
+
+
+# -- several nodes, one Redis ------------------------------------------------------------
+
+
+def test_two_nodes_act_as_one_focus(two_nodes: tuple[Focus, Focus], redis_url: str) -> None:
+    a, b = two_nodes
+
+    def ssrc_offer(ssrc: int) -> bytes:
+        return offer(extra=f"a=ssrc:{ssrc} cname:x")
+
+    async def scenario(upstream: Upstream) -> None:
+        alice = await UserAgent.start("127.0.0.1", identity=ALICE)
+        bob = await UserAgent.start("127.0.0.1", identity=BOB)
+        carol = await UserAgent.start("127.0.0.1", identity=CAROL)
+        try:
+            call_a = await alice.invite(
+                a.target("conf-factory"), ssrc_offer(1111), extra_headers=pai(ALICE), timeout=5
+            )
+            header = call_a.response.get("X-Secconf-Conference")  # type: ignore[union-attr]
+            assert header is not None
+            conference = header.split("conf-", 1)[1].split("@", 1)[0]
+            # Created through A, joined through B.
+            call_b = await bob.invite(
+                b.target(f"conf-{conference}"), ssrc_offer(4242), extra_headers=pai(BOB), timeout=5
+            )
+            store, client = a.store()
+            assert store.members(conference) == {ALICE: 1, BOB: 1}
+            group = CryptoAttribute.parse(
+                SessionDescription.parse(call_b.remote_sdp).media[0].attributes("crypto")[0] or ""
+            )
+            # An SSRC taken through B is refused through A (488), and nothing changes.
+            before = a.snapshot(ours_only=True)
+            with pytest.raises(SipRequestFailed) as refused:
+                await carol.invite(
+                    a.target(f"conf-{conference}"),
+                    ssrc_offer(4242),
+                    extra_headers=pai(CAROL),
+                    timeout=5,
+                )
+            assert refused.value.status_code == 488
+            assert a.snapshot(ours_only=True) == before
+            # Bob's re-INVITE (his dialog was record-routed by B) through A: keyed with
+            # the conference's group key, the mixer gets it clear.
+            _via(call_b, a)
+            response = await call_b.reinvite(offer(), timeout=5)
+            answer = SessionDescription.parse(response.body)
+            keyed = CryptoAttribute.parse(answer.media[0].attributes("crypto")[0] or "")
+            assert keyed.key_params[0].key == group.key_params[0].key
+            assert b"a=crypto" not in upstream.invites[-1].request.body
+            # Alice's BYE (record-routed by A) through B releases her dialog.
+            _via(call_a, b)
+            await call_a.bye(timeout=5)
+            assert store.members(conference) == {BOB: 1}
+            assert store.ssrcs(conference) == {4242}
+            await call_b.bye(timeout=5)
+            assert store.get(conference).state == "ended"  # type: ignore[union-attr]
+            client.close()
+        finally:
+            await alice.close()
+            await bob.close()
+            await carol.close()
+
+    a.run(scenario)
+
+
+def test_in_dialog_request_naming_no_conference_is_refused(
+    two_nodes: tuple[Focus, Focus], redis_url: str
+) -> None:
+    """A re-INVITE whose Route lost its ``sc-conf`` (or names another conference): no relay."""
+    a, _ = two_nodes
+
+    async def scenario(upstream: Upstream) -> None:
+        alice = await UserAgent.start("127.0.0.1", identity=ALICE)
+        try:
+            call_a = await alice.invite(
+                a.target("conf-factory"), offer(), extra_headers=pai(ALICE), timeout=5
+            )
+            seen = len(upstream.invites)
+            route = call_a.dialog.route_set[0]
+            assert ";sc-conf=" in route
+            for changed, status in (
+                (route.replace(";sc-conf=", ";other="), 403),
+                (route.split(";sc-conf=")[0] + ";sc-conf=0123456789abcdef>", 481),
+            ):
+                call_a.dialog.route_set = [changed]
+                with pytest.raises(SipRequestFailed) as info:
+                    await call_a.reinvite(offer(), timeout=5)
+                assert info.value.status_code == status
+            assert len(upstream.invites) == seen  # the mixer saw none of them
+            # (the 481 ended the dialog on Alice's side; the conference is flushed away)
+        finally:
+            await alice.close()
+
+    a.run(scenario)
+
+
+def test_transfer_init_accepted_by_one_node_is_a_replay_at_the_other(
+    kamailio_factory: KamailioFactory, kms_focus: KmsFocus
+) -> None:
+    """KMS mode: the replay cache is shared, so node B refuses what node A accepted (403)."""
+    other = _second_node(kamailio_factory, kms_focus)
+    node_b = KmsFocus(
+        other.server,
+        kms_focus.redis_server,
+        kms_focus.upstream_port,
+        kms_focus.wrapper,
+        kms=kms_focus.kms,
+        proxy=kms_focus.proxy,
+        psks=kms_focus.psks,
+        edge=kms_focus.edge,
+    )
+    try:
+        conference = _kms_create(kms_focus)
+        body, _ = asyncio.run(_kms_offer(kms_focus, BOB))
+        assert _kms_invite(kms_focus, f"conf-{conference}", body, sip_identity=BOB) == 200
+        _kms_refused(node_b, f"conf-{conference}", body, BOB, 403, "replayed")
+        # A fresh TRANSFER_INIT joins through B.
+        fresh, _ = asyncio.run(_kms_offer(kms_focus, BOB))
+        assert _kms_invite(node_b, f"conf-{conference}", fresh, sip_identity=BOB) == 200
+    finally:
+        other.server.stop()
