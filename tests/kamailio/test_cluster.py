@@ -98,13 +98,13 @@ def _via(call: Call, node: Focus) -> None:
     for route in call.dialog.route_set:
         head, sep, rest = route.partition("127.0.0.1:")
         port = rest.split(";", 1)[0].split(">", 1)[0]
-        rewritten.append(f"{head}{sep}{node.server.port}{rest[len(port):]}" if sep else route)
+        rewritten.append(f"{head}{sep}{node.server.port}{rest[len(port) :]}" if sep else route)
     assert rewritten != call.dialog.route_set or not call.dialog.route_set
     call.dialog.route_set = rewritten
 
 
 def _slots(focus: Focus, conference: str) -> set[int]:
-    store, client = focus.store()
+    _, client = focus.store()
     try:
         keys = [k for k in client.scan_iter(match=f"{focus.prefix}:*") if conference.encode() in k]
     finally:
@@ -116,7 +116,9 @@ def _slots(focus: Focus, conference: str) -> set[int]:
 # -- Redis Cluster -----------------------------------------------------------------------
 
 
-def test_conference_on_redis_cluster(cluster_focus: Focus, redis_cluster: RedisClusterServers) -> None:
+def test_conference_on_redis_cluster(
+    cluster_focus: Focus, redis_cluster: RedisClusterServers
+) -> None:
     """Create, join, REFER, a rekey re-INVITE and BYEs through Kamailio on a real cluster."""
     focus = cluster_focus
     redis_cluster.flush()

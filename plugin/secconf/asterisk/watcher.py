@@ -596,7 +596,7 @@ class Watcher:
             deadline = self.clock() + self.settings.refresh_timeout
             while self.clock() < deadline:
                 try:
-                    dialog = await asyncio.to_thread(self.store.dialog, call_id)
+                    dialog = await asyncio.to_thread(self.store.dialog, conference, call_id)
                     if dialog is not None and (dialog.epoch or 0) >= epoch:
                         report.switched_at[channel] = self.clock()
                         return
@@ -624,7 +624,11 @@ class Watcher:
         legs: dict[str, str] = {}
         for channel, call_id in call_ids.items():
             with contextlib.suppress(redis.RedisError, SecconfError):
-                dialog = await asyncio.to_thread(self.store.dialog, call_id) if call_id else None
+                dialog = (
+                    await asyncio.to_thread(self.store.dialog, conference, call_id)
+                    if call_id
+                    else None
+                )
                 if dialog is not None:
                     legs[channel] = dialog.leg
         while True:

@@ -434,9 +434,7 @@ class FocusService:
 
     # -- KMS mode ---------------------------------------------------------------------
 
-    def _kms_authenticate(
-        self, mikey: bytes, call_id: str, *, group_key: bool, conference_id: str | None = None
-    ) -> KmsAuth:
+    def _kms_authenticate(self, mikey: bytes, call_id: str, *, group_key: bool) -> KmsAuth:
         """TRANSFER_INIT read, checked early, resolved at the KMS and verified (RFC 6043 §4.2.2.2).
 
         The identity is the ticket's initiator (IDRi, equal to the ticket's
@@ -444,9 +442,9 @@ class FocusService:
         *group_key*: the answer must deliver the group key, so the ticket must
         allow responder keys (M flag).  Nothing is written here; the replay
         cache is only read (:meth:`_remember` writes once everything passed).
-        A seen TRANSFER_INIT is a retransmission only if *call_id* already has
-        a dialog in *conference_id* (a join); on a create the conference is
-        not known yet, so it is a replay (403).
+        A seen TRANSFER_INIT is a retransmission (dropped: tm answers) if the
+        replay cache remembers it for this *call_id* (its hash is the entry's
+        value, one key, any node), else a replay (403).
         """
         kms_settings = self.settings.kms
         if self.kms is None or self.replay is None or kms_settings is None:
@@ -463,12 +461,9 @@ class FocusService:
         for policy in transfer.security_policies[:1]:
             if suite_for_policy(policy) != self.settings.suite:
                 raise NotAcceptable(f"the conference's SRTP suite is {self.settings.suite.name}")
-        if self.replay.seen(token):
-            if (
-                call_id
-                and conference_id is not None
-                and self.store.dialog(conference_id, call_id) is not None
-            ):
+        holder = self.replay.holder(token)
+        if holder is not None:
+            if call_id and holder == dialog_id(call_id):
                 raise Retransmission("TRANSFER_INIT of a recorded dialog")
             raise ReplayedMessage("TRANSFER_INIT replayed")
         resolved = self.kms.resolve(transfer)
@@ -479,13 +474,17 @@ class FocusService:
         return KmsAuth(identity, transfer, resolved)
 
     @contextmanager
-    def _remember(self, auth: KmsAuth | None) -> Iterator[None]:
-        """Put the TRANSFER_INIT into the replay cache; forget it if the request is then refused."""
+    def _remember(self, auth: KmsAuth | None, call_id: str) -> Iterator[None]:
+        """Put the TRANSFER_INIT into the replay cache; forget it if the request is then refused.
+
+        The entry's value is the hash of *call_id*, so a retransmission that
+        slips past tm (on this or another node) is told from a replay.
+        """
         if auth is None or self.replay is None or self.settings.kms is None:
             yield
             return
         token = auth.transfer.replay_token
-        if not self.replay.remember(token, 2 * self.settings.kms.skew):
+        if not self.replay.remember(token, 2 * self.settings.kms.skew, holder=dialog_id(call_id)):
             raise ReplayedMessage("TRANSFER_INIT replayed")
         try:
             yield
@@ -554,15 +553,11 @@ class FocusService:
 
     # -- create and join --------------------------------------------------------------
 
-    def _authenticate(
-        self, request: RequestView, conference_id: str | None = None
-    ) -> tuple[Offer, str, KmsAuth | None]:
+    def _authenticate(self, request: RequestView) -> tuple[Offer, str, KmsAuth | None]:
         """The checked offer and who sent it: MIKEY (KMS mode) or the asserted identity (SDES)."""
         offer = self._offer(request)
         if offer.mode is OfferMode.KMS and offer.mikey is not None:
-            auth = self._kms_authenticate(
-                offer.mikey, request.call_id, group_key=True, conference_id=conference_id
-            )
+            auth = self._kms_authenticate(offer.mikey, request.call_id, group_key=True)
             return offer, auth.identity, auth
         return offer, self._identity(request), None
 
@@ -578,7 +573,7 @@ class FocusService:
             allowed = sorted(self.settings.allowed)
         ssrcs = self._kms_ssrcs(offer, auth)
         group_key = GroupKey.generate(1, self.settings.suite, self.random_bytes)
-        with self._remember(auth):
+        with self._remember(auth, request.call_id):
             for _attempt in range(3):
                 conference_id = self.random_hex(8)
                 leg = self._leg(conference_id, request.call_id)
@@ -620,11 +615,11 @@ class FocusService:
         )  # fmt: skip
 
     def _join(self, request: RequestView, conference_id: str) -> Reply | Relay:
-        offer, identity, auth = self._authenticate(request, conference_id)
+        offer, identity, auth = self._authenticate(request)
         if offer.uris is not None:
             raise Forbidden("the allowed set is named at creation, not on a join")
         leg = self._leg(conference_id, request.call_id)
-        with self._remember(auth):
+        with self._remember(auth, request.call_id):
             try:
                 epoch = self.store.join(
                     conference_id,

@@ -28,7 +28,7 @@ import redis.sentinel
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
-from redis.connection import Encoder
+from redis.connection import Encoder  # type: ignore[attr-defined]
 from redis.retry import Retry as SyncRetry
 
 from secconf.core.errors import ServiceUnavailable
@@ -102,12 +102,12 @@ def connect(url: str, *, timeout: float) -> redis.asyncio.Redis:
             ),
         )
     if target.kind == "sentinel":
-        sentinel = redis.asyncio.sentinel.Sentinel(
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(target.nodes),
             sentinel_kwargs={**common, "retry": Retry(NoBackoff(), 0)},
             **common,
         )
-        return sentinel.master_for(
+        master: redis.asyncio.Redis = sentinel.master_for(
             target.service,
             db=target.db,
             username=target.username,
@@ -116,6 +116,7 @@ def connect(url: str, *, timeout: float) -> redis.asyncio.Redis:
             health_check_interval=0,
             **common,
         )
+        return master
     return redis.asyncio.Redis.from_url(
         url, retry=Retry(NoBackoff(), 0), health_check_interval=0, **common
     )
@@ -141,14 +142,14 @@ def connect_blocking(url: str, *, timeout: float) -> redis.Redis:
     if target.kind == "cluster":
         return cast(redis.Redis, LazyCluster(target, common))
     if target.kind == "sentinel":
-        sentinel = redis.sentinel.Sentinel(
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(target.nodes),
             sentinel_kwargs={**common, "retry": SyncRetry(NoBackoff(), 0)},
             **common,
         )
         return cast(
             redis.Redis,
-            sentinel.master_for(
+            sentinel.master_for(  # type: ignore[no-untyped-call]
                 target.service,
                 db=target.db,
                 username=target.username,
@@ -186,7 +187,10 @@ class LazyCluster:
             if self._client is None:
                 try:
                     self._client = redis.cluster.RedisCluster(
-                        startup_nodes=[redis.cluster.ClusterNode(h, p) for h, p in self._target.nodes],
+                        startup_nodes=[
+                            redis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call]
+                            for h, p in self._target.nodes
+                        ],
                         retry=SyncRetry(NoBackoff(), 0),
                         username=self._target.username,
                         password=self._target.password,
@@ -199,7 +203,7 @@ class LazyCluster:
             return self._client
 
     def get_encoder(self) -> Encoder:
-        return Encoder("utf-8", "strict", False)
+        return Encoder("utf-8", "strict", False)  # type: ignore[no-untyped-call]
 
     def register_script(self, script: str) -> Script:
         return Script(self, script)  # type: ignore[arg-type]

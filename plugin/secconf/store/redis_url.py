@@ -34,7 +34,9 @@ SINGLE_SCHEMES: Final = ("redis", "rediss", "unix")
 CLUSTER_SCHEME: Final = "redis+cluster"
 SENTINEL_SCHEME: Final = "redis+sentinel"
 MAX_NODES: Final = 64
-_HOST_RE: Final = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[0-9A-Za-z._-]+))(?::(?P<port>[0-9]{1,5}))?$")
+_HOST_RE: Final = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[0-9A-Za-z._-]+))(?::(?P<port>[0-9]{1,5}))?$"
+)
 _SERVICE_RE: Final = re.compile(r"^[0-9A-Za-z._-]{1,128}$")
 
 
@@ -86,7 +88,7 @@ def _single(url: str, scheme: str) -> RedisTarget:
     from redis.connection import parse_url  # redis-py's own reading of the URL
 
     try:
-        parsed = parse_url(url)
+        parsed = parse_url(url)  # type: ignore[no-untyped-call]
     except ValueError as exc:
         # redis-py's message may quote the URL (and so the password): name the problem only.
         text = str(exc).lower()
