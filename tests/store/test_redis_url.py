@@ -206,3 +206,39 @@ def test_sentinel_down_is_503_within_a_second() -> None:
     with pytest.raises(ServiceUnavailable), redis_errors("read"):
         client.get("x")
     assert time.monotonic() - started < 1.0
+
+
+def test_kms_stores_work_on_the_cluster(redis_cluster_url: str, wrapper: KeyWrapper) -> None:
+    """Users (a hash and the index, tag ``{users}``), tickets (record and marker, tag
+    ``{<id>}``) and the replay cache: their scripts stay in one slot (no CROSSSLOT)."""
+    from secconf.store.replay import ReplayCache
+    from secconf.store.tickets import TicketRecord, TicketStore
+    from secconf.store.users import UserStore
+
+    psk = bytes(range(32))
+
+    async def main() -> None:
+        handle = connect(redis_cluster_url, timeout=0.5)
+        try:
+            users = UserStore(handle, wrapper)
+            await users.add("sip:alice@example.com", psk)
+            await users.add("sip:bob@example.com", psk)
+            assert await users.psk("sip:alice@example.com") == psk
+            await users.revoke("sip:bob@example.com")
+            assert [u.identity for u in await users.list()] == [
+                "sip:alice@example.com",
+                "sip:bob@example.com",
+            ]
+            assert await users.remove("sip:bob@example.com") is not False
+            tickets = TicketStore(handle)
+            record = TicketRecord("sip:alice@example.com", ["sip:bob@example.com"], 1e9, 4e9)
+            await tickets.record(b"\x01\x02", record)
+            await tickets.revoke(b"\x01\x02")
+            assert await tickets.is_revoked(b"\x01\x02")
+            replay = ReplayCache(handle)
+            assert await replay.remember(b"token", 10)
+            assert not await replay.remember(b"token", 10)
+        finally:
+            await handle.aclose()
+
+    run(main)
