@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -162,6 +163,49 @@ def test_conference_on_redis_cluster(
             await bob.close()
 
     focus.run(scenario, MixingUpstream(focus.upstream_port))
+
+
+def test_cluster_master_down_is_503_fast_and_kamailio_recovers(
+    cluster_focus: Focus, redis_cluster: RedisClusterServers
+) -> None:
+    """The master owning a conference's slot stops: a join is 503 in under a second."""
+    focus = cluster_focus
+    redis_cluster.flush()
+
+    async def scenario(upstream: Upstream) -> None:
+        alice = await UserAgent.start("127.0.0.1", identity=ALICE)
+        bob = await UserAgent.start("127.0.0.1", identity=BOB)
+        try:
+            call_a = await alice.invite(
+                focus.target("conf-factory"), offer(), extra_headers=pai(ALICE), timeout=5
+            )
+            header = call_a.response.get("X-Secconf-Conference")  # type: ignore[union-attr]
+            assert header is not None
+            conference = header.split("conf-", 1)[1].split("@", 1)[0]
+            redis_cluster.node_for_slot(key_slot(conference.encode())).stop()
+            try:
+                started = time.monotonic()
+                with pytest.raises(SipRequestFailed) as info:
+                    await bob.invite(
+                        focus.target(f"conf-{conference}"),
+                        offer(),
+                        extra_headers=pai(BOB),
+                        timeout=5,
+                    )
+                assert info.value.status_code == 503
+                assert time.monotonic() - started < 1.0
+            finally:
+                await asyncio.to_thread(redis_cluster.ensure_ready)
+            # Back (that master's data is gone: no persistence): the focus serves again.
+            call_b = await alice.invite(
+                focus.target("conf-factory"), offer(), extra_headers=pai(ALICE), timeout=5
+            )
+            await call_b.bye(timeout=5)
+        finally:
+            await alice.close()
+            await bob.close()
+
+    focus.run(scenario)
 
 
 # -- Redis Sentinel ----------------------------------------------------------------------
