@@ -417,7 +417,8 @@ class Watcher:
             for key in self.redis.scan_iter(match=f"{self.settings.prefix}:roster:*", count=500)
             if cast(bytes, key).decode().rsplit(":", 1)[1] not in rosters
         ]
-        pipe = self.redis.pipeline(transaction=True)
+        # Not a MULTI: the rosters of several conferences lie in several Cluster slots.
+        pipe = self.redis.pipeline(transaction=False)
         for key in stale:
             pipe.delete(key)
         for conference, members in rosters.items():
