@@ -16,7 +16,7 @@ and drives each rekey:
    most ``max_parallel``): the **re-INVITE trigger**
    (:meth:`~secconf.asterisk.ami.AmiClient.rekey_refresh`), then wait until the
    dialog record says the leg is on epoch n+1 (the module switched it at the 200 OK)
-   or ``P:rekey-failed:<conference>`` has the refusal, or ``refresh_timeout``;
+   or ``P:conf:{<conference>}:rekey-failed`` has the refusal, or ``refresh_timeout``;
 4. the edge's **switch verification** (``GET /v1/conferences/{c}``) polled until
    every leg is ``followed``, ``not-followed`` or ``unverified``, or
    ``verify_timeout``;
