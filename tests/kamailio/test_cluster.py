@@ -379,3 +379,70 @@ def test_transfer_init_accepted_by_one_node_is_a_replay_at_the_other(
         assert _kms_invite(node_b, f"conf-{conference}", fresh, sip_identity=BOB) == 200
     finally:
         other.server.stop()
+
+
+def test_create_retransmitted_to_the_other_node_mints_no_second_conference(
+    two_nodes: tuple[Focus, Focus], redis_url: str
+) -> None:
+    """The same create INVITE (byte for byte) to A, then to B (which has no transaction).
+
+    B derives the same conference id from Call-ID and From tag, finds the dialog
+    already recorded there and drops the copy: one conference, one INVITE at the
+    mixer, no answer from B.
+    """
+    import socket
+    import uuid
+
+    a, b = two_nodes
+
+    async def scenario(upstream: Upstream) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        port = sock.getsockname()[1]
+        body = offer()
+        invite = (
+            f"INVITE sip:conf-factory@127.0.0.1:{a.server.port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <{ALICE}>;tag={uuid.uuid4().hex[:8]}\r\n"
+            f"To: <sip:conf-factory@127.0.0.1:{a.server.port}>\r\n"
+            f"Call-ID: {uuid.uuid4().hex}@127.0.0.1\r\n"
+            "CSeq: 1 INVITE\r\n"
+            f"Contact: <sip:alice@127.0.0.1:{port}>\r\n"
+            f"P-Asserted-Identity: <{ALICE}>\r\n"
+            "Content-Type: application/sdp\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        loop = asyncio.get_running_loop()
+
+        async def answers(timeout: float, node: Focus) -> list[bytes]:
+            """What *node* sent us within *timeout* seconds."""
+            got: list[bytes] = []
+            deadline = loop.time() + timeout
+            while loop.time() < deadline:
+                try:
+                    data, source = await asyncio.wait_for(
+                        loop.sock_recvfrom(sock, 65536), max(0.01, deadline - loop.time())
+                    )
+                except TimeoutError:
+                    break
+                if source[1] == node.server.port:
+                    got.append(data)
+            return got
+
+        try:
+            await loop.sock_sendto(sock, invite, ("127.0.0.1", a.server.port))
+            from_a = await answers(2.0, a)
+            assert any(m.startswith(b"SIP/2.0 200") for m in from_a), from_a
+            await loop.sock_sendto(sock, invite, ("127.0.0.1", b.server.port))
+            assert await answers(1.0, b) == []
+            _, client = a.store()
+            confs = [k for k in client.scan_iter(match=f"{a.prefix}:conf:*") if k.endswith(b"}")]
+            client.close()
+            assert len(confs) == 1, confs
+            assert len(upstream.invites) == 1
+        finally:
+            sock.close()
+
+    a.run(scenario)

@@ -112,6 +112,8 @@ def test_create_twice_is_refused_and_changes_nothing(
     before = _snapshot(client)
     with pytest.raises(ConferenceExists):
         _create(store, call_id="another-call")
+    with pytest.raises(DialogExists):  # the same create again (a retransmission)
+        _create(store, call_id="call-c0ffee-alice")
     assert _snapshot(client) == before
 
 

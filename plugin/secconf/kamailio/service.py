@@ -574,8 +574,7 @@ class FocusService:
         ssrcs = self._kms_ssrcs(offer, auth)
         group_key = GroupKey.generate(1, self.settings.suite, self.random_bytes)
         with self._remember(auth, request.call_id):
-            for _attempt in range(3):
-                conference_id = self.random_hex(8)
+            for conference_id in self._conference_ids(request):
                 leg = self._leg(conference_id, request.call_id)
                 try:
                     self.store.create(
@@ -645,6 +644,25 @@ class FocusService:
             request, conference_id, leg, offer, plan, created=False,
             transfer_resp=transfer_resp, epoch=epoch if auth else None,
         )  # fmt: skip
+
+    def _conference_ids(self, request: RequestView) -> Iterator[str]:
+        """Conference ids to try for a create: first one derived from the request, then random.
+
+        The first is HMAC-SHA256(focus secret, Call-ID, From tag), 16 hex
+        digits: unpredictable without the KEK, and the same for a
+        retransmission of the create on any node, whose dialog record then
+        already exists in that conference (``DialogExists``: dropped, tm
+        answers).  If that id is taken by another conference (the Call-ID
+        was reused), two random ones follow.
+        """
+        if self.digest_key:
+            message = b"\0".join(
+                part.encode("utf-8", "surrogateescape")
+                for part in ("secconf-conference-id", request.call_id, request.from_tag)
+            )
+            yield hmac.new(self.digest_key, message, hashlib.sha256).hexdigest()[:16]
+        for _attempt in range(2):
+            yield self.random_hex(8)
 
     def _answer_kms(self, auth: KmsAuth, key: GroupKey, plan: LegPlan | None) -> str:
         data = self._transfer_resp(auth, key, None if plan is None else plan.ssrc)

@@ -157,8 +157,8 @@ class Answered:
 # ARGV: mode, creator, uri, now, suite, wrapped, dialog_ttl, leg, dialog_id, conference_id,
 #       n_ssrc, ssrc..., allowed...
 _CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'conf-exists' end
 if redis.call('EXISTS', KEYS[6]) == 1 then return 'dialog-exists' end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'conf-exists' end
 local n = tonumber(ARGV[11])
 redis.call('HSET', KEYS[1], 'state', 'active', 'mode', ARGV[1], 'creator', ARGV[2],
   'uri', ARGV[3], 'created', ARGV[4], 'epoch', '1', 'suite', ARGV[5])
@@ -375,7 +375,9 @@ class ConferenceStore:
     ) -> None:
         """Record a new conference with its creator's dialog (pending) and key epoch 1.
 
-        Raises :class:`ConferenceExists` or :class:`DialogExists` (nothing written).
+        Raises :class:`DialogExists` (this Call-ID already has a record in this
+        conference: a retransmission) or :class:`ConferenceExists` (the id is
+        taken); nothing written.
         """
         check_identity(creator, "creator")
         members = [check_identity(identity, "allowed identity") for identity in allowed]
