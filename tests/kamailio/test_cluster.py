@@ -346,6 +346,10 @@ def test_in_dialog_request_naming_no_conference_is_refused(
                 with pytest.raises(SipRequestFailed) as info:
                     await call_a.reinvite(offer(), timeout=5)
                 assert info.value.status_code == status
+                if status == 403:
+                    refusal = info.value.response
+                    assert refusal is not None
+                    assert "not a conference dialog" in (refusal.get("Warning") or "")
             assert len(upstream.invites) == seen  # the mixer saw none of them
             # (the 481 ended the dialog on Alice's side; the conference is flushed away)
         finally:

@@ -176,6 +176,11 @@ def test_cluster_all_down_at_start_is_503_then_recovers(
     with pytest.raises(ServiceUnavailable):
         store.get("c0ffee")
     assert time.monotonic() - started < 1.0
+    # Within the hold time the next call does not wait for the dead node again.
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable):
+        store.get("c0ffee")
+    assert time.monotonic() - started < 0.1
     live = ConferenceStore(connect_blocking(redis_cluster_url, timeout=0.3), wrapper)
     assert live.get("c0ffee") is None
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from secconf.core.errors import SecconfError
+from secconf.core.errors import Forbidden, SecconfError
 from secconf.store.conferences import ConferenceStore, connect_blocking
 from secconf.store.keywrap import KeyWrapper, load_key_file
 from secconf.store.replay import BlockingReplayCache
@@ -245,7 +245,9 @@ class SecconfKemi:
             if method in ("INVITE", "REFER"):
                 # The module record-routes only focus dialogs: a re-INVITE or REFER routed
                 # through us without the parameter is not one it can key or check.
-                self.adapter.reply(Reply(403, "Forbidden"))
+                self.adapter.reply(
+                    service.refusal(Forbidden("not a conference dialog of this focus"))
+                )
                 return
             ksr.tm.t_relay()
             return

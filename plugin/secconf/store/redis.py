@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar, cast
@@ -164,20 +165,33 @@ def connect_blocking(url: str, *, timeout: float) -> redis.Redis:
     )
 
 
+_BOOTSTRAP_FAILURES: tuple[type[BaseException], ...] = (
+    redis.exceptions.RedisClusterException,
+    *REDIS_FAILURES,
+)
+
+
 class LazyCluster:
     """A sync ``RedisCluster`` made on first use; until then, :meth:`register_script` works.
 
-    A failed bootstrap (no startup node answers within the timeout) is a
-    ``redis.ConnectionError`` (so :func:`redis_errors` makes it a 503) and is
-    tried again on the next call.  Every attribute but ``register_script``,
-    ``get_encoder`` and ``close`` is the real client's.
+    A failed bootstrap (no startup node answers within the timeout; each
+    node is tried once) is a ``redis.ConnectionError`` (so :func:`redis_errors`
+    makes it a 503).  For :data:`BOOTSTRAP_HOLD` seconds after a failure,
+    calls fail at once instead of waiting for every dead node again (a
+    Kamailio worker must answer 503 fast); the next call after that tries
+    again.  Every attribute but ``register_script``, ``get_encoder`` and
+    ``close`` is the real client's.
     """
+
+    #: Seconds during which a failed bootstrap is not tried again.
+    BOOTSTRAP_HOLD: float = 1.0
 
     def __init__(self, target: RedisTarget, options: dict[str, Any]) -> None:
         self._target = target
         self._options = options
         self._client: redis.cluster.RedisCluster | None = None
         self._lock = threading.Lock()
+        self._failed_at: float | None = None
 
     def __repr__(self) -> str:
         return f"LazyCluster(nodes={list(self._target.nodes)!r})"
@@ -185,6 +199,11 @@ class LazyCluster:
     def _real(self) -> redis.cluster.RedisCluster:
         with self._lock:
             if self._client is None:
+                if (
+                    self._failed_at is not None
+                    and time.monotonic() - self._failed_at < self.BOOTSTRAP_HOLD
+                ):
+                    raise redis.exceptions.ConnectionError("no Redis Cluster node answered")
                 try:
                     self._client = redis.cluster.RedisCluster(
                         startup_nodes=[
@@ -196,7 +215,8 @@ class LazyCluster:
                         password=self._target.password,
                         **self._options,
                     )
-                except redis.exceptions.RedisClusterException as exc:
+                except _BOOTSTRAP_FAILURES as exc:
+                    self._failed_at = time.monotonic()
                     raise redis.exceptions.ConnectionError(
                         "no Redis Cluster node answered"
                     ) from exc
