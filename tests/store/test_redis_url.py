@@ -12,6 +12,8 @@ import pytest
 import redis
 
 from secconf.core.errors import ServiceUnavailable
+from secconf.core.keys import GroupKey
+from secconf.core.sdes import SUITES
 from secconf.store.conferences import ConferenceStore
 from secconf.store.keywrap import KeyWrapper
 from secconf.store.redis import LazyCluster, connect, connect_blocking, redis_errors
@@ -249,3 +251,35 @@ def test_kms_stores_work_on_the_cluster(redis_cluster_url: str, wrapper: KeyWrap
             await handle.aclose()
 
     run(main)
+
+
+def test_sentinel_failover_is_followed(
+    redis_sentinel_failover: RedisSentinelServers, wrapper: KeyWrapper
+) -> None:
+    """After ``SENTINEL FAILOVER`` the same client reaches the new master.
+
+    The pooled connection to the old master (now a replica) fails once with
+    503 (redis-py turns its READONLY into a ConnectionError), never a 500 and
+    never a write to a replica; the next call goes to the promoted server.
+    """
+    servers = redis_sentinel_failover
+    client = connect_blocking(servers.url, timeout=0.5)
+    store = ConferenceStore(client, wrapper)
+    key = GroupKey(1, SUITES["AES_CM_128_HMAC_SHA1_80"], bytes(16), bytes(14))
+    store.create(
+        "c0ffee", creator="sip:a@x", uri="sip:conf@x", group_key=key, call_id="c1", leg="l1"
+    )
+    new_master = servers.failover()
+    outcomes = []
+    for _ in range(3):
+        try:
+            store.join("c0ffee", identity="sip:a@x", call_id=f"c{len(outcomes) + 2}", leg="l2")
+            outcomes.append("ok")
+        except ServiceUnavailable:
+            outcomes.append("503")
+    assert outcomes[-1] == "ok", outcomes
+    assert outcomes.count("503") <= 1, outcomes
+    direct = redis.Redis("127.0.0.1", new_master)
+    assert direct.exists("secconf:conf:{c0ffee}")
+    direct.close()
+    client.close()
