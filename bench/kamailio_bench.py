@@ -19,7 +19,16 @@ longer than ``--seconds`` + 10 % (sipp kept the rate):
     P-Asserted-Identity from 127.0.0.1, a trusted source; ACK; BYE), i.e.
     per call: SDP checks, one Lua ``join``, edge ``POST /v1/legs``, the SDP
     rewrite, Lua ``answered``, edge ``internal-remote`` + ``switch``, the
-    answer keyed, and at BYE Lua ``release`` + edge ``DELETE``.
+    answer keyed, and at BYE Lua ``release`` + edge ``DELETE``;
+(b0) the same joins with **no media edge configured** (``NoEdge``: the module's
+    own cost, policy + Lua + both SDP rewrites, comparable with the "Python
+    rewrite + naive Redis SET+GET" figure the issue quotes);
+(c) **KMS-mode join**: a conference created by Alice with a ticket naming Bob;
+    every INVITE carries a fresh TRANSFER_INIT built with Bob's ticket
+    (bench/sipp/kms_join.xml, an injection file written right before each
+    run), so per call also the replay check, one RESOLVE round trip to the
+    real KMS (``secconf kms serve``), the MAC/Vi checks, the TRANSFER_RESP
+    with the group key, and the replay token write.
 
 Search: rates grow x1.5 in short probe runs (``--probe-seconds``) until one
 is not clean, two bisecting probes between the last clean and the first
@@ -28,8 +37,7 @@ until one is clean.  Then the module's per-INVITE time split: a separate run
 at half the clean rate with ``[focus] timing = true`` (the ``P:timing``
 counters, docs/kamailio.md).
 
-KMS-mode joins (fresh TRANSFER_INIT per INVITE from an injection CSV) are not
-built in this version: see docs/kamailio.md.
+All of them in the same run, on the same machine, against the same sipp mixer.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ import base64
 import csv
 import os
 import platform
+import random
 import secrets
 import shutil
 import socket
@@ -48,6 +57,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +65,17 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
+from secconf.client.agent import ParticipantAgent
+from secconf.client.kms import KmsClient
 from secconf.client.sip import UserAgent
-from secconf.services import RedisProcess
+from secconf.core.keymgmt import key_mgmt_value
+from secconf.core.mikey import GenericIdEntry, SrtpSessionData
+from secconf.core.mikey import ticket as mikey_ticket
+from secconf.core.mikey.srtp import policy_for_suite
+from secconf.core.sdes import SUITES
+from secconf.services import KmsProcess, RedisProcess
 from secconf.store import generate_key_file
+from secconf.store.keywrap import load_key_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SECCONF = str(Path(sys.executable).parent / "secconf")
@@ -66,10 +84,13 @@ SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 CFG = ROOT / "config" / "kamailio" / "kamailio.cfg"
 ENTRY = ROOT / "config" / "kamailio" / "secconf_kemi.py"
 SCENARIO = ROOT / "bench" / "sipp" / "sdes_join.xml"
+KMS_SCENARIO = ROOT / "bench" / "sipp" / "kms_join.xml"
 MIXER = ROOT / "bench" / "sipp" / "mixer_uas.xml"
 PREFIX = "sckb"
 ALICE = "sip:alice@example.com"
 BOB = "sip:bob@example.com"
+FOCUS = "sip:focus@conf.bench.invalid"
+KMS_ID = "sip:kms.bench.invalid"
 
 NATIVE_CFG = """
 debug=1
@@ -137,11 +158,25 @@ prefix = "{prefix}"
 kek_file = "{kek}"
 kek_id = "bench-kek"
 
+{edge}{kms}"""
+
+EDGE_SETTINGS = """
 [edge]
 url = "{edge_url}"
 token_file = "{token}"
 timeout = 0.5
 """
+
+KMS_SETTINGS = """
+[kms]
+url = "{kms_url}"
+kms_identity = "{kms_identity}"
+focus_identity = "{focus}"
+psk_file = "{psk_file}"
+timeout = 0.5
+"""
+
+Inject = Callable[[float, float], Path]
 
 
 def free_udp_port() -> int:
@@ -278,13 +313,15 @@ def _elapsed(text: str) -> float:
     return seconds
 
 
-def run_sipp(
-    workdir: Path, target_port: int, service: str, rate: float, seconds: float
-) -> RunResult:
+def _run_sipp(
+    workdir: Path, target_port: int, service: str, rate: float, seconds: float,
+    scenario: Path = SCENARIO, inject: Inject | None = None,
+) -> RunResult:  # fmt: skip
     calls = max(1, int(rate * seconds))
     stat = workdir / f"stat-{service}-{rate:.0f}-{time.monotonic_ns()}.csv"
+    extra = ["-inf", str(inject(rate, seconds))] if inject else []
     command = [
-        SIPP, f"127.0.0.1:{target_port}", "-sf", str(SCENARIO), "-s", service,
+        SIPP, f"127.0.0.1:{target_port}", "-sf", str(scenario), "-s", service, *extra,
         "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
         "-r", f"{rate:.0f}", "-m", str(calls), "-l", str(max(100, int(rate * 5))),
         "-recv_timeout", "10000", "-timeout", f"{int(seconds * 3 + 30)}s", "-timeout_error",
@@ -317,8 +354,13 @@ def run_sipp(
 def highest_clean_rate(
     console: Console, label: str, workdir: Path, port: int, service: str,
     start: float, seconds: float, probe_seconds: float,
+    scenario: Path = SCENARIO, inject: Inject | None = None,
 ) -> tuple[RunResult | None, list[RunResult]]:  # fmt: skip
     runs: list[RunResult] = []
+
+    def run_sipp(workdir: Path, port: int, service: str, rate: float, length: float) -> RunResult:
+        return _run_sipp(workdir, port, service, rate, length, scenario, inject)
+
     rate, last_clean = start, 0.0
     while rate < 20000:
         result = run_sipp(workdir, port, service, rate, probe_seconds)
@@ -397,14 +439,87 @@ def cpu_description() -> str:
     return f"{model}, {os.cpu_count()} logical CPUs"
 
 
+class KmsBench:
+    """The KMS side of (c): the KMS process, Alice's conference, Bob's ticket, injection files."""
+
+    def __init__(self, workdir: Path, redis_url: str) -> None:
+        self.workdir = workdir
+        self.kms = KmsProcess(workdir / "kms", redis_url, identity=KMS_ID, prefix="sckb-kms")
+        self.kms.start()
+        self.psks = {who: self.kms.add_user(who) for who in (FOCUS, ALICE, BOB)}
+        self.ticket: mikey_ticket.IssuedTicket | None = None
+
+    def settings(self) -> str:
+        return KMS_SETTINGS.format(
+            kms_url=self.kms.url, kms_identity=KMS_ID, focus=FOCUS, psk_file=self.psks[FOCUS]
+        )
+
+    def _client(self, who: str) -> KmsClient:
+        return KmsClient(self.kms.url, KMS_ID, who, load_key_file(self.psks[who], "PSK"))
+
+    def create_conference(self, kamailio_port: int) -> str:
+        """Alice creates a KMS-mode conference (ticket naming the focus and Bob); Bob's ticket."""
+
+        async def main() -> str:
+            ua = await UserAgent.start("127.0.0.1", identity=ALICE)
+            alice = ParticipantAgent(ALICE, self._client(ALICE), ua)
+            try:
+                joined = await alice.join_conference(
+                    f"sip:conf-factory@127.0.0.1:{kamailio_port}", FOCUS, allowed=(BOB,),
+                    timeout=5,
+                )  # fmt: skip
+                response = joined.call.response
+                header = response.get("X-Secconf-Conference") if response else None
+                await joined.media.close(bye=False)
+                if not header:
+                    raise RuntimeError("no conference URI in the answer")
+                self.ticket = await self._client(BOB).request_ticket(
+                    mikey_ticket.DesiredPolicy(
+                        recipients=(FOCUS,), valid_until=time.time() + 3600,
+                        responder_keys=True,
+                    )
+                )  # fmt: skip
+                return header.strip("<>").split("@", 1)[0].removeprefix("sip:")
+            finally:
+                await ua.close()
+
+        return asyncio.run(main())
+
+    def inject(self, rate: float, seconds: float) -> Path:
+        """A fresh TRANSFER_INIT per call of the coming run (distinct SSRCs, fresh timestamps)."""
+        if self.ticket is None:
+            raise RuntimeError("create the conference first")
+        calls = max(1, int(rate * seconds))
+        path = self.workdir / f"kms-{time.monotonic_ns()}.csv"
+        suite = SUITES["AES_CM_128_HMAC_SHA1_80"]
+        now = time.time()
+        lines = ["SEQUENTIAL"]
+        for ssrc in random.SystemRandom().sample(range(1, 2**32), calls):
+            pending = mikey_ticket.build_transfer_init(
+                self.ticket, initiator=BOB, responder=FOCUS,
+                sessions=[GenericIdEntry.for_srtp(1, [0], SrtpSessionData(ssrc, 0, 0))],
+                policies=[policy_for_suite(0, suite)], now=now, random_bytes=secrets.token_bytes,
+            )  # fmt: skip
+            lines.append(f"{key_mgmt_value(pending.data)};{ssrc}")
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def stop(self) -> None:
+        self.kms.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="length of a full run")
     parser.add_argument("--probe-seconds", type=float, default=3.0)
     parser.add_argument("--children", type=int, default=4, help="Kamailio UDP workers")
     parser.add_argument("--start-rate", type=float, default=200.0)
-    parser.add_argument("--only", choices=("native", "sdes"), default=None)
+    parser.add_argument(
+        "--only", choices=("native", "sdes", "sdes-noedge", "kms"), action="append",
+        help="run only these routes (repeatable; default: all)",
+    )  # fmt: skip
     args = parser.parse_args()
+    wanted = set(args.only or ("native", "sdes", "sdes-noedge", "kms"))
     console = Console()
     for tool in (KAMAILIO, SIPP):
         if not Path(tool).exists():
@@ -423,8 +538,9 @@ def main() -> None:
             cwd=workdir,
         )  # fmt: skip
         edge_process = None
+        kms: KmsBench | None = None
         try:
-            if args.only in (None, "native"):
+            if "native" in wanted:
                 cfg = workdir / "native.cfg"
                 cfg.write_text(NATIVE_CFG.format(children=args.children, uas_port=uas_port))
                 native = Kamailio(workdir / "native", cfg, args.children, {})
@@ -435,19 +551,21 @@ def main() -> None:
                     )  # fmt: skip
                 finally:
                     native.stop()
-            if args.only in (None, "sdes"):
+            if wanted - {"native"}:
                 with RedisProcess(workdir) as redis_process:
                     edge_process, edge_url, token = start_edge(workdir)
                     kek = workdir / "kek"
                     generate_key_file(kek)
 
-                    def settings(timing_on: bool) -> dict[str, str]:
-                        path = workdir / f"secconf-{timing_on}.toml"
+                    def settings(name: str, *, timing_on: bool = False, edge: bool = True,
+                                 kms_text: str = "") -> dict[str, str]:  # fmt: skip
+                        path = workdir / f"secconf-{name}-{timing_on}.toml"
+                        edge_text = EDGE_SETTINGS.format(edge_url=edge_url, token=token)
                         path.write_text(
                             SETTINGS.format(
                                 timing=str(timing_on).lower(), alice=ALICE, bob=BOB,
                                 uas_port=uas_port, redis_url=redis_process.url, prefix=PREFIX,
-                                kek=kek, edge_url=edge_url, token=token,
+                                kek=kek, edge=edge_text if edge else "", kms=kms_text,
                             )
                         )  # fmt: skip
                         site = [p for p in sys.path if p.endswith("site-packages")]
@@ -457,33 +575,54 @@ def main() -> None:
                             "PYTHONDONTWRITEBYTECODE": "1",
                         }
 
-                    focus = Kamailio(workdir / "focus", CFG, args.children, settings(False))
-                    try:
-                        conference = create_conference(focus.port)
-                        console.log(f"conference {conference} created")
-                        results["sdes"], _ = highest_clean_rate(
-                            console, "secconf SDES join", workdir, focus.port, conference,
-                            args.start_rate, args.seconds, args.probe_seconds,
-                        )  # fmt: skip
-                    finally:
-                        focus.stop()
-                    clean = results["sdes"]
-                    timed = Kamailio(workdir / "timed", CFG, args.children, settings(True))
-                    try:
-                        rate = max(10.0, round((clean.rate if clean else 100.0) / 2))
-                        run = run_sipp(workdir, timed.port, conference, rate, 5.0)
-                        console.log(f"timing run {rate:.0f}/s -> {_describe(run, 5.0)}")
-                    finally:
-                        timed.stop()  # its workers flush nothing more; read what they wrote
-                    client = redis.Redis.from_url(redis_process.url, socket_timeout=2)
-                    raw = client.hgetall(f"{PREFIX}:timing")
-                    client.close()
-                    counters = {k.decode(): int(v) for k, v in raw.items()}
-                    invites = counters.pop("invites", 0)
-                    if invites:
-                        timing = {k[:-3]: v / invites for k, v in counters.items()}
-                        timing["invites"] = invites
+                    def measure(key: str, label: str, env: dict[str, str],
+                                create: Callable[[int], str], scenario: Path = SCENARIO,
+                                inject: Inject | None = None) -> str:  # fmt: skip
+                        focus = Kamailio(workdir / key, CFG, args.children, env)
+                        try:
+                            conference = create(focus.port)
+                            console.log(f"{label}: conference {conference} created")
+                            results[key], _ = highest_clean_rate(
+                                console, label, workdir, focus.port, conference,
+                                args.start_rate, args.seconds, args.probe_seconds,
+                                scenario, inject,
+                            )  # fmt: skip
+                        finally:
+                            focus.stop()
+                        return conference
+
+                    if "sdes-noedge" in wanted:
+                        measure("sdes-noedge", "secconf SDES join, no edge",
+                                settings("noedge", edge=False), create_conference)  # fmt: skip
+                    if "kms" in wanted:
+                        kms = KmsBench(workdir, redis_process.url)
+                        measure("kms", "secconf KMS join", settings("kms", kms_text=kms.settings()),
+                                kms.create_conference, KMS_SCENARIO, kms.inject)  # fmt: skip
+                    if "sdes" in wanted:
+                        conference = measure("sdes", "secconf SDES join", settings("sdes"),
+                                             create_conference)  # fmt: skip
+                        clean = results["sdes"]
+                        timed = Kamailio(workdir / "timed", CFG, args.children,
+                                         settings("sdes", timing_on=True))  # fmt: skip
+                        try:
+                            rate = max(10.0, round((clean.rate if clean else 100.0) / 2))
+                            run = _run_sipp(workdir, timed.port, conference, rate, 5.0)
+                            console.log(f"timing run {rate:.0f}/s -> {_describe(run, 5.0)}")
+                        finally:
+                            timed.stop()  # its workers flush nothing more; read what they wrote
+                        client = redis.Redis.from_url(
+                            redis_process.url, socket_timeout=2, decode_responses=True
+                        )
+                        raw = client.hgetall(f"{PREFIX}:timing")
+                        client.close()
+                        counters = {str(k): int(v) for k, v in raw.items()}
+                        invites = counters.pop("invites", 0)
+                        if invites:
+                            timing = {k[:-3]: v / invites for k, v in counters.items()}
+                            timing["invites"] = invites
         finally:
+            if kms is not None:
+                kms.stop()
             stop(edge_process)
             stop(uas)
     report(console, args, results, timing)
@@ -503,14 +642,15 @@ def report(
     table.add_column("vs native", justify="right")
     native = results.get("native")
     names = {"native": "(a) native relay (cfg script, t_relay)",
-             "sdes": "(b) secconf SDES join (Redis + edge + rewrite)"}  # fmt: skip
+             "sdes": "(b) secconf SDES join (Redis + edge + rewrite)",
+             "sdes-noedge": "(b0) secconf SDES join, no media edge (Redis + rewrite)",
+             "kms": "(c) secconf KMS join (+ KMS RESOLVE, edge)"}  # fmt: skip
     for key, result in results.items():
         if result is None:
             table.add_row(names[key], "none clean", "", "")
             continue
         ratio = f"{result.rate / native.rate:.0%}" if native and key != "native" else ""
         table.add_row(names[key], f"{result.rate:.0f}", str(result.calls), ratio)
-    table.add_row("(c) KMS-mode join", "not measured", "", "")
     console.print(table)
     if timing:
         split = Table(title=f"secconf per-INVITE time (µs, mean of {timing['invites']:.0f} "

@@ -11,10 +11,12 @@ set -euo pipefail
 packages=(
   python3 python3-venv          # the interpreter Kamailio's app_python3 embeds (3.11)
   kamailio kamailio-python3-modules
+  kamailio-tls-modules          # tls.so: SIP over TLS towards participants (-A WITH_TLS)
   redis-server
   sip-tester                    # sipp
   baresip-core                  # a real SRTP phone for the tests
   debootstrap zstd              # the Debian sid tree with Asterisk 22 (docker/asterisk-tree.sh)
+  docker-compose                # validates docker/compose.yaml in the tests (no engine needed)
 )
 
 missing=()

@@ -151,6 +151,30 @@ def _cmd_edge_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- TLS (throwaway CA) ---------------------------------------------------------------------
+
+
+def _cmd_tls_init(args: argparse.Namespace) -> int:
+    from .tlsca import CaError, fingerprint, init_ca
+
+    try:
+        files = init_ca(
+            Path(args.directory),
+            args.host,
+            clients=args.client or (),
+            days=args.days,
+            replace=args.force,
+        )
+    except CaError as exc:
+        print(f"secconf tls init: {exc}", file=sys.stderr)
+        return 1
+    print(f"CA certificate   {files.ca_cert}  SHA-256 {fingerprint(files.ca_cert.read_bytes())}")
+    print(f"server cert/key  {files.server_cert} {files.server_key} (key mode 0600)")
+    for name, (cert, key) in files.clients.items():
+        print(f"client {name:<9} {cert} {key} (key mode 0600)")
+    return 0
+
+
 def _cmd_edge_init_token(args: argparse.Namespace) -> int:
     import os
     import secrets
@@ -399,6 +423,23 @@ def build_parser() -> argparse.ArgumentParser:
     edge_token = edge_commands.add_parser("init-token", help="create a control API token file")
     edge_token.add_argument("path")
     edge_token.set_defaults(handler=_cmd_edge_init_token)
+
+    tls = commands.add_parser("tls", help="a throwaway CA for SIP over TLS (demo, tests, labs)")
+    tls_commands = tls.add_subparsers(dest="tls_command", required=True)
+    tls_init = tls_commands.add_parser(
+        "init", help="make a CA and a server certificate (keys mode 0600, never printed)"
+    )
+    tls_init.add_argument("directory", help="where ca.pem, server.pem and their keys go")
+    tls_init.add_argument(
+        "--host", action="append", required=True,
+        help="name or IP address the server certificate is for (repeatable; first is the CN)",
+    )  # fmt: skip
+    tls_init.add_argument(
+        "--client", action="append", help="also a client certificate for NAME (repeatable)"
+    )
+    tls_init.add_argument("--days", type=int, default=30, help="validity (default %(default)s)")
+    tls_init.add_argument("--force", action="store_true", help="replace an existing CA")
+    tls_init.set_defaults(handler=_cmd_tls_init)
 
     focus = commands.add_parser("focus", help="the conference focus (Kamailio module) state")
     focus_commands = focus.add_subparsers(dest="focus_command", required=True)

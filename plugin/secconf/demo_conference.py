@@ -3,7 +3,8 @@
 Starts, for real and on free loopback ports: redis-server, the media edge
 (``secconf edge serve``), Asterisk 22 ConfBridge (chrooted in the cached Debian
 sid tree, config rendered by :mod:`secconf.asterisk.config`), Kamailio 5.6 with
-the secconf module (SDES mode, P-Asserted-Identity trusted from 127.0.0.1,
+the secconf module (SDES mode, P-Asserted-Identity trusted from 127.0.0.1, SIP over
+TLS towards the phones with a throwaway CA made here, UDP towards
 upstream Asterisk), and the roster watcher following Asterisk's AMI.  Alice
 creates a conference, Bob and Carol join; Alice's tone reaches both through
 Asterisk's mix under the group key.  Carol leaves: the watcher rekeys, Asterisk
@@ -52,6 +53,7 @@ from .services import (
 from .store import generate_key_file
 from .store.conferences import ConferenceStore, connect_blocking
 from .store.keywrap import KeyWrapper, load_key_file
+from .tlsca import TlsFiles, fingerprint, init_ca, participant_contexts
 
 SUITE = "AES_CM_128_HMAC_SHA1_80"
 ALICE, BOB, CAROL = "sip:alice@example.com", "sip:bob@example.com", "sip:carol@example.com"
@@ -106,10 +108,17 @@ class Phone:
     own: KeyMaterial = field(repr=False)
     call: Call | None = None
     group: KeyMaterial | None = field(default=None, repr=False)
+    reinvites: int = 0  # re-INVITEs answered in the call
+    reinvite_transports: list[str] = field(default_factory=list)  # top Via of each re-INVITE
 
     @classmethod
-    async def start(cls, name: str, identity: str) -> Phone:
-        ua = await UserAgent.start("127.0.0.1", identity=identity)
+    async def start(cls, name: str, identity: str, tls: TlsFiles) -> Phone:
+        """A phone speaking SIP over TLS, trusting only the demo's throwaway CA."""
+        server, client = participant_contexts(tls, "phones")
+        ua = await UserAgent.start(
+            "127.0.0.1", transport="tls", ssl_context=server, client_ssl_context=client,
+            identity=identity,
+        )  # fmt: skip
         media = await SrtpEndpoint.open("127.0.0.1", rtcp_interval=0.3)
         material = secrets.token_bytes(30)
         phone = cls(name, identity, ua, media, (SUITE, material[:16], material[16:]))
@@ -119,6 +128,8 @@ class Phone:
     async def _on_invite(self, incoming: IncomingRequest) -> Answer:
         if incoming.call is None:
             return Answer(480)
+        self.reinvites += 1
+        self.reinvite_transports.append(incoming.request.top_via.transport)
         section = SessionDescription.parse(incoming.body).media[0]
         crypto = CryptoAttribute.parse(section.attributes("crypto")[0] or "")
         param = crypto.key_params[0]
@@ -212,9 +223,11 @@ class _Stack:
     edge: EdgeProcess
     asterisk: AsteriskProcess
     kamailio: KamailioProcess
+    tls: TlsFiles
 
     def target(self, user: str) -> str:
-        return f"sip:{user}@127.0.0.1:{self.kamailio.port}"
+        """Participants reach Kamailio over TLS only (SDES keys are in the SDP)."""
+        return f"sip:{user}@127.0.0.1:{self.kamailio.tls_port};transport=tls"
 
 
 async def _scenario(console: Console, stack: _Stack) -> bool:
@@ -247,9 +260,9 @@ async def _scenario(console: Console, stack: _Stack) -> bool:
         await watcher.start()
         console.print(f"roster watcher on Asterisk's AMI (port {stack.asterisk.ami_port})")
         a, b, c = (
-            await Phone.start("Alice", ALICE),
-            await Phone.start("Bob", BOB),
-            await Phone.start("Carol", CAROL),
+            await Phone.start("Alice", ALICE, stack.tls),
+            await Phone.start("Bob", BOB, stack.tls),
+            await Phone.start("Carol", CAROL, stack.tls),
         )
         phones += [a, b, c]
 
@@ -327,6 +340,10 @@ async def _scenario(console: Console, stack: _Stack) -> bool:
             )
         check(report.epoch == 2 and report.reasons == ("leave",), "one rekey, for the leave")
         check(switched is not None, "every remaining leg switched")
+        check(
+            all(p.reinvite_transports and set(p.reinvite_transports) == {"TLS"} for p in (a, b)),
+            "Asterisk's re-INVITEs (UDP to Kamailio) reached Alice and Bob over TLS",
+        )
         check(
             set(report.verdicts) == {channels.get("alice"), channels.get("bob")}
             and set(report.verdicts.values()) == {"followed"},
@@ -462,6 +479,11 @@ def run_conference_stage(console: Console) -> bool:
                 )
                 kek = workdir / "kek"
                 generate_key_file(kek)
+                tls = init_ca(workdir / "tls", ["127.0.0.1", "localhost"], clients=["phones"])
+                console.print(
+                    "throwaway CA for SIP over TLS (secconf tls init), SHA-256 "
+                    f"{fingerprint(tls.ca_cert.read_bytes())[:23]}..."
+                )
                 (workdir / "kamailio").mkdir()
                 kamailio = services.enter_context(
                     KamailioProcess(
@@ -473,14 +495,16 @@ def run_conference_stage(console: Console) -> bool:
                             "SECCONF_EDGE_URL": edge.url,
                             "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file),
                         },
+                        tls_dir=tls.directory,
                     )
                 )
                 launched.append(kamailio)
                 console.print(
                     f"Kamailio + secconf module (SDES, trusted P-Asserted-Identity): "
-                    f"SIP udp 127.0.0.1:{kamailio.port}, upstream Asterisk"
+                    f"SIP TLS 127.0.0.1:{kamailio.tls_port} for participants, "
+                    f"udp 127.0.0.1:{kamailio.port} towards Asterisk"
                 )
-                stack = _Stack(redis, edge, asterisk, kamailio)
+                stack = _Stack(redis, edge, asterisk, kamailio, tls)
                 ok = asyncio.run(asyncio.wait_for(_scenario(console, stack), SCENARIO_TIMEOUT))
         except ServiceError as exc:
             console.print(f"[red]stage 3: a service did not start: {exc}[/red]")

@@ -32,6 +32,7 @@ __all__ = [
     "ServiceError",
     "ami_login",
     "free_port",
+    "kamailio_tls_config",
     "listening_url",
     "options_ping",
     "processes_in",
@@ -71,6 +72,7 @@ class RedisProcess:
 
     def __enter__(self) -> RedisProcess:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.workdir.mkdir(parents=True, exist_ok=True)
         for _ in range(5):  # another program may take the port between probe and bind
             self.port = free_port()
             self._process = subprocess.Popen(  # noqa: S603 - fixed argument list
@@ -292,10 +294,118 @@ class EdgeProcess:
         self.stop()
 
 
+# -- the KMS --------------------------------------------------------------------------------
+
+
+class KmsProcess:
+    """``secconf kms serve`` on loopback against *redis_url* (a fresh KEK in *workdir*).
+
+    Inside the context (or after :meth:`start`): ``url``, ``identity``, ``config``
+    and :meth:`add_user`, which provisions an identity with a fresh PSK file the
+    way an operator does (``secconf kms user add``).  The process dies with this
+    one (``setpriv --pdeathsig TERM``); :class:`ServiceError` if it does not say
+    "listening on" within *deadline* seconds.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        redis_url: str,
+        *,
+        identity: str = "sip:kms.example.invalid",
+        prefix: str = "secconf-kms",
+        deadline: float = 15.0,
+    ) -> None:
+        self.workdir = workdir
+        self.redis_url = redis_url
+        self.identity = identity
+        self.prefix = prefix
+        self.deadline = deadline
+        self.config = workdir / "kms.toml"
+        self.url = ""
+        self.lines: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+        self._secconf = str(Path(sys.executable).parent / "secconf")
+
+    def start(self) -> None:
+        from .store import generate_key_file
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        kek = self.workdir / "kms-kek"
+        if not kek.exists():
+            generate_key_file(kek, "KMS key-encryption key")
+        self.config.write_text(
+            "[kms]\n"
+            f"identity = {_toml_value(self.identity)}\n"
+            'listen = "127.0.0.1"\nport = 0\n'
+            f"kek_file = {_toml_value(str(kek))}\n"
+            "clock_skew = 60\nmax_ticket_lifetime = 3600\n\n"
+            "[redis]\n"
+            f"url = {_toml_value(self.redis_url)}\ntimeout = 0.5\n"
+            f"prefix = {_toml_value(self.prefix)}\n"
+        )
+        process = subprocess.Popen(  # noqa: S603 - fixed argument list
+            [*_pdeathsig("TERM"), self._secconf, "kms", "serve", "--config", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.process = process
+        self.lines = []
+        url = listening_url(process, self.deadline, self.lines)
+        if url is not None:
+            self.url = url
+            return
+        self.stop()
+        raise ServiceError("KMS did not start: " + _tail("".join(self.lines), 20))
+
+    def add_user(self, identity: str) -> Path:
+        """Provision *identity* with a fresh PSK (mode 0600 file in *workdir*); return the file."""
+        name = "".join(c if c.isalnum() else "_" for c in identity)
+        psk_file = self.workdir / f"{name}.psk"
+        result = subprocess.run(  # noqa: S603 - fixed argument list
+            [self._secconf, "kms", "user", "add", identity, "--psk-file", str(psk_file),
+             "--config", str(self.config)],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise ServiceError(f"secconf kms user add {identity} failed: {_tail(result.stderr)}")
+        return psk_file
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            _terminate(process, 10.0)
+
+    def __enter__(self) -> KmsProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
 # -- Kamailio -------------------------------------------------------------------------------
+
+
+def _accepts(port: int, timeout: float = 0.3) -> bool:
+    """A TCP connection to 127.0.0.1:*port* is accepted (True when *port* is 0: none asked)."""
+    if not port:
+        return True
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
 
 KAMAILIO_CONFIG = ROOT / "config" / "kamailio" / "kamailio.cfg"
 KAMAILIO_ENTRY = ROOT / "config" / "kamailio" / "secconf_kemi.py"
+KAMAILIO_TLS_TEMPLATE = ROOT / "config" / "kamailio" / "tls.cfg"
+#: The directory the shipped tls.cfg names (``secconf tls init`` writes there).
+KAMAILIO_TLS_DIR = "/etc/secconf/tls/"
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 
 
@@ -324,6 +434,23 @@ def options_ping(port: int, timeout: float = 0.3) -> str | None:
     return data.split(b"\r\n", 1)[0].decode("ascii", "replace")
 
 
+def kamailio_tls_config(tls_dir: Path, path: Path) -> Path:
+    """Write the shipped ``tls.cfg`` to *path* with its files taken from *tls_dir*.
+
+    *tls_dir* holds ``ca.pem``, ``server.pem`` and ``server.key`` as
+    :func:`secconf.tlsca.init_ca` writes them; a missing file is refused here
+    rather than by Kamailio at start (whose message is less clear).
+    """
+    for name in ("ca.pem", "server.pem", "server.key"):
+        if not (tls_dir / name).is_file():
+            raise ServiceError(f"TLS directory {tls_dir} has no {name} (secconf tls init)")
+    text = KAMAILIO_TLS_TEMPLATE.read_text()
+    if KAMAILIO_TLS_DIR not in text:
+        raise ServiceError(f"{KAMAILIO_TLS_TEMPLATE} does not name {KAMAILIO_TLS_DIR}")
+    path.write_text(text.replace(KAMAILIO_TLS_DIR, str(tls_dir.resolve()) + "/"))
+    return path
+
+
 class KamailioProcess:
     """Kamailio with the shipped ``config/kamailio/kamailio.cfg`` and the secconf module.
 
@@ -335,6 +462,10 @@ class KamailioProcess:
     follow it).  :meth:`start` picks a free UDP port the first time and reuses it
     after :meth:`stop`.  Inside the context: ``port``, ``settings_path``, ``env``,
     ``log()``.
+
+    With *tls_dir* (a directory as :func:`secconf.tlsca.init_ca` writes it) Kamailio
+    also listens for SIP over TLS on 127.0.0.1:``tls_port`` (``-A WITH_TLS``, the
+    shipped ``tls.cfg`` rendered into *workdir* with that directory's files).
     """
 
     def __init__(
@@ -346,8 +477,11 @@ class KamailioProcess:
         children: int = 2,
         deadline: float = 15.0,
         settings_path: Path | None = None,
+        tls_dir: Path | None = None,
     ) -> None:
         self.workdir = workdir
+        self.tls_dir = tls_dir
+        self.tls_port = 0
         self.settings_path = settings_path or workdir / "secconf.toml"
         self.settings_toml = settings_toml
         self.env = dict(env or {})
@@ -365,6 +499,20 @@ class KamailioProcess:
         return f"sip:127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """Kamailio's main process (its workers are its children), while it runs."""
+        return self._process.pid if self.running and self._process is not None else None
+
+    @property
+    def tls_uri(self) -> str:
+        """The TLS listener as a SIP URI (empty without *tls_dir*)."""
+        return f"sip:127.0.0.1:{self.tls_port};transport=tls" if self.tls_port else ""
+
+    @property
+    def tls_config_path(self) -> Path:
+        return self.workdir / "tls.cfg"
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -374,10 +522,16 @@ class KamailioProcess:
         except OSError:
             return ""
 
-    def command(self, port: int) -> list[str]:
+    def command(self, port: int, tls_port: int = 0) -> list[str]:
+        tls: list[str] = []
+        if tls_port:
+            tls = [
+                "-l", f"tls:127.0.0.1:{tls_port}", "-A", "WITH_TLS",
+                "-A", f'SECCONF_TLS_CONFIG="{self.tls_config_path}"',
+            ]  # fmt: skip
         return [
             *_pdeathsig("TERM"), KAMAILIO, "-DD", "-E",
-            "-f", str(KAMAILIO_CONFIG), "-l", f"udp:127.0.0.1:{port}",
+            "-f", str(KAMAILIO_CONFIG), "-l", f"udp:127.0.0.1:{port}", *tls,
             "-n", str(self.children), "-Y", str(self.workdir), "-m", "64", "-M", "16",
             "-A", f'SECCONF_KEMI="{KAMAILIO_ENTRY}"', "-A", "SECCONF_DEBUG=2", "--atexit=no",
         ]  # fmt: skip
@@ -400,29 +554,34 @@ class KamailioProcess:
             return
         if not os.access(KAMAILIO, os.X_OK):
             raise ServiceError(f"kamailio not found at {KAMAILIO} (make setup)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
         if self.settings_toml is not None:
             self.settings_path.write_text(self.settings_toml)
+        if self.tls_dir is not None:
+            kamailio_tls_config(self.tls_dir, self.tls_config_path)
         if self.port:
-            self._launch(self.port)
+            self._launch(self.port, self.tls_port)
             return
         last = ""
         for _ in range(5):  # the port may be taken between probe and bind
             port = _free(socket.SOCK_DGRAM)
+            tls_port = _free(socket.SOCK_STREAM) if self.tls_dir is not None else 0
             try:
-                self._launch(port)
+                self._launch(port, tls_port)
             except ServiceError as exc:
                 last = str(exc)
                 if "already in use" in last or "bind" in last:
                     continue
                 raise
             self.port = port
+            self.tls_port = tls_port
             return
         raise ServiceError(f"kamailio: no free port after 5 attempts: {last}")
 
-    def _launch(self, port: int) -> None:
+    def _launch(self, port: int, tls_port: int = 0) -> None:
         with self.log_path.open("ab") as log:
             process = subprocess.Popen(  # noqa: S603 - fixed argument list
-                self.command(port), stdin=subprocess.DEVNULL, stdout=log,
+                self.command(port, tls_port), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, env=self.environment(), cwd=self.workdir,
             )  # fmt: skip
         self._process = process
@@ -436,7 +595,7 @@ class KamailioProcess:
                     + _tail(self.log())
                 )
             status = options_ping(port)
-            if status is not None and status.startswith("SIP/2.0 200"):
+            if status is not None and status.startswith("SIP/2.0 200") and _accepts(tls_port):
                 return
             time.sleep(0.05)
         self.stop()

@@ -219,8 +219,11 @@ def test_leave_rekeys_through_asterisk_and_the_leaver_key_opens_nothing(stack: S
             old_key = c.group
             assert old_key is not None
 
-            # The roster in Redis is the bridge's, with each channel's SIP Call-ID.
-            roster = store.client.hgetall(f"{PREFIX}:roster:{conference}")
+            # The roster in Redis is the bridge's, with each channel's SIP Call-ID.  The
+            # watcher writes it after its tracker saw the join (and a Getvar): wait for it.
+            roster_key = f"{PREFIX}:roster:{conference}"
+            await wait_for(lambda: store.client.hlen(roster_key) == 3, 5, "three roster entries")
+            roster = store.client.hgetall(roster_key)
             assert {k.decode() for k in roster} == set(channels.values())
             assert {call_a.call_id, call_b.call_id, call_c.call_id} == {
                 json.loads(v)["call_id"] for v in roster.values()

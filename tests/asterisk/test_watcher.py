@@ -9,6 +9,7 @@ import pytest
 
 from secconf.asterisk.watcher import Lease, WatcherConfigError, load_watcher_settings
 from secconf.cli import build_parser
+from secconf.core.roster import FailurePolicy
 from secconf.store import generate_key_file
 from secconf.store.conferences import connect_blocking
 
@@ -51,7 +52,7 @@ def test_one_lease_holder_per_conference_and_a_lapsed_lease_is_taken_over(
         client.close()
 
 
-def test_the_sample_config_loads_and_replace_is_refused(tmp_path: Path) -> None:
+def test_the_sample_config_loads_with_replace_and_remove(tmp_path: Path) -> None:
     generate_key_file(tmp_path / "kek")
     (tmp_path / "focus.toml").write_text(FOCUS)
     (tmp_path / "secret").write_text("s3cret\n")
@@ -64,13 +65,27 @@ def test_the_sample_config_loads_and_replace_is_refused(tmp_path: Path) -> None:
     assert "s3cret" not in repr(settings)
     assert settings.prefix == "scw"
     assert settings.policy.debounce == 2.0
-    replaced = (
-        (ROOT / "config" / "watcher.toml")
-        .read_text()
-        .replace('on_failure = "remove"', 'on_failure = "replace"')
+    assert settings.on_failure is FailurePolicy.REPLACE  # the default
+    assert (settings.dialout_endpoint, settings.dialout_context) == (
+        "kamailio-out",
+        "secconf-dialout",
     )
-    (tmp_path / "watcher.toml").write_text(replaced)
-    with pytest.raises(WatcherConfigError, match="replacement calls"):
+    sample = (ROOT / "config" / "watcher.toml").read_text()
+    (tmp_path / "watcher.toml").write_text(
+        sample.replace('on_failure = "replace"', 'on_failure = "remove"')
+    )
+    assert load_watcher_settings(tmp_path / "watcher.toml", env).on_failure is (
+        FailurePolicy.REMOVE
+    )
+    (tmp_path / "watcher.toml").write_text(
+        sample.replace('on_failure = "replace"', 'on_failure = "ignore"')
+    )
+    with pytest.raises(WatcherConfigError, match="on_failure"):
+        load_watcher_settings(tmp_path / "watcher.toml", env)
+    (tmp_path / "watcher.toml").write_text(
+        sample.replace('endpoint = "kamailio-out"', 'endpoint = "x/y"')
+    )
+    with pytest.raises(WatcherConfigError, match="endpoint"):
         load_watcher_settings(tmp_path / "watcher.toml", env)
 
 
@@ -78,3 +93,51 @@ def test_cli_has_watcher_serve() -> None:
     args = build_parser().parse_args(["watcher", "serve", "--config", "w.toml"])
     assert args.config == "w.toml"
     assert args.handler.__name__ == "_cmd_watcher_serve"
+
+
+def test_two_watchers_share_the_refer_stream_each_entry_once(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """XREADGROUP: every REFER entry goes to exactly one watcher, entries before the group too."""
+    import asyncio
+
+    from secconf.asterisk.ami import AmiSettings
+    from secconf.asterisk.watcher import REFER_GROUP, Watcher, WatcherSettings
+    from secconf.kamailio.settings import load_settings
+
+    generate_key_file(tmp_path / "kek")
+    (tmp_path / "focus.toml").write_text(FOCUS)
+    focus = load_settings(tmp_path / "focus.toml", env={"SECCONF_REDIS_URL": redis_url})
+    conference = "0123456789abcdef"
+
+    async def scenario() -> None:
+        watchers = [
+            Watcher(WatcherSettings(ami=AmiSettings(secret="x"), focus=focus, watcher_id=name))
+            for name in ("w1", "w2")
+        ]
+        key = watchers[0].store.refer_stream_key(conference)
+        try:
+            assert watchers[0]._read_refers(conference) == []  # no stream yet: no group, no key
+            assert not watchers[0].redis.exists(key)
+            for n in range(3):  # before any group exists (the module's XADD)
+                watchers[0].redis.xadd(key, {"target": f"sip:u{n}@example.com"})
+            seen = [watchers[0]._read_refers(conference)]
+            for n in range(3, 6):
+                watchers[0].redis.xadd(key, {"target": f"sip:u{n}@example.com"})
+            seen.append(watchers[1]._read_refers(conference))
+            seen.append(watchers[0]._read_refers(conference))
+            seen.append(watchers[1]._read_refers(conference))
+            targets = [fields["target"] for batch in seen for _, fields in batch]
+            assert sorted(targets) == [f"sip:u{n}@example.com" for n in range(6)]  # once each
+            assert len(seen[0]) == 3
+            assert len(seen[1]) == 3
+            assert seen[2] == seen[3] == []
+            pending = watchers[0].redis.xpending(key, REFER_GROUP)
+            assert pending["pending"] == 6  # until each dial-out is done and acknowledged
+        finally:
+            for watcher in watchers:
+                watcher.redis.close()
+                if watcher.edge is not None:
+                    await watcher.edge.aclose()
+
+    asyncio.run(scenario())

@@ -256,6 +256,8 @@ def _start_focus(
     tmp: Path,
     env: dict[str, str] | None = None,
     extra: str = "",
+    *,
+    tls: bool = False,
 ) -> Focus:
     kek = tmp / "kek"
     if not kek.exists():
@@ -268,6 +270,7 @@ def _start_focus(
             "SECCONF_UPSTREAM": f"sip:127.0.0.1:{upstream_port}",
             **(env or {}),
         },
+        tls=tls,
     )
     return Focus(server, redis_server, upstream_port, KeyWrapper(load_key_file(kek), "test-kek"))
 
@@ -402,7 +405,9 @@ class KmsFocus(Focus):
     def psk(self, identity: str) -> Path:
         if identity not in self.psks:
             assert self.kms is not None
-            self.psks[identity] = self.kms.add_user(identity)
+            # Another KmsFocus of the session (same KMS) may have provisioned it already.
+            known = self.kms.workdir / (identity.replace(":", "_").replace("@", "_") + ".psk")
+            self.psks[identity] = known if known.exists() else self.kms.add_user(identity)
         return self.psks[identity]
 
 

@@ -27,10 +27,16 @@ class SdesParticipant:
     group: KeyMaterial | None = field(default=None, repr=False)
     refuse: int | None = None  # answer re-INVITEs with this status
     reoffers: list[bytes] = field(default_factory=list, repr=False)
+    #: answer new calls (the focus's dial-out) instead of 480
+    accept_calls: bool = False
+    #: False: like baresip 1.0.0, accept a new key in signalling but keep decrypting
+    #: with the old one (DESIGN.md §2); the edge sees the leg "not-followed"
+    follow: bool = True
 
     @classmethod
-    async def start(cls, identity: str) -> SdesParticipant:
-        ua = await UserAgent.start("127.0.0.1", identity=identity)
+    async def start(cls, identity: str, ua: UserAgent | None = None) -> SdesParticipant:
+        """A phone on *ua* (e.g. a TLS user agent), else on a new UDP one."""
+        ua = ua or await UserAgent.start("127.0.0.1", identity=identity)
         media = await SrtpEndpoint.open("127.0.0.1", rtcp_interval=None)
         material = secrets.token_bytes(30)
         participant = cls(ua, media, (SUITE, material[:16], material[16:]))
@@ -44,7 +50,9 @@ class SdesParticipant:
         under the offered tag; no overlap with the old receive key (grace 0).
         """
         if incoming.call is None:
-            return Answer(480)
+            if not self.accept_calls:
+                return Answer(480)
+            return self._answer_call(incoming)
         self.reoffers.append(incoming.body)
         if self.refuse is not None:
             return Answer(self.refuse)
@@ -52,9 +60,26 @@ class SdesParticipant:
         crypto = CryptoAttribute.parse(section.attributes("crypto")[0] or "")
         param = crypto.key_params[0]
         offered = (SUITE, param.key, param.salt)
-        if offered != self.group:
+        if offered != self.group and self.follow:
             self.media.rekey(rx=offered, grace=0.0)
             self.group = offered
+        return Answer(200, self.offer(tag=crypto.tag), "application/sdp")
+
+    def _answer_call(self, incoming: IncomingRequest) -> Answer:
+        """A call from the focus (dial-out): receive with the offered group key, answer SDES."""
+        offer = SessionDescription.parse(incoming.body)
+        section = offer.media[0]
+        values = section.attributes("crypto")
+        if section.proto != "RTP/SAVP" or len(values) != 1:
+            return Answer(488)
+        crypto = CryptoAttribute.parse(values[0] or "")
+        param = crypto.key_params[0]
+        self.group = (SUITE, param.key, param.salt)
+        connection = section.connection or offer.session.connection
+        if connection is None:
+            return Answer(488)
+        self.media.set_remote((connection.address, section.port))
+        self.media.set_keys(tx=self.own, rx=self.group)
         return Answer(200, self.offer(tag=crypto.tag), "application/sdp")
 
     def offer(self, tag: int = 1) -> bytes:

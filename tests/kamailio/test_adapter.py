@@ -206,3 +206,23 @@ def test_settings_refuse_a_bad_redis_url(tmp_path: Path, url: str, message: str)
     )
     with pytest.raises(SettingsError, match=r"\[redis\] url: .*" + message):
         load_settings(config, env={})
+
+
+def test_location_service_calls_go_through_the_adapter() -> None:
+    """REGISTER/dial-out: registrar.save and lookup (after $ru = the target), $sp read."""
+
+    ksr = FakeKsr(pvs={"$rm": "INVITE", "$sp": "5080", "$si": "127.0.0.1"})
+    ksr.registrar = type(ksr.sl)("registrar", {"save": 1, "lookup": -1})  # type: ignore[attr-defined]
+    adapter = KsrAdapter(ksr)
+    assert adapter.request().source_port == 5080
+    assert adapter.save_registration()
+    assert adapter.lookup("sip:dave@example.com") == -1
+    adapter.set_ruri("sip:dave@192.0.2.7:5060")
+    assert ksr.calls[-4:] == [
+        ("registrar.save", ("location", 0)),
+        ("pv.sets", ("$ru", "sip:dave@example.com")),
+        ("registrar.lookup", ("location",)),
+        ("pv.sets", ("$ru", "sip:dave@192.0.2.7:5060")),
+    ]
+    ksr.pvs["$sp"] = "not-a-port"
+    assert adapter.request().source_port == 0

@@ -203,3 +203,34 @@ def test_audio_under_load_stays_intact() -> None:
             await edge.close()
 
     run(scenario())
+
+
+def test_internal_remote_with_switch_epoch_is_one_call_and_refuses_atomically() -> None:
+    """The module's 200 OK path: the mixer's address and the leg's switch in one PUT."""
+
+    async def scenario() -> None:
+        edge = await EdgeUnderTest.start()
+        try:
+            await edge.put_epoch("c", 1, new_key())
+            leg = await edge.leg("c", mode="kms")
+            path = f"/v1/legs/{leg['leg']}/internal-remote"
+            before = await edge.call("GET", f"/v1/legs/{leg['leg']}")
+            # Unknown epoch: 404 and neither the remote nor the epoch changed.
+            await edge.call("PUT", path, {"host": HOST, "port": 4000, "switch_epoch": 2}, 404)
+            await edge.call("PUT", path, {"host": HOST, "port": 4000, "switch_epoch": "x"}, 400)
+            assert await edge.call("GET", f"/v1/legs/{leg['leg']}") == before
+            await edge.put_epoch("c", 2, new_key())
+            described = await edge.call(
+                "PUT", path, {"host": HOST, "port": 4000, "switch_epoch": 2}
+            )
+            assert described["internal_remote"] == {"host": HOST, "port": 4000}
+            assert (await edge.call("GET", f"/v1/legs/{leg['leg']}"))["epoch"] == 2
+            # Back to an older epoch: 409, the remote stays where it is.
+            await edge.call("PUT", path, {"host": HOST, "port": 4002, "switch_epoch": 1}, 409)
+            after = await edge.call("GET", f"/v1/legs/{leg['leg']}")
+            assert after["internal_remote"] == {"host": HOST, "port": 4000}
+            assert after["epoch"] == 2
+        finally:
+            await edge.close()
+
+    run(scenario())

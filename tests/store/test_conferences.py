@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from secconf.core.errors import Forbidden, ServiceUnavailable
+from secconf.core.errors import Forbidden, NotAcceptable, ServiceUnavailable
 from secconf.core.focus import ConferenceNotFound, SsrcCollision
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES
@@ -283,18 +283,26 @@ def test_rekey_bookkeeping_media_epoch_switch_and_failures(
 def test_every_key_of_a_conference_is_in_its_slot(
     store: ConferenceStore, client: redis.Redis
 ) -> None:
-    """Create, answer, join, a REFER, a failed rekey: every key shares ``{id}``'s slot."""
+    """Create, answer, join, a dial-out, a KMS epoch, a REFER, a failed rekey: one slot."""
     from redis.cluster import key_slot
 
     _create(store)
     store.answered("c0ffee", "call-c0ffee-alice")
     store.join("c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", ssrcs=[2])
+    store.dialout("c0ffee", identity=BOB, call_id="call-out", leg="leg-out")
+    store.dialout_answered("c0ffee", "call-out", media="{}", epoch=1, ssrcs=[3])
+    store.add_epoch("c0ffee", GroupKey(2, SUITE, bytes(16), bytes(14)), b"ticket")
     store.refer("c0ffee", referrer=ALICE, target=BOB)
     store.rekey_failed("c0ffee", [("status", "488")])
     _create(store, conf="beef", call_id="call-beef")
     keys = sorted(k for k in client.scan_iter() if b"c0ffee" in k)
-    # conf, allowed, members, epochs, ssrcs, two dialogs, refer and rekey-failed streams
-    assert len(keys) == 9
+    # conf, allowed, members, epochs, ssrcs, three dialogs, refer and rekey-failed streams
+    assert len(keys) == 10
+    assert store.epoch_ticket("c0ffee", 2) == b"ticket"
+    store.release("c0ffee", "call-out")
+    store.release("c0ffee", "call-bob")
+    store.release("c0ffee", "call-c0ffee-alice")
+    assert not client.exists(store.conference_key("c0ffee", "epochs"))
     assert {key_slot(k) for k in keys} == {key_slot(b"c0ffee")}
     assert key_slot(b"c0ffee") != key_slot(b"beef")
     assert store.dialog_key("c0ffee", "call-bob").startswith("secconf:conf:{c0ffee}:dialog:")
@@ -317,3 +325,95 @@ def test_refer_replay_key_is_set_outside_the_script_and_undone_on_refusal(
     with pytest.raises(ReplayedMessage):
         store.refer("c0ffee", referrer=ALICE, target=BOB, replay_key=replay, replay_ttl=10)
     assert len(store.refers("c0ffee")) == 1
+
+
+def test_leg_modes_kms_leg_count_and_mixed_joins(store: ConferenceStore) -> None:
+    _create(store, mode="kms", allowed=[BOB, CAROL])
+    info = store.get("c0ffee")
+    assert info is not None
+    assert info.kms_legs == 1
+    # Not mixed: an SDES leg in a KMS conference is refused (nothing written).
+    with pytest.raises(NotAcceptable):
+        store.join("c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", mode="sdes")
+    store.join("c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", mode="sdes", mixed=True)
+    store.join("c0ffee", identity=CAROL, call_id="call-carol", leg="leg-carol", mode="kms")
+    assert store.get("c0ffee").kms_legs == 2  # type: ignore[union-attr]
+    assert store.dialog("c0ffee", "call-c0ffee-alice").mode == "kms"  # type: ignore[union-attr]
+    assert store.dialog("c0ffee", "call-bob").mode == "sdes"  # type: ignore[union-attr]
+    store.release("c0ffee", "call-carol")
+    store.release("c0ffee", "call-bob")
+    assert store.get("c0ffee").kms_legs == 1  # type: ignore[union-attr]
+
+
+def test_epoch_ticket_is_wrapped_bound_dropped_and_deleted_with_the_conference(
+    store: ConferenceStore, client: redis.Redis
+) -> None:
+    _create(store, mode="kms")
+    ticket = b"stored group epoch " + bytes(range(64))
+    two = GroupKey(2, SUITE, bytes(range(50, 66)), bytes(range(1, 15)))
+    store.add_epoch("c0ffee", two, ticket)
+    assert store.epoch_ticket("c0ffee", 2) == ticket
+    assert store.epoch_ticket("c0ffee", 1) is None
+    blob = client.hget(store.conference_key("c0ffee", "epochs"), "ticket:2")
+    assert blob is not None
+    assert ticket not in blob  # type: ignore[operator]
+    # Bound to its conference and epoch: moved, it does not open.
+    client.hset(store.conference_key("c0ffee", "epochs"), "ticket:1", blob)  # type: ignore[arg-type]
+    from secconf.store.errors import KeyUnwrapError
+
+    with pytest.raises(KeyUnwrapError):
+        store.epoch_ticket("c0ffee", 1)
+    client.hdel(store.conference_key("c0ffee", "epochs"), "ticket:1")
+    store.drop_epoch("c0ffee", 2)  # the edge refused it: key and ticket go
+    assert store.epoch_ticket("c0ffee", 2) is None
+    store.add_epoch("c0ffee", two, ticket)
+    store.release("c0ffee", "call-c0ffee-alice")
+    assert not client.exists(store.conference_key("c0ffee", "epochs"))
+
+
+def test_dialout_records_like_a_join_and_refusals_write_nothing(
+    store: ConferenceStore, client: redis.Redis
+) -> None:
+    from secconf.store.conferences import DialOutNotBuilt
+
+    _create(store)
+    _create(store, "kk", mode="kms", call_id="call-kk", leg="leg-kk", ssrcs=[])
+    before = _snapshot(client)
+    with pytest.raises(Forbidden):
+        store.dialout("c0ffee", identity=CAROL, call_id="d1", leg="leg-d1")
+    with pytest.raises(ConferenceNotFound):
+        store.dialout("nope", identity=BOB, call_id="d1", leg="leg-d1")
+    with pytest.raises(DialOutNotBuilt):
+        store.dialout("kk", identity=BOB, call_id="d1", leg="leg-d1")
+    with pytest.raises(DialogExists):
+        store.dialout("c0ffee", identity=BOB, call_id="call-c0ffee-alice", leg="leg-d1")
+    assert _snapshot(client) == before
+
+    assert store.dialout("c0ffee", identity=BOB, call_id="d1", leg="leg-d1") == 1
+    record = store.dialog("c0ffee", "d1")
+    assert record is not None
+    assert (record.identity, record.state, record.dialout, record.ssrcs) == (
+        BOB, "pending", True, ()
+    )  # fmt: skip
+    assert store.members("c0ffee") == {ALICE: 1, BOB: 1}
+    # The answer's SSRC collides with Alice's: nothing written.
+    before = _snapshot(client)
+    with pytest.raises(SsrcCollision):
+        store.dialout_answered("c0ffee", "d1", media="{}", epoch=1, ssrcs=[1111])
+    assert _snapshot(client) == before
+    store.dialout_answered("c0ffee", "d1", media='{"s":[]}', epoch=1, ssrcs=[2222])
+    record = store.dialog("c0ffee", "d1")
+    assert record is not None
+    assert (record.state, record.epoch, record.ssrcs, record.media) == (
+        "up",
+        1,
+        (2222,),
+        '{"s":[]}',
+    )
+    assert store.ssrcs("c0ffee") == {1111, 2222}
+    with pytest.raises(ConferenceNotFound):  # not a dial-out dialog
+        store.dialout_answered("c0ffee", "call-c0ffee-alice", media="{}", epoch=1)
+    released = store.release("c0ffee", "d1")
+    assert released is not None
+    assert store.ssrcs("c0ffee") == {1111}
+    assert store.members("c0ffee") == {ALICE: 1}

@@ -328,9 +328,33 @@ def test_legs_still_on_the_old_key_or_deaf_are_removed_unverified_ones_kept() ->
     assert plan_after_rekey([_leg("A"), _leg("F", present=False)], 2).complete
 
 
-def test_replacement_calls_are_not_offered_yet() -> None:
+def test_replace_acts_on_the_same_legs_as_remove() -> None:
+    legs = [_leg("A"), _leg("B", switch_state="not-followed"), _leg("C", epoch=1, refused=True)]
+    remove = plan_after_rekey(legs, 2, policy=FailurePolicy.REMOVE)
+    replace = plan_after_rekey(legs, 2, policy=FailurePolicy.REPLACE)
+    assert replace.remove == remove.remove == ("B", "C")
     with pytest.raises(ProtocolError):
-        plan_after_rekey([_leg()], 2, policy=FailurePolicy.REPLACE)
+        plan_after_rekey(legs, 2, policy="other")  # type: ignore[arg-type]
+
+
+def test_a_quiet_replacement_leaves_and_joins_without_a_rekey() -> None:
+    tracker = RosterTracker(RekeyPolicy(debounce=1.0))
+    for event in (
+        ConfbridgeStart("c"),
+        ConfbridgeJoin("c", "PJSIP/a", "u-a", "alice"),
+        ConfbridgeJoin("c", "PJSIP/b", "u-b", "bob"),
+    ):
+        tracker.handle(event, 0.0)
+    assert [r.conference for r in tracker.poll(5.0)] == ["c"]  # bob's join
+    tracker.quiet("c", "PJSIP/b")
+    tracker.quiet("c", "u-b2")
+    tracker.handle(ConfbridgeLeave("c", "PJSIP/b", "u-b", "bob"), 10.0)
+    tracker.handle(ConfbridgeJoin("c", "PJSIP/b2", "u-b2", "bob"), 10.5)
+    assert tracker.next_deadline() is None
+    assert {m.channel for m in tracker.members("c")} == {"PJSIP/a", "PJSIP/b2"}
+    # Only once: the next leave of that member is a departure again.
+    tracker.handle(ConfbridgeLeave("c", "PJSIP/b2", "u-b2", "bob"), 20.0)
+    assert tracker.next_deadline() == 21.0
 
 
 @given(

@@ -405,8 +405,13 @@ class AmiClient:
         variables: Mapping[str, str] | None = None,
         caller_id: str | None = None,
         ring_timeout: float = 30.0,
+        channel_id: str | None = None,
     ) -> None:
-        """``Originate`` asynchronously (``Async: true``): returns once Asterisk queued it."""
+        """``Originate`` asynchronously (``Async: true``): returns once Asterisk queued it.
+
+        *channel_id* sets the new channel's Uniqueid (``ChannelId``), which the
+        ``OriginateResponse`` event and the ``ConfbridgeJoin`` event carry.
+        """
         fields: dict[str, str | list[str]] = {
             "Action": "Originate",
             "Channel": channel,
@@ -420,6 +425,8 @@ class AmiClient:
             fields["Variable"] = [f"{name}={value}" for name, value in variables.items()]
         if caller_id:
             fields["CallerID"] = caller_id
+        if channel_id:
+            fields["ChannelId"] = channel_id
         await self.action(fields, as_list=False)
 
     async def hangup(self, channel: str, cause: int = 16) -> None:

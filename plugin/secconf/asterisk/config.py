@@ -4,7 +4,7 @@ The files are templates: ``@NAME@`` words are replaced by the values below (a
 port, an address, the AMI account).  The tests' fixture renders them with free
 loopback ports; an operator renders them once with their own values::
 
-    python -m secconf.asterisk.config /etc/asterisk SIP_PORT=5080 AMI_SECRET=...
+    python -m secconf.asterisk.config /etc/asterisk SIP_PORT=5080 --file AMI_SECRET=/run/secrets/ami
 
 Unknown placeholders, and values with a newline or ``;`` (Asterisk's comment
 sign: a value could smuggle in a new option), are refused.
@@ -100,10 +100,32 @@ def render(
 
 
 def main(argv: list[str]) -> int:
+    """``DEST NAME=VALUE ... [--file NAME=PATH ...]``: *PATH*'s first line is the value.
+
+    ``--file`` keeps a secret (``AMI_SECRET``) off the command line, e.g. from a
+    container secret: ``--file AMI_SECRET=/run/secrets/ami-secret``.
+    """
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 2
-    values = dict(item.split("=", 1) for item in argv[1:])
+    values: dict[str, str] = {}
+    items = iter(argv[1:])
+    for item in items:
+        from_file = item == "--file"
+        if from_file:
+            item = next(items, "")
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            print(f"expected NAME=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        if from_file:
+            path = Path(value)
+            lines = path.read_text().splitlines()
+            value = lines[0].strip() if lines else ""
+            if not value:
+                print(f"{name}: {path} is empty", file=sys.stderr)
+                return 2
+        values[name] = value
     render(Path(argv[0]), values)
     return 0
 

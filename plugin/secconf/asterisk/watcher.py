@@ -21,8 +21,17 @@ and drives each rekey:
    every leg is ``followed``, ``not-followed`` or ``unverified``, or
    ``verify_timeout``;
 5. the **verdicts** (:func:`secconf.core.roster.plan_after_rekey`, pure) and the
-   policy: ``remove`` hangs up (AMI ``Hangup``) every leg that refused, did not
-   answer in time or did not follow.  Replacement calls are not built yet.
+   policy for every leg that refused, did not answer in time or did not follow:
+   ``replace`` (the default) hangs it up (AMI ``Hangup``) and dials the same
+   identity back into the bridge (the module keys the new call with the current
+   epoch; a failed replacement leaves the member removed and asks for another
+   rekey), ``remove`` only hangs it up.
+
+It also **dials out** for REFERs the module accepted: ``P:conf:{<conference>}:refer`` is
+read with the consumer group ``dialout`` (each entry to one watcher, once), each
+target is called with AMI ``Originate`` of ``PJSIP/kamailio-out/<target>`` into
+``[secconf-dialout]`` with the ``X-Secconf-Conference`` header, and the outcome is
+appended to ``P:dialout:<conference>``.
 
 Each rekey's report (epoch, timings, verdicts; never a key) is logged and appended to
 ``P:rekeys:<conference>``.  Every Redis, HTTP and AMI call has a timeout.
@@ -105,9 +114,18 @@ class WatcherSettings:
     verify_timeout: float = 15.0
     poll_interval: float = 0.1
     max_parallel: int = 8
-    on_failure: FailurePolicy = FailurePolicy.REMOVE
+    on_failure: FailurePolicy = FailurePolicy.REPLACE
     accept_unverified: bool = True
     redis_timeout: float = 1.0
+    #: dial-out (REFER targets, replacement calls): seconds a target may ring
+    dialout_timeout: float = 30.0
+    #: seconds between reads of the conferences' REFER streams
+    dialout_poll: float = 0.25
+    #: the pjsip endpoint whose outbound_proxy is Kamailio (config/asterisk/pjsip.conf)
+    dialout_endpoint: str = "kamailio-out"
+    #: dialplan context and extension that put an answered dial-out into its bridge
+    dialout_context: str = "secconf-dialout"
+    dialout_exten: str = "join"
 
     @property
     def prefix(self) -> str:
@@ -165,13 +183,16 @@ def load_watcher_settings(
         policy = RekeyPolicy.from_mapping(data.get("rekey", {}))
     except (ValueError, SecconfError) as exc:
         raise WatcherConfigError(str(exc)) from None
-    on_failure = str(watcher.get("on_failure", "remove"))
-    if on_failure == "replace":
-        raise WatcherConfigError(
-            '[watcher] on_failure = "replace" needs replacement calls, not built yet: use "remove"'
-        )
-    if on_failure != "remove":
-        raise WatcherConfigError('[watcher] on_failure must be "remove"')
+    on_failure = str(watcher.get("on_failure", "replace"))
+    if on_failure not in ("replace", "remove"):
+        raise WatcherConfigError('[watcher] on_failure must be "replace" or "remove"')
+    dialout = data.get("dialout", {})
+    endpoint = str(dialout.get("endpoint", "kamailio-out"))
+    context = str(dialout.get("context", "secconf-dialout"))
+    exten = str(dialout.get("exten", "join"))
+    for name, value in (("endpoint", endpoint), ("context", context), ("exten", exten)):
+        if not value or not all(c.isalnum() or c in "-_" for c in value):
+            raise WatcherConfigError(f"[dialout] {name} must be letters, digits, '-' or '_'")
     accept_unverified = watcher.get("accept_unverified", True)
     if not isinstance(accept_unverified, bool):
         raise WatcherConfigError("[watcher] accept_unverified must be true or false")
@@ -188,9 +209,14 @@ def load_watcher_settings(
         verify_timeout=_number(watcher, "verify_timeout", 15.0, section="watcher"),
         poll_interval=_number(watcher, "poll_interval", 0.1, section="watcher"),
         max_parallel=max_parallel,
-        on_failure=FailurePolicy.REMOVE,
+        on_failure=FailurePolicy(on_failure),
         accept_unverified=accept_unverified,
         redis_timeout=_number(watcher, "redis_timeout", 1.0, section="watcher"),
+        dialout_timeout=_number(dialout, "ring_timeout", 30.0, section="dialout"),
+        dialout_poll=_number(dialout, "poll", 0.25, section="dialout"),
+        dialout_endpoint=endpoint,
+        dialout_context=context,
+        dialout_exten=exten,
     )
 
 
@@ -263,6 +289,8 @@ class RekeyReport:
     switched_at: dict[str, float] = field(default_factory=dict)
     removed: tuple[str, ...] = ()
     note: str = ""
+    #: channels hung up and dialled back in (policy replace): old channel -> new Uniqueid
+    replaced: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, str]:
         def ms(value: float | None) -> str:
@@ -278,6 +306,7 @@ class RekeyReport:
             "settled_ms": ms(self.settled),
             "verdicts": json.dumps(self.verdicts, sort_keys=True),
             "removed": ",".join(self.removed),
+            "replaced": json.dumps(self.replaced, sort_keys=True),
             "note": self.note,
         }
 
@@ -331,6 +360,12 @@ class Watcher:
         self._held_by_others: set[str] = set()
         self._parallel = asyncio.Semaphore(settings.max_parallel)
         self._lease_task: asyncio.Task[None] | None = None
+        self._dialout_task: asyncio.Task[None] | None = None
+        self._originates: dict[str, asyncio.Future[dict[str, str]]] = {}
+        self._dialling: set[asyncio.Task[DialOutcome]] = set()
+        self._groups: set[str] = set()
+        self.dialouts: list[DialOutcome] = []
+        self.ami.on_event("OriginateResponse", self._on_originate_response)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -338,9 +373,19 @@ class Watcher:
         await self.ami.start(wait=wait)
         self.follower.start()
         self._lease_task = asyncio.ensure_future(self._lease_loop())
+        self._dialout_task = asyncio.ensure_future(self._refer_loop())
 
     async def close(self) -> None:
-        tasks = [t for t in (self._lease_task, *self._running.values()) if t is not None]
+        tasks = [
+            t
+            for t in (
+                self._lease_task,
+                self._dialout_task,
+                *self._running.values(),
+                *self._dialling,
+            )
+            if t is not None
+        ]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -382,6 +427,7 @@ class Watcher:
                     self.redis.hdel, self.roster_key(output.conference), output.member.channel
                 )
             elif isinstance(output, ConferenceEnded):
+                self._groups.discard(self.store.refer_stream_key(output.conference))
                 await asyncio.to_thread(self.redis.delete, self.roster_key(output.conference))
                 with contextlib.suppress(redis.RedisError):
                     await asyncio.to_thread(self.lease.release, output.conference)
@@ -541,12 +587,10 @@ class Watcher:
             started,
             minted=self.clock(),
         )
-        if info.mode == "kms":
-            # The module refuses re-INVITEs in KMS dialogs (docs/kamailio.md): legs stay
-            # on their epoch until they rejoin.  Nothing to trigger or verify yet.
-            report.note = "kms: epoch minted, re-INVITE rekeys not built"
-            report.refreshed = report.settled = self.clock()
-            return report
+        if info.kms_legs > 0:
+            # mint_epoch took this epoch from the KMS (a GTGK ticket naming the current
+            # members); the module keys each KMS leg's re-INVITE with a TRANSFER_INIT.
+            report.note = "kms: epoch from the KMS"
         channels = [member.channel for member in self.tracker.members(conference)]
         call_ids = {channel: await self._call_id(channel) for channel in channels}
         await asyncio.gather(
@@ -564,6 +608,11 @@ class Watcher:
             accept_unverified=self.settings.accept_unverified,
         )
         report.verdicts = {channel: verdict.value for channel, verdict in outcome.verdicts.items()}
+        if self.settings.on_failure is FailurePolicy.REPLACE and outcome.remove:
+            await self._replace(
+                conference, epoch, outcome.remove, call_ids, outcome.verdicts, report
+            )
+            return report
         removed = []
         for channel in outcome.remove:
             log.warning(
@@ -679,6 +728,246 @@ class Watcher:
             )
         return observations
 
+    # -- dial-out: REFER targets and replacement calls --------------------------------------
+
+    def dialout_key(self, conference: str) -> str:
+        return f"{self.settings.prefix}:dialout:{conference}"
+
+    def _on_originate_response(self, fields: Mapping[str, str]) -> None:
+        future = self._originates.get(fields.get("Uniqueid", ""))
+        if future is not None and not future.done():
+            future.set_result(dict(fields))
+
+    async def dial_out(
+        self, conference: str, target: str, *, reason: str, referrer: str = ""
+    ) -> DialOutcome:
+        """Make Asterisk call *target* into *conference*'s bridge; wait for the outcome.
+
+        AMI ``Originate`` (async) of ``PJSIP/<dialout_endpoint>/<target>`` (the
+        endpoint's ``outbound_proxy`` is Kamailio, which keys the call and finds
+        the target's contact) into ``[secconf-dialout]`` ``join`` with
+        ``SECCONF_CONF`` and the header the module requires
+        (``PJSIP_HEADER(add,X-Secconf-Conference)``).  The channel's Uniqueid is
+        chosen here (``ChannelId``), so its ``OriginateResponse`` and its
+        ``ConfbridgeJoin`` are recognised.  The outcome (never a key) is logged
+        and appended to ``P:dialout:<conference>``.
+        """
+        started = self.clock()
+        channel_id = f"secconf-dialout-{secrets.token_hex(8)}"
+        future: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+        self._originates[channel_id] = future
+        settings = self.settings
+        result, detail, channel = "failed", "", ""
+        if reason == "replace":
+            # The same member back with the current key: no rekey for its join.
+            self.tracker.quiet(conference, channel_id)
+        try:
+            await self.ami.originate(
+                f"PJSIP/{settings.dialout_endpoint}/{target}",
+                context=settings.dialout_context,
+                exten=settings.dialout_exten,
+                variables={
+                    "SECCONF_CONF": conference,
+                    "PJSIP_HEADER(add,X-Secconf-Conference)": conference,
+                },
+                caller_id=f'"conference" <conf-{conference}>',
+                ring_timeout=settings.dialout_timeout,
+                channel_id=channel_id,
+            )
+            response = await asyncio.wait_for(
+                future, settings.dialout_timeout + settings.ami.action_timeout + 2.0
+            )
+            channel = response.get("Channel", "")
+            if response.get("Response", "").lower() == "success":
+                result = "answered"
+            detail = f"reason {response.get('Reason', '?')}"
+        except AmiError as exc:
+            detail = f"originate refused: {exc}"
+        except TimeoutError:
+            detail = "no OriginateResponse in time"
+        finally:
+            self._originates.pop(channel_id, None)
+            if result != "answered":
+                self.tracker.unquiet(conference, channel_id)
+        outcome = DialOutcome(
+            conference, target, reason, result, detail, channel_id, channel, referrer,
+            started, self.clock(),
+        )  # fmt: skip
+        self.dialouts.append(outcome)
+        log.info("dial-out %s to %s in %s: %s (%s)", reason, target, conference, result, detail)
+        try:
+            await asyncio.to_thread(self._record_dialout, outcome)
+        except redis.RedisError as exc:
+            log.warning("dial-out record for %s not stored: %s", conference, exc)
+        return outcome
+
+    def _record_dialout(self, outcome: DialOutcome) -> None:
+        key = self.dialout_key(outcome.conference)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xadd(key, outcome.fields(), maxlen=REPORTS_MAX * 10, approximate=True)  # type: ignore[arg-type]
+        pipe.expire(key, ROSTER_TTL)
+        pipe.execute()
+
+    async def _replace(
+        self,
+        conference: str,
+        epoch: int,
+        channels: tuple[str, ...],
+        call_ids: Mapping[str, str],
+        verdicts: Mapping[str, LegVerdict],
+        report: RekeyReport,
+    ) -> None:
+        """Policy ``replace``: hang each failing leg up and dial its identity back in.
+
+        The new call is keyed by the module with the conference's current epoch
+        (the one just minted).  A leg whose identity is unknown, or whose
+        replacement fails (not registered, refuses, no answer), stays removed,
+        and the conference is rekeyed once more: that member had been offered
+        the new key in signalling.  No member stays on an old key.
+        """
+        identities: dict[str, str] = {}
+        for channel in channels:
+            call_id = call_ids.get(channel, "")
+            with contextlib.suppress(redis.RedisError, SecconfError):
+                dialog = (
+                    await asyncio.to_thread(self.store.dialog, conference, call_id)
+                    if call_id
+                    else None
+                )
+                if dialog is not None:
+                    identities[channel] = dialog.identity
+        removed: list[str] = []
+        lost = False
+        for channel in channels:
+            identity = identities.get(channel)
+            log.warning(
+                "conference %s: %s %s on epoch %d: hanging up, %s",
+                conference, channel, verdicts[channel].value, epoch,
+                f"calling {identity} back" if identity else "identity unknown: removed",
+            )  # fmt: skip
+            if identity:
+                # Its leave is not a departure: the same member comes back.
+                self.tracker.quiet(conference, channel)
+            try:
+                await self.ami.hangup(channel)
+            except AmiError as exc:
+                log.warning("hangup of %s failed: %s", channel, exc)
+                self.tracker.unquiet(conference, channel)
+                continue
+            if not identity:
+                removed.append(channel)
+                lost = True
+                continue
+            outcome = await self.dial_out(conference, identity, reason="replace")
+            if outcome.result == "answered":
+                report.replaced[channel] = outcome.channel_id
+            else:
+                removed.append(channel)
+                lost = True
+        report.removed = tuple(removed)
+        if lost:
+            self.tracker.request_rekey(conference, self.clock(), RekeyReason.LEAVE)
+            self.follower.wake()
+
+    async def _refer_loop(self) -> None:
+        """Consume ``P:conf:{<conference>}:refer`` (REFERs the module accepted): one dial-out each.
+
+        Every watcher reads with the consumer group ``dialout``: Redis hands each
+        entry to exactly one of them (XREADGROUP), which dials it once and
+        acknowledges it when done.  An entry taken by a watcher that died stays
+        pending (not dialled twice).
+        """
+        while True:
+            await asyncio.sleep(self.settings.dialout_poll)
+            for conference in self.tracker.conferences():
+                try:
+                    entries = await asyncio.to_thread(self._read_refers, conference)
+                except (redis.RedisError, SecconfError) as exc:
+                    log.warning("REFER stream of %s unreadable: %s", conference, exc)
+                    continue
+                for entry_id, fields in entries:
+                    task = asyncio.ensure_future(self._dial_refer(conference, entry_id, fields))
+                    self._dialling.add(task)
+                    task.add_done_callback(self._dialling.discard)
+
+    def _read_refers(self, conference: str) -> list[tuple[str, dict[str, str]]]:
+        key = self.store.refer_stream_key(conference)
+        if key not in self._groups:
+            try:
+                # From the stream's start: REFERs accepted before this watcher saw the room.
+                self.redis.xgroup_create(key, REFER_GROUP, id="0")
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    return []  # no stream yet (no REFER): the module's XADD creates it
+            self._groups.add(key)
+        raw = cast(
+            list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None,
+            self.redis.xreadgroup(REFER_GROUP, self.settings.watcher_id, {key: ">"}, count=16),
+        )
+        found: list[tuple[str, dict[str, str]]] = []
+        for _stream, items in raw or []:
+            for entry_id, fields in items:
+                found.append(
+                    (
+                        entry_id.decode(),
+                        {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()},
+                    )
+                )
+        return found
+
+    async def _dial_refer(
+        self, conference: str, entry_id: str, fields: Mapping[str, str]
+    ) -> DialOutcome:
+        target = fields.get("target", "")
+        try:
+            if fields.get("conference", conference) != conference or not target.startswith("sip:"):
+                outcome = DialOutcome(
+                    conference, target, "refer", "failed", "unusable REFER entry", "", "",
+                    fields.get("referrer", ""), self.clock(), self.clock(),
+                )  # fmt: skip
+                await asyncio.to_thread(self._record_dialout, outcome)
+                return outcome
+            return await self.dial_out(
+                conference, target, reason="refer", referrer=fields.get("referrer", "")
+            )
+        finally:
+            with contextlib.suppress(redis.RedisError):
+                await asyncio.to_thread(
+                    self.redis.xack, self.store.refer_stream_key(conference), REFER_GROUP, entry_id
+                )
+
+
+#: The consumer group of every watcher on the REFER streams.
+REFER_GROUP = "dialout"
+
+
+@dataclass(frozen=True)
+class DialOutcome:
+    """One dial-out as the watcher made it (times on the monotonic clock; no keys)."""
+
+    conference: str
+    target: str
+    reason: str  # "refer" or "replace"
+    result: str  # "answered" or "failed"
+    detail: str
+    channel_id: str
+    channel: str
+    referrer: str
+    started: float
+    finished: float
+
+    def fields(self) -> dict[str, str]:
+        return {
+            "target": self.target,
+            "reason": self.reason,
+            "result": self.result,
+            "detail": self.detail,
+            "uniqueid": self.channel_id,
+            "channel": self.channel,
+            "referrer": self.referrer,
+            "ms": f"{(self.finished - self.started) * 1000:.0f}",
+        }
+
 
 def verdict_counts(report: RekeyReport) -> dict[str, int]:
     counts: dict[str, int] = {}
@@ -711,4 +1000,4 @@ def run(settings: WatcherSettings) -> None:
     asyncio.run(main())
 
 
-__all__ += ["LegVerdict", "serve", "verdict_counts"]
+__all__ += ["REFER_GROUP", "DialOutcome", "LegVerdict", "serve", "verdict_counts"]

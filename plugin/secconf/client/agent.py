@@ -19,6 +19,15 @@ keys (M flag); the focus's TRANSFER_RESP delivers the conference's group key
 (TEK+SALT, SPI = key epoch), and the participant sends and receives with it
 (KMS mode, DESIGN.md §1).  :meth:`ParticipantAgent.refer_body` makes the
 ``application/mikey`` body of a REFER to the focus.
+
+Rekeys (:meth:`ParticipantAgent._answer_rekey`): the focus re-INVITEs a
+member with a TRANSFER_INIT of its own (the focus is the Initiator, RFC 4567
+§3) carrying a GTGK ticket of the new key epoch.  The member checks it comes
+from the focus it joined, resolves it at the KMS as Responder, derives the
+epoch's group key (:func:`secconf.core.mikey.group.group_key_of_transfer`),
+answers with a TRANSFER_RESP and switches sending and receiving to the new key
+right after its 200 OK goes out; the old receiving key stays for a grace
+window (``rekey_grace``).
 """
 
 from __future__ import annotations
@@ -38,9 +47,11 @@ from ..core.errors import (
     ProtocolError,
     ReplayedMessage,
     SecconfError,
+    TicketRejected,
 )
 from ..core.keymgmt import key_mgmt_value, mikey_message
 from ..core.mikey import GenericIdEntry, KeyData, KeyDataType, SpiValidity, SrtpSessionData
+from ..core.mikey import group as mikey_group
 from ..core.mikey import ticket as mikey_ticket
 from ..core.mikey.keys import SrtpMasterKey
 from ..core.mikey.srtp import policy_for_suite, suite_for_policy
@@ -107,6 +118,9 @@ class AgentCall:
     tx_ssrc: int
     keys: dict[int, SrtpMasterKey] = field(repr=False)
     group_epoch: int | None = None  # conference calls: the epoch of the group key in use
+    group_key: SrtpMasterKey | None = field(default=None, repr=False)  # ... and the key
+    #: TRANSFER_INITs the focus sent in rekey re-INVITEs (public MIKEY messages), oldest first.
+    rekey_transfers: list[bytes] = field(default_factory=list, repr=False)
 
 
 def group_key_of(delivered: tuple[KeyData, ...]) -> tuple[bytes, bytes, int]:
@@ -135,7 +149,13 @@ class ParticipantAgent:
     suite: CryptoSuite = SUITES["AES_CM_128_HMAC_SHA1_80"]
     clock: Callable[[], float] = time.time
     answered: asyncio.Queue[AgentCall] = field(default_factory=asyncio.Queue)
+    #: Seconds the previous group key still decrypts after a rekey (DESIGN.md §2).
+    rekey_grace: float = 2.0
+    #: Mean SRTCP report interval of the agent's media (None: only on demand).
+    rtcp_interval: float | None = 5.0
     _seen_transfers: set[bytes] = field(default_factory=set)
+    #: Conference calls by Call-ID, with the focus identity each was joined with.
+    _conferences: dict[str, tuple[AgentCall, str]] = field(default_factory=dict)
 
     async def _keyed_invite(
         self,
@@ -151,7 +171,7 @@ class ParticipantAgent:
         refuse it; on any refusal the call is hung up and the media closed.
         """
         issued = await self.kms.request_ticket(desired)
-        media = await SrtpEndpoint.open(self.media_host)
+        media = await SrtpEndpoint.open(self.media_host, rtcp_interval=self.rtcp_interval)
         try:
             pending = mikey_ticket.build_transfer_init(
                 issued,
@@ -238,9 +258,15 @@ class ParticipantAgent:
         group = (self.suite, key, salt)
         media.set_keys(tx=group, rx=group)
         log.info("joined %s (group key epoch %d)", target_uri, epoch)
-        return AgentCall(
-            call, media, result.responder, self.suite, media.ssrc, result.srtp_keys, epoch
-        )
+        agent_call = AgentCall(
+            call, media, result.responder, self.suite, media.ssrc, result.srtp_keys, epoch,
+            SrtpMasterKey(key, salt),
+        )  # fmt: skip
+        # In-dialog re-INVITEs from the focus (rekeys) come to _on_invite.
+        self._conferences[call.dialog.call_id] = (agent_call, focus_identity)
+        if self.ua.on_invite is None:
+            self.ua.on_invite = self._on_invite
+        return agent_call
 
     async def refer_body(self, focus_identity: str) -> tuple[bytes, mikey_ticket.PendingTransfer]:
         """The ``application/mikey`` body of a REFER to the focus: a fresh TRANSFER_INIT, base64.
@@ -268,13 +294,77 @@ class ParticipantAgent:
         self.ua.on_invite = self._on_invite
 
     async def _on_invite(self, incoming: IncomingRequest) -> Answer:
-        if incoming.call is not None:  # re-INVITE: same keys, nothing to renegotiate here
-            return Answer(488, reason="Rekey by re-INVITE not supported by this agent")
         try:
+            if incoming.call is not None:
+                conference = self._conferences.get(incoming.call.dialog.call_id)
+                if conference is None:  # a p2p call: same keys, nothing to renegotiate here
+                    return Answer(488, reason="Rekey by re-INVITE not supported by this agent")
+                return await self._answer_rekey(incoming, *conference)
             return await self._answer(incoming)
         except SecconfError as exc:  # protocol refusals, and 503 when the KMS is away
             log.info("INVITE refused: %s %s", exc.status_code, exc.message)
             return Answer(exc.status_code, reason=exc.reason)
+
+    async def _answer_rekey(
+        self, incoming: IncomingRequest, agent_call: AgentCall, focus_identity: str
+    ) -> Answer:
+        """A rekey re-INVITE from the focus: TRANSFER_INIT resolved, TRANSFER_RESP answered.
+
+        The Initiator must be the focus this conference was joined with
+        (RFC 6043 §4.2.2.2 authenticates IDRi through the ticket and MPKi); the
+        new epoch must be newer than the one in use.  Sending and receiving
+        switch right after the 200 OK is sent (``call_soon``: the answer goes
+        out first), the old receiving key kept for :attr:`rekey_grace` seconds.
+        """
+        offer = SessionDescription.parse(incoming.body)
+        remote = _media_target(offer)
+        audio = next(m for m in offer.media if m.media == "audio" and m.port)
+        data = mikey_message(offer, audio)
+        transfer = mikey_ticket.TransferInit.read(data)
+        transfer.early_check(self.identity, now=self.clock())
+        if transfer.initiator != focus_identity:
+            raise TicketRejected("rekey TRANSFER_INIT is not from the focus this call joined")
+        if transfer.replay_token in self._seen_transfers:
+            raise ReplayedMessage("TRANSFER_INIT replayed")
+        suite = agent_call.suite
+        resolved = await self.kms.resolve(transfer)
+        key, epoch = mikey_group.group_key_of_transfer(
+            transfer, resolved, 8 * suite.key_length, 8 * suite.salt_length
+        )
+        if agent_call.group_epoch is not None and epoch <= agent_call.group_epoch:
+            raise NotAcceptable(f"key epoch {epoch} is not newer than {agent_call.group_epoch}")
+        self._seen_transfers.add(transfer.replay_token)
+        agent_call.rekey_transfers.append(data)
+        answer_data = self._rekey_transfer_resp(transfer, resolved)
+        media = agent_call.media
+        host, port = media.local_address
+        answer_sdp = build_offer_sdp(
+            address=host, port=port, mikey=answer_data, session_id=secrets.randbits(31)
+        )
+
+        def switch() -> None:
+            group = (suite, key.key, key.salt)
+            media.set_remote(remote)
+            media.rekey(tx=group, rx=group, grace=self.rekey_grace)
+            agent_call.group_epoch, agent_call.group_key = epoch, key
+            log.info("rekeyed to group key epoch %d", epoch)
+
+        asyncio.get_running_loop().call_soon(switch)
+        return Answer(200, answer_sdp, "application/sdp")
+
+    def _rekey_transfer_resp(
+        self, transfer: mikey_ticket.TransferInit, resolved: mikey_ticket.ResolvedTicket
+    ) -> bytes:
+        """The TRANSFER_RESP answering a rekey (RFC 6043 §4.2.2.3): the focus's sessions echoed."""
+        data, _ = mikey_ticket.build_transfer_resp(
+            transfer,
+            resolved,
+            responder=self.identity,
+            sessions=transfer.sessions,
+            now=self.clock(),
+            random_bytes=secrets.token_bytes,
+        )
+        return data
 
     async def _answer(self, incoming: IncomingRequest) -> Answer:
         offer = SessionDescription.parse(incoming.body)
@@ -287,7 +377,7 @@ class ParticipantAgent:
         suite = suite_for_policy(policies[0]) if policies else self.suite
         resolved = await self.kms.resolve(transfer)
         self._seen_transfers.add(transfer.replay_token)
-        media = await SrtpEndpoint.open(self.media_host)
+        media = await SrtpEndpoint.open(self.media_host, rtcp_interval=self.rtcp_interval)
         ssrc = media.ssrc
         sessions = [
             *(entry for entry in transfer.sessions if entry.cs_id == CALLER_CS),

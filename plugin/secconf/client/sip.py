@@ -799,6 +799,57 @@ class UserAgent:
         )
         return await self._transact(request, self._request_destination(request), timeout)
 
+    async def register(
+        self,
+        registrar: str,
+        *,
+        credentials: tuple[str, str] | None = None,
+        expires: int = 600,
+        timeout: float = 32.0,
+    ) -> SipResponse:
+        """REGISTER our identity (the To URI) with our Contact at *registrar* (RFC 3261 §10.2).
+
+        A 401/407 Digest challenge is answered once with *credentials* (same
+        Call-ID, next CSeq, RFC 3261 §10.2.4, §22.2); a second one only if it
+        says ``stale=true``.  Returns the final response, whatever its status.
+        ``expires=0`` removes our binding.
+        """
+        call_id = new_call_id(self.random_bytes, self.local_host)
+        from_ = self.identity.with_tag(new_tag(self.random_bytes))
+        headers: list[tuple[str, str]] = [("Expires", str(int(expires)))]
+        cseq = 1
+        attempts = 0
+        while True:
+            request = build_request(
+                "REGISTER",
+                registrar,
+                from_=from_,
+                to=Address(str(self.identity.uri)),
+                call_id=call_id,
+                cseq=cseq,
+                via=self._new_via(),
+                contact=self.contact,
+                extra_headers=headers,
+            )
+            response = await self._transact(request, self._request_destination(request), timeout)
+            if credentials is None or response.status not in (401, 407) or attempts >= 2:
+                return response
+            chosen = _digest_challenge(response, response.status)
+            if chosen is None or (attempts == 1 and not chosen.stale):
+                return response
+            attempts += 1
+            name = "Proxy-Authorization" if response.status == 407 else "Authorization"
+            answer = digest.respond(
+                chosen,
+                username=credentials[0],
+                password=credentials[1],
+                method="REGISTER",
+                uri=registrar,
+                cnonce=self.random_bytes(12).hex(),
+            )
+            headers = [("Expires", str(int(expires))), (name, answer)]
+            cseq += 1
+
     async def next_call(self, timeout: float = 32.0) -> Call:
         """The next incoming call once its 2xx was ACKed."""
         return await asyncio.wait_for(self._incoming_calls.get(), timeout)

@@ -304,6 +304,22 @@ class RosterTracker:
     def __init__(self, policy: RekeyPolicy | None = None) -> None:
         self.policy = policy or RekeyPolicy()
         self._conferences: dict[str, _Conference] = {}
+        #: (conference, channel or uniqueid) whose next leave/join is not a change
+        self._quiet: set[tuple[str, str]] = set()
+
+    def quiet(self, conference: str, name: str) -> None:
+        """The next leave of channel *name*, or join of Uniqueid *name*, asks for no rekey.
+
+        For replacement calls: the member hung up and dialled back in is the same
+        identity, still allowed, and the new call gets the current epoch, which the
+        old call already held; rekeying for it would only make a phone that cannot
+        follow a rekey be replaced again, for ever.  The roster still changes.
+        """
+        self._quiet.add((conference, name))
+
+    def unquiet(self, conference: str, name: str) -> None:
+        """Forget :meth:`quiet` for *name* (the replacement never joined)."""
+        self._quiet.discard((conference, name))
 
     # -- queries --------------------------------------------------------------------
 
@@ -410,6 +426,9 @@ class RosterTracker:
             # The first member gets the key the conference was created with.
             state.periodic_from = now
             return outputs
+        if (conference, member.uniqueid) in self._quiet:
+            self._quiet.discard((conference, member.uniqueid))
+            return outputs
         if self.policy.rekey_on_join:
             self._note_change(state, now, RekeyReason.JOIN, member.channel, None)
         return outputs
@@ -425,6 +444,9 @@ class RosterTracker:
             # Nobody left to protect: nothing pending either.
             self._clear_pending(state)
             state.periodic_from = None
+            return outputs
+        if (conference, channel) in self._quiet:
+            self._quiet.discard((conference, channel))
             return outputs
         self._note_change(state, now, RekeyReason.LEAVE, None, channel)
         return outputs
@@ -557,9 +579,10 @@ class LegVerdict(enum.Enum):
 class FailurePolicy(enum.Enum):
     """What happens to a leg that did not follow a rekey.
 
-    ``REMOVE``: hang the channel up.  ``REPLACE`` (hang up and dial back into the
-    bridge with the new key) is the intended default once replacement calls exist;
-    the watcher refuses it in its configuration until then.
+    ``REMOVE``: hang the channel up.  ``REPLACE``: hang it up and dial the same
+    identity back into the bridge (the new call is keyed with the current epoch);
+    a replacement that fails leaves the member removed.  Both act on the same
+    channels (:func:`plan_after_rekey`).
     """
 
     REMOVE = "remove"
@@ -643,8 +666,8 @@ def plan_after_rekey(
     under a key the departed member knew); not-followed legs too (they hear
     nothing); unverified legs only if *accept_unverified* is false.
     """
-    if policy is not FailurePolicy.REMOVE:
-        raise ProtocolError("only the 'remove' failure policy is available (no replacement calls)")
+    if policy not in (FailurePolicy.REMOVE, FailurePolicy.REPLACE):
+        raise ProtocolError(f"unknown failure policy {policy!r}")
     verdicts: dict[str, LegVerdict] = {}
     for observation in observations:
         verdicts[observation.channel] = judge_leg(observation, epoch)

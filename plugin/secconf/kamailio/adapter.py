@@ -63,6 +63,7 @@ class RequestView:
     body: bytes = field(repr=False)
     content_length: int
     headers: dict[str, str | None] = field(default_factory=dict, repr=False)
+    source_port: int = 0  # $sp: the dial-out path checks the mixer's address and port
 
     @property
     def in_dialog(self) -> bool:
@@ -146,7 +147,15 @@ class KsrAdapter:
             body=body_text.encode("utf-8", "surrogateescape"),
             content_length=content_length,
             headers={name: self.header(name) for name in header_names},
+            source_port=self._port(self.pv("$sp")),
         )
+
+    @staticmethod
+    def _port(text: str | None) -> int:
+        try:
+            return int(text or 0)
+        except ValueError:
+            return 0
 
     def reply_view(self) -> ReplyView:
         status_text = self.pv("$rs") or "0"
@@ -227,6 +236,26 @@ class KsrAdapter:
             self.ksr.sl.sl_reply_error()
             return False
         return True
+
+    # -- location service (registrar/usrloc, docs/kamailio.md "REGISTER") --------------
+
+    def save_registration(self, table: str = "location") -> bool:
+        """``registrar.save``: store the REGISTER's contacts and answer it (RFC 3261 §10.3)."""
+        return bool(self.ksr.registrar.save(table, 0) > 0)
+
+    def set_ruri(self, uri: str) -> None:
+        """The Request-URI the request is relayed to (``$ru``)."""
+        self.ksr.pv.sets("$ru", uri)
+
+    def lookup(self, target: str, table: str = "location") -> int:
+        """``registrar.lookup`` of *target*: the Request-URI becomes its contact.
+
+        Returns registrar's code: 1 found (``$ru`` rewritten), -1 no contact
+        (unknown or expired), -2 found but the method is not supported, -3
+        internal error.
+        """
+        self.ksr.pv.sets("$ru", target)
+        return int(self.ksr.registrar.lookup(table))
 
     def log(self, level: str, message: str) -> None:
         """Kamailio's log; messages from secconf never carry key material."""

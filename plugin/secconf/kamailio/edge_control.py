@@ -22,22 +22,24 @@ configured (the real edge requires one, docs/edge.md).
 
 Every call has a short timeout (Kamailio workers must never hang); any
 failure is :class:`~secconf.core.errors.ServiceUnavailable` (503).  The HTTP
-connection is per worker process (created lazily after the fork), kept alive.
+connection is per worker process (created lazily after the fork), kept alive
+(:class:`secconf.kamailio.keepalive.KeepAliveHttp`, stdlib ``http.client``).
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
-
 from secconf.core.errors import ServiceUnavailable
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import CryptoAttribute
+
+from .keepalive import KeepAliveHttp
 
 __all__ = ["EdgeControl", "HttpEdgeControl", "LegAddresses", "LegPlan", "NoEdge"]
 
@@ -82,6 +84,8 @@ class EdgeControl(Protocol):
 
     def delete_conference(self, conference_id: str) -> None: ...
 
+    def set_participant_remote(self, leg: str, remote: LegAddresses) -> None: ...
+
 
 class NoEdge:
     """No media edge: SDP addresses pass unchanged (tests and benchmarks of signalling only).
@@ -120,6 +124,9 @@ class NoEdge:
     def delete_conference(self, conference_id: str) -> None:
         return None
 
+    def set_participant_remote(self, leg: str, remote: LegAddresses) -> None:
+        return None
+
 
 def _addresses(value: Any, what: str) -> LegAddresses:
     try:
@@ -137,46 +144,31 @@ class HttpEdgeControl:
 
     def __init__(self, base_url: str, *, timeout: float, token: str | None = None) -> None:
         self._base = base_url.rstrip("/")
-        self._timeout = timeout
-        self._headers = {} if token is None else {"authorization": f"Bearer {token}"}
-        self._client: httpx.Client | None = None
+        headers = {} if token is None else {"authorization": f"Bearer {token}"}
+        # Opened lazily, in the worker that uses it (after Kamailio forked).
+        self._http = KeepAliveHttp(self._base, timeout=timeout, headers=headers)
 
     def __repr__(self) -> str:
         return f"HttpEdgeControl({self._base!r})"
 
-    def _http(self) -> httpx.Client:
-        if self._client is None:
-            self._client = httpx.Client(
-                base_url=self._base,
-                timeout=httpx.Timeout(self._timeout),
-                headers=self._headers,
-                trust_env=False,
-            )
-        return self._client
-
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._http.close()
 
     def _call(self, method: str, path: str, body: object | None = None) -> Any:
         try:
-            response = self._http().request(
-                method,
-                path,
-                content=None if body is None else json.dumps(body).encode(),
-                headers={"content-type": "application/json"} if body is not None else None,
+            status, content = self._http.request(
+                method, path, None if body is None else json.dumps(body).encode()
             )
-        except httpx.HTTPError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise ServiceUnavailable(f"media edge unavailable ({type(exc).__name__})") from exc
-        if response.status_code == 404 and method == "DELETE":
+        if status == 404 and method == "DELETE":
             return None
-        if response.status_code >= 300:
-            raise ServiceUnavailable(f"media edge refused {method} ({response.status_code})")
-        if not response.content:
+        if status >= 300:
+            raise ServiceUnavailable(f"media edge refused {method} ({status})")
+        if not content:
             return None
         try:
-            return response.json()
+            return json.loads(content)
         except ValueError:
             raise ServiceUnavailable("media edge answered something that is not JSON") from None
 
@@ -256,6 +248,14 @@ class HttpEdgeControl:
 
     def delete_leg(self, leg: str) -> None:
         self._call("DELETE", f"/v1/legs/{leg}")
+
+    def set_participant_remote(self, leg: str, remote: LegAddresses) -> None:
+        """Where the participant's media is (a dial-out learns it from the phone's answer)."""
+        self._call(
+            "PUT",
+            f"/v1/legs/{leg}/participant-remote",
+            {"address": remote.address, "ports": list(remote.ports)},
+        )
 
     def delete_conference(self, conference_id: str) -> None:
         self._call("DELETE", f"/v1/conferences/{conference_id}")

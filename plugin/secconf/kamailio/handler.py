@@ -29,9 +29,17 @@ from secconf.store.keywrap import KeyWrapper, load_key_file
 from secconf.store.replay import BlockingReplayCache
 from secconf.store.sip_users import SipUserStore
 
-from .adapter import KsrAdapter, Reply
+from .adapter import KsrAdapter, Reply, RequestView
+from .dialout import (
+    DIALOUT_HEADER,
+    TargetUnavailable,
+    check_dialout,
+    dialout_relay,
+    wants_dialout,
+)
 from .edge_control import EdgeControl, HttpEdgeControl, NoEdge
 from .kms import HttpKmsResolver
+from .registrar import REGISTER_HEADERS, register_identity, register_refusal
 from .service import FocusService, Retransmission, digest_secret
 from .settings import Settings, load_settings
 from .timing import PhaseTimer, Timed
@@ -210,7 +218,13 @@ class SecconfKemi:
         if ksr.tm.t_check_trans() == 0:
             return  # a retransmission: tm resent the last answer
         service = self._service()
-        request = adapter.request(service.header_names())
+        if method == "REGISTER":
+            self._register(service)
+            return
+        request = adapter.request((*service.header_names(), DIALOUT_HEADER))
+        if wants_dialout(self.settings, request):
+            self._dialout(service, request)
+            return
         try:
             outcome = service.on_request(request)
         except Retransmission:
@@ -226,6 +240,43 @@ class SecconfKemi:
             return
         if not adapter.relay(outcome) and outcome.state is not None:
             service.on_failure(request.call_id, outcome.state)
+
+    def _register(self, service: FocusService) -> None:
+        """REGISTER: digest as a registrar (401), then usrloc keeps the contacts (registrar.py)."""
+        request = self.adapter.request((*service.header_names(), *REGISTER_HEADERS))
+        try:
+            identity = register_identity(service, request)
+        except SecconfError as exc:
+            self.adapter.log("info", f"secconf: REGISTER refused {exc.status_code}: {exc.message}")
+            self.adapter.reply(register_refusal(service, exc))
+            return
+        if not self.adapter.save_registration():
+            self.adapter.log("err", f"secconf: registrar could not save the contacts of {identity}")
+            self.adapter.reply(Reply(500, "Server Internal Error"))
+
+    def _dialout(self, service: FocusService, request: RequestView) -> None:
+        """An INVITE from the mixer to a participant (dialout.py): checked, located, keyed."""
+        try:
+            plan = check_dialout(service, request)
+            found = self.adapter.lookup(plan.target)
+            static = self.settings.dialout_contacts.get(plan.target)
+            if found == -1 and static is not None:
+                # A phone that does not REGISTER: its contact from [dialout] contacts.
+                self.adapter.set_ruri(static)
+                found = 1
+            if found < 0:
+                raise TargetUnavailable(
+                    "dial-out target not registered" if found == -1 else "target not reachable"
+                )
+            relay = dialout_relay(service, request, plan)
+        except Retransmission:
+            return
+        except SecconfError as exc:
+            self.adapter.log("info", f"secconf: dial-out refused {exc.status_code}: {exc.message}")
+            self.adapter.reply(service.refusal(exc))
+            return
+        if not self.adapter.relay(relay) and relay.state is not None:
+            service.on_failure(request.call_id, relay.state)
 
     def _in_dialog(self, method: str | None) -> None:
         ksr = self.ksr

@@ -1,8 +1,10 @@
 """Rekeying a conference from outside Kamailio: ``rekey(conference_id)``.
 
 The roster watcher (Asterisk side) or an operator (``secconf focus rekey ID``)
-calls this; it mints the conference's next key epoch from the local CSPRNG,
-stores it wrapped with the KEK in Redis and puts it to the media edge, with the
+calls this; it mints the conference's next key epoch (from the KMS, a GTGK
+ticket naming the current members, when the conference has KMS-mode legs;
+else from the local CSPRNG), stores it wrapped with the KEK in Redis and puts
+it to the media edge, with the
 settings Kamailio's module uses (``$SECCONF_KAMAILIO_CONFIG``).  The legs then
 switch one by one: the mixer sends a re-INVITE in each conference dialog
 (``PJSIP_SEND_SESSION_REFRESH``), the module puts the new epoch's key into it
@@ -19,6 +21,7 @@ from secconf.store.keywrap import KeyWrapper, load_key_file
 from secconf.store.replay import BlockingReplayCache
 
 from .edge_control import EdgeControl, HttpEdgeControl, NoEdge
+from .kms import HttpKmsResolver
 from .service import FocusService
 from .settings import Settings, load_settings
 
@@ -47,22 +50,29 @@ def build_service(
         edge,
         log=log,
         replay=BlockingReplayCache(client, settings.redis_prefix),
+        kms=None if settings.kms is None else HttpKmsResolver(settings.kms),
     )
 
 
-def rekey(conference_id: str, settings: Settings | None = None) -> int:
+def rekey(
+    conference_id: str, settings: Settings | None = None, *, include: tuple[str, ...] = ()
+) -> int:
     """Mint, store and publish the conference's next key epoch; return its number.
 
+    *include*: identities to name in a KMS epoch's ticket besides the current
+    members (a dial-out target, before :meth:`FocusService.group_transfer_init`).
     Raises ``ConferenceNotFound`` (no such active conference),
-    ``ServiceUnavailable`` (Redis or the edge down: nothing changed).
+    ``ServiceUnavailable`` (Redis, the KMS or the edge down, or the KMS
+    refused the group ticket: nothing changed).
     """
     settings = settings or load_settings()
     service = build_service(settings, load_key_file(settings.kek_file))
     client = service.store.client
     try:
-        return service.rekey(conference_id)
+        return service.rekey(conference_id, include)
     finally:
-        close = getattr(service.edge, "close", None)
-        if close is not None:
-            close()
+        for part in (service.edge, service.kms):
+            close = getattr(part, "close", None)
+            if close is not None:
+                close()
         client.close()

@@ -12,7 +12,10 @@ Two modes, chosen by the offer (docs/kamailio.md): SDES (``a=crypto``, the
 identity asserted by a trusted source) and KMS (``a=key-mgmt:mikey`` with a
 TRANSFER_INIT, resolved at the KMS; the answer carries a TRANSFER_RESP that
 delivers the group key).  REFERs to the focus are checked and queued on a
-Redis stream for the dial-out watcher.
+Redis stream for the dial-out watcher.  With ``policy.mixed_modes`` one
+conference has legs of both modes; each dialog record keeps its leg's mode,
+which decides how its rekey re-INVITE is keyed (``a=crypto`` or a
+TRANSFER_INIT from the focus, :meth:`FocusService.group_transfer_init`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from secconf.core.errors import (
     ProtocolError,
     ReplayedMessage,
     SecconfError,
+    ServiceUnavailable,
     TicketRejected,
 )
 from secconf.core.focus import (
@@ -69,6 +73,7 @@ from secconf.core.focus import (
     rejected_answer,
     warning_header,
 )
+from secconf.core.keymgmt import mikey_message
 from secconf.core.keys import GroupKey
 from secconf.core.mikey import (
     GenericIdEntry,
@@ -78,8 +83,9 @@ from secconf.core.mikey import (
     SrtpSessionData,
     TicketFlags,
 )
+from secconf.core.mikey import group as mikey_group
 from secconf.core.mikey import ticket as mikey_ticket
-from secconf.core.mikey.srtp import suite_for_policy
+from secconf.core.mikey.srtp import policy_for_suite, suite_for_policy
 from secconf.core.sdes import SUITES
 from secconf.core.sdp import SessionDescription
 from secconf.core.urilist import split_offer
@@ -155,6 +161,8 @@ class TransactionState:
     previous: int | None = None  # re-INVITE: the epoch the leg sent under before
     remote: LegAddresses | None = None  # re-INVITE from the mixer: its media address
     identity: str = ""  # re-INVITE: who the dialog was admitted as (for reports)
+    edge_ssrc: int | None = None  # the edge's outbound SSRC towards this leg
+    transfer_init: str | None = None  # base64 TRANSFER_INIT of a KMS rekey (no key in clear)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -177,6 +185,8 @@ class TransactionState:
                 "k": self.mode,
                 "t": self.transfer_resp,
                 "e": self.epoch,
+                "o": self.edge_ssrc,
+                "T": self.transfer_init,
             },
             separators=(",", ":"),
         )
@@ -202,6 +212,8 @@ class TransactionState:
             data.get("p"),
             _addresses_from_json(data.get("r")),
             str(data.get("w", "")),
+            data.get("o"),
+            data.get("T"),
         )
 
 
@@ -219,6 +231,7 @@ def dialog_media(
     streams: tuple[OfferedStream, ...],
     external: LegAddresses | None,
     internal: LegAddresses | None,
+    edge_ssrc: int | None = None,
 ) -> str:
     """The dialog record's ``media`` field (JSON, no key material): what a re-INVITE reuses."""
     return json.dumps(
@@ -226,6 +239,7 @@ def dialog_media(
             "s": [[s.index, s.proto, s.tag] for s in streams],
             "x": _addresses_json(external),
             "i": _addresses_json(internal),
+            "o": edge_ssrc,
         },
         separators=(",", ":"),
     )
@@ -237,6 +251,12 @@ def parse_dialog_media(
     data = json.loads(text)
     streams = tuple(OfferedStream(int(i), str(p), int(t)) for i, p, t in data["s"])
     return streams, _addresses_from_json(data.get("x")), _addresses_from_json(data.get("i"))
+
+
+def dialog_edge_ssrc(text: str) -> int | None:
+    """The edge's outbound SSRC towards the leg, from the dialog record's ``media``."""
+    value = json.loads(text).get("o") if text else None
+    return value if isinstance(value, int) and 0 <= value <= 0xFFFFFFFF else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -627,6 +647,7 @@ class FocusService:
                     leg=leg,
                     ssrcs=self._kms_ssrcs(offer, auth),
                     mode=offer.mode.value,
+                    mixed=self.settings.mixed_modes,
                 )
             except DialogExists:
                 raise Retransmission("dialog already recorded") from None
@@ -731,7 +752,7 @@ class FocusService:
             ),
             replay_key=replay_key,
             replay_ttl=2 * kms_settings.skew if kms_settings is not None else 0.0,
-            mode=mode,
+            mode=None if self.settings.mixed_modes else mode,
         )
         self.log(
             "info", f"secconf: REFER by {identity} to {target} in {conference_id} queued ({entry})"
@@ -833,6 +854,7 @@ class FocusService:
             transfer_resp,
             epoch,
             None if plan is None else plan.internal,
+            edge_ssrc=None if plan is None else plan.ssrc,
         )
         return Relay(
             uri=self.settings.upstream_uri(conference_id),
@@ -880,10 +902,14 @@ class FocusService:
         state = TransactionState.from_json(state_json)
         if state.kind == "reinvite":
             return self._reinvite_answered(reply, state, request_body), ()
+        if state.kind == "dialout":
+            from .dialout import dialout_answered
+
+            return dialout_answered(self, reply, state), ()
         answered = self.store.answered(
             state.conference_id,
             reply.call_id,
-            media=dialog_media(state.streams, state.external, state.internal),
+            media=dialog_media(state.streams, state.external, state.internal, state.edge_ssrc),
             epoch=state.epoch if state.mode == OfferMode.KMS.value else None,
         )
         external = state.external
@@ -977,17 +1003,22 @@ class FocusService:
         new sending key): its offer is checked like a join's and goes to the
         mixer clear, via the edge's internal leg; the mixer's answer is keyed
         with the current epoch.  In both cases the edge switches the leg at
-        the 2xx (:meth:`_reinvite_answered`).  KMS-mode dialogs: 488 (a new key
-        needs a MIKEY message the focus cannot build yet, docs/kamailio.md).
-        Nothing is written here.
+        the 2xx (:meth:`_reinvite_answered`).  A KMS-mode leg (the dialog
+        record's mode) from the mixer: :meth:`_kms_reinvite`.  Nothing is
+        written here.
         """
+        if record.dialout:
+            # The mixer called the participant: the mixer is the dialog's caller, so
+            # rr's "downstream" (from the caller) is the mixer here.
+            downstream = not downstream
         if record.state != "up" or not record.media:
             raise NotAcceptable("re-INVITE before the dialog was answered")
         info = self.store.get(record.conference_id)
         if info is None or info.state != "active":
             raise ConferenceNotFound("no such conference")
-        if info.mode != OfferMode.SDES.value:
-            raise NotAcceptable("re-INVITE in a KMS-mode conference not supported yet")
+        leg_mode = record.mode or info.mode
+        if leg_mode == OfferMode.KMS.value and downstream:
+            raise NotAcceptable("a participant's re-INVITE in a KMS-mode dialog is not supported")
         limit = self.settings.max_body
         if request.content_length > limit or len(request.body) > limit:
             raise MessageTooLarge(f"body over {limit} bytes")
@@ -999,6 +1030,8 @@ class FocusService:
         if content_type != "application/sdp":
             raise NotAcceptable("only application/sdp bodies are accepted")
         streams, external, internal = parse_dialog_media(record.media)
+        if leg_mode == OfferMode.KMS.value:
+            return self._kms_reinvite(request, record, info.epoch, streams, external, internal)
         key = self.store.group_key(record.conference_id)
         base = TransactionState(
             record.conference_id,
@@ -1007,7 +1040,7 @@ class FocusService:
             external,
             self.settings.conference_uri(record.conference_id),
             False,
-            mode=info.mode,
+            mode=leg_mode,
             epoch=key.epoch,
             internal=internal,
             kind="reinvite",
@@ -1055,6 +1088,203 @@ class FocusService:
             on_failure=ON_FAILURE,
         )
 
+    def _kms_reinvite(
+        self,
+        request: RequestView,
+        record: DialogRecord,
+        epoch: int,
+        streams: tuple[OfferedStream, ...],
+        external: LegAddresses | None,
+        internal: LegAddresses | None,
+    ) -> Relay:
+        """The mixer's rekey re-INVITE towards a KMS-mode leg: the focus is the MIKEY initiator.
+
+        RFC 4567 §3: the offerer carries the key-management data, so the offer
+        to the participant gets ``a=key-mgmt:mikey`` with a TRANSFER_INIT the
+        focus builds with the current epoch's GTGK ticket (RFC 6043 §4.2.2.1,
+        :meth:`group_transfer_init`); the participant resolves it at the KMS and
+        answers with a TRANSFER_RESP, verified at its 2xx.  Refused (488, no
+        state change): the leg is already on the current epoch (nothing to
+        carry), or that epoch was not minted by the KMS.  The participant's
+        identity not a recipient of the epoch's ticket (it joined after the
+        ticket was issued): 403 and reported on ``P:conf:{<id>}:rekey-failed``.
+        """
+        if record.epoch is not None and epoch <= record.epoch:
+            raise NotAcceptable("the KMS-mode leg is already on the current key epoch")
+        body_offer = SessionDescription.parse(request.body)
+        edge_ssrc = dialog_edge_ssrc(record.media)
+        ssrcs = [*record.ssrcs, *(() if edge_ssrc is None else (edge_ssrc,))]
+        base = TransactionState(
+            record.conference_id,
+            record.leg,
+            streams,
+            external,
+            self.settings.conference_uri(record.conference_id),
+            False,
+            sections=offered_sections(body_offer),
+            mode=OfferMode.KMS.value,
+            epoch=epoch,
+            internal=internal,
+            kind="reinvite",
+            previous=record.epoch,
+            remote=_media_remote(request.body, streams),
+            identity=record.identity,
+            edge_ssrc=edge_ssrc,
+        )
+        try:
+            pending = self.group_transfer_init(
+                record.conference_id, record.identity, ssrcs, epoch=epoch
+            )
+        except TicketRejected as exc:
+            self._report_rekey_failure(request.call_id, base, 403, exc.message)
+            raise
+        body = answer_to_participant_kms(
+            request.body,
+            streams,
+            pending.data,
+            address=None if external is None else external.address,
+            ports=None if external is None else external.ports,
+        )
+        state = replace(base, transfer_init=base64.b64encode(pending.data).decode("ascii"))
+        self.log(
+            "info",
+            f"secconf: KMS rekey re-INVITE for {record.identity} in {record.conference_id}: "
+            f"epoch {record.epoch} -> {epoch}",
+        )
+        return Relay(
+            body=bytes(body),
+            state=state.to_json(),
+            record_route=False,
+            on_reply=ON_REPLY,
+            on_failure=ON_FAILURE,
+        )
+
+    def group_transfer_init(
+        self,
+        conference_id: str,
+        identity: str,
+        ssrcs: list[int] | tuple[int, ...],
+        *,
+        epoch: int | None = None,
+    ) -> mikey_ticket.PendingTransfer:
+        """A TRANSFER_INIT from the focus to *identity* carrying the conference's current epoch.
+
+        The reusable builder for every INVITE the focus keys in KMS mode (rekey
+        re-INVITEs here; dial-out, RFC 6043 §4.2.2.1 with the focus as
+        Initiator): the epoch's GTGK ticket (stored wrapped under the KEK by
+        :meth:`rekey`), its fixed CSB ID and RANDRi, IDRi = ``kms.focus_identity``,
+        IDRr = *identity*, one GENERIC-ID entry per SSRC in *ssrcs* (the
+        participant's and the edge's; SPI = the epoch number) and the
+        conference's SRTP policy.  Keep the returned ``PendingTransfer`` (or its
+        ``data``: :meth:`verify_group_transfer_resp` rebuilds it) to verify the
+        TRANSFER_RESP.  *epoch* defaults to the current one.
+
+        Raises ``NotAcceptable`` (488) when KMS mode is off or the epoch was not
+        minted by the KMS (epoch 1, or an SDES-only conference: rekey first,
+        e.g. ``rekey(conference_id, include=(identity,))`` for a dial-out target),
+        ``TicketRejected`` (403) when *identity* is not a recipient of the
+        epoch's ticket, ``ConferenceNotFound`` (404).
+        """
+        kms_settings = self.settings.kms
+        if kms_settings is None:
+            raise NotAcceptable("KMS mode is not configured on this focus")
+        if epoch is None:
+            info = self.store.get(conference_id)
+            if info is None or info.state != "active":
+                raise ConferenceNotFound("no such conference")
+            epoch = info.epoch
+        group_epoch = self._group_epoch(conference_id, epoch)
+        return mikey_group.build_group_transfer_init(
+            group_epoch,
+            initiator=kms_settings.focus_identity,
+            responder=identity,
+            ssrcs=ssrcs,
+            policies=[policy_for_suite(POLICY_NO, self.settings.suite)],
+            now=self.clock(),
+            random_bytes=self.random_bytes,
+        )
+
+    def _group_epoch(self, conference_id: str, epoch: int) -> mikey_group.GroupEpochTicket:
+        stored = self.store.epoch_ticket(conference_id, epoch)
+        if stored is None:
+            raise NotAcceptable(f"key epoch {epoch} was not minted by the KMS")
+        return mikey_group.GroupEpochTicket.from_bytes(stored)
+
+    def verify_group_transfer_resp(
+        self,
+        conference_id: str,
+        epoch: int,
+        identity: str,
+        transfer_init: bytes,
+        transfer_resp: bytes,
+    ) -> mikey_ticket.TransferResult:
+        """Verify *identity*'s TRANSFER_RESP to the focus's *transfer_init* of *epoch*.
+
+        RFC 6043 §4.2.2.4: the MAC under the responder's forked MPKr', the
+        timestamp, the responder among the ticket's recipients; it must also be
+        the identity the TRANSFER_INIT was addressed to.  Raises a
+        ``MikeyError`` (403/400) when it does not verify.
+        """
+        kms_settings = self.settings.kms
+        if kms_settings is None:
+            raise NotAcceptable("KMS mode is not configured on this focus")
+        group_epoch = self._group_epoch(conference_id, epoch)
+        pending = mikey_ticket.PendingTransfer(
+            transfer_init,
+            group_epoch.csb_id,
+            group_epoch.randri,
+            kms_settings.focus_identity,
+            identity,
+            group_epoch.issued(),
+        )
+        result = mikey_ticket.process_transfer_resp(
+            pending, transfer_resp, now=self.clock(), skew=kms_settings.skew
+        )
+        if result.responder != identity:
+            raise TicketRejected("the TRANSFER_RESP is from another identity than the dialog's")
+        return result
+
+    def _kms_reinvite_answered(self, reply: ReplyView, state: TransactionState) -> bytes:
+        """The participant's 2xx to a KMS rekey re-INVITE: TRANSFER_RESP verified, leg switched.
+
+        The edge's leg switches its outbound key and (KMS legs receive under the
+        group key) its inbound epochs to the new epoch right now; the old epoch
+        stays acceptable inbound for the edge's grace window.  Raises when the
+        answer does not verify (the caller reports it and the mixer gets an
+        answer rejecting every stream; the leg stays on its old epoch).
+        """
+        if state.epoch is None or state.transfer_init is None:
+            raise NotAcceptable("KMS re-INVITE state without its epoch")
+        answer = SessionDescription.parse(reply.body)
+        if not state.streams:
+            raise NotAcceptable("no stream to key")
+        section = answer.media[state.streams[0].index] if len(answer.media) > 0 else None
+        if section is None or section.port == 0:
+            raise NotAcceptable("the participant rejected the stream")
+        try:
+            transfer_resp = mikey_message(answer, section)
+        except SecconfError:
+            raise NotAcceptable("the participant's answer carries no TRANSFER_RESP") from None
+        self.verify_group_transfer_resp(
+            state.conference_id,
+            state.epoch,
+            state.identity,
+            base64.b64decode(state.transfer_init),
+            transfer_resp,
+        )
+        internal = state.internal
+        body = offer_to_upstream(
+            answer,
+            state.streams,
+            address=None if internal is None else internal.address,
+            ports=None if internal is None else internal.ports,
+        )
+        if state.remote is not None:
+            self.edge.set_internal_remote(state.leg, state.remote)
+        self.edge.switch(state.leg, state.epoch)
+        self.store.switched(state.conference_id, reply.call_id, state.epoch)
+        return bytes(body)
+
     def _reinvite_answered(
         self, reply: ReplyView, state: TransactionState, request_body: Callable[[], bytes]
     ) -> bytes:
@@ -1067,6 +1297,8 @@ class FocusService:
         old one for its grace window.  Raises when the answer cannot be used
         (the caller then sends a body rejecting every stream and reports it).
         """
+        if state.mode == OfferMode.KMS.value:
+            return self._kms_reinvite_answered(reply, state)
         if state.epoch is None:
             raise NotAcceptable("re-INVITE state without its epoch")
         internal, external = state.internal, state.external
@@ -1132,13 +1364,17 @@ class FocusService:
         except SecconfError as exc:
             self.log("err", f"secconf: could not report a failed rekey: {exc.message}")
 
-    def rekey(self, conference_id: str) -> int:
+    def rekey(self, conference_id: str, include: tuple[str, ...] = ()) -> int:
         """Mint the conference's next key epoch, store it wrapped, give it to the edge.
 
-        Returns the new epoch's number.  The key comes from the local CSPRNG in
-        both modes (KMS mode too, for now: docs/kamailio.md).  No leg switches
-        here: each does when its re-INVITE's 2xx passes.  If the edge refuses
-        the epoch, it is removed from Redis again (503, nothing changed).
+        Returns the new epoch's number.  A conference with KMS-mode legs gets
+        the epoch from the KMS (DESIGN.md §1): a GTGK ticket whose recipients
+        are the **current members** (plus *include*, e.g. a dial-out target),
+        so a departed member cannot resolve it (:meth:`_kms_epoch`); an
+        SDES-only conference from the local CSPRNG.  No leg switches here:
+        each does when its re-INVITE's 2xx passes.  If the KMS refuses or does
+        not answer, or the edge refuses the epoch, nothing is left behind
+        (503, the epoch removed from Redis again).
         """
         info = self.store.get(conference_id)
         if info is None or info.state != "active":
@@ -1146,8 +1382,15 @@ class FocusService:
         suite = SUITES.get(info.suite)
         if suite is None:
             raise NotAcceptable(f"conference suite {info.suite} unknown")
-        key = GroupKey.generate(info.epoch + 1, suite, self.random_bytes)
-        self.store.add_epoch(conference_id, key)
+        ticket: bytes | None = None
+        if info.kms_legs > 0 or include:
+            group_epoch = self._kms_epoch(conference_id, info.epoch + 1, include)
+            master = group_epoch.srtp_master_key(8 * suite.key_length, 8 * suite.salt_length)
+            key = GroupKey(group_epoch.epoch, suite, master.key, master.salt)
+            ticket = group_epoch.to_bytes()
+        else:
+            key = GroupKey.generate(info.epoch + 1, suite, self.random_bytes)
+        self.store.add_epoch(conference_id, key, ticket)
         try:
             self.edge.put_epoch(conference_id, key)
         except SecconfError:
@@ -1156,8 +1399,33 @@ class FocusService:
             except SecconfError as exc:
                 self.log("err", f"secconf: could not undo epoch {key.epoch}: {exc.message}")
             raise
-        self.log("info", f"secconf: conference {conference_id} rekeyed to epoch {key.epoch}")
+        source = "the KMS" if ticket is not None else "the local CSPRNG"
+        self.log(
+            "info", f"secconf: conference {conference_id} rekeyed to epoch {key.epoch} ({source})"
+        )
         return key.epoch
+
+    def _kms_epoch(
+        self, conference_id: str, epoch: int, include: tuple[str, ...]
+    ) -> mikey_group.GroupEpochTicket:
+        """REQUEST_INIT for a GTGK ticket naming the current members (RFC 6043 §4.2.1, §5.1.1).
+
+        The members are read from Redis now: whoever left is not named, so the
+        KMS will not resolve this epoch's ticket for them (forward security).
+        """
+        kms_settings = self.settings.kms
+        if self.kms is None or kms_settings is None:
+            raise ServiceUnavailable("a conference with KMS legs needs the KMS to rekey")
+        recipients = sorted(set(self.store.members(conference_id)) | set(include))
+        if not recipients:
+            raise ConferenceNotFound("the conference has no members to key")
+        desired = mikey_group.group_ticket_policy(
+            recipients, valid_until=self.clock() + kms_settings.epoch_ticket_lifetime
+        )
+        issued = self.kms.request_ticket(desired)
+        if set(issued.policy.recipients) != set(recipients):
+            raise TicketRejected("the KMS granted a group ticket for other recipients")
+        return mikey_group.new_group_epoch(issued, epoch, self.random_bytes)
 
     # -- refusals -----------------------------------------------------------------
 

@@ -50,6 +50,8 @@ class KmsSettings:
     psk: bytes = field(repr=False)
     timeout: float = 0.5
     skew: float = 60.0
+    #: Requested validity of a rekey's group-key (GTGK) ticket; the KMS may clamp it.
+    epoch_ticket_lifetime: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,12 @@ class Settings:
     uri_list_outside: str = "refuse"
     #: Per-INVITE timing (parse, Redis, edge, rewrite) into Redis counters; off by default.
     timing: bool = False
+    #: A conference takes joins/REFERs authenticated in the other mode too (SDES members
+    #: of a KMS conference, or the reverse); false (default): refused 488/403 (fail closed).
+    mixed_modes: bool = False
+    #: ``[dialout] contacts``: identity -> fixed contact URI, for phones that do not
+    #: REGISTER (used when the location service has no contact for the identity).
+    dialout_contacts: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def kms_mode(self) -> bool:
@@ -211,7 +219,28 @@ def load_settings(
         uri_list_max=uri_list_max,
         uri_list_outside=uri_list_outside,
         timing=_get(data, "focus", "timing", bool, False),
+        mixed_modes=_get(data, "policy", "mixed_modes", bool, False),
+        dialout_contacts=_dialout_contacts(data),
     )
+
+
+def _dialout_contacts(data: Mapping[str, Any]) -> dict[str, str]:
+    """``[dialout] contacts = { "sip:dave@example.com" = "sip:dave@192.0.2.7:5060" }``."""
+    table = data.get("dialout", {}).get("contacts", {})
+    if not isinstance(table, dict):
+        raise SettingsError("[dialout] contacts is a table of identity = contact URI")
+    contacts: dict[str, str] = {}
+    for identity, contact in table.items():
+        try:
+            if not isinstance(contact, str) or any(c in contact for c in '<>"\r\n '):
+                raise SettingsError("not a plain URI")
+            uri = SipUri.parse(contact)
+            if not uri.host:
+                raise SettingsError("no host")
+            contacts[normalize_identity(identity)] = contact
+        except (SecconfError, SettingsError) as exc:
+            raise SettingsError(f"[dialout] contacts {identity!r}: {exc}") from None
+    return contacts
 
 
 def _digest_settings(data: Mapping[str, Any]) -> DigestSettings | None:
@@ -251,6 +280,9 @@ def _kms_settings(
     skew = float(_get(data, "kms", "skew", float, 60.0))
     if not (0 < timeout <= 5) or not (0 < skew <= 600):
         raise SettingsError("[kms] timeout must be in (0, 5] s and skew in (0, 600] s")
+    lifetime = float(_get(data, "kms", "epoch_ticket_lifetime", float, 86400.0))
+    if not 60 <= lifetime <= 7 * 86400:
+        raise SettingsError("[kms] epoch_ticket_lifetime must be in [60, 604800] s")
     return KmsSettings(
         url=url,
         kms_identity=_get(data, "kms", "kms_identity", str),
@@ -258,4 +290,5 @@ def _kms_settings(
         psk=psk,
         timeout=timeout,
         skew=skew,
+        epoch_ticket_lifetime=lifetime,
     )

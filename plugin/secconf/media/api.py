@@ -364,13 +364,19 @@ def build_app(service: EdgeService, *, token: str) -> Starlette:
             if side == "internal" and body.get("asterisk_key") is not None:
                 asterisk_key = SrtpKey.from_json(body["asterisk_key"], "asterisk_key")
             remote = _remote(body)
+            leg_id = request.path_params["leg"]
+            # The module's 200 OK path in one round trip: where the mixer's media is, and
+            # "send to the participant under this epoch from now on".  The epoch is checked
+            # first, so a refused switch changes nothing.
+            switch_epoch = None
+            if side == "internal" and body.get("switch_epoch") is not None:
+                switch_epoch = _int(body.get("switch_epoch"), "switch_epoch")
+                service.relay.check_switch(leg_id, switch_epoch)
             leg = await service.set_remote(
-                request.path_params["leg"],
-                side,
-                remote,
-                asterisk_key,
-                _rtcp_remote(body, remote[0]),
+                leg_id, side, remote, asterisk_key, _rtcp_remote(body, remote[0])
             )
+            if switch_epoch is not None:
+                await service.switch(leg_id, switch_epoch)
             return JSONResponse(leg.describe())
 
         return put_remote

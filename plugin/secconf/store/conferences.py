@@ -10,14 +10,20 @@ Redis Cluster hash tag: every key of one conference, its dialogs and streams
 included, lives in one slot)::
 
     P:conf:{id}                    hash  state ("active"/"ended"), mode, creator, uri,
-                                         created, epoch (current key epoch), suite
+                                         created, epoch (current key epoch), suite,
+                                         kms_legs (dialogs keyed in KMS mode)
     P:conf:{id}:allowed            set   identities allowed to join
     P:conf:{id}:members            hash  identity -> number of its dialogs (pending or up)
     P:conf:{id}:epochs             hash  epoch number -> wrapped key||salt
-                                         (context ``conf-epoch:<id>:<n>``)
+                                         (context ``conf-epoch:<id>:<n>``); for an epoch
+                                         from the KMS also ``ticket:<n>`` -> the wrapped
+                                         group epoch ticket (``conf-epoch-ticket:<id>:<n>``,
+                                         secconf.core.mikey.group), deleted with the epochs
     P:conf:{id}:ssrcs              hash  SSRC (decimal) -> dialog id holding it
     P:conf:{id}:dialog:<dialog id> hash  conference, identity, leg, state ("pending"/"up"),
-                                         ssrcs (comma list), creator ("1" for the creating call)
+                                         ssrcs (comma list), creator ("1" for the creating call),
+                                         mode (how this leg is keyed: "sdes"/"kms"),
+                                         dialout ("1" for a dial-out dialog)
     P:conf:{id}:refer              stream  accepted REFERs to the focus (referrer, target,
                                          mode, ...): consumed by the dial-out watcher;
                                          expires with the conference
@@ -25,6 +31,13 @@ included, lives in one slot)::
                                          participant refused (leg, identity, call_id,
                                          status, epoch, ...): consumed by the watcher;
                                          expires with the conference
+    P:dialout:<id>                 stream  dial-outs the watcher made (target, result, ...;
+                                         no keys): the watcher's own single-key stream
+                                         (XADD + EXPIRE of that key only, any slot)
+
+A dial-out dialog (the mixer called a participant after a REFER, or to replace a
+leg) has ``dialout`` = "1"; its SSRCs come from the participant's answer
+(:meth:`ConferenceStore.dialout_answered`).
 
 Once its 2xx passed a dialog record also holds ``epoch`` (the key epoch its edge
 leg sends under) and ``media`` (JSON: the negotiated streams with their crypto
@@ -60,7 +73,13 @@ from typing import Any, Final, cast
 
 import redis
 
-from secconf.core.errors import Forbidden, NotAcceptable, ReplayedMessage, ServiceUnavailable
+from secconf.core.errors import (
+    Forbidden,
+    NotAcceptable,
+    ProtocolError,
+    ReplayedMessage,
+    ServiceUnavailable,
+)
 from secconf.core.focus import ConferenceNotFound, SsrcCollision
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES
@@ -76,12 +95,14 @@ __all__ = [
     "ConferenceExists",
     "ConferenceInfo",
     "ConferenceStore",
+    "DialOutNotBuilt",
     "DialogExists",
     "DialogRecord",
     "Released",
     "connect_blocking",
     "dialog_id",
     "epoch_context",
+    "epoch_ticket_context",
 ]
 
 _CONFERENCE_ID_RE: Final = re.compile(r"^[0-9a-z]{1,64}$")
@@ -103,12 +124,24 @@ def epoch_context(conference_id: str, epoch: int) -> bytes:
     return f"conf-epoch:{conference_id}:{epoch}".encode("ascii")
 
 
+def epoch_ticket_context(conference_id: str, epoch: int) -> bytes:
+    """Key-wrapping context of one KMS epoch's ticket material (GTGK, MPKs, RANDRi)."""
+    return f"conf-epoch-ticket:{conference_id}:{epoch}".encode("ascii")
+
+
 class ConferenceExists(Conflict):
     """A conference id already in use (ids are random: mint another)."""
 
 
 class DialogExists(Conflict):
     """A Call-ID that already has a record (a retransmission that got past the proxy)."""
+
+
+class DialOutNotBuilt(ProtocolError):
+    """501: a dial-out into a KMS-mode conference (the focus's TRANSFER_INIT is not built)."""
+
+    status_code = 501
+    reason = "Not Implemented"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +156,9 @@ class DialogRecord:
     creator: bool = False
     epoch: int | None = None  # the epoch its leg sends under (set once its 2xx passed)
     media: str = ""  # JSON: streams, edge addresses (set once its 2xx passed)
+    mode: str = ""  # how this leg is keyed ("sdes"/"kms"; "" in records older than this field)
+    #: a dial-out dialog (the mixer called the participant: the mixer is the dialog's caller)
+    dialout: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +171,7 @@ class ConferenceInfo:
     epoch: int
     suite: str
     created: float
+    kms_legs: int = 0  # dialogs keyed in KMS mode (their epochs must come from the KMS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +197,10 @@ _CREATE = """
 if redis.call('EXISTS', KEYS[6]) == 1 then return 'dialog-exists' end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'conf-exists' end
 local n = tonumber(ARGV[11])
+local kms = 0
+if ARGV[1] == 'kms' then kms = 1 end
 redis.call('HSET', KEYS[1], 'state', 'active', 'mode', ARGV[1], 'creator', ARGV[2],
-  'uri', ARGV[3], 'created', ARGV[4], 'epoch', '1', 'suite', ARGV[5])
+  'uri', ARGV[3], 'created', ARGV[4], 'epoch', '1', 'suite', ARGV[5], 'kms_legs', kms)
 redis.call('SADD', KEYS[2], ARGV[2])
 for i = 12 + n, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
 redis.call('HSET', KEYS[3], ARGV[2], 1)
@@ -172,32 +211,71 @@ for i = 12, 11 + n do
   ssrcs[#ssrcs + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[6], 'conference', ARGV[10], 'identity', ARGV[2], 'leg', ARGV[8],
-  'state', 'pending', 'ssrcs', table.concat(ssrcs, ','), 'creator', '1')
+  'state', 'pending', 'ssrcs', table.concat(ssrcs, ','), 'creator', '1', 'mode', ARGV[1])
 redis.call('EXPIRE', KEYS[6], ARGV[7])
 return 'ok'
 """
 
 # KEYS: conf, allowed, members, ssrcs, dialog
-# ARGV: identity, leg, dialog_id, dialog_ttl, conference_id, mode ('' = any), ssrc...
+# ARGV: identity, leg, dialog_id, dialog_ttl, conference_id, required mode ('' = any),
+#       leg mode, ssrc...
 _JOIN = """
 local c = redis.call('HMGET', KEYS[1], 'state', 'mode')
 if c[1] ~= 'active' then return 'not-found' end
 if ARGV[6] ~= '' and c[2] ~= ARGV[6] then return 'mode' end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return 'forbidden' end
 if redis.call('EXISTS', KEYS[5]) == 1 then return 'dialog-exists' end
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   if redis.call('HEXISTS', KEYS[4], ARGV[i]) == 1 then return 'ssrc' end
 end
 local ssrcs = {}
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   redis.call('HSET', KEYS[4], ARGV[i], ARGV[3])
   ssrcs[#ssrcs + 1] = ARGV[i]
 end
 redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 redis.call('HSET', KEYS[5], 'conference', ARGV[5], 'identity', ARGV[1], 'leg', ARGV[2],
-  'state', 'pending', 'ssrcs', table.concat(ssrcs, ','), 'creator', '0')
+  'state', 'pending', 'ssrcs', table.concat(ssrcs, ','), 'creator', '0', 'mode', ARGV[7])
+if ARGV[7] == 'kms' then redis.call('HINCRBY', KEYS[1], 'kms_legs', 1) end
 redis.call('EXPIRE', KEYS[5], ARGV[4])
 return redis.call('HGET', KEYS[1], 'epoch')
+"""
+
+# KEYS: conf, allowed, members, dialog
+# ARGV: identity, leg, dialog_id, dialog_ttl, conference_id, mixed ('1': a KMS conference
+# takes it too).  A dial-out from the mixer: like an SDES join, no SSRCs yet (they come
+# with the answer).
+_DIALOUT = """
+local c = redis.call('HMGET', KEYS[1], 'state', 'mode')
+if c[1] ~= 'active' then return 'not-found' end
+if c[2] ~= 'sdes' and ARGV[6] ~= '1' then return 'mode' end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return 'forbidden' end
+if redis.call('EXISTS', KEYS[4]) == 1 then return 'dialog-exists' end
+redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+redis.call('HSET', KEYS[4], 'conference', ARGV[5], 'identity', ARGV[1], 'leg', ARGV[2],
+  'state', 'pending', 'ssrcs', '', 'creator', '0', 'dialout', '1', 'mode', 'sdes')
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+return redis.call('HGET', KEYS[1], 'epoch')
+"""
+
+# KEYS: dialog, conf, ssrcs; ARGV: dialog_id, media JSON, leg epoch, ssrc...
+# A dial-out's 2xx: its SSRCs (from the participant's answer) checked and registered,
+# the dialog marked up on *epoch*.  A collision writes nothing.
+_DIALOUT_ANSWERED = """
+if redis.call('HGET', KEYS[1], 'dialout') ~= '1' then return 'no-dialog' end
+if redis.call('HGET', KEYS[2], 'state') ~= 'active' then return 'not-found' end
+for i = 4, #ARGV do
+  local holder = redis.call('HGET', KEYS[3], ARGV[i])
+  if holder and holder ~= ARGV[1] then return 'ssrc' end
+end
+local ssrcs = {}
+for i = 4, #ARGV do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[1])
+  ssrcs[#ssrcs + 1] = ARGV[i]
+end
+redis.call('HSET', KEYS[1], 'state', 'up', 'media', ARGV[2], 'epoch', ARGV[3],
+  'ssrcs', table.concat(ssrcs, ','))
+return 'ok'
 """
 
 # KEYS: dialog, conf, epochs; ARGV: media JSON, leg epoch ('' = the current one).
@@ -226,7 +304,7 @@ return 'ok'
 # KEYS: conf, epochs; ARGV: epoch.  Undo an epoch just added (the edge refused it).
 _DROP_EPOCH = """
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 'stale' end
-redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1], 'ticket:' .. ARGV[1])
 redis.call('HSET', KEYS[1], 'epoch', tostring(tonumber(ARGV[1]) - 1))
 return 'ok'
 """
@@ -246,9 +324,12 @@ return id
 # ARGV: dialog_id, ended_ttl_ms.
 _RELEASE = """
 local d = redis.call('HMGET', KEYS[1], 'conference', 'identity', 'leg', 'ssrcs', 'creator',
-  'state')
+  'state', 'mode')
 if not d[1] then return {'no-dialog'} end
 redis.call('DEL', KEYS[1])
+if d[7] == 'kms' and redis.call('HEXISTS', KEYS[2], 'kms_legs') == 1 then
+  redis.call('HINCRBY', KEYS[2], 'kms_legs', -1)
+end
 local left = redis.call('HINCRBY', KEYS[4], d[2], -1)
 if left <= 0 then redis.call('HDEL', KEYS[4], d[2]) end
 for s in string.gmatch(d[4] or '', '[^,]+') do
@@ -285,12 +366,14 @@ for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 return redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
 """
 
-# KEYS: conf, epochs; ARGV: new epoch, wrapped.  Only the next epoch of an active conference.
+# KEYS: conf, epochs; ARGV: new epoch, wrapped key, wrapped ticket ('' = none).
+# Only the next epoch of an active conference.
 _ADD_EPOCH = """
 local c = redis.call('HMGET', KEYS[1], 'state', 'epoch')
 if c[1] ~= 'active' then return 'not-found' end
 if tonumber(c[2]) + 1 ~= tonumber(ARGV[1]) then return 'stale' end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], 'ticket:' .. ARGV[1], ARGV[3]) end
 redis.call('HSET', KEYS[1], 'epoch', ARGV[1])
 return 'ok'
 """
@@ -339,6 +422,8 @@ class ConferenceStore:
         self._switched = client.register_script(_SWITCHED)
         self._drop_epoch = client.register_script(_DROP_EPOCH)
         self._rekey_failed = client.register_script(_REKEY_FAILED)
+        self._dialout = client.register_script(_DIALOUT)
+        self._dialout_answered = client.register_script(_DIALOUT_ANSWERED)
 
     def __repr__(self) -> str:
         return f"ConferenceStore(prefix={self._prefix!r})"
@@ -427,8 +512,12 @@ class ConferenceStore:
         leg: str,
         ssrcs: Sequence[int] = (),
         mode: str | None = None,
+        mixed: bool = False,
     ) -> int:
         """Add *identity*'s dialog (pending) to the conference; return the current epoch.
+
+        *mode* is how this leg is keyed (recorded in the dialog); unless *mixed*
+        (``policy.mixed_modes``) it must be the conference's mode.
 
         Refusals, with nothing written: :class:`ConferenceNotFound` (404, no
         such active conference), :class:`~secconf.core.errors.Forbidden` (403,
@@ -452,6 +541,7 @@ class ConferenceStore:
             dialog_id(call_id),
             self._dialog_ttl,
             conference_id,
+            "" if mixed else (mode or ""),
             mode or "",
             *ssrc_list,
         ]
@@ -471,6 +561,80 @@ class ConferenceStore:
             return int(result)
         except ValueError:
             raise CorruptRecord(f"join script answered {result!r}") from None
+
+    def dialout(
+        self, conference_id: str, *, identity: str, call_id: str, leg: str, mixed: bool = False
+    ) -> int:
+        """Record the mixer's dial-out to *identity* (pending); return the current epoch.
+
+        Like :meth:`join`, one script that checks before it writes:
+        :class:`ConferenceNotFound` (404), :class:`~secconf.core.errors.Forbidden`
+        (403, *identity* not in the allowed set), ``NotImplementedHere`` (501, a
+        KMS-mode conference: a KMS dial-out needs the focus's TRANSFER_INIT;
+        with *mixed* the SDES dial-out is recorded in it), :class:`DialogExists`.
+        The dialog's mode is ``sdes``.  The record has ``dialout`` = "1"; its SSRCs come
+        with the participant's answer (:meth:`dialout_answered`).
+        """
+        check_identity(identity)
+        _check_leg(leg)
+        keys = [
+            self.conference_key(conference_id),
+            self.conference_key(conference_id, "allowed"),
+            self.conference_key(conference_id, "members"),
+            self.dialog_key(conference_id, call_id),
+        ]
+        args: list[Any] = [
+            identity, leg, dialog_id(call_id), self._dialog_ttl, conference_id,
+            "1" if mixed else "0",
+        ]  # fmt: skip
+        with redis_errors("record a dial-out"):
+            result = _text(self._dialout(keys=keys, args=args))
+        if result == "not-found":
+            raise ConferenceNotFound("no such conference")
+        if result == "mode":
+            raise DialOutNotBuilt("KMS dial-out not built")
+        if result == "forbidden":
+            raise Forbidden("the dial-out target is not allowed in this conference")
+        if result == "dialog-exists":
+            raise DialogExists("dialog already recorded")
+        try:
+            return int(result)
+        except ValueError:
+            raise CorruptRecord(f"dial-out script answered {result!r}") from None
+
+    def dialout_answered(
+        self,
+        conference_id: str,
+        call_id: str,
+        *,
+        media: str,
+        epoch: int,
+        ssrcs: Sequence[int] = (),
+    ) -> None:
+        """A dial-out's 2xx passed: its SSRCs registered, the dialog up on *epoch*.
+
+        :class:`SsrcCollision` (an SSRC of another dialog) and
+        :class:`ConferenceNotFound` write nothing.  One script, one slot: the
+        dialog, the conference and its SSRC map (all under ``{conference_id}``).
+        """
+        ssrc_list = _check_ssrcs(ssrcs)
+        keys = [
+            self.dialog_key(conference_id, call_id),
+            self.conference_key(conference_id),
+            self.conference_key(conference_id, "ssrcs"),
+        ]
+        args: list[Any] = [dialog_id(call_id), media, int(epoch), *ssrc_list]
+        with redis_errors("record a dial-out's answer"):
+            result = _text(self._dialout_answered(keys=keys, args=args))
+        if result == "ssrc":
+            raise SsrcCollision("an answered SSRC is already used in this conference")
+        if result != "ok":
+            raise ConferenceNotFound(f"dial-out dialog or conference gone ({result})")
+
+    def dialout_stream_key(self, conference_id: str) -> str:
+        """``P:dialout:<id>``: the watcher's dial-out results (no key material)."""
+        _check_conference_id(conference_id)
+        return f"{self._prefix}:dialout:{conference_id}"
 
     def answered(
         self, conference_id: str, call_id: str, *, media: str = "", epoch: int | None = None
@@ -540,14 +704,26 @@ class ConferenceStore:
         record = DialogRecord(conference_id, identity, leg, state, _ssrcs(ssrcs), creator == "1")
         return Released(record, int(raw[7]) == 1)
 
-    def add_epoch(self, conference_id: str, group_key: GroupKey) -> None:
-        """Store the next epoch's key and make it current (the rekey step uses this)."""
+    def add_epoch(
+        self, conference_id: str, group_key: GroupKey, ticket: bytes | None = None
+    ) -> None:
+        """Store the next epoch's key and make it current (the rekey step uses this).
+
+        *ticket*: for an epoch from the KMS, the stored form of its group epoch
+        ticket (:meth:`secconf.core.mikey.group.GroupEpochTicket.to_bytes`),
+        wrapped under the KEK like the key, in the same script.
+        """
         blob = self._wrapper.wrap(
             group_key.key + group_key.salt, epoch_context(conference_id, group_key.epoch)
         )
+        ticket_blob = (
+            b""
+            if ticket is None
+            else self._wrapper.wrap(ticket, epoch_ticket_context(conference_id, group_key.epoch))
+        )
         keys = [self.conference_key(conference_id), self.conference_key(conference_id, "epochs")]
         with redis_errors("store a key epoch"):
-            result = _text(self._add_epoch(keys=keys, args=[group_key.epoch, blob]))
+            result = _text(self._add_epoch(keys=keys, args=[group_key.epoch, blob, ticket_blob]))
         if result == "not-found":
             raise ConferenceNotFound("no such conference")
         if result == "stale":
@@ -703,6 +879,7 @@ class ConferenceStore:
                 int(fields["epoch"]),
                 fields["suite"],
                 float(fields["created"]),
+                int(fields.get("kms_legs", "0")),
             )
         except (KeyError, ValueError):
             raise CorruptRecord("conference record incomplete") from None
@@ -746,9 +923,19 @@ class ConferenceStore:
                 fields.get("creator") == "1",
                 int(fields["epoch"]) if fields.get("epoch") else None,
                 fields.get("media", ""),
+                fields.get("mode", ""),
+                fields.get("dialout") == "1",
             )
         except (KeyError, ValueError):
             raise CorruptRecord("dialog record incomplete") from None
+
+    def epoch_ticket(self, conference_id: str, epoch: int) -> bytes | None:
+        """The unwrapped stored group epoch ticket of *epoch* (``None``: not a KMS epoch)."""
+        with redis_errors("read an epoch ticket"):
+            blob = self._redis.hget(self.conference_key(conference_id, "epochs"), f"ticket:{epoch}")
+        if blob is None:
+            return None
+        return self._wrapper.unwrap(cast(bytes, blob), epoch_ticket_context(conference_id, epoch))
 
     def group_key(self, conference_id: str, epoch: int | None = None) -> GroupKey:
         """The key of *epoch* (the current one by default), unwrapped."""

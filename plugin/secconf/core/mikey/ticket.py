@@ -164,6 +164,10 @@ _PROFILE_FLAGS = (TicketFlags.D | TicketFlags.E | TicketFlags.F | TicketFlags.G 
     TicketFlags.N | TicketFlags.O
 )
 _OPTIONAL_FLAGS = TicketFlags.I | TicketFlags.J | TicketFlags.M
+#: Flags every ticket of the profile carries.  G (a Responder RAND enters the traffic
+#: keys) is on by default and may be off only in a ticket whose traffic keys are all
+#: GTGKs: a group key must derive the same TEK at every recipient (RFC 6043 §5.1.3).
+_REQUIRED_FLAGS = _PROFILE_FLAGS & ~TicketFlags.G
 
 
 # -- Small helpers ---------------------------------------------------------------------------
@@ -323,9 +327,12 @@ class DesiredPolicy:
     responder_keys: bool = False
     reusable: bool = False
     traffic_keys: tuple[int, ...] = (KeyDataType.TGK,)
+    #: G flag: a Responder RAND enters the traffic keys.  Off only for GTGK tickets
+    #: (group keys, RFC 6043 §5.1.3): the KMS sets it again for any other ticket.
+    responder_rand: bool = True
 
     def flags(self) -> TicketFlags:
-        flags = _PROFILE_FLAGS
+        flags = _PROFILE_FLAGS if self.responder_rand else _REQUIRED_FLAGS
         if self.forking:
             flags |= TicketFlags.I
         if self.reusable:
@@ -416,7 +423,7 @@ def _policy_payloads(
 
 def _check_profile_flags(flags: TicketFlags) -> None:
     violations = flag_violations(flags)
-    missing = _PROFILE_FLAGS & ~flags
+    missing = _REQUIRED_FLAGS & ~flags
     if violations or missing:
         detail = "; ".join(violations) or f"flags {missing!r} required"
         raise MikeyError(f"ticket policy outside the secconf profile: {detail}",
@@ -566,6 +573,10 @@ def grant_policy(request: RequestInit, settings: GrantSettings, now: float) -> G
         raise MikeyError("the requested validity period is empty", MikeyErrorNo.INVALID_TPPAR)
     recipients = tuple(dict.fromkeys(view.recipients))
     flags = _PROFILE_FLAGS | (desired.flags & _OPTIONAL_FLAGS)
+    if TicketFlags.G not in desired.flags and set(traffic) == {KeyDataType.GTGK}:
+        # A group-key ticket without Responder RAND (RFC 6043 §5.1.3): every recipient
+        # derives the same TEK from the GTGK (never forked, §5.1.1).
+        flags &= ~TicketFlags.G
     changed = (
         flags != (desired.flags & ~TicketFlags.K)
         or view.initiator != request.initiator
@@ -761,14 +772,23 @@ def build_transfer_init(
     policies: Sequence[SecurityPolicy] = (),
     now: float,
     random_bytes: RandomBytes,
+    csb_id: int | None = None,
+    randri: bytes | None = None,
 ) -> PendingTransfer:
     """TRANSFER_INIT = HDR, T, RANDRi, IDRi, IDRr, {SP}, TICKET, V (RFC 6043 §4.2.2.1).
 
     *sessions* are the crypto sessions (GENERIC-ID map entries, RFC 6043
     §6.1.1).  With key forking the TICKET gets Initiator Data ``Vi, Vr``.
+    *csb_id* and *randri* are drawn from *random_bytes* unless given: a group
+    epoch fixes them so that every recipient derives the same TEK
+    (:mod:`secconf.core.mikey.group`).
     """
-    csb_id = _csb_id(random_bytes)
-    randri = _random(random_bytes, RAND_BYTES)
+    if csb_id is None:
+        csb_id = _csb_id(random_bytes)
+    if randri is None:
+        randri = _random(random_bytes, RAND_BYTES)
+    elif len(randri) != RAND_BYTES:
+        raise ValueError(f"RANDRi must be {RAND_BYTES} bytes")
     flags = issued.ticket.flags
     # RFC 6043 §4.2.2.1: V flag = F flag; GENERIC-ID map.
     header = CommonHeader(DataType.TRANSFER_INIT, csb_id, GenericIdMap(tuple(sessions)),

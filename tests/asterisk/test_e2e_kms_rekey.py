@@ -1,0 +1,278 @@
+"""End to end in KMS mode: Kamailio + module, KMS, edge, Asterisk ConfBridge, watcher.
+
+Like tests/asterisk/test_e2e_rekey.py, but every participant is a
+:class:`~secconf.client.agent.ParticipantAgent` (MIKEY-TICKET): Alice creates the
+conference with a ticket naming Bob and Carol, they join with their own tickets.
+Carol leaves: the watcher rekeys, the module takes epoch 2 from the real KMS (a GTGK
+ticket naming Alice and Bob only), Asterisk re-INVITEs Alice and Bob through
+Kamailio, which puts a TRANSFER_INIT of the focus into each offer; the agents resolve
+it at the KMS, answer, and switch.  After that Alice's tone reaches Bob under the new
+key, and Carol's epoch-1 key opens nothing the edge sends to Bob.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from secconf.asterisk.ami import AmiSettings
+from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
+from secconf.client.agent import AgentCall, ParticipantAgent
+from secconf.client.kms import KmsClient
+from secconf.client.media import inbound_session, opens
+from secconf.client.sip import UserAgent
+from secconf.core.g711 import ToneGenerator, ulaw_decode
+from secconf.core.roster import RekeyPolicy
+from secconf.kamailio.settings import load_settings
+from secconf.store import generate_key_file
+from secconf.store.conferences import ConferenceStore, connect_blocking
+from secconf.store.keywrap import KeyWrapper, load_key_file
+from tests.fixtures.asterisk_server import AsteriskServer
+from tests.fixtures.edge_server import EdgeFactory, RunningEdge
+from tests.fixtures.kamailio_server import KamailioFactory, KamailioServer
+from tests.fixtures.kms_server import RunningKms
+from tests.fixtures.redis_server import RedisServer
+from tests.kamailio.media import SUITE
+
+from .test_e2e_rekey import assert_tone, bounded, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
+
+ALICE, BOB, CAROL = "sip:alice@example.com", "sip:bob@example.com", "sip:carol@example.com"
+FOCUS = "sip:focus@conf.test.invalid"
+TONE = 440.0
+PREFIX = "sce2ek"
+
+SETTINGS = f"""
+[focus]
+domain = "conf.test.invalid"
+server_name = "focus.e2e"
+
+[identity]
+trusted_sources = ["127.0.0.1"]
+
+[policy]
+creators = ["{ALICE}"]
+
+[upstream]
+uri = "sip:127.0.0.1:9"
+
+[redis]
+url = "redis://127.0.0.1:1/0"
+timeout = 0.5
+prefix = "{PREFIX}"
+kek_file = "KEK"
+kek_id = "e2e-kek"
+
+[edge]
+timeout = 1.0
+
+[kms]
+url = "KMS_URL"
+kms_identity = "KMS_IDENTITY"
+focus_identity = "{FOCUS}"
+psk_file = "FOCUS_PSK"
+timeout = 1.0
+"""
+
+
+@dataclass
+class Stack:
+    redis: RedisServer
+    edge: RunningEdge
+    kamailio: KamailioServer
+    asterisk: AsteriskServer
+    kms: RunningKms
+
+    def target(self, user: str) -> str:
+        return f"sip:{user}@127.0.0.1:{self.kamailio.port}"
+
+    def store(self) -> ConferenceStore:
+        settings = load_settings(self.kamailio.settings_path, env=self.kamailio.extra_env)
+        client = connect_blocking(self.redis.url, timeout=1.0)
+        wrapper = KeyWrapper(load_key_file(settings.kek_file), settings.kek_id)
+        return ConferenceStore(client, wrapper, PREFIX)
+
+    def watcher_settings(self) -> WatcherSettings:
+        return WatcherSettings(
+            ami=AmiSettings(
+                port=self.asterisk.ami_port,
+                username=self.asterisk.ami_user,
+                secret=self.asterisk.ami_secret,
+            ),
+            focus=load_settings(self.kamailio.settings_path, env=self.kamailio.extra_env),
+            policy=RekeyPolicy(debounce=0.5, rekey_on_join=False),
+            watcher_id="e2e-kms",
+            refresh_timeout=5.0,
+            verify_timeout=8.0,
+            poll_interval=0.02,
+        )
+
+    async def agent(self, identity: str) -> ParticipantAgent:
+        psk = self.kms.workdir / (identity.replace(":", "_").replace("@", "_") + ".psk")
+        if not psk.exists():
+            psk = self.kms.add_user(identity)
+        ua = await UserAgent.start("127.0.0.1", identity=identity)
+        client = KmsClient(self.kms.url, self.kms.identity, identity, load_key_file(psk, "PSK"))
+        # Receiver reports every ~0.3 s, so the edge can verify each switch quickly.
+        return ParticipantAgent(identity, client, ua, rtcp_interval=0.3)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    redis_server: RedisServer,
+    edge_factory: EdgeFactory,
+    kamailio_factory: KamailioFactory,
+    asterisk_server: AsteriskServer,
+    kms: RunningKms,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    redis_server.ensure_ready()
+    edge = edge_factory.start()
+    kek = tmp_path_factory.mktemp("e2e-kms") / "kek"
+    generate_key_file(kek)
+    focus_psk = kms.workdir / (FOCUS.replace(":", "_").replace("@", "_") + ".psk")
+    if not focus_psk.exists():
+        focus_psk = kms.add_user(FOCUS)
+    text = (
+        SETTINGS.replace("KEK", str(kek))
+        .replace("KMS_URL", kms.url)
+        .replace("KMS_IDENTITY", kms.identity)
+        .replace("FOCUS_PSK", str(focus_psk))
+    )
+    kamailio = kamailio_factory.start(
+        text,
+        env={
+            "SECCONF_REDIS_URL": redis_server.url,
+            "SECCONF_UPSTREAM": f"sip:127.0.0.1:{asterisk_server.sip_port}",
+            "SECCONF_EDGE_URL": edge.url,
+            "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file),
+        },
+    )
+    yield Stack(redis_server, edge, kamailio, asterisk_server, kms)
+    kamailio.stop()
+    edge.stop()
+
+
+def heard(call: AgentCall) -> list[int]:
+    samples: list[int] = []
+    for packet in call.media.drain():
+        samples.extend(ulaw_decode(packet.packet.payload))
+    loud = [index for index, sample in enumerate(samples) if abs(sample) > 1000]
+    return samples[loud[0] : loud[-1] + 1] if loud else []
+
+
+def test_kms_leave_rekeys_from_the_kms_and_the_leaver_key_opens_nothing(stack: Stack) -> None:
+    async def scenario() -> None:
+        watcher = Watcher(stack.watcher_settings())
+        await watcher.start()
+        agents = [await stack.agent(identity) for identity in (ALICE, BOB, CAROL)]
+        a, b, c = agents
+        calls: list[AgentCall] = []
+        talking: asyncio.Task[int] | None = None
+        store = stack.store()
+        try:
+            calls.append(
+                await a.join_conference(
+                    stack.target("conf-factory"), FOCUS, allowed=(BOB, CAROL), timeout=5
+                )
+            )
+            call_a = calls[0]
+            assert call_a.call.response is not None
+            header = call_a.call.response.get("X-Secconf-Conference") or ""
+            conference = header.split("conf-", 1)[1].split("@", 1)[0]
+            call_b = await b.join_conference(stack.target(f"conf-{conference}"), FOCUS, timeout=5)
+            call_c = await c.join_conference(stack.target(f"conf-{conference}"), FOCUS, timeout=5)
+            calls += [call_b, call_c]
+            await wait_for(
+                lambda: len(watcher.tracker.members(conference)) == 3, 5, "three ConfbridgeJoin"
+            )
+            channels = {m.caller_id: m.channel for m in watcher.tracker.members(conference)}
+            assert set(channels) == {"alice", "bob", "carol"}, channels
+            assert call_a.group_key == call_b.group_key == call_c.group_key
+            old_key = call_c.group_key
+            assert old_key is not None
+            assert call_c.group_epoch == 1
+
+            # A talks; B hears it through the ConfBridge mix under the group key.
+            await asyncio.sleep(0.3)
+            for call in calls:
+                call.media.drain()
+            await call_a.media.send_audio(ToneGenerator(TONE).frames(60), call_a.tx_ssrc)
+            await asyncio.sleep(0.3)
+            assert_tone(heard(call_b))
+
+            captured: list[tuple[float, bytes]] = []
+            deliver = call_b.media._on_datagram
+
+            def capture(data: bytes, addr: tuple[str, int]) -> None:
+                captured.append((time.monotonic(), data))
+                deliver(data, addr)
+
+            call_b.media._on_datagram = capture  # type: ignore[method-assign]
+            talking = asyncio.ensure_future(
+                call_a.media.send_audio(ToneGenerator(TONE).frames(400), call_a.tx_ssrc)
+            )
+            await asyncio.sleep(0.3)
+
+            # C leaves: one rekey, epoch 2 from the KMS, re-INVITEs to A and B.
+            waiter = asyncio.ensure_future(watcher.next_report(30))
+            bye_at = time.monotonic()
+            await call_c.call.bye(timeout=5)
+            report: RekeyReport = await waiter
+            assert report.epoch == 2
+            assert report.reasons == ("leave",)
+            assert report.note == "kms: epoch from the KMS"
+            assert report.all_switched is not None
+            assert set(report.verdicts) == {channels["alice"], channels["bob"]}
+            assert set(report.verdicts.values()) == {"followed"}, report.verdicts
+            assert report.removed == ()
+            edge_state = stack.edge.get(f"/v1/conferences/{conference}")
+            assert sorted(leg["epoch"] for leg in edge_state["legs"]) == [2, 2]
+            new_key = store.group_key(conference)
+            assert new_key.epoch == 2
+            assert store.epoch_ticket(conference, 2) is not None  # the epoch came from the KMS
+            for call in (call_a, call_b):
+                assert call.group_epoch == 2
+                assert call.group_key is not None
+                assert call.group_key.key == new_key.key
+            assert old_key.key != new_key.key
+            print(
+                f"\nKMS mode: C's BYE -> all remaining legs on epoch 2: "
+                f"{(report.all_switched - bye_at) * 1000:.0f} ms (debounce 0.5 s; mint with the "
+                f"KMS {(report.minted - report.started) * 1000:.0f} ms; re-INVITEs answered "
+                f"{(report.all_switched - report.minted) * 1000:.0f} ms)"
+            )
+
+            # After the switch: A's tone reaches B under the new key ...
+            b_switched = report.switched_at[channels["bob"]]
+            call_b.media.drain()
+            await asyncio.sleep(1.0)
+            after = [packet for at, packet in captured if at > b_switched + 0.05]
+            assert len(after) > 30
+            assert_tone(heard(call_b))
+            new_session = inbound_session((SUITE, new_key.key, new_key.salt))
+            assert all(opens(new_session, packet) for packet in after)
+            # ... and C's epoch-1 key opens none of it.
+            old_session = inbound_session((SUITE, old_key.key, old_key.salt))
+            assert not any(opens(old_session, packet) for packet in after)
+            assert store.rekey_failures(conference) == []
+        finally:
+            if talking is not None:
+                talking.cancel()
+            for call in calls[:2]:
+                with contextlib.suppress(Exception):
+                    await call.call.bye(timeout=2)
+            for call in calls:
+                await bounded(call.media.close(bye=False), "close media")
+            for agent in agents:
+                await bounded(agent.ua.close(), f"close {agent.identity}")
+            await bounded(watcher.close(), "close watcher")
+            store.client.close()
+
+    asyncio.run(scenario())
