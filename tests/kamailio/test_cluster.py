@@ -2,7 +2,8 @@
 
 * Cluster: the real Kamailio with ``redis.url = redis+cluster://...`` (three real
   masters), the real media edge: create, join, REFER, a rekey re-INVITE from the
-  mixer, BYEs; every key of the conference is in the slot of ``{id}``.
+  mixer, BYEs; every key of the conference is in the slot of ``{id}``; the
+  mixer's dial-out (its 2xx, a rekey re-INVITE from the mixer, the phone's BYE).
 * Sentinel: the module reaches the master through ``redis+sentinel://.../secconf``.
 * Two nodes: two Kamailio processes (different ports, same Redis, same mixer)
   act as one focus.  A conference created through node A is joined through
@@ -39,15 +40,20 @@ from .conftest import (
     MixingUpstream,
     Upstream,
     _start_focus,
+    free_udp_port,
     offer,
     pai,
 )
 from .media import SdesParticipant
+from .test_dialout import MIXER_OFFER, dial
 from .test_kms_flows import _create as _kms_create
 from .test_kms_flows import _invite as _kms_invite
 from .test_kms_flows import _offer as _kms_offer
 from .test_kms_flows import _refused as _kms_refused
 from .test_rekey import _conference_id, _mixer_calls, _rekey
+
+#: Bob's phone for the dial-out on the cluster: a fixed contact, no REGISTER.
+BOB_PORT = free_udp_port()
 
 
 def _edge_env(edge: RunningEdge) -> dict[str, str]:
@@ -68,6 +74,7 @@ def cluster_focus(
         redis_cluster,
         tmp_path_factory.mktemp("focus-cluster"),
         env={"SECCONF_REDIS_URL": redis_cluster.url, **_edge_env(media_edge)},
+        extra=f'[dialout]\ncontacts = {{ "{BOB}" = "sip:bob@127.0.0.1:{BOB_PORT}" }}\n',
     )
     yield running
     running.server.stop()
@@ -163,6 +170,61 @@ def test_conference_on_redis_cluster(
             await bob.close()
 
     focus.run(scenario, MixingUpstream(focus.upstream_port))
+
+
+def test_dialout_on_redis_cluster(cluster_focus: Focus, redis_cluster: RedisClusterServers) -> None:
+    """The mixer's dial-out on the cluster: its Record-Route names the conference.
+
+    The 2xx (``dialout_answered``: dialog, conference, SSRCs in one slot), a rekey
+    re-INVITE from the mixer (the dialog's caller) and the phone's BYE all find
+    the dial-out dialog under ``{id}`` through the Route's ``sc-conf``.
+    """
+    focus = cluster_focus
+    redis_cluster.flush()
+
+    async def scenario(upstream: Upstream) -> None:
+        mixer = upstream.ua
+        assert mixer is not None
+        alice = await SdesParticipant.start(ALICE)
+        bob = await SdesParticipant.start(
+            BOB, await UserAgent.start("127.0.0.1", BOB_PORT, identity=BOB)
+        )
+        bob.accept_calls = True
+        store, client = focus.store()
+        try:
+            call_a = await alice.invite(focus.target("conf-factory"), ALICE)
+            conference = _conference_id(call_a)
+            mixer_call: Call = await dial(mixer, focus, BOB, conference)
+            bob_call = await bob.ua.next_call(5)
+            bob.call = bob_call
+            assert bob.group == alice.group
+            routes = bob_call.invite.get_all("Record-Route")
+            assert any(f"sc-conf={conference}" in r for r in routes), routes
+            dialog = store.dialog(conference, mixer_call.call_id)
+            assert dialog is not None
+            assert (dialog.state, dialog.dialout, dialog.ssrcs) == ("up", True, (bob.media.ssrc,))
+            assert bob.media.ssrc in store.ssrcs(conference)
+            # A rekey; the mixer's re-INVITE (it is the caller here) keys Bob's leg.
+            assert await asyncio.to_thread(_rekey, focus, conference) == 2
+            await mixer_call.reinvite(MIXER_OFFER.replace(b"1 1 IN", b"1 2 IN"), timeout=5)
+            new_key = store.group_key(conference)
+            assert bob.group is not None
+            assert bob.group[1:] == (new_key.key, new_key.salt)
+            assert store.dialog(conference, mixer_call.call_id).epoch == 2  # type: ignore[union-attr]
+            assert _slots(focus, conference) == {key_slot(conference.encode())}
+            # The phone hangs up (BYE from the callee side): the dial-out dialog goes.
+            await bob_call.bye(timeout=5)
+            assert store.dialog(conference, mixer_call.call_id) is None
+            assert store.members(conference) == {ALICE: 1}
+            assert bob.media.ssrc not in store.ssrcs(conference)
+            await call_a.bye(timeout=5)
+            assert store.get(conference).state == "ended"  # type: ignore[union-attr]
+        finally:
+            client.close()
+            await alice.close()
+            await bob.close()
+
+    focus.run(scenario)
 
 
 def test_cluster_master_down_is_503_fast_and_kamailio_recovers(
