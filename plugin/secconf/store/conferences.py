@@ -569,7 +569,7 @@ class ConferenceStore:
 
         Like :meth:`join`, one script that checks before it writes:
         :class:`ConferenceNotFound` (404), :class:`~secconf.core.errors.Forbidden`
-        (403, *identity* not in the allowed set), ``NotImplementedHere`` (501, a
+        (403, *identity* not in the allowed set), :class:`DialOutNotBuilt` (501, a
         KMS-mode conference: a KMS dial-out needs the focus's TRANSFER_INIT;
         with *mixed* the SDES dial-out is recorded in it), :class:`DialogExists`.
         The dialog's mode is ``sdes``.  The record has ``dialout`` = "1"; its SSRCs come
