@@ -44,6 +44,7 @@ def capture(request: pytest.FixtureRequest) -> Path:
 
 pytest_plugins = [
     "tests.fixtures.redis_server",
+    "tests.fixtures.redis_cluster",
     "tests.fixtures.kms_server",
     "tests.fixtures.kamailio_server",
     "tests.fixtures.edge_server",

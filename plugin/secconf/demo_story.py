@@ -668,7 +668,7 @@ async def _story(story: Story, services: Services) -> None:
         }
         for name in ("alice", "carol", "dave", "erin"):
             member = roster.get(name, {})
-            dialog = store.dialog(member["call_id"]) if member.get("call_id") else None
+            dialog = store.dialog(conference, member["call_id"]) if member.get("call_id") else None
             leg = legs.get(dialog.leg, {}) if dialog else {}
             counters = leg.get("counters", {})
             table.add_row(

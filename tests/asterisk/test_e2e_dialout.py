@@ -242,7 +242,7 @@ def test_refer_dials_out_and_a_non_follower_is_replaced(stack: Stack) -> None:
             d_channel = channels[outcome.channel_id]
             assert d_channel.startswith("PJSIP/kamailio-out-")
             assert d.group == a.group  # the group key of epoch 1 in Dave's offer
-            dialog = store.dialog(d.call.call_id)
+            dialog = store.dialog(conference, d.call.call_id)
             assert dialog is not None
             assert (dialog.identity, dialog.dialout, dialog.epoch) == (DAVE, True, 1)
             assert d.call.invite.get("X-Secconf-Conference") == (
@@ -266,7 +266,7 @@ def test_refer_dials_out_and_a_non_follower_is_replaced(stack: Stack) -> None:
             assert [f[b"result"] for _, f in recorded] == [b"answered", b"failed"]
             assert all(b"inline" not in v for _, f in recorded for v in f.values())
             # Each REFER entry was dialled once and acknowledged.
-            pending = store.client.xpending(f"{PREFIX}:refer:{conference}", "dialout")
+            pending = store.client.xpending(store.refer_stream_key(conference), "dialout")
             assert pending["pending"] == 0
 
             # (c) Dave stops following rekeys (baresip 1.0.0); Bob leaves → rekey.
@@ -294,7 +294,7 @@ def test_refer_dials_out_and_a_non_follower_is_replaced(stack: Stack) -> None:
             new_key = store.group_key(conference)
             assert new_key.epoch == 2
             assert d.group == a.group == (SUITE, new_key.key, new_key.salt)
-            dialog = store.dialog(d.call.call_id)
+            dialog = store.dialog(conference, d.call.call_id)
             assert dialog is not None
             assert (dialog.dialout, dialog.epoch) == (True, 2)
             await tone_heard_by(a, d)

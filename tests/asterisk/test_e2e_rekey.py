@@ -234,7 +234,7 @@ def test_leave_rekeys_through_asterisk_and_the_leaver_key_opens_nothing(stack: S
                 leg["leg"]: leg for leg in stack.edge.get(f"/v1/conferences/{conference}")["legs"]
             }
             for name, call in (("alice", call_a), ("bob", call_b), ("carol", call_c)):
-                dialog = store.dialog(call.call_id)
+                dialog = store.dialog(conference, call.call_id)
                 assert dialog is not None
                 assert dialog.epoch == 1
                 leg = legs[dialog.leg]

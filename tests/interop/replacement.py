@@ -67,7 +67,7 @@ async def expect_replacement(
             await asyncio.sleep(0.1)
     store = stack.store()
     try:
-        dialog = store.dialog(call_id)
+        dialog = store.dialog(conference, call_id)
     finally:
         store.client.close()
     assert dialog is not None, call_id

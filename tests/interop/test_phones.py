@@ -56,7 +56,7 @@ async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
 def leg_of(stack: InteropStack, conference: str, call_id: str) -> dict[str, Any]:
     store = stack.store()
     try:
-        dialog = store.dialog(call_id)
+        dialog = store.dialog(conference, call_id)
     finally:
         store.client.close()
     assert dialog is not None, call_id

@@ -153,13 +153,13 @@ def test_sipp_plain_rtp_offer_is_refused_with_488(interop: InteropStack, tmp_pat
             call_a = await alice.invite(interop.target("conf-factory"), ALICE)
             conference = conference_of(call_a)
             legs_before = len(interop.conference(conference)["legs"])
-            dialogs_before = sorted(store.client.scan_iter(f"{PREFIX}:dialog:*"))
+            dialogs_before = sorted(store.client.scan_iter(f"{PREFIX}:conf:*:dialog:*"))
             _, traced = await run_sipp("plain_refused", interop, f"conf-{conference}", tmp_path)
             refusal = received(traced, 488)
             assert "Warning:" in refusal, refusal  # the module says why
             # Nothing written: no edge leg, no dialog record.
             assert len(interop.conference(conference)["legs"]) == legs_before
-            assert sorted(store.client.scan_iter(f"{PREFIX}:dialog:*")) == dialogs_before
+            assert sorted(store.client.scan_iter(f"{PREFIX}:conf:*:dialog:*")) == dialogs_before
         finally:
             if alice.call is not None:
                 await bounded(alice.call.bye(timeout=2), "alice's BYE")

@@ -27,10 +27,14 @@ from secconf.store.keywrap import KeyWrapper, load_key_file
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory, KamailioServer
 from tests.fixtures.kms_server import RunningKms
+from tests.fixtures.redis_cluster import RedisClusterServers, RedisSentinelServers
 from tests.fixtures.redis_server import RedisServer
 from tests.media.edge_harness import Channel, FakeAsterisk
 
 T = TypeVar("T")
+
+#: Whatever the focus's ``redis.url`` points at: one server, a cluster, a sentinel.
+AnyRedis = RedisServer | RedisClusterServers | RedisSentinelServers
 
 ALICE = "sip:alice@example.com"
 BOB = "sip:bob@example.com"
@@ -136,7 +140,7 @@ class Upstream:
 @dataclass
 class Focus:
     server: KamailioServer
-    redis_server: RedisServer
+    redis_server: AnyRedis
     upstream_port: int
     wrapper: KeyWrapper
     prefix: str = "sckam"
@@ -248,7 +252,7 @@ class MixingUpstream(Upstream):
 
 def _start_focus(
     factory: KamailioFactory,
-    redis_server: RedisServer,
+    redis_server: AnyRedis,
     tmp: Path,
     env: dict[str, str] | None = None,
     extra: str = "",

@@ -165,6 +165,49 @@ def test_settings_errors_name_the_key(tmp_path: Path) -> None:
         load_settings(None, env={})
 
 
+def test_relay_puts_the_conference_into_the_record_route() -> None:
+    ksr = FakeKsr()
+    assert KsrAdapter(ksr).relay(Relay("sip:conf-1@127.0.0.1:5080", conference_id="c0ffee01"))
+    assert ksr.names()[:2] == ["rr.add_rr_param", "rr.record_route"]
+    assert ksr.calls[0] == ("rr.add_rr_param", (";sc-conf=c0ffee01",))
+    # Not record-routed: no parameter either.
+    ksr = FakeKsr()
+    KsrAdapter(ksr).relay(Relay(record_route=False, conference_id="c0ffee01"))
+    assert "rr.add_rr_param" not in ksr.names()
+
+
+@pytest.mark.parametrize(
+    ("route", "expected"),
+    [
+        ("sip:127.0.0.1:5060;lr;ftag=a1;sc-conf=c0ffee01", "c0ffee01"),
+        ("sip:127.0.0.1:5060;sc-conf=ABC;lr", "abc"),
+        ("sip:focus.example.com;lr;sc-conf=c0ffee01>", "c0ffee01"),
+        ("sip:127.0.0.1:5060;lr;ftag=a1", None),
+        ("sip:127.0.0.1:5060;lr;xsc-conf=c0ffee01", None),
+        ("sip:127.0.0.1:5060;lr;sc-conf=c0f-fee", None),
+        ("sip:127.0.0.1:5060;lr;sc-conf=", None),
+        (None, None),
+    ],
+)
+def test_route_conference_reads_our_parameter(route: str | None, expected: str | None) -> None:
+    ksr = FakeKsr(pvs={"$route_uri": route} if route is not None else {})
+    assert KsrAdapter(ksr).route_conference() == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("redis+cluster://h:1/3", "database 0 only"), ("redis+sentinel://s:1", "service-name")],
+)
+def test_settings_refuse_a_bad_redis_url(tmp_path: Path, url: str, message: str) -> None:
+    config = tmp_path / "s.toml"
+    config.write_text(
+        '[focus]\ndomain = "d"\n[upstream]\nuri = "sip:127.0.0.1:9"\n'
+        f'[redis]\nurl = "{url}"\nkek_file = "k"\n'
+    )
+    with pytest.raises(SettingsError, match=r"\[redis\] url: .*" + message):
+        load_settings(config, env={})
+
+
 def test_location_service_calls_go_through_the_adapter() -> None:
     """REGISTER/dial-out: registrar.save and lookup (after $ru = the target), $sp read."""
 

@@ -219,7 +219,7 @@ def test_dialout_keys_the_call_and_refusals_change_nothing(dialout_focus: Focus)
             assert answer.media[0].proto == "RTP/AVP"
             assert not answer.media[0].attributes("crypto")
             assert b"inline:" not in mixer_call.remote_sdp
-            dialog = store.dialog(mixer_call.call_id)
+            dialog = store.dialog(conference, mixer_call.call_id)
             assert dialog is not None
             assert (dialog.identity, dialog.state, dialog.epoch, dialog.dialout) == (
                 BOB,
@@ -240,14 +240,14 @@ def test_dialout_keys_the_call_and_refusals_change_nothing(dialout_focus: Focus)
             assert bob.group != alice.group
             new_key = store.group_key(conference)
             assert bob.group[1:] == (new_key.key, new_key.salt)
-            dialog = store.dialog(mixer_call.call_id)
+            dialog = store.dialog(conference, mixer_call.call_id)
             assert dialog is not None
             assert dialog.epoch == 2
             assert b"inline:" not in (mixer_call.remote_sdp or b"")
 
             # BYE from the mixer releases the dial-out dialog.
             await mixer_call.bye(timeout=5)
-            assert store.dialog(mixer_call.call_id) is None
+            assert store.dialog(conference, mixer_call.call_id) is None
             assert store.members(conference) == {ALICE: 1}
             assert bob.media.ssrc not in store.ssrcs(conference)
         finally:
@@ -284,7 +284,7 @@ def test_static_contact_and_kms_conference(dialout_focus: Focus) -> None:
             await phone.next_call(5)
             rejected = SessionDescription.parse(mixer_call.remote_sdp)
             assert rejected.media[0].port == 0
-            assert store.dialog(mixer_call.call_id) is None
+            assert store.dialog(conference, mixer_call.call_id) is None
             await mixer_call.bye(timeout=5)
             # A clear (RTP/AVP) answer, and one with two a=crypto lines: never to the
             # mixer as if keyed; the mixer gets a stream-rejecting answer, nothing kept.
@@ -304,7 +304,7 @@ def test_static_contact_and_kms_conference(dialout_focus: Focus) -> None:
                 mixer_call = await dial(mixer, focus, ALICE, conference)
                 await phone.next_call(5)
                 assert SessionDescription.parse(mixer_call.remote_sdp).media[0].port == 0
-                assert store.dialog(mixer_call.call_id) is None
+                assert store.dialog(conference, mixer_call.call_id) is None
                 await mixer_call.bye(timeout=5)
             phone.on_invite = helper._on_invite
             # With its own SSRC the static contact's call is keyed and recorded.
@@ -312,7 +312,7 @@ def test_static_contact_and_kms_conference(dialout_focus: Focus) -> None:
             mixer_call = await dial(mixer, focus, ALICE, conference)
             await phone.next_call(5)
             assert helper.group == alice.group
-            dialog = store.dialog(mixer_call.call_id)
+            dialog = store.dialog(conference, mixer_call.call_id)
             assert dialog is not None
             assert dialog.dialout
             assert dialog.ssrcs == (helper.media.ssrc,)

@@ -151,7 +151,7 @@ def test_kms_rekey_from_a_gtgk_ticket_switches_every_leg(kms_focus: KmsFocus) ->
                 assert agent_call.group_epoch == 2
                 assert agent_call.group_key is not None
                 assert agent_call.group_key.key == new_key.key
-                assert store.dialog(call_id).epoch == 2  # type: ignore[union-attr]
+                assert store.dialog(conference, call_id).epoch == 2  # type: ignore[union-attr]
                 transfer = mikey_ticket.TransferInit.read(agent_call.rekey_transfers[-1])
                 assert transfer.initiator == FOCUS_IDENTITY
                 assert CAROL not in transfer.policy.recipients
@@ -229,12 +229,12 @@ def test_a_transfer_resp_that_does_not_verify_keeps_the_leg_and_is_reported(
             # The mixer gets an answer rejecting every stream; the leg stays on epoch 1.
             answer = SessionDescription.parse(response.body)
             assert all(section.port == 0 for section in answer.media)
-            assert store.dialog(call_id).epoch == 1  # type: ignore[union-attr]
+            assert store.dialog(conference, call_id).epoch == 1  # type: ignore[union-attr]
             legs = {
                 leg["leg"]: leg["epoch"]
                 for leg in edge.get(f"/v1/conferences/{conference}")["legs"]
             }
-            assert legs[store.dialog(call_id).leg] == 1  # type: ignore[union-attr]
+            assert legs[store.dialog(conference, call_id).leg] == 1  # type: ignore[union-attr]
             failures = store.rekey_failures(conference)
             assert len(failures) == 1
             entry = failures[0][1]
@@ -356,8 +356,8 @@ def test_mixed_conference_kms_creator_and_sdes_joiner_rekeyed_each_in_its_mode(
             # Bob joins with a=crypto, identified by the trusted P-Asserted-Identity.
             call_b = await bob.invite(focus.target(f"conf-{conference}"), BOB)
             mixer = await _mixer_calls(upstream, 2)
-            assert store.dialog(call_a.call.call_id).mode == "kms"  # type: ignore[union-attr]
-            assert store.dialog(call_b.call_id).mode == "sdes"  # type: ignore[union-attr]
+            assert store.dialog(conference, call_a.call.call_id).mode == "kms"  # type: ignore[union-attr]
+            assert store.dialog(conference, call_b.call_id).mode == "sdes"  # type: ignore[union-attr]
             modes = {leg["mode"] for leg in edge.get(f"/v1/conferences/{conference}")["legs"]}
             assert modes == {"kms", "sdes"}
             one = store.group_key(conference, 1)

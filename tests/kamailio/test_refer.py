@@ -1,7 +1,7 @@
 """REFER to the focus (add someone to a conference) through the real Kamailio and Redis.
 
 Accepted REFERs are answered 202 (``Refer-Sub: false``: no implicit subscription) and
-appended to the Redis stream ``<prefix>:refer:<conference>`` for the dial-out watcher;
+appended to the Redis stream ``<prefix>:conf:{<conference>}:refer`` for the dial-out watcher;
 refused ones get 403 and leave no entry.  The mixer never sees a REFER.  KMS mode uses
 the real KMS and media edge: the referrer's MIKEY (a TRANSFER_INIT for the focus) rides
 in an ``application/mikey`` body and the 202 carries the focus's TRANSFER_RESP.

@@ -75,7 +75,7 @@ def test_rekey_reinvites_switch_legs_and_audio_uses_the_new_key(
             same = SessionDescription.parse(alice.reoffers[-1])
             assert same.media[0].proto == "RTP/SAVP"
             assert alice.group == old
-            assert store.dialog(call_a.call_id).epoch == 1  # type: ignore[union-attr]
+            assert store.dialog(conference, call_a.call_id).epoch == 1  # type: ignore[union-attr]
 
             epoch = await asyncio.to_thread(_rekey, focus, conference)
             assert epoch == 2
@@ -97,7 +97,7 @@ def test_rekey_reinvites_switch_legs_and_audio_uses_the_new_key(
                 assert offer.media[0].port == (
                     first_port if participant is alice else offer.media[0].port
                 )
-                assert store.dialog(call.call_id).epoch == 2  # type: ignore[union-attr]
+                assert store.dialog(conference, call.call_id).epoch == 2  # type: ignore[union-attr]
             new_key = store.group_key(conference)
             assert alice.group == bob.group == (SUITE, new_key.key, new_key.salt)
             assert alice.group != old
@@ -163,9 +163,9 @@ def test_refused_rekey_is_reported_and_the_leg_keeps_its_epoch(
                 leg["leg"]: leg["epoch"]
                 for leg in media_edge.get(f"/v1/conferences/{conference}")["legs"]
             }
-            assert legs[store.dialog(call_a.call_id).leg] == 2  # type: ignore[union-attr]
-            assert legs[store.dialog(call_b.call_id).leg] == 1  # type: ignore[union-attr]
-            assert store.dialog(call_b.call_id).epoch == 1  # type: ignore[union-attr]
+            assert legs[store.dialog(conference, call_a.call_id).leg] == 2  # type: ignore[union-attr]
+            assert legs[store.dialog(conference, call_b.call_id).leg] == 1  # type: ignore[union-attr]
+            assert store.dialog(conference, call_b.call_id).epoch == 1  # type: ignore[union-attr]
             failures = store.rekey_failures(conference)
             assert len(failures) == 1
             entry = failures[0][1]

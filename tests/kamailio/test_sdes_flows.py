@@ -58,7 +58,7 @@ def test_create_join_leave(focus: Focus) -> None:
 
             store, client = focus.store()
             assert store.members(conference) == {ALICE: 1}
-            assert store.dialog(call_a.call_id).state == "up"  # type: ignore[union-attr]
+            assert store.dialog(conference, call_a.call_id).state == "up"  # type: ignore[union-attr]
 
             call_b = await bob.invite(
                 focus.target(f"conf-{conference}"), offer(), extra_headers=pai(BOB), timeout=5

@@ -169,7 +169,7 @@ def test_tls_participants_create_join_rekey_and_bye(
                 assert via.port == focus.server.tls_port
             assert alice.group == bob.group != old
             store, client = focus.store()
-            assert store.dialog(call_a.call_id).epoch == 2  # type: ignore[union-attr]
+            assert store.dialog(conference, call_a.call_id).epoch == 2  # type: ignore[union-attr]
             alice.media.drain()
             bob.media.drain()
             heard_a, heard_b = await talk([alice.media, bob.media], [TONE_A, TONE_B], 0.6)
@@ -311,7 +311,7 @@ def test_kamailio_does_not_send_the_group_key_to_an_unverified_participant(
             assert failed.value.status_code == 408, failed.value
             assert seen == []  # the new group key never left Kamailio towards this peer
             store, client_redis = focus.store()
-            assert store.dialog(call.call_id).epoch == 1  # type: ignore[union-attr]
+            assert store.dialog(conference, call.call_id).epoch == 1  # type: ignore[union-attr]
             client_redis.close()
             assert "certificate verify failed" in focus.server.log()
             await call.bye(timeout=5)

@@ -367,7 +367,7 @@ def test_restart_keeps_non_mux_legs(redis_url: str, tmp_path: Path) -> None:
             rtcp.send_reports(endpoint)
             assert await settle(lambda: len(channel.rtcp) == 1)
             async with client(redis_url) as handle:
-                raw = await handle.hget("edgetest:edge:edge-1:legs", answer["leg"])
+                raw = await handle.hget("edgetest:edge:{edge-1}:legs", answer["leg"])
             record = json.loads(raw)
             assert record["rtcp_ports"] == [
                 answer["participant"]["rtcp_port"],

@@ -1,4 +1,9 @@
-"""Conference state against a real Redis: atomic create/join/answer/release, refusals write nothing."""
+"""Conference state against a real Redis: atomic create/join/answer/release, refusals write nothing.
+
+Every test that does not stop or pause the single server runs twice: on one
+``redis-server`` and on a three-master Redis Cluster (``redis+cluster://``),
+where a script touching keys of two slots fails with ``CROSSSLOT``.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +34,23 @@ BOB = "sip:bob@example.com"
 CAROL = "sip:carol@example.com"
 
 
+@pytest.fixture(params=["single", "cluster"])
+def any_redis_url(request: pytest.FixtureRequest) -> str:
+    """A flushed single server, then a flushed three-master cluster."""
+    name = "redis_url" if request.param == "single" else "redis_cluster_url"
+    return str(request.getfixturevalue(name))
+
+
 @pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
+def client(any_redis_url: str) -> Iterator[redis.Redis]:
+    client = connect_blocking(any_redis_url, timeout=0.5)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def single_client(redis_url: str) -> Iterator[redis.Redis]:
+    """Tests that stop or pause the (single) server."""
     client = connect_blocking(redis_url, timeout=0.5)
     yield client
     client.close()
@@ -72,7 +92,7 @@ def test_create_records_everything_and_the_key_is_wrapped(
     assert store.allowed("c0ffee") == {ALICE, BOB}
     assert store.members("c0ffee") == {ALICE: 1}
     assert store.ssrcs("c0ffee") == {1111}
-    record = store.dialog("call-c0ffee-alice")
+    record = store.dialog("c0ffee", "call-c0ffee-alice")
     assert record is not None
     assert record.creator
     assert record.state == "pending"
@@ -92,28 +112,28 @@ def test_create_twice_is_refused_and_changes_nothing(
     before = _snapshot(client)
     with pytest.raises(ConferenceExists):
         _create(store, call_id="another-call")
-    with pytest.raises(DialogExists):
-        _create(store, conf="beef", call_id="call-c0ffee-alice")
+    with pytest.raises(DialogExists):  # the same create again (a retransmission)
+        _create(store, call_id="call-c0ffee-alice")
     assert _snapshot(client) == before
 
 
 def test_join_answer_release_life_cycle(store: ConferenceStore, client: redis.Redis) -> None:
     _create(store)
-    store.answered("call-c0ffee-alice")
+    store.answered("c0ffee", "call-c0ffee-alice")
     assert store.join("c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", ssrcs=[2222]) == 1
     assert store.members("c0ffee") == {ALICE: 1, BOB: 1}
-    answered = store.answered("call-bob")
+    answered = store.answered("c0ffee", "call-bob")
     assert answered.dialog.identity == BOB
     assert answered.dialog.state == "up"
     assert answered.group_key.key == KEY.key
     assert "key" not in repr(answered)
-    released = store.release("call-bob")
+    released = store.release("c0ffee", "call-bob")
     assert released is not None
     assert not released.conference_ended
     assert store.members("c0ffee") == {ALICE: 1}
     assert store.ssrcs("c0ffee") == {1111}
-    assert store.release("call-bob") is None  # idempotent
-    last = store.release("call-c0ffee-alice")
+    assert store.release("c0ffee", "call-bob") is None  # idempotent
+    last = store.release("c0ffee", "call-c0ffee-alice")
     assert last is not None
     assert last.conference_ended
     info = store.get("c0ffee")
@@ -156,7 +176,7 @@ def test_concurrent_ssrc_claims_only_one_wins(store: ConferenceStore) -> None:
     store.join("c0ffee", identity=BOB, call_id="b1", leg="l1", ssrcs=[5])
     with pytest.raises(SsrcCollision):
         store.join("c0ffee", identity=BOB, call_id="b2", leg="l2", ssrcs=[7, 5])
-    store.release("b1")
+    store.release("c0ffee", "b1")
     store.join("c0ffee", identity=BOB, call_id="b2", leg="l2", ssrcs=[7, 5])
     assert store.ssrcs("c0ffee") == {1111, 5, 7}
 
@@ -166,7 +186,7 @@ def test_add_epoch_and_answer_gets_the_current_one(store: ConferenceStore) -> No
     store.join("c0ffee", identity=BOB, call_id="b", leg="l")
     two = GroupKey(2, SUITE, bytes(16), bytes(range(14)))
     store.add_epoch("c0ffee", two)
-    assert store.answered("b").group_key.epoch == 2
+    assert store.answered("c0ffee", "b").group_key.epoch == 2
     assert store.group_key("c0ffee", 1).key == KEY.key
 
 
@@ -188,8 +208,9 @@ def test_dialog_id_is_stable() -> None:
 
 
 def test_redis_down_is_503_fast_and_recovers(
-    store: ConferenceStore, redis_server: RedisServer
+    single_client: redis.Redis, wrapper: KeyWrapper, redis_server: RedisServer
 ) -> None:
+    store = ConferenceStore(single_client, wrapper)
     _create(store)
     redis_server.stop()
     try:
@@ -205,14 +226,15 @@ def test_redis_down_is_503_fast_and_recovers(
 
 
 def test_redis_hung_is_503_within_the_timeout(
-    store: ConferenceStore, redis_server: RedisServer
+    single_client: redis.Redis, wrapper: KeyWrapper, redis_server: RedisServer
 ) -> None:
+    store = ConferenceStore(single_client, wrapper)
     _create(store)
     redis_server.pause()
     try:
         started = time.monotonic()
         with pytest.raises(ServiceUnavailable):
-            store.answered("call-c0ffee-alice")
+            store.answered("c0ffee", "call-c0ffee-alice")
         assert time.monotonic() - started < 1.0
     finally:
         redis_server.resume()
@@ -220,7 +242,7 @@ def test_redis_hung_is_503_within_the_timeout(
 
 def test_failed_creating_call_leaves_nothing(store: ConferenceStore, client: redis.Redis) -> None:
     _create(store)
-    released = store.release("call-c0ffee-alice")
+    released = store.release("c0ffee", "call-c0ffee-alice")
     assert released is not None
     assert released.conference_ended
     assert list(client.scan_iter()) == []
@@ -230,16 +252,16 @@ def test_rekey_bookkeeping_media_epoch_switch_and_failures(
     store: ConferenceStore, client: redis.Redis
 ) -> None:
     _create(store)
-    answered = store.answered("call-c0ffee-alice", media='{"s":[[0,"RTP/SAVP",1]]}')
+    answered = store.answered("c0ffee", "call-c0ffee-alice", media='{"s":[[0,"RTP/SAVP",1]]}')
     assert (answered.dialog.epoch, answered.dialog.media) == (1, '{"s":[[0,"RTP/SAVP",1]]}')
-    record = store.dialog("call-c0ffee-alice")
+    record = store.dialog("c0ffee", "call-c0ffee-alice")
     assert record is not None
     assert (record.epoch, record.media) == (1, '{"s":[[0,"RTP/SAVP",1]]}')
     two = GroupKey(2, SUITE, bytes(16), bytes(14))
     store.add_epoch("c0ffee", two)
-    store.switched("call-c0ffee-alice", 2)
-    store.switched("call-c0ffee-alice", 1)  # never backwards
-    assert store.dialog("call-c0ffee-alice").epoch == 2  # type: ignore[union-attr]
+    store.switched("c0ffee", "call-c0ffee-alice", 2)
+    store.switched("c0ffee", "call-c0ffee-alice", 1)  # never backwards
+    assert store.dialog("c0ffee", "call-c0ffee-alice").epoch == 2  # type: ignore[union-attr]
     # Undo an epoch the edge refused: only while it is the newest.
     three = GroupKey(3, SUITE, bytes(16), bytes(14))
     store.add_epoch("c0ffee", three)
@@ -254,8 +276,55 @@ def test_rekey_bookkeeping_media_epoch_switch_and_failures(
     assert store.rekey_failed("0ther", [("status", "488")]) is None
     assert not client.exists(store.rekey_failed_key("0ther"))
     # The stream goes with the conference.
-    store.release("call-c0ffee-alice")
+    store.release("c0ffee", "call-c0ffee-alice")
     assert 0 < client.pttl(store.rekey_failed_key("c0ffee")) <= 30_000
+
+
+def test_every_key_of_a_conference_is_in_its_slot(
+    store: ConferenceStore, client: redis.Redis
+) -> None:
+    """Create, answer, join, a dial-out, a KMS epoch, a REFER, a failed rekey: one slot."""
+    from redis.cluster import key_slot
+
+    _create(store)
+    store.answered("c0ffee", "call-c0ffee-alice")
+    store.join("c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", ssrcs=[2])
+    store.dialout("c0ffee", identity=BOB, call_id="call-out", leg="leg-out")
+    store.dialout_answered("c0ffee", "call-out", media="{}", epoch=1, ssrcs=[3])
+    store.add_epoch("c0ffee", GroupKey(2, SUITE, bytes(16), bytes(14)), b"ticket")
+    store.refer("c0ffee", referrer=ALICE, target=BOB)
+    store.rekey_failed("c0ffee", [("status", "488")])
+    _create(store, conf="beef", call_id="call-beef")
+    keys = sorted(k for k in client.scan_iter() if b"c0ffee" in k)
+    # conf, allowed, members, epochs, ssrcs, three dialogs, refer and rekey-failed streams
+    assert len(keys) == 10
+    assert store.epoch_ticket("c0ffee", 2) == b"ticket"
+    store.release("c0ffee", "call-out")
+    store.release("c0ffee", "call-bob")
+    store.release("c0ffee", "call-c0ffee-alice")
+    assert not client.exists(store.conference_key("c0ffee", "epochs"))
+    assert {key_slot(k) for k in keys} == {key_slot(b"c0ffee")}
+    assert key_slot(b"c0ffee") != key_slot(b"beef")
+    assert store.dialog_key("c0ffee", "call-bob").startswith("secconf:conf:{c0ffee}:dialog:")
+
+
+def test_refer_replay_key_is_set_outside_the_script_and_undone_on_refusal(
+    store: ConferenceStore, client: redis.Redis
+) -> None:
+    """The replay key lives in another slot: a refused REFER leaves it unset (nothing changed)."""
+    from secconf.core.errors import ReplayedMessage
+
+    _create(store)
+    replay = "secconf:replay:" + "ab" * 32
+    before = _snapshot(client)
+    with pytest.raises(Forbidden):
+        store.refer("c0ffee", referrer=ALICE, target=CAROL, replay_key=replay, replay_ttl=10)
+    assert _snapshot(client) == before
+    store.refer("c0ffee", referrer=ALICE, target=BOB, replay_key=replay, replay_ttl=10)
+    assert 0 < client.pttl(replay) <= 10_000
+    with pytest.raises(ReplayedMessage):
+        store.refer("c0ffee", referrer=ALICE, target=BOB, replay_key=replay, replay_ttl=10)
+    assert len(store.refers("c0ffee")) == 1
 
 
 def test_leg_modes_kms_leg_count_and_mixed_joins(store: ConferenceStore) -> None:
@@ -269,10 +338,10 @@ def test_leg_modes_kms_leg_count_and_mixed_joins(store: ConferenceStore) -> None
     store.join("c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", mode="sdes", mixed=True)
     store.join("c0ffee", identity=CAROL, call_id="call-carol", leg="leg-carol", mode="kms")
     assert store.get("c0ffee").kms_legs == 2  # type: ignore[union-attr]
-    assert store.dialog("call-c0ffee-alice").mode == "kms"  # type: ignore[union-attr]
-    assert store.dialog("call-bob").mode == "sdes"  # type: ignore[union-attr]
-    store.release("call-carol")
-    store.release("call-bob")
+    assert store.dialog("c0ffee", "call-c0ffee-alice").mode == "kms"  # type: ignore[union-attr]
+    assert store.dialog("c0ffee", "call-bob").mode == "sdes"  # type: ignore[union-attr]
+    store.release("c0ffee", "call-carol")
+    store.release("c0ffee", "call-bob")
     assert store.get("c0ffee").kms_legs == 1  # type: ignore[union-attr]
 
 
@@ -298,7 +367,7 @@ def test_epoch_ticket_is_wrapped_bound_dropped_and_deleted_with_the_conference(
     store.drop_epoch("c0ffee", 2)  # the edge refused it: key and ticket go
     assert store.epoch_ticket("c0ffee", 2) is None
     store.add_epoch("c0ffee", two, ticket)
-    store.release("call-c0ffee-alice")
+    store.release("c0ffee", "call-c0ffee-alice")
     assert not client.exists(store.conference_key("c0ffee", "epochs"))
 
 
@@ -321,7 +390,7 @@ def test_dialout_records_like_a_join_and_refusals_write_nothing(
     assert _snapshot(client) == before
 
     assert store.dialout("c0ffee", identity=BOB, call_id="d1", leg="leg-d1") == 1
-    record = store.dialog("d1")
+    record = store.dialog("c0ffee", "d1")
     assert record is not None
     assert (record.identity, record.state, record.dialout, record.ssrcs) == (
         BOB, "pending", True, ()
@@ -330,10 +399,10 @@ def test_dialout_records_like_a_join_and_refusals_write_nothing(
     # The answer's SSRC collides with Alice's: nothing written.
     before = _snapshot(client)
     with pytest.raises(SsrcCollision):
-        store.dialout_answered("d1", media="{}", epoch=1, ssrcs=[1111])
+        store.dialout_answered("c0ffee", "d1", media="{}", epoch=1, ssrcs=[1111])
     assert _snapshot(client) == before
-    store.dialout_answered("d1", media='{"s":[]}', epoch=1, ssrcs=[2222])
-    record = store.dialog("d1")
+    store.dialout_answered("c0ffee", "d1", media='{"s":[]}', epoch=1, ssrcs=[2222])
+    record = store.dialog("c0ffee", "d1")
     assert record is not None
     assert (record.state, record.epoch, record.ssrcs, record.media) == (
         "up",
@@ -343,8 +412,8 @@ def test_dialout_records_like_a_join_and_refusals_write_nothing(
     )
     assert store.ssrcs("c0ffee") == {1111, 2222}
     with pytest.raises(ConferenceNotFound):  # not a dial-out dialog
-        store.dialout_answered("call-c0ffee-alice", media="{}", epoch=1)
-    released = store.release("d1")
+        store.dialout_answered("c0ffee", "call-c0ffee-alice", media="{}", epoch=1)
+    released = store.release("c0ffee", "d1")
     assert released is not None
     assert store.ssrcs("c0ffee") == {1111}
     assert store.members("c0ffee") == {ALICE: 1}

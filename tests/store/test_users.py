@@ -278,7 +278,10 @@ def test_prefixes_are_separate_namespaces(redis_url: str, wrapper: KeyWrapper) -
             with pytest.raises(UnknownUser):
                 await two.psk(ALICE)
             assert await two.list() == []
-            assert sorted(await handle.keys()) == [b"a:user:" + ALICE.encode(), b"a:users"]
+            assert sorted(await handle.keys()) == [
+                b"a:{users}",
+                b"a:{users}:user:" + ALICE.encode(),
+            ]
 
     run(scenario)
 

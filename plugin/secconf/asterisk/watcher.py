@@ -16,7 +16,7 @@ and drives each rekey:
    most ``max_parallel``): the **re-INVITE trigger**
    (:meth:`~secconf.asterisk.ami.AmiClient.rekey_refresh`), then wait until the
    dialog record says the leg is on epoch n+1 (the module switched it at the 200 OK)
-   or ``P:rekey-failed:<conference>`` has the refusal, or ``refresh_timeout``;
+   or ``P:conf:{<conference>}:rekey-failed`` has the refusal, or ``refresh_timeout``;
 4. the edge's **switch verification** (``GET /v1/conferences/{c}``) polled until
    every leg is ``followed``, ``not-followed`` or ``unverified``, or
    ``verify_timeout``;
@@ -27,7 +27,7 @@ and drives each rekey:
    epoch; a failed replacement leaves the member removed and asks for another
    rekey), ``remove`` only hangs it up.
 
-It also **dials out** for REFERs the module accepted: ``P:refer:<conference>`` is
+It also **dials out** for REFERs the module accepted: ``P:conf:{<conference>}:refer`` is
 read with the consumer group ``dialout`` (each entry to one watcher, once), each
 target is called with AMI ``Originate`` of ``PJSIP/kamailio-out/<target>`` into
 ``[secconf-dialout]`` with the ``X-Secconf-Conference`` header, and the outcome is
@@ -463,7 +463,8 @@ class Watcher:
             for key in self.redis.scan_iter(match=f"{self.settings.prefix}:roster:*", count=500)
             if cast(bytes, key).decode().rsplit(":", 1)[1] not in rosters
         ]
-        pipe = self.redis.pipeline(transaction=True)
+        # Not a MULTI: the rosters of several conferences lie in several Cluster slots.
+        pipe = self.redis.pipeline(transaction=False)
         for key in stale:
             pipe.delete(key)
         for conference, members in rosters.items():
@@ -645,7 +646,7 @@ class Watcher:
             deadline = self.clock() + self.settings.refresh_timeout
             while self.clock() < deadline:
                 try:
-                    dialog = await asyncio.to_thread(self.store.dialog, call_id)
+                    dialog = await asyncio.to_thread(self.store.dialog, conference, call_id)
                     if dialog is not None and (dialog.epoch or 0) >= epoch:
                         report.switched_at[channel] = self.clock()
                         return
@@ -673,7 +674,11 @@ class Watcher:
         legs: dict[str, str] = {}
         for channel, call_id in call_ids.items():
             with contextlib.suppress(redis.RedisError, SecconfError):
-                dialog = await asyncio.to_thread(self.store.dialog, call_id) if call_id else None
+                dialog = (
+                    await asyncio.to_thread(self.store.dialog, conference, call_id)
+                    if call_id
+                    else None
+                )
                 if dialog is not None:
                     legs[channel] = dialog.leg
         while True:
@@ -824,7 +829,11 @@ class Watcher:
         for channel in channels:
             call_id = call_ids.get(channel, "")
             with contextlib.suppress(redis.RedisError, SecconfError):
-                dialog = await asyncio.to_thread(self.store.dialog, call_id) if call_id else None
+                dialog = (
+                    await asyncio.to_thread(self.store.dialog, conference, call_id)
+                    if call_id
+                    else None
+                )
                 if dialog is not None:
                     identities[channel] = dialog.identity
         removed: list[str] = []
@@ -861,7 +870,7 @@ class Watcher:
             self.follower.wake()
 
     async def _refer_loop(self) -> None:
-        """Consume ``P:refer:<conference>`` (REFERs the module accepted): one dial-out each.
+        """Consume ``P:conf:{<conference>}:refer`` (REFERs the module accepted): one dial-out each.
 
         Every watcher reads with the consumer group ``dialout``: Redis hands each
         entry to exactly one of them (XREADGROUP), which dials it once and

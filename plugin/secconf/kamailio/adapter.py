@@ -18,17 +18,22 @@ What works on Kamailio 5.6 (see docs/kamailio.md, "app_python3 quirks"):
   ``KSR.sl.send_reply`` (stateful if a transaction exists);
 * per-transaction state in an AVP (``$avp(secconf)``): set in the request
   route, read back in the ``t_on_reply`` / ``t_on_failure`` routes of the same
-  transaction.
+  transaction;
+* per-dialog state in our Record-Route: ``KSR.rr.add_rr_param(";sc-conf=<id>")``
+  on the initial INVITE; every in-dialog request (from either side) carries
+  it back in its Route, read after ``loose_route`` from ``$route_uri``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
     "AVP",
+    "RR_PARAM",
     "KsrAdapter",
     "Relay",
     "Reply",
@@ -38,6 +43,10 @@ __all__ = [
 
 #: The AVP that carries our per-transaction state (JSON text, no key material).
 AVP = "$avp(secconf)"
+
+#: The Record-Route parameter naming a dialog's conference (public: it is in the conference URI).
+RR_PARAM: Final = "sc-conf"
+_RR_PARAM_RE: Final = re.compile(r";\s*" + RR_PARAM + r"=([0-9a-z]{1,64})(?=[;>?\s]|$)", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +104,7 @@ class Relay:
     on_failure: str | None = None
     remove_headers: tuple[str, ...] = ()  # e.g. the focus's own Proxy-Authorization
     add_headers: tuple[tuple[str, str], ...] = ()  # after the removals (e.g. a trimmed Require)
+    conference_id: str | None = None  # put into our Record-Route (RR_PARAM), if record-routed
 
 
 def _text(value: Any) -> str | None:
@@ -166,6 +176,18 @@ class KsrAdapter:
         """An in-dialog request from the dialog's caller (after ``loose_route``; rr's ftag)."""
         return bool(self.ksr.rr.is_direction("downstream") > 0)
 
+    def route_conference(self) -> str | None:
+        """The conference named by our Route's ``sc-conf`` parameter (after ``loose_route``).
+
+        ``None`` when the first Route (ours, for a request routed to us) has
+        no such parameter: not a conference dialog of this focus.
+        """
+        route = self.pv("$route_uri")
+        if not route:
+            return None
+        match = _RR_PARAM_RE.search(route)
+        return match.group(1).lower() if match else None
+
     def reply_code(self) -> int:
         """The status of the winning reply in a tm failure route (0 if unknown)."""
         try:
@@ -197,6 +219,8 @@ class KsrAdapter:
         for name, value in relay.add_headers:
             self.ksr.hdr.append(f"{name}: {value}\r\n")
         if relay.record_route:
+            if relay.conference_id is not None:
+                self.ksr.rr.add_rr_param(f";{RR_PARAM}={relay.conference_id}")
             self.ksr.rr.record_route()
         if relay.uri is not None:
             self.ksr.pv.sets("$ru", relay.uri)

@@ -236,7 +236,7 @@ def dialout_relay(service: FocusService, request: RequestView, plan: DialOut) ->
             ports=None if external is None else external.ports,
         )
     except BaseException:
-        service._release(call_id, leg)
+        service._release(conference_id, call_id, leg)
         raise
     service.log(
         "info", f"secconf: dial-out to {plan.target} into {conference_id} (epoch {key.epoch})"
@@ -267,6 +267,9 @@ def dialout_relay(service: FocusService, request: RequestView, plan: DialOut) ->
         # the phone learns the conference URI instead.
         remove_headers=("Route", DIALOUT_HEADER),
         add_headers=((CONFERENCE_HEADER, f"<{uri}>"),),
+        # Our Record-Route names the conference: the phone's and the mixer's in-dialog
+        # requests (2xx ACK, BYE, rekey re-INVITEs) find the dialog by it.
+        conference_id=conference_id,
     )
 
 
@@ -282,6 +285,7 @@ def dialout_answered(service: FocusService, reply: ReplyView, state: Transaction
     answer = SessionDescription.parse(reply.body)
     crypto = answered_crypto(answer, state.streams, service.settings.suite)
     service.store.dialout_answered(
+        state.conference_id,
         reply.call_id,
         media=dialog_media(state.streams, state.external, state.internal),
         epoch=state.epoch,

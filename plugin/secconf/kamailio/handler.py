@@ -23,7 +23,7 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from secconf.core.errors import SecconfError
+from secconf.core.errors import Forbidden, SecconfError
 from secconf.store.conferences import ConferenceStore, connect_blocking
 from secconf.store.keywrap import KeyWrapper, load_key_file
 from secconf.store.replay import BlockingReplayCache
@@ -289,10 +289,34 @@ class SecconfKemi:
             return
         service = self._service()
         call_id = self.adapter.pv("$ci") or ""
+        # The conference comes from our Record-Route parameter (any node of the focus
+        # record-routed the INVITE), never from a lookup by Call-ID.
+        conference_id = self.adapter.route_conference()
+        if conference_id is None:
+            if method in ("INVITE", "REFER"):
+                # The module record-routes only focus dialogs: a re-INVITE or REFER routed
+                # through us without the parameter is not one it can key or check.
+                self.adapter.reply(
+                    service.refusal(Forbidden("not a conference dialog of this focus"))
+                )
+                return
+            ksr.tm.t_relay()
+            return
         try:
-            record = service.store.dialog(call_id) if method in ("INVITE", "REFER") else None
+            record = (
+                service.store.dialog(conference_id, call_id)
+                if method in ("INVITE", "REFER")
+                else None
+            )
         except SecconfError as exc:
             self.adapter.reply(service.refusal(exc))
+            return
+        if record is None and method in ("INVITE", "REFER"):
+            # A conference dialog the store no longer knows (released, expired, or a
+            # Route naming another conference): never relay its offer unchecked.
+            if method == "INVITE" and ksr.tm.t_check_trans() == 0:
+                return
+            self.adapter.reply(Reply(481, "Call/Transaction Does Not Exist"))
             return
         if record is not None and method == "REFER":
             # A REFER to the focus in a conference dialog: handled here, never relayed
@@ -322,7 +346,7 @@ class SecconfKemi:
             self.adapter.relay(relay)
             return
         if method == "BYE":
-            service.on_bye(call_id)
+            service.on_bye(conference_id, call_id)
         ksr.tm.t_relay()
 
 

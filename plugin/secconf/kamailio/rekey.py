@@ -9,7 +9,7 @@ settings Kamailio's module uses (``$SECCONF_KAMAILIO_CONFIG``).  The legs then
 switch one by one: the mixer sends a re-INVITE in each conference dialog
 (``PJSIP_SEND_SESSION_REFRESH``), the module puts the new epoch's key into it
 and switches the edge leg when the participant's 200 OK passes.  Refusals end
-up on ``<prefix>:rekey-failed:<id>``.
+up on ``<prefix>:conf:{<id>}:rekey-failed``.
 """
 
 from __future__ import annotations

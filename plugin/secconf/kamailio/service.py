@@ -462,6 +462,9 @@ class FocusService:
         *group_key*: the answer must deliver the group key, so the ticket must
         allow responder keys (M flag).  Nothing is written here; the replay
         cache is only read (:meth:`_remember` writes once everything passed).
+        A seen TRANSFER_INIT is a retransmission (dropped: tm answers) if the
+        replay cache remembers it for this *call_id* (its hash is the entry's
+        value, one key, any node), else a replay (403).
         """
         kms_settings = self.settings.kms
         if self.kms is None or self.replay is None or kms_settings is None:
@@ -478,8 +481,9 @@ class FocusService:
         for policy in transfer.security_policies[:1]:
             if suite_for_policy(policy) != self.settings.suite:
                 raise NotAcceptable(f"the conference's SRTP suite is {self.settings.suite.name}")
-        if self.replay.seen(token):
-            if call_id and self.store.dialog(call_id) is not None:
+        holder = self.replay.holder(token)
+        if holder is not None:
+            if call_id and holder == dialog_id(call_id):
                 raise Retransmission("TRANSFER_INIT of a recorded dialog")
             raise ReplayedMessage("TRANSFER_INIT replayed")
         resolved = self.kms.resolve(transfer)
@@ -490,13 +494,17 @@ class FocusService:
         return KmsAuth(identity, transfer, resolved)
 
     @contextmanager
-    def _remember(self, auth: KmsAuth | None) -> Iterator[None]:
-        """Put the TRANSFER_INIT into the replay cache; forget it if the request is then refused."""
+    def _remember(self, auth: KmsAuth | None, call_id: str) -> Iterator[None]:
+        """Put the TRANSFER_INIT into the replay cache; forget it if the request is then refused.
+
+        The entry's value is the hash of *call_id*, so a retransmission that
+        slips past tm (on this or another node) is told from a replay.
+        """
         if auth is None or self.replay is None or self.settings.kms is None:
             yield
             return
         token = auth.transfer.replay_token
-        if not self.replay.remember(token, 2 * self.settings.kms.skew):
+        if not self.replay.remember(token, 2 * self.settings.kms.skew, holder=dialog_id(call_id)):
             raise ReplayedMessage("TRANSFER_INIT replayed")
         try:
             yield
@@ -585,9 +593,8 @@ class FocusService:
             allowed = sorted(self.settings.allowed)
         ssrcs = self._kms_ssrcs(offer, auth)
         group_key = GroupKey.generate(1, self.settings.suite, self.random_bytes)
-        with self._remember(auth):
-            for _attempt in range(3):
-                conference_id = self.random_hex(8)
+        with self._remember(auth, request.call_id):
+            for conference_id in self._conference_ids(request):
                 leg = self._leg(conference_id, request.call_id)
                 try:
                     self.store.create(
@@ -618,7 +625,7 @@ class FocusService:
                 try:
                     transfer_resp = self._answer_kms(auth, group_key, plan)
                 except BaseException:
-                    self._release(request.call_id, leg)
+                    self._release(conference_id, request.call_id, leg)
                     self._forget_conference(conference_id)
                     raise
         return self._relay(
@@ -631,7 +638,7 @@ class FocusService:
         if offer.uris is not None:
             raise Forbidden("the allowed set is named at creation, not on a join")
         leg = self._leg(conference_id, request.call_id)
-        with self._remember(auth):
+        with self._remember(auth, request.call_id):
             try:
                 epoch = self.store.join(
                     conference_id,
@@ -652,12 +659,31 @@ class FocusService:
                     key = self.store.group_key(conference_id, epoch)
                     transfer_resp = self._answer_kms(auth, key, plan)
                 except BaseException:
-                    self._release(request.call_id, leg)
+                    self._release(conference_id, request.call_id, leg)
                     raise
         return self._relay(
             request, conference_id, leg, offer, plan, created=False,
             transfer_resp=transfer_resp, epoch=epoch if auth else None,
         )  # fmt: skip
+
+    def _conference_ids(self, request: RequestView) -> Iterator[str]:
+        """Conference ids to try for a create: first one derived from the request, then random.
+
+        The first is HMAC-SHA256(focus secret, Call-ID, From tag), 16 hex
+        digits: unpredictable without the KEK, and the same for a
+        retransmission of the create on any node, whose dialog record then
+        already exists in that conference (``DialogExists``: dropped, tm
+        answers).  If that id is taken by another conference (the Call-ID
+        was reused), two random ones follow.
+        """
+        if self.digest_key:
+            message = b"\0".join(
+                part.encode("utf-8", "surrogateescape")
+                for part in ("secconf-conference-id", request.call_id, request.from_tag)
+            )
+            yield hmac.new(self.digest_key, message, hashlib.sha256).hexdigest()[:16]
+        for _attempt in range(2):
+            yield self.random_hex(8)
 
     def _answer_kms(self, auth: KmsAuth, key: GroupKey, plan: LegPlan | None) -> str:
         data = self._transfer_resp(auth, key, None if plan is None else plan.ssrc)
@@ -679,7 +705,7 @@ class FocusService:
         202, so the focus authenticates itself too); in SDES mode by the
         asserted identity of a trusted source.  The referrer must have a
         dialog in the conference, the Refer-To target must be in the allowed
-        set; then one Lua script appends the request to ``P:refer:<id>``.
+        set; then one Lua script appends the request to ``P:conf:{<id>}:refer``.
         No implicit subscription (RFC 4488 ``Refer-Sub: false``): Kamailio
         cannot send NOTIFYs in a dialog it does not own.
         """
@@ -774,7 +800,7 @@ class FocusService:
                 rtcp_mux=all(description.media[s.index].has_attribute("rtcp-mux") for s in streams),
             )
         except SecconfError:
-            self._release(request.call_id, leg)
+            self._release(conference_id, request.call_id, leg)
             if created:
                 self._forget_conference(conference_id)
             raise
@@ -840,6 +866,8 @@ class FocusService:
             # RFC 3261 §22.3: the focus consumes the credentials of its realm.
             remove_headers=remove,
             add_headers=add,
+            # In-dialog requests (either side, any node) name the conference in their Route.
+            conference_id=conference_id,
         )
 
     # -- replies ------------------------------------------------------------------
@@ -880,6 +908,7 @@ class FocusService:
 
             return dialout_answered(self, reply, state), ()
         answered = self.store.answered(
+            state.conference_id,
             reply.call_id,
             media=dialog_media(state.streams, state.external, state.internal, state.edge_ssrc),
             epoch=state.epoch if state.mode == OfferMode.KMS.value else None,
@@ -931,21 +960,25 @@ class FocusService:
         """The INVITE failed (or was cancelled): release the roster entry and the edge leg.
 
         A failed re-INVITE releases nothing: the leg stays on its epoch, and a
-        refused rekey is reported on ``P:rekey-failed:<id>``.
+        refused rekey is reported on ``P:conf:{<id>}:rekey-failed``.
         """
         state = None if state_json is None else TransactionState.from_json(state_json)
         if state is not None and state.kind == "reinvite":
             self._report_rekey_failure(call_id, state, status, "re-INVITE refused")
             return
-        self._release(call_id, None if state is None else state.leg)
+        if state is None:
+            self.log("err", "secconf: failed INVITE without its transaction state: not released")
+            return
+        self._release(state.conference_id, call_id, state.leg)
 
-    def on_bye(self, call_id: str) -> None:
-        self._release(call_id, None)
+    def on_bye(self, conference_id: str, call_id: str) -> None:
+        """A BYE in a conference dialog (either side): release its record and edge leg."""
+        self._release(conference_id, call_id, None)
 
-    def _release(self, call_id: str, leg: str | None) -> None:
+    def _release(self, conference_id: str, call_id: str, leg: str | None) -> None:
         released = None
         try:
-            released = self.store.release(call_id)
+            released = self.store.release(conference_id, call_id)
         except SecconfError as exc:
             self.log("err", f"secconf: release of a dialog failed: {exc.message}")
         leg = leg or (released.dialog.leg if released is not None else None)
@@ -1075,7 +1108,7 @@ class FocusService:
         state change): the leg is already on the current epoch (nothing to
         carry), or that epoch was not minted by the KMS.  The participant's
         identity not a recipient of the epoch's ticket (it joined after the
-        ticket was issued): 403 and reported on ``P:rekey-failed:<id>``.
+        ticket was issued): 403 and reported on ``P:conf:{<id>}:rekey-failed``.
         """
         if record.epoch is not None and epoch <= record.epoch:
             raise NotAcceptable("the KMS-mode leg is already on the current key epoch")
@@ -1250,7 +1283,7 @@ class FocusService:
         if state.remote is not None:
             self.edge.set_internal_remote(state.leg, state.remote)
         self.edge.switch(state.leg, state.epoch)
-        self.store.switched(reply.call_id, state.epoch)
+        self.store.switched(state.conference_id, reply.call_id, state.epoch)
         return bytes(body)
 
     def _reinvite_answered(
@@ -1300,7 +1333,7 @@ class FocusService:
         if crypto:
             self.edge.set_participant_key(state.leg, crypto[0])
         self.edge.switch(state.leg, state.epoch)
-        self.store.switched(reply.call_id, state.epoch)
+        self.store.switched(state.conference_id, reply.call_id, state.epoch)
         return bytes(body)
 
     def _report_rekey_failure(

@@ -22,6 +22,7 @@ from secconf.core.sdes import SUITES, CryptoSuite
 from secconf.core.sip.uri import SipUri
 from secconf.media.config import load_token
 from secconf.store.keywrap import load_key_file
+from secconf.store.redis_url import RedisUrlError, parse_redis_url
 
 __all__ = [
     "ENV_CONFIG",
@@ -179,6 +180,11 @@ def load_settings(
             raise SettingsError(f"[edge] token_file: {exc.message}") from None
     kms = _kms_settings(data, environ, base)
     digest = _digest_settings(data)
+    redis_url = environ.get("SECCONF_REDIS_URL") or _get(data, "redis", "url", str)
+    try:
+        parse_redis_url(redis_url)  # the same parser connect_blocking uses: fail at start-up
+    except RedisUrlError as exc:
+        raise SettingsError(f"[redis] url: {exc}") from None
     uri_list_max = _get(data, "policy", "uri_list_max", int, 64)
     if not 1 <= uri_list_max <= 1024:
         raise SettingsError("[policy] uri_list_max must be in 1..1024")
@@ -197,7 +203,7 @@ def load_settings(
         asserted_header=_get(data, "identity", "asserted_header", str, "P-Asserted-Identity"),
         creators=creators,
         allowed=allowed,
-        redis_url=environ.get("SECCONF_REDIS_URL") or _get(data, "redis", "url", str),
+        redis_url=redis_url,
         redis_timeout=float(_get(data, "redis", "timeout", float, 0.3)),
         redis_prefix=_get(data, "redis", "prefix", str, "secconf"),
         kek_file=kek_file if kek_file.is_absolute() else base / kek_file,

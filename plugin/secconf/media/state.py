@@ -2,10 +2,13 @@
 
 Key layout (``P`` = prefix, ``E`` = edge id)::
 
-    P:edge:E:conferences           set   conference ids
-    P:edge:E:conf:<c>:epochs       hash  epoch -> JSON {suite, added, key: base64(wrapped key||salt)}
-    P:edge:E:conf:<c>:ssrcs        hash  ssrc -> JSON {leg, direction, retired_epoch|null}
-    P:edge:E:legs                  hash  leg id -> JSON leg record (keys wrapped)
+    P:edge:{E}:conferences           set   conference ids
+    P:edge:{E}:conf:<c>:epochs       hash  epoch -> JSON {suite, added, key: base64(wrapped key||salt)}
+    P:edge:{E}:conf:<c>:ssrcs        hash  ssrc -> JSON {leg, direction, retired_epoch|null}
+    P:edge:{E}:legs                  hash  leg id -> JSON leg record (keys wrapped)
+
+``{E}`` is a Redis Cluster hash tag: one edge's keys share a slot, so its
+MULTI blocks (which touch several of them) work on a cluster too.
 
 A leg record holds ``ports`` (participant, internal RTP ports) and
 ``rtcp_ports`` (the RTCP port of each side without rtcp-mux, null for a muxed
@@ -88,7 +91,7 @@ class EdgeStore:
         self.client = client
         self.wrapper = wrapper
         self.edge_id = edge_id
-        self.base = f"{prefix}:edge:{edge_id}"
+        self.base = f"{prefix}:edge:{{{edge_id}}}"
 
     def __repr__(self) -> str:
         return f"EdgeStore({self.base!r}, {self.wrapper!r})"

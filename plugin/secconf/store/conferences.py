@@ -6,29 +6,34 @@ the client's socket timeout (see :func:`connect_blocking`) and a dead or slow
 Redis surfaces as :class:`~secconf.core.errors.ServiceUnavailable` (503).
 
 Key layout (``P`` is the prefix; ``{id}`` is the conference id in braces, a
-Redis Cluster hash tag, so that one conference's keys share a slot)::
+Redis Cluster hash tag: every key of one conference, its dialogs and streams
+included, lives in one slot)::
 
-    P:conf:{id}            hash  state ("active"/"ended"), mode, creator, uri,
-                                 created, epoch (current key epoch), suite,
-                                 kms_legs (dialogs keyed in KMS mode)
-    P:conf:{id}:allowed    set   identities allowed to join
-    P:conf:{id}:members    hash  identity -> number of its dialogs (pending or up)
-    P:conf:{id}:epochs     hash  epoch number -> wrapped key||salt
-                                 (context ``conf-epoch:<id>:<n>``); for an epoch
-                                 from the KMS also ``ticket:<n>`` -> the wrapped
-                                 group epoch ticket (``conf-epoch-ticket:<id>:<n>``,
-                                 secconf.core.mikey.group), deleted with the epochs
-    P:conf:{id}:ssrcs      hash  SSRC (decimal) -> dialog id holding it
-    P:dialog:<dialog id>   hash  conference, identity, leg, state ("pending"/"up"),
-                                 ssrcs (comma list), creator ("1" for the creating call),
-                                 mode (how this leg is keyed: "sdes"/"kms")
-    P:refer:<id>           stream  accepted REFERs to the focus (referrer, target, mode,
-                                 ...): consumed by the dial-out watcher; expires with
-                                 the conference
-    P:dialout:<id>         stream  dial-outs the watcher made (target, result, ...; no keys)
-    P:rekey-failed:<id>    stream  re-INVITEs carrying a new epoch that a participant
-                                 refused (leg, identity, call_id, status, epoch, ...):
-                                 consumed by the watcher; expires with the conference
+    P:conf:{id}                    hash  state ("active"/"ended"), mode, creator, uri,
+                                         created, epoch (current key epoch), suite,
+                                         kms_legs (dialogs keyed in KMS mode)
+    P:conf:{id}:allowed            set   identities allowed to join
+    P:conf:{id}:members            hash  identity -> number of its dialogs (pending or up)
+    P:conf:{id}:epochs             hash  epoch number -> wrapped key||salt
+                                         (context ``conf-epoch:<id>:<n>``); for an epoch
+                                         from the KMS also ``ticket:<n>`` -> the wrapped
+                                         group epoch ticket (``conf-epoch-ticket:<id>:<n>``,
+                                         secconf.core.mikey.group), deleted with the epochs
+    P:conf:{id}:ssrcs              hash  SSRC (decimal) -> dialog id holding it
+    P:conf:{id}:dialog:<dialog id> hash  conference, identity, leg, state ("pending"/"up"),
+                                         ssrcs (comma list), creator ("1" for the creating call),
+                                         mode (how this leg is keyed: "sdes"/"kms"),
+                                         dialout ("1" for a dial-out dialog)
+    P:conf:{id}:refer              stream  accepted REFERs to the focus (referrer, target,
+                                         mode, ...): consumed by the dial-out watcher;
+                                         expires with the conference
+    P:conf:{id}:rekey-failed       stream  re-INVITEs carrying a new epoch that a
+                                         participant refused (leg, identity, call_id,
+                                         status, epoch, ...): consumed by the watcher;
+                                         expires with the conference
+    P:dialout:<id>                 stream  dial-outs the watcher made (target, result, ...;
+                                         no keys): the watcher's own single-key stream
+                                         (XADD + EXPIRE of that key only, any slot)
 
 A dial-out dialog (the mixer called a participant after a REFER, or to replace a
 leg) has ``dialout`` = "1"; its SSRCs come from the participant's answer
@@ -38,17 +43,22 @@ Once its 2xx passed a dialog record also holds ``epoch`` (the key epoch its edge
 leg sends under) and ``media`` (JSON: the negotiated streams with their crypto
 tags, the edge's external and internal addresses), which rekey re-INVITEs use.
 
-The dialog id is the SHA-256 of the SIP Call-ID (hex), so a BYE from either
-side finds its record.  Every multi-key change is one Lua script: a refusal
-(unknown conference, not allowed, SSRC taken, duplicate dialog) writes
-nothing.  When the last dialog of a conference is released the conference is
-marked ended, its key epochs are deleted at once, and its other keys expire
-after ``ended_ttl`` seconds; if that dialog was the creating call and never
-answered, the conference never existed and every key is deleted.  Dialog records expire after ``dialog_ttl``.
+The dialog id is the SHA-256 of the SIP Call-ID (hex).  A dialog is addressed
+by its conference and its Call-ID: the Kamailio module puts the conference id
+into its Record-Route (``;sc-conf=<id>``), so every in-dialog request from
+either side names it, and the reply and failure routes carry it in the
+transaction's state.  Every script declares every key it touches in ``KEYS``
+and all of them share the ``{id}`` tag: one round trip, one slot, on a single
+Redis, behind Sentinel or on Redis Cluster alike.  The replay cache of a REFER's
+TRANSFER_INIT (``P:replay:<sha256>``, another slot) is a separate single-key
+``SET NX`` before the script, undone if the script refuses.
 
-Scripts that start from a dialog record build the conference's key names
-inside the script, so this layout is for one Redis (with replicas or
-Sentinel), not Redis Cluster yet.
+Every multi-key change is one Lua script: a refusal (unknown conference, not
+allowed, SSRC taken, duplicate dialog) writes nothing.  When the last dialog of
+a conference is released the conference is marked ended, its key epochs are
+deleted at once, and its other keys expire after ``ended_ttl`` seconds; if
+that dialog was the creating call and never answered, the conference never
+existed and every key is deleted.  Dialog records expire after ``dialog_ttl``.
 """
 
 from __future__ import annotations
@@ -62,10 +72,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from secconf.core.errors import Forbidden, NotAcceptable, ProtocolError, ReplayedMessage
+from secconf.core.errors import (
+    Forbidden,
+    NotAcceptable,
+    ProtocolError,
+    ReplayedMessage,
+    ServiceUnavailable,
+)
 from secconf.core.focus import ConferenceNotFound, SsrcCollision
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES
@@ -73,7 +87,7 @@ from secconf.core.sdes import SUITES
 from ._names import check_identity, check_prefix
 from .errors import Conflict, CorruptRecord, InvalidRecord
 from .keywrap import KeyWrapper
-from .redis import redis_errors
+from .redis import connect_blocking, redis_errors
 
 __all__ = [
     "REKEY_FAILED_MAX",
@@ -98,29 +112,6 @@ MAX_SSRCS: Final = 64
 REFER_STREAM_MAX: Final = 1000
 #: Entries kept in a conference's rekey-failure stream.
 REKEY_FAILED_MAX: Final = 1000
-
-
-def connect_blocking(url: str, *, timeout: float) -> redis.Redis:
-    """A synchronous client for *url* whose every call gives up after *timeout* seconds.
-
-    Same settings as :func:`secconf.store.redis.connect` (no retries, bytes
-    responses), for code without an event loop (Kamailio workers).  No
-    command is sent here: the first call connects.
-    """
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not (math.isfinite(timeout) and timeout > 0)
-    ):
-        raise ValueError("timeout must be a positive number of seconds")
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=False,
-        health_check_interval=0,
-    )
 
 
 def dialog_id(call_id: str) -> str:
@@ -203,8 +194,8 @@ class Answered:
 # ARGV: mode, creator, uri, now, suite, wrapped, dialog_ttl, leg, dialog_id, conference_id,
 #       n_ssrc, ssrc..., allowed...
 _CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'conf-exists' end
 if redis.call('EXISTS', KEYS[6]) == 1 then return 'dialog-exists' end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'conf-exists' end
 local n = tonumber(ARGV[11])
 local kms = 0
 if ARGV[1] == 'kms' then kms = 1 end
@@ -267,41 +258,38 @@ redis.call('EXPIRE', KEYS[4], ARGV[4])
 return redis.call('HGET', KEYS[1], 'epoch')
 """
 
-# KEYS: dialog; ARGV: prefix, dialog_id, media JSON, leg epoch, ssrc...
+# KEYS: dialog, conf, ssrcs; ARGV: dialog_id, media JSON, leg epoch, ssrc...
 # A dial-out's 2xx: its SSRCs (from the participant's answer) checked and registered,
 # the dialog marked up on *epoch*.  A collision writes nothing.
 _DIALOUT_ANSWERED = """
-local d = redis.call('HMGET', KEYS[1], 'conference', 'dialout')
-if not d[1] or d[2] ~= '1' then return 'no-dialog' end
-local base = ARGV[1] .. ':conf:{' .. d[1] .. '}'
-if redis.call('HGET', base, 'state') ~= 'active' then return 'not-found' end
-for i = 5, #ARGV do
-  local holder = redis.call('HGET', base .. ':ssrcs', ARGV[i])
-  if holder and holder ~= ARGV[2] then return 'ssrc' end
+if redis.call('HGET', KEYS[1], 'dialout') ~= '1' then return 'no-dialog' end
+if redis.call('HGET', KEYS[2], 'state') ~= 'active' then return 'not-found' end
+for i = 4, #ARGV do
+  local holder = redis.call('HGET', KEYS[3], ARGV[i])
+  if holder and holder ~= ARGV[1] then return 'ssrc' end
 end
 local ssrcs = {}
-for i = 5, #ARGV do
-  redis.call('HSET', base .. ':ssrcs', ARGV[i], ARGV[2])
+for i = 4, #ARGV do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[1])
   ssrcs[#ssrcs + 1] = ARGV[i]
 end
-redis.call('HSET', KEYS[1], 'state', 'up', 'media', ARGV[3], 'epoch', ARGV[4],
+redis.call('HSET', KEYS[1], 'state', 'up', 'media', ARGV[2], 'epoch', ARGV[3],
   'ssrcs', table.concat(ssrcs, ','))
 return 'ok'
 """
 
-# KEYS: dialog; ARGV: prefix, media JSON, leg epoch ('' = the current one).
+# KEYS: dialog, conf, epochs; ARGV: media JSON, leg epoch ('' = the current one).
 # Marks the dialog up; returns it with the current epoch's key.
 _ANSWERED = """
 local d = redis.call('HMGET', KEYS[1], 'conference', 'identity', 'leg', 'ssrcs', 'creator')
 if not d[1] then return {'no-dialog'} end
-local base = ARGV[1] .. ':conf:{' .. d[1] .. '}'
-local c = redis.call('HMGET', base, 'state', 'epoch', 'suite')
+local c = redis.call('HMGET', KEYS[2], 'state', 'epoch', 'suite')
 if c[1] ~= 'active' then return {'not-found'} end
-local blob = redis.call('HGET', base .. ':epochs', c[2])
+local blob = redis.call('HGET', KEYS[3], c[2])
 if not blob then return {'no-key'} end
-local epoch = ARGV[3]
+local epoch = ARGV[2]
 if epoch == '' then epoch = c[2] end
-redis.call('HSET', KEYS[1], 'state', 'up', 'media', ARGV[2], 'epoch', epoch)
+redis.call('HSET', KEYS[1], 'state', 'up', 'media', ARGV[1], 'epoch', epoch)
 return {'ok', d[1], d[2], d[3], d[4], d[5], c[2], c[3], blob}
 """
 
@@ -332,52 +320,47 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 return id
 """
 
-# KEYS: dialog; ARGV: prefix, dialog_id, ended_ttl_ms.
+# KEYS: dialog, conf, allowed, members, ssrcs, epochs, refer stream, rekey-failed stream
+# ARGV: dialog_id, ended_ttl_ms.
 _RELEASE = """
 local d = redis.call('HMGET', KEYS[1], 'conference', 'identity', 'leg', 'ssrcs', 'creator',
   'state', 'mode')
 if not d[1] then return {'no-dialog'} end
 redis.call('DEL', KEYS[1])
-local base = ARGV[1] .. ':conf:{' .. d[1] .. '}'
-if d[7] == 'kms' and redis.call('HEXISTS', base, 'kms_legs') == 1 then
-  redis.call('HINCRBY', base, 'kms_legs', -1)
+if d[7] == 'kms' and redis.call('HEXISTS', KEYS[2], 'kms_legs') == 1 then
+  redis.call('HINCRBY', KEYS[2], 'kms_legs', -1)
 end
-local left = redis.call('HINCRBY', base .. ':members', d[2], -1)
-if left <= 0 then redis.call('HDEL', base .. ':members', d[2]) end
+local left = redis.call('HINCRBY', KEYS[4], d[2], -1)
+if left <= 0 then redis.call('HDEL', KEYS[4], d[2]) end
 for s in string.gmatch(d[4] or '', '[^,]+') do
-  if redis.call('HGET', base .. ':ssrcs', s) == ARGV[2] then
-    redis.call('HDEL', base .. ':ssrcs', s)
+  if redis.call('HGET', KEYS[5], s) == ARGV[1] then
+    redis.call('HDEL', KEYS[5], s)
   end
 end
 local ended = 0
-if redis.call('HLEN', base .. ':members') == 0 and redis.call('EXISTS', base) == 1 then
+if redis.call('HLEN', KEYS[4]) == 0 and redis.call('EXISTS', KEYS[2]) == 1 then
   ended = 1
-  redis.call('DEL', base .. ':epochs')
-  local rest = {base, base .. ':allowed', base .. ':members', base .. ':ssrcs',
-    ARGV[1] .. ':refer:' .. d[1], ARGV[1] .. ':rekey-failed:' .. d[1]}
+  redis.call('DEL', KEYS[6])
+  local rest = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7], KEYS[8]}
   if d[5] == '1' and d[6] == 'pending' then
     -- the creating call failed: the conference never existed
     for _, k in ipairs(rest) do redis.call('DEL', k) end
   else
-    redis.call('HSET', base, 'state', 'ended')
-    for _, k in ipairs(rest) do redis.call('PEXPIRE', k, ARGV[3]) end
+    redis.call('HSET', KEYS[2], 'state', 'ended')
+    for _, k in ipairs(rest) do redis.call('PEXPIRE', k, ARGV[2]) end
   end
 end
 return {'ok', d[1], d[2], d[3], d[4], d[5], d[6], ended}
 """
 
-# KEYS: conf, allowed, members, stream, replay (or the conf key again: no replay check)
-# ARGV: referrer, target, replay ttl ms (0: none), stream max length, mode ('' = any),
-#       field, value, ...
+# KEYS: conf, allowed, members, stream
+# ARGV: referrer, target, (unused), stream max length, mode ('' = any), field, value, ...
 _REFER = """
 local c = redis.call('HMGET', KEYS[1], 'state', 'mode')
 if c[1] ~= 'active' then return 'not-found' end
 if ARGV[5] ~= '' and c[2] ~= ARGV[5] then return 'mode' end
 if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then return 'not-member' end
 if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 0 then return 'target' end
-if ARGV[3] ~= '0' then
-  if not redis.call('SET', KEYS[5], '1', 'NX', 'PX', ARGV[3]) then return 'replay' end
-end
 local fields = {}
 for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 return redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
@@ -456,8 +439,9 @@ class ConferenceStore:
         suffix = f":{part}" if part else ""
         return f"{self._prefix}:conf:{{{conference_id}}}{suffix}"
 
-    def dialog_key(self, call_id: str) -> str:
-        return f"{self._prefix}:dialog:{dialog_id(call_id)}"
+    def dialog_key(self, conference_id: str, call_id: str) -> str:
+        """``P:conf:{<id>}:dialog:<sha256 of the Call-ID>``: one dialog of a conference."""
+        return self.conference_key(conference_id, f"dialog:{dialog_id(call_id)}")
 
     # -- writes --------------------------------------------------------------------
 
@@ -476,7 +460,9 @@ class ConferenceStore:
     ) -> None:
         """Record a new conference with its creator's dialog (pending) and key epoch 1.
 
-        Raises :class:`ConferenceExists` or :class:`DialogExists` (nothing written).
+        Raises :class:`DialogExists` (this Call-ID already has a record in this
+        conference: a retransmission) or :class:`ConferenceExists` (the id is
+        taken); nothing written.
         """
         check_identity(creator, "creator")
         members = [check_identity(identity, "allowed identity") for identity in allowed]
@@ -491,7 +477,7 @@ class ConferenceStore:
             self.conference_key(conference_id, "members"),
             self.conference_key(conference_id, "epochs"),
             self.conference_key(conference_id, "ssrcs"),
-            self.dialog_key(call_id),
+            self.dialog_key(conference_id, call_id),
         ]
         args: list[Any] = [
             mode,
@@ -547,7 +533,7 @@ class ConferenceStore:
             self.conference_key(conference_id, "allowed"),
             self.conference_key(conference_id, "members"),
             self.conference_key(conference_id, "ssrcs"),
-            self.dialog_key(call_id),
+            self.dialog_key(conference_id, call_id),
         ]
         args: list[Any] = [
             identity,
@@ -583,7 +569,7 @@ class ConferenceStore:
 
         Like :meth:`join`, one script that checks before it writes:
         :class:`ConferenceNotFound` (404), :class:`~secconf.core.errors.Forbidden`
-        (403, *identity* not in the allowed set), ``NotImplementedHere`` (501, a
+        (403, *identity* not in the allowed set), :class:`DialOutNotBuilt` (501, a
         KMS-mode conference: a KMS dial-out needs the focus's TRANSFER_INIT;
         with *mixed* the SDES dial-out is recorded in it), :class:`DialogExists`.
         The dialog's mode is ``sdes``.  The record has ``dialout`` = "1"; its SSRCs come
@@ -595,7 +581,7 @@ class ConferenceStore:
             self.conference_key(conference_id),
             self.conference_key(conference_id, "allowed"),
             self.conference_key(conference_id, "members"),
-            self.dialog_key(call_id),
+            self.dialog_key(conference_id, call_id),
         ]
         args: list[Any] = [
             identity, leg, dialog_id(call_id), self._dialog_ttl, conference_id,
@@ -617,17 +603,29 @@ class ConferenceStore:
             raise CorruptRecord(f"dial-out script answered {result!r}") from None
 
     def dialout_answered(
-        self, call_id: str, *, media: str, epoch: int, ssrcs: Sequence[int] = ()
+        self,
+        conference_id: str,
+        call_id: str,
+        *,
+        media: str,
+        epoch: int,
+        ssrcs: Sequence[int] = (),
     ) -> None:
         """A dial-out's 2xx passed: its SSRCs registered, the dialog up on *epoch*.
 
         :class:`SsrcCollision` (an SSRC of another dialog) and
-        :class:`ConferenceNotFound` write nothing.
+        :class:`ConferenceNotFound` write nothing.  One script, one slot: the
+        dialog, the conference and its SSRC map (all under ``{conference_id}``).
         """
         ssrc_list = _check_ssrcs(ssrcs)
-        args: list[Any] = [self._prefix, dialog_id(call_id), media, int(epoch), *ssrc_list]
+        keys = [
+            self.dialog_key(conference_id, call_id),
+            self.conference_key(conference_id),
+            self.conference_key(conference_id, "ssrcs"),
+        ]
+        args: list[Any] = [dialog_id(call_id), media, int(epoch), *ssrc_list]
         with redis_errors("record a dial-out's answer"):
-            result = _text(self._dialout_answered(keys=[self.dialog_key(call_id)], args=args))
+            result = _text(self._dialout_answered(keys=keys, args=args))
         if result == "ssrc":
             raise SsrcCollision("an answered SSRC is already used in this conference")
         if result != "ok":
@@ -638,7 +636,9 @@ class ConferenceStore:
         _check_conference_id(conference_id)
         return f"{self._prefix}:dialout:{conference_id}"
 
-    def answered(self, call_id: str, *, media: str = "", epoch: int | None = None) -> Answered:
+    def answered(
+        self, conference_id: str, call_id: str, *, media: str = "", epoch: int | None = None
+    ) -> Answered:
         """Mark the dialog up (its 2xx passed) and return the conference's current key.
 
         *media* (JSON, no key material) and the leg's *epoch* (default: the
@@ -646,12 +646,14 @@ class ConferenceStore:
         round trip.  Raises :class:`ConferenceNotFound` if the dialog or its
         conference is gone.
         """
-        args: list[Any] = [self._prefix, media, "" if epoch is None else int(epoch)]
+        keys = [
+            self.dialog_key(conference_id, call_id),
+            self.conference_key(conference_id),
+            self.conference_key(conference_id, "epochs"),
+        ]
+        args: list[Any] = [media, "" if epoch is None else int(epoch)]
         with redis_errors("read the conference key"):
-            raw = cast(
-                list[bytes],
-                self._answered(keys=[self.dialog_key(call_id)], args=args),
-            )
+            raw = cast(list[bytes], self._answered(keys=keys, args=args))
         status = _text(raw[0])
         if status != "ok":
             raise ConferenceNotFound(f"dialog or conference gone ({status})")
@@ -677,18 +679,24 @@ class ConferenceStore:
         )
         return Answered(record, key)
 
-    def release(self, call_id: str) -> Released | None:
+    def release(self, conference_id: str, call_id: str) -> Released | None:
         """Remove a dialog, its roster count and SSRCs; end the conference if it was the last.
 
         Idempotent: ``None`` when the dialog has no record (already released).
         """
+        keys = [
+            self.dialog_key(conference_id, call_id),
+            *(
+                self.conference_key(conference_id, part)
+                for part in ("", "allowed", "members", "ssrcs", "epochs")
+            ),
+            self.refer_stream_key(conference_id),
+            self.rekey_failed_key(conference_id),
+        ]
         with redis_errors("release a dialog"):
             raw = cast(
                 list[bytes],
-                self._release(
-                    keys=[self.dialog_key(call_id)],
-                    args=[self._prefix, dialog_id(call_id), self._ended_ttl_ms],
-                ),
+                self._release(keys=keys, args=[dialog_id(call_id), self._ended_ttl_ms]),
             )
         if _text(raw[0]) != "ok":
             return None
@@ -729,15 +737,14 @@ class ConferenceStore:
         if result != "ok":
             raise Conflict("epoch is not the newest any more")
 
-    def switched(self, call_id: str, epoch: int) -> None:
+    def switched(self, conference_id: str, call_id: str, epoch: int) -> None:
         """The dialog's edge leg now sends under *epoch* (a re-INVITE's 2xx passed)."""
         with redis_errors("record a leg's epoch"):
-            self._switched(keys=[self.dialog_key(call_id)], args=[int(epoch)])
+            self._switched(keys=[self.dialog_key(conference_id, call_id)], args=[int(epoch)])
 
     def rekey_failed_key(self, conference_id: str) -> str:
-        """``P:rekey-failed:<id>``: re-INVITEs with a new epoch that a participant refused."""
-        _check_conference_id(conference_id)
-        return f"{self._prefix}:rekey-failed:{conference_id}"
+        """``P:conf:{<id>}:rekey-failed``: re-INVITEs with a new epoch that a participant refused."""
+        return self.conference_key(conference_id, "rekey-failed")
 
     def rekey_failed(
         self,
@@ -769,9 +776,8 @@ class ConferenceStore:
         return [(_text(i), {_text(k): _text(v) for k, v in f.items()}) for i, f in raw]
 
     def refer_stream_key(self, conference_id: str) -> str:
-        """``P:refer:<id>``: the REFERs accepted for a conference, for the dial-out watcher."""
-        _check_conference_id(conference_id)
-        return f"{self._prefix}:refer:{conference_id}"
+        """``P:conf:{<id>}:refer``: the REFERs accepted for a conference, for the dial-out watcher."""
+        return self.conference_key(conference_id, "refer")
 
     def refer(
         self,
@@ -795,6 +801,9 @@ class ConferenceStore:
         :mod:`secconf.store.replay`) is new (``ReplayedMessage``, 403); a
         refusal writes nothing, an acceptance remembers the replay key for
         *replay_ttl* seconds and appends ``referrer``, ``target`` and *fields*.
+        The replay key lies in another Cluster slot: it is set first (``SET NX
+        PX``, one key) and deleted again if the script then refuses; two
+        round trips when a replay key is given, one otherwise.
         """
         check_identity(referrer, "referrer")
         check_identity(target, "refer target")
@@ -803,15 +812,26 @@ class ConferenceStore:
             self.conference_key(conference_id, "allowed"),
             self.conference_key(conference_id, "members"),
             self.refer_stream_key(conference_id),
-            replay_key or self.conference_key(conference_id),
         ]
         ttl_ms = max(1, math.ceil(replay_ttl * 1000)) if replay_key else 0
         flat: list[str] = ["referrer", referrer, "target", target]
         for name, value in fields:
             flat += [name, value]
         args: list[Any] = [referrer, target, ttl_ms, int(max_entries), mode or "", *flat]
-        with redis_errors("record a REFER"):
-            result = _text(self._refer(keys=keys, args=args))
+        if replay_key:
+            with redis_errors("check a REFER for replay"):
+                fresh = self._redis.set(replay_key, b"1", nx=True, px=ttl_ms)
+            if not fresh:
+                raise ReplayedMessage("MIKEY message replayed")
+        try:
+            with redis_errors("record a REFER"):
+                result = _text(self._refer(keys=keys, args=args))
+        except BaseException:
+            if replay_key:
+                self._forget_replay(replay_key)
+            raise
+        if replay_key and result in ("not-found", "not-member", "target", "mode"):
+            self._forget_replay(replay_key)
         if result == "not-found":
             raise ConferenceNotFound("no such conference")
         if result == "not-member":
@@ -823,6 +843,14 @@ class ConferenceStore:
         if result == "replay":
             raise ReplayedMessage("MIKEY message replayed")
         return result
+
+    def _forget_replay(self, replay_key: str) -> None:
+        """Undo the replay-cache entry of a REFER that was then refused (best effort)."""
+        try:
+            with redis_errors("undo a replay-cache entry"):
+                self._redis.delete(replay_key)
+        except ServiceUnavailable:
+            pass  # the entry expires on its own; the refusal stands
 
     def refers(self, conference_id: str) -> list[tuple[str, dict[str, str]]]:
         """The stream's entries, oldest first (tests and operators)."""
@@ -876,9 +904,12 @@ class ConferenceStore:
             raw = cast(list[bytes], self._redis.hkeys(self.conference_key(conference_id, "ssrcs")))
         return frozenset(int(item) for item in raw)
 
-    def dialog(self, call_id: str) -> DialogRecord | None:
+    def dialog(self, conference_id: str, call_id: str) -> DialogRecord | None:
+        """The record of the dialog *call_id* in *conference_id*, ``None`` if it has none."""
         with redis_errors("read a dialog"):
-            raw = cast(dict[bytes, bytes], self._redis.hgetall(self.dialog_key(call_id)))
+            raw = cast(
+                dict[bytes, bytes], self._redis.hgetall(self.dialog_key(conference_id, call_id))
+            )
         if not raw:
             return None
         fields = {_text(k): _text(v) for k, v in raw.items()}

@@ -13,18 +13,36 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
+import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.cluster
 import redis.exceptions
+import redis.sentinel
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import Script
+from redis.connection import Encoder  # type: ignore[attr-defined]
+from redis.retry import Retry as SyncRetry
 
 from secconf.core.errors import ServiceUnavailable
 
-__all__ = ["REDIS_FAILURES", "connect", "redis_errors", "translate_redis_errors"]
+from .redis_url import RedisTarget, parse_redis_url
+
+__all__ = [
+    "REDIS_FAILURES",
+    "connect",
+    "connect_blocking",
+    "redis_errors",
+    "translate_redis_errors",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -37,31 +55,189 @@ REDIS_FAILURES: tuple[type[BaseException], ...] = (
     redis.exceptions.TimeoutError,
     TimeoutError,  # asyncio.TimeoutError is this class since Python 3.11
     ConnectionError,
+    # Cluster: no slot owner reachable, or slots moving (resharding): try again later.
+    # Sentinel's MasterNotFoundError is a ConnectionError already.
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
 )
 
 
-def connect(url: str, *, timeout: float) -> redis.asyncio.Redis:
-    """A client for *url* (``redis://host:port/db``) whose every call gives up after *timeout*.
-
-    *timeout* (seconds, > 0) bounds connecting and each read.  Responses are
-    bytes (``decode_responses=False``): wrapped keys are binary.  No command is
-    sent here; the first call connects.  Close the client with ``await
-    client.aclose()`` on the event loop that used it.
-    """
+def _check_timeout(timeout: object) -> float:
     if (
         isinstance(timeout, bool)
         or not isinstance(timeout, int | float)
         or not (math.isfinite(timeout) and timeout > 0)
     ):
         raise ValueError("timeout must be a positive number of seconds")
+    return float(timeout)
+
+
+def connect(url: str, *, timeout: float) -> redis.asyncio.Redis:
+    """An asyncio client for *url* whose every call gives up after *timeout* seconds.
+
+    *url* is any form :func:`~secconf.store.redis_url.parse_redis_url` accepts:
+    one server, ``redis+cluster://`` (an ``asyncio.RedisCluster``, typed here as
+    ``Redis``: the same commands) or ``redis+sentinel://`` (the master
+    ``Sentinel.master_for`` names).  *timeout* (seconds, > 0) bounds
+    connecting and each read; redis-py's retries are off.  Responses are bytes
+    (``decode_responses=False``): wrapped keys are binary.  No command is sent
+    here; the first call connects.  Close the client with ``await
+    client.aclose()`` on the event loop that used it.
+    """
+    timeout = _check_timeout(timeout)
+    target = parse_redis_url(url)
+    common: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "decode_responses": False,
+    }
+    if target.kind == "cluster":
+        return cast(
+            redis.asyncio.Redis,
+            redis.asyncio.cluster.RedisCluster(
+                startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in target.nodes],
+                retry=Retry(NoBackoff(), 0),
+                username=target.username,
+                password=target.password,
+                **common,
+            ),
+        )
+    if target.kind == "sentinel":
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            list(target.nodes),
+            sentinel_kwargs={**common, "retry": Retry(NoBackoff(), 0)},
+            **common,
+        )
+        master: redis.asyncio.Redis = sentinel.master_for(
+            target.service,
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+            **common,
+        )
+        return master
     return redis.asyncio.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=False,
-        health_check_interval=0,
+        url, retry=Retry(NoBackoff(), 0), health_check_interval=0, **common
     )
+
+
+def connect_blocking(url: str, *, timeout: float) -> redis.Redis:
+    """A synchronous client for *url* whose every call gives up after *timeout* seconds.
+
+    Same forms and settings as :func:`connect` (no retries, bytes responses),
+    for code without an event loop (Kamailio workers).  No command is sent
+    here: the first call connects.  A ``redis+cluster://`` client is built on
+    first use (redis-py's ``RedisCluster`` reads the slot map in its
+    constructor), so a Kamailio worker starts while the cluster is down and
+    answers 503 until it is back; it is typed as ``Redis`` (the same commands).
+    """
+    timeout = _check_timeout(timeout)
+    target = parse_redis_url(url)
+    common: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "decode_responses": False,
+    }
+    if target.kind == "cluster":
+        return cast(redis.Redis, LazyCluster(target, common))
+    if target.kind == "sentinel":
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            list(target.nodes),
+            sentinel_kwargs={**common, "retry": SyncRetry(NoBackoff(), 0)},
+            **common,
+        )
+        return cast(
+            redis.Redis,
+            sentinel.master_for(  # type: ignore[no-untyped-call]
+                target.service,
+                db=target.db,
+                username=target.username,
+                password=target.password,
+                retry=SyncRetry(NoBackoff(), 0),
+                health_check_interval=0,
+                **common,
+            ),
+        )
+    return redis.Redis.from_url(
+        url, retry=SyncRetry(NoBackoff(), 0), health_check_interval=0, **common
+    )
+
+
+_BOOTSTRAP_FAILURES: tuple[type[BaseException], ...] = (
+    redis.exceptions.RedisClusterException,
+    *REDIS_FAILURES,
+)
+
+
+class LazyCluster:
+    """A sync ``RedisCluster`` made on first use; until then, :meth:`register_script` works.
+
+    A failed bootstrap (no startup node answers within the timeout; each
+    node is tried once) is a ``redis.ConnectionError`` (so :func:`redis_errors`
+    makes it a 503).  For :data:`BOOTSTRAP_HOLD` seconds after a failure,
+    calls fail at once instead of waiting for every dead node again (a
+    Kamailio worker must answer 503 fast); the next call after that tries
+    again.  Every attribute but ``register_script``, ``get_encoder`` and
+    ``close`` is the real client's.
+    """
+
+    #: Seconds during which a failed bootstrap is not tried again.
+    BOOTSTRAP_HOLD: float = 1.0
+
+    def __init__(self, target: RedisTarget, options: dict[str, Any]) -> None:
+        self._target = target
+        self._options = options
+        self._client: redis.cluster.RedisCluster | None = None
+        self._lock = threading.Lock()
+        self._failed_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"LazyCluster(nodes={list(self._target.nodes)!r})"
+
+    def _real(self) -> redis.cluster.RedisCluster:
+        with self._lock:
+            if self._client is None:
+                if (
+                    self._failed_at is not None
+                    and time.monotonic() - self._failed_at < self.BOOTSTRAP_HOLD
+                ):
+                    raise redis.exceptions.ConnectionError("no Redis Cluster node answered")
+                try:
+                    self._client = redis.cluster.RedisCluster(
+                        startup_nodes=[
+                            redis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call]
+                            for h, p in self._target.nodes
+                        ],
+                        retry=SyncRetry(NoBackoff(), 0),
+                        username=self._target.username,
+                        password=self._target.password,
+                        **self._options,
+                    )
+                except _BOOTSTRAP_FAILURES as exc:
+                    self._failed_at = time.monotonic()
+                    raise redis.exceptions.ConnectionError(
+                        "no Redis Cluster node answered"
+                    ) from exc
+            return self._client
+
+    def get_encoder(self) -> Encoder:
+        return Encoder("utf-8", "strict", False)  # type: ignore[no-untyped-call]
+
+    def register_script(self, script: str) -> Script:
+        return Script(self, script)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._real(), name)
 
 
 @contextmanager

@@ -95,12 +95,27 @@ class BlockingReplayCache:
         with redis_errors("check the replay cache"):
             return bool(self._redis.exists(self.key(bytes(token))))
 
-    def remember(self, token: bytes, ttl_seconds: float) -> bool:
-        """True if *token* is new (now remembered), False if it is a replay (see ReplayCache)."""
+    def remember(self, token: bytes, ttl_seconds: float, *, holder: str = "") -> bool:
+        """True if *token* is new (now remembered), False if it is a replay (see ReplayCache).
+
+        *holder* (e.g. the hash of the Call-ID that carried the token; no
+        secret) is stored instead of ``"1"`` so that :meth:`holder` can tell
+        a retransmission of the same request from a replay in another one.
+        """
         ttl_ms = _ttl_ms(token, ttl_seconds)
+        value = holder.encode("ascii") if holder else b"1"
         with redis_errors("check the replay cache"):
-            stored = self._redis.set(self.key(bytes(token)), b"1", px=ttl_ms, nx=True)
+            stored = self._redis.set(self.key(bytes(token)), value, px=ttl_ms, nx=True)
         return bool(stored)
+
+    def holder(self, token: bytes) -> str | None:
+        """``None`` if *token* is not remembered, else the *holder* it was remembered with."""
+        _ttl_ms(token, 1)
+        with redis_errors("check the replay cache"):
+            value = self._redis.get(self.key(bytes(token)))
+        if value is None:
+            return None
+        return bytes(value).decode("ascii", "replace")  # type: ignore[arg-type]
 
     def forget(self, token: bytes) -> None:
         """Drop *token* (undo a :meth:`remember` whose request was then refused)."""

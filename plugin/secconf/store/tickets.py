@@ -6,13 +6,17 @@ trail until the ticket expires.
 
 Key layout (``P`` is the prefix, ``<id>`` the ticket id in lower-case hex)::
 
-    P:ticket:<id>           hash    initiator     identity of the requester
-                                    recipients    JSON array of identities
-                                    issued_at     UNIX time, decimal text
-                                    expires_at    UNIX time, decimal text
-                                    conference    only if the ticket names one
-                                    expiry_ms     when Redis drops the key (ms)
-    P:ticket-revoked:<id>   string  UNIX time of the revocation
+    P:ticket:{<id>}           hash    initiator     identity of the requester
+                                      recipients    JSON array of identities
+                                      issued_at     UNIX time, decimal text
+                                      expires_at    UNIX time, decimal text
+                                      conference    only if the ticket names one
+                                      expiry_ms     when Redis drops the key (ms)
+    P:ticket-revoked:{<id>}   string  UNIX time of the revocation
+
+The id in braces is a Redis Cluster hash tag: a ticket's two keys share a
+slot, so the revocation script (it reads one, writes the other) works on a
+cluster.
 
 Both keys expire at ``expires_at + margin`` (PEXPIREAT, Redis's own clock): the
 margin covers clock skew between hosts.  The revocation marker is a key of its
@@ -155,11 +159,12 @@ class TicketStore:
 
     def key(self, ticket_id: bytes) -> bytes:
         """The Redis key of the record of *ticket_id*."""
-        return f"{self._prefix}:ticket:{_check_ticket_id(ticket_id).hex()}".encode("ascii")
+        return f"{self._prefix}:ticket:{{{_check_ticket_id(ticket_id).hex()}}}".encode("ascii")
 
     def revoked_key(self, ticket_id: bytes) -> bytes:
         """The Redis key of the revocation marker of *ticket_id*."""
-        return f"{self._prefix}:ticket-revoked:{_check_ticket_id(ticket_id).hex()}".encode("ascii")
+        hex_id = _check_ticket_id(ticket_id).hex()
+        return f"{self._prefix}:ticket-revoked:{{{hex_id}}}".encode("ascii")
 
     async def record(self, ticket_id: bytes, record: TicketRecord) -> None:
         """Record a newly issued ticket; its keys expire at ``expires_at`` + margin.

@@ -2,11 +2,15 @@
 
 Key layout (``P`` is the prefix, ``secconf`` by default; see docs/store.md)::
 
-    P:user:<identity>   hash   psk         wrapped PSK (secconf.store.keywrap v1 blob)
-                               created     UNIX time, decimal text
-                               revoked     "0" or "1"
-                               revoked_at  UNIX time, only once revoked
-    P:users             set    every identity with a P:user:* hash (the index list() reads)
+    P:{users}:user:<identity>  hash  psk         wrapped PSK (secconf.store.keywrap v1 blob)
+                                     created     UNIX time, decimal text
+                                     revoked     "0" or "1"
+                                     revoked_at  UNIX time, only once revoked
+    P:{users}                  set   every identity with a user hash (the index list() reads)
+
+Both share the Redis Cluster hash tag ``{users}`` (one slot for the whole
+table, which is small), so the scripts below that touch a user and the index
+work on a cluster too.
 
 The PSK is wrapped with context ``b"user-psk:" + identity`` (UTF-8), so a blob
 copied to another user's hash does not open.  Every change that touches both
@@ -121,7 +125,7 @@ class UserStore:
         self._wrapper = wrapper
         self._prefix = check_prefix(prefix)
         self._clock = clock
-        self._index = f"{self._prefix}:users".encode("ascii")
+        self._index = f"{self._prefix}:{{users}}".encode("ascii")
         self._add_script = client.register_script(_ADD)
         self._revoke_script = client.register_script(_REVOKE)
         self._remove_script = client.register_script(_REMOVE)
@@ -131,7 +135,7 @@ class UserStore:
 
     def key(self, identity: str) -> bytes:
         """The Redis key of *identity*'s hash (for operators and tests)."""
-        return f"{self._prefix}:user:{identity}".encode()
+        return f"{self._prefix}:{{users}}:user:{identity}".encode()
 
     async def add(self, identity: str, psk: bytes, *, replace: bool = False) -> None:
         """Store *identity* with *psk* (16 to 1024 bytes), wrapped.
