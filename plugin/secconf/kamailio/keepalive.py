@@ -10,13 +10,16 @@ Every call is bounded: *timeout* applies to the connect and to each socket
 read/write.  A connection the server closed while idle (keep-alive timeout,
 edge restart) is reopened once, and only when the failure came before any
 byte of the answer on a connection that had already served a request, so a
-request is never sent twice to a server that answered it.
+request is never sent twice to a server that answered it; and only when that
+failure came at once (within half the timeout), so a call never takes more
+than one and a half times its timeout.
 """
 
 from __future__ import annotations
 
 import http.client
 import ssl
+import time
 from urllib.parse import urlsplit
 
 __all__ = ["HttpAnswer", "KeepAliveHttp"]
@@ -86,6 +89,7 @@ class KeepAliveHttp:
         headers = dict(self._headers)
         if body is not None:
             headers["content-type"] = content_type
+        started = time.monotonic()
         for attempt in (1, 2):
             connection = self._connection or self._open()
             reused = self._served > 0
@@ -95,7 +99,8 @@ class KeepAliveHttp:
                 data = response.read()
             except _STALE:
                 self.close()
-                if reused and attempt == 1:
+                quick = time.monotonic() - started < self._timeout / 2
+                if reused and attempt == 1 and quick:
                     continue  # the server dropped the idle connection: one fresh try
                 raise
             except (OSError, http.client.HTTPException):
