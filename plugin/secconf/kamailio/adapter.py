@@ -237,6 +237,30 @@ class KsrAdapter:
             return False
         return True
 
+    # -- stream connections (TLS/TCP phones, docs/kamailio.md "SIP over TLS") ----------
+
+    def on_stream(self) -> bool:
+        """The message came over TLS or TCP (``$pr``): its peer is reached over that connection."""
+        return (self.pv("$pr") or "").lower() in ("tls", "tcp")
+
+    def alias_contact(self) -> None:
+        """``nathelper.add_contact_alias``: ``;alias=<source ip~port~transport>`` in the Contact.
+
+        Whoever sends in-dialog requests to that Contact (Asterisk, via us) then reaches
+        the connection this message came on (:meth:`follow_alias`), not a new one.
+        """
+        if self.ksr.nathelper.add_contact_alias() < 0:
+            self.log("warn", "secconf: could not add a contact alias")
+
+    def follow_alias(self) -> None:
+        """``nathelper.handle_ruri_alias``: a Request-URI with ``;alias=`` goes to that connection."""
+        if ";alias=" in (self.pv("$ru") or ""):
+            self.ksr.nathelper.handle_ruri_alias()
+
+    def fix_registration(self) -> None:
+        """``nathelper.fix_nated_register``: the contact is reached where the REGISTER came from."""
+        self.ksr.nathelper.fix_nated_register()
+
     # -- location service (registrar/usrloc, docs/kamailio.md "REGISTER") --------------
 
     def save_registration(self, table: str = "location") -> bool:

@@ -137,6 +137,13 @@ class SecconfKemi:
         return 1
 
     def ksr_reply_route(self, msg: Any) -> int:
+        # A phone's answer over TLS/TCP (its 2xx to a re-INVITE or to the focus's dial-out
+        # carries the Contact the mixer will target next): alias it to this connection.
+        try:
+            if self.adapter.on_stream() and self.adapter.pv("$hdr(Contact)") is not None:
+                self.adapter.alias_contact()
+        except Exception:
+            self._crash("reply route", reply=False)
         return 1
 
     def ksr_onsend_route(self, msg: Any) -> int:
@@ -238,6 +245,8 @@ class SecconfKemi:
         if isinstance(outcome, Reply):
             adapter.reply(outcome)
             return
+        if adapter.on_stream():
+            adapter.alias_contact()  # the mixer's requests in this dialog: this connection
         if not adapter.relay(outcome) and outcome.state is not None:
             service.on_failure(request.call_id, outcome.state)
 
@@ -250,6 +259,8 @@ class SecconfKemi:
             self.adapter.log("info", f"secconf: REGISTER refused {exc.status_code}: {exc.message}")
             self.adapter.reply(register_refusal(service, exc))
             return
+        if self.adapter.on_stream():
+            self.adapter.fix_registration()  # calls to it: over this connection
         if not self.adapter.save_registration():
             self.adapter.log("err", f"secconf: registrar could not save the contacts of {identity}")
             self.adapter.reply(Reply(500, "Server Internal Error"))
@@ -287,6 +298,8 @@ class SecconfKemi:
                 return
             self.adapter.reply(Reply(404, "Not Here"))
             return
+        # Towards a TLS/TCP phone: over the connection it opened (its Contact's alias).
+        self.adapter.follow_alias()
         service = self._service()
         call_id = self.adapter.pv("$ci") or ""
         # The conference comes from our Record-Route parameter (any node of the focus
