@@ -12,7 +12,7 @@ baresip's ``not-followed`` verdict and, instead of asserting the removal, calls:
 
 What it needs from the product: the watcher Originates
 ``PJSIP/kamailio-out/<phone contact>`` into the bridge (the contact the phone
-registered or sent in its first INVITE: :attr:`tests.fixtures.phones.Phone.contact`),
+registered or sent in its first INVITE: :attr:`secconf.phones.Phone.contact`),
 the INVITE passes Kamailio, which keys the offer with the conference's current
 epoch and opens an edge leg for it; the phone auto-answers (both fixtures do).
 """
@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from secconf.asterisk.watcher import Watcher
-from tests.fixtures.phones import Phone
+from secconf.phones import Phone
 from tests.interop.audio import assert_hears
 from tests.interop.conftest import PREFIX, InteropStack
 
