@@ -645,6 +645,10 @@ class LinphonePhone(Phone):
 class BaresipPhone(Phone):
     """baresip 1.0.0 driven over its ``ctrl_tcp`` module (JSON netstrings).
 
+    ``events`` holds every ctrl_tcp message (responses and events such as
+    ``CALL_ESTABLISHED``, ``CALL_CLOSED``, ``REGISTER_OK``), each with
+    ``_received``: the ``time.monotonic()`` of its arrival here.
+
     Its SIP/TLS listener is ``sip_listen``'s port + 1 (baresip's own choice).
     """
 
@@ -759,6 +763,7 @@ class BaresipPhone(Phone):
                 payload, buffer = rest[:length], rest[length + 1 :]
                 with contextlib.suppress(ValueError):
                     message = json.loads(payload)
+                    message["_received"] = time.monotonic()  # when it arrived here
                     with self._events_changed:
                         self.events.append(message)
                         self._events_changed.notify_all()

@@ -7,8 +7,12 @@
     sipp, digest authentication for phones that cannot assert an identity),
     whose upstream is the real Asterisk 22 ConfBridge.  Digest users are
     provisioned in Redis like ``secconf focus user add`` does
-    (:class:`secconf.store.sip_users.SipUserStore`).  ``watcher(...)`` gives a
-    roster watcher on that Asterisk and Redis.
+    (:class:`secconf.store.sip_users.SipUserStore`); they may REGISTER
+    (``[digest] realm``, usrloc in Kamailio's memory), so the focus can call
+    them (dial-out, replacement calls): Asterisk is restarted on its ports
+    with its ``kamailio-out`` endpoint pointing at this Kamailio's real port.
+    ``watcher_settings(...)`` gives settings for a roster watcher on that
+    Asterisk and Redis (policy ``replace``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import pytest
 
 from secconf.asterisk.ami import AmiSettings
 from secconf.asterisk.watcher import WatcherSettings
-from secconf.core.roster import RekeyPolicy
+from secconf.core.roster import FailurePolicy, RekeyPolicy
 from secconf.kamailio.settings import load_settings
 from secconf.store import generate_key_file
 from secconf.store.conferences import ConferenceStore, connect_blocking
@@ -82,6 +86,11 @@ class InteropStack:
     def target(self, user: str) -> str:
         return f"sip:{user}@127.0.0.1:{self.kamailio.port}"
 
+    @property
+    def registrar(self) -> str:
+        """Kamailio as the phones' registrar (UDP)."""
+        return f"sip:127.0.0.1:{self.kamailio.port}"
+
     def store(self) -> ConferenceStore:
         settings = load_settings(self.kamailio.settings_path, env=self.kamailio.extra_env)
         client = connect_blocking(self.redis.url, timeout=1.0)
@@ -106,6 +115,10 @@ class InteropStack:
             refresh_timeout=5.0,
             verify_timeout=15.0,  # above the edge's 12 s deadline; phones report every ~5 s
             poll_interval=0.05,
+            # A phone that does not follow a rekey is hung up and called back.
+            on_failure=FailurePolicy.REPLACE,
+            dialout_timeout=10.0,
+            dialout_poll=0.05,
             **options,  # type: ignore[arg-type]
         )
 
@@ -131,6 +144,12 @@ def interop(
             "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file),
         },
     )
+    # kamailio-out's outbound_proxy must be Kamailio's real port, known only now:
+    # render Asterisk's config again and restart it on its own ports.
+    previous = asterisk_server.kamailio_port
+    asterisk_server.kamailio_port = kamailio.port
+    asterisk_server.stop()
+    asterisk_server.start()
     stack = InteropStack(redis_server, edge, kamailio, asterisk_server)
     # `secconf focus user add sip:USER@REALM`: HA1 values (MD5, SHA-256) wrapped with the KEK.
     store = stack.store()
@@ -141,3 +160,6 @@ def interop(
     yield stack
     kamailio.stop()
     edge.stop()
+    asterisk_server.kamailio_port = previous
+    asterisk_server.stop()
+    asterisk_server.start()
