@@ -248,6 +248,12 @@ class _Process:
 
     def wait_line(self, pattern: str, timeout: float, start: int = 0) -> re.Match[str]:
         """The first output line from index *start* on matching *pattern*."""
+        return self.wait_line_at(pattern, timeout, start)[1]
+
+    def wait_line_at(
+        self, pattern: str, timeout: float, start: int = 0
+    ) -> tuple[int, re.Match[str]]:
+        """(index, match) of the first output line from *start* on matching *pattern*."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -256,7 +262,7 @@ class _Process:
                 while index < len(self.lines):
                     match = regex.search(self.lines[index])
                     if match:
-                        return match
+                        return index, match
                     index += 1
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (not self.running and not self._reader.is_alive()):
@@ -316,8 +322,8 @@ class Phone:
     *user* is the user part of its identity ``sip:user@realm`` (``realm`` or
     127.0.0.1) and the digest user name; *password* its digest password (the
     phone answers 401/407 challenges of *realm*).  *tone* is a WAV file the phone
-    sends in every call (8000 Hz mono 16-bit; :func:`write_tone_wav`), else a
-    1 kHz sine (baresip) or silence (linphonec).
+    sends in every call (8000 Hz mono 16-bit; :func:`write_tone_wav`), else
+    silence.
 
     *transport* is how the phone speaks SIP to a proxy or registrar: ``"udp"``,
     or ``"tls"`` (it listens on a TLS port too, and dials ``;transport=tls``
@@ -326,7 +332,9 @@ class Phone:
     presents when Kamailio connects to it.  *registrar* is a SIP URI (e.g.
     ``sip:127.0.0.1:5061;transport=tls``) where the phone REGISTERs its
     identity with digest at :meth:`start` (every *reg_expires* seconds);
-    :meth:`wait_registered` tells when that succeeded.
+    :meth:`wait_registered` tells when that succeeded.  *sip_trace*: baresip
+    prints every SIP message it sends or receives (``-s``) in its output
+    (:meth:`output`); linphonec's ``debug.log`` in *directory* always has them.
     """
 
     program = "phone"
@@ -344,6 +352,7 @@ class Phone:
         certificate: tuple[Path, Path] | None = None,
         registrar: str | None = None,
         reg_expires: int = 600,
+        sip_trace: bool = False,
     ) -> None:
         if transport not in ("udp", "tls"):
             raise ValueError(f"transport must be 'udp' or 'tls', not {transport!r}")
@@ -361,6 +370,7 @@ class Phone:
         self.certificate = certificate
         self.registrar = registrar
         self.reg_expires = reg_expires
+        self.sip_trace = sip_trace
         self.sip_port = free_sip_port()
         self.tls_port = self.sip_port + 1
         self.rtp_port = free_rtp_port()
@@ -422,10 +432,12 @@ class Phone:
         """An incoming call auto-answered and up after *since*; returns the caller."""
         raise NotImplementedError
 
-    def wait_registered(self, timeout: float = 10.0, since: int = 0) -> None:
-        """The registrar accepted a REGISTER after *since* (:meth:`position`).
+    def wait_registered(self, timeout: float = 10.0) -> None:
+        """The next registration outcome is a success (the registrar answered 200).
 
-        :class:`PhoneError` with the program's log when it failed or did not answer.
+        Each call consumes one outcome: the first call waits for the REGISTER sent
+        at start, a later one for the next (a refresh).  :class:`PhoneError` with
+        the program's log when the outcome is a failure or none comes in *timeout*.
         """
         raise NotImplementedError
 
@@ -438,6 +450,10 @@ class Phone:
     def running(self) -> bool:
         """Whether the program is running."""
         return self.process is not None and self.process.running
+
+    def output(self) -> str:
+        """Everything the program printed so far."""
+        return self.process.tail(len(self.process.lines)) if self.process is not None else ""
 
     def log(self, lines: int = 400) -> str:
         """The last *lines* of the program's output."""
@@ -572,6 +588,10 @@ class LinphonePhone(Phone):
             "guess_hostname=0\n"
             "inc_timeout=30\n"
             "auto_send_ringing=0\n"
+            # No "gruu": Kamailio's registrar hands out a GRUU for +sip.instance, the
+            # phone then puts sip:user@realm;gr=... in its dialogs' Contact, and the
+            # focus (no GRUU routing) cannot reach it for in-dialog requests.
+            + "supported=replaces, outbound\n"
             + ("default_proxy=0\n" if self.registrar is not None else "")
             + "\n[rtp]\n"
             f"audio_rtp_port={self.rtp_port}\n"
@@ -630,12 +650,25 @@ class LinphonePhone(Phone):
         self._dial_from = since
         return caller
 
-    def wait_registered(self, timeout: float = 10.0, since: int = 0) -> None:
+    def wait_registered(self, timeout: float = 10.0) -> None:
+        # linphonec prints no registration state: its debug log has every transition.
         if self.registrar is None:
             raise PhoneError(f"{self} has no registrar")
-        match = self._proc().wait_line(r"Registration on .* (successful|failed)", timeout, since)
-        if match.group(1) != "successful":
-            raise PhoneError(f"{self}: {match.group(0)}\n{self._proc().tail()}")
+        pattern = re.compile(r"moving from state \[\w+\] to \[LinphoneRegistration(Ok|Failed)\]")
+        debug, deadline = self.directory / "debug.log", time.monotonic() + timeout
+        seen = getattr(self, "_registrations_seen", 0)
+        while True:
+            text = debug.read_text(errors="replace") if debug.exists() else ""
+            outcomes = list(pattern.finditer(text))
+            if len(outcomes) > seen:
+                self._registrations_seen = seen + 1
+                if outcomes[seen].group(1) == "Ok":
+                    return
+                errors = [line for line in text.splitlines() if "-error-" in line][-8:]
+                raise PhoneError(f"{self}: registration failed:\n" + "\n".join(errors))
+            if time.monotonic() > deadline or not self._proc().running:
+                raise PhoneError(f"{self}: no registration outcome in {timeout} s\n{self.log(40)}")
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -678,7 +711,10 @@ class BaresipPhone(Phone):
         self._events_changed = threading.Condition()
         env = {"HOME": str(self.directory), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         self.process = _Process(
-            f"baresip[{self.user}]", [BARESIP, "-f", str(self.directory)], self.directory, env
+            f"baresip[{self.user}]",
+            [BARESIP, "-f", str(self.directory), *(["-s"] if self.sip_trace else [])],
+            self.directory,
+            env,
         )
         self.process.wait_line(r"baresip is ready", timeout)
         self._ctrl = socket.create_connection((HOST, self.ctrl_port), timeout=timeout)
@@ -689,11 +725,13 @@ class BaresipPhone(Phone):
 
     def config(self) -> str:
         """The ``config`` file's text."""
-        source = f"aufile,{self.tone}" if self.tone is not None else "ausine,1000"
+        tone = self.tone
+        if tone is None:  # ausine would need 48 kHz: silence from a file instead
+            tone = write_tone_wav(self.directory / "silence.wav", 0.0, 5.0, amplitude=0)
+        source = f"aufile,{tone}"
         modules = [
             "g711.so",
             "aufile.so",
-            "ausine.so",
             "aubridge.so",
             "sndfile.so",
             "srtp.so",
@@ -844,16 +882,20 @@ class BaresipPhone(Phone):
         self._dial_from = since
         return str(event.get("peeruri", ""))
 
-    def wait_registered(self, timeout: float = 10.0, since: int = 0) -> None:
+    def wait_registered(self, timeout: float = 10.0) -> None:
         if self.registrar is None:
             raise PhoneError(f"{self} has no registrar")
-        event = self.wait_event(
-            lambda m: m.get("event") and m.get("type") in ("REGISTER_OK", "REGISTER_FAIL"),
+        # Its output, not ctrl_tcp's REGISTER_OK: the first REGISTER goes out at start,
+        # and its answer may come before the control connection exists (events lost).
+        proc = self._proc()
+        index, match = proc.wait_line_at(
+            r"\{\d+/\w+/v[46]\} (\d{3}) |reg: \S+: Register: ",
             timeout,
-            since,
+            getattr(self, "_registrations_from", 0),
         )
-        if event["type"] != "REGISTER_OK":
-            raise PhoneError(f"{self}: {event}\n{self._proc().tail()}")
+        self._registrations_from = index + 1
+        if match.group(1) != "200":
+            raise PhoneError(f"{self}: registration failed: {match.string}\n{proc.tail()}")
 
     def recording(self) -> Path | None:
         # One dump per call (named by its start, to the second): the newest is this call's.
