@@ -5,7 +5,9 @@
     serve``), real Kamailio 5.6 with the secconf module (SDES mode;
     P-Asserted-Identity trusted from 127.0.0.1 for the secconf participants and
     sipp, digest authentication for phones that cannot assert an identity),
-    whose upstream is the real Asterisk 22 ConfBridge.  Digest users are
+    whose upstream is the real Asterisk 22 ConfBridge; Kamailio listens for
+    SIP over TLS too (``tls_target``, ``tls_registrar``; its certificate from
+    the session's throwaway CA, ``tls``).  Digest users are
     provisioned in Redis like ``secconf focus user add`` does
     (:class:`secconf.store.sip_users.SipUserStore`); they may REGISTER
     (``[digest] realm``, usrloc in Kamailio's memory), so the focus can call
@@ -30,6 +32,7 @@ from secconf.store import generate_key_file
 from secconf.store.conferences import ConferenceStore, connect_blocking
 from secconf.store.keywrap import KeyWrapper, load_key_file
 from secconf.store.sip_users import SipUserStore
+from secconf.tlsca import TlsFiles
 from tests.fixtures.asterisk_server import AsteriskServer
 from tests.fixtures.edge_server import EdgeFactory, RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory, KamailioServer
@@ -82,9 +85,18 @@ class InteropStack:
     edge: RunningEdge
     kamailio: KamailioServer
     asterisk: AsteriskServer
+    tls: TlsFiles  # the CA of Kamailio's certificate, and a client certificate
 
     def target(self, user: str) -> str:
         return f"sip:{user}@127.0.0.1:{self.kamailio.port}"
+
+    def tls_target(self, user: str) -> str:
+        return f"sip:{user}@127.0.0.1:{self.kamailio.tls_port};transport=tls"
+
+    @property
+    def tls_registrar(self) -> str:
+        """Kamailio as the phones' registrar over TLS."""
+        return f"sip:127.0.0.1:{self.kamailio.tls_port};transport=tls"
 
     @property
     def registrar(self) -> str:
@@ -143,6 +155,7 @@ def interop(
             "SECCONF_EDGE_URL": edge.url,
             "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file),
         },
+        tls=True,  # participants may come over TLS too (the mixer side stays UDP)
     )
     # kamailio-out's outbound_proxy must be Kamailio's real port, known only now:
     # render Asterisk's config again and restart it on its own ports.
@@ -150,7 +163,7 @@ def interop(
     asterisk_server.kamailio_port = kamailio.port
     asterisk_server.stop()
     asterisk_server.start()
-    stack = InteropStack(redis_server, edge, kamailio, asterisk_server)
+    stack = InteropStack(redis_server, edge, kamailio, asterisk_server, kamailio_factory.tls)
     # `secconf focus user add sip:USER@REALM`: HA1 values (MD5, SHA-256) wrapped with the KEK.
     store = stack.store()
     users = SipUserStore(store.client, KeyWrapper(load_key_file(kek), "interop-kek"), PREFIX)

@@ -37,7 +37,7 @@ async def expect_replacement(
     2. the bridge member *uniqueid* (the report's ``replaced`` value) is in the
        watcher's roster in Redis with a SIP Call-ID other than *old_call_id*;
     3. that dialog's record is a dial-out on *epoch*, and so is its edge leg,
-       which opens the phone's SRTP (``rtp_in`` grows, no ``auth_failures``);
+       which opens the phone's SRTP (``rtp_in`` grows, no new ``auth_failures``);
     4. what the phone records afterwards carries *tones* (decrypted under *epoch*).
     """
     await asyncio.to_thread(phone.wait_incoming, since, timeout)
@@ -68,11 +68,16 @@ async def expect_replacement(
     legs = {leg["leg"]: leg for leg in stack.conference(conference)["legs"]}
     leg = legs[dialog.leg]
     assert leg["epoch"] == epoch, leg
-    mark, before = phone.mark(), leg["counters"]["rtp_in"]
+    mark, before = phone.mark(), leg["counters"]
+    # The phone sends as soon as it has sent its 200 OK; the edge learns the phone's key
+    # when that 200 passes Kamailio (the dial-out leg starts with a throw-away key), so
+    # the first few packets may fail authentication (seen over TLS: 3, i.e. 60 ms).
+    # Not more than half a second of them, and none once the call is up.
+    assert before["auth_failures"] <= 25, before
     await asyncio.sleep(2.0)
     after = {x["leg"]: x for x in stack.conference(conference)["legs"]}[dialog.leg]["counters"]
-    assert after["rtp_in"] - before >= 80, after
-    assert after["auth_failures"] == 0, after
+    assert after["rtp_in"] - before["rtp_in"] >= 80, after
+    assert after["auth_failures"] == before["auth_failures"], after
     rate, samples = phone.heard(mark)
     assert_hears(samples, tones, f"{phone} after its replacement call", rate)
     return leg

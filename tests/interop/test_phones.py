@@ -18,6 +18,9 @@ old receive key (edge verdict ``not-followed``), and the watcher's policy
   auto-answers the replacement call, whose offer carries epoch 2's group key;
   the edge opens its SRTP on epoch 2 and baresip hears alice and linphone
   again.  No further rekey (the replacement is the same member).
+- the same over SIP/TLS (baresip registers, dials in and is called back over
+  TLS; it has a certificate from the CA on its listener, where Kamailio
+  connects to call it);
 - not registered (not reachable): the replacement fails (480 from Kamailio),
   baresip stays removed; it had accepted epoch 2 in signalling, so its
   removal is a leave: epoch 3 follows, and linphone follows that one too.
@@ -38,7 +41,7 @@ import pytest
 
 from secconf.asterisk.watcher import RekeyReport, Watcher
 from secconf.core.g711 import ToneGenerator, ulaw_decode
-from secconf.phones import write_tone_wav
+from secconf.phones import Transport, write_tone_wav
 from tests.asterisk.test_e2e_rekey import bounded, conference_of, phone, wait_for
 from tests.fixtures.phones import PhoneFactory
 from tests.interop.audio import assert_hears
@@ -86,11 +89,24 @@ def phone_call_ids(stack: InteropStack, conference: str) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("registered", [True, False], ids=["replaced", "unreachable"])
+@pytest.mark.parametrize(
+    ("registered", "transport"),
+    [(True, "udp"), (False, "udp"), (True, "tls")],
+    ids=["replaced", "unreachable", "replaced-over-tls"],
+)
 def test_linphone_follows_a_rekey_and_baresip_is_called_back(
-    interop: InteropStack, phones: PhoneFactory, tmp_path: Path, registered: bool
+    interop: InteropStack,
+    phones: PhoneFactory,
+    tmp_path: Path,
+    registered: bool,
+    transport: Transport,
 ) -> None:
-    """``registered``: baresip is called back and back on epoch 2; else removed, epoch 3."""
+    """``registered``: baresip is called back and back on epoch 2; else removed, epoch 3.
+
+    ``tls``: baresip registers, dials in and is called back over SIP/TLS (with a
+    certificate from the CA on its listener: Kamailio connects there to call it).
+    """
+    tls = transport == "tls"
     linphone = phones.linphone(
         "lin",
         password=PHONE_USERS["lin"],
@@ -102,7 +118,10 @@ def test_linphone_follows_a_rekey_and_baresip_is_called_back(
         password=PHONE_USERS["bs"],
         realm=REALM,
         tone=write_tone_wav(tmp_path / "bs.wav", BARESIP_TONE, 60),
-        registrar=interop.registrar if registered else None,
+        registrar=(interop.tls_registrar if tls else interop.registrar) if registered else None,
+        transport=transport,
+        ca_file=interop.tls.ca_cert if tls else None,
+        certificate=interop.tls.clients["participant"] if tls else None,
     )
     if registered:
         registering = time.monotonic()
@@ -124,9 +143,11 @@ def test_linphone_follows_a_rekey_and_baresip_is_called_back(
                 alice.media.send_audio(ToneGenerator(ALICE_TONE).frames(3000), alice.media.ssrc)
             )
             started = time.monotonic()
-            for device in (linphone, baresip):
-                device.dial(interop.target(f"conf-{conference}"))
-                await in_thread(device.wait_connected, 10.0)
+            linphone.dial(interop.target(f"conf-{conference}"))
+            await in_thread(linphone.wait_connected, 10.0)
+            target = interop.tls_target if tls else interop.target
+            baresip.dial(target(f"conf-{conference}"))
+            await in_thread(baresip.wait_connected, 10.0)
             joined = time.monotonic() - started
             await wait_for(
                 lambda: len(watcher.tracker.members(conference)) == 4, 5, "four ConfbridgeJoin"
@@ -201,7 +222,8 @@ def test_linphone_follows_a_rekey_and_baresip_is_called_back(
                     f" BYE; its new call up {incoming['_received'] - closed_at:.2f} s after its"
                     f" BYE; edge leg on epoch {leg['epoch']} with SRTP opened"
                     f" {(back_on_epoch or [math.nan])[0] - closed_at:.2f} s after its BYE (first poll with"
-                    f" rtp_in > 0); dial-out {outcome}"
+                    f" rtp_in > 0; auth_failures before the 2xx reached the edge:"
+                    f" {leg['counters']['auth_failures']}); dial-out {outcome}"
                 )
                 # The replacement is the same member with the key it was offered: no rekey.
                 await asyncio.sleep(1.5)
