@@ -5,10 +5,16 @@
     serve``), real Kamailio 5.6 with the secconf module (SDES mode;
     P-Asserted-Identity trusted from 127.0.0.1 for the secconf participants and
     sipp, digest authentication for phones that cannot assert an identity),
-    whose upstream is the real Asterisk 22 ConfBridge.  Digest users are
+    whose upstream is the real Asterisk 22 ConfBridge; Kamailio listens for
+    SIP over TLS too (``tls_target``, ``tls_registrar``; its certificate from
+    the session's throwaway CA, ``tls``).  Digest users are
     provisioned in Redis like ``secconf focus user add`` does
-    (:class:`secconf.store.sip_users.SipUserStore`).  ``watcher(...)`` gives a
-    roster watcher on that Asterisk and Redis.
+    (:class:`secconf.store.sip_users.SipUserStore`); they may REGISTER
+    (``[digest] realm``, usrloc in Kamailio's memory), so the focus can call
+    them (dial-out, replacement calls): Asterisk is restarted on its ports
+    with its ``kamailio-out`` endpoint pointing at this Kamailio's real port.
+    ``watcher_settings(...)`` gives settings for a roster watcher on that
+    Asterisk and Redis (policy ``replace``).
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ import pytest
 
 from secconf.asterisk.ami import AmiSettings
 from secconf.asterisk.watcher import WatcherSettings
-from secconf.core.roster import RekeyPolicy
+from secconf.core.roster import FailurePolicy, RekeyPolicy
 from secconf.kamailio.settings import load_settings
 from secconf.store import generate_key_file
 from secconf.store.conferences import ConferenceStore, connect_blocking
 from secconf.store.keywrap import KeyWrapper, load_key_file
 from secconf.store.sip_users import SipUserStore
+from secconf.tlsca import TlsFiles
 from tests.fixtures.asterisk_server import AsteriskServer
 from tests.fixtures.edge_server import EdgeFactory, RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory, KamailioServer
@@ -78,9 +85,23 @@ class InteropStack:
     edge: RunningEdge
     kamailio: KamailioServer
     asterisk: AsteriskServer
+    tls: TlsFiles  # the CA of Kamailio's certificate, and a client certificate
 
     def target(self, user: str) -> str:
         return f"sip:{user}@127.0.0.1:{self.kamailio.port}"
+
+    def tls_target(self, user: str) -> str:
+        return f"sip:{user}@127.0.0.1:{self.kamailio.tls_port};transport=tls"
+
+    @property
+    def tls_registrar(self) -> str:
+        """Kamailio as the phones' registrar over TLS."""
+        return f"sip:127.0.0.1:{self.kamailio.tls_port};transport=tls"
+
+    @property
+    def registrar(self) -> str:
+        """Kamailio as the phones' registrar (UDP)."""
+        return f"sip:127.0.0.1:{self.kamailio.port}"
 
     def store(self) -> ConferenceStore:
         settings = load_settings(self.kamailio.settings_path, env=self.kamailio.extra_env)
@@ -106,6 +127,10 @@ class InteropStack:
             refresh_timeout=5.0,
             verify_timeout=15.0,  # above the edge's 12 s deadline; phones report every ~5 s
             poll_interval=0.05,
+            # A phone that does not follow a rekey is hung up and called back.
+            on_failure=FailurePolicy.REPLACE,
+            dialout_timeout=10.0,
+            dialout_poll=0.05,
             **options,  # type: ignore[arg-type]
         )
 
@@ -130,8 +155,15 @@ def interop(
             "SECCONF_EDGE_URL": edge.url,
             "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file),
         },
+        tls=True,  # participants may come over TLS too (the mixer side stays UDP)
     )
-    stack = InteropStack(redis_server, edge, kamailio, asterisk_server)
+    # kamailio-out's outbound_proxy must be Kamailio's real port, known only now:
+    # render Asterisk's config again and restart it on its own ports.
+    previous = asterisk_server.kamailio_port
+    asterisk_server.kamailio_port = kamailio.port
+    asterisk_server.stop()
+    asterisk_server.start()
+    stack = InteropStack(redis_server, edge, kamailio, asterisk_server, kamailio_factory.tls)
     # `secconf focus user add sip:USER@REALM`: HA1 values (MD5, SHA-256) wrapped with the KEK.
     store = stack.store()
     users = SipUserStore(store.client, KeyWrapper(load_key_file(kek), "interop-kek"), PREFIX)
@@ -141,3 +173,6 @@ def interop(
     yield stack
     kamailio.stop()
     edge.stop()
+    asterisk_server.kamailio_port = previous
+    asterisk_server.stop()
+    asterisk_server.start()

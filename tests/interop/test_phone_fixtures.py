@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from secconf.core.g711 import tone_ratio
-from tests.fixtures.phones import PhoneFactory, write_tone_wav
+from secconf.phones import write_tone_wav
+from tests.fixtures.phones import PhoneFactory
 from tests.interop.audio import loud
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]

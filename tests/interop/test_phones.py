@@ -8,12 +8,22 @@ with digest credentials, and each sends its own tone.  SRTP both ways with the
 keys each side was given: the edge opens every phone's packets with the
 phone's own key (its leg counters), alice hears both phones' tones through the
 mix, and each phone records alice's tone decrypted with the group key of its
-SDP answer.  carol hangs up: the watcher rekeys; linphonec follows in its
-running call (edge verdict ``followed``, alice's tone still decodable in its
-recording under the new key); baresip 1.0.0 keeps its old receive key (edge
-verdict ``not-followed``) and the watcher's policy (``remove``) hangs it up.
-baresip had accepted epoch 2 in signalling, so its removal is a leave too: the
-watcher rekeys again (epoch 3), and linphone follows that one as well.
+SDP answer.  carol hangs up: the watcher rekeys;
+linphonec follows in its running call (edge verdict ``followed``, alice's tone
+still decodable in its recording under the new key); baresip 1.0.0 keeps its
+old receive key (edge verdict ``not-followed``), and the watcher's policy
+(``replace``) hangs it up and calls it back through Kamailio:
+
+- registered (REGISTER with digest over UDP before it dialled in): baresip
+  auto-answers the replacement call, whose offer carries epoch 2's group key;
+  the edge opens its SRTP on epoch 2 and baresip hears alice and linphone
+  again.  No further rekey (the replacement is the same member).
+- the same over SIP/TLS (baresip registers, dials in and is called back over
+  TLS; it has a certificate from the CA on its listener, where Kamailio
+  connects to call it);
+- not registered (not reachable): the replacement fails (480 from Kamailio),
+  baresip stays removed; it had accepted epoch 2 in signalling, so its
+  removal is a leave: epoch 3 follows, and linphone follows that one too.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,10 +41,12 @@ import pytest
 
 from secconf.asterisk.watcher import RekeyReport, Watcher
 from secconf.core.g711 import ToneGenerator, ulaw_decode
+from secconf.phones import Transport, write_tone_wav
 from tests.asterisk.test_e2e_rekey import bounded, conference_of, phone, wait_for
-from tests.fixtures.phones import PhoneFactory, write_tone_wav
+from tests.fixtures.phones import PhoneFactory
 from tests.interop.audio import assert_hears
 from tests.interop.conftest import ALICE, CAROL, PHONE_USERS, PREFIX, REALM, InteropStack
+from tests.interop.replacement import expect_replacement
 from tests.kamailio.media import SdesParticipant
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
@@ -76,9 +89,24 @@ def phone_call_ids(stack: InteropStack, conference: str) -> dict[str, str]:
     }
 
 
-def test_linphone_follows_a_rekey_and_baresip_is_removed(
-    interop: InteropStack, phones: PhoneFactory, tmp_path: Path
+@pytest.mark.parametrize(
+    ("registered", "transport"),
+    [(True, "udp"), (False, "udp"), (True, "tls")],
+    ids=["replaced", "unreachable", "replaced-over-tls"],
+)
+def test_linphone_follows_a_rekey_and_baresip_is_called_back(
+    interop: InteropStack,
+    phones: PhoneFactory,
+    tmp_path: Path,
+    registered: bool,
+    transport: Transport,
 ) -> None:
+    """``registered``: baresip is called back and back on epoch 2; else removed, epoch 3.
+
+    ``tls``: baresip registers, dials in and is called back over SIP/TLS (with a
+    certificate from the CA on its listener: Kamailio connects there to call it).
+    """
+    tls = transport == "tls"
     linphone = phones.linphone(
         "lin",
         password=PHONE_USERS["lin"],
@@ -90,7 +118,15 @@ def test_linphone_follows_a_rekey_and_baresip_is_removed(
         password=PHONE_USERS["bs"],
         realm=REALM,
         tone=write_tone_wav(tmp_path / "bs.wav", BARESIP_TONE, 60),
+        registrar=(interop.tls_registrar if tls else interop.registrar) if registered else None,
+        transport=transport,
+        ca_file=interop.tls.ca_cert if tls else None,
+        certificate=interop.tls.clients["participant"] if tls else None,
     )
+    if registered:
+        registering = time.monotonic()
+        baresip.wait_registered(10.0)
+        print(f"\nbaresip registered in {time.monotonic() - registering:.2f} s")
 
     async def scenario() -> None:
         watcher = Watcher(interop.watcher_settings())
@@ -98,6 +134,7 @@ def test_linphone_follows_a_rekey_and_baresip_is_removed(
         alice, carol = await phone(ALICE), await phone(CAROL)
         talking: asyncio.Task[int] | None = None
         poller: asyncio.Future[None] | None = None
+        back_poller: asyncio.Future[None] | None = None
         try:
             call_a = await alice.invite(interop.target("conf-factory"), ALICE)
             conference = conference_of(call_a)
@@ -106,9 +143,11 @@ def test_linphone_follows_a_rekey_and_baresip_is_removed(
                 alice.media.send_audio(ToneGenerator(ALICE_TONE).frames(3000), alice.media.ssrc)
             )
             started = time.monotonic()
-            for device in (linphone, baresip):
-                device.dial(interop.target(f"conf-{conference}"))
-                await in_thread(device.wait_connected, 10.0)
+            linphone.dial(interop.target(f"conf-{conference}"))
+            await in_thread(linphone.wait_connected, 10.0)
+            target = interop.tls_target if tls else interop.target
+            baresip.dial(target(f"conf-{conference}"))
+            await in_thread(baresip.wait_connected, 10.0)
             joined = time.monotonic() - started
             await wait_for(
                 lambda: len(watcher.tracker.members(conference)) == 4, 5, "four ConfbridgeJoin"
@@ -164,9 +203,78 @@ def test_linphone_follows_a_rekey_and_baresip_is_removed(
                                 history.append((round(time.monotonic() - bye_at, 2), *seen))
                     await asyncio.sleep(0.1)
 
+            async def replaced(report: RekeyReport, closed_at: float) -> None:
+                """baresip is hung up and called back; back on epoch 2, it hears the mix."""
+                assert report.removed == (), report
+                assert set(report.replaced) == {channels["bs"]}, report
+                outcome = next(o for o in watcher.dialouts if o.reason == "replace")
+                assert (outcome.target, outcome.result) == (f"sip:bs@{REALM}", "answered")
+                leg = await expect_replacement(
+                    interop, conference, baresip, since, report.replaced[channels["bs"]],
+                    old_call_id=call_ids["bs"], epoch=2, tones=(ALICE_TONE, LINPHONE_TONE),
+                )  # fmt: skip
+                incoming = next(
+                    e for e in baresip.events[since:]
+                    if e.get("type") == "CALL_ESTABLISHED" and e.get("direction") == "incoming"
+                )  # fmt: skip
+                print(
+                    f"replacement: BYE seen by baresip {closed_at - bye_at:.2f} s after carol's"
+                    f" BYE; its new call up {incoming['_received'] - closed_at:.2f} s after its"
+                    f" BYE; edge leg on epoch {leg['epoch']} with SRTP opened"
+                    f" {(back_on_epoch or [math.nan])[0] - closed_at:.2f} s after its BYE (first poll with"
+                    f" rtp_in > 0; auth_failures before the 2xx reached the edge:"
+                    f" {leg['counters']['auth_failures']}); dial-out {outcome}"
+                )
+                # The replacement is the same member with the key it was offered: no rekey.
+                await asyncio.sleep(1.5)
+                assert len(watcher.reports) == 1, [r.summary() for r in watcher.reports]
+                assert {leg["epoch"] for leg in interop.conference(conference)["legs"]} == {2}
+
+            async def removed(report: RekeyReport) -> None:
+                """Not registered: the replacement fails, baresip stays removed, epoch 3."""
+                assert report.removed == (channels["bs"],), report
+                assert report.replaced == {}, report
+                outcome = next(o for o in watcher.dialouts if o.reason == "replace")
+                assert (outcome.target, outcome.result) == (f"sip:bs@{REALM}", "failed")
+                # baresip was given epoch 2 in signalling (it answered the re-INVITE with
+                # 200): its removal is a leave like any other, so epoch 3 follows.
+                await wait_for(lambda: len(watcher.reports) >= 2, 25, "the rekey after removal")
+                second = watcher.reports[1]
+                print(f"second rekey: {second.summary()}")
+                assert second.epoch == 3
+                assert "leave" in second.reasons
+                assert second.verdicts == {
+                    channels["alice"]: "followed",
+                    channels["lin"]: "followed",
+                }, second.verdicts
+                assert second.removed == ()
+                lin_leg = leg_of(interop, conference, call_ids["lin"])
+                assert lin_leg["epoch"] == 3
+                # linphone's SRTCP (its receiver reports) opened at the edge on its RTCP port.
+                assert lin_leg["counters"]["rtcp_in"] >= 2, lin_leg["counters"]
+                print(f"linphone leg counters: {lin_leg['counters']}")
+
+            async def watch_back_on_epoch() -> None:
+                """When the replacement's edge leg (a new leg on epoch 2) first has rtp_in."""
+                old_legs = set(leg_names)
+                while True:
+                    with contextlib.suppress(Exception):
+                        for leg in (await in_thread(interop.conference, conference))["legs"]:
+                            if (
+                                leg["leg"] not in old_legs
+                                and leg["epoch"] == 2
+                                and leg["counters"]["rtp_in"] > 0
+                            ):
+                                back_on_epoch.append(time.monotonic())
+                                return
+                    await asyncio.sleep(0.05)
+
+            back_on_epoch: list[float] = []
+            since = baresip.position()
             # carol leaves: one rekey; the phones get re-INVITEs with the new group key.
             bye_at = time.monotonic()
             poller = asyncio.ensure_future(watch_switches())
+            back_poller = asyncio.ensure_future(watch_back_on_epoch())
             waiter = asyncio.ensure_future(watcher.next_report(40))
             await call_c.bye(timeout=5)
             report: RekeyReport = await waiter
@@ -188,31 +296,19 @@ def test_linphone_follows_a_rekey_and_baresip_is_removed(
                 channels["lin"]: "followed",
                 channels["bs"]: "not-followed",
             }, report.verdicts
-            # The policy today: a leg that did not follow is removed (Hangup).
-            assert report.removed == (channels["bs"],)
             reason = await in_thread(baresip.wait_ended, 10.0)
+            closed_at = next(
+                e["_received"] for e in baresip.events[since:] if e.get("type") == "CALL_CLOSED"
+            )
             print(f"baresip's call ended: {reason!r}")
             assert not linphone.ended()
-            # baresip was given epoch 2 in signalling (it answered the re-INVITE with 200):
-            # its removal is a leave like any other, so epoch 3 follows for the rest.
-            await wait_for(lambda: len(watcher.reports) >= 2, 25, "the rekey after the removal")
-            second = watcher.reports[1]
-            print(f"second rekey: {second.summary()}")
-            assert second.epoch == 3
-            assert "leave" in second.reasons
-            assert second.verdicts == {
-                channels["alice"]: "followed",
-                channels["lin"]: "followed",
-            }, second.verdicts
-            assert second.removed == ()
-            lin_leg = leg_of(interop, conference, call_ids["lin"])
-            assert lin_leg["epoch"] == 3
-            # linphone's SRTCP (its receiver reports) opened at the edge on its own RTCP port.
-            assert lin_leg["counters"]["rtcp_in"] >= 2, lin_leg["counters"]
-            print(f"linphone leg counters: {lin_leg['counters']}")
+            if registered:
+                await replaced(report, closed_at)
+            else:
+                await removed(report)
             assert not linphone.ended()
 
-            # After the rekey linphone still decodes alice's tone, under the new key.
+            # After the rekey(s) linphone still decodes alice's tone, under the new key.
             mark = linphone.mark()
             await asyncio.sleep(2.0)
             rate, samples = linphone.heard(mark)
@@ -228,6 +324,8 @@ def test_linphone_follows_a_rekey_and_baresip_is_removed(
                 talking.cancel()
             if poller is not None:
                 poller.cancel()
+            if back_poller is not None:
+                back_poller.cancel()
             for device in (linphone, baresip):
                 with contextlib.suppress(Exception):
                     await in_thread(device.hangup)
