@@ -1,0 +1,455 @@
+"""Issue 6's fault list against the real stack (Redis, edge, Kamailio + module, Asterisk 22).
+
+SDES phones (secconf.client.phone) join a ConfBridge through Kamailio; the roster
+watcher follows Asterisk's AMI and rekeys.  Each test breaks one thing:
+
+- a member's phone refuses the rekey re-INVITE (488): policy ``remove`` hangs it up
+  and rekeys once more without it; policy ``replace`` calls it back on the new
+  epoch, calls it back again when it refuses again, and removes it (one more
+  rekey) when the call back fails; the module's ``rekey-failed`` entry holds no key;
+- the watcher's AMI connection is cut (through a TCP proxy the test controls) while
+  a member leaves and just after a leave: it reconnects, reconciles, rekeys once each;
+- Asterisk restarts with a conference up: the roster is cleaned, nothing is rekeyed,
+  a new conference works end to end;
+- Redis stops answering exactly when the watcher mints an epoch: no epoch is left
+  half-applied (Redis without the edge), and the retry ends with every leg on it;
+- the lease holder dies without releasing: the standby takes over once the lease
+  lapses and rekeys once (``takeover``), covering the leave the holder never did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from secconf.asterisk.ami import AmiClient, AmiSettings
+from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
+from secconf.client.phone import SUITE, SdesPhone
+from secconf.client.sip import Call
+from secconf.core.errors import SecconfError
+from secconf.core.keys import key_fingerprint
+from secconf.core.roster import FailurePolicy, RekeyPolicy
+from secconf.kamailio.settings import load_settings
+from secconf.store import generate_key_file
+from secconf.store.conferences import ConferenceStore, DialogRecord, connect_blocking
+from secconf.store.keywrap import KeyWrapper, load_key_file
+from secconf.store.sip_users import SipUserStore
+from tests.asterisk.test_e2e_rekey import bounded, conference_of, wait_for
+from tests.fixtures.asterisk_server import AsteriskServer
+from tests.fixtures.edge_server import EdgeFactory, RunningEdge
+from tests.fixtures.kamailio_server import KamailioFactory, KamailioServer
+from tests.fixtures.redis_server import RedisServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
+
+ALICE, BOB = "sip:alice@example.com", "sip:bob@example.com"
+CAROL, DAVE = "sip:carol@example.com", "sip:dave@example.com"
+CAROL_PASSWORD = "carol-secret-271"
+PREFIX = "scflt"
+
+SETTINGS = f"""
+[focus]
+domain = "conf.test.invalid"
+server_name = "focus.faults"
+
+[identity]
+trusted_sources = ["127.0.0.1"]
+
+[policy]
+creators = ["{ALICE}"]
+allowed = ["{BOB}", "{CAROL}", "{DAVE}"]
+
+[upstream]
+uri = "sip:127.0.0.1:9"
+
+[redis]
+url = "redis://127.0.0.1:1/0"
+timeout = 0.5
+prefix = "{PREFIX}"
+kek_file = "kek"
+kek_id = "faults-kek"
+
+[edge]
+timeout = 1.0
+
+[digest]
+realm = "example.com"
+"""
+
+
+# -- store access in one place (Redis Cluster key layout is changing in parallel) -------
+
+
+def dialog_of(store: ConferenceStore, conference: str, call_id: str) -> DialogRecord | None:
+    del conference  # becomes store.dialog(conference, call_id)
+    return store.dialog(call_id)
+
+
+def refusals(store: ConferenceStore, conference: str) -> list[dict[str, str]]:
+    """The module's ``rekey-failed`` entries of *conference*."""
+    return [fields for _, fields in store.rekey_failures(conference)]
+
+
+def redis_epochs(store: ConferenceStore, conference: str) -> dict[int, str]:
+    """Every key epoch Redis holds for *conference*: number -> key fingerprint."""
+    numbers = [
+        int(field)
+        for field in store.client.hkeys(store.conference_key(conference, "epochs"))
+        if field.isdigit()
+    ]
+    found = {}
+    for number in numbers:
+        key = store.group_key(conference, number)
+        found[number] = key_fingerprint(key.key, key.salt)
+    return found
+
+
+# -- the stack --------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    redis: RedisServer
+    edge: RunningEdge
+    kamailio: KamailioServer
+    asterisk: AsteriskServer
+    kek: Any
+
+    def target(self, user: str) -> str:
+        return f"sip:{user}@127.0.0.1:{self.kamailio.port}"
+
+    def store(self) -> ConferenceStore:
+        client = connect_blocking(self.redis.url, timeout=1.0)
+        return ConferenceStore(client, KeyWrapper(load_key_file(self.kek), "faults-kek"), PREFIX)
+
+    def settings(self, watcher_id: str, **changes: Any) -> WatcherSettings:
+        base = WatcherSettings(
+            ami=AmiSettings(
+                port=self.asterisk.ami_port,
+                username=self.asterisk.ami_user,
+                secret=self.asterisk.ami_secret,
+            ),
+            focus=load_settings(self.kamailio.settings_path, env=self.kamailio.extra_env),
+            policy=RekeyPolicy(debounce=0.5, rekey_on_join=False),
+            watcher_id=watcher_id,
+            refresh_timeout=5.0,
+            verify_timeout=8.0,
+            poll_interval=0.02,
+            dialout_timeout=5.0,
+            dialout_poll=0.05,
+        )
+        return dataclasses.replace(base, **changes)
+
+    def edge_state(self, conference: str) -> dict[str, Any]:
+        return self.edge.get(f"/v1/conferences/{conference}")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    redis_server: RedisServer,
+    edge_factory: EdgeFactory,
+    kamailio_factory: KamailioFactory,
+    asterisk_server: AsteriskServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    redis_server.ensure_ready()
+    edge = edge_factory.start()
+    kek = tmp_path_factory.mktemp("faults") / "kek"
+    generate_key_file(kek)
+    kamailio = kamailio_factory.start(
+        SETTINGS.replace('kek_file = "kek"', f'kek_file = "{kek}"'),
+        env={
+            "SECCONF_REDIS_URL": redis_server.url,
+            "SECCONF_UPSTREAM": f"sip:127.0.0.1:{asterisk_server.sip_port}",
+            "SECCONF_EDGE_URL": edge.url,
+            "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file),
+        },
+    )
+    # Replacement calls: kamailio-out's outbound_proxy must be this Kamailio.
+    previous = asterisk_server.kamailio_port
+    asterisk_server.kamailio_port = kamailio.port
+    asterisk_server.stop()
+    asterisk_server.start()
+    client = connect_blocking(redis_server.url, timeout=1.0)
+    users = SipUserStore(client, KeyWrapper(load_key_file(kek), "faults-kek"), PREFIX)
+    users.add(CAROL, "carol", "example.com", CAROL_PASSWORD)
+    client.close()
+    try:
+        yield Stack(redis_server, edge, kamailio, asterisk_server, kek)
+    finally:
+        redis_server.ensure_ready()
+        kamailio.stop()
+        edge.stop()
+        # Other modules use the session's Asterisk: as it was, and running.
+        asterisk_server.kamailio_port = previous
+        asterisk_server.stop()
+        asterisk_server.start()
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def idle(watcher: Watcher) -> bool:
+    """No rekey running, queued or planned: nothing more will be reported without a change."""
+    return watcher.tracker.next_deadline() is None and not watcher._running  # noqa: SLF001
+
+
+def channels(watcher: Watcher, conference: str) -> dict[str, str]:
+    """Caller ID user -> channel of every member the watcher knows."""
+    return {m.caller_id: m.channel for m in watcher.tracker.members(conference)}
+
+
+def roster(store: ConferenceStore, conference: str) -> dict[str, str]:
+    """The watcher's roster in Redis: channel -> Call-ID."""
+    raw = store.client.hgetall(f"{PREFIX}:roster:{conference}")
+    return {k.decode(): json.loads(v)["call_id"] for k, v in raw.items()}
+
+
+@dataclass
+class Conference:
+    id: str
+    phones: dict[str, SdesPhone]  # caller ID user -> phone
+
+    def call(self, user: str) -> Call:
+        call = self.phones[user].call
+        assert call is not None
+        return call
+
+
+@contextlib.asynccontextmanager
+async def conference(stack: Stack, watcher: Watcher, users: list[str]) -> AsyncIterator[Conference]:
+    """users[0] creates, the others join; all hung up and closed at the end."""
+    phones: dict[str, SdesPhone] = {}
+    started: list[SdesPhone] = []
+    try:
+        for user in users:
+            phones[user] = await SdesPhone.start(f"sip:{user}@example.com")
+            started.append(phones[user])
+        creator = await phones[users[0]].invite(
+            stack.target("conf-factory"), asserted=f"sip:{users[0]}@example.com"
+        )
+        conf_id = conference_of(creator)
+        for user in users[1:]:
+            await phones[user].invite(
+                stack.target(f"conf-{conf_id}"), asserted=f"sip:{user}@example.com"
+            )
+        await wait_for(
+            lambda: set(channels(watcher, conf_id)) == set(users), 5, f"{users} in the bridge"
+        )
+        # Members only: a test deletes those that left; every phone is closed.
+        yield Conference(conf_id, dict(phones))
+    finally:
+        for phone in started:
+            if phone.call is not None and not phone.call.ended.is_set():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(phone.call.bye(timeout=2), 3)
+        for phone in started:
+            await bounded(phone.close(), "close a phone")
+
+
+async def roster_settles(store: ConferenceStore, watcher: Watcher, conf: Conference) -> None:
+    """Redis's roster is the bridge's: the watcher's channels, with the members' Call-IDs."""
+    calls = {conf.call(user).call_id for user in conf.phones}
+
+    def right() -> bool:
+        known = {m.channel for m in watcher.tracker.members(conf.id)}
+        written = roster(store, conf.id)
+        return set(written) == known and sorted(written.values()) == sorted(calls)
+
+    await wait_for(right, 5, f"the roster of {sorted(conf.phones)} in Redis")
+
+
+def assert_on_epoch(stack: Stack, store: ConferenceStore, conf: Conference, epoch: int) -> None:
+    """Redis, the edge (every leg, with the same key) and every phone are on *epoch*."""
+    info = store.get(conf.id)
+    assert info is not None and info.epoch == epoch, info
+    key = store.group_key(conf.id, epoch)
+    state = stack.edge_state(conf.id)
+    at_edge = {e["epoch"]: e["fingerprint"] for e in state["epochs"]}
+    assert at_edge.get(epoch) == key_fingerprint(key.key, key.salt), at_edge
+    assert sorted(leg["epoch"] for leg in state["legs"]) == [epoch] * len(conf.phones), state
+    for user, phone in conf.phones.items():
+        assert phone.group == (SUITE, key.key, key.salt), user
+        dialog = dialog_of(store, conf.id, conf.call(user).call_id)
+        assert dialog is not None and dialog.epoch == epoch, (user, dialog)
+
+
+def assert_no_key_material(store: ConferenceStore, conference: str, entries: object) -> None:
+    """Nothing of any epoch's key (raw hex or SDES base64) in *entries*."""
+    text = json.dumps(entries)
+    assert "inline:" not in text
+    for number in redis_epochs(store, conference):
+        key = store.group_key(conference, number)
+        for secret in (
+            base64.b64encode(key.key + key.salt).decode(),
+            base64.b64encode(key.key).decode()[:16],
+            key.key.hex(),
+            key.salt.hex(),
+        ):
+            assert secret not in text
+
+
+# -- 1. a phone refuses the rekey re-INVITE (488) ------------------------------------------
+
+
+def test_refusal_with_policy_remove_hangs_up_and_rekeys_without_it(stack: Stack) -> None:
+    async def scenario() -> None:
+        watcher = Watcher(stack.settings("flt-remove", on_failure=FailurePolicy.REMOVE))
+        await watcher.start()
+        store = stack.store()
+        try:
+            async with conference(stack, watcher, ["alice", "bob", "carol", "dave"]) as conf:
+                await roster_settles(store, watcher, conf)
+                chans = channels(watcher, conf.id)
+                carol = conf.phones["carol"]
+                carol_call = conf.call("carol")
+                old_group = carol.group
+                carol.refuse = 488
+                first = asyncio.ensure_future(watcher.next_report(20))
+                await conf.call("dave").bye(timeout=5)
+                report: RekeyReport = await first
+                second = asyncio.ensure_future(watcher.next_report(20))
+                assert report.epoch == 2 and report.reasons == ("leave",)
+                assert report.verdicts == {
+                    chans["alice"]: "followed",
+                    chans["bob"]: "followed",
+                    chans["carol"]: "refused",
+                }, report.verdicts
+                assert report.removed == (chans["carol"],)
+                assert report.replaced == {}
+                # The refusal is on record, without any key.
+                entries = refusals(store, conf.id)
+                mine = [e for e in entries if e.get("call_id") == carol_call.call_id]
+                assert [(e["epoch"], e["status"]) for e in mine] == [("2", "488")], entries
+                assert_no_key_material(store, conf.id, entries)
+                # Carol was hung up (AMI Hangup: Asterisk's BYE reached her) ...
+                await carol_call.wait_ended(5)
+                assert carol.group == old_group  # she never took epoch 2's key
+                # ... and one more rekey, without her: her refused re-INVITE offered her
+                # epoch 2's key.
+                again: RekeyReport = await second
+                assert again.epoch == 3 and again.reasons == ("leave",)
+                assert again.verdicts == {chans["alice"]: "followed", chans["bob"]: "followed"}
+                assert again.removed == ()
+                for gone in ("carol", "dave"):
+                    del conf.phones[gone]
+                await roster_settles(store, watcher, conf)
+                listed = await watcher.ami.confbridge_list(conf.id)
+                assert {e["Channel"] for e in listed} == {chans["alice"], chans["bob"]}
+                assert dialog_of(store, conf.id, carol_call.call_id) is None
+                assert_on_epoch(stack, store, conf, 3)
+                await wait_for(lambda: idle(watcher), 5, "the watcher idle")
+                assert [r.epoch for r in watcher.reports] == [2, 3]
+        finally:
+            await bounded(watcher.close(), "close the watcher")
+            store.client.close()
+
+    asyncio.run(scenario())
+
+
+def test_refusal_with_policy_replace_calls_back_until_the_call_back_fails(stack: Stack) -> None:
+    """``replace``: the refuser is hung up and called back (the new call carries the new
+    epoch).  It refuses again at the next rekey: called back again.  When it no longer
+    answers the call back (480), it stays removed and the conference is rekeyed once more."""
+
+    async def scenario() -> None:
+        watcher = Watcher(stack.settings("flt-replace", on_failure=FailurePolicy.REPLACE))
+        await watcher.start()
+        store = stack.store()
+        try:
+            async with conference(stack, watcher, ["alice", "bob", "carol", "dave"]) as conf:
+                carol = conf.phones["carol"]
+                registrar = f"sip:127.0.0.1:{stack.kamailio.port}"
+                registered = await carol.ua.register(
+                    registrar, credentials=("carol", CAROL_PASSWORD), timeout=5
+                )
+                assert registered.status == 200
+                carol.refuse, carol.accept_calls = 488, True
+                chans = channels(watcher, conf.id)
+
+                # Rekey 1 (Dave leaves): Carol refuses, is hung up and called back.
+                old_call = conf.call("carol")
+                waiter = asyncio.ensure_future(watcher.next_report(20))
+                await conf.call("dave").bye(timeout=5)
+                del conf.phones["dave"]
+                first: RekeyReport = await waiter
+                assert first.epoch == 2, first
+                assert first.verdicts[chans["carol"]] == "refused", first.verdicts
+                assert set(first.replaced) == {chans["carol"]} and first.removed == ()
+                await old_call.wait_ended(5)
+                carol.call = await carol.ua.next_call(10)
+                await wait_for(
+                    lambda: (
+                        first.replaced[chans["carol"]]
+                        in {m.uniqueid for m in watcher.tracker.members(conf.id)}
+                    ),
+                    5,
+                    "Carol's call back in the bridge",
+                )
+                dialog = dialog_of(store, conf.id, carol.call.call_id)
+                assert dialog is not None and (dialog.dialout, dialog.epoch) == (True, 2)
+                assert_on_epoch(stack, store, conf, 2)  # her new call carries epoch 2
+                await roster_settles(store, watcher, conf)
+                await wait_for(lambda: idle(watcher), 5, "the watcher idle")
+                assert len(watcher.reports) == 1  # the call back asks for no rekey
+
+                # Rekey 2 (Bob leaves): she refuses again; this time the call back fails.
+                by_uniqueid = {m.uniqueid: m.channel for m in watcher.tracker.members(conf.id)}
+                chans["carol"] = by_uniqueid[first.replaced[chans["carol"]]]
+                assert chans["carol"].startswith("PJSIP/kamailio-out-")
+                carol.accept_calls = False
+                old_call = conf.call("carol")
+                waiter = asyncio.ensure_future(watcher.next_report(20))
+                await conf.call("bob").bye(timeout=5)
+                del conf.phones["bob"]
+                second: RekeyReport = await waiter
+                third_waiter = asyncio.ensure_future(watcher.next_report(20))
+                assert second.epoch == 3, second
+                assert second.verdicts == {
+                    chans["alice"]: "followed",
+                    chans["carol"]: "refused",
+                }, second.verdicts
+                assert second.removed == (chans["carol"],) and second.replaced == {}
+                assert (watcher.dialouts[-1].target, watcher.dialouts[-1].result) == (
+                    CAROL,
+                    "failed",
+                )
+                await old_call.wait_ended(5)
+                # She was offered epoch 3's key: one more rekey, without her.
+                third: RekeyReport = await third_waiter
+                assert third.epoch == 4 and third.reasons == ("leave",)
+                assert third.verdicts == {chans["alice"]: "followed"}
+                del conf.phones["carol"]
+                assert_on_epoch(stack, store, conf, 4)
+                await roster_settles(store, watcher, conf)
+                entries = refusals(store, conf.id)
+                assert sorted((e["epoch"], e["status"]) for e in entries) == [
+                    ("2", "488"),
+                    ("3", "488"),
+                ], entries
+                assert_no_key_material(store, conf.id, entries)
+                await wait_for(lambda: idle(watcher), 5, "the watcher idle")
+                assert [r.epoch for r in watcher.reports] == [2, 3, 4]
+        finally:
+            await bounded(watcher.close(), "close the watcher")
+            store.client.close()
+
+    asyncio.run(scenario())
