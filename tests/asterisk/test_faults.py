@@ -24,7 +24,6 @@ import base64
 import contextlib
 import dataclasses
 import json
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -32,11 +31,10 @@ from typing import Any
 
 import pytest
 
-from secconf.asterisk.ami import AmiClient, AmiSettings
+from secconf.asterisk.ami import AmiSettings
 from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
 from secconf.client.phone import SUITE, SdesPhone
 from secconf.client.sip import Call
-from secconf.core.errors import SecconfError
 from secconf.core.keys import key_fingerprint
 from secconf.core.roster import FailurePolicy, RekeyPolicy
 from secconf.kamailio.settings import load_settings
@@ -209,7 +207,7 @@ async def until(predicate: Callable[[], Awaitable[bool]], timeout: float, what: 
 
 def idle(watcher: Watcher) -> bool:
     """No rekey running, queued or planned: nothing more will be reported without a change."""
-    return watcher.tracker.next_deadline() is None and not watcher._running  # noqa: SLF001
+    return watcher.tracker.next_deadline() is None and not watcher._running
 
 
 def channels(watcher: Watcher, conference: str) -> dict[str, str]:
@@ -280,7 +278,8 @@ async def roster_settles(store: ConferenceStore, watcher: Watcher, conf: Confere
 def assert_on_epoch(stack: Stack, store: ConferenceStore, conf: Conference, epoch: int) -> None:
     """Redis, the edge (every leg, with the same key) and every phone are on *epoch*."""
     info = store.get(conf.id)
-    assert info is not None and info.epoch == epoch, info
+    assert info is not None
+    assert info.epoch == epoch, info
     key = store.group_key(conf.id, epoch)
     state = stack.edge_state(conf.id)
     at_edge = {e["epoch"]: e["fingerprint"] for e in state["epochs"]}
@@ -289,7 +288,8 @@ def assert_on_epoch(stack: Stack, store: ConferenceStore, conf: Conference, epoc
     for user, phone in conf.phones.items():
         assert phone.group == (SUITE, key.key, key.salt), user
         dialog = dialog_of(store, conf.id, conf.call(user).call_id)
-        assert dialog is not None and dialog.epoch == epoch, (user, dialog)
+        assert dialog is not None, user
+        assert dialog.epoch == epoch, (user, dialog)
 
 
 def assert_no_key_material(store: ConferenceStore, conference: str, entries: object) -> None:
@@ -327,7 +327,8 @@ def test_refusal_with_policy_remove_hangs_up_and_rekeys_without_it(stack: Stack)
                 await conf.call("dave").bye(timeout=5)
                 report: RekeyReport = await first
                 second = asyncio.ensure_future(watcher.next_report(20))
-                assert report.epoch == 2 and report.reasons == ("leave",)
+                assert report.epoch == 2
+                assert report.reasons == ("leave",)
                 assert report.verdicts == {
                     chans["alice"]: "followed",
                     chans["bob"]: "followed",
@@ -346,7 +347,8 @@ def test_refusal_with_policy_remove_hangs_up_and_rekeys_without_it(stack: Stack)
                 # ... and one more rekey, without her: her refused re-INVITE offered her
                 # epoch 2's key.
                 again: RekeyReport = await second
-                assert again.epoch == 3 and again.reasons == ("leave",)
+                assert again.epoch == 3
+                assert again.reasons == ("leave",)
                 assert again.verdicts == {chans["alice"]: "followed", chans["bob"]: "followed"}
                 assert again.removed == ()
                 for gone in ("carol", "dave"):
@@ -393,7 +395,8 @@ def test_refusal_with_policy_replace_calls_back_until_the_call_back_fails(stack:
                 first: RekeyReport = await waiter
                 assert first.epoch == 2, first
                 assert first.verdicts[chans["carol"]] == "refused", first.verdicts
-                assert set(first.replaced) == {chans["carol"]} and first.removed == ()
+                assert set(first.replaced) == {chans["carol"]}
+                assert first.removed == ()
                 await old_call.wait_ended(5)
                 carol.call = await carol.ua.next_call(10)
                 await wait_for(
@@ -405,7 +408,8 @@ def test_refusal_with_policy_replace_calls_back_until_the_call_back_fails(stack:
                     "Carol's call back in the bridge",
                 )
                 dialog = dialog_of(store, conf.id, carol.call.call_id)
-                assert dialog is not None and (dialog.dialout, dialog.epoch) == (True, 2)
+                assert dialog is not None
+                assert (dialog.dialout, dialog.epoch) == (True, 2)
                 assert_on_epoch(stack, store, conf, 2)  # her new call carries epoch 2
                 await roster_settles(store, watcher, conf)
                 await wait_for(lambda: idle(watcher), 5, "the watcher idle")
@@ -427,7 +431,8 @@ def test_refusal_with_policy_replace_calls_back_until_the_call_back_fails(stack:
                     chans["alice"]: "followed",
                     chans["carol"]: "refused",
                 }, second.verdicts
-                assert second.removed == (chans["carol"],) and second.replaced == {}
+                assert second.removed == (chans["carol"],)
+                assert second.replaced == {}
                 assert (watcher.dialouts[-1].target, watcher.dialouts[-1].result) == (
                     CAROL,
                     "failed",
@@ -435,7 +440,8 @@ def test_refusal_with_policy_replace_calls_back_until_the_call_back_fails(stack:
                 await old_call.wait_ended(5)
                 # She was offered epoch 3's key: one more rekey, without her.
                 third: RekeyReport = await third_waiter
-                assert third.epoch == 4 and third.reasons == ("leave",)
+                assert third.epoch == 4
+                assert third.reasons == ("leave",)
                 assert third.verdicts == {chans["alice"]: "followed"}
                 del conf.phones["carol"]
                 assert_on_epoch(stack, store, conf, 4)
