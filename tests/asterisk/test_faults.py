@@ -24,6 +24,8 @@ import base64
 import contextlib
 import dataclasses
 import json
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from secconf.asterisk.ami import AmiSettings
+from secconf.asterisk.ami import AmiClient, AmiSettings
 from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
 from secconf.client.phone import SUITE, SdesPhone
 from secconf.client.sip import Call
@@ -43,7 +45,7 @@ from secconf.store.conferences import ConferenceStore, DialogRecord, connect_blo
 from secconf.store.keywrap import KeyWrapper, load_key_file
 from secconf.store.sip_users import SipUserStore
 from tests.asterisk.test_e2e_rekey import bounded, conference_of, wait_for
-from tests.fixtures.asterisk_server import AsteriskServer
+from tests.fixtures.asterisk_server import AsteriskServer, processes_in
 from tests.fixtures.edge_server import EdgeFactory, RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory, KamailioServer
 from tests.fixtures.redis_server import RedisServer
@@ -454,6 +456,232 @@ def test_refusal_with_policy_replace_calls_back_until_the_call_back_fails(stack:
                 assert_no_key_material(store, conf.id, entries)
                 await wait_for(lambda: idle(watcher), 5, "the watcher idle")
                 assert [r.epoch for r in watcher.reports] == [2, 3, 4]
+        finally:
+            await bounded(watcher.close(), "close the watcher")
+            store.client.close()
+
+    asyncio.run(scenario())
+
+
+# -- 2. the watcher's AMI connection breaks --------------------------------------------------
+
+
+class AmiProxy:
+    """A TCP proxy in front of Asterisk's AMI: the test cuts it and stops it listening."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.port = 0
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._transports: set[asyncio.BaseTransport] = set()
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    async def listen(self) -> None:
+        """Accept connections (again, on the same port)."""
+        self._server = await asyncio.start_server(self._accepted, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def stop_listening(self) -> None:
+        """New connections are refused (the watcher's reconnects fail at once)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def cut(self) -> None:
+        """Reset every connection through the proxy, both sides."""
+        for transport in list(self._transports):
+            transport.abort()  # type: ignore[attr-defined]
+        self._transports.clear()
+
+    async def close(self) -> None:
+        self.stop_listening()
+        self.cut()
+        for pump in list(self._pumps):
+            pump.cancel()
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", self.upstream), 2
+            )
+        except (OSError, TimeoutError):
+            writer.transport.abort()
+            return
+        self.connections += 1
+        self._transports |= {writer.transport, up_writer.transport}
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, ConnectionError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.transport.abort()
+
+        task = asyncio.ensure_future(
+            asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))  # type: ignore[arg-type]
+        )
+        self._pumps.add(task)
+        task.add_done_callback(self._pumps.discard)
+
+
+def test_ami_cut_watcher_reconnects_reconciles_and_rekeys_each_leave_once(stack: Stack) -> None:
+    async def scenario() -> None:
+        proxy = AmiProxy(stack.asterisk.ami_port)
+        await proxy.listen()
+        settings = stack.settings("flt-ami")
+        watcher = Watcher(
+            dataclasses.replace(settings, ami=dataclasses.replace(settings.ami, port=proxy.port))
+        )
+        await watcher.start()
+        store = stack.store()
+        try:
+            async with conference(stack, watcher, ["alice", "bob", "carol", "dave"]) as conf:
+                await roster_settles(store, watcher, conf)
+                assert watcher.ami.connects == 1
+
+                # AMI down (connection reset, reconnects refused) while Dave leaves.
+                proxy.stop_listening()
+                proxy.cut()
+                await wait_for(lambda: not watcher.ami.connected, 5, "the watcher to notice")
+                await conf.call("dave").bye(timeout=5)
+                del conf.phones["dave"]
+                await until(
+                    lambda: members_listed(stack, conf.id, 3), 5, "Dave's leave in Asterisk"
+                )
+                assert len(channels(watcher, conf.id)) == 4  # it missed the event
+                assert watcher.reports == []
+                waiter = asyncio.ensure_future(watcher.next_report(20))
+                await proxy.listen()
+                await wait_for(lambda: watcher.ami.connects == 2, 15, "the reconnect")
+                # The ConfbridgeList snapshot lacks Dave: a leave, one rekey.
+                report: RekeyReport = await waiter
+                assert report.epoch == 2
+                assert report.reasons == ("leave",)
+                assert set(report.verdicts.values()) == {"followed"}, report.verdicts
+                await roster_settles(store, watcher, conf)
+                assert_on_epoch(stack, store, conf, 2)
+
+                # Carol leaves; the connection is cut right after her ConfbridgeLeave
+                # (inside the debounce window): the reconnect's snapshot must not count
+                # her leave a second time.
+                waiter = asyncio.ensure_future(watcher.next_report(20))
+                await conf.call("carol").bye(timeout=5)
+                del conf.phones["carol"]
+                await wait_for(lambda: len(channels(watcher, conf.id)) == 2, 5, "Carol's leave")
+                proxy.cut()
+                await wait_for(lambda: watcher.ami.connects == 3, 15, "the second reconnect")
+                report = await waiter
+                assert report.epoch == 3
+                assert report.reasons == ("leave",)
+                await roster_settles(store, watcher, conf)
+
+                # A cut with no change in between: reconnect, reconcile, no rekey.
+                proxy.cut()
+                await wait_for(lambda: watcher.ami.connects == 4, 15, "the third reconnect")
+                await wait_for(lambda: idle(watcher), 5, "the watcher idle")
+                await roster_settles(store, watcher, conf)
+                assert [(r.epoch, r.reasons) for r in watcher.reports] == [
+                    (2, ("leave",)),
+                    (3, ("leave",)),
+                ]
+                assert len(store.client.xrange(f"{PREFIX}:rekeys:{conf.id}")) == 2
+                assert_on_epoch(stack, store, conf, 3)
+        finally:
+            await bounded(watcher.close(), "close the watcher")
+            await proxy.close()
+            store.client.close()
+
+    asyncio.run(scenario())
+
+
+async def members_listed(stack: Stack, conference: str, count: int) -> bool:
+    """Asterisk's own ConfbridgeList (on a connection of the test's) has *count* members."""
+    probe = AmiClient(
+        AmiSettings(
+            port=stack.asterisk.ami_port,
+            username=stack.asterisk.ami_user,
+            secret=stack.asterisk.ami_secret,
+        )
+    )
+    await probe.start()
+    try:
+        return len(await probe.confbridge_list(conference)) == count
+    finally:
+        await probe.close()
+
+
+# -- 3. Asterisk restarts with a conference up ------------------------------------------------
+
+
+def kill_asterisk(asterisk: AsteriskServer) -> None:
+    """SIGKILL Asterisk (a crash: no hangups, no BYEs, no AMI events), then reap it."""
+    for pid in processes_in(asterisk.tree):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    asterisk.stop()
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_asterisk_restart_cleans_the_roster_and_a_new_conference_works(
+    stack: Stack, how: str
+) -> None:
+    """SIGTERM: Asterisk hangs every call up on its way down (ConfbridgeLeave events,
+    BYEs).  SIGKILL: nothing is said; the watcher learns it from the reconnect's
+    ConfbridgeList.  Either way no rekey, the roster goes, a new conference works."""
+
+    async def scenario() -> None:
+        watcher = Watcher(stack.settings("flt-restart"))
+        await watcher.start()
+        store = stack.store()
+        try:
+            async with conference(stack, watcher, ["alice", "bob", "carol"]) as conf:
+                await roster_settles(store, watcher, conf)
+                roster_key = f"{PREFIX}:roster:{conf.id}"
+                assert store.client.exists(roster_key)
+                started = time.monotonic()
+                stop = stack.asterisk.stop if how == "sigterm" else kill_asterisk
+                await asyncio.to_thread(stop, *(() if how == "sigterm" else (stack.asterisk,)))
+                # Started from the main thread, not asyncio.to_thread: the fixture's
+                # pdeathsig fires when the *thread* that spawned Asterisk exits, and the
+                # executor's worker threads exit with asyncio.run (Asterisk killed).
+                stack.asterisk.start()
+                await wait_for(lambda: watcher.ami.connects == 2, 20, "the reconnect")
+                reconnected = time.monotonic() - started
+                # The bridge is gone: the watcher forgets its members, deletes its roster.
+                await wait_for(
+                    lambda: (
+                        not watcher.tracker.members(conf.id) and not store.client.exists(roster_key)
+                    ),
+                    5,
+                    "the roster of the vanished bridge deleted",
+                )
+                assert await watcher.ami.confbridge_rooms() == []
+                await wait_for(lambda: idle(watcher), 5, "the watcher idle")
+                assert watcher.reports == []  # everyone left at once: nothing to rekey
+                print(f"\nAsterisk stop+start -> watcher reconnected in {reconnected:.1f} s")
+                ended = {user: conf.call(user).ended.is_set() for user in conf.phones}
+                info = store.get(conf.id)
+                print(
+                    f"calls ended at the phones by the {how}: {ended}; conference in Redis: "
+                    f"{None if info is None else info.state}"
+                )
+
+            # A new conference afterwards: join, leave, exactly one rekey.
+            async with conference(stack, watcher, ["alice", "bob", "carol"]) as conf:
+                await roster_settles(store, watcher, conf)
+                waiter = asyncio.ensure_future(watcher.next_report(20))
+                await conf.call("carol").bye(timeout=5)
+                del conf.phones["carol"]
+                report: RekeyReport = await waiter
+                assert report.conference == conf.id
+                assert report.epoch == 2
+                assert report.reasons == ("leave",)
+                assert set(report.verdicts.values()) == {"followed"}, report.verdicts
+                await roster_settles(store, watcher, conf)
+                assert_on_epoch(stack, store, conf, 2)
+                await wait_for(lambda: idle(watcher), 5, "the watcher idle")
+                assert len(watcher.reports) == 1
         finally:
             await bounded(watcher.close(), "close the watcher")
             store.client.close()
