@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from secconf.asterisk.ami import AmiClient, AmiSettings
 from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
 from secconf.client.phone import SUITE, SdesPhone
 from secconf.client.sip import Call
+from secconf.core.errors import SecconfError
 from secconf.core.keys import key_fingerprint
 from secconf.core.roster import FailurePolicy, RekeyPolicy
 from secconf.kamailio.settings import load_settings
@@ -284,7 +286,7 @@ def assert_on_epoch(stack: Stack, store: ConferenceStore, conf: Conference, epoc
     assert info.epoch == epoch, info
     key = store.group_key(conf.id, epoch)
     state = stack.edge_state(conf.id)
-    at_edge = {e["epoch"]: e["fingerprint"] for e in state["epochs"]}
+    at_edge = edge_epochs(stack, conf.id)
     assert at_edge.get(epoch) == key_fingerprint(key.key, key.salt), at_edge
     assert sorted(leg["epoch"] for leg in state["legs"]) == [epoch] * len(conf.phones), state
     for user, phone in conf.phones.items():
@@ -687,3 +689,151 @@ def test_asterisk_restart_cleans_the_roster_and_a_new_conference_works(
             store.client.close()
 
     asyncio.run(scenario())
+
+
+# -- 4. Redis stops answering at the moment of the mint -----------------------------------
+
+
+def test_redis_hung_during_the_mint_leaves_no_half_applied_epoch(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis is paused (SIGSTOP) just as the watcher's mint writes the new epoch.
+
+    The write times out (the module's 0.5 s), so the mint fails before the edge is
+    told.  But the script is already in Redis's socket buffer: when Redis resumes it
+    runs, and Redis names an epoch the edge never got.  The watcher's retry must
+    not build on it: in the end every epoch Redis holds is the edge's (same key),
+    one epoch was minted for the one leave, and every leg is on it.
+    """
+
+    async def scenario() -> None:
+        watcher = Watcher(stack.settings("flt-redis"))
+        await watcher.start()
+        store = stack.store()
+        original = ConferenceStore.add_epoch
+        armed, tried = threading.Event(), threading.Event()
+        failures: list[BaseException] = []
+
+        def add_epoch(self: ConferenceStore, *args: Any, **kwargs: Any) -> None:
+            if not armed.is_set():
+                return original(self, *args, **kwargs)
+            armed.clear()
+            stack.redis.pause()  # the moment of the mint: Redis hangs
+            try:
+                return original(self, *args, **kwargs)
+            except BaseException as exc:
+                failures.append(exc)
+                raise
+            finally:
+                tried.set()
+
+        monkeypatch.setattr(ConferenceStore, "add_epoch", add_epoch)
+        try:
+            async with conference(stack, watcher, ["alice", "bob", "carol"]) as conf:
+                await roster_settles(store, watcher, conf)
+                before = edge_epochs(stack, conf.id)
+                # Redis knows the epoch script, as after any earlier rekey on this server
+                # (else the EVALSHA that runs late would only get NOSCRIPT).
+                store.client.script_load(store._add_epoch.script)
+                armed.set()
+                waiter = asyncio.ensure_future(watcher.next_report(30))
+                await conf.call("carol").bye(timeout=5)
+                del conf.phones["carol"]
+                await until(lambda: asyncio.to_thread(tried.wait, 0.05), 10, "the mint")
+                assert len(failures) == 1, failures
+                assert isinstance(failures[0], SecconfError), failures
+                assert failures[0].status_code == 503
+                # While Redis hangs nothing reached the edge.
+                assert edge_epochs(stack, conf.id) == before
+                assert watcher.reports == []
+                stack.redis.resume()
+                report: RekeyReport = await waiter
+                assert report.reasons in (("retry",), ("leave", "retry")), report.reasons
+                assert set(report.verdicts.values()) == {"followed"}, report.verdicts
+                # Every epoch in Redis is at the edge with the same key: nothing half-applied.
+                at_edge = edge_epochs(stack, conf.id)
+                in_redis = redis_epochs(store, conf.id)
+                assert {n: f for n, f in in_redis.items() if n in at_edge} == at_edge
+                assert set(in_redis) - set(at_edge) <= {1}, (in_redis, at_edge)  # 1 retired
+                # One leave, one new epoch: the failed attempt left no trace.
+                assert report.epoch == 2, (report.epoch, in_redis, at_edge)
+                assert_on_epoch(stack, store, conf, 2)
+                await wait_for(lambda: idle(watcher), 5, "the watcher idle")
+                assert len(watcher.reports) == 1
+        finally:
+            stack.redis.resume()
+            await bounded(watcher.close(), "close the watcher")
+            store.client.close()
+
+    asyncio.run(scenario())
+
+
+def edge_epochs(stack: Stack, conference: str) -> dict[int, str]:
+    """The edge's key epochs of *conference*: number -> key fingerprint."""
+    return {e["epoch"]: e["fingerprint"] for e in stack.edge_state(conference)["epochs"]}
+
+
+# -- 5. the lease holder dies without releasing --------------------------------------------
+
+
+def test_standby_takes_over_a_lapsed_lease_and_rekeys_once(stack: Stack) -> None:
+    """Two watchers; the one holding the conference's lease dies (its tasks stop, its
+    AMI connection drops, nothing is released) just after a leave, before its rekey.
+    The standby's own decision for that leave is left to the holder (the lease is
+    still valid); once the lease lapses the standby takes it and rekeys once
+    (``takeover``), which covers the leave."""
+
+    async def scenario() -> None:
+        ttl = 1.5
+        first = Watcher(stack.settings("flt-lease-1", lease_ttl=ttl))
+        second = Watcher(stack.settings("flt-lease-2", lease_ttl=ttl))
+        await first.start()
+        await second.start()
+        store = stack.store()
+        try:
+            async with conference(stack, first, ["alice", "bob", "carol"]) as conf:
+                await wait_for(lambda: len(second.tracker.members(conf.id)) == 3, 5, "3 joins")
+                # The lease loops take the lease for a conference with members.
+                await wait_for(lambda: first.lease.holder(conf.id) is not None, 5, "a lease holder")
+                holder_token = first.lease.holder(conf.id)
+                assert holder_token is not None
+                holder, standby = (
+                    (first, second) if holder_token == first.lease.token else (second, first)
+                )
+                assert holder_token == holder.lease.token
+                # The holder dies right after Carol's leave, inside the debounce window.
+                waiter = asyncio.ensure_future(standby.next_report(20))
+                await conf.call("carol").bye(timeout=5)
+                del conf.phones["carol"]
+                await wait_for(
+                    lambda: len(holder.tracker.members(conf.id)) == 2, 5, "the holder sees it"
+                )
+                died = time.monotonic()
+                await crash(holder)
+                report: RekeyReport = await waiter
+                took = time.monotonic() - died
+                assert report.reasons == ("takeover",), report.reasons
+                assert report.epoch == 2
+                assert set(report.verdicts.values()) == {"followed"}, report.verdicts
+                assert standby.lease.holder(conf.id) == standby.lease.token
+                assert holder.reports == []
+                assert_on_epoch(stack, store, conf, 2)
+                await wait_for(lambda: idle(standby), 5, "the standby idle")
+                assert len(standby.reports) == 1
+                assert len(store.client.xrange(f"{PREFIX}:rekeys:{conf.id}")) == 1
+                print(f"\nholder died -> standby's takeover rekey done in {took:.1f} s (ttl {ttl})")
+        finally:
+            await bounded(first.close(), "close the first watcher")
+            await bounded(second.close(), "close the second watcher")
+            store.client.close()
+
+    asyncio.run(scenario())
+
+
+async def crash(watcher: Watcher) -> None:
+    """The watcher stops as if its process died: no renewals, no AMI, nothing released."""
+    for task in (watcher._lease_task, watcher._dialout_task, *watcher._running.values()):
+        if task is not None:
+            task.cancel()
+    await watcher.follower.close()
+    await watcher.ami.close()
