@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -221,8 +221,13 @@ def channels(watcher: Watcher, conference: str) -> dict[str, str]:
 
 def roster(store: ConferenceStore, conference: str) -> dict[str, str]:
     """The watcher's roster in Redis: channel -> Call-ID."""
-    raw = store.client.hgetall(f"{PREFIX}:roster:{conference}")
+    raw = cast(dict[bytes, bytes], store.client.hgetall(f"{PREFIX}:roster:{conference}"))
     return {k.decode(): json.loads(v)["call_id"] for k, v in raw.items()}
+
+
+def rekey_reports(store: ConferenceStore, conference: str) -> list[Any]:
+    """The watcher's ``P:rekeys:<conference>`` stream."""
+    return cast(list[Any], store.client.xrange(f"{PREFIX}:rekeys:{conference}"))
 
 
 @dataclass
@@ -477,7 +482,7 @@ class AmiProxy:
         self.connections = 0
         self._server: asyncio.Server | None = None
         self._transports: set[asyncio.BaseTransport] = set()
-        self._pumps: set[asyncio.Task[None]] = set()
+        self._pumps: set[asyncio.Future[Any]] = set()
 
     async def listen(self) -> None:
         """Accept connections (again, on the same port)."""
@@ -521,7 +526,7 @@ class AmiProxy:
             sink.transport.abort()
 
         task = asyncio.ensure_future(
-            asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))  # type: ignore[arg-type]
+            asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
         )
         self._pumps.add(task)
         task.add_done_callback(self._pumps.discard)
@@ -587,7 +592,7 @@ def test_ami_cut_watcher_reconnects_reconciles_and_rekeys_each_leave_once(stack:
                     (2, ("leave",)),
                     (3, ("leave",)),
                 ]
-                assert len(store.client.xrange(f"{PREFIX}:rekeys:{conf.id}")) == 2
+                assert len(rekey_reports(store, conf.id)) == 2
                 assert_on_epoch(stack, store, conf, 3)
         finally:
             await bounded(watcher.close(), "close the watcher")
@@ -820,7 +825,7 @@ def test_standby_takes_over_a_lapsed_lease_and_rekeys_once(stack: Stack) -> None
                 assert_on_epoch(stack, store, conf, 2)
                 await wait_for(lambda: idle(standby), 5, "the standby idle")
                 assert len(standby.reports) == 1
-                assert len(store.client.xrange(f"{PREFIX}:rekeys:{conf.id}")) == 1
+                assert len(rekey_reports(store, conf.id)) == 1
                 print(f"\nholder died -> standby's takeover rekey done in {took:.1f} s (ttl {ttl})")
         finally:
             await bounded(first.close(), "close the first watcher")
