@@ -572,6 +572,7 @@ class Watcher:
             log.info("conference %s is not active in Redis: no rekey", conference)
             return None
         try:
+            await self._drop_unpublished_epoch(conference, info.epoch)
             epoch = await asyncio.to_thread(mint_epoch, conference, self.settings.focus)
         except ConferenceNotFound:
             return None
@@ -629,6 +630,37 @@ class Watcher:
                 log.warning("hangup of %s failed: %s", channel, exc)
         report.removed = tuple(removed)
         return report
+
+    async def _drop_unpublished_epoch(self, conference: str, epoch: int) -> None:
+        """Undo Redis's current *epoch* if the edge never got it (a mint that timed out late).
+
+        A mint whose Redis write times out fails before the edge is told, but
+        Redis may still run that write once it answers again (the script was
+        already in its socket buffer; tests/asterisk/test_faults.py).  Redis
+        then names as current an epoch the edge does not have, and the next
+        mint would build on it.  Only the lease holder mints, so an epoch newer
+        than every epoch at the edge is such a leftover: it is dropped
+        (compare-and-delete in one script) before minting again.
+        """
+        if self.edge is None or epoch <= 1:
+            return
+        try:
+            response = await self.edge.get(f"/v1/conferences/{conference}")
+            if response.status_code != 200:
+                return
+            at_edge = {int(e["epoch"]) for e in response.json().get("epochs", [])}
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.warning("edge epochs of %s unreadable: %s", conference, exc)
+            return
+        if not at_edge or epoch <= max(at_edge):
+            return
+        log.warning(
+            "conference %s: epoch %d is in Redis but not at the edge (a mint that timed "
+            "out): dropping it",
+            conference,
+            epoch,
+        )
+        await asyncio.to_thread(self.store.drop_epoch, conference, epoch)
 
     async def _refresh(
         self, conference: str, channel: str, call_id: str, epoch: int, report: RekeyReport
