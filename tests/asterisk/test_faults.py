@@ -93,8 +93,7 @@ realm = "example.com"
 
 
 def dialog_of(store: ConferenceStore, conference: str, call_id: str) -> DialogRecord | None:
-    del conference  # becomes store.dialog(conference, call_id)
-    return store.dialog(call_id)
+    return store.dialog(conference, call_id)
 
 
 def refusals(store: ConferenceStore, conference: str) -> list[dict[str, str]]:
