@@ -140,10 +140,18 @@ def free_rtp_port() -> int:
 def write_tone_wav(
     path: Path, frequency: float, seconds: float, rate: int = 8000, amplitude: int = 8000
 ) -> Path:
-    """A mono 16-bit WAV of a sine at *frequency* (what a phone sends)."""
+    """A mono 16-bit WAV of a sine at *frequency* (what a phone sends); amplitude 0: silence.
+
+    baresip 1.0.0 hangs up when its ``aufile`` source ends, so a file a phone sends
+    must last as long as its calls.
+    """
     count = int(seconds * rate)
-    step = 2 * math.pi * frequency / rate
-    frames = struct.pack(f"<{count}h", *(int(amplitude * math.sin(step * i)) for i in range(count)))
+    if amplitude == 0:
+        frames = bytes(2 * count)
+    else:
+        step = 2 * math.pi * frequency / rate
+        samples = (int(amplitude * math.sin(step * i)) for i in range(count))
+        frames = struct.pack(f"<{count}h", *samples)
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
@@ -726,8 +734,9 @@ class BaresipPhone(Phone):
     def config(self) -> str:
         """The ``config`` file's text."""
         tone = self.tone
-        if tone is None:  # ausine would need 48 kHz: silence from a file instead
-            tone = write_tone_wav(self.directory / "silence.wav", 0.0, 5.0, amplitude=0)
+        if tone is None:  # ausine would need 48 kHz: silence from a file instead, long
+            # enough for any call here (baresip 1.0.0 hangs up when its source ends)
+            tone = write_tone_wav(self.directory / "silence.wav", 0.0, 1800.0, amplitude=0)
         source = f"aufile,{tone}"
         modules = [
             "g711.so",

@@ -560,6 +560,8 @@ class KamailioProcess:
         if self.tls_dir is not None:
             kamailio_tls_config(self.tls_dir, self.tls_config_path)
         if self.port:
+            if self.tls_dir is not None and not self.tls_port:
+                self.tls_port = _free(socket.SOCK_STREAM)
             self._launch(self.port, self.tls_port)
             return
         last = ""
