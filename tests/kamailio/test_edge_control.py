@@ -54,11 +54,9 @@ def test_legs_epochs_switch_and_release(focus_with_edge: Focus, edge_double: Edg
     assert kinds == [
         ("PUT", "conferences"),  # epoch 1 (a leg is created under the newest epoch)
         ("POST", "legs"),  # alice's leg
-        ("PUT", "legs"),  # internal remote (alice)
-        ("POST", "legs"),  # switch alice to epoch 1
+        ("PUT", "legs"),  # at alice's 200 OK: internal remote + switch to epoch 1, one call
         ("POST", "legs"),  # bob's leg
         ("PUT", "legs"),
-        ("POST", "legs"),
         ("DELETE", "legs"),  # bob's BYE
         ("DELETE", "legs"),  # alice's BYE
         ("DELETE", "conferences"),  # the conference ended
@@ -70,9 +68,8 @@ def test_legs_epochs_switch_and_release(focus_with_edge: Focus, edge_double: Edg
     epoch = edge_double.calls[0]
     assert epoch[1].endswith("/epochs/1")
     assert set(epoch[2]) == {"suite", "key", "salt"}
-    assert edge_double.calls[2][2] == {"address": "127.0.0.1", "ports": [40000]}
-    assert edge_double.calls[3][1].endswith("/switch")
-    assert edge_double.calls[3][2] == {"epoch": 1}
+    assert edge_double.calls[2][1].endswith("/internal-remote")
+    assert edge_double.calls[2][2] == {"address": "127.0.0.1", "ports": [40000], "switch_epoch": 1}
 
 
 def test_edge_down_is_503_and_nothing_is_left_in_redis(

@@ -66,7 +66,7 @@ from secconf.core.sdp import SessionDescription
 from secconf.store.conferences import DialogExists, DialOutNotBuilt
 
 from .adapter import Relay, ReplyView, RequestView
-from .edge_control import LegAddresses
+from .edge_control import LegAddresses, switch_at_answer
 from .service import (
     CONFERENCE_HEADER,
     ON_FAILURE,
@@ -296,9 +296,7 @@ def dialout_answered(service: FocusService, reply: ReplyView, state: Transaction
     remote = offered_remote(answer, state.streams)
     if remote is not None:
         edge.set_participant_remote(state.leg, LegAddresses(*remote))
-    if state.remote is not None:
-        edge.set_internal_remote(state.leg, state.remote)
-    edge.switch(state.leg, state.epoch)
+    switch_at_answer(edge, state.leg, state.remote, state.epoch)
     internal = state.internal
     body = offer_to_upstream(
         answer,

@@ -41,7 +41,9 @@ from secconf.core.sdes import CryptoAttribute
 
 from .keepalive import KeepAliveHttp
 
-__all__ = ["EdgeControl", "HttpEdgeControl", "LegAddresses", "LegPlan", "NoEdge"]
+__all__ = [
+    "EdgeControl", "HttpEdgeControl", "LegAddresses", "LegPlan", "NoEdge", "switch_at_answer",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,9 @@ class EdgeControl(Protocol):
         rtcp_mux: bool = True,
     ) -> LegPlan | None: ...
 
-    def set_internal_remote(self, leg: str, remote: LegAddresses) -> None: ...
+    def set_internal_remote(
+        self, leg: str, remote: LegAddresses, *, switch_epoch: int | None = None
+    ) -> None: ...
 
     def put_epoch(self, conference_id: str, key: GroupKey) -> None: ...
 
@@ -108,7 +112,9 @@ class NoEdge:
     ) -> LegPlan | None:
         return None
 
-    def set_internal_remote(self, leg: str, remote: LegAddresses) -> None:
+    def set_internal_remote(
+        self, leg: str, remote: LegAddresses, *, switch_epoch: int | None = None
+    ) -> None:
         return None
 
     def put_epoch(self, conference_id: str, key: GroupKey) -> None:
@@ -128,6 +134,15 @@ class NoEdge:
 
     def set_participant_remote(self, leg: str, remote: LegAddresses) -> None:
         return None
+
+
+def switch_at_answer(edge: EdgeControl, leg: str, remote: LegAddresses | None, epoch: int) -> None:
+    """A participant's 200 OK passed: the mixer's media address (if the answer gave one)
+    and the switch of the leg's outbound key to *epoch*, in one round trip."""
+    if remote is None:
+        edge.switch(leg, epoch)
+    else:
+        edge.set_internal_remote(leg, remote, switch_epoch=epoch)
 
 
 def _addresses(value: Any, what: str) -> LegAddresses:
@@ -214,12 +229,15 @@ class HttpEdgeControl:
             raise ServiceUnavailable("media edge answered the wrong number of ports")
         return plan
 
-    def set_internal_remote(self, leg: str, remote: LegAddresses) -> None:
-        self._call(
-            "PUT",
-            f"/v1/legs/{leg}/internal-remote",
-            {"address": remote.address, "ports": list(remote.ports)},
-        )
+    def set_internal_remote(
+        self, leg: str, remote: LegAddresses, *, switch_epoch: int | None = None
+    ) -> None:
+        """Where the mixer's media for *leg* is; with *switch_epoch* also the leg's switch
+        (the edge checks the epoch first, so a refused switch changes nothing)."""
+        body: dict[str, Any] = {"address": remote.address, "ports": list(remote.ports)}
+        if switch_epoch is not None:
+            body["switch_epoch"] = switch_epoch
+        self._call("PUT", f"/v1/legs/{leg}/internal-remote", body)
 
     def put_epoch(self, conference_id: str, key: GroupKey) -> None:
         self._call(

@@ -100,7 +100,7 @@ from secconf.store.replay import BlockingReplayCache
 from secconf.store.sip_users import SipUserStore
 
 from .adapter import Relay, Reply, ReplyView, RequestView
-from .edge_control import EdgeControl, LegAddresses, LegPlan
+from .edge_control import EdgeControl, LegAddresses, LegPlan, switch_at_answer
 from .kms import TicketResolver
 from .settings import Settings
 from .timing import PhaseTimer
@@ -936,10 +936,7 @@ class FocusService:
                     address=None if external is None else external.address,
                     ports=None if external is None else external.ports,
                 )
-        remote = _media_remote(reply.body, state.streams)
-        if remote is not None:
-            self.edge.set_internal_remote(state.leg, remote)
-        self.edge.switch(state.leg, epoch)
+        switch_at_answer(self.edge, state.leg, _media_remote(reply.body, state.streams), epoch)
         headers = ((CONFERENCE_HEADER, f"<{state.conference_uri}>"),)
         return bytes(body), headers
 
@@ -1280,9 +1277,7 @@ class FocusService:
             address=None if internal is None else internal.address,
             ports=None if internal is None else internal.ports,
         )
-        if state.remote is not None:
-            self.edge.set_internal_remote(state.leg, state.remote)
-        self.edge.switch(state.leg, state.epoch)
+        switch_at_answer(self.edge, state.leg, state.remote, state.epoch)
         self.store.switched(state.conference_id, reply.call_id, state.epoch)
         return bytes(body)
 
@@ -1328,11 +1323,9 @@ class FocusService:
                 ports=None if internal is None else internal.ports,
             )
             remote = state.remote
-        if remote is not None:
-            self.edge.set_internal_remote(state.leg, remote)
         if crypto:
             self.edge.set_participant_key(state.leg, crypto[0])
-        self.edge.switch(state.leg, state.epoch)
+        switch_at_answer(self.edge, state.leg, remote, state.epoch)
         self.store.switched(state.conference_id, reply.call_id, state.epoch)
         return bytes(body)
 
