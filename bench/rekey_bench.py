@@ -42,7 +42,7 @@ from rich.table import Table
 from secconf.asterisk.ami import AmiSettings
 from secconf.asterisk.watcher import Watcher, WatcherSettings
 from secconf.client.phone import SdesPhone
-from secconf.core.roster import RekeyPolicy
+from secconf.core.roster import RekeyPolicy, RekeyReason
 from secconf.kamailio.settings import load_settings
 from secconf.services import (
     AsteriskProcess,
@@ -115,6 +115,9 @@ class SizeResult:
     verdicts: dict[str, int]
     cpu: dict[str, float]
     wall: float
+    #: the storm: back-to-back rekeys after the leave (count, seconds, CPU shares,
+    #: worst "all legs on the new epoch" from each rekey's start)
+    storm: tuple[int, float, dict[str, float], float] | None = None
 
 
 async def measure(size: int, args: argparse.Namespace, stack: dict[str, object]) -> SizeResult:
@@ -188,6 +191,28 @@ async def measure(size: int, args: argparse.Namespace, stack: dict[str, object])
         counts: dict[str, int] = {}
         for verdict in report.verdicts.values():
             counts[verdict] = counts.get(verdict, 0) + 1
+        reinvites = sum(len(p.reoffers) for p in phones) - invites_before
+        storm = None
+        if args.storm:
+            # A rekey storm: the next rekey asked for as soon as the previous one settled.
+            storm_before = {name: cpu_seconds(p) for name, p in pids.items()}
+            storm_start = time.monotonic()
+            worst = 0.0
+            for _ in range(args.storm):
+                waiter = asyncio.ensure_future(watcher.next_report(60))
+                watcher.tracker.request_rekey(conference, watcher.clock(), RekeyReason.PERIODIC)
+                watcher.follower.wake()
+                each = await asyncio.wait_for(waiter, 60)
+                if each.all_switched is None:
+                    raise RuntimeError(f"storm rekey to epoch {each.epoch} never switched")
+                worst = max(worst, each.all_switched - each.started)
+            storm_wall = time.monotonic() - storm_start
+            storm = (
+                args.storm,
+                storm_wall,
+                {n: (cpu_seconds(p) - storm_before[n]) / storm_wall for n, p in pids.items()},
+                worst,
+            )
         return SizeResult(
             size=size,
             debounce_ms=(report.started - bye_at) * 1000,
@@ -196,10 +221,11 @@ async def measure(size: int, args: argparse.Namespace, stack: dict[str, object])
             if report.all_switched is None
             else (report.all_switched - bye_at) * 1000,
             settled_ms=(report.settled - bye_at) * 1000,
-            reinvites=sum(len(p.reoffers) for p in phones) - invites_before,
+            reinvites=reinvites,
             verdicts=counts,
             cpu=cpu,
             wall=wall,
+            storm=storm,
         )
     finally:
         for phone in phones:
@@ -218,6 +244,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 20, 50])
     parser.add_argument("--debounce", type=float, default=0.5, help="watcher debounce (s)")
     parser.add_argument("--max-parallel", type=int, default=16, help="refreshes in flight")
+    parser.add_argument(
+        "--storm", type=int, default=0, help="after the leave: this many back-to-back rekeys"
+    )
     args = parser.parse_args()
     console = Console(width=170)
     if os.geteuid() != 0:
@@ -272,6 +301,19 @@ def main() -> None:
             "/".join(f"{r.cpu[k]:.2f}" for k in ("asterisk", "kamailio", "edge", "phones")),
         )
     console.print(table)
+    storms = [r for r in results if r.storm is not None]
+    if storms:
+        table = Table(title="Rekey storm: back-to-back rekeys (each asked as the previous settled)")
+        for column in ("members", "rekeys", "seconds", "worst start -> all legs switched",
+                       "CPU (share of a core) ast/kam/edge/phones"):  # fmt: skip
+            table.add_column(column, justify="right")
+        for r in storms:
+            count, seconds, shares, worst = r.storm  # type: ignore[misc]
+            table.add_row(
+                str(r.size), str(count), f"{seconds:.1f}", f"{worst * 1000:.0f} ms",
+                "/".join(f"{shares[k]:.2f}" for k in ("asterisk", "kamailio", "edge", "phones")),
+            )  # fmt: skip
+        console.print(table)
 
 
 if __name__ == "__main__":
