@@ -76,9 +76,9 @@ class RedisProcess:
         for _ in range(5):  # another program may take the port between probe and bind
             self.port = free_port()
             self._process = subprocess.Popen(  # noqa: S603 - fixed argument list
-                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", str(self.workdir)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [*_pdeathsig("TERM"), binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
             if self._wait_ready():
                 return self
@@ -271,6 +271,7 @@ class EdgeProcess:
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # a Ctrl-C at the terminal reaches us, we stop it in order
         )
         self.process = process
         self.lines = []
@@ -351,6 +352,7 @@ class KmsProcess:
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # a Ctrl-C at the terminal reaches us, we stop it in order
         )
         self.process = process
         self.lines = []
@@ -538,7 +540,14 @@ class KamailioProcess:
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SECCONF_", "PYTHON"))}
+        # app_python3 embeds Debian's Python, which finds its prefix from the first
+        # "python3" on PATH: another Python there (pyenv puts its own bin first for its
+        # children) makes it load that Python's extension modules (_ssl: "undefined
+        # symbol"), so the system directories come first.
+        system = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        rest = [d for d in env.get("PATH", "").split(os.pathsep) if d and d not in system]
         env.update(
+            PATH=os.pathsep.join(system + rest),
             SECCONF_KAMAILIO_CONFIG=str(self.settings_path),
             SECCONF_PYTHONPATH=os.pathsep.join(
                 [sysconfig.get_paths()["purelib"], str(ROOT / "plugin")]
@@ -585,6 +594,7 @@ class KamailioProcess:
             process = subprocess.Popen(  # noqa: S603 - fixed argument list
                 self.command(port, tls_port), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, env=self.environment(), cwd=self.workdir,
+                start_new_session=True,
             )  # fmt: skip
         self._process = process
         stop = time.monotonic() + self.deadline
@@ -832,6 +842,7 @@ class AsteriskProcess:
         process = subprocess.Popen(  # noqa: S603 - fixed argument list
             self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"},
+            start_new_session=True,
         )  # fmt: skip
         self._process = process
         stop = started + self.deadline
