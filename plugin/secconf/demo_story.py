@@ -54,7 +54,7 @@ from .client.kms import KmsClient, KmsRefused
 from .client.media import inbound_session, opens
 from .client.phone import SUITE, SdesPhone
 from .client.sip import SipRequestFailed, UserAgent
-from .core.g711 import ToneGenerator, tone_ratio, ulaw_decode
+from .core.g711 import ToneGenerator, tone_share, ulaw_decode
 from .core.keys import key_fingerprint
 from .core.mikey import ticket as mikey_ticket
 from .core.roster import FailurePolicy, RekeyPolicy
@@ -228,15 +228,7 @@ async def _blocking(function: Callable[..., T], *args: Any) -> T:
 
 
 def _tone_share(samples: list[int]) -> float:
-    """Share of TONE in *samples*, silence around it cut off; 0.0 unless it stands out."""
-    loud = [index for index, sample in enumerate(samples) if abs(sample) > 1000]
-    if not loud:
-        return 0.0
-    audio = samples[loud[0] : loud[-1] + 1]
-    at_tone = tone_ratio(audio, TONE)
-    if len(audio) < 4000 or at_tone <= 20 * tone_ratio(audio, CONTROL_TONE):
-        return 0.0
-    return at_tone
+    return tone_share(samples, TONE, CONTROL_TONE)
 
 
 def _agent_heard(call: AgentCall) -> float:

@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from ..core.errors import NotAcceptable
-from ..core.g711 import tone_ratio, ulaw_decode
+from ..core.g711 import tone_share, ulaw_decode
 from ..core.sdes import CryptoAttribute
 from ..core.sdp import SessionDescription
 from .media import KeyMaterial, SrtpEndpoint
@@ -158,14 +158,7 @@ class SdesPhone:
         samples: list[int] = []
         for packet in self.media.drain():
             samples.extend(ulaw_decode(packet.packet.payload))
-        loud = [index for index, sample in enumerate(samples) if abs(sample) > 1000]
-        if not loud:
-            return 0.0
-        audio = samples[loud[0] : loud[-1] + 1]
-        at_tone = tone_ratio(audio, tone)
-        if len(audio) < 4000 or at_tone <= 20 * tone_ratio(audio, control):
-            return 0.0
-        return at_tone
+        return tone_share(samples, tone, control)
 
     async def close(self) -> None:
         await self.media.close(bye=False)

@@ -144,3 +144,29 @@ def tone_ratio(samples: Sequence[float], frequency: float, sample_rate: int = SA
     if energy == 0:
         return 0.0
     return goertzel_power(samples, frequency, sample_rate) / (energy * len(samples) / 2)
+
+
+def tone_share(
+    samples: Sequence[int],
+    frequency: float,
+    control: float = 1000.0,
+    *,
+    loud: int = 1000,
+    minimum: int = 4000,
+) -> float:
+    """How clearly *samples* (decoded audio) carry a tone at *frequency*; 0.0 if they do not.
+
+    A conference mixer sends all the time (silence when nobody talks, late frames
+    filled with silence under load), so leading and trailing samples quieter than
+    *loud* are cut off first.  0.0 when fewer than *minimum* samples remain or the
+    energy at *frequency* is not 20 times that at *control*, a frequency nobody
+    sends (noise, not a tone); else :func:`tone_ratio` at *frequency*.
+    """
+    marks = [index for index, sample in enumerate(samples) if abs(sample) > loud]
+    if not marks:
+        return 0.0
+    audio = samples[marks[0] : marks[-1] + 1]
+    at_tone = tone_ratio(audio, frequency)
+    if len(audio) < minimum or at_tone <= 20 * tone_ratio(audio, control):
+        return 0.0
+    return at_tone

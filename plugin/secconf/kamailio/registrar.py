@@ -21,7 +21,7 @@ answers before ``save`` runs.
 
 from __future__ import annotations
 
-from secconf.core.digest import challenge, check_nonce, make_nonce, parse_credentials, verify
+from secconf.core.digest import challenge, make_nonce
 from secconf.core.errors import Forbidden, MalformedMessage, ProtocolError, SecconfError
 from secconf.core.focus import normalize_identity
 
@@ -61,36 +61,9 @@ def register_identity(service: FocusService, request: RequestView) -> str:
     digest = settings.digest
     if digest is None or service.sip_users is None:
         raise Forbidden("registration needs digest authentication ([digest] realm)")
-    header = request.headers.get("Authorization")
-    if not header:
-        raise RegistrationRequired("credentials required", call_id=request.call_id)
-    credentials = parse_credentials(header)
-    if credentials.realm != digest.realm:
-        raise RegistrationRequired("credentials for another realm", call_id=request.call_id)
-    if credentials.algorithm not in digest.algorithms:
-        raise RegistrationRequired(
-            f"digest algorithm {credentials.algorithm} not accepted", call_id=request.call_id
-        )
-    freshness = check_nonce(
-        service.digest_key,
-        credentials.nonce,
-        int(service.clock()),
-        digest.nonce_lifetime,
-        request.call_id,
+    identity = service.digest_identity(
+        request, header="Authorization", challenge_with=RegistrationRequired
     )
-    if freshness == "stale":
-        raise RegistrationRequired("nonce stale", stale=True, call_id=request.call_id)
-    if freshness != "ok":
-        raise RegistrationRequired("nonce not issued for this call", call_id=request.call_id)
-    if credentials.uri != request.ruri:
-        raise Forbidden("digest uri is not the Request-URI")
-    try:
-        identity = normalize_identity(f"sip:{credentials.username}@{digest.realm}")
-    except MalformedMessage:
-        raise Forbidden("digest authentication failed") from None
-    ha1 = service.sip_users.ha1(identity, credentials.algorithm, digest.realm)
-    if ha1 is None or not verify(credentials, ha1, request.method):
-        raise Forbidden("digest authentication failed")
     to = request.headers.get("To")
     if not to:
         raise MalformedMessage("REGISTER without To")

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from secconf.core.digest import (
     challenge,
@@ -131,6 +132,14 @@ class AuthenticationRequired(ProtocolError):
         super().__init__(message)
         self.stale = stale
         self.call_id = call_id
+
+
+class DigestChallenge(Protocol):
+    """What :meth:`FocusService.digest_identity` raises for a new challenge (407 or 401)."""
+
+    def __call__(
+        self, message: str, *, stale: bool = False, call_id: str = ""
+    ) -> ProtocolError: ...
 
 
 DIGEST_SECRET_LABEL = b"secconf digest nonce v1"
@@ -406,28 +415,37 @@ class FocusService:
         asserted = request.headers.get(self.settings.asserted_header)
         trusted = request.source_ip in self.settings.trusted_sources and asserted
         if not trusted and self.settings.digest is not None:
-            return self._digest_identity(request)
+            return self.digest_identity(request)
         return authenticated_identity(request.source_ip, self.settings.trusted_sources, asserted)
 
-    def _digest_identity(self, request: RequestView) -> str:
-        """RFC 3261 §22.3 / RFC 7616: the user proven by ``Proxy-Authorization``, or 407/403.
+    def digest_identity(
+        self,
+        request: RequestView,
+        *,
+        header: str = "Proxy-Authorization",
+        challenge_with: DigestChallenge = AuthenticationRequired,
+    ) -> str:
+        """RFC 3261 §22.3 / RFC 7616: the user proven by *header*, or *challenge_with* / 403.
 
-        The nonce is bound to the Call-ID (a captured answer cannot open
-        another dialog) and lives ``nonce_lifetime`` seconds; a stale one gets
-        a new challenge with ``stale=true``, a wrong password 403.  The
-        identity is ``sip:<username>@<realm>``.
+        A proxy reads ``Proxy-Authorization`` and challenges with 407
+        (:class:`AuthenticationRequired`); the registrar reads ``Authorization``
+        and challenges with 401 (``registrar.RegistrationRequired``).  The nonce
+        is bound to the Call-ID (a captured answer cannot open another dialog)
+        and lives ``nonce_lifetime`` seconds; a stale one gets a new challenge
+        with ``stale=true``, a wrong password or unknown user 403 (the same
+        answer: no user enumeration).  The identity is ``sip:<username>@<realm>``.
         """
         digest = self.settings.digest
         if digest is None or self.sip_users is None:
             raise Forbidden("identity not authenticated")
-        header = request.headers.get("Proxy-Authorization")
-        if not header:
-            raise AuthenticationRequired("credentials required", call_id=request.call_id)
-        credentials = parse_credentials(header)
+        value = request.headers.get(header)
+        if not value:
+            raise challenge_with("credentials required", call_id=request.call_id)
+        credentials = parse_credentials(value)
         if credentials.realm != digest.realm:
-            raise AuthenticationRequired("credentials for another realm", call_id=request.call_id)
+            raise challenge_with("credentials for another realm", call_id=request.call_id)
         if credentials.algorithm not in digest.algorithms:
-            raise AuthenticationRequired(
+            raise challenge_with(
                 f"digest algorithm {credentials.algorithm} not accepted", call_id=request.call_id
             )
         freshness = check_nonce(
@@ -438,9 +456,9 @@ class FocusService:
             request.call_id,
         )
         if freshness == "stale":
-            raise AuthenticationRequired("nonce stale", stale=True, call_id=request.call_id)
+            raise challenge_with("nonce stale", stale=True, call_id=request.call_id)
         if freshness != "ok":
-            raise AuthenticationRequired("nonce not issued for this call", call_id=request.call_id)
+            raise challenge_with("nonce not issued for this call", call_id=request.call_id)
         if credentials.uri != request.ruri:
             raise Forbidden("digest uri is not the Request-URI")
         try:
