@@ -187,6 +187,27 @@ def listening_url(
     return None
 
 
+def _serve(
+    command: str, config: Path, deadline: float, lines: list[str]
+) -> tuple[subprocess.Popen[str], str | None]:
+    """Start ``secconf <command> serve --config <config>``; (process, its URL or None).
+
+    The process dies with this one (``setpriv --pdeathsig TERM``) and runs in its own
+    session, so a Ctrl-C at the terminal reaches only us and we stop it in order.
+    """
+    secconf = str(Path(sys.executable).parent / "secconf")
+    process = subprocess.Popen(  # noqa: S603 - fixed argument list
+        [*_pdeathsig("TERM"), secconf, command, "serve", "--config", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
+    return process, listening_url(process, deadline, lines)
+
+
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -263,24 +284,12 @@ class EdgeProcess:
         self.token_file.write_text(self.token + "\n")
         self.token_file.chmod(0o600)
         config = self._config()
-        secconf = str(Path(sys.executable).parent / "secconf")
-        process = subprocess.Popen(  # noqa: S603 - fixed argument list
-            [*_pdeathsig("TERM"), secconf, "edge", "serve", "--config", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,  # a Ctrl-C at the terminal reaches us, we stop it in order
-        )
-        self.process = process
         self.lines = []
-        url = listening_url(process, self.deadline, self.lines)
-        if url is not None:
-            self.url = url
-            return
-        self.stop()
-        raise ServiceError("media edge did not start: " + _tail("".join(self.lines), 20))
+        self.process, url = _serve("edge", config, self.deadline, self.lines)
+        if url is None:
+            self.stop()
+            raise ServiceError("media edge did not start: " + _tail("".join(self.lines), 20))
+        self.url = url
 
     def stop(self) -> None:
         process, self.process = self.process, None
@@ -345,23 +354,12 @@ class KmsProcess:
             f"url = {_toml_value(self.redis_url)}\ntimeout = 0.5\n"
             f"prefix = {_toml_value(self.prefix)}\n"
         )
-        process = subprocess.Popen(  # noqa: S603 - fixed argument list
-            [*_pdeathsig("TERM"), self._secconf, "kms", "serve", "--config", str(self.config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,  # a Ctrl-C at the terminal reaches us, we stop it in order
-        )
-        self.process = process
         self.lines = []
-        url = listening_url(process, self.deadline, self.lines)
-        if url is not None:
-            self.url = url
-            return
-        self.stop()
-        raise ServiceError("KMS did not start: " + _tail("".join(self.lines), 20))
+        self.process, url = _serve("kms", self.config, self.deadline, self.lines)
+        if url is None:
+            self.stop()
+            raise ServiceError("KMS did not start: " + _tail("".join(self.lines), 20))
+        self.url = url
 
     def add_user(self, identity: str) -> Path:
         """Provision *identity* with a fresh PSK (mode 0600 file in *workdir*); return the file."""
