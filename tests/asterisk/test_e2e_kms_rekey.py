@@ -25,10 +25,10 @@ from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
 from secconf.client.agent import AgentCall, ParticipantAgent
 from secconf.client.kms import KmsClient
 from secconf.client.media import inbound_session, opens
-from secconf.client.sip import UserAgent
+from secconf.client.sip import Answer, UserAgent
 from secconf.core.g711 import ToneGenerator, ulaw_decode
 from secconf.core.mikey import group as mikey_group
-from secconf.core.roster import RekeyPolicy
+from secconf.core.roster import RekeyPolicy, RekeyReason
 from secconf.kamailio.settings import load_settings
 from secconf.store import generate_key_file
 from secconf.store.conferences import ConferenceStore, connect_blocking
@@ -401,6 +401,47 @@ def test_kms_refer_dials_out_a_registered_agent_who_follows_the_next_rekey(stack
             await asyncio.sleep(1.0)
             assert_tone(heard(call_d))
             assert store.rekey_failures(conference) == []
+
+            # A replacement call of a KMS leg: Dave refuses the next rekey (488); the
+            # watcher hangs him up and dials him back; the module keys that call with the
+            # epoch just minted (its ticket names Dave: no second mint), Dave takes it.
+            async def refuse(*_: object) -> Answer:
+                return Answer(488)
+
+            d._answer_rekey = refuse  # type: ignore[method-assign]
+            waiter = asyncio.ensure_future(watcher.next_report(30))
+            watcher.tracker.request_rekey(conference, watcher.clock(), RekeyReason.RETRY)
+            watcher.follower.wake()
+            again: RekeyReport = await waiter
+            assert again.epoch == 4
+            assert again.verdicts[d_channel] == "refused", again.verdicts
+            assert d_channel in again.replaced, again
+            await call_d.call.wait_ended(5)
+            replacement = await asyncio.wait_for(d.answered.get(), 10)
+            calls.append(replacement)
+            assert replacement.call.call_id != call_d.call.call_id
+            assert replacement.group_epoch == 4
+            four = store.group_key(conference)
+            assert four.epoch == 4  # the replacement minted nothing
+            assert replacement.group_key is not None
+            assert replacement.group_key.key == four.key
+            dialog = store.dialog(conference, replacement.call.call_id)
+            assert dialog is not None
+            assert (dialog.mode, dialog.dialout, dialog.epoch) == ("kms", True, 4)
+            await wait_for(
+                lambda: (
+                    again.replaced[d_channel]
+                    in {m.uniqueid for m in watcher.tracker.members(conference)}
+                ),
+                5,
+                "the replacement joins",
+            )
+            replacement.media.drain()
+            await call_a.media.send_audio(ToneGenerator(TONE).frames(60), call_a.tx_ssrc)
+            await asyncio.sleep(0.3)
+            assert_tone(heard(replacement))
+            await asyncio.sleep(1.0)
+            assert len(watcher.reports) == 2  # the replacement asked for no rekey
         finally:
             if talking is not None:
                 talking.cancel()
