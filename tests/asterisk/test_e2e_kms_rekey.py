@@ -301,6 +301,30 @@ def test_kms_leave_rekeys_from_the_kms_and_the_leaver_key_opens_nothing(stack: S
     asyncio.run(scenario())
 
 
+async def tone_heard_by(talker: AgentCall, listener: AgentCall) -> None:
+    """*listener* hears *talker*'s tone through the mix, under its own group key.
+
+    As in test_e2e_dialout.py: on this shared 2-core host Asterisk's mix fills late
+    frames with silence under load, so up to three 1.2 s bursts, one must pass.
+    """
+    failures: list[str] = []
+    for _attempt in range(3):
+        await asyncio.sleep(0.3)
+        for call in (talker, listener):
+            call.media.drain()
+        await talker.media.send_audio(ToneGenerator(TONE).frames(60), talker.tx_ssrc)
+        await asyncio.sleep(0.3)
+        try:
+            assert_tone(heard(listener))
+        except AssertionError as exc:
+            failures.append(str(exc))
+            continue
+        if failures:
+            print(f"tone heard after {len(failures)} short burst(s): {failures}")
+        return
+    raise AssertionError(f"tone not heard in 3 bursts: {failures}")
+
+
 def test_kms_refer_dials_out_a_registered_agent_who_follows_the_next_rekey(stack: Stack) -> None:
     async def scenario() -> None:
         watcher = Watcher(stack.watcher_settings())
@@ -366,12 +390,7 @@ def test_kms_refer_dials_out_a_registered_agent_who_follows_the_next_rekey(stack
             print(f"\nKMS REFER -> Dave in the bridge: {joined * 1000:.0f} ms")
 
             # Alice's tone reaches Dave through the bridge under his epoch's key.
-            await asyncio.sleep(0.3)
-            for call in calls:
-                call.media.drain()
-            await call_a.media.send_audio(ToneGenerator(TONE).frames(60), call_a.tx_ssrc)
-            await asyncio.sleep(0.3)
-            assert_tone(heard(call_d))
+            await tone_heard_by(call_a, call_d)
 
             # Bob leaves: one rekey (epoch 3 from the KMS, naming Alice and Dave); Dave
             # follows the focus's rekey re-INVITE in his running call.
@@ -401,6 +420,10 @@ def test_kms_refer_dials_out_a_registered_agent_who_follows_the_next_rekey(stack
             await asyncio.sleep(1.0)
             assert_tone(heard(call_d))
             assert store.rekey_failures(conference) == []
+            talking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await talking
+            talking = None
 
             # A replacement call of a KMS leg: Dave refuses the next rekey (488); the
             # watcher hangs him up and dials him back; the module keys that call with the
@@ -436,10 +459,7 @@ def test_kms_refer_dials_out_a_registered_agent_who_follows_the_next_rekey(stack
                 5,
                 "the replacement joins",
             )
-            replacement.media.drain()
-            await call_a.media.send_audio(ToneGenerator(TONE).frames(60), call_a.tx_ssrc)
-            await asyncio.sleep(0.3)
-            assert_tone(heard(replacement))
+            await tone_heard_by(call_a, replacement)
             await asyncio.sleep(1.0)
             assert len(watcher.reports) == 2  # the replacement asked for no rekey
         finally:
