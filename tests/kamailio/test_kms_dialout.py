@@ -46,6 +46,8 @@ from .conftest import (
     free_udp_port,
     settings_text,
 )
+from .media import SUITE as SUITE_NAME
+from .media import SdesParticipant
 from .test_kms_flows import _conference_id, _kms_client
 from .test_kms_rekey import _epochs, _hear_each_other, _leg_epochs, _rekey
 
@@ -399,5 +401,99 @@ def test_kms_dialout_refusals_and_failures_leave_nothing(kms_dialout_focus: KmsF
             client.close()
             await alice.ua.close()
             await bob.ua.close()
+
+    focus.run(scenario)
+
+
+#: Mixed modes: Dave runs a MIKEY-TICKET client (listed), Bob an SDES phone (not listed).
+MIXED_BOB_PORT, MIXED_DAVE_PORT = free_udp_port(), free_udp_port()
+
+
+@pytest.fixture(scope="module")
+def mixed_dialout_focus(
+    kamailio_factory: KamailioFactory,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    media_edge: RunningEdge,
+    kms: RunningKms,
+) -> Iterator[KmsFocus]:
+    """``policy.mixed_modes`` with ``[dialout] kms_users = [Dave]`` and static contacts."""
+    tmp: Path = tmp_path_factory.mktemp("focus-mixed-dialout")
+    kek = tmp / "kek"
+    generate_key_file(kek)
+    focus_psk = kms.workdir / (FOCUS_IDENTITY.replace(":", "_").replace("@", "_") + ".psk")
+    if not focus_psk.exists():
+        focus_psk = kms.add_user(FOCUS_IDENTITY)
+    text = settings_text(kek) + KMS_SETTINGS.format(
+        url=kms.url, kms_identity=kms.identity, focus=FOCUS_IDENTITY, psk=focus_psk
+    )
+    text = text.replace("[policy]\n", "[policy]\nmixed_modes = true\n", 1)
+    text += f"""
+[dialout]
+kms_users = ["{DAVE}"]
+contacts = {{ "{BOB}" = "sip:bob@127.0.0.1:{MIXED_BOB_PORT}", "{DAVE}" = "sip:dave@127.0.0.1:{MIXED_DAVE_PORT}" }}
+"""
+    upstream_port = free_udp_port()
+    server = kamailio_factory.start(
+        text,
+        env={
+            "SECCONF_REDIS_URL": redis_server.url,
+            "SECCONF_UPSTREAM": f"sip:127.0.0.1:{upstream_port}",
+            "SECCONF_EDGE_URL": media_edge.url,
+            "SECCONF_EDGE_TOKEN_FILE": str(media_edge.token_file),
+        },
+    )
+    yield KmsFocus(
+        server,
+        redis_server,
+        upstream_port,
+        KeyWrapper(load_key_file(kek), "test-kek"),
+        kms=kms,
+        edge=media_edge,
+    )
+    server.stop()
+
+
+def test_mixed_modes_dial_kms_users_in_kms_mode_and_others_in_sdes(
+    mixed_dialout_focus: KmsFocus,
+) -> None:
+    """In a mixed KMS conference the listed KMS user gets the focus's TRANSFER_INIT, an
+    unlisted phone ``a=crypto`` with the same epoch's key."""
+    focus = mixed_dialout_focus
+
+    async def scenario(upstream: Upstream) -> None:
+        mixer = upstream.ua
+        assert mixer is not None
+        alice, call_a, conference, _ = await _create(focus, upstream, (BOB, DAVE))
+        dave = await _phone(focus, DAVE, port=MIXED_DAVE_PORT)
+        bob_ua = await UserAgent.start("127.0.0.1", MIXED_BOB_PORT, identity=BOB)
+        bob = await SdesParticipant.start(BOB, bob_ua)
+        bob.accept_calls = True
+        store, client = focus.store()
+        try:
+            call_d = await _dial(mixer, focus, DAVE, conference, _mixer_offer(40120))
+            dave_call = await asyncio.wait_for(dave.answered.get(), 5)
+            assert b"key-mgmt:mikey" in dave_call.call.invite.body
+            assert b"a=crypto" not in dave_call.call.invite.body
+            assert dave_call.group_epoch == 2
+            assert store.dialog(conference, call_d.call_id).mode == "kms"  # type: ignore[union-attr]
+
+            call_b = await _dial(mixer, focus, BOB, conference, _mixer_offer(40122))
+            bob.call = await bob_ua.next_call(5)
+            assert b"key-mgmt" not in bob.call.invite.body
+            assert b"a=crypto:1" in bob.call.invite.body
+            two = store.group_key(conference)
+            assert two.epoch == 2
+            assert bob.group == (SUITE_NAME, two.key, two.salt)
+            record = store.dialog(conference, call_b.call_id)
+            assert record is not None
+            assert (record.mode, record.epoch) == ("sdes", 2)
+            for call in (call_b, call_d, call_a.call):
+                await call.bye(timeout=5)
+        finally:
+            client.close()
+            await alice.ua.close()
+            await dave.ua.close()
+            await bob.close()
 
     focus.run(scenario)
