@@ -256,7 +256,13 @@ async def _agent(args: argparse.Namespace) -> Any:
 
     host, port = _host_port(args.sip_listen)
     ua = await UserAgent.start(host, port, identity=args.identity)
-    return ParticipantAgent(args.identity, _kms_client(args), ua, media_host=host)
+    return ParticipantAgent(
+        args.identity,
+        _kms_client(args),
+        ua,
+        media_host=host,
+        dialout_focus=getattr(args, "dialout_focus", None),
+    )
 
 
 def _cmd_client_call(args: argparse.Namespace) -> int:
@@ -517,6 +523,10 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--target-identity", required=True, help="the callee's KMS identity")
     call.set_defaults(handler=_cmd_client_call)
     answer.add_argument("--wait", type=float, default=60.0, help="seconds to wait for a call")
+    answer.add_argument(
+        "--dialout-focus",
+        help="the focus identity whose calls into a conference (dial-outs) are answered",
+    )
     answer.set_defaults(handler=_cmd_client_answer)
     return parser
 

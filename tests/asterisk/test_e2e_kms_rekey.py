@@ -25,13 +25,15 @@ from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
 from secconf.client.agent import AgentCall, ParticipantAgent
 from secconf.client.kms import KmsClient
 from secconf.client.media import inbound_session, opens
-from secconf.client.sip import UserAgent
+from secconf.client.sip import Answer, UserAgent
 from secconf.core.g711 import ToneGenerator, ulaw_decode
-from secconf.core.roster import RekeyPolicy
+from secconf.core.mikey import group as mikey_group
+from secconf.core.roster import RekeyPolicy, RekeyReason
 from secconf.kamailio.settings import load_settings
 from secconf.store import generate_key_file
 from secconf.store.conferences import ConferenceStore, connect_blocking
 from secconf.store.keywrap import KeyWrapper, load_key_file
+from secconf.store.sip_users import SipUserStore
 from tests.fixtures.asterisk_server import AsteriskServer
 from tests.fixtures.edge_server import EdgeFactory, RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory, KamailioServer
@@ -44,6 +46,8 @@ from .test_e2e_rekey import assert_tone, bounded, wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 ALICE, BOB, CAROL = "sip:alice@example.com", "sip:bob@example.com", "sip:carol@example.com"
+DAVE = "sip:dave@example.com"
+DAVE_PASSWORD = "dave-kms-secret-42"
 FOCUS = "sip:focus@conf.test.invalid"
 TONE = 440.0
 PREFIX = "sce2ek"
@@ -71,6 +75,9 @@ kek_id = "e2e-kek"
 
 [edge]
 timeout = 1.0
+
+[digest]
+realm = "example.com"
 
 [kms]
 url = "KMS_URL"
@@ -111,6 +118,8 @@ class Stack:
             refresh_timeout=5.0,
             verify_timeout=8.0,
             poll_interval=0.02,
+            dialout_timeout=5.0,
+            dialout_poll=0.05,
         )
 
     async def agent(self, identity: str) -> ParticipantAgent:
@@ -120,7 +129,8 @@ class Stack:
         ua = await UserAgent.start("127.0.0.1", identity=identity)
         client = KmsClient(self.kms.url, self.kms.identity, identity, load_key_file(psk, "PSK"))
         # Receiver reports every ~0.3 s, so the edge can verify each switch quickly.
-        return ParticipantAgent(identity, client, ua, rtcp_interval=0.3)
+        # Calls from the focus (dial-outs) are taken from its identity only.
+        return ParticipantAgent(identity, client, ua, rtcp_interval=0.3, dialout_focus=FOCUS)
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +164,22 @@ def stack(
             "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file),
         },
     )
+    # kamailio-out's outbound_proxy (dial-out) must be Kamailio's real port, known only
+    # now: render Asterisk's config again and restart it on its own ports.
+    previous = asterisk_server.kamailio_port
+    asterisk_server.kamailio_port = kamailio.port
+    asterisk_server.stop()
+    asterisk_server.start()
+    client = connect_blocking(redis_server.url, timeout=1.0)
+    users = SipUserStore(client, KeyWrapper(load_key_file(kek), "e2e-kek"), PREFIX)
+    users.add(DAVE, "dave", "example.com", DAVE_PASSWORD)
+    client.close()
     yield Stack(redis_server, edge, kamailio, asterisk_server, kms)
     kamailio.stop()
     edge.stop()
+    asterisk_server.kamailio_port = previous
+    asterisk_server.stop()
+    asterisk_server.start()
 
 
 def heard(call: AgentCall) -> list[int]:
@@ -266,6 +289,183 @@ def test_kms_leave_rekeys_from_the_kms_and_the_leaver_key_opens_nothing(stack: S
             if talking is not None:
                 talking.cancel()
             for call in calls[:2]:
+                with contextlib.suppress(Exception):
+                    await call.call.bye(timeout=2)
+            for call in calls:
+                await bounded(call.media.close(bye=False), "close media")
+            for agent in agents:
+                await bounded(agent.ua.close(), f"close {agent.identity}")
+            await bounded(watcher.close(), "close watcher")
+            store.client.close()
+
+    asyncio.run(scenario())
+
+
+async def tone_heard_by(talker: AgentCall, listener: AgentCall) -> None:
+    """*listener* hears *talker*'s tone through the mix, under its own group key.
+
+    As in test_e2e_dialout.py: on this shared 2-core host Asterisk's mix fills late
+    frames with silence under load, so up to three 1.2 s bursts, one must pass.
+    """
+    failures: list[str] = []
+    for _attempt in range(3):
+        await asyncio.sleep(0.3)
+        for call in (talker, listener):
+            call.media.drain()
+        await talker.media.send_audio(ToneGenerator(TONE).frames(60), talker.tx_ssrc)
+        await asyncio.sleep(0.3)
+        try:
+            assert_tone(heard(listener))
+        except AssertionError as exc:
+            failures.append(str(exc))
+            continue
+        if failures:
+            print(f"tone heard after {len(failures)} short burst(s): {failures}")
+        return
+    raise AssertionError(f"tone not heard in 3 bursts: {failures}")
+
+
+def test_kms_refer_dials_out_a_registered_agent_who_follows_the_next_rekey(stack: Stack) -> None:
+    async def scenario() -> None:
+        watcher = Watcher(stack.watcher_settings())
+        await watcher.start()
+        agents = [await stack.agent(identity) for identity in (ALICE, BOB, DAVE)]
+        a, b, d = agents
+        d.answer_calls()
+        calls: list[AgentCall] = []
+        talking: asyncio.Task[int] | None = None
+        store = stack.store()
+        try:
+            call_a = await a.join_conference(
+                stack.target("conf-factory"), FOCUS, allowed=(BOB, DAVE), timeout=5
+            )
+            calls.append(call_a)
+            assert call_a.call.response is not None
+            header = call_a.call.response.get("X-Secconf-Conference") or ""
+            conference = header.split("conf-", 1)[1].split("@", 1)[0]
+            call_b = await b.join_conference(stack.target(f"conf-{conference}"), FOCUS, timeout=5)
+            calls.append(call_b)
+            await wait_for(lambda: len(watcher.tracker.members(conference)) == 2, 5, "2 joins")
+
+            # Dave, a KMS user with a SIP password, registers with the focus (digest).
+            registrar = f"sip:127.0.0.1:{stack.kamailio.port}"
+            registered = await d.ua.register(
+                registrar, credentials=("dave", DAVE_PASSWORD), timeout=5
+            )
+            assert registered.status == 200
+
+            # Alice REFERs Dave (authenticated by her TRANSFER_INIT in application/mikey).
+            started = time.monotonic()
+            body, _ = await a.refer_body(FOCUS)
+            refer = await call_a.call.refer(
+                f"<{DAVE}>", body=body, content_type="application/mikey", timeout=5
+            )
+            assert refer.status == 202
+            call_d = await asyncio.wait_for(d.answered.get(), 10)
+            calls.append(call_d)
+            await wait_for(lambda: len(watcher.tracker.members(conference)) == 3, 5, "Dave joins")
+            await wait_for(lambda: bool(watcher.dialouts), 5, "the dial-out's outcome")
+            joined = time.monotonic() - started
+            outcome = watcher.dialouts[-1]
+            assert (outcome.target, outcome.reason, outcome.result) == (DAVE, "refer", "answered")
+            channels = {m.uniqueid: m.channel for m in watcher.tracker.members(conference)}
+            d_channel = channels[outcome.channel_id]
+            assert d_channel.startswith("PJSIP/kamailio-out-")
+            # Keyed by the focus's TRANSFER_INIT on an epoch minted for the dial-out.
+            assert call_d.peer == FOCUS
+            assert call_d.group_epoch == 2
+            two = store.group_key(conference, 2)
+            assert call_d.group_key is not None
+            assert call_d.group_key.key == two.key
+            assert b"key-mgmt:mikey" in call_d.call.invite.body
+            assert b"a=crypto" not in call_d.call.invite.body
+            dialog = store.dialog(conference, call_d.call.call_id)
+            assert dialog is not None
+            assert (dialog.identity, dialog.mode, dialog.dialout, dialog.epoch) == (
+                DAVE, "kms", True, 2,
+            )  # fmt: skip
+            assert store.get(conference).kms_legs == 3  # type: ignore[union-attr]
+            # Alice and Bob stay on epoch 1 (no rekey on join here); the edge keys per leg.
+            assert call_a.group_epoch == call_b.group_epoch == 1
+            print(f"\nKMS REFER -> Dave in the bridge: {joined * 1000:.0f} ms")
+
+            # Alice's tone reaches Dave through the bridge under his epoch's key.
+            await tone_heard_by(call_a, call_d)
+
+            # Bob leaves: one rekey (epoch 3 from the KMS, naming Alice and Dave); Dave
+            # follows the focus's rekey re-INVITE in his running call.
+            talking = asyncio.ensure_future(
+                call_a.media.send_audio(ToneGenerator(TONE).frames(400), call_a.tx_ssrc)
+            )
+            waiter = asyncio.ensure_future(watcher.next_report(30))
+            await call_b.call.bye(timeout=5)
+            report: RekeyReport = await waiter
+            assert report.epoch == 3
+            assert report.reasons == ("leave",)
+            assert set(report.verdicts.values()) == {"followed"}, report.verdicts
+            assert d_channel in report.verdicts
+            assert report.removed == ()
+            three = store.group_key(conference)
+            assert three.epoch == 3
+            stored = store.epoch_ticket(conference, 3)
+            assert stored is not None
+            assert set(mikey_group.GroupEpochTicket.from_bytes(stored).recipients) == {ALICE, DAVE}
+            for call in (call_a, call_d):
+                assert call.group_epoch == 3
+                assert call.group_key is not None
+                assert call.group_key.key == three.key
+            assert store.dialog(conference, call_d.call.call_id).epoch == 3  # type: ignore[union-attr]
+            await asyncio.sleep(0.5)
+            call_d.media.drain()
+            await asyncio.sleep(1.0)
+            assert_tone(heard(call_d))
+            assert store.rekey_failures(conference) == []
+            talking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await talking
+            talking = None
+
+            # A replacement call of a KMS leg: Dave refuses the next rekey (488); the
+            # watcher hangs him up and dials him back; the module keys that call with the
+            # epoch just minted (its ticket names Dave: no second mint), Dave takes it.
+            async def refuse(*_: object) -> Answer:
+                return Answer(488)
+
+            d._answer_rekey = refuse  # type: ignore[method-assign]
+            waiter = asyncio.ensure_future(watcher.next_report(30))
+            watcher.tracker.request_rekey(conference, watcher.clock(), RekeyReason.RETRY)
+            watcher.follower.wake()
+            again: RekeyReport = await waiter
+            assert again.epoch == 4
+            assert again.verdicts[d_channel] == "refused", again.verdicts
+            assert d_channel in again.replaced, again
+            await call_d.call.wait_ended(5)
+            replacement = await asyncio.wait_for(d.answered.get(), 10)
+            calls.append(replacement)
+            assert replacement.call.call_id != call_d.call.call_id
+            assert replacement.group_epoch == 4
+            four = store.group_key(conference)
+            assert four.epoch == 4  # the replacement minted nothing
+            assert replacement.group_key is not None
+            assert replacement.group_key.key == four.key
+            dialog = store.dialog(conference, replacement.call.call_id)
+            assert dialog is not None
+            assert (dialog.mode, dialog.dialout, dialog.epoch) == ("kms", True, 4)
+            await wait_for(
+                lambda: (
+                    again.replaced[d_channel]
+                    in {m.uniqueid for m in watcher.tracker.members(conference)}
+                ),
+                5,
+                "the replacement joins",
+            )
+            await tone_heard_by(call_a, replacement)
+            await asyncio.sleep(1.0)
+            assert len(watcher.reports) == 2  # the replacement asked for no rekey
+        finally:
+            if talking is not None:
+                talking.cancel()
+            for call in calls:
                 with contextlib.suppress(Exception):
                     await call.call.bye(timeout=2)
             for call in calls:

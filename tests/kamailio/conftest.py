@@ -422,7 +422,10 @@ def kms_focus(
     """Kamailio in KMS mode (the focus a KMS user) with the real KMS and the real edge."""
     host, port = kms.url.removeprefix("http://").rsplit(":", 1)
     proxy = KmsProxy((host, int(port)))
-    focus_psk = kms.add_user(FOCUS_IDENTITY)
+    # The focus's KMS user may exist already (another focus of the session, same KMS).
+    focus_psk = kms.workdir / (FOCUS_IDENTITY.replace(":", "_").replace("@", "_") + ".psk")
+    if not focus_psk.exists():
+        focus_psk = kms.add_user(FOCUS_IDENTITY)
     extra = KMS_SETTINGS.format(
         url=proxy.url, kms_identity=kms.identity, focus=FOCUS_IDENTITY, psk=focus_psk
     )

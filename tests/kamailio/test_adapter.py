@@ -226,3 +226,30 @@ def test_location_service_calls_go_through_the_adapter() -> None:
     ]
     ksr.pvs["$sp"] = "not-a-port"
     assert adapter.request().source_port == 0
+
+
+def test_dialout_kms_users_need_kms_mode_and_choose_the_leg_mode(tmp_path: Path) -> None:
+    """``[dialout] kms_users`` without ``[kms]`` stops the start; the leg's mode rule."""
+    from dataclasses import replace
+
+    from secconf.kamailio.dialout import dialout_mode
+
+    config = tmp_path / "s.toml"
+    base = '[focus]\ndomain = "d"\n[upstream]\nuri = "sip:127.0.0.1:9"\n[redis]\nkek_file = "k"\n'
+    config.write_text(base + '[dialout]\nkms_users = ["sip:dave@example.com"]\n')
+    env = {"SECCONF_REDIS_URL": "redis://127.0.0.1:1/0"}
+    with pytest.raises(SettingsError, match=r"\[dialout\] kms_users needs \[kms\]"):
+        load_settings(config, env=env)
+    config.write_text(base + '[dialout]\nkms_users = "sip:dave@example.com"\n')
+    with pytest.raises(SettingsError, match="list of identities"):
+        load_settings(config, env=env)
+    config.write_text(base)
+    settings = load_settings(config, env=env)
+    dave, erin = "sip:dave@example.com", "sip:erin@example.com"
+    # Without mixed modes the conference's mode decides.
+    assert dialout_mode(settings, "kms", dave) == "kms"
+    assert dialout_mode(settings, "sdes", dave) == "sdes"
+    # With mixed modes the target does: KMS mode only for the listed KMS users.
+    mixed = replace(settings, mixed_modes=True, dialout_kms_users=frozenset({dave}))
+    assert dialout_mode(mixed, "sdes", dave) == "kms"
+    assert dialout_mode(mixed, "kms", erin) == "sdes"

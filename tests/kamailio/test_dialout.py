@@ -261,7 +261,8 @@ def test_dialout_keys_the_call_and_refusals_change_nothing(dialout_focus: Focus)
 
 
 def test_static_contact_and_kms_conference(dialout_focus: Focus) -> None:
-    """``[dialout] contacts`` reaches a phone that does not register; KMS mode is 501."""
+    """``[dialout] contacts`` reaches a phone that does not register; a KMS-mode conference
+    on a focus without ``[kms]`` is 488 (its dial-out needs the focus's TRANSFER_INIT)."""
     focus = dialout_focus
     _add_users(focus)
 
@@ -318,7 +319,9 @@ def test_static_contact_and_kms_conference(dialout_focus: Focus) -> None:
             assert dialog.ssrcs == (helper.media.ssrc,)
             await mixer_call.bye(timeout=5)
 
-            # A KMS-mode conference: 501 "KMS dial-out not built", nothing written.
+            # A KMS-mode conference, and this focus has no [kms] (it could not mint the
+            # epoch nor build its TRANSFER_INIT): 488, nothing written.  The KMS dial-out
+            # itself: tests/kamailio/test_kms_dialout.py.
             kms_conference = "00000000000000aa"
             store.create(
                 kms_conference,
@@ -333,8 +336,9 @@ def test_static_contact_and_kms_conference(dialout_focus: Focus) -> None:
             before = focus.snapshot(ours_only=True)
             with pytest.raises(SipRequestFailed) as info:
                 await dial(mixer, focus, BOB, kms_conference)
-            assert info.value.status_code == 501
-            assert "KMS dial-out not built" in (info.value.response.get("Warning") or "")  # type: ignore[union-attr]
+            assert info.value.status_code == 488
+            warning = info.value.response.get("Warning") or ""  # type: ignore[union-attr]
+            assert "KMS mode is not configured" in warning
             assert focus.snapshot(ours_only=True) == before
         finally:
             client.close()

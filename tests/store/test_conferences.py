@@ -374,8 +374,6 @@ def test_epoch_ticket_is_wrapped_bound_dropped_and_deleted_with_the_conference(
 def test_dialout_records_like_a_join_and_refusals_write_nothing(
     store: ConferenceStore, client: redis.Redis
 ) -> None:
-    from secconf.store.conferences import DialOutNotBuilt
-
     _create(store)
     _create(store, "kk", mode="kms", call_id="call-kk", leg="leg-kk", ssrcs=[])
     before = _snapshot(client)
@@ -383,8 +381,10 @@ def test_dialout_records_like_a_join_and_refusals_write_nothing(
         store.dialout("c0ffee", identity=CAROL, call_id="d1", leg="leg-d1")
     with pytest.raises(ConferenceNotFound):
         store.dialout("nope", identity=BOB, call_id="d1", leg="leg-d1")
-    with pytest.raises(DialOutNotBuilt):
+    with pytest.raises(NotAcceptable):  # an SDES leg in a KMS conference (no mixed modes)
         store.dialout("kk", identity=BOB, call_id="d1", leg="leg-d1")
+    with pytest.raises(NotAcceptable):  # a KMS leg in an SDES conference
+        store.dialout("c0ffee", identity=BOB, call_id="d1", leg="leg-d1", mode="kms")
     with pytest.raises(DialogExists):
         store.dialout("c0ffee", identity=BOB, call_id="call-c0ffee-alice", leg="leg-d1")
     assert _snapshot(client) == before
@@ -417,3 +417,14 @@ def test_dialout_records_like_a_join_and_refusals_write_nothing(
     assert released is not None
     assert store.ssrcs("c0ffee") == {1111}
     assert store.members("c0ffee") == {ALICE: 1}
+
+    # A KMS leg into the KMS conference: its mode recorded, counted in kms_legs, and
+    # released again (the count back where it was).
+    legs = store.get("kk").kms_legs  # type: ignore[union-attr]
+    assert store.dialout("kk", identity=BOB, call_id="k1", leg="leg-k1", mode="kms") == 1
+    record = store.dialog("kk", "k1")
+    assert record is not None
+    assert (record.mode, record.dialout) == ("kms", True)
+    assert store.get("kk").kms_legs == legs + 1  # type: ignore[union-attr]
+    store.release("kk", "k1")
+    assert store.get("kk").kms_legs == legs  # type: ignore[union-attr]

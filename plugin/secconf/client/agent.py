@@ -28,6 +28,16 @@ epoch's group key (:func:`secconf.core.mikey.group.group_key_of_transfer`),
 answers with a TRANSFER_RESP and switches sending and receiving to the new key
 right after its 200 OK goes out; the old receiving key stays for a grace
 window (``rekey_grace``).
+
+Called by the focus (:meth:`ParticipantAgent._answer_focus`): when the
+focus dials a member out (a REFER target, a replacement call), its new
+INVITE carries a TRANSFER_INIT of the focus like a rekey re-INVITE does (a
+GTGK ticket of the epoch, one crypto session, SPI = the epoch).  The agent
+takes it only from the focus identity it trusts (:attr:`dialout_focus`;
+403 otherwise), resolves it at the KMS, derives the group key, answers with
+a TRANSFER_RESP that adds its own SSRC to the map, sends and receives with
+the group key, hands the call out on :attr:`answered` (``group_epoch``,
+``group_key`` set) and follows the focus's later rekey re-INVITEs in it.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ import base64
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..core.errors import (
@@ -73,6 +83,8 @@ log = logging.getLogger("secconf.client")
 
 CALLER_CS, CALLEE_CS = 1, 2
 POLICY_NO = 0
+#: The header a secconf focus puts on its dial-out INVITEs (the conference's URI).
+CONFERENCE_HEADER = "X-Secconf-Conference"
 
 
 def build_offer_sdp(
@@ -153,6 +165,10 @@ class ParticipantAgent:
     rekey_grace: float = 2.0
     #: Mean SRTCP report interval of the agent's media (None: only on demand).
     rtcp_interval: float | None = 5.0
+    #: The focus whose calls into a conference (dial-outs) this agent answers: a new
+    #: INVITE whose TRANSFER_INIT carries a group epoch must have this IDRi (else 403).
+    #: ``None``: no focus is trusted to call in.
+    dialout_focus: str | None = None
     _seen_transfers: set[bytes] = field(default_factory=set)
     #: Conference calls by Call-ID, with the focus identity each was joined with.
     _conferences: dict[str, tuple[AgentCall, str]] = field(default_factory=dict)
@@ -356,23 +372,97 @@ class ParticipantAgent:
         self, transfer: mikey_ticket.TransferInit, resolved: mikey_ticket.ResolvedTicket
     ) -> bytes:
         """The TRANSFER_RESP answering a rekey (RFC 6043 §4.2.2.3): the focus's sessions echoed."""
+        return self._group_transfer_resp(transfer, resolved, transfer.sessions)
+
+    def _group_transfer_resp(
+        self,
+        transfer: mikey_ticket.TransferInit,
+        resolved: mikey_ticket.ResolvedTicket,
+        sessions: Sequence[GenericIdEntry],
+    ) -> bytes:
+        """The TRANSFER_RESP to a focus's group TRANSFER_INIT (RFC 6043 §4.2.2.3)."""
         data, _ = mikey_ticket.build_transfer_resp(
             transfer,
             resolved,
             responder=self.identity,
-            sessions=transfer.sessions,
+            sessions=sessions,
             now=self.clock(),
             random_bytes=secrets.token_bytes,
         )
         return data
 
+    @staticmethod
+    def _conference_call(incoming: IncomingRequest, transfer: mikey_ticket.TransferInit) -> bool:
+        """A focus calling into a conference: its header, or a group epoch's map."""
+        if incoming.request.get(CONFERENCE_HEADER) is not None:
+            return True
+        try:
+            mikey_group.epoch_of_sessions(transfer.sessions)
+        except MikeyError:
+            return False
+        return True
+
+    async def _answer_focus(
+        self,
+        incoming: IncomingRequest,
+        transfer: mikey_ticket.TransferInit,
+        remote: tuple[str, int],
+    ) -> Answer:
+        """A focus dials us into its conference: answered like a rekey, as a new call.
+
+        The Initiator must be :attr:`dialout_focus` (403 otherwise, before any
+        KMS round trip); the KMS resolves the ticket (authenticating IDRi by
+        the MAC under MPKi, RFC 6043 §4.2.2.2) and the group key is derived
+        as on a rekey.  The TRANSFER_RESP echoes the focus's crypto session
+        and adds ours (our SSRC, same CS ID and SPI), so the focus registers
+        it (SSRCs are unique within a conference).  The call goes out on
+        :attr:`answered` once ACKed, and later rekey re-INVITEs in it are
+        followed (:meth:`_answer_rekey`).
+        """
+        focus = self.dialout_focus
+        if focus is None or transfer.initiator != focus:
+            raise TicketRejected("a conference call from a focus this agent does not trust")
+        policies = transfer.security_policies
+        suite = suite_for_policy(policies[0]) if policies else self.suite
+        cs_id, _ = mikey_group.epoch_of_sessions(transfer.sessions)
+        resolved = await self.kms.resolve(transfer)
+        key, epoch = mikey_group.group_key_of_transfer(
+            transfer, resolved, 8 * suite.key_length, 8 * suite.salt_length
+        )
+        self._seen_transfers.add(transfer.replay_token)
+        media = await SrtpEndpoint.open(self.media_host, rtcp_interval=self.rtcp_interval)
+        try:
+            template = transfer.sessions[0]
+            own = GenericIdEntry.for_srtp(
+                cs_id, template.policies, SrtpSessionData(media.ssrc, 0, 0), template.spi
+            )
+            data = self._group_transfer_resp(transfer, resolved, [*transfer.sessions, own])
+        except BaseException:
+            await media.close(bye=False)
+            raise
+        host, port = media.local_address
+        answer_sdp = build_offer_sdp(
+            address=host, port=port, mikey=data, session_id=secrets.randbits(31)
+        )
+        group = (suite, key.key, key.salt)
+        media.set_remote(remote)
+        media.set_keys(tx=group, rx=group)
+        log.info("called by %s into a conference (group key epoch %d)", focus, epoch)
+        asyncio.get_running_loop().create_task(
+            self._deliver(media, focus, suite, media.ssrc, {}, group=(epoch, key))
+        )
+        return Answer(200, answer_sdp, "application/sdp")
+
     async def _answer(self, incoming: IncomingRequest) -> Answer:
         offer = SessionDescription.parse(incoming.body)
         remote = _media_target(offer)
-        transfer = mikey_ticket.TransferInit.read(mikey_message(offer, offer.media[0]))
+        audio = next(m for m in offer.media if m.media == "audio" and m.port)
+        transfer = mikey_ticket.TransferInit.read(mikey_message(offer, audio))
         transfer.early_check(self.identity, now=self.clock())
         if transfer.replay_token in self._seen_transfers:
             raise ReplayedMessage("TRANSFER_INIT replayed")
+        if self._conference_call(incoming, transfer):
+            return await self._answer_focus(incoming, transfer, remote)
         policies = transfer.security_policies
         suite = suite_for_policy(policies[0]) if policies else self.suite
         resolved = await self.kms.resolve(transfer)
@@ -412,13 +502,21 @@ class ParticipantAgent:
         suite: CryptoSuite,
         ssrc: int,
         keys: dict[int, SrtpMasterKey],
+        *,
+        group: tuple[int, SrtpMasterKey] | None = None,
     ) -> None:
+        """Hand the answered call out once ACKed; *group*: a focus's call (epoch, key)."""
         try:
             call = await self.ua.next_call(timeout=32.0)
         except TimeoutError:
             await media.close(bye=False)
             return
-        await self.answered.put(AgentCall(call, media, peer, suite, ssrc, keys))
+        agent_call = AgentCall(call, media, peer, suite, ssrc, keys)
+        if group is not None:
+            agent_call.group_epoch, agent_call.group_key = group
+            # The focus's rekey re-INVITEs in this call come to _answer_rekey.
+            self._conferences[call.dialog.call_id] = (agent_call, peer)
+        await self.answered.put(agent_call)
 
 
 async def exchange_audio(

@@ -12,10 +12,11 @@ phone, exactly like a join seen from the other side:
   **active** conference; the target (the Request-URI, normalised
   ``sip:user@host``) must be in that conference's **allowed set**.  Any other
   INVITE from the mixer is 403, as is the header from anyone else; so Asterisk
-  cannot be used to call anywhere.  A KMS-mode conference is 501 "KMS dial-out
-  not built" (its offer would need the focus's TRANSFER_INIT; a ``kms`` branch
-  calls a builder here, see :func:`check_dialout`).
-* **the offer to the phone**: the mixer's clear offer re-profiled to
+  cannot be used to call anywhere.
+* **the leg's mode** (:func:`dialout_mode`): the conference's; with
+  ``policy.mixed_modes`` KMS mode for the targets in ``[dialout] kms_users``
+  and SDES mode for everyone else.
+* **the offer to the phone** (SDES mode): the mixer's clear offer re-profiled to
   ``RTP/SAVP`` at the edge's external address with one ``a=crypto`` (tag 1)
   carrying the conference's current group key epoch — the same rewrite as a
   rekey re-INVITE from the mixer (:func:`secconf.core.focus.answer_to_participant`,
@@ -32,6 +33,19 @@ phone, exactly like a join seen from the other side:
   clear, pointed at the edge's internal leg.  If any of it fails the mixer
   gets an answer rejecting every stream and the dialog is released (as on
   the other paths: a proxy cannot turn a 2xx into a failure).
+* **KMS mode** (RFC 6043 §4.2.2.1, the focus as the MIKEY Initiator; RFC 4567
+  ``a=key-mgmt:mikey`` in the offer): the epoch whose GTGK ticket names the
+  target (:meth:`~.service.FocusService.dialout_epoch`: the current one if
+  its ticket names the target, else one minted from the KMS naming the
+  members and the target, put to Redis and the edge), the edge leg in ``kms``
+  mode on that epoch, and the focus's TRANSFER_INIT for the target
+  (:meth:`~.service.FocusService.group_transfer_init`: the edge's outbound
+  SSRC in crypto session 1, SPI = the epoch).  At the phone's 2xx its
+  TRANSFER_RESP must verify
+  (:meth:`~.service.FocusService.verify_group_transfer_resp`: MAC under its
+  forked MPKr', timestamp, responder = the target); its SSRCs are the
+  answer's ``a=ssrc`` plus the TRANSFER_RESP's map; then the edge switches.
+  KMS down: 503 and nothing written.
 * the dialog record is written like a join's, with ``dialout`` = "1": BYE
   from either side releases it, and rekey re-INVITEs from the mixer work on it
   (the direction test is flipped: the mixer is the caller here).
@@ -39,21 +53,26 @@ phone, exactly like a join seen from the other side:
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass, field
 from typing import Final
 
 from secconf.core.errors import (
     Forbidden,
+    InsecureMedia,
     MalformedMessage,
     MessageTooLarge,
+    MikeyError,
     NotAcceptable,
     ProtocolError,
+    SecconfError,
 )
 from secconf.core.focus import (
     ConferenceNotFound,
     OfferedStream,
     answer_to_participant,
+    answer_to_participant_kms,
     answered_crypto,
     normalize_identity,
     offer_ssrcs,
@@ -61,9 +80,10 @@ from secconf.core.focus import (
     offered_remote,
     offered_sections,
 )
+from secconf.core.keymgmt import mikey_message
 from secconf.core.sdes import CryptoAttribute, KeyParam
 from secconf.core.sdp import SessionDescription
-from secconf.store.conferences import DialogExists, DialOutNotBuilt
+from secconf.store.conferences import DialogExists
 
 from .adapter import Relay, ReplyView, RequestView
 from .edge_control import LegAddresses, switch_at_answer
@@ -85,6 +105,7 @@ __all__ = [
     "TargetUnavailable",
     "check_dialout",
     "dialout_answered",
+    "dialout_mode",
     "dialout_relay",
     "from_upstream",
     "wants_dialout",
@@ -112,6 +133,7 @@ class DialOut:
     target: str
     streams: tuple[OfferedStream, ...]
     description: SessionDescription = field(repr=False)
+    mode: str = "sdes"  # how the leg is keyed: "sdes" (a=crypto) or "kms" (TRANSFER_INIT)
 
 
 def from_upstream(settings: Settings, request: RequestView) -> bool:
@@ -149,13 +171,26 @@ def _conference_id(settings: Settings, value: str) -> str:
     return match.group("id")
 
 
+def dialout_mode(settings: Settings, conference_mode: str, target: str) -> str:
+    """How a dial-out leg is keyed: ``"sdes"`` (``a=crypto``) or ``"kms"`` (TRANSFER_INIT).
+
+    The conference's mode; with ``policy.mixed_modes`` (a conference takes legs of
+    both modes) the target decides: KMS mode for identities in ``[dialout]
+    kms_users`` (known to run a MIKEY-TICKET client), SDES mode for the others
+    (an ordinary SRTP phone), whatever the conference was created with.
+    """
+    if settings.mixed_modes:
+        return "kms" if target in settings.dialout_kms_users else "sdes"
+    return "kms" if conference_mode == "kms" else "sdes"
+
+
 def check_dialout(service: FocusService, request: RequestView) -> DialOut:
     """Every check of a dial-out before anything is written (RFC 3261 §21 answers).
 
     403 not from the mixer, no header, target not allowed; 404 no such active
-    conference; 501 KMS-mode conference ("KMS dial-out not built"); 400 a
-    Request-URI without a user; 413/488 for the offer (one live audio stream
-    on clear RTP, as the mixer sends it).
+    conference; 400 a Request-URI without a user; 413/488 for the offer (one
+    live audio stream on clear RTP, as the mixer sends it); 488 a KMS-mode leg
+    on a focus without ``[kms]``.
     """
     settings = service.settings
     if not from_upstream(settings, request):
@@ -187,14 +222,12 @@ def check_dialout(service: FocusService, request: RequestView) -> DialOut:
     info = service.store.get(conference_id)
     if info is None or info.state != "active":
         raise ConferenceNotFound("no such conference")
-    if info.mode != "sdes" and not service.settings.mixed_modes:
-        # A KMS-only conference: the offer would have to carry the focus's TRANSFER_INIT
-        # for the target (RFC 6043 §4.2.2.1), which dial-out does not build (501).  With
-        # policy.mixed_modes the target is called in SDES mode, like an SDES joiner.
-        raise DialOutNotBuilt("KMS dial-out not built")
+    mode = dialout_mode(settings, info.mode, target)
+    if mode == "kms" and not settings.kms_mode:
+        raise NotAcceptable("KMS mode is not configured on this focus")
     if target not in service.store.allowed(conference_id):
         raise Forbidden("the dial-out target is not allowed in this conference")
-    return DialOut(conference_id, target, streams, description)
+    return DialOut(conference_id, target, streams, description, mode)
 
 
 def dialout_relay(service: FocusService, request: RequestView, plan: DialOut) -> Relay:
@@ -204,6 +237,8 @@ def dialout_relay(service: FocusService, request: RequestView, plan: DialOut) ->
     location lookup).  Any failure after the record is written releases it
     (nothing left).
     """
+    if plan.mode == "kms":
+        return _kms_dialout_relay(service, request, plan)
     conference_id, call_id = plan.conference_id, request.call_id
     leg = service._leg(conference_id, call_id)
     try:
@@ -241,13 +276,12 @@ def dialout_relay(service: FocusService, request: RequestView, plan: DialOut) ->
     service.log(
         "info", f"secconf: dial-out to {plan.target} into {conference_id} (epoch {key.epoch})"
     )
-    uri = service.settings.conference_uri(conference_id)
     state = TransactionState(
         conference_id,
         leg,
         plan.streams,
         external,
-        uri,
+        service.settings.conference_uri(conference_id),
         False,
         offered_sections(plan.description),
         "sdes",
@@ -257,9 +291,87 @@ def dialout_relay(service: FocusService, request: RequestView, plan: DialOut) ->
         remote=_media_remote(request.body, plan.streams),
         identity=plan.target,
     )
+    return _relay(service, conference_id, bytes(body), state)
+
+
+def _kms_dialout_relay(service: FocusService, request: RequestView, plan: DialOut) -> Relay:
+    """A KMS-mode dial-out: the offer carries the focus's TRANSFER_INIT (RFC 6043 §4.2.2.1).
+
+    The record first (a retransmission that slipped past tm stops here, before
+    any KMS round trip), then the epoch whose ticket names the target (minted
+    from the KMS when the current one does not: Redis and the edge), the edge
+    leg in ``kms`` mode on that epoch, and the TRANSFER_INIT naming the edge's
+    outbound SSRC towards the phone.  Any failure after the record releases
+    it and the edge leg (KMS down: 503 with nothing written, the mint writes
+    only once the KMS granted the ticket); an epoch minted before a later
+    failure stays (a rekey nobody switched to yet: harmless, the next
+    re-INVITEs move the members to it).
+    """
+    conference_id, call_id = plan.conference_id, request.call_id
+    leg = service._leg(conference_id, call_id)
+    try:
+        service.store.dialout(
+            conference_id, identity=plan.target, call_id=call_id, leg=leg,
+            mixed=service.settings.mixed_modes, mode="kms",
+        )  # fmt: skip
+    except DialogExists:
+        raise Retransmission("dialog already recorded") from None
+    try:
+        epoch = service.dialout_epoch(conference_id, plan.target)
+        section = plan.description.media[plan.streams[0].index]
+        edge_plan = service.edge.create_leg(
+            conference_id, leg, [section.media], [], mode="kms", epoch=epoch
+        )
+        edge_ssrc = None if edge_plan is None else edge_plan.ssrc
+        # The SSRCs the epoch's key will protect in this call: the edge's towards the
+        # phone (the phone's own come back in its TRANSFER_RESP and a=ssrc).
+        ssrcs = (edge_ssrc,) if edge_ssrc is not None else offer_ssrcs(plan.description)
+        if not ssrcs:
+            raise NotAcceptable("no SSRC to name in the focus's TRANSFER_INIT")
+        pending = service.group_transfer_init(conference_id, plan.target, ssrcs, epoch=epoch)
+        external = None if edge_plan is None else edge_plan.external
+        body = answer_to_participant_kms(
+            request.body,
+            plan.streams,
+            pending.data,
+            address=None if external is None else external.address,
+            ports=None if external is None else external.ports,
+        )
+    except BaseException:
+        service._release(conference_id, call_id, leg)
+        raise
+    service.log(
+        "info",
+        f"secconf: KMS dial-out to {plan.target} into {conference_id} (epoch {epoch})",
+    )
+    state = TransactionState(
+        conference_id,
+        leg,
+        plan.streams,
+        external,
+        service.settings.conference_uri(conference_id),
+        False,
+        offered_sections(plan.description),
+        "kms",
+        epoch=epoch,
+        internal=None if edge_plan is None else edge_plan.internal,
+        kind="dialout",
+        remote=_media_remote(request.body, plan.streams),
+        identity=plan.target,
+        edge_ssrc=edge_ssrc,
+        transfer_init=base64.b64encode(pending.data).decode("ascii"),
+    )
+    return _relay(service, conference_id, bytes(body), state)
+
+
+def _relay(
+    service: FocusService, conference_id: str, body: bytes, state: TransactionState
+) -> Relay:
+    """The keyed offer to the phone, and what the reply route needs."""
+    uri = service.settings.conference_uri(conference_id)
     return Relay(
         uri=None,  # the lookup's contact
-        body=bytes(body),
+        body=body,
         state=state.to_json(),
         on_reply=ON_REPLY,
         on_failure=ON_FAILURE,
@@ -282,6 +394,8 @@ def dialout_answered(service: FocusService, reply: ReplyView, state: Transaction
     """
     if state.epoch is None:
         raise NotAcceptable("dial-out state without its epoch")
+    if state.mode == "kms":
+        return _kms_dialout_answered(service, reply, state)
     answer = SessionDescription.parse(reply.body)
     crypto = answered_crypto(answer, state.streams, service.settings.suite)
     service.store.dialout_answered(
@@ -305,4 +419,74 @@ def dialout_answered(service: FocusService, reply: ReplyView, state: Transaction
         ports=None if internal is None else internal.ports,
     )
     service.log("info", f"secconf: dial-out to {state.identity} answered, leg {state.leg}")
+    return bytes(body)
+
+
+def _kms_dialout_answered(
+    service: FocusService, reply: ReplyView, state: TransactionState
+) -> bytes:
+    """The phone's 2xx to a KMS dial-out: its TRANSFER_RESP verified, the leg switched.
+
+    RFC 6043 §4.2.2.4: the TRANSFER_RESP in the answer's ``a=key-mgmt:mikey``
+    must verify under the target's forked MPKr' (timestamp, responder = the
+    target).  Its SSRCs (``a=ssrc`` and the TRANSFER_RESP's map, minus the
+    edge's) are registered by one script (a collision writes nothing); the
+    edge learns the phone's address and the mixer's, and switches the leg to
+    the epoch at this 2xx.  Raises otherwise (the caller answers the mixer
+    with every stream rejected and releases the dialog).
+    """
+    epoch, transfer_init = state.epoch, state.transfer_init
+    if epoch is None or transfer_init is None or not state.streams:
+        raise NotAcceptable("KMS dial-out state without its epoch")
+    answer = SessionDescription.parse(reply.body)
+    index = state.streams[0].index
+    section = answer.media[index] if index < len(answer.media) else None
+    if section is None or section.port == 0:
+        raise NotAcceptable("the participant rejected the stream")
+    if not section.is_secure_rtp:
+        raise InsecureMedia(f"the participant answered {section.proto}: SRTP only")
+    try:
+        transfer_resp = mikey_message(answer, section)
+    except SecconfError:
+        raise NotAcceptable("the participant's answer carries no TRANSFER_RESP") from None
+    result = service.verify_group_transfer_resp(
+        state.conference_id,
+        epoch,
+        state.identity,
+        base64.b64decode(transfer_init),
+        transfer_resp,
+    )
+    ssrcs = set(offer_ssrcs(answer))
+    for entry in result.sessions:
+        try:
+            session = entry.srtp_session()
+        except MikeyError:
+            continue
+        if session is not None:
+            ssrcs.add(session.ssrc)
+    if state.edge_ssrc is not None:
+        ssrcs.discard(state.edge_ssrc)
+    service.store.dialout_answered(
+        state.conference_id,
+        reply.call_id,
+        media=dialog_media(state.streams, state.external, state.internal, state.edge_ssrc),
+        epoch=epoch,
+        ssrcs=sorted(ssrcs),
+    )
+    edge = service.edge
+    remote = offered_remote(answer, state.streams)
+    if remote is not None:
+        edge.set_participant_remote(state.leg, LegAddresses(*remote))
+    switch_at_answer(edge, state.leg, state.remote, epoch)
+    internal = state.internal
+    body = offer_to_upstream(
+        answer,
+        state.streams,
+        address=None if internal is None else internal.address,
+        ports=None if internal is None else internal.ports,
+    )
+    service.log(
+        "info",
+        f"secconf: KMS dial-out to {state.identity} answered, leg {state.leg} on epoch {epoch}",
+    )
     return bytes(body)

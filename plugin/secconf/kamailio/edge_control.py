@@ -73,6 +73,7 @@ class EdgeControl(Protocol):
         remote: LegAddresses | None = None,
         ssrcs: Sequence[int] = (),
         rtcp_mux: bool = True,
+        epoch: int | None = None,
     ) -> LegPlan | None: ...
 
     def set_internal_remote(
@@ -109,6 +110,7 @@ class NoEdge:
         remote: LegAddresses | None = None,
         ssrcs: Sequence[int] = (),
         rtcp_mux: bool = True,
+        epoch: int | None = None,
     ) -> LegPlan | None:
         return None
 
@@ -200,6 +202,7 @@ class HttpEdgeControl:
         remote: LegAddresses | None = None,
         ssrcs: Sequence[int] = (),
         rtcp_mux: bool = True,
+        epoch: int | None = None,
     ) -> LegPlan:
         body: dict[str, Any] = {"conference": conference_id, "leg": leg}
         if mode == "sdes":
@@ -212,6 +215,10 @@ class HttpEdgeControl:
             body["participant_remote"] = {"host": remote.address, "port": remote.ports[0]}
         if ssrcs:
             body["participant_ssrcs"] = list(ssrcs)
+        if epoch is not None:
+            # A KMS dial-out's leg starts on the epoch its TRANSFER_INIT carries, even if a
+            # newer one was put meanwhile (default: the conference's newest).
+            body["epoch"] = epoch
         if not rtcp_mux:
             # The participant did not offer a=rtcp-mux (linphone, baresip): its RTCP
             # comes from and goes to RTP port + 1 (RFC 3550 §11).  The mixer's side stays muxed.

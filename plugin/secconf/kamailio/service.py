@@ -97,6 +97,7 @@ from secconf.store.conferences import (
     DialogRecord,
     dialog_id,
 )
+from secconf.store.errors import Conflict
 from secconf.store.replay import BlockingReplayCache
 from secconf.store.sip_users import SipUserStore
 
@@ -1416,6 +1417,42 @@ class FocusService:
             "info", f"secconf: conference {conference_id} rekeyed to epoch {key.epoch} ({source})"
         )
         return key.epoch
+
+    def dialout_epoch(self, conference_id: str, identity: str) -> int:
+        """The epoch a KMS-mode dial-out to *identity* is keyed with (minted if need be).
+
+        RFC 6043 §4.2.2.1: the focus's TRANSFER_INIT carries the epoch's GTGK
+        ticket, so *identity* must be one of its recipients.  The current epoch
+        is used when it came from the KMS, its ticket names *identity* (a
+        replacement call of a member, or someone named when it was minted) and
+        stays valid for at least ``2 * kms.skew`` more seconds; otherwise a new
+        epoch is minted from the KMS naming the current members and *identity*
+        (:meth:`rekey` with ``include``: Redis and the edge).  The other members
+        stay on their epoch until their next re-INVITE (the edge keys each leg
+        under its own epoch).  A concurrent rekey that took the epoch number
+        first (409) is retried once on top of it.  KMS down or refusing: 503,
+        nothing written (:meth:`rekey`).
+        """
+        try:
+            return self._dialout_epoch(conference_id, identity)
+        except Conflict:  # a rekey took the next number meanwhile: once more, on top of it
+            return self._dialout_epoch(conference_id, identity)
+
+    def _dialout_epoch(self, conference_id: str, identity: str) -> int:
+        kms_settings = self.settings.kms
+        if kms_settings is None:
+            raise NotAcceptable("KMS mode is not configured on this focus")
+        info = self.store.get(conference_id)
+        if info is None or info.state != "active":
+            raise ConferenceNotFound("no such conference")
+        stored = self.store.epoch_ticket(conference_id, info.epoch)
+        if stored is not None:
+            current = mikey_group.GroupEpochTicket.from_bytes(stored)
+            until = current.valid_until
+            fresh = until is None or until > self.clock() + 2 * kms_settings.skew
+            if identity in current.recipients and fresh:
+                return info.epoch
+        return self.rekey(conference_id, include=(identity,))
 
     def _kms_epoch(
         self, conference_id: str, epoch: int, include: tuple[str, ...]

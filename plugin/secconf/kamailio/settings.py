@@ -101,6 +101,10 @@ class Settings:
     #: ``[dialout] contacts``: identity -> fixed contact URI, for phones that do not
     #: REGISTER (used when the location service has no contact for the identity).
     dialout_contacts: Mapping[str, str] = field(default_factory=dict)
+    #: ``[dialout] kms_users``: with ``policy.mixed_modes``, dial-out targets known to be
+    #: KMS (MIKEY-TICKET) users: the focus calls them in KMS mode (its own TRANSFER_INIT),
+    #: everyone else in SDES mode.  Without ``mixed_modes`` the conference's mode decides.
+    dialout_kms_users: frozenset[str] = frozenset()
 
     @property
     def kms_mode(self) -> bool:
@@ -221,7 +225,21 @@ def load_settings(
         timing=_get(data, "focus", "timing", bool, False),
         mixed_modes=_get(data, "policy", "mixed_modes", bool, False),
         dialout_contacts=_dialout_contacts(data),
+        dialout_kms_users=_dialout_kms_users(data, kms),
     )
+
+
+def _dialout_kms_users(data: Mapping[str, Any], kms: KmsSettings | None) -> frozenset[str]:
+    """``[dialout] kms_users = ["sip:dave@example.com"]``: needs ``[kms]``."""
+    users = data.get("dialout", {}).get("kms_users", [])
+    if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+        raise SettingsError("[dialout] kms_users is a list of identities")
+    if users and kms is None:
+        raise SettingsError("[dialout] kms_users needs [kms] (KMS mode)")
+    try:
+        return frozenset(normalize_identity(u) for u in users)
+    except SecconfError as exc:
+        raise SettingsError(f"[dialout] kms_users: {exc}") from None
 
 
 def _dialout_contacts(data: Mapping[str, Any]) -> dict[str, str]:

@@ -76,7 +76,6 @@ import redis
 from secconf.core.errors import (
     Forbidden,
     NotAcceptable,
-    ProtocolError,
     ReplayedMessage,
     ServiceUnavailable,
 )
@@ -95,7 +94,6 @@ __all__ = [
     "ConferenceExists",
     "ConferenceInfo",
     "ConferenceStore",
-    "DialOutNotBuilt",
     "DialogExists",
     "DialogRecord",
     "Released",
@@ -135,13 +133,6 @@ class ConferenceExists(Conflict):
 
 class DialogExists(Conflict):
     """A Call-ID that already has a record (a retransmission that got past the proxy)."""
-
-
-class DialOutNotBuilt(ProtocolError):
-    """501: a dial-out into a KMS-mode conference (the focus's TRANSFER_INIT is not built)."""
-
-    status_code = 501
-    reason = "Not Implemented"
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,18 +233,19 @@ return redis.call('HGET', KEYS[1], 'epoch')
 """
 
 # KEYS: conf, allowed, members, dialog
-# ARGV: identity, leg, dialog_id, dialog_ttl, conference_id, mixed ('1': a KMS conference
-# takes it too).  A dial-out from the mixer: like an SDES join, no SSRCs yet (they come
-# with the answer).
+# ARGV: identity, leg, dialog_id, dialog_ttl, conference_id, required conference mode
+# ('' = any: policy.mixed_modes), leg mode ('sdes'/'kms').  A dial-out from the mixer:
+# like a join, no SSRCs yet (they come with the answer).
 _DIALOUT = """
 local c = redis.call('HMGET', KEYS[1], 'state', 'mode')
 if c[1] ~= 'active' then return 'not-found' end
-if c[2] ~= 'sdes' and ARGV[6] ~= '1' then return 'mode' end
+if ARGV[6] ~= '' and c[2] ~= ARGV[6] then return 'mode' end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return 'forbidden' end
 if redis.call('EXISTS', KEYS[4]) == 1 then return 'dialog-exists' end
 redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
 redis.call('HSET', KEYS[4], 'conference', ARGV[5], 'identity', ARGV[1], 'leg', ARGV[2],
-  'state', 'pending', 'ssrcs', '', 'creator', '0', 'dialout', '1', 'mode', 'sdes')
+  'state', 'pending', 'ssrcs', '', 'creator', '0', 'dialout', '1', 'mode', ARGV[7])
+if ARGV[7] == 'kms' then redis.call('HINCRBY', KEYS[1], 'kms_legs', 1) end
 redis.call('EXPIRE', KEYS[4], ARGV[4])
 return redis.call('HGET', KEYS[1], 'epoch')
 """
@@ -563,20 +555,30 @@ class ConferenceStore:
             raise CorruptRecord(f"join script answered {result!r}") from None
 
     def dialout(
-        self, conference_id: str, *, identity: str, call_id: str, leg: str, mixed: bool = False
+        self,
+        conference_id: str,
+        *,
+        identity: str,
+        call_id: str,
+        leg: str,
+        mixed: bool = False,
+        mode: str = "sdes",
     ) -> int:
         """Record the mixer's dial-out to *identity* (pending); return the current epoch.
 
         Like :meth:`join`, one script that checks before it writes:
         :class:`ConferenceNotFound` (404), :class:`~secconf.core.errors.Forbidden`
-        (403, *identity* not in the allowed set), :class:`DialOutNotBuilt` (501, a
-        KMS-mode conference: a KMS dial-out needs the focus's TRANSFER_INIT;
-        with *mixed* the SDES dial-out is recorded in it), :class:`DialogExists`.
-        The dialog's mode is ``sdes``.  The record has ``dialout`` = "1"; its SSRCs come
-        with the participant's answer (:meth:`dialout_answered`).
+        (403, *identity* not in the allowed set), :class:`~secconf.core.errors.NotAcceptable`
+        (488, the conference is keyed in another mode than the leg's *mode*, unless
+        *mixed*), :class:`DialogExists`.  The dialog's mode is *mode* (``sdes``, or
+        ``kms``: counted in the conference's ``kms_legs``).  The record has
+        ``dialout`` = "1"; its SSRCs come with the participant's answer
+        (:meth:`dialout_answered`).
         """
         check_identity(identity)
         _check_leg(leg)
+        if mode not in ("sdes", "kms"):
+            raise ValueError("a dial-out leg is keyed in sdes or kms mode")
         keys = [
             self.conference_key(conference_id),
             self.conference_key(conference_id, "allowed"),
@@ -585,14 +587,14 @@ class ConferenceStore:
         ]
         args: list[Any] = [
             identity, leg, dialog_id(call_id), self._dialog_ttl, conference_id,
-            "1" if mixed else "0",
+            "" if mixed else mode, mode,
         ]  # fmt: skip
         with redis_errors("record a dial-out"):
             result = _text(self._dialout(keys=keys, args=args))
         if result == "not-found":
             raise ConferenceNotFound("no such conference")
         if result == "mode":
-            raise DialOutNotBuilt("KMS dial-out not built")
+            raise NotAcceptable(f"this conference is not keyed in {mode} mode")
         if result == "forbidden":
             raise Forbidden("the dial-out target is not allowed in this conference")
         if result == "dialog-exists":

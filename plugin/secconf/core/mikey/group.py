@@ -134,6 +134,11 @@ class GroupEpochTicket:
     def recipients(self) -> tuple[str, ...]:
         return PolicyView.of(self.ticket.policy_payloads, self.ticket.flags).recipients
 
+    @property
+    def valid_until(self) -> float | None:
+        """End of the ticket's validity (its policy's TRe), if it names one."""
+        return PolicyView.of(self.ticket.policy_payloads, self.ticket.flags).valid_until
+
     def issued(self) -> IssuedTicket:
         """The ticket as its requester holds it (for :func:`build_transfer_init`)."""
         policy = PolicyView.of(self.ticket.policy_payloads, self.ticket.flags)
