@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,8 +33,6 @@ import pytest
 
 from secconf.asterisk.ami import AmiSettings
 from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
-from secconf.client.media import SrtpEndpoint
-from secconf.client.sip import UserAgent
 from secconf.core.g711 import ToneGenerator
 from secconf.core.roster import FailurePolicy, RekeyPolicy, RekeyReason
 from secconf.kamailio.settings import load_settings
@@ -170,12 +167,7 @@ def stack(
 
 async def phone(identity: str) -> SdesParticipant:
     """An SDES phone sending receiver reports every ~0.3 s (the edge verifies switches)."""
-    ua = await UserAgent.start("127.0.0.1", identity=identity)
-    media = await SrtpEndpoint.open("127.0.0.1", rtcp_interval=0.3)
-    material = secrets.token_bytes(30)
-    participant = SdesParticipant(ua, media, (SUITE, material[:16], material[16:]))
-    ua.on_invite = participant._on_invite
-    return participant
+    return await SdesParticipant.start(identity, rtcp_interval=0.3)
 
 
 def channels_by_uniqueid(watcher: Watcher, conference: str) -> dict[str, str]:

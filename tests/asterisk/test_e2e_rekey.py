@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -26,8 +25,8 @@ import pytest
 
 from secconf.asterisk.ami import AmiSettings
 from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
-from secconf.client.media import SrtpEndpoint, inbound_session, opens
-from secconf.client.sip import Call, UserAgent
+from secconf.client.media import inbound_session, opens
+from secconf.client.sip import Call
 from secconf.core.g711 import ToneGenerator, ulaw_decode
 from secconf.core.roster import RekeyPolicy
 from secconf.kamailio.settings import load_settings
@@ -135,13 +134,8 @@ def stack(
 
 
 async def phone(identity: str) -> SdesParticipant:
-    """tests/kamailio/media.py's SDES participant, with receiver reports every ~0.3 s."""
-    ua = await UserAgent.start("127.0.0.1", identity=identity)
-    media = await SrtpEndpoint.open("127.0.0.1", rtcp_interval=0.3)
-    material = secrets.token_bytes(30)
-    participant = SdesParticipant(ua, media, (SUITE, material[:16], material[16:]))
-    ua.on_invite = participant._on_invite
-    return participant
+    """An SDES phone sending receiver reports every ~0.3 s (the edge verifies switches)."""
+    return await SdesParticipant.start(identity, rtcp_interval=0.3)
 
 
 def conference_of(call: Call) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import secrets
 from dataclasses import dataclass, field
+from typing import Self
 
 from ..core.errors import NotAcceptable
 from ..core.g711 import tone_share, ulaw_decode
@@ -65,7 +66,7 @@ class SdesPhone:
         *,
         host: str = "127.0.0.1",
         rtcp_interval: float | None = 0.3,
-    ) -> SdesPhone:
+    ) -> Self:
         """A phone on *ua* (e.g. a TLS user agent), else on a new UDP one on *host*."""
         ua = ua or await UserAgent.start(host, identity=identity)
         media = await SrtpEndpoint.open(host, rtcp_interval=rtcp_interval)
