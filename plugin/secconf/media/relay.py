@@ -467,18 +467,27 @@ class Leg:
     def on_participant_readable(self) -> None:
         drain(self.psock, self.on_participant_datagram)
 
-    def on_participant_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _admitted(
+        self, data: bytes, addr: tuple[str, int], latched: tuple[str, int] | None
+    ) -> bool:
+        """A datagram from the participant's side worth reading: not oversized, from the
+        latched address (once there is one), RTP/RTCP version 2; else counted and dropped."""
         counters = self.counters
         if len(data) > MAX_PACKET:
             counters.oversized += 1
-            return
-        latched = self.latched
+            return False
         if latched is not None and addr != latched:
             counters.unlatched += 1
-            return
+            return False
         if len(data) < 12 or data[0] & 0xC0 != 0x80:
             counters.malformed += 1
+            return False
+        return True
+
+    def on_participant_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self._admitted(data, addr, self.latched):
             return
+        counters = self.counters
         if 64 <= data[1] & 0x7F <= 95:
             if self.prsock is None:
                 self._participant_rtcp(data, addr)
@@ -504,7 +513,7 @@ class Leg:
             else:
                 counters.auth_failures += 1
             return
-        if latched is None:
+        if self.latched is None:
             self.latched = addr
             log.info("leg %s latched to %s:%d", self.id, addr[0], addr[1])
         ssrc = data[8:12]
@@ -584,17 +593,9 @@ class Leg:
 
     def on_participant_rtcp_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         """The participant's own RTCP port (no rtcp-mux): SRTCP only, latched on its own."""
+        if not self._admitted(data, addr, self.rtcp_latched):
+            return
         counters = self.counters
-        if len(data) > MAX_PACKET:
-            counters.oversized += 1
-            return
-        latched = self.rtcp_latched
-        if latched is not None and addr != latched:
-            counters.unlatched += 1
-            return
-        if len(data) < 12 or data[0] & 0xC0 != 0x80:
-            counters.malformed += 1
-            return
         if not 64 <= data[1] & 0x7F <= 95:
             counters.wrong_port += 1  # RTP on the RTCP port
             return
