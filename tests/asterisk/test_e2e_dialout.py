@@ -27,19 +27,13 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from secconf.asterisk.ami import AmiSettings
-from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
+from secconf.asterisk.watcher import RekeyReport, Watcher
 from secconf.core.g711 import ToneGenerator
-from secconf.core.roster import FailurePolicy, RekeyPolicy, RekeyReason
-from secconf.kamailio.settings import load_settings
-from secconf.store import generate_key_file
-from secconf.store.conferences import ConferenceStore, connect_blocking
-from secconf.store.keywrap import KeyWrapper, load_key_file
-from secconf.store.sip_users import SipUserStore
+from secconf.core.roster import FailurePolicy, RekeyReason
+from tests.asterisk.stack import Stack, running_stack
 from tests.asterisk.test_e2e_rekey import (
     TONE,
     assert_tone,
@@ -49,8 +43,8 @@ from tests.asterisk.test_e2e_rekey import (
     wait_for,
 )
 from tests.fixtures.asterisk_server import AsteriskServer
-from tests.fixtures.edge_server import EdgeFactory, RunningEdge
-from tests.fixtures.kamailio_server import KamailioFactory, KamailioServer
+from tests.fixtures.edge_server import EdgeFactory
+from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.redis_server import RedisServer
 from tests.kamailio.media import SUITE, SdesParticipant
 
@@ -80,7 +74,7 @@ uri = "sip:127.0.0.1:9"
 url = "redis://127.0.0.1:1/0"
 timeout = 0.5
 prefix = "{PREFIX}"
-kek_file = "kek"
+kek_file = "@KEK@"
 kek_id = "dialout-kek"
 
 [edge]
@@ -91,41 +85,6 @@ realm = "example.com"
 """
 
 
-@dataclass
-class Stack:
-    redis: RedisServer
-    edge: RunningEdge
-    kamailio: KamailioServer
-    asterisk: AsteriskServer
-
-    def target(self, user: str) -> str:
-        return f"sip:{user}@127.0.0.1:{self.kamailio.port}"
-
-    def store(self) -> ConferenceStore:
-        settings = load_settings(self.kamailio.settings_path, env=self.kamailio.extra_env)
-        client = connect_blocking(self.redis.url, timeout=1.0)
-        wrapper = KeyWrapper(load_key_file(settings.kek_file), settings.kek_id)
-        return ConferenceStore(client, wrapper, PREFIX)
-
-    def watcher_settings(self) -> WatcherSettings:
-        return WatcherSettings(
-            ami=AmiSettings(
-                port=self.asterisk.ami_port,
-                username=self.asterisk.ami_user,
-                secret=self.asterisk.ami_secret,
-            ),
-            focus=load_settings(self.kamailio.settings_path, env=self.kamailio.extra_env),
-            policy=RekeyPolicy(debounce=0.5, rekey_on_join=False),
-            watcher_id="dialout-1",
-            refresh_timeout=5.0,
-            verify_timeout=8.0,
-            poll_interval=0.02,
-            on_failure=FailurePolicy.REPLACE,
-            dialout_timeout=5.0,
-            dialout_poll=0.05,
-        )
-
-
 @pytest.fixture(scope="module")
 def stack(
     redis_server: RedisServer,
@@ -134,35 +93,12 @@ def stack(
     asterisk_server: AsteriskServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    redis_server.ensure_ready()
-    edge = edge_factory.start()
-    kek = tmp_path_factory.mktemp("dialout") / "kek"
-    generate_key_file(kek)
-    kamailio = kamailio_factory.start(
-        SETTINGS.replace('kek_file = "kek"', f'kek_file = "{kek}"'),
-        env={
-            "SECCONF_REDIS_URL": redis_server.url,
-            "SECCONF_UPSTREAM": f"sip:127.0.0.1:{asterisk_server.sip_port}",
-            "SECCONF_EDGE_URL": edge.url,
-            "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file),
-        },
-    )
-    # kamailio-out's outbound_proxy must be Kamailio's real port, known only now:
-    # render Asterisk's config again and restart it on its own ports.
-    previous = asterisk_server.kamailio_port
-    asterisk_server.kamailio_port = kamailio.port
-    asterisk_server.stop()
-    asterisk_server.start()
-    client = connect_blocking(redis_server.url, timeout=1.0)
-    users = SipUserStore(client, KeyWrapper(load_key_file(kek), "dialout-kek"), PREFIX)
-    users.add(DAVE, "dave", "example.com", DAVE_PASSWORD)
-    client.close()
-    yield Stack(redis_server, edge, kamailio, asterisk_server)
-    kamailio.stop()
-    edge.stop()
-    asterisk_server.kamailio_port = previous
-    asterisk_server.stop()
-    asterisk_server.start()
+    with running_stack(
+        redis_server, edge_factory, kamailio_factory, asterisk_server,
+        tmp_path_factory.mktemp("dialout"), SETTINGS, dialout=True,
+    ) as running:  # fmt: skip
+        running.add_sip_user(DAVE, "dave", "example.com", DAVE_PASSWORD)
+        yield running
 
 
 async def phone(identity: str) -> SdesParticipant:
@@ -200,7 +136,7 @@ async def tone_heard_by(talker: SdesParticipant, listener: SdesParticipant) -> N
 
 def test_refer_dials_out_and_a_non_follower_is_replaced(stack: Stack) -> None:
     async def scenario() -> None:
-        watcher = Watcher(stack.watcher_settings())
+        watcher = Watcher(stack.watcher_settings("dialout-1", on_failure=FailurePolicy.REPLACE))
         await watcher.start()
         a, b, d = await phone(ALICE), await phone(BOB), await phone(DAVE)
         d.accept_calls = True

@@ -14,29 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
-from secconf.asterisk.ami import AmiSettings
-from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
+from secconf.asterisk.watcher import RekeyReport, Watcher
 from secconf.client.agent import AgentCall, ParticipantAgent
 from secconf.client.kms import KmsClient
 from secconf.client.media import inbound_session, opens
 from secconf.client.sip import Answer, UserAgent
 from secconf.core.g711 import ToneGenerator, ulaw_decode
 from secconf.core.mikey import group as mikey_group
-from secconf.core.roster import RekeyPolicy, RekeyReason
-from secconf.kamailio.settings import load_settings
-from secconf.store import generate_key_file
-from secconf.store.conferences import ConferenceStore, connect_blocking
-from secconf.store.keywrap import KeyWrapper, load_key_file
-from secconf.store.sip_users import SipUserStore
+from secconf.core.roster import RekeyReason
+from secconf.store.keywrap import load_key_file
+from tests.asterisk.stack import Stack, running_stack
 from tests.fixtures.asterisk_server import AsteriskServer
-from tests.fixtures.edge_server import EdgeFactory, RunningEdge
-from tests.fixtures.kamailio_server import KamailioFactory, KamailioServer
+from tests.fixtures.edge_server import EdgeFactory
+from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.kms_server import RunningKms
 from tests.fixtures.redis_server import RedisServer
 from tests.kamailio.media import SUITE
@@ -70,7 +67,7 @@ uri = "sip:127.0.0.1:9"
 url = "redis://127.0.0.1:1/0"
 timeout = 0.5
 prefix = "{PREFIX}"
-kek_file = "KEK"
+kek_file = "@KEK@"
 kek_id = "e2e-kek"
 
 [edge]
@@ -89,45 +86,19 @@ timeout = 1.0
 
 
 @dataclass
-class Stack:
-    redis: RedisServer
-    edge: RunningEdge
-    kamailio: KamailioServer
-    asterisk: AsteriskServer
-    kms: RunningKms
+class KmsStack(Stack):
+    """The end-to-end stack with the session's real KMS behind the focus."""
 
-    def target(self, user: str) -> str:
-        return f"sip:{user}@127.0.0.1:{self.kamailio.port}"
-
-    def store(self) -> ConferenceStore:
-        settings = load_settings(self.kamailio.settings_path, env=self.kamailio.extra_env)
-        client = connect_blocking(self.redis.url, timeout=1.0)
-        wrapper = KeyWrapper(load_key_file(settings.kek_file), settings.kek_id)
-        return ConferenceStore(client, wrapper, PREFIX)
-
-    def watcher_settings(self) -> WatcherSettings:
-        return WatcherSettings(
-            ami=AmiSettings(
-                port=self.asterisk.ami_port,
-                username=self.asterisk.ami_user,
-                secret=self.asterisk.ami_secret,
-            ),
-            focus=load_settings(self.kamailio.settings_path, env=self.kamailio.extra_env),
-            policy=RekeyPolicy(debounce=0.5, rekey_on_join=False),
-            watcher_id="e2e-kms",
-            refresh_timeout=5.0,
-            verify_timeout=8.0,
-            poll_interval=0.02,
-            dialout_timeout=5.0,
-            dialout_poll=0.05,
-        )
+    kms: RunningKms | None = None
 
     async def agent(self, identity: str) -> ParticipantAgent:
-        psk = self.kms.workdir / (identity.replace(":", "_").replace("@", "_") + ".psk")
+        kms = self.kms
+        assert kms is not None
+        psk = kms.workdir / (identity.replace(":", "_").replace("@", "_") + ".psk")
         if not psk.exists():
-            psk = self.kms.add_user(identity)
+            psk = kms.add_user(identity)
         ua = await UserAgent.start("127.0.0.1", identity=identity)
-        client = KmsClient(self.kms.url, self.kms.identity, identity, load_key_file(psk, "PSK"))
+        client = KmsClient(kms.url, kms.identity, identity, load_key_file(psk, "PSK"))
         # Receiver reports every ~0.3 s, so the edge can verify each switch quickly.
         # Calls from the focus (dial-outs) are taken from its identity only.
         return ParticipantAgent(identity, client, ua, rtcp_interval=0.3, dialout_focus=FOCUS)
@@ -141,45 +112,23 @@ def stack(
     asterisk_server: AsteriskServer,
     kms: RunningKms,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Stack]:
-    redis_server.ensure_ready()
-    edge = edge_factory.start()
-    kek = tmp_path_factory.mktemp("e2e-kms") / "kek"
-    generate_key_file(kek)
+) -> Iterator[KmsStack]:
     focus_psk = kms.workdir / (FOCUS.replace(":", "_").replace("@", "_") + ".psk")
     if not focus_psk.exists():
         focus_psk = kms.add_user(FOCUS)
     text = (
-        SETTINGS.replace("KEK", str(kek))
-        .replace("KMS_URL", kms.url)
+        SETTINGS.replace("KMS_URL", kms.url)
         .replace("KMS_IDENTITY", kms.identity)
         .replace("FOCUS_PSK", str(focus_psk))
     )
-    kamailio = kamailio_factory.start(
-        text,
-        env={
-            "SECCONF_REDIS_URL": redis_server.url,
-            "SECCONF_UPSTREAM": f"sip:127.0.0.1:{asterisk_server.sip_port}",
-            "SECCONF_EDGE_URL": edge.url,
-            "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file),
-        },
-    )
-    # kamailio-out's outbound_proxy (dial-out) must be Kamailio's real port, known only
-    # now: render Asterisk's config again and restart it on its own ports.
-    previous = asterisk_server.kamailio_port
-    asterisk_server.kamailio_port = kamailio.port
-    asterisk_server.stop()
-    asterisk_server.start()
-    client = connect_blocking(redis_server.url, timeout=1.0)
-    users = SipUserStore(client, KeyWrapper(load_key_file(kek), "e2e-kek"), PREFIX)
-    users.add(DAVE, "dave", "example.com", DAVE_PASSWORD)
-    client.close()
-    yield Stack(redis_server, edge, kamailio, asterisk_server, kms)
-    kamailio.stop()
-    edge.stop()
-    asterisk_server.kamailio_port = previous
-    asterisk_server.stop()
-    asterisk_server.start()
+    # Dial-out: kamailio-out must point at this Kamailio.
+    with running_stack(
+        redis_server, edge_factory, kamailio_factory, asterisk_server,
+        tmp_path_factory.mktemp("e2e-kms"), text, dialout=True,
+    ) as running:  # fmt: skip
+        running.add_sip_user(DAVE, "dave", "example.com", DAVE_PASSWORD)
+        fields = {f.name: getattr(running, f.name) for f in dataclasses.fields(running)}
+        yield KmsStack(**fields, kms=kms)
 
 
 def heard(call: AgentCall) -> list[int]:
@@ -190,7 +139,7 @@ def heard(call: AgentCall) -> list[int]:
     return samples[loud[0] : loud[-1] + 1] if loud else []
 
 
-def test_kms_leave_rekeys_from_the_kms_and_the_leaver_key_opens_nothing(stack: Stack) -> None:
+def test_kms_leave_rekeys_from_the_kms_and_the_leaver_key_opens_nothing(stack: KmsStack) -> None:
     async def scenario() -> None:
         watcher = Watcher(stack.watcher_settings())
         await watcher.start()
@@ -325,7 +274,7 @@ async def tone_heard_by(talker: AgentCall, listener: AgentCall) -> None:
     raise AssertionError(f"tone not heard in 3 bursts: {failures}")
 
 
-def test_kms_refer_dials_out_a_registered_agent_who_follows_the_next_rekey(stack: Stack) -> None:
+def test_kms_refer_dials_out_a_registered_agent_who_follows_the_next_rekey(stack: KmsStack) -> None:
     async def scenario() -> None:
         watcher = Watcher(stack.watcher_settings())
         await watcher.start()

@@ -19,23 +19,17 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from secconf.asterisk.ami import AmiSettings
-from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
+from secconf.asterisk.watcher import RekeyReport, Watcher
 from secconf.client.media import inbound_session, opens
 from secconf.client.sip import Call
 from secconf.core.g711 import ToneGenerator, ulaw_decode
-from secconf.core.roster import RekeyPolicy
-from secconf.kamailio.settings import load_settings
-from secconf.store import generate_key_file
-from secconf.store.conferences import ConferenceStore, connect_blocking
-from secconf.store.keywrap import KeyWrapper, load_key_file
+from tests.asterisk.stack import Stack, running_stack
 from tests.fixtures.asterisk_server import AsteriskServer
-from tests.fixtures.edge_server import EdgeFactory, RunningEdge
-from tests.fixtures.kamailio_server import KamailioFactory, KamailioServer
+from tests.fixtures.edge_server import EdgeFactory
+from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.redis_server import RedisServer
 from tests.kamailio.media import SUITE, SdesParticipant, ratio
 
@@ -64,45 +58,12 @@ uri = "sip:127.0.0.1:9"
 url = "redis://127.0.0.1:1/0"
 timeout = 0.5
 prefix = "{PREFIX}"
-kek_file = "kek"
+kek_file = "@KEK@"
 kek_id = "e2e-kek"
 
 [edge]
 timeout = 1.0
 """
-
-
-@dataclass
-class Stack:
-    redis: RedisServer
-    edge: RunningEdge
-    kamailio: KamailioServer
-    asterisk: AsteriskServer
-
-    def target(self, user: str) -> str:
-        return f"sip:{user}@127.0.0.1:{self.kamailio.port}"
-
-    def store(self) -> ConferenceStore:
-        settings = load_settings(self.kamailio.settings_path, env=self.kamailio.extra_env)
-        client = connect_blocking(self.redis.url, timeout=1.0)
-        wrapper = KeyWrapper(load_key_file(settings.kek_file), settings.kek_id)
-        return ConferenceStore(client, wrapper, PREFIX)
-
-    def watcher_settings(self, watcher_id: str) -> WatcherSettings:
-        return WatcherSettings(
-            ami=AmiSettings(
-                port=self.asterisk.ami_port,
-                username=self.asterisk.ami_user,
-                secret=self.asterisk.ami_secret,
-            ),
-            focus=load_settings(self.kamailio.settings_path, env=self.kamailio.extra_env),
-            # Joins do not rekey here: the scenario is about the leave (C's key is epoch 1).
-            policy=RekeyPolicy(debounce=0.5, rekey_on_join=False),
-            watcher_id=watcher_id,
-            refresh_timeout=5.0,
-            verify_timeout=8.0,
-            poll_interval=0.02,
-        )
 
 
 @pytest.fixture(scope="module")
@@ -113,24 +74,11 @@ def stack(
     asterisk_server: AsteriskServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    redis_server.ensure_ready()
-    edge = edge_factory.start()
-    kek = tmp_path_factory.mktemp("e2e") / "kek"
-    generate_key_file(kek)
-    kamailio = kamailio_factory.start(
-        SETTINGS.replace('kek_file = "kek"', f'kek_file = "{kek}"'),
-        env={
-            "SECCONF_REDIS_URL": redis_server.url,
-            # Kamailio's upstream is Asterisk's SIP port; Asterisk identifies Kamailio
-            # by its address (127.0.0.1, pjsip.conf [kamailio-identify]).
-            "SECCONF_UPSTREAM": f"sip:127.0.0.1:{asterisk_server.sip_port}",
-            "SECCONF_EDGE_URL": edge.url,
-            "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file),
-        },
-    )
-    yield Stack(redis_server, edge, kamailio, asterisk_server)
-    kamailio.stop()
-    edge.stop()
+    with running_stack(
+        redis_server, edge_factory, kamailio_factory, asterisk_server,
+        tmp_path_factory.mktemp("e2e"), SETTINGS,
+    ) as running:  # fmt: skip
+        yield running
 
 
 async def phone(identity: str) -> SdesParticipant:

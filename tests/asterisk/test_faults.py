@@ -35,21 +35,18 @@ from typing import Any, cast
 import pytest
 
 from secconf.asterisk.ami import AmiClient, AmiSettings
-from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
+from secconf.asterisk.watcher import RekeyReport, Watcher
 from secconf.client.phone import SUITE, SdesPhone
 from secconf.client.sip import Call
 from secconf.core.errors import SecconfError
 from secconf.core.keys import key_fingerprint
-from secconf.core.roster import FailurePolicy, RekeyPolicy
-from secconf.kamailio.settings import load_settings
-from secconf.store import generate_key_file
-from secconf.store.conferences import ConferenceStore, DialogRecord, connect_blocking
-from secconf.store.keywrap import KeyWrapper, load_key_file
-from secconf.store.sip_users import SipUserStore
+from secconf.core.roster import FailurePolicy
+from secconf.store.conferences import ConferenceStore, DialogRecord
+from tests.asterisk.stack import Stack, running_stack
 from tests.asterisk.test_e2e_rekey import bounded, conference_of, wait_for
 from tests.fixtures.asterisk_server import AsteriskServer, processes_in
-from tests.fixtures.edge_server import EdgeFactory, RunningEdge
-from tests.fixtures.kamailio_server import KamailioFactory, KamailioServer
+from tests.fixtures.edge_server import EdgeFactory
+from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.redis_server import RedisServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
@@ -78,7 +75,7 @@ uri = "sip:127.0.0.1:9"
 url = "redis://127.0.0.1:1/0"
 timeout = 0.5
 prefix = "{PREFIX}"
-kek_file = "kek"
+kek_file = "@KEK@"
 kek_id = "faults-kek"
 
 [edge]
@@ -118,43 +115,6 @@ def redis_epochs(store: ConferenceStore, conference: str) -> dict[int, str]:
 # -- the stack --------------------------------------------------------------------------
 
 
-@dataclass
-class Stack:
-    redis: RedisServer
-    edge: RunningEdge
-    kamailio: KamailioServer
-    asterisk: AsteriskServer
-    kek: Any
-
-    def target(self, user: str) -> str:
-        return f"sip:{user}@127.0.0.1:{self.kamailio.port}"
-
-    def store(self) -> ConferenceStore:
-        client = connect_blocking(self.redis.url, timeout=1.0)
-        return ConferenceStore(client, KeyWrapper(load_key_file(self.kek), "faults-kek"), PREFIX)
-
-    def settings(self, watcher_id: str, **changes: Any) -> WatcherSettings:
-        base = WatcherSettings(
-            ami=AmiSettings(
-                port=self.asterisk.ami_port,
-                username=self.asterisk.ami_user,
-                secret=self.asterisk.ami_secret,
-            ),
-            focus=load_settings(self.kamailio.settings_path, env=self.kamailio.extra_env),
-            policy=RekeyPolicy(debounce=0.5, rekey_on_join=False),
-            watcher_id=watcher_id,
-            refresh_timeout=5.0,
-            verify_timeout=8.0,
-            poll_interval=0.02,
-            dialout_timeout=5.0,
-            dialout_poll=0.05,
-        )
-        return dataclasses.replace(base, **changes)
-
-    def edge_state(self, conference: str) -> dict[str, Any]:
-        return self.edge.get(f"/v1/conferences/{conference}")  # type: ignore[no-any-return]
-
-
 @pytest.fixture(scope="module")
 def stack(
     redis_server: RedisServer,
@@ -163,38 +123,13 @@ def stack(
     asterisk_server: AsteriskServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    redis_server.ensure_ready()
-    edge = edge_factory.start()
-    kek = tmp_path_factory.mktemp("faults") / "kek"
-    generate_key_file(kek)
-    kamailio = kamailio_factory.start(
-        SETTINGS.replace('kek_file = "kek"', f'kek_file = "{kek}"'),
-        env={
-            "SECCONF_REDIS_URL": redis_server.url,
-            "SECCONF_UPSTREAM": f"sip:127.0.0.1:{asterisk_server.sip_port}",
-            "SECCONF_EDGE_URL": edge.url,
-            "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file),
-        },
-    )
     # Replacement calls: kamailio-out's outbound_proxy must be this Kamailio.
-    previous = asterisk_server.kamailio_port
-    asterisk_server.kamailio_port = kamailio.port
-    asterisk_server.stop()
-    asterisk_server.start()
-    client = connect_blocking(redis_server.url, timeout=1.0)
-    users = SipUserStore(client, KeyWrapper(load_key_file(kek), "faults-kek"), PREFIX)
-    users.add(CAROL, "carol", "example.com", CAROL_PASSWORD)
-    client.close()
-    try:
-        yield Stack(redis_server, edge, kamailio, asterisk_server, kek)
-    finally:
-        redis_server.ensure_ready()
-        kamailio.stop()
-        edge.stop()
-        # Other modules use the session's Asterisk: as it was, and running.
-        asterisk_server.kamailio_port = previous
-        asterisk_server.stop()
-        asterisk_server.start()
+    with running_stack(
+        redis_server, edge_factory, kamailio_factory, asterisk_server,
+        tmp_path_factory.mktemp("faults"), SETTINGS, dialout=True,
+    ) as running:  # fmt: skip
+        running.add_sip_user(CAROL, "carol", "example.com", CAROL_PASSWORD)
+        yield running
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -289,7 +224,7 @@ def assert_on_epoch(stack: Stack, store: ConferenceStore, conf: Conference, epoc
     assert info is not None
     assert info.epoch == epoch, info
     key = store.group_key(conf.id, epoch)
-    state = stack.edge_state(conf.id)
+    state = stack.conference(conf.id)
     at_edge = edge_epochs(stack, conf.id)
     assert at_edge.get(epoch) == key_fingerprint(key.key, key.salt), at_edge
     assert sorted(leg["epoch"] for leg in state["legs"]) == [epoch] * len(conf.phones), state
@@ -320,7 +255,7 @@ def assert_no_key_material(store: ConferenceStore, conference: str, entries: obj
 
 def test_refusal_with_policy_remove_hangs_up_and_rekeys_without_it(stack: Stack) -> None:
     async def scenario() -> None:
-        watcher = Watcher(stack.settings("flt-remove", on_failure=FailurePolicy.REMOVE))
+        watcher = Watcher(stack.watcher_settings("flt-remove", on_failure=FailurePolicy.REMOVE))
         await watcher.start()
         store = stack.store()
         try:
@@ -381,7 +316,7 @@ def test_refusal_with_policy_replace_calls_back_until_the_call_back_fails(stack:
     answers the call back (480), it stays removed and the conference is rekeyed once more."""
 
     async def scenario() -> None:
-        watcher = Watcher(stack.settings("flt-replace", on_failure=FailurePolicy.REPLACE))
+        watcher = Watcher(stack.watcher_settings("flt-replace", on_failure=FailurePolicy.REPLACE))
         await watcher.start()
         store = stack.store()
         try:
@@ -535,7 +470,7 @@ def test_ami_cut_watcher_reconnects_reconciles_and_rekeys_each_leave_once(stack:
     async def scenario() -> None:
         proxy = AmiProxy(stack.asterisk.ami_port)
         await proxy.listen()
-        settings = stack.settings("flt-ami")
+        settings = stack.watcher_settings("flt-ami")
         watcher = Watcher(
             dataclasses.replace(settings, ami=dataclasses.replace(settings.ami, port=proxy.port))
         )
@@ -637,7 +572,7 @@ def test_asterisk_restart_cleans_the_roster_and_a_new_conference_works(
     ConfbridgeList.  Either way no rekey, the roster goes, a new conference works."""
 
     async def scenario() -> None:
-        watcher = Watcher(stack.settings("flt-restart"))
+        watcher = Watcher(stack.watcher_settings("flt-restart"))
         await watcher.start()
         store = stack.store()
         try:
@@ -711,7 +646,7 @@ def test_redis_hung_during_the_mint_leaves_no_half_applied_epoch(
     """
 
     async def scenario() -> None:
-        watcher = Watcher(stack.settings("flt-redis"))
+        watcher = Watcher(stack.watcher_settings("flt-redis"))
         await watcher.start()
         store = stack.store()
         original = ConferenceStore.add_epoch
@@ -774,7 +709,7 @@ def test_redis_hung_during_the_mint_leaves_no_half_applied_epoch(
 
 def edge_epochs(stack: Stack, conference: str) -> dict[int, str]:
     """The edge's key epochs of *conference*: number -> key fingerprint."""
-    return {e["epoch"]: e["fingerprint"] for e in stack.edge_state(conference)["epochs"]}
+    return {e["epoch"]: e["fingerprint"] for e in stack.conference(conference)["epochs"]}
 
 
 # -- 5. the lease holder dies without releasing --------------------------------------------
@@ -789,8 +724,8 @@ def test_standby_takes_over_a_lapsed_lease_and_rekeys_once(stack: Stack) -> None
 
     async def scenario() -> None:
         ttl = 1.5
-        first = Watcher(stack.settings("flt-lease-1", lease_ttl=ttl))
-        second = Watcher(stack.settings("flt-lease-2", lease_ttl=ttl))
+        first = Watcher(stack.watcher_settings("flt-lease-1", lease_ttl=ttl))
+        second = Watcher(stack.watcher_settings("flt-lease-2", lease_ttl=ttl))
         await first.start()
         await second.start()
         store = stack.store()

@@ -19,23 +19,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
-from secconf.asterisk.ami import AmiSettings
 from secconf.asterisk.watcher import WatcherSettings
-from secconf.core.roster import FailurePolicy, RekeyPolicy
-from secconf.kamailio.settings import load_settings
-from secconf.store import generate_key_file
-from secconf.store.conferences import ConferenceStore, connect_blocking
-from secconf.store.keywrap import KeyWrapper, load_key_file
-from secconf.store.sip_users import SipUserStore
+from secconf.core.roster import FailurePolicy
 from secconf.tlsca import TlsFiles
+from tests.asterisk.stack import Stack, running_stack
 from tests.fixtures.asterisk_server import AsteriskServer
-from tests.fixtures.edge_server import EdgeFactory, RunningEdge
-from tests.fixtures.kamailio_server import KamailioFactory, KamailioServer
+from tests.fixtures.edge_server import EdgeFactory
+from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.redis_server import RedisServer
 
 PREFIX = "scinterop"
@@ -71,7 +68,7 @@ uri = "sip:127.0.0.1:9"
 url = "redis://127.0.0.1:1/0"
 timeout = 0.5
 prefix = "{PREFIX}"
-kek_file = "KEK"
+kek_file = "@KEK@"
 kek_id = "interop-kek"
 
 [edge]
@@ -80,15 +77,10 @@ timeout = 1.0
 
 
 @dataclass
-class InteropStack:
-    redis: RedisServer
-    edge: RunningEdge
-    kamailio: KamailioServer
-    asterisk: AsteriskServer
-    tls: TlsFiles  # the CA of Kamailio's certificate, and a client certificate
+class InteropStack(Stack):
+    """The end-to-end stack (tests/asterisk/stack.py) with Kamailio's TLS listener too."""
 
-    def target(self, user: str) -> str:
-        return f"sip:{user}@127.0.0.1:{self.kamailio.port}"
+    tls: TlsFiles | None = None  # the CA of Kamailio's certificate, and a client certificate
 
     def tls_target(self, user: str) -> str:
         return f"sip:{user}@127.0.0.1:{self.kamailio.tls_port};transport=tls"
@@ -103,36 +95,16 @@ class InteropStack:
         """Kamailio as the phones' registrar (UDP)."""
         return f"sip:127.0.0.1:{self.kamailio.port}"
 
-    def store(self) -> ConferenceStore:
-        settings = load_settings(self.kamailio.settings_path, env=self.kamailio.extra_env)
-        client = connect_blocking(self.redis.url, timeout=1.0)
-        wrapper = KeyWrapper(load_key_file(settings.kek_file), settings.kek_id)
-        return ConferenceStore(client, wrapper, PREFIX)
-
-    def conference(self, conference: str) -> dict:  # type: ignore[type-arg]
-        """The edge's view of *conference* (legs with counters, epochs, verdicts)."""
-        return self.edge.get(f"/v1/conferences/{conference}")  # type: ignore[no-any-return]
-
-    def watcher_settings(self, watcher_id: str = "interop", **options: object) -> WatcherSettings:
-        return WatcherSettings(
-            ami=AmiSettings(
-                port=self.asterisk.ami_port,
-                username=self.asterisk.ami_user,
-                secret=self.asterisk.ami_secret,
-            ),
-            focus=load_settings(self.kamailio.settings_path, env=self.kamailio.extra_env),
-            # Joins do not rekey: the scenarios are about a leave.
-            policy=RekeyPolicy(debounce=0.5, rekey_on_join=False),
-            watcher_id=watcher_id,
-            refresh_timeout=5.0,
-            verify_timeout=15.0,  # above the edge's 12 s deadline; phones report every ~5 s
-            poll_interval=0.05,
-            # A phone that does not follow a rekey is hung up and called back.
-            on_failure=FailurePolicy.REPLACE,
-            dialout_timeout=10.0,
-            dialout_poll=0.05,
-            **options,  # type: ignore[arg-type]
-        )
+    def watcher_settings(self, watcher_id: str = "interop", **changes: Any) -> WatcherSettings:
+        """Real phones report every ~5 s: verification waits above the edge's 12 s deadline,
+        and a phone that does not follow a rekey is hung up and called back."""
+        options: dict[str, Any] = {
+            "verify_timeout": 15.0,
+            "poll_interval": 0.05,
+            "on_failure": FailurePolicy.REPLACE,
+            "dialout_timeout": 10.0,
+        }
+        return super().watcher_settings(watcher_id, **{**options, **changes})
 
 
 @pytest.fixture(scope="package")
@@ -143,36 +115,13 @@ def interop(
     asterisk_server: AsteriskServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[InteropStack]:
-    redis_server.ensure_ready()
-    edge = edge_factory.start()
-    kek = tmp_path_factory.mktemp("interop") / "kek"
-    generate_key_file(kek)
-    kamailio = kamailio_factory.start(
-        SETTINGS.replace('kek_file = "KEK"', f'kek_file = "{kek}"'),
-        env={
-            "SECCONF_REDIS_URL": redis_server.url,
-            "SECCONF_UPSTREAM": f"sip:127.0.0.1:{asterisk_server.sip_port}",
-            "SECCONF_EDGE_URL": edge.url,
-            "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file),
-        },
-        tls=True,  # participants may come over TLS too (the mixer side stays UDP)
-    )
-    # kamailio-out's outbound_proxy must be Kamailio's real port, known only now:
-    # render Asterisk's config again and restart it on its own ports.
-    previous = asterisk_server.kamailio_port
-    asterisk_server.kamailio_port = kamailio.port
-    asterisk_server.stop()
-    asterisk_server.start()
-    stack = InteropStack(redis_server, edge, kamailio, asterisk_server, kamailio_factory.tls)
-    # `secconf focus user add sip:USER@REALM`: HA1 values (MD5, SHA-256) wrapped with the KEK.
-    store = stack.store()
-    users = SipUserStore(store.client, KeyWrapper(load_key_file(kek), "interop-kek"), PREFIX)
-    for user, password in PHONE_USERS.items():
-        users.add(f"sip:{user}@{REALM}", user, REALM, password)
-    store.client.close()
-    yield stack
-    kamailio.stop()
-    edge.stop()
-    asterisk_server.kamailio_port = previous
-    asterisk_server.stop()
-    asterisk_server.start()
+    # Participants may come over TLS too (the mixer side stays UDP); the focus calls
+    # registered phones back (dial-out), so kamailio-out points at this Kamailio.
+    with running_stack(
+        redis_server, edge_factory, kamailio_factory, asterisk_server,
+        tmp_path_factory.mktemp("interop"), SETTINGS, dialout=True, tls=True,
+    ) as running:  # fmt: skip
+        for user, password in PHONE_USERS.items():
+            running.add_sip_user(f"sip:{user}@{REALM}", user, REALM, password)
+        fields = {f.name: getattr(running, f.name) for f in dataclasses.fields(running)}
+        yield InteropStack(**fields, tls=kamailio_factory.tls)
