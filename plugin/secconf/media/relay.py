@@ -552,38 +552,24 @@ class Leg:
         self.relay.persist_ssrcs(self.conference)
         return True
 
-    def _to_internal(self, plain: bytes) -> None:
-        remote = self.internal_remote
+    def _to_internal(self, plain: bytes, *, rtcp: bool = False) -> None:
+        """To Asterisk, under its key on an SRTP internal leg: RTP from the RTP socket; RTCP
+        on that socket too (rtcp-mux) or from the internal RTCP socket."""
+        remote = self.internal_rtcp_peer if rtcp else self.internal_remote
         if remote is None:
             self.counters.no_remote += 1
             return
         out = plain
-        if self.internal_tx is not None:
+        tx = self.internal_tx
+        if tx is not None:
             try:
-                out = self.internal_tx.protect(plain)
+                out = tx.protect_rtcp(plain) if rtcp else tx.protect(plain)
             except (pylibsrtp.Error, ValueError):
                 self.counters.protect_errors += 1
                 return
+        sock = self.irsock if rtcp and self.irsock is not None else self.isock
         try:
-            self.isock.sendto(out, remote)
-        except OSError:
-            self.counters.send_errors += 1
-
-    def _rtcp_to_internal(self, plain: bytes) -> None:
-        """RTCP to Asterisk: on the RTP socket (rtcp-mux) or from the internal RTCP socket."""
-        remote = self.internal_rtcp_peer
-        if remote is None:
-            self.counters.no_remote += 1
-            return
-        out = plain
-        if self.internal_tx is not None:
-            try:
-                out = self.internal_tx.protect_rtcp(plain)
-            except (pylibsrtp.Error, ValueError):
-                self.counters.protect_errors += 1
-                return
-        try:
-            (self.isock if self.irsock is None else self.irsock).sendto(out, remote)
+            sock.sendto(out, remote)
         except OSError:
             self.counters.send_errors += 1
 
@@ -659,7 +645,7 @@ class Leg:
         if changed:
             with contextlib.suppress(MalformedRtp):
                 plain = rtp.build_compound(rewritten)
-        self._rtcp_to_internal(plain)
+        self._to_internal(plain, rtcp=True)
 
     def _unprotect_rtcp(self, rx: _Rx, data: bytes, now: float) -> tuple[bytes | None, str]:
         try:
