@@ -268,8 +268,7 @@ def main() -> None:
                     env={
                         "SECCONF_REDIS_URL": redis.url,
                         "SECCONF_UPSTREAM": f"sip:127.0.0.1:{asterisk.sip_port}",
-                        "SECCONF_EDGE_URL": edge.url,
-                        "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file),
+                        **edge.focus_env,
                     },
                     children=4,
                 )

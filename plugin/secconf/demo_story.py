@@ -342,8 +342,7 @@ def _services(console: Console, workdir: Path) -> Iterator[Services]:
             env={
                 "SECCONF_REDIS_URL": redis.url,
                 "SECCONF_UPSTREAM": f"sip:127.0.0.1:{asterisk.sip_port}",
-                "SECCONF_EDGE_URL": edge.url,
-                "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file),
+                **edge.focus_env,
             },
             tls_dir=tls.directory,
             children=4,

@@ -248,6 +248,11 @@ class EdgeProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def focus_env(self) -> dict[str, str]:
+        """The Kamailio module's environment overrides that point it at this edge."""
+        return {"SECCONF_EDGE_URL": self.url, "SECCONF_EDGE_TOKEN_FILE": str(self.token_file)}
+
     def get(self, path: str) -> object:
         import httpx
 

@@ -62,7 +62,9 @@ class Stack:
         client = connect_blocking(self.redis.url, timeout=1.0)
         try:
             wrapper = KeyWrapper(load_key_file(settings.kek_file), settings.kek_id)
-            SipUserStore(client, wrapper, settings.redis_prefix).add(identity, user, realm, password)
+            SipUserStore(client, wrapper, settings.redis_prefix).add(
+                identity, user, realm, password
+            )
         finally:
             client.close()
 
@@ -114,8 +116,7 @@ def running_stack(
             "SECCONF_REDIS_URL": redis_server.url,
             # Asterisk identifies Kamailio by its address (pjsip.conf [kamailio-identify]).
             "SECCONF_UPSTREAM": f"sip:127.0.0.1:{asterisk_server.sip_port}",
-            "SECCONF_EDGE_URL": edge.url,
-            "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file),
+            **edge.focus_env,
         },
         tls=tls,
     )

@@ -299,10 +299,7 @@ def focus_real_edge(
         kamailio_factory,
         redis_server,
         tmp_path_factory.mktemp("focus-real-edge"),
-        env={
-            "SECCONF_EDGE_URL": media_edge.url,
-            "SECCONF_EDGE_TOKEN_FILE": str(media_edge.token_file),
-        },
+        env=media_edge.focus_env,
     )
     yield running
     running.server.stop()
@@ -433,10 +430,7 @@ def kms_focus(
         kamailio_factory,
         redis_server,
         tmp_path_factory.mktemp("focus-kms"),
-        env={
-            "SECCONF_EDGE_URL": media_edge.url,
-            "SECCONF_EDGE_TOKEN_FILE": str(media_edge.token_file),
-        },
+        env=media_edge.focus_env,
         extra=extra,
     )
     focus = KmsFocus(

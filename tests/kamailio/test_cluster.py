@@ -56,10 +56,6 @@ from .test_rekey import _conference_id, _mixer_calls, _rekey
 BOB_PORT = free_udp_port()
 
 
-def _edge_env(edge: RunningEdge) -> dict[str, str]:
-    return {"SECCONF_EDGE_URL": edge.url, "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file)}
-
-
 @pytest.fixture(scope="module")
 def cluster_focus(
     kamailio_factory: KamailioFactory,
@@ -73,7 +69,7 @@ def cluster_focus(
         kamailio_factory,
         redis_cluster,
         tmp_path_factory.mktemp("focus-cluster"),
-        env={"SECCONF_REDIS_URL": redis_cluster.url, **_edge_env(media_edge)},
+        env={"SECCONF_REDIS_URL": redis_cluster.url, **media_edge.focus_env},
         extra=f'[dialout]\ncontacts = {{ "{BOB}" = "sip:bob@127.0.0.1:{BOB_PORT}" }}\n',
     )
     yield running

@@ -78,10 +78,7 @@ def dialout_focus(
         kamailio_factory,
         redis_server,
         tmp_path_factory.mktemp("focus-dialout"),
-        env={
-            "SECCONF_EDGE_URL": media_edge.url,
-            "SECCONF_EDGE_TOKEN_FILE": str(media_edge.token_file),
-        },
+        env=media_edge.focus_env,
         extra=DIGEST + STATIC,
     )
     yield running

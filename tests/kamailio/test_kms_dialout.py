@@ -90,8 +90,7 @@ contacts = {{ "{BOB}" = "sip:bob@127.0.0.1:{BOB_PORT}" }}
         env={
             "SECCONF_REDIS_URL": redis_server.url,
             "SECCONF_UPSTREAM": f"sip:127.0.0.1:{upstream_port}",
-            "SECCONF_EDGE_URL": media_edge.url,
-            "SECCONF_EDGE_TOKEN_FILE": str(media_edge.token_file),
+            **media_edge.focus_env,
         },
     )
     yield KmsFocus(
@@ -439,8 +438,7 @@ contacts = {{ "{BOB}" = "sip:bob@127.0.0.1:{MIXED_BOB_PORT}", "{DAVE}" = "sip:da
         env={
             "SECCONF_REDIS_URL": redis_server.url,
             "SECCONF_UPSTREAM": f"sip:127.0.0.1:{upstream_port}",
-            "SECCONF_EDGE_URL": media_edge.url,
-            "SECCONF_EDGE_TOKEN_FILE": str(media_edge.token_file),
+            **media_edge.focus_env,
         },
     )
     yield KmsFocus(

@@ -318,8 +318,7 @@ def mixed_focus(
         env={
             "SECCONF_REDIS_URL": redis_server.url,
             "SECCONF_UPSTREAM": f"sip:127.0.0.1:{upstream_port}",
-            "SECCONF_EDGE_URL": media_edge.url,
-            "SECCONF_EDGE_TOKEN_FILE": str(media_edge.token_file),
+            **media_edge.focus_env,
         },
     )
     yield KmsFocus(

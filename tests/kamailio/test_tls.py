@@ -69,10 +69,7 @@ def focus_tls(
         kamailio_factory,
         redis_server,
         tmp_path_factory.mktemp("focus-tls"),
-        env={
-            "SECCONF_EDGE_URL": media_edge.url,
-            "SECCONF_EDGE_TOKEN_FILE": str(media_edge.token_file),
-        },
+        env=media_edge.focus_env,
         tls=True,
     )
     yield running

@@ -72,8 +72,7 @@ def _start(
         env={
             "SECCONF_REDIS_URL": redis_server.url,
             "SECCONF_UPSTREAM": f"sip:127.0.0.1:{upstream_port}",
-            "SECCONF_EDGE_URL": edge.url,
-            "SECCONF_EDGE_TOKEN_FILE": str(edge.token_file),
+            **edge.focus_env,
         },
     )
     return Focus(server, redis_server, upstream_port, KeyWrapper(load_key_file(kek), "test-kek"))
