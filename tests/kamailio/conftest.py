@@ -258,13 +258,17 @@ def _start_focus(
     extra: str = "",
     *,
     tls: bool = False,
+    mixed_modes: bool = False,
 ) -> Focus:
     kek = tmp / "kek"
     if not kek.exists():
         generate_key_file(kek)
+    text = settings_text(kek, extra)
+    if mixed_modes:
+        text = text.replace("[policy]\n", "[policy]\nmixed_modes = true\n", 1)
     upstream_port = free_udp_port()
     server = factory.start(
-        settings_text(kek, extra),
+        text,
         env={
             "SECCONF_REDIS_URL": redis_server.url,
             "SECCONF_UPSTREAM": f"sip:127.0.0.1:{upstream_port}",
@@ -399,6 +403,11 @@ class KmsFocus(Focus):
     psks: dict[str, Path] = field(default_factory=dict)
     edge: RunningEdge | None = None
 
+    def stop(self) -> None:
+        self.server.stop()
+        if self.proxy is not None:
+            self.proxy.close()
+
     def psk(self, identity: str) -> Path:
         if identity not in self.psks:
             assert self.kms is not None
@@ -417,23 +426,39 @@ def kms_focus(
     kms: RunningKms,
 ) -> Iterator[KmsFocus]:
     """Kamailio in KMS mode (the focus a KMS user) with the real KMS and the real edge."""
+    focus = start_kms_focus(
+        kamailio_factory, redis_server, tmp_path_factory.mktemp("focus-kms"), media_edge, kms
+    )
+    yield focus
+    focus.stop()
+
+
+def start_kms_focus(
+    kamailio_factory: KamailioFactory,
+    redis_server: RedisServer,
+    tmp: Path,
+    media_edge: RunningEdge,
+    kms: RunningKms,
+    *,
+    extra: str = "",
+    mixed_modes: bool = False,
+) -> KmsFocus:
+    """Kamailio in KMS mode driving the real edge; the KMS behind a switchable proxy
+    (``focus.proxy.down``); *extra* TOML appended; :meth:`KmsFocus.stop` when done."""
     host, port = kms.url.removeprefix("http://").rsplit(":", 1)
     proxy = KmsProxy((host, int(port)))
     # The focus's KMS user may exist already (another focus of the session, same KMS).
     focus_psk = kms.workdir / (FOCUS_IDENTITY.replace(":", "_").replace("@", "_") + ".psk")
     if not focus_psk.exists():
         focus_psk = kms.add_user(FOCUS_IDENTITY)
-    extra = KMS_SETTINGS.format(
+    kms_text = KMS_SETTINGS.format(
         url=proxy.url, kms_identity=kms.identity, focus=FOCUS_IDENTITY, psk=focus_psk
     )
     running = _start_focus(
-        kamailio_factory,
-        redis_server,
-        tmp_path_factory.mktemp("focus-kms"),
-        env=media_edge.focus_env,
-        extra=extra,
-    )
-    focus = KmsFocus(
+        kamailio_factory, redis_server, tmp, env=media_edge.focus_env,
+        extra=kms_text + extra, mixed_modes=mixed_modes,
+    )  # fmt: skip
+    return KmsFocus(
         running.server,
         running.redis_server,
         running.upstream_port,
@@ -442,9 +467,6 @@ def kms_focus(
         proxy=proxy,
         edge=media_edge,
     )
-    yield focus
-    running.server.stop()
-    proxy.close()
 
 
 @pytest.fixture

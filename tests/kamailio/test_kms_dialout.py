@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import pytest
 
@@ -25,7 +24,6 @@ from secconf.core.mikey import GenericIdEntry
 from secconf.core.mikey import group as mikey_group
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.core.sdp import SessionDescription
-from secconf.store.keywrap import KeyWrapper, generate_key_file, load_key_file
 from secconf.store.sip_users import SipUserStore
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
@@ -38,13 +36,11 @@ from .conftest import (
     CAROL,
     DAVE,
     FOCUS_IDENTITY,
-    KMS_SETTINGS,
     KmsFocus,
-    KmsProxy,
     MixingUpstream,
     Upstream,
     free_udp_port,
-    settings_text,
+    start_kms_focus,
 )
 from .media import SUITE as SUITE_NAME
 from .media import SdesParticipant
@@ -66,44 +62,19 @@ def kms_dialout_focus(
     kms: RunningKms,
 ) -> Iterator[KmsFocus]:
     """KMS mode, a registrar (digest realm) and a static contact for Bob."""
-    tmp: Path = tmp_path_factory.mktemp("focus-kms-dialout")
-    kek = tmp / "kek"
-    generate_key_file(kek)
-    host, port = kms.url.removeprefix("http://").rsplit(":", 1)
-    proxy = KmsProxy((host, int(port)))
-    focus_psk = kms.workdir / (FOCUS_IDENTITY.replace(":", "_").replace("@", "_") + ".psk")
-    if not focus_psk.exists():
-        focus_psk = kms.add_user(FOCUS_IDENTITY)
-    text = settings_text(kek) + KMS_SETTINGS.format(
-        url=proxy.url, kms_identity=kms.identity, focus=FOCUS_IDENTITY, psk=focus_psk
-    )
-    text += f"""
+    extra = f"""
 [digest]
 realm = "{REALM}"
 
 [dialout]
 contacts = {{ "{BOB}" = "sip:bob@127.0.0.1:{BOB_PORT}" }}
 """
-    upstream_port = free_udp_port()
-    server = kamailio_factory.start(
-        text,
-        env={
-            "SECCONF_REDIS_URL": redis_server.url,
-            "SECCONF_UPSTREAM": f"sip:127.0.0.1:{upstream_port}",
-            **media_edge.focus_env,
-        },
-    )
-    yield KmsFocus(
-        server,
-        redis_server,
-        upstream_port,
-        KeyWrapper(load_key_file(kek), "test-kek"),
-        kms=kms,
-        proxy=proxy,
-        edge=media_edge,
-    )
-    server.stop()
-    proxy.close()
+    focus = start_kms_focus(
+        kamailio_factory, redis_server, tmp_path_factory.mktemp("focus-kms-dialout"),
+        media_edge, kms, extra=extra,
+    )  # fmt: skip
+    yield focus
+    focus.stop()
 
 
 async def _phone(
@@ -417,39 +388,17 @@ def mixed_dialout_focus(
     kms: RunningKms,
 ) -> Iterator[KmsFocus]:
     """``policy.mixed_modes`` with ``[dialout] kms_users = [Dave]`` and static contacts."""
-    tmp: Path = tmp_path_factory.mktemp("focus-mixed-dialout")
-    kek = tmp / "kek"
-    generate_key_file(kek)
-    focus_psk = kms.workdir / (FOCUS_IDENTITY.replace(":", "_").replace("@", "_") + ".psk")
-    if not focus_psk.exists():
-        focus_psk = kms.add_user(FOCUS_IDENTITY)
-    text = settings_text(kek) + KMS_SETTINGS.format(
-        url=kms.url, kms_identity=kms.identity, focus=FOCUS_IDENTITY, psk=focus_psk
-    )
-    text = text.replace("[policy]\n", "[policy]\nmixed_modes = true\n", 1)
-    text += f"""
+    extra = f"""
 [dialout]
 kms_users = ["{DAVE}"]
 contacts = {{ "{BOB}" = "sip:bob@127.0.0.1:{MIXED_BOB_PORT}", "{DAVE}" = "sip:dave@127.0.0.1:{MIXED_DAVE_PORT}" }}
 """
-    upstream_port = free_udp_port()
-    server = kamailio_factory.start(
-        text,
-        env={
-            "SECCONF_REDIS_URL": redis_server.url,
-            "SECCONF_UPSTREAM": f"sip:127.0.0.1:{upstream_port}",
-            **media_edge.focus_env,
-        },
-    )
-    yield KmsFocus(
-        server,
-        redis_server,
-        upstream_port,
-        KeyWrapper(load_key_file(kek), "test-kek"),
-        kms=kms,
-        edge=media_edge,
-    )
-    server.stop()
+    focus = start_kms_focus(
+        kamailio_factory, redis_server, tmp_path_factory.mktemp("focus-mixed-dialout"),
+        media_edge, kms, extra=extra, mixed_modes=True,
+    )  # fmt: skip
+    yield focus
+    focus.stop()
 
 
 def test_mixed_modes_dial_kms_users_in_kms_mode_and_others_in_sdes(

@@ -14,7 +14,6 @@ import asyncio
 import secrets
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -28,7 +27,6 @@ from secconf.core.mikey import ticket as mikey_ticket
 from secconf.core.sdp import SessionDescription
 from secconf.kamailio.rekey import rekey
 from secconf.kamailio.settings import load_settings
-from secconf.store.keywrap import KeyWrapper, generate_key_file, load_key_file
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.kms_server import RunningKms
@@ -39,15 +37,12 @@ from .conftest import (
     BOB,
     CAROL,
     FOCUS_IDENTITY,
-    KMS_SETTINGS,
     Focus,
     KmsFocus,
-    KmsProxy,
     MixingUpstream,
     Upstream,
-    free_udp_port,
     pai,
-    settings_text,
+    start_kms_focus,
 )
 from .media import SdesParticipant, ratio, talk
 from .test_kms_flows import _agent, _conference_id, _kms_client
@@ -299,39 +294,12 @@ def mixed_focus(
     kms: RunningKms,
 ) -> Iterator[KmsFocus]:
     """KMS mode with ``policy.mixed_modes = true``: SDES members in KMS conferences."""
-    tmp: Path = tmp_path_factory.mktemp("focus-mixed")
-    kek = tmp / "kek"
-    generate_key_file(kek)
-    host, port = kms.url.removeprefix("http://").rsplit(":", 1)
-    proxy = KmsProxy((host, int(port)))
-    # The focus's KMS user may exist already (kms_focus in the same session): same file.
-    focus_psk = kms.workdir / (FOCUS_IDENTITY.replace(":", "_").replace("@", "_") + ".psk")
-    if not focus_psk.exists():
-        focus_psk = kms.add_user(FOCUS_IDENTITY)
-    text = settings_text(kek) + KMS_SETTINGS.format(
-        url=proxy.url, kms_identity=kms.identity, focus=FOCUS_IDENTITY, psk=focus_psk
-    )
-    text = text.replace("[policy]\n", "[policy]\nmixed_modes = true\n", 1)
-    upstream_port = free_udp_port()
-    server = kamailio_factory.start(
-        text,
-        env={
-            "SECCONF_REDIS_URL": redis_server.url,
-            "SECCONF_UPSTREAM": f"sip:127.0.0.1:{upstream_port}",
-            **media_edge.focus_env,
-        },
-    )
-    yield KmsFocus(
-        server,
-        redis_server,
-        upstream_port,
-        KeyWrapper(load_key_file(kek), "test-kek"),
-        kms=kms,
-        proxy=proxy,
-        edge=media_edge,
-    )
-    server.stop()
-    proxy.close()
+    focus = start_kms_focus(
+        kamailio_factory, redis_server, tmp_path_factory.mktemp("focus-mixed"),
+        media_edge, kms, mixed_modes=True,
+    )  # fmt: skip
+    yield focus
+    focus.stop()
 
 
 def test_mixed_conference_kms_creator_and_sdes_joiner_rekeyed_each_in_its_mode(
