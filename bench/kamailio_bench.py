@@ -55,7 +55,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,16 +72,14 @@ from secconf.core.mikey import GenericIdEntry, SrtpSessionData
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.core.mikey.srtp import policy_for_suite
 from secconf.core.sdes import SUITES
-from secconf.services import KmsProcess, RedisProcess
+from secconf.services import EdgeProcess, KamailioProcess, KmsProcess, RedisProcess
 from secconf.store import generate_key_file
 from secconf.store.keywrap import load_key_file
 
 ROOT = Path(__file__).resolve().parent.parent
-SECCONF = str(Path(sys.executable).parent / "secconf")
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 CFG = ROOT / "config" / "kamailio" / "kamailio.cfg"
-ENTRY = ROOT / "config" / "kamailio" / "secconf_kemi.py"
 SCENARIO = ROOT / "bench" / "sipp" / "sdes_join.xml"
 KMS_SCENARIO = ROOT / "bench" / "sipp" / "kms_join.xml"
 MIXER = ROOT / "bench" / "sipp" / "mixer_uas.xml"
@@ -185,25 +182,6 @@ def free_udp_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def options_ok(port: int) -> bool:
-    branch = "z9hG4bK" + secrets.token_hex(8)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.settimeout(0.3)
-        local = sock.getsockname()[1]
-        message = (
-            f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch={branch}\r\n"
-            f"From: <sip:bench@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1:{port}>\r\n"
-            f"Call-ID: {branch}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        )
-        sock.sendto(message.encode(), ("127.0.0.1", port))
-        try:
-            return sock.recv(4096).startswith(b"SIP/2.0 200")
-        except OSError:
-            return False
-
-
 def stop(process: subprocess.Popen[bytes] | subprocess.Popen[str] | None) -> None:
     if process is None or process.poll() is not None:
         return
@@ -215,72 +193,15 @@ def stop(process: subprocess.Popen[bytes] | subprocess.Popen[str] | None) -> Non
         process.wait(5)
 
 
-def start_edge(workdir: Path) -> tuple[subprocess.Popen[str], str, Path]:
-    token = workdir / "edge-token"
-    token.write_text("edge-bench-" + secrets.token_hex(16) + "\n")
-    token.chmod(0o600)
-    config = workdir / "edge.toml"
-    config.write_text(
-        "[edge]\n"
-        'id = "edge-bench"\nlisten = "127.0.0.1"\nport = 0\n'
-        f'token_file = "{token}"\nmedia_host = "127.0.0.1"\ninternal_mode = "rtp"\n'
-        "grace = 1.0\ntick = 0.05\n"
+def kamailio(workdir: Path, children: int, settings: str | None = None,
+             config: Path = CFG) -> KamailioProcess:  # fmt: skip
+    """Kamailio on a free UDP port: the shipped cfg with the module (*settings*), or *config*
+    (the native relay); debug 1 and 256/32 MiB of shared/private memory for the load."""
+    process = KamailioProcess(
+        workdir, settings, children=children, config=config, debug=1, memory=(256, 32)
     )
-    process = subprocess.Popen(
-        [SECCONF, "edge", "serve", "--config", str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    url: list[str] = []
-    ready = threading.Event()
-
-    def read() -> None:
-        for line in process.stderr or ():
-            if "listening on" in line and not url:
-                url.append("http://" + line.rsplit(" ", 1)[1].strip())
-                ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not ready.wait(15):
-        stop(process)
-        raise RuntimeError("media edge did not start")
-    return process, url[0], token
-
-
-class Kamailio:
-    """One Kamailio on a free UDP port, logging to a file, started with a fixed argument list."""
-
-    def __init__(self, workdir: Path, cfg: Path, children: int, env: dict[str, str]) -> None:
-        self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_udp_port()
-        command = [
-            KAMAILIO, "-DD", "-E", "-f", str(cfg), "-l", f"udp:127.0.0.1:{self.port}",
-            "-n", str(children), "-Y", str(workdir), "-m", "256", "-M", "32", "--atexit=no",
-        ]  # fmt: skip
-        if cfg == CFG:
-            command += ["-A", f'SECCONF_KEMI="{ENTRY}"', "-A", "SECCONF_DEBUG=1"]
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("SECCONF_", "PYTHON"))}
-        base.update(env)
-        self.log = (workdir / "kamailio.log").open("ab")
-        self.process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
-            env=base, cwd=workdir,
-        )  # fmt: skip
-        deadline = time.monotonic() + 15
-        while not options_ok(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                stop(self.process)
-                tail = (workdir / "kamailio.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"kamailio did not start:\n{tail}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        stop(self.process)
-        self.log.close()
+    process.start()
+    return process
 
 
 @dataclass
@@ -537,13 +458,13 @@ def main() -> None:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             cwd=workdir,
         )  # fmt: skip
-        edge_process = None
+        edge: EdgeProcess | None = None
         kms: KmsBench | None = None
         try:
             if "native" in wanted:
                 cfg = workdir / "native.cfg"
                 cfg.write_text(NATIVE_CFG.format(children=args.children, uas_port=uas_port))
-                native = Kamailio(workdir / "native", cfg, args.children, {})
+                native = kamailio(workdir / "native", args.children, config=cfg)
                 try:
                     results["native"], _ = highest_clean_rate(
                         console, "native", workdir, native.port, "conf-native",
@@ -553,32 +474,24 @@ def main() -> None:
                     native.stop()
             if wanted - {"native"}:
                 with RedisProcess(workdir) as redis_process:
-                    edge_process, edge_url, token = start_edge(workdir)
+                    edge = EdgeProcess(workdir / "edge")
+                    edge.start()
+                    edge_text = EDGE_SETTINGS.format(edge_url=edge.url, token=edge.token_file)
                     kek = workdir / "kek"
                     generate_key_file(kek)
 
                     def settings(name: str, *, timing_on: bool = False, edge: bool = True,
-                                 kms_text: str = "") -> dict[str, str]:  # fmt: skip
-                        path = workdir / f"secconf-{name}-{timing_on}.toml"
-                        edge_text = EDGE_SETTINGS.format(edge_url=edge_url, token=token)
-                        path.write_text(
-                            SETTINGS.format(
-                                timing=str(timing_on).lower(), alice=ALICE, bob=BOB,
-                                uas_port=uas_port, redis_url=redis_process.url, prefix=PREFIX,
-                                kek=kek, edge=edge_text if edge else "", kms=kms_text,
-                            )
+                                 kms_text: str = "") -> str:  # fmt: skip
+                        return SETTINGS.format(
+                            timing=str(timing_on).lower(), alice=ALICE, bob=BOB,
+                            uas_port=uas_port, redis_url=redis_process.url, prefix=PREFIX,
+                            kek=kek, edge=edge_text if edge else "", kms=kms_text,
                         )  # fmt: skip
-                        site = [p for p in sys.path if p.endswith("site-packages")]
-                        return {
-                            "SECCONF_KAMAILIO_CONFIG": str(path),
-                            "SECCONF_PYTHONPATH": os.pathsep.join([*site, str(ROOT / "plugin")]),
-                            "PYTHONDONTWRITEBYTECODE": "1",
-                        }
 
-                    def measure(key: str, label: str, env: dict[str, str],
+                    def measure(key: str, label: str, text: str,
                                 create: Callable[[int], str], scenario: Path = SCENARIO,
                                 inject: Inject | None = None) -> str:  # fmt: skip
-                        focus = Kamailio(workdir / key, CFG, args.children, env)
+                        focus = kamailio(workdir / key, args.children, text)
                         try:
                             conference = create(focus.port)
                             console.log(f"{label}: conference {conference} created")
@@ -602,7 +515,7 @@ def main() -> None:
                         conference = measure("sdes", "secconf SDES join", settings("sdes"),
                                              create_conference)  # fmt: skip
                         clean = results["sdes"]
-                        timed = Kamailio(workdir / "timed", CFG, args.children,
+                        timed = kamailio(workdir / "timed", args.children,
                                          settings("sdes", timing_on=True))  # fmt: skip
                         try:
                             rate = max(10.0, round((clean.rate if clean else 100.0) / 2))
@@ -623,7 +536,8 @@ def main() -> None:
         finally:
             if kms is not None:
                 kms.stop()
-            stop(edge_process)
+            if edge is not None:
+                edge.stop()
             stop(uas)
     report(console, args, results, timing)
 

@@ -468,6 +468,9 @@ class KamailioProcess:
     after :meth:`stop`.  Inside the context: ``port``, ``settings_path``, ``env``,
     ``log()``.
 
+    *config* is another cfg (a benchmark's native relay), *debug* its log level and
+    *memory* its shared/private memory in MiB.
+
     With *tls_dir* (a directory as :func:`secconf.tlsca.init_ca` writes it) Kamailio
     also listens for SIP over TLS on 127.0.0.1:``tls_port`` (``-A WITH_TLS``, the
     shipped ``tls.cfg`` rendered into *workdir* with that directory's files).
@@ -483,8 +486,14 @@ class KamailioProcess:
         deadline: float = 15.0,
         settings_path: Path | None = None,
         tls_dir: Path | None = None,
+        config: Path = KAMAILIO_CONFIG,
+        debug: int = 2,
+        memory: tuple[int, int] = (64, 16),
     ) -> None:
         self.workdir = workdir
+        self.config = config
+        self.debug = debug
+        self.memory = memory  # shared and private memory, MiB (-m, -M)
         self.tls_dir = tls_dir
         self.tls_port = 0
         self.settings_path = settings_path or workdir / "secconf.toml"
@@ -536,9 +545,11 @@ class KamailioProcess:
             ]  # fmt: skip
         return [
             *_pdeathsig("TERM"), KAMAILIO, "-DD", "-E",
-            "-f", str(KAMAILIO_CONFIG), "-l", f"udp:127.0.0.1:{port}", *tls,
-            "-n", str(self.children), "-Y", str(self.workdir), "-m", "64", "-M", "16",
-            "-A", f'SECCONF_KEMI="{KAMAILIO_ENTRY}"', "-A", "SECCONF_DEBUG=2", "--atexit=no",
+            "-f", str(self.config), "-l", f"udp:127.0.0.1:{port}", *tls,
+            "-n", str(self.children), "-Y", str(self.workdir),
+            "-m", str(self.memory[0]), "-M", str(self.memory[1]),
+            "-A", f'SECCONF_KEMI="{KAMAILIO_ENTRY}"', "-A", f"SECCONF_DEBUG={self.debug}",
+            "--atexit=no",
         ]  # fmt: skip
 
     def environment(self) -> dict[str, str]:
