@@ -9,9 +9,17 @@
 #                                            restored from the same tarball is kept as is)
 #   docker/asterisk-tree.sh path             print the tarball's path
 #   docker/asterisk-tree.sh version          print the Asterisk version inside the tarball
+#   docker/asterisk-tree.sh pinned           print the version docker/asterisk.lock pins
+#   docker/asterisk-tree.sh update           pin sid's current Asterisk in docker/asterisk.lock,
+#                                            then build its tree (an explicit, tested update)
+#
+# The tree holds exactly the Asterisk that docker/asterisk.lock names: apt installs that
+# version (checked against sid's signed Release file), the tarball's name carries it, and a
+# tarball of another version is never restored.  When sid has moved on, the build stops and
+# says how to update.
 #
 # Environment:
-#   SECCONF_ASTERISK_CACHE    the tarball (default /var/cache/secconf/asterisk-sid.tar.zst)
+#   SECCONF_ASTERISK_CACHE    the tarball (default /var/cache/secconf/asterisk-sid-VERSION.tar.zst)
 #   SECCONF_DEBIAN_MIRROR     the mirror for debootstrap (default http://deb.debian.org/debian)
 #
 # Building needs root, debootstrap and zstd (docker/bootstrap-debian.sh installs them) and
@@ -24,12 +32,29 @@
 # `unshare --mount --pid --fork --mount-proc=DIR/proc chroot DIR asterisk -f`.
 set -euo pipefail
 
-CACHE=${SECCONF_ASTERISK_CACHE:-/var/cache/secconf/asterisk-sid.tar.zst}
+LOCK=$(cd "$(dirname "$0")" && pwd)/asterisk.lock
 MIRROR=${SECCONF_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-PACKAGES=(asterisk asterisk-modules)
 
 die() { echo "asterisk-tree: $*" >&2; exit 1; }
 log() { echo "asterisk-tree: $*" >&2; }
+
+pinned_version() {
+  local version
+  version=$(sed -n 's/^ASTERISK_DEB_VERSION=//p' "$LOCK" 2>/dev/null)
+  [[ -n $version ]] || die "no ASTERISK_DEB_VERSION in $LOCK"
+  printf '%s' "$version"
+}
+
+PINNED=$(pinned_version)
+# The file name carries the version (':' and '~' are kept out of it).
+CACHE=${SECCONF_ASTERISK_CACHE:-/var/cache/secconf/asterisk-sid-$(printf '%s' "$PINNED" | tr ':~' '._').tar.zst}
+PACKAGES=("asterisk=$PINNED" "asterisk-modules=$PINNED")
+
+sid_version() {
+  # What sid carries today: the Packages index, no tree needed.
+  curl -fsS --max-time 60 "$MIRROR/dists/sid/main/binary-amd64/Packages.xz" | xz -dc \
+    | awk '/^Package: asterisk$/ {p = 1} p && /^Version: / {print $2; exit}'
+}
 
 need_root() {
   [[ $(id -u) -eq 0 ]] || die "must run as root (debootstrap, chroot)"
@@ -69,11 +94,23 @@ EOF
     chroot "$dir" /usr/bin/env DEBIAN_FRONTEND=noninteractive LC_ALL=C \
       apt-get install -y -q --no-install-recommends "$@"
     umount "$dir/proc"
-  ' sh "$dir" "${PACKAGES[@]}" >"$dir.apt.log" 2>&1 \
-    || { tail -30 "$dir.apt.log" >&2; die "apt-get install failed inside the tree"; }
+  ' sh "$dir" "${PACKAGES[@]}" >"$dir.apt.log" 2>&1 || {
+    tail -30 "$dir.apt.log" >&2
+    if grep -q "Version '.*' for 'asterisk' was not found" "$dir.apt.log"; then
+      die "Debian sid no longer carries asterisk $PINNED (docker/asterisk.lock); it has" \
+        "$(sid_version || echo '?'). Take it explicitly: docker/asterisk-tree.sh update," \
+        "then make test, then commit docker/asterisk.lock"
+    fi
+    die "apt-get install failed inside the tree"
+  }
   rm -f "$dir.apt.log"
 
-  chroot "$dir" dpkg-query -W -f='${Version}' asterisk >"$dir/etc/secconf-asterisk-version"
+  local installed
+  installed=$(chroot "$dir" dpkg-query -W -f='${Version}' asterisk)
+  [[ $installed == "$PINNED" ]] || die "the tree has asterisk $installed, the lock pins $PINNED"
+  printf '%s' "$installed" >"$dir/etc/secconf-asterisk-version"
+  # Every package of the tree and its version: what else sid gave us this time.
+  chroot "$dir" dpkg-query -W -f='${Package} ${Version}\n' >"$dir/etc/secconf-tree-manifest"
   # Clean: package caches, lists, docs, logs; the runtime directory Asterisk needs.
   chroot "$dir" apt-get clean
   rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin \
@@ -117,6 +154,9 @@ cat_version() {
 restore() {
   local dir=${1:?restore needs a directory}
   build
+  local cached
+  cached=$(cat_version)
+  [[ $cached == "$PINNED" ]] || die "$CACHE holds asterisk $cached, docker/asterisk.lock pins $PINNED"
   local stamp
   stamp="$(stat -c '%s %Y' "$CACHE")"
   if [[ -x $dir/usr/sbin/asterisk && -f $dir/.secconf-tree && $(cat "$dir/.secconf-tree") == "$stamp" ]]; then
@@ -131,11 +171,28 @@ restore() {
   printf '%s' "$stamp" >"$dir/.secconf-tree"
 }
 
+# -- update --------------------------------------------------------------------------
+
+update() {
+  local current
+  current=$(sid_version) || die "cannot read sid's Packages index from $MIRROR"
+  [[ -n $current ]] || die "sid's Packages index names no asterisk"
+  if [[ $current == "$PINNED" ]]; then
+    log "docker/asterisk.lock already pins sid's asterisk $current"
+  else
+    log "pinning asterisk $current (was $PINNED) in $LOCK"
+    sed -i "s/^ASTERISK_DEB_VERSION=.*/ASTERISK_DEB_VERSION=$current/" "$LOCK"
+  fi
+  exec "$0" build
+}
+
 case ${1:-} in
   build) build ;;
   rebuild) build force ;;
   restore) need_root; restore "${2:-}" ;;
   path) echo "$CACHE" ;;
   version) [[ -s $CACHE ]] || die "no tarball at $CACHE"; cat_version ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  pinned) echo "$PINNED" ;;
+  update) need_root; update ;;
+  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

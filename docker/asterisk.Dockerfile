@@ -6,11 +6,15 @@
 # docker/compose.yaml mounts the repository's over them.  No secret is baked in.
 
 FROM debian:sid-20240722-slim
-# sid moves daily: exact version pins would break within days (DL3008); the tag pins the
-# base and Asterisk is whatever sid ships (22 when this was written, docs/docker.md).
+# Asterisk is the version docker/asterisk.lock pins, like the test tree (tests/docker checks the
+# two agree); when sid drops it the build fails: take the new one with
+# `docker/asterisk-tree.sh update`.
+ARG ASTERISK_DEB_VERSION=1:22.10.1+dfsg+~cs6.17.60671434-1
+# python3 is whatever sid ships: an exact pin would break within days (DL3008).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends asterisk asterisk-modules python3 \
+    && apt-get install -y --no-install-recommends python3 \
+       "asterisk=${ASTERISK_DEB_VERSION}" "asterisk-modules=${ASTERISK_DEB_VERSION}" \
     && rm -rf /var/lib/apt/lists/* /etc/asterisk/* \
     && groupmod --gid 10001 asterisk \
     && usermod --uid 10001 --gid 10001 asterisk \

@@ -16,7 +16,7 @@ packages=(
   sip-tester                    # sipp
   baresip-core                  # a real SRTP phone for the tests
   linphone-cli                  # linphonec: the other real SRTP phone (tests/interop)
-  debootstrap zstd              # the Debian sid tree with Asterisk 22 (docker/asterisk-tree.sh)
+  debootstrap zstd curl xz-utils  # the Debian sid tree with Asterisk 22 (docker/asterisk-tree.sh)
   docker-compose                # validates docker/compose.yaml in the tests (no engine needed)
 )
 

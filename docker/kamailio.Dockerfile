@@ -12,10 +12,14 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md docker/requirements-runtime.lock ./
 COPY plugin/ plugin/
+# Exactly the lock's packages (by hash), then the project without resolving again.
 RUN python3 -m venv /opt/secconf/venv \
-    && /opt/secconf/venv/bin/pip install --no-cache-dir --disable-pip-version-check /src
+    && /opt/secconf/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+       --require-hashes --no-deps -r requirements-runtime.lock \
+    && /opt/secconf/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+       --no-deps --no-build-isolation /src
 
 FROM ${DEBIAN}
 # Kamailio embeds Debian's /usr/bin/python3: the venv from the build stage uses the same one.

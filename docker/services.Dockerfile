@@ -13,13 +13,17 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md docker/requirements-runtime.lock ./
 COPY plugin/ plugin/
 # The venv is made with Debian's /usr/bin/python3 (3.11), the interpreter Kamailio's
-# app_python3 embeds: the Kamailio image reuses this stage.  Dependencies are pinned
-# by pyproject.toml's ranges; the wheels (cryptography, pylibsrtp) bundle their C libraries.
+# app_python3 embeds: the Kamailio image reuses this stage.  Dependencies are exactly the
+# lock's (by hash; `make lock` writes it), then the project without resolving again; the
+# wheels (cryptography, pylibsrtp) bundle their C libraries.
 RUN python3 -m venv /opt/secconf/venv \
-    && /opt/secconf/venv/bin/pip install --no-cache-dir --disable-pip-version-check /src
+    && /opt/secconf/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+       --require-hashes --no-deps -r requirements-runtime.lock \
+    && /opt/secconf/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+       --no-deps --no-build-isolation /src
 
 FROM ${DEBIAN}
 # Release-pinned, not version-pinned (DL3008): see the build stage.

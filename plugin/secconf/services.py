@@ -650,7 +650,40 @@ class KamailioProcess:
 # -- Asterisk (cached Debian sid tree, chroot) ----------------------------------------------
 
 ASTERISK_TREE_SCRIPT = ROOT / "docker" / "asterisk-tree.sh"
+ASTERISK_LOCK = ROOT / "docker" / "asterisk.lock"
 _BASH = shutil.which("bash") or "/bin/bash"
+
+
+def pinned_asterisk_version() -> str:
+    """The Debian version of Asterisk that docker/asterisk.lock pins the tree to."""
+    try:
+        text = ASTERISK_LOCK.read_text()
+    except OSError as exc:
+        raise ServiceError(f"cannot read {ASTERISK_LOCK}: {exc.strerror}") from None
+    for line in text.splitlines():
+        if line.startswith("ASTERISK_DEB_VERSION="):
+            return line.partition("=")[2].strip()
+    raise ServiceError(f"no ASTERISK_DEB_VERSION in {ASTERISK_LOCK}")
+
+
+def tree_asterisk_version(tree: Path) -> str:
+    """The Debian version of Asterisk a restored tree was built with ("unknown" if unrecorded)."""
+    try:
+        return (tree / "etc" / "secconf-asterisk-version").read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def check_asterisk_tree(tree: Path) -> str:
+    """The tree's Asterisk is the pinned one; raise :class:`ServiceError` otherwise."""
+    pinned, found = pinned_asterisk_version(), tree_asterisk_version(tree)
+    if found != pinned:
+        raise ServiceError(
+            f"the Asterisk tree at {tree} has asterisk {found}, docker/asterisk.lock pins "
+            f"{pinned}: restore the pinned tree (docker/asterisk-tree.sh restore) or take the new "
+            "version explicitly (docker/asterisk-tree.sh update, make test, commit the lock)"
+        )
+    return found
 
 
 def asterisk_tree_cached() -> bool:
@@ -821,6 +854,7 @@ class AsteriskProcess:
             return
         if os.geteuid() != 0:
             raise ServiceError("Asterisk runs chrooted in the cached tree: needs root")
+        check_asterisk_tree(self.tree)
         for tool in ("unshare", "chroot"):
             if shutil.which(tool) is None:
                 raise ServiceError(f"{tool} not found (bash docker/bootstrap-debian.sh)")

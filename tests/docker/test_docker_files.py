@@ -138,7 +138,9 @@ def test_secrets_never_enter_an_image() -> None:
             if line.startswith(("COPY", "ADD")):
                 assert "secret" not in line.lower(), (dockerfile.name, line)
                 assert not re.search(r"\.(key|psk)\b|kek|token", line), (dockerfile.name, line)
-        assert "ARG" not in text.replace("ARG DEBIAN=", "")  # no build-time secrets
+        # No build-time secrets: the only build arguments are the base image and a version pin.
+        arguments = re.findall(r"^ARG\s+(\w+)", text, re.MULTILINE)
+        assert set(arguments) <= {"DEBIAN", "ASTERISK_DEB_VERSION"}, (dockerfile.name, arguments)
     assert "secrets/" in (DOCKER / ".gitignore").read_text().split()
     # ... and are not even sent to the builder (the build context is the repository root).
     ignored = (ROOT / ".dockerignore").read_text().split()
@@ -285,3 +287,31 @@ def test_the_validator_catches_a_broken_compose_file(secrets_dir: Path, tmp_path
     )  # fmt: skip
     assert result.returncode != 0
     assert "comand" in result.stderr
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    pins = re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", lock.read_text(), re.MULTILINE)
+    return {name.lower(): version for name, version in pins}
+
+
+def test_images_install_the_locked_packages_by_hash() -> None:
+    full, runtime = _pins(ROOT / "requirements.lock"), _pins(DOCKER / "requirements-runtime.lock")
+    assert runtime, "the runtime lock is empty"
+    # The images' subset holds the same versions as the lock the tests ran with, no dev tool.
+    assert {name: full.get(name) for name in runtime} == runtime
+    assert not {"pytest", "mypy", "ruff", "uv", "hypothesis"} & runtime.keys()
+    assert "--hash=sha256:" in (DOCKER / "requirements-runtime.lock").read_text()
+    for name in ("services.Dockerfile", "kamailio.Dockerfile"):
+        text = (DOCKER / name).read_text()
+        assert "--require-hashes --no-deps -r requirements-runtime.lock" in text, name
+        assert "--no-deps --no-build-isolation /src" in text, name
+
+
+def test_the_asterisk_image_installs_the_pinned_asterisk() -> None:
+    pinned = re.search(
+        r"^ASTERISK_DEB_VERSION=(\S+)$", (DOCKER / "asterisk.lock").read_text(), re.MULTILINE
+    )
+    assert pinned is not None
+    text = (DOCKER / "asterisk.Dockerfile").read_text()
+    assert f"ARG ASTERISK_DEB_VERSION={pinned.group(1)}\n" in text
+    assert '"asterisk=${ASTERISK_DEB_VERSION}" "asterisk-modules=${ASTERISK_DEB_VERSION}"' in text

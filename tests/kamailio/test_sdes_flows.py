@@ -42,7 +42,8 @@ def test_create_join_leave(focus: Focus) -> None:
             call_a = await alice.invite(
                 focus.target("conf-factory"), alice_offer, extra_headers=pai(ALICE), timeout=5
             )
-            assert True
+            assert call_a.response is not None
+            assert call_a.response.status == 200
             answer_a = call_a.remote_sdp
             key_a = _crypto(answer_a)
             assert key_a.tag == 2  # the first offered line in the conference's suite

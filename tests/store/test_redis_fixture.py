@@ -50,12 +50,15 @@ def test_redis_url_is_flushed_again(redis_url: str) -> None:
     assert redis.Redis.from_url(redis_url).dbsize() == 0
 
 
-def test_redis_url_restarts_a_server_a_test_left_stopped(redis_server: RedisServer) -> None:
+def test_redis_url_restarts_a_server_a_test_left_stopped(
+    redis_server: RedisServer, request: pytest.FixtureRequest
+) -> None:
     redis_server.stop()  # as a failing outage test might leave it
-
-
-def test_redis_url_after_stopped_server(redis_url: str) -> None:
+    assert not _ping(redis_server.url)
+    # The next test's redis_url, set up now in this test: the server is running again.
+    redis_url: str = request.getfixturevalue("redis_url")
     assert _ping(redis_url)
+    assert redis.Redis.from_url(redis_url).dbsize() == 0
 
 
 def test_a_taken_port_is_retried_with_another(

@@ -103,7 +103,7 @@ def connect(url: str, *, timeout: float) -> redis.asyncio.Redis:
             ),
         )
     if target.kind == "sentinel":
-        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = redis.asyncio.sentinel.Sentinel(
             list(target.nodes),
             sentinel_kwargs={**common, "retry": Retry(NoBackoff(), 0)},
             **common,
@@ -143,14 +143,14 @@ def connect_blocking(url: str, *, timeout: float) -> redis.Redis:
     if target.kind == "cluster":
         return cast(redis.Redis, LazyCluster(target, common))
     if target.kind == "sentinel":
-        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = redis.sentinel.Sentinel(
             list(target.nodes),
             sentinel_kwargs={**common, "retry": SyncRetry(NoBackoff(), 0)},
             **common,
         )
         return cast(
             redis.Redis,
-            sentinel.master_for(  # type: ignore[no-untyped-call]
+            sentinel.master_for(
                 target.service,
                 db=target.db,
                 username=target.username,
