@@ -64,6 +64,7 @@ class RequestView:
     content_length: int
     headers: dict[str, str | None] = field(default_factory=dict, repr=False)
     source_port: int = 0  # $sp: the dial-out path checks the mixer's address and port
+    transport: str = ""  # $pr, lower case: "udp", "tcp", "tls" (the flow the request came on)
 
     @property
     def in_dialog(self) -> bool:
@@ -148,6 +149,7 @@ class KsrAdapter:
             content_length=content_length,
             headers={name: self.header(name) for name in header_names},
             source_port=self._port(self.pv("$sp")),
+            transport=(self.pv("$pr") or "").lower(),
         )
 
     @staticmethod
