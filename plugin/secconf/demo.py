@@ -120,7 +120,7 @@ def run_demo(folder: Path) -> int:
                 media_ports=[
                     EDGE_FIRST_PORT + 2 * i
                     for i, s in enumerate(description.media)
-                    if "RTP" in s.proto.split("/") and s.port != 0
+                    if s.is_rtp and s.port != 0
                 ],
             )
         except ProtocolError as exc:

@@ -54,8 +54,12 @@ SETTINGS = f"""
 domain = "conf.test.invalid"
 server_name = "focus.e2e"
 
+[lab]
+# The test UAs send SDES over UDP (tests/security checks the TLS-only default).
+sdes_over_udp = true
+
 [identity]
-trusted_sources = ["127.0.0.1"]
+trusted_sources = ["udp:127.0.0.1"]
 
 [policy]
 creators = ["{ALICE}"]

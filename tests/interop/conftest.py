@@ -47,8 +47,12 @@ SETTINGS = f"""
 domain = "{REALM}"
 server_name = "focus.interop"
 
+[lab]
+# The test UAs send SDES over UDP (tests/security checks the TLS-only default).
+sdes_over_udp = true
+
 [identity]
-trusted_sources = ["127.0.0.1"]
+trusted_sources = ["udp:127.0.0.1", "tls:127.0.0.1"]
 
 [policy]
 creators = ["{ALICE}"]

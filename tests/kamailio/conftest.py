@@ -50,8 +50,12 @@ domain = "conf.test.invalid"
 max_body = 4096
 server_name = "focus.test"
 
+[lab]
+# The test UAs send SDES over UDP (tests/security checks the TLS-only default).
+sdes_over_udp = true
+
 [identity]
-trusted_sources = ["127.0.0.1"]
+trusted_sources = ["udp:127.0.0.1", "tls:127.0.0.1"]
 asserted_header = "P-Asserted-Identity"
 
 [policy]

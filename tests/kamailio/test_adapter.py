@@ -123,20 +123,23 @@ def test_guard_answers_500_on_an_unexpected_exception(
     assert "\n" not in errors[0][:-1]
 
 
-def test_refusal_becomes_an_answer_with_a_warning(
-    kemi: tuple[SecconfKemi, FakeKsr], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("authenticated", [False, True])
+def test_refusal_tells_only_an_authenticated_sender_why(
+    kemi: tuple[SecconfKemi, FakeKsr], monkeypatch: pytest.MonkeyPatch, authenticated: bool
 ) -> None:
     handler, ksr = kemi
 
     def refuse(self: Any, request: Any) -> Any:
-        raise Forbidden('not "allowed"')
+        error = Forbidden('not "allowed"')
+        error.detailed = authenticated
+        raise error
 
     monkeypatch.setattr(FocusService, "on_request", refuse)
     handler.ksr_request_route(None)
-    assert (
-        "hdr.append_to_reply",
-        ('Warning: 399 focus.test "not \\"allowed\\""\r\n',),
-    ) in ksr.calls
+    warning = ("hdr.append_to_reply", ('Warning: 399 focus.test "not \\"allowed\\""\r\n',))
+    assert (warning in ksr.calls) is authenticated
+    assert not any(name == "hdr.append_to_reply" for name, _ in ksr.calls) or authenticated
+    assert ("info", ('secconf: INVITE refused 403: not "allowed"\n',)) in ksr.calls  # logged
     assert ksr.calls[-1] == ("sl.send_reply", (403, "Forbidden"))
 
 
@@ -167,9 +170,10 @@ def test_settings_errors_name_the_key(tmp_path: Path) -> None:
 
 def test_relay_puts_the_conference_into_the_record_route() -> None:
     ksr = FakeKsr()
-    assert KsrAdapter(ksr).relay(Relay("sip:conf-1@127.0.0.1:5080", conference_id="c0ffee01"))
+    relay = Relay("sip:conf-1@127.0.0.1:5080", conference_id="c0ffee01", route_mac="ab" * 16)
+    assert KsrAdapter(ksr).relay(relay)
     assert ksr.names()[:2] == ["rr.add_rr_param", "rr.record_route"]
-    assert ksr.calls[0] == ("rr.add_rr_param", (";sc-conf=c0ffee01",))
+    assert ksr.calls[0] == ("rr.add_rr_param", (f";sc-conf=c0ffee01;sc-mac={'ab' * 16}",))
     # Not record-routed: no parameter either.
     ksr = FakeKsr()
     KsrAdapter(ksr).relay(Relay(record_route=False, conference_id="c0ffee01"))
@@ -179,17 +183,22 @@ def test_relay_puts_the_conference_into_the_record_route() -> None:
 @pytest.mark.parametrize(
     ("route", "expected"),
     [
-        ("sip:127.0.0.1:5060;lr;ftag=a1;sc-conf=c0ffee01", "c0ffee01"),
-        ("sip:127.0.0.1:5060;sc-conf=ABC;lr", "abc"),
-        ("sip:focus.example.com;lr;sc-conf=c0ffee01>", "c0ffee01"),
-        ("sip:127.0.0.1:5060;lr;ftag=a1", None),
-        ("sip:127.0.0.1:5060;lr;xsc-conf=c0ffee01", None),
-        ("sip:127.0.0.1:5060;lr;sc-conf=c0f-fee", None),
-        ("sip:127.0.0.1:5060;lr;sc-conf=", None),
-        (None, None),
+        ("sip:127.0.0.1:5060;lr;ftag=a1;sc-conf=c0ffee01", ("c0ffee01", None)),
+        ("sip:127.0.0.1:5060;sc-conf=ABC;lr", ("abc", None)),
+        ("sip:focus.example.com;lr;sc-conf=c0ffee01>", ("c0ffee01", None)),
+        ("sip:f;lr;sc-conf=c0ffee01;sc-mac=ABCDEF01>", ("c0ffee01", "abcdef01")),
+        ("sip:f;lr;sc-mac=0f;sc-conf=c0ffee01", ("c0ffee01", "0f")),
+        ("sip:f;lr;sc-conf=c0ffee01;sc-mac=zz", ("c0ffee01", None)),
+        ("sip:127.0.0.1:5060;lr;ftag=a1", (None, None)),
+        ("sip:127.0.0.1:5060;lr;xsc-conf=c0ffee01", (None, None)),
+        ("sip:127.0.0.1:5060;lr;sc-conf=c0f-fee", (None, None)),
+        ("sip:127.0.0.1:5060;lr;sc-conf=", (None, None)),
+        (None, (None, None)),
     ],
 )
-def test_route_conference_reads_our_parameter(route: str | None, expected: str | None) -> None:
+def test_route_conference_reads_our_parameter(
+    route: str | None, expected: tuple[str | None, str | None]
+) -> None:
     ksr = FakeKsr(pvs={"$route_uri": route} if route is not None else {})
     assert KsrAdapter(ksr).route_conference() == expected
 

@@ -130,13 +130,16 @@ def test_register_challenges_and_refuses_then_accepts(dialout_focus: Focus) -> N
                 registrar(focus), credentials=("bob", "not-the-password"), timeout=5
             )
             assert wrong.status == 403
-            assert "digest authentication failed" in (wrong.get("Warning") or "")
+            assert wrong.get("Warning") is None  # unauthenticated: the status only
+            assert "digest authentication failed" in focus.server.refusal(
+                wrong.get("Call-ID") or ""
+            )
             # Someone else's address of record with Bob's credentials: 403.
             dave = await UserAgent.start("127.0.0.1", identity=DAVE)
             try:
                 other = await dave.register(registrar(focus), credentials=_user(BOB), timeout=5)
                 assert other.status == 403
-                assert "address of record" in (other.get("Warning") or "")
+                assert "address of record" in focus.server.refusal(other.get("Call-ID") or "")
             finally:
                 await dave.close()
             assert focus.snapshot(ours_only=True) == before  # registrations are not in Redis
@@ -282,8 +285,12 @@ def test_static_contact_and_kms_conference(dialout_focus: Focus) -> None:
             await phone.next_call(5)
             rejected = SessionDescription.parse(mixer_call.remote_sdp)
             assert rejected.media[0].port == 0
-            assert store.dialog(conference, mixer_call.call_id) is None
+            # Refused: only the peers stay, so its ACK and BYE pass (a closing record).
+            closing = store.dialog(conference, mixer_call.call_id)
+            assert closing is not None
+            assert (closing.state, closing.identity, closing.leg) == ("closing", "", "")
             await mixer_call.bye(timeout=5)
+            assert store.dialog(conference, mixer_call.call_id) is None  # gone with the BYE
             # A clear (RTP/AVP) answer, and one with two a=crypto lines: never to the
             # mixer as if keyed; the mixer gets a stream-rejecting answer, nothing kept.
             clear = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -302,8 +309,12 @@ def test_static_contact_and_kms_conference(dialout_focus: Focus) -> None:
                 mixer_call = await dial(mixer, focus, ALICE, conference)
                 await phone.next_call(5)
                 assert SessionDescription.parse(mixer_call.remote_sdp).media[0].port == 0
-                assert store.dialog(conference, mixer_call.call_id) is None
+                # Refused: only the peers stay, so its ACK and BYE pass (a closing record).
+                closing = store.dialog(conference, mixer_call.call_id)
+                assert closing is not None
+                assert (closing.state, closing.identity, closing.leg) == ("closing", "", "")
                 await mixer_call.bye(timeout=5)
+                assert store.dialog(conference, mixer_call.call_id) is None  # gone with the BYE
             phone.on_invite = helper._on_invite
             # With its own SSRC the static contact's call is keyed and recorded.
             helper.media = await SrtpEndpoint.open("127.0.0.1", rtcp_interval=None)

@@ -77,7 +77,7 @@ def test_challenge_then_create_and_join(digest_focus: tuple[Focus, bytes]) -> No
             challenges = [digest.parse_challenge(v) for v in response.get_all("Proxy-Authenticate")]
             assert [c.algorithm for c in challenges] == ["SHA-256", "MD5"]
             assert all(c.realm == REALM and "auth" in c.qop for c in challenges)
-            assert "credentials required" in (response.get("Warning") or "")
+            assert "credentials required" in focus.server.refusal(response.get("Call-ID") or "")
             assert focus.snapshot(ours_only=True) == before
 
             # SHA-256 (the client's first choice): the conference is created.
@@ -139,7 +139,9 @@ def test_wrong_password_is_403_and_stale_nonce_is_challenged_again(
                     credentials=("alice", "not-the-password"),
                 )  # fmt: skip
             assert info.value.status_code == 403
-            assert "digest authentication failed" in (info.value.response.get("Warning") or "")  # type: ignore[union-attr]
+            assert "digest authentication failed" in focus.server.refusal(
+                info.value.response.get("Call-ID") or ""
+            )  # type: ignore[union-attr]
             # An unknown user gets the same answer (no user enumeration).
             with pytest.raises(SipRequestFailed) as info:
                 await alice.invite(

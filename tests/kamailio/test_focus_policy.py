@@ -18,6 +18,7 @@ from secconf.core.focus import (
     rejected_answer,
     warning_header,
 )
+from secconf.core.gate import Flow
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES, CryptoAttribute
 from secconf.core.sdp import SessionDescription
@@ -38,17 +39,26 @@ def test_classify_target() -> None:
 
 
 def test_identity_only_from_a_trusted_source() -> None:
-    trusted = frozenset({"10.0.0.1"})
+    # RFC 3325 §5: trusted elements are named by transport, address and port.
+    trusted = frozenset({"udp:10.0.0.1:5060", "tls:10.0.0.3:*"})
+    proxy = Flow.of("udp", "10.0.0.1", 5060)
     assert (
-        authenticated_identity("10.0.0.1", trusted, '"A" <sip:Alice@Example.COM:5060;x=1>')
+        authenticated_identity(proxy, trusted, '"A" <sip:Alice@Example.COM:5060;x=1>')
         == "sip:Alice@example.com"
     )
+    assert authenticated_identity(Flow.of("tls", "10.0.0.3", 40000), trusted, "<sip:a@b>")
+    for stranger in (
+        Flow.of("udp", "10.0.0.2", 5060),  # another host
+        Flow.of("udp", "10.0.0.1", 5061),  # another process on the proxy's host
+        Flow.of("tcp", "10.0.0.1", 5060),  # another transport
+        Flow.of("udp", "10.0.0.3", 40000),
+    ):
+        with pytest.raises(Forbidden):
+            authenticated_identity(stranger, trusted, "<sip:alice@example.com>")
     with pytest.raises(Forbidden):
-        authenticated_identity("10.0.0.2", trusted, "<sip:alice@example.com>")
+        authenticated_identity(proxy, trusted, None)
     with pytest.raises(Forbidden):
-        authenticated_identity("10.0.0.1", trusted, None)
-    with pytest.raises(Forbidden):
-        authenticated_identity("10.0.0.1", trusted, "<tel:+123>")
+        authenticated_identity(proxy, trusted, "<tel:+123>")
 
 
 def test_offer_checks() -> None:

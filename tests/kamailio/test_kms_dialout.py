@@ -336,7 +336,10 @@ def test_kms_dialout_refusals_and_failures_leave_nothing(kms_dialout_focus: KmsF
             rejected = SessionDescription.parse(mixer_call.remote_sdp)
             assert all(section.port == 0 for section in rejected.media)
             assert b"key-mgmt" not in mixer_call.remote_sdp
-            assert store.dialog(conference, mixer_call.call_id) is None
+            # Refused: only the peers stay, so its ACK and BYE pass (a closing record).
+            closing = store.dialog(conference, mixer_call.call_id)
+            assert closing is not None
+            assert (closing.state, closing.identity, closing.leg) == ("closing", "", "")
             assert store.members(conference) == {ALICE: 1}
             assert store.get(conference).kms_legs == 1  # type: ignore[union-attr]
             assert bob_call.tx_ssrc not in store.ssrcs(conference)
@@ -344,6 +347,7 @@ def test_kms_dialout_refusals_and_failures_leave_nothing(kms_dialout_focus: KmsF
             # The epoch minted for Bob stays (a rekey nobody switched to yet).
             assert store.get(conference).epoch == 2  # type: ignore[union-attr]
             await mixer_call.bye(timeout=5)
+            assert store.dialog(conference, mixer_call.call_id) is None  # gone with the BYE
             await bob_call.media.close(bye=False)
             await bob.ua.close()
 

@@ -100,7 +100,8 @@ def _refused(focus: Focus, target: str, body: bytes, identity: str, headers=None
             response = info.value.response
             assert response is not None
             if info.value.status_code not in (500,):
-                assert "focus.test" in (response.get("Warning") or "")
+                # The reason is logged (a Warning only for an authenticated sender).
+                assert focus.server.refusal(response.get("Call-ID") or "")
             return info.value.status_code
         finally:
             await ua.close()

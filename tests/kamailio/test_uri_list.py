@@ -153,7 +153,7 @@ def _join(focus: Focus, conference: str, identity: str, body: bytes | None = Non
             if failure is None:
                 return 200
             assert failure.response is not None
-            assert "focus.test" in (failure.response.get("Warning") or "")
+            assert focus.server.refusal(failure.response.get("Call-ID") or "")
             return failure.status_code
         finally:
             await ua.close()
@@ -172,7 +172,7 @@ def _refused(focus: Focus, body: bytes, content_type: str = MULTIPART) -> int:
                 )  # fmt: skip
             assert upstream.invites == []
             assert info.value.response is not None
-            assert "focus.test" in (info.value.response.get("Warning") or "")
+            assert focus.server.refusal(info.value.response.get("Call-ID") or "")  # type: ignore[union-attr]
             return info.value.status_code
         finally:
             await alice.close()

@@ -71,6 +71,9 @@ class SecconfError(Exception):
 
     status_code: int = 500
     reason: str = "Server Internal Error"
+    #: The refusal may tell the sender why (a Warning): set once the sender is authenticated.
+    #: An unauthenticated sender gets the status code only (issue 12: no oracle for probes).
+    detailed: bool = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -39,6 +39,7 @@ from .errors import (
     ProtocolError,
     SecconfError,
 )
+from .gate import Flow, canonical_user
 from .keymgmt import key_mgmt_value, mikey_message
 from .keys import GroupKey
 from .rewrite import REFUSED_SESSION_PARAMS, apply_group_key
@@ -60,6 +61,7 @@ __all__ = [
     "check_offer",
     "check_offer_kms",
     "classify_target",
+    "is_trusted_source",
     "normalize_identity",
     "offer_mode",
     "offer_ssrcs",
@@ -67,6 +69,7 @@ __all__ = [
     "offered_crypto",
     "offered_remote",
     "offered_sections",
+    "refuse_other_live_streams",
     "rejected_answer",
     "warning_header",
 ]
@@ -105,9 +108,12 @@ def classify_target(
 ) -> FocusTarget:
     """Match the Request-URI user against the factory and conference patterns.
 
-    The conference pattern must have a group named ``id`` (the conference id).
-    The factory pattern is tried first.
+    The user part is compared in its canonical spelling (RFC 3261 §19.1.4: ``%2D`` is
+    ``-``; :func:`~secconf.core.gate.canonical_user`, 400 for a broken one), so no spelling
+    is a conference to the mixer that is not one to the focus.  The conference pattern must
+    have a group named ``id`` (the conference id).  The factory pattern is tried first.
     """
+    ruri_user = canonical_user(ruri_user)
     if not ruri_user:
         return FocusTarget(TargetKind.OTHER)
     if factory.fullmatch(ruri_user):
@@ -131,19 +137,27 @@ def normalize_identity(uri_text: str) -> str:
     return f"{uri.scheme.lower()}:{uri.user}@{uri.bare_host.lower()}"
 
 
+def is_trusted_source(source: Flow, trusted_sources: frozenset[str]) -> bool:
+    """*source* is a trusted element: ``transport:address:port`` (or ``...:*``) is listed."""
+    return (
+        str(source) in trusted_sources
+        or f"{source.transport}:{source.address}:*" in trusted_sources
+    )
+
+
 def authenticated_identity(
-    source_ip: str,
+    source: Flow,
     trusted_sources: frozenset[str],
     asserted: str | None,
 ) -> str:
-    """The requester's identity in SDES mode, or :class:`Forbidden`.
+    """The requester's identity from an asserted identity, or :class:`Forbidden`.
 
-    RFC 3325 §5: an asserted identity is believed only from a trusted
-    source; from anywhere else it is ignored, and with no other authentication
-    (digest is not built yet) the request is refused.  *asserted* is the
-    header's value (its first element).
+    RFC 3325 §5: an asserted identity is believed only from a trusted element, named by
+    transport, address and port (settings ``[identity] trusted_sources``); from anywhere
+    else it is ignored, and without digest credentials the request is refused.  *asserted*
+    is the header's value (its first element).
     """
-    if source_ip not in trusted_sources:
+    if not is_trusted_source(source, trusted_sources):
         raise Forbidden("identity not authenticated (source is not trusted to assert it)")
     if not asserted:
         raise Forbidden("identity not authenticated (no asserted identity)")
@@ -168,6 +182,20 @@ def _probe_key(suite: CryptoSuite) -> GroupKey:
     return GroupKey(0, suite, bytes(suite.key_length), bytes(suite.salt_length))
 
 
+def refuse_other_live_streams(description: SessionDescription) -> None:
+    """488 for any live ``m=`` line that is not an RTP stream (issue 12, "SDP").
+
+    The focus keys RTP streams only; a live stream of anything else (``m=application``,
+    ``udptl``, an unknown profile) would reach the mixer unprotected, so every live stream
+    must be one the focus secures.  Rejected streams (port 0) may stay.
+    """
+    for index, section in enumerate(description.media):
+        if section.port != 0 and not section.is_rtp:
+            raise NotAcceptable(
+                f"{section.media} stream {index} ({section.proto}) is not a stream the focus secures"
+            )
+
+
 def check_offer(
     body: bytes, suite: CryptoSuite
 ) -> tuple[SessionDescription, tuple[OfferedStream, ...]]:
@@ -179,6 +207,7 @@ def check_offer(
     a conference leg without media protects nothing and is not what was asked.
     """
     description = SessionDescription.parse(body)
+    refuse_other_live_streams(description)
     rewrite = apply_group_key(description, _probe_key(suite))
     if not rewrite.streams:
         raise NotAcceptable("offer has no live RTP stream")
@@ -270,7 +299,7 @@ def answer_to_participant(
             live_ports.append(ports[position])
     offered = {s.index for s in streams}
     for index, section in enumerate(answer.media):
-        if section.port != 0 and index not in offered and "RTP" in section.proto.split("/"):
+        if section.port != 0 and index not in offered:
             raise NotAcceptable(f"upstream answer opened stream {index} not in the offer")
     return apply_group_key(
         answer,
@@ -351,9 +380,10 @@ def check_offer_kms(description: SessionDescription) -> tuple[tuple[OfferedStrea
     ``MalformedMikey`` (400) when its data is not base64.  Streams of one offer
     share the one TRANSFER_INIT: only the first stream's message is used.
     """
+    refuse_other_live_streams(description)
     streams: list[OfferedStream] = []
     for index, section in enumerate(description.media):
-        if section.port == 0 or "RTP" not in section.proto.split("/"):
+        if section.port == 0:
             continue
         if not section.is_secure_rtp:
             raise InsecureMedia(
@@ -404,7 +434,7 @@ def answer_to_participant_kms(
         raise MalformedMessage("upstream answer has fewer media sections than the offer")
     offered = {s.index for s in streams}
     for index, section in enumerate(answer.media):
-        if section.port != 0 and index not in offered and "RTP" in section.proto.split("/"):
+        if section.port != 0 and index not in offered:
             raise NotAcceptable(f"upstream answer opened stream {index} not in the offer")
     answer.session.remove_attributes("key-mgmt")
     answer.session.remove_attributes("crypto")

@@ -66,7 +66,7 @@ class GroupKeyRewrite:
 
 
 def _is_rtp(section: MediaSection) -> bool:
-    return "RTP" in section.proto.split("/")
+    return section.is_rtp
 
 
 def choose_offered_crypto(section: MediaSection, group_key: GroupKey) -> CryptoAttribute:

@@ -121,6 +121,17 @@ class Origin:
     address: str
 
 
+def _same_name(found: str | None, wanted: str) -> bool:
+    """Attribute names are matched without regard to case.
+
+    RFC 8866 leaves the case of attribute names to each attribute's definition, and peers
+    differ; for the attributes that carry or select keys (``crypto``, ``key-mgmt``) a
+    case-sensitive match would let ``a=CRYPTO`` or ``a=Key-Mgmt`` pass unseen, so the focus
+    treats every spelling as the attribute (safe: what it matches, it checks or removes).
+    """
+    return found is not None and found.lower() == wanted.lower()
+
+
 def _attribute_text(name: str, value: str | None) -> str:
     if not _TOKEN_RE.match(name):
         raise ValueError(f"attribute name {name!r} is not an RFC 8866 token")
@@ -154,7 +165,9 @@ class Section:
 
     def attributes(self, name: str) -> list[str | None]:
         """Values of every ``a=name`` line here, in order (``None`` for a flag)."""
-        return [line.attribute_value for line in self.lines if line.attribute_name == name]
+        return [
+            line.attribute_value for line in self.lines if _same_name(line.attribute_name, name)
+        ]
 
     def attribute(self, name: str) -> str | None:
         """Value of the first ``a=name`` line, ``None`` if absent or a flag."""
@@ -162,7 +175,7 @@ class Section:
         return values[0] if values else None
 
     def has_attribute(self, name: str) -> bool:
-        return any(line.attribute_name == name for line in self.lines)
+        return any(_same_name(line.attribute_name, name) for line in self.lines)
 
     def add_attribute(self, name: str, value: str | None = None) -> None:
         """Append ``a=name[:value]`` after the last line of this section."""
@@ -170,7 +183,9 @@ class Section:
 
     def remove_attributes(self, name: str) -> int:
         """Remove every ``a=name`` line; return how many were removed."""
-        positions = [i for i, line in enumerate(self.lines) if line.attribute_name == name]
+        positions = [
+            i for i, line in enumerate(self.lines) if _same_name(line.attribute_name, name)
+        ]
         for position in reversed(positions):
             self._delete(position)
         return len(positions)
@@ -183,7 +198,9 @@ class Section:
         after the last existing one (or at the end of the section).
         """
         texts = [_attribute_text(name, value) for value in values]
-        positions = [i for i, line in enumerate(self.lines) if line.attribute_name == name]
+        positions = [
+            i for i, line in enumerate(self.lines) if _same_name(line.attribute_name, name)
+        ]
         for position, text in zip(positions, texts, strict=False):
             old = self.lines[position]
             self.lines[position] = SdpLine("a", text, old.eol)
@@ -273,8 +290,23 @@ class MediaSection(Section):
 
     @property
     def is_secure_rtp(self) -> bool:
-        """True for SRTP profiles (RTP/SAVP, RTP/SAVPF, UDP/TLS/RTP/SAVP...)."""
-        return not {"SAVP", "SAVPF"}.isdisjoint(self.proto.split("/"))
+        """True for SRTP profiles (RTP/SAVP, RTP/SAVPF, UDP/TLS/RTP/SAVP...), in any letter case."""
+        return not {"SAVP", "SAVPF"}.isdisjoint(self.proto_parts)
+
+    @property
+    def proto_parts(self) -> tuple[str, ...]:
+        """The proto's ``/``-separated tokens in upper case.
+
+        Compared without regard to case: peers (pjmedia in Asterisk among them) read
+        ``rtp/avp`` as ``RTP/AVP``, so a case-sensitive check would let a clear stream
+        past the focus (issue 12, "case smuggling").
+        """
+        return tuple(part.upper() for part in self.proto.split("/"))
+
+    @property
+    def is_rtp(self) -> bool:
+        """An RTP stream of any profile (``RTP`` among the proto's tokens, any case)."""
+        return "RTP" in self.proto_parts
 
     def set_port(self, port: int) -> None:
         """Change only the port number of the ``m=`` line."""

@@ -31,14 +31,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from secconf.core.gate import Flow, Peer
+
 __all__ = [
     "AVP",
+    "RR_MAC_PARAM",
     "RR_PARAM",
     "KsrAdapter",
     "Relay",
     "Reply",
     "ReplyView",
     "RequestView",
+    "contact_uri",
 ]
 
 #: The AVP that carries our per-transaction state (JSON text, no key material).
@@ -46,7 +50,11 @@ AVP = "$avp(secconf)"
 
 #: The Record-Route parameter naming a dialog's conference (public: it is in the conference URI).
 RR_PARAM: Final = "sc-conf"
+#: Its MAC under the focus's secret (conference, Call-ID, caller tag: secconf.core.gate).
+RR_MAC_PARAM: Final = "sc-mac"
 _RR_PARAM_RE: Final = re.compile(r";\s*" + RR_PARAM + r"=([0-9a-z]{1,64})(?=[;>?\s]|$)", re.I)
+_RR_MAC_RE: Final = re.compile(r";\s*" + RR_MAC_PARAM + r"=([0-9a-f]{1,64})(?=[;>?\s]|$)", re.I)
+_URI_IN_ANGLES: Final = re.compile(r"<([^<>]*)>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +73,16 @@ class RequestView:
     headers: dict[str, str | None] = field(default_factory=dict, repr=False)
     source_port: int = 0  # $sp: the dial-out path checks the mixer's address and port
     transport: str = ""  # $pr, lower case: "udp", "tcp", "tls" (the flow the request came on)
+    contact: str = ""  # the Contact header's URI (no display name, no header parameters)
 
     @property
     def in_dialog(self) -> bool:
         return bool(self.to_tag)
+
+    @property
+    def flow(self) -> Flow:
+        """Where the request came from: transport, source address and port."""
+        return Flow.of(self.transport or "udp", self.source_ip, self.source_port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +93,9 @@ class ReplyView:
     method: str
     content_type: str | None
     body: bytes = field(repr=False)
+    to_tag: str = ""  # the answerer's tag (a 2xx to an initial INVITE fixes the dialog)
+    contact: str = ""  # the answerer's Contact URI
+    flow: Flow | None = None  # where the reply came from
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +123,26 @@ class Relay:
     remove_headers: tuple[str, ...] = ()  # e.g. the focus's own Proxy-Authorization
     add_headers: tuple[tuple[str, str], ...] = ()  # after the removals (e.g. a trimmed Require)
     conference_id: str | None = None  # put into our Record-Route (RR_PARAM), if record-routed
+    route_mac: str | None = None  # ... with its MAC (RR_MAC_PARAM)
+    #: In-dialog: the recorded peer of the other side (never the request's Request-URI).
+    next_hop: Peer | None = None
 
 
 def _text(value: Any) -> str | None:
     if value is None:
         return None
     return value if isinstance(value, str) else str(value)
+
+
+def contact_uri(header: str | None) -> str:
+    """The URI of a Contact header's first value (``<...>`` stripped, no header parameters)."""
+    if not header:
+        return ""
+    first = header.split(",", 1)[0] if "<" not in header else header
+    match = _URI_IN_ANGLES.search(first)
+    if match is not None:
+        return match.group(1).strip()
+    return first.split(";", 1)[0].strip()
 
 
 class KsrAdapter:
@@ -150,6 +181,7 @@ class KsrAdapter:
             headers={name: self.header(name) for name in header_names},
             source_port=self._port(self.pv("$sp")),
             transport=(self.pv("$pr") or "").lower(),
+            contact=contact_uri(self.header("Contact")),
         )
 
     @staticmethod
@@ -168,27 +200,29 @@ class KsrAdapter:
             method=self.pv("$rm") or "",
             content_type=self.pv("$cT"),
             body=(self.pv("$rb") or "").encode("utf-8", "surrogateescape"),
+            to_tag=self.pv("$tt") or "",
+            contact=contact_uri(self.header("Contact")),
+            flow=Flow.of(self.pv("$pr") or "udp", self.pv("$si") or "", self._port(self.pv("$sp"))),
         )
 
     def request_body(self) -> bytes:
         """The body of the transaction's request, in a tm reply route (``$T_req``, module tmx)."""
         return (self.pv("$T_req($rb)") or "").encode("utf-8", "surrogateescape")
 
-    def downstream(self) -> bool:
-        """An in-dialog request from the dialog's caller (after ``loose_route``; rr's ftag)."""
-        return bool(self.ksr.rr.is_direction("downstream") > 0)
+    def route_conference(self) -> tuple[str | None, str | None]:
+        """The conference and MAC of our Route's ``sc-conf``/``sc-mac`` (after ``loose_route``).
 
-    def route_conference(self) -> str | None:
-        """The conference named by our Route's ``sc-conf`` parameter (after ``loose_route``).
-
-        ``None`` when the first Route (ours, for a request routed to us) has
-        no such parameter: not a conference dialog of this focus.
+        ``(None, None)`` when the first Route (ours, for a request routed to us) has no
+        conference: not a conference dialog of this focus.  The MAC is checked by the gate.
         """
         route = self.pv("$route_uri")
         if not route:
-            return None
+            return None, None
         match = _RR_PARAM_RE.search(route)
-        return match.group(1).lower() if match else None
+        if match is None:
+            return None, None
+        mac = _RR_MAC_RE.search(route)
+        return match.group(1).lower(), (mac.group(1).lower() if mac else None)
 
     def reply_code(self) -> int:
         """The status of the winning reply in a tm failure route (0 if unknown)."""
@@ -222,10 +256,18 @@ class KsrAdapter:
             self.ksr.hdr.append(f"{name}: {value}\r\n")
         if relay.record_route:
             if relay.conference_id is not None:
-                self.ksr.rr.add_rr_param(f";{RR_PARAM}={relay.conference_id}")
+                mac = f";{RR_MAC_PARAM}={relay.route_mac}" if relay.route_mac else ""
+                self.ksr.rr.add_rr_param(f";{RR_PARAM}={relay.conference_id}{mac}")
             self.ksr.rr.record_route()
         if relay.uri is not None:
             self.ksr.pv.sets("$ru", relay.uri)
+        if relay.next_hop is not None:
+            # The recorded peer: its Contact as Request-URI, its flow (for a TLS/TCP phone the
+            # connection it opened) as the destination; nothing the sender wrote decides.
+            flow = relay.next_hop.flow
+            self.ksr.pv.sets("$ru", relay.next_hop.contact)
+            host = f"[{flow.address}]" if ":" in flow.address else flow.address
+            self.ksr.pv.sets("$du", f"sip:{host}:{flow.port};transport={flow.transport}")
         if relay.body is not None:
             self.set_body(relay.body, relay.content_type)
         if relay.state is not None:
@@ -258,6 +300,11 @@ class KsrAdapter:
         """``nathelper.handle_ruri_alias``: a Request-URI with ``;alias=`` goes to that connection."""
         if ";alias=" in (self.pv("$ru") or ""):
             self.ksr.nathelper.handle_ruri_alias()
+
+    def destination_secure(self) -> bool:
+        """The request leaves over TLS: its destination (``$du``, else ``$ru``) says so."""
+        target = (self.pv("$du") or self.pv("$ru") or "").lower()
+        return target.startswith("sips:") or ";transport=tls" in target
 
     def fix_registration(self) -> None:
         """``nathelper.fix_nated_register``: the contact is reached where the REGISTER came from."""

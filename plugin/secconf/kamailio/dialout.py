@@ -79,7 +79,9 @@ from secconf.core.focus import (
     offer_to_upstream,
     offered_remote,
     offered_sections,
+    refuse_other_live_streams,
 )
+from secconf.core.gate import DialogPeers, Peer
 from secconf.core.keymgmt import mikey_message
 from secconf.core.sdes import CryptoAttribute, KeyParam
 from secconf.core.sdp import SessionDescription
@@ -210,10 +212,11 @@ def check_dialout(service: FocusService, request: RequestView) -> DialOut:
     if not request.body or content_type != "application/sdp":
         raise NotAcceptable("a dial-out INVITE carries the mixer's SDP offer")
     description = SessionDescription.parse(request.body)
+    refuse_other_live_streams(description)
     streams = tuple(
         OfferedStream(index, "RTP/SAVP", OFFER_TAG)
         for index, section in enumerate(description.media)
-        if section.port != 0 and "RTP" in section.proto.split("/")
+        if section.port != 0 and section.is_rtp
     )
     if len(streams) != 1 or description.media[streams[0].index].media != "audio":
         raise NotAcceptable("a dial-out offer has exactly one live audio stream")
@@ -290,8 +293,9 @@ def dialout_relay(service: FocusService, request: RequestView, plan: DialOut) ->
         kind="dialout",
         remote=_media_remote(request.body, plan.streams),
         identity=plan.target,
+        peer=Peer(request.from_tag, request.flow, request.contact),
     )
-    return _relay(service, conference_id, bytes(body), state)
+    return _relay(service, request, conference_id, bytes(body), state)
 
 
 def _kms_dialout_relay(service: FocusService, request: RequestView, plan: DialOut) -> Relay:
@@ -360,12 +364,17 @@ def _kms_dialout_relay(service: FocusService, request: RequestView, plan: DialOu
         identity=plan.target,
         edge_ssrc=edge_ssrc,
         transfer_init=base64.b64encode(pending.data).decode("ascii"),
+        peer=Peer(request.from_tag, request.flow, request.contact),
     )
-    return _relay(service, conference_id, bytes(body), state)
+    return _relay(service, request, conference_id, bytes(body), state)
 
 
 def _relay(
-    service: FocusService, conference_id: str, body: bytes, state: TransactionState
+    service: FocusService,
+    request: RequestView,
+    conference_id: str,
+    body: bytes,
+    state: TransactionState,
 ) -> Relay:
     """The keyed offer to the phone, and what the reply route needs."""
     uri = service.settings.conference_uri(conference_id)
@@ -382,7 +391,18 @@ def _relay(
         # Our Record-Route names the conference: the phone's and the mixer's in-dialog
         # requests (2xx ACK, BYE, rekey re-INVITEs) find the dialog by it.
         conference_id=conference_id,
+        route_mac=service.route_mac(conference_id, request.call_id, request.from_tag),
     )
+
+
+def _dialout_peers(service: FocusService, reply: ReplyView, state: TransactionState) -> str:
+    """The dial-out's peers: the mixer sent the INVITE, the phone answered it."""
+    if state.peer is None or reply.flow is None or not reply.to_tag:
+        raise NotAcceptable("a 2xx without the dialog's peers: not recorded, not keyed")
+    if state.mode != "kms" and not reply.flow.secure and not service.settings.sdes_over_udp:
+        raise NotAcceptable("an SDES answer arrived without TLS: the group key stays off it")
+    phone = Peer(reply.to_tag, reply.flow, reply.contact)
+    return DialogPeers(participant=phone, mixer=state.peer).to_json()
 
 
 def dialout_answered(service: FocusService, reply: ReplyView, state: TransactionState) -> bytes:
@@ -404,6 +424,7 @@ def dialout_answered(service: FocusService, reply: ReplyView, state: Transaction
         media=dialog_media(state.streams, state.external, state.internal),
         epoch=state.epoch,
         ssrcs=offer_ssrcs(answer),
+        peers=_dialout_peers(service, reply, state),
     )
     edge = service.edge
     edge.set_participant_key(state.leg, str(crypto[0]))
@@ -472,6 +493,7 @@ def _kms_dialout_answered(
         media=dialog_media(state.streams, state.external, state.internal, state.edge_ssrc),
         epoch=epoch,
         ssrcs=sorted(ssrcs),
+        peers=_dialout_peers(service, reply, state),
     )
     edge = service.edge
     remote = offered_remote(answer, state.streams)

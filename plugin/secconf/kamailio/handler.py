@@ -21,15 +21,24 @@ retransmits until it times out.
 from __future__ import annotations
 
 import traceback
+from dataclasses import replace
 from typing import Any
 
-from secconf.core.errors import Forbidden, SecconfError
-from secconf.store.conferences import ConferenceStore, connect_blocking
+from secconf.core.errors import CallDoesNotExist, Forbidden, NotAcceptable, SecconfError
+from secconf.core.gate import (
+    DialogPeers,
+    Direction,
+    body_allowed,
+    in_dialog_direction,
+    in_dialog_method_allowed,
+    route_mac_ok,
+)
+from secconf.store.conferences import ConferenceStore, DialogRecord, connect_blocking
 from secconf.store.keywrap import KeyWrapper, load_key_file
 from secconf.store.replay import BlockingReplayCache
 from secconf.store.sip_users import SipUserStore
 
-from .adapter import KsrAdapter, Reply, RequestView
+from .adapter import KsrAdapter, Relay, Reply, RequestView
 from .dialout import (
     DIALOUT_HEADER,
     TargetUnavailable,
@@ -40,7 +49,7 @@ from .dialout import (
 from .edge_control import EdgeControl, HttpEdgeControl, NoEdge
 from .kms import HttpKmsResolver
 from .registrar import REGISTER_HEADERS, register_identity, register_refusal
-from .service import FocusService, Retransmission, digest_secret
+from .service import FocusService, Retransmission, digest_secret, route_secret
 from .settings import Settings, load_settings
 from .timing import PhaseTimer, Timed
 
@@ -65,7 +74,24 @@ class SecconfKemi:
         self._kek = kek
         self.service: FocusService | None = None
 
+    def _warn_lab_settings(self) -> None:
+        """Settings that weaken the boundary are said loudly, at every start of every worker."""
+        if self.settings.sdes_over_udp:
+            self.adapter.log(
+                "warn",
+                "secconf: LAB SETTING [lab] sdes_over_udp is on: SDES group keys may travel "
+                "over plain UDP/TCP. Never in production (docs/security.md).",
+            )
+        for source in sorted(self.settings.trusted_sources):
+            if source.endswith(":*"):
+                self.adapter.log(
+                    "warn",
+                    f"secconf: [identity] trusted_sources {source} names no port: every "
+                    "process on that host may assert any identity",
+                )
+
     def child_init(self, rank: int) -> int:
+        self._warn_lab_settings()
         client = connect_blocking(self.settings.redis_url, timeout=self.settings.redis_timeout)
         store = ConferenceStore(client, self._wrapper, self.settings.redis_prefix)
         edge: EdgeControl
@@ -105,6 +131,7 @@ class SecconfKemi:
             replay=replay,
             sip_users=SipUserStore(client, self._wrapper, self.settings.redis_prefix),
             digest_key=digest_secret(self._kek),
+            route_key=route_secret(self._kek),
             timer=timer,
         )
         return 0
@@ -161,7 +188,7 @@ class SecconfKemi:
             except SecconfError as exc:
                 # Fail closed: the mixer's clear answer must not reach the participant.
                 self.adapter.log("err", f"secconf: answer not keyed, media refused: {exc.message}")
-                self.adapter.set_body(service.unkeyed_answer(view.call_id, state))
+                self.adapter.set_body(service.unkeyed_answer(view.call_id, state, view))
                 return 1
             if result is not None:
                 body, headers = result
@@ -279,88 +306,120 @@ class SecconfKemi:
                 raise TargetUnavailable(
                     "dial-out target not registered" if found == -1 else "target not reachable"
                 )
+            if plan.mode != "kms":
+                service.require_secure_transport(
+                    self.adapter.destination_secure(), "an SDES dial-out"
+                )
             relay = dialout_relay(service, request, plan)
         except Retransmission:
             return
         except SecconfError as exc:
             self.adapter.log("info", f"secconf: dial-out refused {exc.status_code}: {exc.message}")
-            self.adapter.reply(service.refusal(exc))
+            self.adapter.reply(service.refusal(exc, detailed=True))  # to the mixer
             return
         if not self.adapter.relay(relay) and relay.state is not None:
             service.on_failure(request.call_id, relay.state)
 
     def _in_dialog(self, method: str | None) -> None:
+        """Every request with a To tag: through the gate, then to the recorded peer only.
+
+        Default deny (docs/security.md): the Route must be ours with a conference and a valid
+        MAC, the dialog recorded and up, the sender the recorded peer of one side (flow and
+        tags), the method one that side may send, an SDP body only in an INVITE.  The next
+        hop is the other side's recorded Contact and flow, never the Request-URI.  Nothing is
+        read from the store before the MAC holds; nothing is written before the gate passed.
+        """
         ksr = self.ksr
         if ksr.rr.loose_route() < 0:
-            if method == "ACK":
-                if ksr.tm.t_check_trans() > 0:
-                    ksr.tm.t_relay()
+            if method == "ACK" and ksr.tm.t_check_trans() > 0:
+                ksr.tm.t_relay()  # a hop-by-hop ACK of a negative answer we relayed
                 return
-            self.adapter.reply(Reply(404, "Not Here"))
+            self._refuse_in_dialog(method, Forbidden("not routed through this focus"))
             return
-        # Towards a TLS/TCP phone: over the connection it opened (its Contact's alias).
-        self.adapter.follow_alias()
         service = self._service()
-        call_id = self.adapter.pv("$ci") or ""
-        # The conference comes from our Record-Route parameter (any node of the focus
-        # record-routed the INVITE), never from a lookup by Call-ID.
-        conference_id = self.adapter.route_conference()
-        if conference_id is None:
-            if method in ("INVITE", "REFER"):
-                # The module record-routes only focus dialogs: a re-INVITE or REFER routed
-                # through us without the parameter is not one it can key or check.
-                self.adapter.reply(
-                    service.refusal(Forbidden("not a conference dialog of this focus"))
-                )
-                return
-            ksr.tm.t_relay()
-            return
         try:
-            record = (
-                service.store.dialog(conference_id, call_id)
-                if method in ("INVITE", "REFER")
-                else None
-            )
+            admitted = self._admit(service, method or "")
         except SecconfError as exc:
-            self.adapter.reply(service.refusal(exc))
+            self._refuse_in_dialog(method, exc)
             return
-        if record is None and method in ("INVITE", "REFER"):
-            # A conference dialog the store no longer knows (released, expired, or a
-            # Route naming another conference): never relay its offer unchecked.
-            if method == "INVITE" and ksr.tm.t_check_trans() == 0:
-                return
-            self.adapter.reply(Reply(481, "Call/Transaction Does Not Exist"))
+        if admitted is None:
+            return  # a retransmission: tm answered
+        record, direction, request = admitted
+        from_participant = direction is Direction.FROM_PARTICIPANT
+        peers = DialogPeers.from_json(record.peers)
+        next_hop = peers.receiver(direction)
+        if record.state == "closing":
+            # A call whose answer was refused: its ACK and BYE pass, nothing else.
+            if method == "BYE":
+                service.store.forget_closing(record.conference_id, request.call_id)
+            self.adapter.relay(Relay(record_route=False, next_hop=next_hop))
             return
-        if record is not None and method == "REFER":
+        if method == "REFER":
             # A REFER to the focus in a conference dialog: handled here, never relayed
             # (the mixer must not transfer anyone itself).
-            request = self.adapter.request(service.header_names())
             try:
                 self.adapter.reply(service.on_refer(request, record.conference_id, record.identity))
             except SecconfError as exc:
                 self.adapter.log("info", f"secconf: REFER refused {exc.status_code}: {exc.message}")
-                self.adapter.reply(service.refusal(exc))
+                self.adapter.reply(service.refusal(exc, detailed=True))
             return
-        if record is not None:
-            # A re-INVITE in a conference dialog: the rekey trigger from the mixer, or the
-            # participant's own (hold, new key).  Its offer is always rewritten (never a
-            # clear offer to a phone, never a key to the mixer).
-            if ksr.tm.t_check_trans() == 0:
-                return  # a retransmission: tm resent the last answer
-            request = self.adapter.request(service.header_names())
+        if method == "INVITE":
+            # A re-INVITE: the rekey trigger from the mixer, or the participant's own (hold,
+            # new key).  Its offer is always rewritten (never a clear offer to a phone, never a
+            # key to the mixer).
             try:
-                relay = service.on_reinvite(request, record, downstream=self.adapter.downstream())
+                if record.mode != "kms":
+                    service.require_secure_transport(
+                        peers.participant.flow.secure, "an SDES re-INVITE"
+                    )
+                relay = service.on_reinvite(request, record, from_participant=from_participant)
             except SecconfError as exc:
                 self.adapter.log(
                     "info", f"secconf: re-INVITE refused {exc.status_code}: {exc.message}"
                 )
-                self.adapter.reply(service.refusal(exc))
+                self.adapter.reply(service.refusal(exc, detailed=True))
                 return
-            self.adapter.relay(relay)
+            self.adapter.relay(replace(relay, next_hop=next_hop))
             return
         if method == "BYE":
-            service.on_bye(conference_id, call_id)
-        ksr.tm.t_relay()
+            # Only the bound peer of either side gets here: its BYE ends the leg.
+            service.on_bye(record.conference_id, request.call_id)
+        self.adapter.relay(Relay(record_route=False, next_hop=next_hop))
+
+    def _admit(
+        self, service: FocusService, method: str
+    ) -> tuple[DialogRecord, Direction, RequestView] | None:
+        """The gate for in-dialog requests: the dialog, who sent it, or a SecconfError."""
+        conference_id, mac = self.adapter.route_conference()
+        if conference_id is None:
+            raise Forbidden("not a conference dialog of this focus")
+        request = self.adapter.request(service.header_names())
+        tags = (request.from_tag, request.to_tag)
+        if not route_mac_ok(service.route_key, conference_id, request.call_id, tags, mac):
+            raise Forbidden("Record-Route not issued by this focus for this dialog")
+        if method not in ("ACK", "CANCEL") and self.ksr.tm.t_check_trans() == 0:
+            return None
+        record = service.store.dialog(conference_id, request.call_id)
+        if record is None or record.state not in ("up", "closing") or not record.peers:
+            raise CallDoesNotExist("no such conference dialog")
+        if record.state == "closing" and method not in ("ACK", "BYE"):
+            raise CallDoesNotExist("the conference call was refused: only its ACK and BYE pass")
+        direction = in_dialog_direction(
+            DialogPeers.from_json(record.peers), request.flow, request.from_tag, request.to_tag
+        )
+        if not in_dialog_method_allowed(direction, method):
+            raise Forbidden(f"{method} is not sent by this side of a conference dialog")
+        if not body_allowed(method, request.content_type, len(request.body)):
+            raise NotAcceptable(f"an SDP body in {method}: media changes go by re-INVITE only")
+        return record, direction, request
+
+    def _refuse_in_dialog(self, method: str | None, error: SecconfError) -> None:
+        """Answer a refused in-dialog request (an ACK cannot be answered: it is dropped)."""
+        self.adapter.log(
+            "info", f"secconf: in-dialog {method} refused {error.status_code}: {error.message}"
+        )
+        if method != "ACK":
+            self.adapter.reply(self._service().refusal(error))
 
 
 def mod_init() -> SecconfKemi:

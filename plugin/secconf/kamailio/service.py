@@ -64,6 +64,7 @@ from secconf.core.focus import (
     check_offer,
     check_offer_kms,
     classify_target,
+    is_trusted_source,
     normalize_identity,
     offer_mode,
     offer_ssrcs,
@@ -74,6 +75,7 @@ from secconf.core.focus import (
     rejected_answer,
     warning_header,
 )
+from secconf.core.gate import DialogPeers, Flow, Peer, route_mac
 from secconf.core.keymgmt import mikey_message
 from secconf.core.keys import GroupKey
 from secconf.core.mikey import (
@@ -146,6 +148,14 @@ class DigestChallenge(Protocol):
 DIGEST_SECRET_LABEL = b"secconf digest nonce v1"
 
 
+ROUTE_SECRET_LABEL = b"secconf record-route v1"
+
+
+def route_secret(kek: bytes) -> bytes:
+    """The Record-Route MAC secret of every worker and node: derived from the KEK, never stored."""
+    return hmac.new(kek, ROUTE_SECRET_LABEL, hashlib.sha256).digest()
+
+
 def digest_secret(kek: bytes) -> bytes:
     """The nonce HMAC secret of every worker and node: derived from the KEK, never stored."""
     return hmac.new(kek, DIGEST_SECRET_LABEL, hashlib.sha256).digest()
@@ -173,6 +183,8 @@ class TransactionState:
     identity: str = ""  # re-INVITE: who the dialog was admitted as (for reports)
     edge_ssrc: int | None = None  # the edge's outbound SSRC towards this leg
     transfer_init: str | None = None  # base64 TRANSFER_INIT of a KMS rekey (no key in clear)
+    #: the initial INVITE's sender (tag, flow, Contact): one side of the dialog's peers
+    peer: Peer | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -197,6 +209,7 @@ class TransactionState:
                 "e": self.epoch,
                 "o": self.edge_ssrc,
                 "T": self.transfer_init,
+                "P": None if self.peer is None else _peer_json(self.peer),
             },
             separators=(",", ":"),
         )
@@ -224,7 +237,19 @@ class TransactionState:
             str(data.get("w", "")),
             data.get("o"),
             data.get("T"),
+            _peer_from_json(data.get("P")),
         )
+
+
+def _peer_json(peer: Peer) -> list[object]:
+    return [peer.tag, peer.flow.transport, peer.flow.address, peer.flow.port, peer.contact]
+
+
+def _peer_from_json(value: object) -> Peer | None:
+    if not isinstance(value, list) or len(value) != 5:
+        return None
+    tag, transport, address, port, contact = value
+    return Peer(str(tag), Flow.of(str(transport), str(address), int(port)), str(contact))
 
 
 def _addresses_json(value: LegAddresses | None) -> list[object] | None:
@@ -320,6 +345,7 @@ class FocusService:
     sip_users: SipUserStore | None = None
     digest_key: bytes = field(default=b"", repr=False)
     timer: PhaseTimer | None = None  # [focus] timing: per-INVITE phase durations
+    route_key: bytes = field(default=b"", repr=False)  # the Record-Route MAC (route_secret)
 
     @contextmanager
     def _phase(self, name: str) -> Iterator[None]:
@@ -331,6 +357,16 @@ class FocusService:
 
     # -- requests -----------------------------------------------------------------
 
+    @staticmethod
+    @contextmanager
+    def _authenticated() -> Iterator[None]:
+        """Refusals raised inside may tell the (now authenticated) sender why."""
+        try:
+            yield
+        except SecconfError as exc:
+            exc.detailed = True
+            raise
+
     def header_names(self) -> tuple[str, ...]:
         return (self.settings.asserted_header, "Refer-To", "Proxy-Authorization", "Require")
 
@@ -338,8 +374,7 @@ class FocusService:
         """A request outside a dialog (or a CANCEL): what the focus does with it."""
         target = classify_target(request.ruri_user, self.settings.factory, self.settings.conference)
         if target.kind is TargetKind.OTHER:
-            if self.settings.relay_other:
-                return Relay(record_route=False)
+            # Default deny: the focus relays nothing it did not authorize (docs/security.md).
             return Reply(404, "Not Found")
         method = request.method
         if method == "OPTIONS":
@@ -414,10 +449,10 @@ class FocusService:
     def _identity(self, request: RequestView) -> str:
         """SDES mode: an asserted identity from a trusted source, else digest (if configured)."""
         asserted = request.headers.get(self.settings.asserted_header)
-        trusted = request.source_ip in self.settings.trusted_sources and asserted
+        trusted = is_trusted_source(request.flow, self.settings.trusted_sources) and asserted
         if not trusted and self.settings.digest is not None:
             return self.digest_identity(request)
-        return authenticated_identity(request.source_ip, self.settings.trusted_sources, asserted)
+        return authenticated_identity(request.flow, self.settings.trusted_sources, asserted)
 
     def digest_identity(
         self,
@@ -593,15 +628,33 @@ class FocusService:
     # -- create and join --------------------------------------------------------------
 
     def _authenticate(self, request: RequestView) -> tuple[Offer, str, KmsAuth | None]:
-        """The checked offer and who sent it: MIKEY (KMS mode) or the asserted identity (SDES)."""
+        """The checked offer and who sent it: MIKEY (KMS mode) or the asserted identity (SDES).
+
+        An SDES offer must arrive over TLS (RFC 4568 §8.3: the keys are in the clear in the
+        SDP; the answer carries the group key of every leg): 488 otherwise, before any
+        challenge, unless the lab-only ``[lab] sdes_over_udp`` is on.
+        """
         offer = self._offer(request)
+        if offer.mode is OfferMode.SDES:
+            self.require_secure_transport(request.flow.secure, "an SDES offer")
         if offer.mode is OfferMode.KMS and offer.mikey is not None:
             auth = self._kms_authenticate(offer.mikey, request.call_id, group_key=True)
             return offer, auth.identity, auth
         return offer, self._identity(request), None
 
+    def require_secure_transport(self, secure: bool, what: str) -> None:
+        """SDES keys travel only over TLS (RFC 4568 §8.3); 488 otherwise (fail closed)."""
+        if not secure and not self.settings.sdes_over_udp:
+            raise NotAcceptable(f"{what} without TLS: SDES keys travel only over TLS")
+
     def _create(self, request: RequestView) -> Reply | Relay:
         offer, identity, auth = self._authenticate(request)
+        with self._authenticated():
+            return self._create_as(request, offer, identity, auth)
+
+    def _create_as(
+        self, request: RequestView, offer: Offer, identity: str, auth: KmsAuth | None
+    ) -> Reply | Relay:
         if self.settings.creators and identity not in self.settings.creators:
             raise Forbidden("not allowed to create a conference")
         if auth is not None:
@@ -654,6 +707,17 @@ class FocusService:
 
     def _join(self, request: RequestView, conference_id: str) -> Reply | Relay:
         offer, identity, auth = self._authenticate(request)
+        with self._authenticated():
+            return self._join_as(request, conference_id, offer, identity, auth)
+
+    def _join_as(
+        self,
+        request: RequestView,
+        conference_id: str,
+        offer: Offer,
+        identity: str,
+        auth: KmsAuth | None,
+    ) -> Reply | Relay:
         if offer.uris is not None:
             raise Forbidden("the allowed set is named at creation, not on a join")
         leg = self._leg(conference_id, request.call_id)
@@ -875,6 +939,7 @@ class FocusService:
             epoch,
             None if plan is None else plan.internal,
             edge_ssrc=None if plan is None else plan.ssrc,
+            peer=Peer(request.from_tag, request.flow, request.contact),
         )
         return Relay(
             uri=self.settings.upstream_uri(conference_id),
@@ -887,7 +952,12 @@ class FocusService:
             add_headers=add,
             # In-dialog requests (either side, any node) name the conference in their Route.
             conference_id=conference_id,
+            route_mac=self.route_mac(conference_id, request.call_id, request.from_tag),
         )
+
+    def route_mac(self, conference_id: str, call_id: str, caller_tag: str) -> str:
+        """The MAC our Record-Route carries beside ``sc-conf`` (secconf.core.gate.route_mac)."""
+        return route_mac(self.route_key, conference_id, call_id, caller_tag)
 
     # -- replies ------------------------------------------------------------------
 
@@ -926,11 +996,17 @@ class FocusService:
             from .dialout import dialout_answered
 
             return dialout_answered(self, reply, state), ()
+        if state.peer is None or reply.flow is None or not reply.to_tag:
+            raise NotAcceptable("a 2xx without the dialog's peers: not recorded, not keyed")
+        peers = DialogPeers(
+            participant=state.peer, mixer=Peer(reply.to_tag, reply.flow, reply.contact)
+        )
         answered = self.store.answered(
             state.conference_id,
             reply.call_id,
             media=dialog_media(state.streams, state.external, state.internal, state.edge_ssrc),
             epoch=state.epoch if state.mode == OfferMode.KMS.value else None,
+            peers=peers.to_json(),
         )
         external = state.external
         epoch = answered.group_key.epoch
@@ -959,18 +1035,37 @@ class FocusService:
         headers = ((CONFERENCE_HEADER, f"<{state.conference_uri}>"),)
         return bytes(body), headers
 
-    def unkeyed_answer(self, call_id: str, state_json: str | None) -> bytes:
+    def unkeyed_answer(
+        self, call_id: str, state_json: str | None, reply: ReplyView | None = None
+    ) -> bytes:
         """The body replacing an answer that could not be keyed.
 
-        An initial INVITE's dialog is released; a re-INVITE's is kept (its leg
-        stays on the epoch it had) and the failure is reported.
+        An initial INVITE's dialog is released (roster, SSRCs, edge leg), and only its peers
+        are kept (:meth:`~secconf.store.conferences.ConferenceStore.closing`) so that the
+        ACK and BYE of the stream-less call still pass between its two sides; a re-INVITE's
+        dialog is kept (its leg stays on the epoch it had) and the failure is reported.
         """
         state = None if state_json is None else TransactionState.from_json(state_json)
         if state is not None and state.kind == "reinvite":
             self._report_rekey_failure(call_id, state, 200, "answer could not be keyed")
         else:
             self.on_failure(call_id, state_json)
+            if state is not None and reply is not None:
+                self._keep_closing(call_id, state, reply)
         return rejected_answer(() if state is None else state.sections)
+
+    def _keep_closing(self, call_id: str, state: TransactionState, reply: ReplyView) -> None:
+        if state.peer is None or reply.flow is None or not reply.to_tag:
+            return
+        answerer = Peer(reply.to_tag, reply.flow, reply.contact)
+        if state.kind == "dialout":
+            peers = DialogPeers(participant=answerer, mixer=state.peer)
+        else:
+            peers = DialogPeers(participant=state.peer, mixer=answerer)
+        try:
+            self.store.closing(state.conference_id, call_id, peers.to_json())
+        except SecconfError as exc:
+            self.log("err", f"secconf: closing dialog not recorded: {exc.message}")
 
     def on_failure(self, call_id: str, state_json: str | None, status: int = 0) -> None:
         """The INVITE failed (or was cancelled): release the roster entry and the edge leg.
@@ -1009,7 +1104,9 @@ class FocusService:
 
     # -- re-INVITEs in a conference dialog and rekeying -------------------------------
 
-    def on_reinvite(self, request: RequestView, record: DialogRecord, *, downstream: bool) -> Relay:
+    def on_reinvite(
+        self, request: RequestView, record: DialogRecord, *, from_participant: bool
+    ) -> Relay:
         """A re-INVITE in a conference dialog: its offer rewritten, never relayed clear.
 
         From the mixer (the rekey trigger, DESIGN.md §2): the offer goes to the
@@ -1024,10 +1121,7 @@ class FocusService:
         record's mode) from the mixer: :meth:`_kms_reinvite`.  Nothing is
         written here.
         """
-        if record.dialout:
-            # The mixer called the participant: the mixer is the dialog's caller, so
-            # rr's "downstream" (from the caller) is the mixer here.
-            downstream = not downstream
+        downstream = from_participant  # the gate decided it from the recorded peers
         if record.state != "up" or not record.media:
             raise NotAcceptable("re-INVITE before the dialog was answered")
         info = self.store.get(record.conference_id)
@@ -1478,11 +1572,18 @@ class FocusService:
 
     # -- refusals -----------------------------------------------------------------
 
-    def refusal(self, error: SecconfError) -> Reply:
-        """The SIP answer for *error*, with a Warning (RFC 3261 §20.43) naming the reason."""
+    def refusal(self, error: SecconfError, *, detailed: bool | None = None) -> Reply:
+        """The SIP answer for *error*.
+
+        A Warning (RFC 3261 §20.43) naming the reason only for an authenticated sender
+        (*detailed*, default: ``error.detailed``, set by :meth:`_authenticated`); anyone else
+        gets the status code alone (the reason is in the log).
+        """
         status = error.status_code if 300 <= error.status_code < 700 else 500
         headers: list[tuple[str, str]] = []
-        if status != 500:
+        if detailed is None:
+            detailed = error.detailed
+        if status != 500 and detailed:
             headers.append(("Warning", warning_header(self.settings.server_name, error)))
         if status == 503:
             headers.append(("Retry-After", "1"))

@@ -84,7 +84,6 @@ class Settings:
     kek_id: str
     edge_url: str | None
     edge_timeout: float
-    relay_other: bool
     server_name: str
     edge_token: str | None = field(default=None, repr=False)
     kms: KmsSettings | None = None
@@ -105,6 +104,12 @@ class Settings:
     #: KMS (MIKEY-TICKET) users: the focus calls them in KMS mode (its own TRANSFER_INIT),
     #: everyone else in SDES mode.  Without ``mixed_modes`` the conference's mode decides.
     dialout_kms_users: frozenset[str] = frozenset()
+    #: ``[lab] sdes_over_udp``: SDES keys (the group key) on plain UDP/TCP. Off by default and
+    #: refused (488) then: RFC 4568 §8.3 wants SDES on a secure transport. Lab use only.
+    sdes_over_udp: bool = False
+    #: ``[limits]``: concurrent dialogs per identity, REFERs per member per minute.
+    dialogs_per_identity: int = 4
+    refers_per_minute: int = 6
 
     @property
     def kms_mode(self) -> bool:
@@ -143,6 +148,11 @@ def load_settings(
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise SettingsError(f"cannot read {config_path}: {exc}") from None
     base = config_path.parent
+    if data.get("focus", {}).get("relay_other"):
+        raise SettingsError(
+            "[focus] relay_other was removed: the focus relays nothing it did not authorize; "
+            "run a general proxy beside it (docs/security.md)"
+        )
     try:
         factory = re.compile(_get(data, "focus", "factory_pattern", str, "conf-factory"))
         conference = re.compile(
@@ -203,7 +213,7 @@ def load_settings(
         upstream=upstream,
         suite=SUITES[suite_name],
         max_body=_get(data, "focus", "max_body", int, 16384),
-        trusted_sources=frozenset(_get(data, "identity", "trusted_sources", list, [])),
+        trusted_sources=_trusted_sources(data),
         asserted_header=_get(data, "identity", "asserted_header", str, "P-Asserted-Identity"),
         creators=creators,
         allowed=allowed,
@@ -214,7 +224,6 @@ def load_settings(
         kek_id=_get(data, "redis", "kek_id", str, "kek-1"),
         edge_url=edge_url,
         edge_timeout=float(_get(data, "edge", "timeout", float, 0.3)),
-        relay_other=_get(data, "focus", "relay_other", bool, True),
         server_name=_get(data, "focus", "server_name", str, "secconf-focus"),
         edge_token=edge_token,
         kms=kms,
@@ -226,7 +235,46 @@ def load_settings(
         mixed_modes=_get(data, "policy", "mixed_modes", bool, False),
         dialout_contacts=_dialout_contacts(data),
         dialout_kms_users=_dialout_kms_users(data, kms),
+        sdes_over_udp=_get(data, "lab", "sdes_over_udp", bool, False),
+        dialogs_per_identity=_bounded(data, "limits", "dialogs_per_identity", 4, 1, 1000),
+        refers_per_minute=_bounded(data, "limits", "refers_per_minute", 6, 1, 600),
     )
+
+
+def _bounded(data: Mapping[str, Any], section: str, key: str, default: int, low: int,
+             high: int) -> int:  # fmt: skip
+    value: int = _get(data, section, key, int, default)
+    if not low <= value <= high:
+        raise SettingsError(f"[{section}] {key} must be in {low}..{high}")
+    return value
+
+
+_FLOW_RE = re.compile(r"^(udp|tcp|tls):(\[[0-9a-fA-F:.]+\]|[0-9.]+)(?::([0-9]{1,5}))?$")
+
+
+def _trusted_sources(data: Mapping[str, Any]) -> frozenset[str]:
+    """``[identity] trusted_sources = ["udp:192.0.2.5:5060", "tls:192.0.2.6"]``.
+
+    RFC 3325 §5: P-Asserted-Identity is believed only from a trusted element.  An entry
+    names the transport and the address, and should name the port: an address alone would
+    let any process on that host assert any identity (a warning at start says so).  The
+    stored form is ``transport:address:port`` or ``transport:address:*``.  Default: none.
+    """
+    entries = _get(data, "identity", "trusted_sources", list, [])
+    found = set()
+    for entry in entries:
+        match = _FLOW_RE.match(entry) if isinstance(entry, str) else None
+        if match is None:
+            raise SettingsError(
+                f"[identity] trusted_sources: {entry!r} is not transport:address[:port] "
+                '(e.g. "udp:192.0.2.5:5060"; a bare address is no longer accepted)'
+            )
+        transport, address, port = match.groups()
+        address = address.strip("[]").lower()
+        if port is not None and not 1 <= int(port) <= 65535:
+            raise SettingsError(f"[identity] trusted_sources: {entry!r} has no valid port")
+        found.add(f"{transport}:{address}:{port or '*'}")
+    return frozenset(found)
 
 
 def _dialout_kms_users(data: Mapping[str, Any], kms: KmsSettings | None) -> frozenset[str]:

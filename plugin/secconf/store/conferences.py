@@ -150,6 +150,9 @@ class DialogRecord:
     mode: str = ""  # how this leg is keyed ("sdes"/"kms"; "" in records older than this field)
     #: a dial-out dialog (the mixer called the participant: the mixer is the dialog's caller)
     dialout: bool = False
+    #: both sides' tags, flows and contacts, recorded at the 2xx (secconf.core.gate.DialogPeers
+    #: JSON; no key material): in-dialog requests are accepted only from them
+    peers: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,28 +253,28 @@ redis.call('EXPIRE', KEYS[4], ARGV[4])
 return redis.call('HGET', KEYS[1], 'epoch')
 """
 
-# KEYS: dialog, conf, ssrcs; ARGV: dialog_id, media JSON, leg epoch, ssrc...
+# KEYS: dialog, conf, ssrcs; ARGV: dialog_id, media JSON, leg epoch, peers JSON, ssrc...
 # A dial-out's 2xx: its SSRCs (from the participant's answer) checked and registered,
-# the dialog marked up on *epoch*.  A collision writes nothing.
+# the dialog marked up on *epoch* with its peers.  A collision writes nothing.
 _DIALOUT_ANSWERED = """
 if redis.call('HGET', KEYS[1], 'dialout') ~= '1' then return 'no-dialog' end
 if redis.call('HGET', KEYS[2], 'state') ~= 'active' then return 'not-found' end
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local holder = redis.call('HGET', KEYS[3], ARGV[i])
   if holder and holder ~= ARGV[1] then return 'ssrc' end
 end
 local ssrcs = {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[1])
   ssrcs[#ssrcs + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[1], 'state', 'up', 'media', ARGV[2], 'epoch', ARGV[3],
-  'ssrcs', table.concat(ssrcs, ','))
+  'peers', ARGV[4], 'ssrcs', table.concat(ssrcs, ','))
 return 'ok'
 """
 
-# KEYS: dialog, conf, epochs; ARGV: media JSON, leg epoch ('' = the current one).
-# Marks the dialog up; returns it with the current epoch's key.
+# KEYS: dialog, conf, epochs; ARGV: media JSON, leg epoch ('' = the current one), peers JSON.
+# Marks the dialog up with its peers; returns it with the current epoch's key.
 _ANSWERED = """
 local d = redis.call('HMGET', KEYS[1], 'conference', 'identity', 'leg', 'ssrcs', 'creator')
 if not d[1] then return {'no-dialog'} end
@@ -281,7 +284,7 @@ local blob = redis.call('HGET', KEYS[3], c[2])
 if not blob then return {'no-key'} end
 local epoch = ARGV[2]
 if epoch == '' then epoch = c[2] end
-redis.call('HSET', KEYS[1], 'state', 'up', 'media', ARGV[1], 'epoch', epoch)
+redis.call('HSET', KEYS[1], 'state', 'up', 'media', ARGV[1], 'epoch', epoch, 'peers', ARGV[3])
 return {'ok', d[1], d[2], d[3], d[4], d[5], c[2], c[3], blob}
 """
 
@@ -612,6 +615,7 @@ class ConferenceStore:
         media: str,
         epoch: int,
         ssrcs: Sequence[int] = (),
+        peers: str = "",
     ) -> None:
         """A dial-out's 2xx passed: its SSRCs registered, the dialog up on *epoch*.
 
@@ -625,7 +629,7 @@ class ConferenceStore:
             self.conference_key(conference_id),
             self.conference_key(conference_id, "ssrcs"),
         ]
-        args: list[Any] = [dialog_id(call_id), media, int(epoch), *ssrc_list]
+        args: list[Any] = [dialog_id(call_id), media, int(epoch), peers, *ssrc_list]
         with redis_errors("record a dial-out's answer"):
             result = _text(self._dialout_answered(keys=keys, args=args))
         if result == "ssrc":
@@ -639,7 +643,13 @@ class ConferenceStore:
         return f"{self._prefix}:dialout:{conference_id}"
 
     def answered(
-        self, conference_id: str, call_id: str, *, media: str = "", epoch: int | None = None
+        self,
+        conference_id: str,
+        call_id: str,
+        *,
+        media: str = "",
+        epoch: int | None = None,
+        peers: str = "",
     ) -> Answered:
         """Mark the dialog up (its 2xx passed) and return the conference's current key.
 
@@ -653,7 +663,7 @@ class ConferenceStore:
             self.conference_key(conference_id),
             self.conference_key(conference_id, "epochs"),
         ]
-        args: list[Any] = [media, "" if epoch is None else int(epoch)]
+        args: list[Any] = [media, "" if epoch is None else int(epoch), peers]
         with redis_errors("read the conference key"):
             raw = cast(list[bytes], self._answered(keys=keys, args=args))
         status = _text(raw[0])
@@ -678,6 +688,7 @@ class ConferenceStore:
             creator == "1",
             epoch if leg_epoch is None else int(leg_epoch),
             media,
+            peers=peers,
         )
         return Answered(record, key)
 
@@ -705,6 +716,33 @@ class ConferenceStore:
         conference_id, identity, leg, ssrcs, creator, state = (_text(item) for item in raw[1:7])
         record = DialogRecord(conference_id, identity, leg, state, _ssrcs(ssrcs), creator == "1")
         return Released(record, int(raw[7]) == 1)
+
+    def closing(self, conference_id: str, call_id: str, peers: str, ttl: int = 300) -> None:
+        """Keep only a dialog's peers after its answer was refused (every stream rejected).
+
+        The SIP dialog still exists between the two sides (a proxy cannot turn a 2xx into a
+        failure, RFC 3261 §16.7): its ACK and BYE must reach the other side, and only from
+        its peers.  The record has no member, key or leg; it expires after *ttl* seconds or
+        goes with the BYE (:meth:`forget_closing`).
+        """
+        key = self.dialog_key(conference_id, call_id)
+        with redis_errors("record a closing dialog"):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.delete(key)
+            pipe.hset(
+                key,
+                mapping={
+                    "conference": conference_id, "identity": "", "leg": "",
+                    "state": "closing", "peers": peers,
+                },
+            )  # fmt: skip
+            pipe.expire(key, ttl)
+            pipe.execute()
+
+    def forget_closing(self, conference_id: str, call_id: str) -> None:
+        """The BYE of a closing dialog passed: its record goes."""
+        with redis_errors("forget a closing dialog"):
+            self._redis.delete(self.dialog_key(conference_id, call_id))
 
     def add_epoch(
         self, conference_id: str, group_key: GroupKey, ticket: bytes | None = None
@@ -927,6 +965,7 @@ class ConferenceStore:
                 fields.get("media", ""),
                 fields.get("mode", ""),
                 fields.get("dialout") == "1",
+                fields.get("peers", ""),
             )
         except (KeyError, ValueError):
             raise CorruptRecord("dialog record incomplete") from None
