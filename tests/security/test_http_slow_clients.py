@@ -90,7 +90,9 @@ def _address(url: str) -> tuple[str, int]:
 
 
 @pytest.fixture(scope="module")
-def kms(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kms]:
+def guarded_kms(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Kms]:
     redis_server.ensure_ready()
     workdir = tmp_path_factory.mktemp("slow-kms")
     process = KmsProcess(
@@ -103,7 +105,7 @@ def kms(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="module")
-def edge(edge_factory: EdgeFactory) -> Iterator[RunningEdge]:
+def guarded_edge(edge_factory: EdgeFactory) -> Iterator[RunningEdge]:
     running = edge_factory.start(http=HTTP)
     yield running
     running.stop()
@@ -196,7 +198,10 @@ def connect(address: tuple[str, int], source: str) -> socket.socket:
 
 
 @pytest.mark.slow
-def test_kms_issues_a_ticket_in_under_a_second_next_to_1000_idle_connections(kms: Kms) -> None:
+def test_kms_issues_a_ticket_in_under_a_second_next_to_1000_idle_connections(
+    guarded_kms: Kms,
+) -> None:
+    kms = guarded_kms
     assert kms.ticket() < LEGIT_DEADLINE  # warm (and proves the set-up)
     with Idle() as idle:
         idle.open(kms.address, 1000, ATTACKERS)
@@ -210,8 +215,9 @@ def test_kms_issues_a_ticket_in_under_a_second_next_to_1000_idle_connections(kms
 
 @pytest.mark.slow
 def test_edge_answers_its_api_in_under_a_second_next_to_1000_idle_connections(
-    edge: RunningEdge,
+    guarded_edge: RunningEdge,
 ) -> None:
+    edge = guarded_edge
     assert edge_call(edge, "warm") < LEGIT_DEADLINE
     address = _address(edge.url)
     with Idle() as idle:
@@ -237,12 +243,12 @@ class Target:
 @pytest.fixture(params=["kms", "edge"])
 def target(request: pytest.FixtureRequest) -> Target:
     if request.param == "kms":
-        service: Kms = request.getfixturevalue("kms")
+        service: Kms = request.getfixturevalue("guarded_kms")
         return Target(
             service.address,
             b"POST /mikey/v1/request HTTP/1.1\r\nHost: x\r\nContent-Type: application/mikey\r\n",
         )
-    running: RunningEdge = request.getfixturevalue("edge")
+    running: RunningEdge = request.getfixturevalue("guarded_edge")
     return Target(
         _address(running.url),
         b"POST /v1/legs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -325,9 +331,10 @@ def test_the_connection_over_the_per_source_cap_is_closed_at_once(target: Target
 
 @pytest.mark.slow
 def test_an_attacker_on_the_clients_own_address_locks_out_only_that_address(
-    kms: Kms, edge: RunningEdge
+    guarded_kms: Kms, guarded_edge: RunningEdge
 ) -> None:
     """The documented limit: the per-source cap cannot tell two clients on one address apart."""
+    kms, edge = guarded_kms, guarded_edge
     with Idle() as on_kms, Idle() as on_edge:
         on_kms.open(kms.address, PER_SOURCE, ["127.0.0.1"])
         on_edge.open(_address(edge.url), PER_SOURCE, ["127.0.0.1"])
