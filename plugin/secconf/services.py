@@ -216,10 +216,18 @@ def _toml_value(value: object) -> str:
     return repr(value)
 
 
+def _toml_table(name: str, values: Mapping[str, object]) -> list[str]:
+    """``[name]`` and its ``key = value`` lines (nothing when *values* is empty)."""
+    if not values:
+        return []
+    return ["", f"[{name}]", *(f"{key} = {_toml_value(value)}" for key, value in values.items())]
+
+
 class EdgeProcess:
     """``secconf edge serve`` on loopback (control API on a kernel-chosen port, state in memory).
 
-    *settings* override keys of the ``[edge]`` table.  The process dies with this one
+    *settings* override keys of the ``[edge]`` table, *http* sets keys of its ``[http]`` table
+    (docs/edge.md "Slow and greedy clients").  The process dies with this one
     (``setpriv --pdeathsig TERM``).  Inside the context (or after :meth:`start`):
     ``url``, ``token``, ``token_file``, ``lines`` (its stderr up to "listening on"),
     ``get(path)`` (authenticated read of the control API).  Raises :class:`ServiceError`
@@ -234,10 +242,12 @@ class EdgeProcess:
         *,
         deadline: float = 15.0,
         settings: Mapping[str, object] | None = None,
+        http: Mapping[str, object] | None = None,
     ) -> None:
         self.workdir = workdir
         self.deadline = deadline
         self.settings = dict(settings or {})
+        self.http = dict(http or {})
         self.url = ""
         self.token = ""
         self.token_file = workdir / "edge-token"
@@ -279,6 +289,7 @@ class EdgeProcess:
         values.update(self.settings)
         lines = ["[edge]", *(f"{key} = {_toml_value(value)}" for key, value in values.items())]
         lines += ["", "[verify]", "settle = 0.3", "deadline = 5.0", "min_packets = 10"]
+        lines += _toml_table("http", self.http)
         path = self.workdir / "edge.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -317,7 +328,8 @@ class KmsProcess:
 
     Inside the context (or after :meth:`start`): ``url``, ``identity``, ``config``
     and :meth:`add_user`, which provisions an identity with a fresh PSK file the
-    way an operator does (``secconf kms user add``).  The process dies with this
+    way an operator does (``secconf kms user add``).  *http* sets keys of the
+    ``[http]`` table (docs/kms.md "Slow and greedy clients").  The process dies with this
     one (``setpriv --pdeathsig TERM``); :class:`ServiceError` if it does not say
     "listening on" within *deadline* seconds.
     """
@@ -330,12 +342,14 @@ class KmsProcess:
         identity: str = "sip:kms.example.invalid",
         prefix: str = "secconf-kms",
         deadline: float = 15.0,
+        http: Mapping[str, object] | None = None,
     ) -> None:
         self.workdir = workdir
         self.redis_url = redis_url
         self.identity = identity
         self.prefix = prefix
         self.deadline = deadline
+        self.http = dict(http or {})
         self.config = workdir / "kms.toml"
         self.url = ""
         self.lines: list[str] = []
@@ -358,6 +372,7 @@ class KmsProcess:
             "[redis]\n"
             f"url = {_toml_value(self.redis_url)}\ntimeout = 0.5\n"
             f"prefix = {_toml_value(self.prefix)}\n"
+            + "".join(line + "\n" for line in _toml_table("http", self.http))
         )
         self.lines = []
         self.process, url = _serve("kms", self.config, self.deadline, self.lines)

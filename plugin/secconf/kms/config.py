@@ -9,8 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import SecconfError
+from ..httpguard import HttpLimits
 
-__all__ = ["ConfigError", "KmsConfig", "load_config"]
+__all__ = ["HTTP_DEFAULTS", "ConfigError", "KmsConfig", "load_config"]
+
+#: The KMS's ``[http]`` defaults (docs/kms.md "Slow and greedy clients").
+HTTP_DEFAULTS = HttpLimits(keep_alive_timeout=5)
 
 
 class ConfigError(SecconfError):
@@ -29,6 +33,7 @@ class KmsConfig:
     redis_prefix: str
     clock_skew: float
     max_ticket_lifetime: float
+    http: HttpLimits = HTTP_DEFAULTS
 
 
 def _get(table: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
@@ -51,8 +56,13 @@ def load_config(path: str | Path) -> KmsConfig:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     kms = data.get("kms", {})
     redis = data.get("redis", {})
-    if not isinstance(kms, dict) or not isinstance(redis, dict):
-        raise ConfigError("[kms] and [redis] must be tables")
+    http = data.get("http", {})
+    if not isinstance(kms, dict) or not isinstance(redis, dict) or not isinstance(http, dict):
+        raise ConfigError("[kms], [redis] and [http] must be tables")
+    try:
+        http_limits = HTTP_DEFAULTS.updated(http)
+    except ValueError as exc:
+        raise ConfigError(f"[http]: {exc}") from None
     kek_file = Path(_get(kms, "kek_file", str))
     if not kek_file.is_absolute():
         kek_file = path.parent / kek_file
@@ -67,6 +77,7 @@ def load_config(path: str | Path) -> KmsConfig:
         redis_prefix=_get(redis, "prefix", str, "secconf"),
         clock_skew=_get(kms, "clock_skew", float, 60.0),
         max_ticket_lifetime=_get(kms, "max_ticket_lifetime", float, 86400.0),
+        http=http_limits,
     )
     if not 0 <= config.port <= 65535:
         raise ConfigError("port must be 0..65535")

@@ -9,6 +9,7 @@ import sys
 
 import uvicorn
 
+from ..httpguard import guarded_config
 from ..store import KeyWrapper, connect, load_key_file
 from .app import build_app
 from .config import KmsConfig
@@ -43,15 +44,8 @@ async def serve(config: KmsConfig) -> None:
         max_ticket_lifetime=config.max_ticket_lifetime,
     )
     server = _Server(
-        uvicorn.Config(
-            build_app(service),
-            host=config.listen,
-            port=config.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_keep_alive=5,
-            limit_concurrency=512,
+        guarded_config(
+            build_app(service), host=config.listen, port=config.port, limits=config.http, log=log
         )
     )
     try:

@@ -13,10 +13,21 @@ from typing import Any
 
 from ..core.edge import VerifyPolicy
 from ..core.errors import SecconfError
+from ..httpguard import HttpLimits
 
-__all__ = ["EdgeConfig", "EdgeConfigError", "RedisSettings", "load_config", "load_token"]
+__all__ = [
+    "HTTP_DEFAULTS",
+    "EdgeConfig",
+    "EdgeConfigError",
+    "RedisSettings",
+    "load_config",
+    "load_token",
+]
 
 INTERNAL_MODES = ("rtp", "srtp")
+#: The control API's ``[http]`` defaults (docs/edge.md "Slow and greedy clients"); the Kamailio
+#: workers keep one connection each alive between INVITEs.
+HTTP_DEFAULTS = HttpLimits(keep_alive_timeout=30)
 
 
 class EdgeConfigError(SecconfError):
@@ -49,6 +60,7 @@ class EdgeConfig:
     tick: float = 0.1
     verify: VerifyPolicy = field(default_factory=VerifyPolicy)
     redis: RedisSettings | None = None
+    http: HttpLimits = HTTP_DEFAULTS
 
     def __post_init__(self) -> None:
         if self.internal_mode not in INTERNAL_MODES:
@@ -76,6 +88,11 @@ class EdgeConfig:
     @property
     def advertise(self) -> str:
         return self.participant_advertise or self.participant_host
+
+    @property
+    def media_fds(self) -> int:
+        """File descriptors the media sockets may take: the port range (0 if the kernel picks)."""
+        return self.port_max - self.port_min + 1 if self.port_min else 0
 
 
 def load_token(path: Path) -> str:
@@ -127,8 +144,13 @@ def load_config(path: str | Path) -> EdgeConfig:
     edge = data.get("edge", {})
     verify = data.get("verify", {})
     redis = data.get("redis")
-    if not isinstance(edge, dict) or not isinstance(verify, dict):
-        raise EdgeConfigError("[edge] and [verify] must be tables")
+    http = data.get("http", {})
+    if not isinstance(edge, dict) or not isinstance(verify, dict) or not isinstance(http, dict):
+        raise EdgeConfigError("[edge], [verify] and [http] must be tables")
+    try:
+        http_limits = HTTP_DEFAULTS.updated(http)
+    except ValueError as exc:
+        raise EdgeConfigError(f"[http]: {exc}") from None
     redis_settings = None
     if redis is not None:
         if not isinstance(redis, dict):
@@ -168,4 +190,5 @@ def load_config(path: str | Path) -> EdgeConfig:
         tick=_get(edge, "tick", float, 0.1),
         verify=policy,
         redis=redis_settings,
+        http=http_limits,
     )

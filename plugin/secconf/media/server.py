@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 
+from ..httpguard import guarded_config
 from ..store import KeyWrapper, connect, load_key_file
 from .api import build_app
 from .config import EdgeConfig, EdgeConfigError, load_token
@@ -96,16 +97,13 @@ class Edge:
     async def start_api(self, *, embedded: bool = True) -> tuple[str, int]:
         """Serve the API on this loop; returns the bound (host, port)."""
         self.server = _Server(
-            uvicorn.Config(
+            guarded_config(
                 self.app,
                 host=self.config.listen,
                 port=self.config.port,
-                log_level="warning",
-                access_log=False,
-                lifespan="off",
-                timeout_keep_alive=30,
-                limit_concurrency=256,
-                backlog=256,
+                limits=self.config.http,
+                log=log,
+                reserve_fds=self.config.media_fds,
             ),
             signals=not embedded,
         )
