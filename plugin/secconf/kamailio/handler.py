@@ -26,6 +26,7 @@ from typing import Any
 from secconf.core.errors import Forbidden, SecconfError
 from secconf.store.conferences import ConferenceStore, connect_blocking
 from secconf.store.keywrap import KeyWrapper, load_key_file
+from secconf.store.nonces import DigestNonces
 from secconf.store.replay import BlockingReplayCache
 from secconf.store.sip_users import SipUserStore
 
@@ -105,6 +106,7 @@ class SecconfKemi:
             replay=replay,
             sip_users=SipUserStore(client, self._wrapper, self.settings.redis_prefix),
             digest_key=digest_secret(self._kek),
+            nonces=DigestNonces(client, self.settings.redis_prefix),
             timer=timer,
         )
         return 0
