@@ -142,7 +142,13 @@ def test_register_challenges_and_refuses_then_accepts(dialout_focus: Focus) -> N
                 assert "address of record" in focus.server.refusal(other.get("Call-ID") or "")
             finally:
                 await dave.close()
-            assert focus.snapshot(ours_only=True) == before  # registrations are not in Redis
+            # Registrations are not in Redis.  Bob's credentials were proven before the AOR
+            # check refused them, so their nonce-count is spent (one P:nonce: record, TTL'd);
+            # nothing else was written.
+            after = focus.snapshot(ours_only=True)
+            spent = [key.decode() for key in after.keys() - before.keys()]
+            assert [key.split("{")[0] for key in spent] == [f"{focus.prefix}:nonce:"]
+            assert {key: after[key] for key in before} == before
             ok = await bob.register(registrar(focus), credentials=_user(BOB), timeout=5)
             assert ok.status == 200, ok.status
             assert any(str(bob.local_port) in value for value in ok.get_all("Contact"))

@@ -154,7 +154,8 @@ def test_wrong_password_is_403_and_stale_nonce_is_challenged_again(
 
             # A nonce the focus issued 100 s ago for this call: stale -> a new challenge.
             call_id = "stale-nonce@127.0.0.1"
-            old = digest.make_nonce(digest_secret(kek), int(time.time()) - 100, call_id)
+            flow = digest.flow_binding(call_id, "127.0.0.1", alice.local_port, "udp")
+            old = digest.make_nonce(digest_secret(kek), int(time.time()) - 100, flow, bytes(12))
             stale = digest.DigestChallenge(REALM, old, "SHA-256", ("auth",), False, None)
             target = focus.target("conf-factory")
             authorization = digest.respond(
@@ -174,7 +175,8 @@ def test_wrong_password_is_403_and_stale_nonce_is_challenged_again(
             ]
             assert all(c.stale for c in fresh)
             # A nonce minted for another call is not accepted either (new challenge, not stale).
-            other = digest.make_nonce(digest_secret(kek), int(time.time()), "another-call")
+            another = digest.flow_binding("another-call", "127.0.0.1", alice.local_port, "udp")
+            other = digest.make_nonce(digest_secret(kek), int(time.time()), another, bytes(12))
             forged = digest.respond(
                 digest.DigestChallenge(REALM, other, "SHA-256", ("auth",), False, None),
                 username="alice", password=PASSWORDS[ALICE], method="INVITE", uri=target,

@@ -35,6 +35,7 @@ from secconf.core.gate import (
 )
 from secconf.store.conferences import ConferenceStore, DialogRecord, connect_blocking
 from secconf.store.keywrap import KeyWrapper, load_key_file
+from secconf.store.nonces import DigestNonces
 from secconf.store.replay import BlockingReplayCache
 from secconf.store.sip_users import SipUserStore
 
@@ -132,6 +133,7 @@ class SecconfKemi:
             sip_users=SipUserStore(client, self._wrapper, self.settings.redis_prefix),
             digest_key=digest_secret(self._kek),
             route_key=route_secret(self._kek),
+            nonces=DigestNonces(client, self.settings.redis_prefix),
             timer=timer,
         )
         return 0

@@ -21,7 +21,7 @@ answers before ``save`` runs.
 
 from __future__ import annotations
 
-from secconf.core.digest import challenge, make_nonce
+from secconf.core.digest import challenge
 from secconf.core.errors import Forbidden, MalformedMessage, ProtocolError, SecconfError
 from secconf.core.focus import normalize_identity
 
@@ -35,13 +35,17 @@ REGISTER_HEADERS = ("Authorization", "To")
 
 
 class RegistrationRequired(ProtocolError):
-    """No (usable, fresh) credentials on a REGISTER: 401 with a new challenge (RFC 3261 §22.2)."""
+    """No (usable, fresh) credentials on a REGISTER: 401 with a new challenge (RFC 3261 §22.2).
+
+    *nonce* is the new challenge's, minted for the REGISTER's Call-ID and flow.
+    """
 
     status_code = 401
     reason = "Unauthorized"
 
-    def __init__(self, message: str, *, stale: bool = False, call_id: str = "") -> None:
+    def __init__(self, message: str, *, nonce: str, stale: bool = False, call_id: str = "") -> None:
         super().__init__(message)
+        self.nonce = nonce
         self.stale = stale
         self.call_id = call_id
 
@@ -50,8 +54,10 @@ def register_identity(service: FocusService, request: RequestView) -> str:
     """The identity a REGISTER is accepted for, or a refusal (nothing written).
 
     RFC 3261 §10.3: step 3 authentication (digest, ``Authorization``; 401
-    when missing, for another realm or algorithm, or with a nonce that is not
-    ours or not for this Call-ID; ``stale=true`` when expired), step 4
+    when missing, for another realm or algorithm, with a nonce that is not
+    ours or not for this Call-ID and flow, or a replay: a nonce-count not
+    above the last one accepted with that nonce; ``stale=true`` when
+    expired), step 4
     authorisation (the To URI must be the authenticated identity, 403), and
     the digest ``uri`` must be the Request-URI (403).  Wrong password and
     unknown user both give 403 "digest authentication failed" (no user
@@ -82,9 +88,8 @@ def register_refusal(service: FocusService, error: SecconfError) -> Reply:
     digest = service.settings.digest
     if not isinstance(error, RegistrationRequired) or digest is None:
         return reply
-    nonce = make_nonce(service.digest_key, int(service.clock()), error.call_id)
     challenges = tuple(
-        ("WWW-Authenticate", challenge(digest.realm, nonce, algorithm, stale=error.stale))
+        ("WWW-Authenticate", challenge(digest.realm, error.nonce, algorithm, stale=error.stale))
         for algorithm in digest.algorithms
     )
     return Reply(reply.status, reply.reason, reply.headers + challenges)

@@ -33,9 +33,12 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from secconf.core.digest import (
+    NONCE_SALT_BYTES,
     challenge,
     check_nonce,
+    flow_binding,
     make_nonce,
+    nonce_count,
     parse_credentials,
     verify,
 )
@@ -100,6 +103,7 @@ from secconf.store.conferences import (
     dialog_id,
 )
 from secconf.store.errors import Conflict
+from secconf.store.nonces import DigestNonces
 from secconf.store.replay import BlockingReplayCache
 from secconf.store.sip_users import SipUserStore
 
@@ -126,13 +130,18 @@ class Retransmission(SecconfError):
 
 
 class AuthenticationRequired(ProtocolError):
-    """No (usable, fresh) digest credentials: 407 with a new challenge (RFC 3261 §22.3)."""
+    """No (usable, fresh) digest credentials: 407 with a new challenge (RFC 3261 §22.3).
+
+    *nonce* is the new challenge's, minted for the request's Call-ID and flow
+    (:meth:`FocusService.digest_identity`).
+    """
 
     status_code = 407
     reason = "Proxy Authentication Required"
 
-    def __init__(self, message: str, *, stale: bool = False, call_id: str = "") -> None:
+    def __init__(self, message: str, *, nonce: str, stale: bool = False, call_id: str = "") -> None:
         super().__init__(message)
+        self.nonce = nonce
         self.stale = stale
         self.call_id = call_id
 
@@ -141,7 +150,7 @@ class DigestChallenge(Protocol):
     """What :meth:`FocusService.digest_identity` raises for a new challenge (407 or 401)."""
 
     def __call__(
-        self, message: str, *, stale: bool = False, call_id: str = ""
+        self, message: str, *, nonce: str, stale: bool = False, call_id: str = ""
     ) -> ProtocolError: ...
 
 
@@ -344,6 +353,7 @@ class FocusService:
     clock: Callable[[], float] = field(default=time.time)
     sip_users: SipUserStore | None = None
     digest_key: bytes = field(default=b"", repr=False)
+    nonces: DigestNonces | None = None  # digest nonce-counts (replays), shared in Redis
     timer: PhaseTimer | None = None  # [focus] timing: per-INVITE phase durations
     route_key: bytes = field(default=b"", repr=False)  # the Record-Route MAC (route_secret)
 
@@ -466,35 +476,44 @@ class FocusService:
         A proxy reads ``Proxy-Authorization`` and challenges with 407
         (:class:`AuthenticationRequired`); the registrar reads ``Authorization``
         and challenges with 401 (``registrar.RegistrationRequired``).  The nonce
-        is bound to the Call-ID (a captured answer cannot open another dialog)
-        and lives ``nonce_lifetime`` seconds; a stale one gets a new challenge
-        with ``stale=true``, a wrong password or unknown user 403 (the same
-        answer: no user enumeration).  The identity is ``sip:<username>@<realm>``.
+        is bound to the Call-ID and to the client's flow (source address, port,
+        transport: a captured answer neither opens another dialog nor works from
+        elsewhere: a new challenge) and lives ``nonce_lifetime`` seconds (a stale
+        one gets a new challenge with ``stale=true``).  A wrong password or
+        unknown user is 403 (the same answer: no user enumeration).  Last, once
+        the response is proven, the nonce-count is recorded in Redis, atomically
+        for every worker and node (:class:`~secconf.store.nonces.DigestNonces`):
+        a count not above the last one accepted with that nonce is a replay, a
+        new challenge with a fresh nonce (``stale`` false) and nothing else
+        happens.  Credentials without ``qop`` (RFC 2069) are 400.  The identity
+        is ``sip:<username>@<realm>``.
         """
         digest = self.settings.digest
-        if digest is None or self.sip_users is None:
+        if digest is None or self.sip_users is None or self.nonces is None:
             raise Forbidden("identity not authenticated")
+        binding = flow_binding(
+            request.call_id, request.source_ip, request.source_port, request.transport
+        )
+
+        def again(message: str, *, stale: bool = False) -> ProtocolError:
+            return self._digest_challenge(challenge_with, message, request, binding, stale=stale)
+
         value = request.headers.get(header)
         if not value:
-            raise challenge_with("credentials required", call_id=request.call_id)
+            raise again("credentials required")
         credentials = parse_credentials(value)
+        count = nonce_count(credentials.nc)
         if credentials.realm != digest.realm:
-            raise challenge_with("credentials for another realm", call_id=request.call_id)
+            raise again("credentials for another realm")
         if credentials.algorithm not in digest.algorithms:
-            raise challenge_with(
-                f"digest algorithm {credentials.algorithm} not accepted", call_id=request.call_id
-            )
+            raise again(f"digest algorithm {credentials.algorithm} not accepted")
         freshness = check_nonce(
-            self.digest_key,
-            credentials.nonce,
-            int(self.clock()),
-            digest.nonce_lifetime,
-            request.call_id,
+            self.digest_key, credentials.nonce, int(self.clock()), digest.nonce_lifetime, binding
         )
         if freshness == "stale":
-            raise challenge_with("nonce stale", stale=True, call_id=request.call_id)
+            raise again("nonce stale", stale=True)
         if freshness != "ok":
-            raise challenge_with("nonce not issued for this call", call_id=request.call_id)
+            raise again("nonce not issued for this call and flow")
         if credentials.uri != request.ruri:
             raise Forbidden("digest uri is not the Request-URI")
         try:
@@ -504,7 +523,26 @@ class FocusService:
         ha1 = self.sip_users.ha1(identity, credentials.algorithm, digest.realm)
         if ha1 is None or not verify(credentials, ha1, request.method):
             raise Forbidden("digest authentication failed")
+        # RFC 7616 §3.4: "if the same nc value is seen twice, then the request is a replay";
+        # §5.5: one-time use "effectively protects against replay attacks".
+        if not self.nonces.use(credentials.nonce, count, digest.nonce_lifetime):
+            raise again("nonce count replayed")
         return identity
+
+    def _digest_challenge(
+        self,
+        challenge_with: DigestChallenge,
+        message: str,
+        request: RequestView,
+        binding: str,
+        *,
+        stale: bool = False,
+    ) -> ProtocolError:
+        """*challenge_with* carrying a new nonce for *binding* (the request's Call-ID and flow)."""
+        nonce = make_nonce(
+            self.digest_key, int(self.clock()), binding, self.random_bytes(NONCE_SALT_BYTES)
+        )
+        return challenge_with(message, nonce=nonce, stale=stale, call_id=request.call_id)
 
     # -- KMS mode ---------------------------------------------------------------------
 
@@ -1589,7 +1627,7 @@ class FocusService:
             headers.append(("Retry-After", "1"))
         if isinstance(error, AuthenticationRequired) and self.settings.digest is not None:
             digest = self.settings.digest
-            nonce = make_nonce(self.digest_key, int(self.clock()), error.call_id)
+            nonce = error.nonce
             for algorithm in digest.algorithms:
                 headers.append(
                     (
