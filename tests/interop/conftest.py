@@ -54,6 +54,11 @@ sdes_over_udp = true
 [identity]
 trusted_sources = ["udp:127.0.0.1", "tls:127.0.0.1"]
 
+[limits]
+# Functional tests and benchmarks hold many dialogs per identity (tests/security checks the limit).
+dialogs_per_identity = 1000
+refers_per_minute = 600
+
 [policy]
 creators = ["{ALICE}"]
 allowed = ["{CAROL}", "{SIPP}", {", ".join(f'"sip:{user}@{REALM}"' for user in PHONE_USERS)}]

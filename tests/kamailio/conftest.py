@@ -58,6 +58,11 @@ sdes_over_udp = true
 trusted_sources = ["udp:127.0.0.1", "tls:127.0.0.1"]
 asserted_header = "P-Asserted-Identity"
 
+[limits]
+# Functional tests and benchmarks hold many dialogs per identity (tests/security checks the limit).
+dialogs_per_identity = 1000
+refers_per_minute = 600
+
 [policy]
 creators = ["{alice}"]
 allowed = ["{bob}", "{carol}"]
@@ -263,6 +268,7 @@ def _start_focus(
     *,
     tls: bool = False,
     mixed_modes: bool = False,
+    allow: tuple[str, ...] = (),
 ) -> Focus:
     kek = tmp / "kek"
     if not kek.exists():
@@ -270,6 +276,10 @@ def _start_focus(
     text = settings_text(kek, extra)
     if mixed_modes:
         text = text.replace("[policy]\n", "[policy]\nmixed_modes = true\n", 1)
+    if allow:  # more names in policy.allowed (tickets may name only those)
+        text = text.replace(
+            'allowed = ["', "allowed = [" + "".join(f'"{a}", ' for a in allow) + '"', 1
+        )
     upstream_port = free_udp_port()
     server = factory.start(
         text,
@@ -446,6 +456,7 @@ def start_kms_focus(
     *,
     extra: str = "",
     mixed_modes: bool = False,
+    allow: tuple[str, ...] = (),
 ) -> KmsFocus:
     """Kamailio in KMS mode driving the real edge; the KMS behind a switchable proxy
     (``focus.proxy.down``); *extra* TOML appended; :meth:`KmsFocus.stop` when done."""
@@ -460,7 +471,7 @@ def start_kms_focus(
     )
     running = _start_focus(
         kamailio_factory, redis_server, tmp, env=media_edge.focus_env,
-        extra=kms_text + extra, mixed_modes=mixed_modes,
+        extra=kms_text + extra, mixed_modes=mixed_modes, allow=allow,
     )  # fmt: skip
     return KmsFocus(
         running.server,

@@ -71,7 +71,7 @@ contacts = {{ "{BOB}" = "sip:bob@127.0.0.1:{BOB_PORT}" }}
 """
     focus = start_kms_focus(
         kamailio_factory, redis_server, tmp_path_factory.mktemp("focus-kms-dialout"),
-        media_edge, kms, extra=extra,
+        media_edge, kms, extra=extra, allow=(DAVE,),
     )  # fmt: skip
     yield focus
     focus.stop()
@@ -399,7 +399,7 @@ contacts = {{ "{BOB}" = "sip:bob@127.0.0.1:{MIXED_BOB_PORT}", "{DAVE}" = "sip:da
 """
     focus = start_kms_focus(
         kamailio_factory, redis_server, tmp_path_factory.mktemp("focus-mixed-dialout"),
-        media_edge, kms, extra=extra, mixed_modes=True,
+        media_edge, kms, extra=extra, allow=(DAVE,), mixed_modes=True,
     )  # fmt: skip
     yield focus
     focus.stop()

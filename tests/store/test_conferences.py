@@ -296,8 +296,9 @@ def test_every_key_of_a_conference_is_in_its_slot(
     store.rekey_failed("c0ffee", [("status", "488")])
     _create(store, conf="beef", call_id="call-beef")
     keys = sorted(k for k in client.scan_iter() if b"c0ffee" in k)
-    # conf, allowed, members, epochs, ssrcs, three dialogs, refer and rekey-failed streams
-    assert len(keys) == 10
+    # conf, allowed, members, epochs, ssrcs, three dialogs, refer and rekey-failed streams,
+    # and the referrer's REFER-rate counter
+    assert len(keys) == 11
     assert store.epoch_ticket("c0ffee", 2) == b"ticket"
     store.release("c0ffee", "call-out")
     store.release("c0ffee", "call-bob")

@@ -33,6 +33,7 @@ __all__ = [
     "MessageTooLarge",
     "NotAcceptable",
     "ProtocolError",
+    "RateLimited",
     "SecconfError",
     "ServiceUnavailable",
     "UnsupportedCryptoSuite",
@@ -141,6 +142,18 @@ class Forbidden(ProtocolError):
 
     status_code = 403
     reason = "Forbidden"
+
+
+class RateLimited(Forbidden):
+    """A limit on an authenticated identity (dialogs held, REFERs per minute): 403.
+
+    *retry_after* (seconds) goes into a Retry-After header (RFC 3261 §20.33): the request is
+    not forbidden for ever, only now.
+    """
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
 
 
 class ServiceUnavailable(SecconfError):

@@ -50,6 +50,7 @@ from secconf.core.errors import (
     MikeyError,
     NotAcceptable,
     ProtocolError,
+    RateLimited,
     ReplayedMessage,
     SecconfError,
     ServiceUnavailable,
@@ -648,6 +649,13 @@ class FocusService:
                 continue  # not a SIP identity: can never be authenticated on a join anyway
             if identity not in (focus, auth.identity):
                 allowed.add(identity)
+        # A ticket names the allowed set like a URI list does, and is bounded the same way:
+        # with policy.uri_list_outside = "refuse" (the default) it can only narrow
+        # policy.allowed (issue 12: tickets were not bounded at all).
+        if self.settings.uri_list_outside == "refuse":
+            outside = sorted(allowed - self.settings.allowed)
+            if outside:
+                raise Forbidden(f"{len(outside)} ticket recipients are not allowed by policy")
         return sorted(allowed)
 
     @staticmethod
@@ -680,6 +688,29 @@ class FocusService:
             return offer, auth.identity, auth
         return offer, self._identity(request), None
 
+    @contextmanager
+    def _holding(
+        self, identity: str, request: RequestView, conference_id: str | None = None
+    ) -> Iterator[None]:
+        """One more concurrent dialog for *identity* (``[limits] dialogs_per_identity``).
+
+        Counted before anything is written (a refusal is 403 with Retry-After, nothing
+        changed) and given back if the join or create then fails; a retransmission keeps
+        the count it has.  The count is per Call-ID, so a create (whose conference id is
+        only known later) counts under the factory's name.
+        """
+        key = conference_id or "factory"
+        self.store.hold_dialog(
+            identity, key, request.call_id, limit=self.settings.dialogs_per_identity
+        )
+        try:
+            yield
+        except Retransmission:
+            raise
+        except BaseException:
+            self.store.drop_dialog(identity, key, request.call_id)
+            raise
+
     def require_secure_transport(self, secure: bool, what: str) -> None:
         """SDES keys travel only over TLS (RFC 4568 §8.3); 488 otherwise (fail closed)."""
         if not secure and not self.settings.sdes_over_udp:
@@ -703,7 +734,7 @@ class FocusService:
             allowed = sorted(self.settings.allowed)
         ssrcs = self._kms_ssrcs(offer, auth)
         group_key = GroupKey.generate(1, self.settings.suite, self.random_bytes)
-        with self._remember(auth, request.call_id):
+        with self._remember(auth, request.call_id), self._holding(identity, request):
             for conference_id in self._conference_ids(request):
                 leg = self._leg(conference_id, request.call_id)
                 try:
@@ -759,7 +790,7 @@ class FocusService:
         if offer.uris is not None:
             raise Forbidden("the allowed set is named at creation, not on a join")
         leg = self._leg(conference_id, request.call_id)
-        with self._remember(auth, request.call_id):
+        with self._remember(auth, request.call_id), self._holding(identity, request, conference_id):
             try:
                 epoch = self.store.join(
                     conference_id,
@@ -872,6 +903,7 @@ class FocusService:
                 ("time", repr(float(self.clock()))),
             ),
             replay_key=replay_key,
+            per_minute=self.settings.refers_per_minute,
             replay_ttl=2 * kms_settings.skew if kms_settings is not None else 0.0,
             mode=None if self.settings.mixed_modes else mode,
         )
@@ -1130,6 +1162,12 @@ class FocusService:
             released = self.store.release(conference_id, call_id)
         except SecconfError as exc:
             self.log("err", f"secconf: release of a dialog failed: {exc.message}")
+        if released is not None and released.dialog.identity:
+            key = "factory" if released.dialog.creator else conference_id
+            try:
+                self.store.drop_dialog(released.dialog.identity, key, call_id)
+            except SecconfError as exc:
+                self.log("err", f"secconf: dialog count not released: {exc.message}")
         leg = leg or (released.dialog.leg if released is not None else None)
         if leg is not None:
             try:
@@ -1625,6 +1663,8 @@ class FocusService:
             headers.append(("Warning", warning_header(self.settings.server_name, error)))
         if status == 503:
             headers.append(("Retry-After", "1"))
+        if isinstance(error, RateLimited):
+            headers.append(("Retry-After", str(error.retry_after)))
         if isinstance(error, AuthenticationRequired) and self.settings.digest is not None:
             digest = self.settings.digest
             nonce = error.nonce

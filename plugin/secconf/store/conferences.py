@@ -76,6 +76,7 @@ import redis
 from secconf.core.errors import (
     Forbidden,
     NotAcceptable,
+    RateLimited,
     ReplayedMessage,
     ServiceUnavailable,
 )
@@ -356,9 +357,31 @@ if c[1] ~= 'active' then return 'not-found' end
 if ARGV[5] ~= '' and c[2] ~= ARGV[5] then return 'mode' end
 if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then return 'not-member' end
 if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 0 then return 'target' end
+local sent = tonumber(redis.call('GET', KEYS[5]) or '0')
+if sent >= tonumber(ARGV[6]) then return 'rate:' .. redis.call('PTTL', KEYS[5]) end
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
-return redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+local id = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
+redis.call('INCR', KEYS[5])
+if sent == 0 then redis.call('PEXPIRE', KEYS[5], 60000) end
+return id
+"""
+
+# KEYS: the identity's dialogs (a sorted set); ARGV: member, limit, max age in ms.
+# One more concurrent dialog for an identity, or 'full:<ms until the oldest ages out>'.
+# Members older than the max age are dropped first (a BYE that never came).
+_HOLD_DIALOG = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 'ok' end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return 'full:' .. (tonumber(oldest[2]) + tonumber(ARGV[3]) - now)
+end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 'ok'
 """
 
 # KEYS: conf, epochs; ARGV: new epoch, wrapped key, wrapped ticket ('' = none).
@@ -419,6 +442,7 @@ class ConferenceStore:
         self._rekey_failed = client.register_script(_REKEY_FAILED)
         self._dialout = client.register_script(_DIALOUT)
         self._dialout_answered = client.register_script(_DIALOUT_ANSWERED)
+        self._hold_dialog = client.register_script(_HOLD_DIALOG)
 
     def __repr__(self) -> str:
         return f"ConferenceStore(prefix={self._prefix!r})"
@@ -830,6 +854,7 @@ class ConferenceStore:
         replay_ttl: float = 0.0,
         max_entries: int = REFER_STREAM_MAX,
         mode: str | None = None,
+        per_minute: int = 1_000_000,
     ) -> str:
         """Append an accepted REFER to the conference's stream; return the entry id.
 
@@ -852,12 +877,15 @@ class ConferenceStore:
             self.conference_key(conference_id, "allowed"),
             self.conference_key(conference_id, "members"),
             self.refer_stream_key(conference_id),
+            self.conference_key(conference_id, f"refer-rate:{dialog_id(referrer)}"),
         ]
         ttl_ms = max(1, math.ceil(replay_ttl * 1000)) if replay_key else 0
         flat: list[str] = ["referrer", referrer, "target", target]
         for name, value in fields:
             flat += [name, value]
-        args: list[Any] = [referrer, target, ttl_ms, int(max_entries), mode or "", *flat]
+        args: list[Any] = [
+            referrer, target, ttl_ms, int(max_entries), mode or "", int(per_minute), *flat,
+        ]  # fmt: skip
         if replay_key:
             with redis_errors("check a REFER for replay"):
                 fresh = self._redis.set(replay_key, b"1", nx=True, px=ttl_ms)
@@ -870,8 +898,15 @@ class ConferenceStore:
             if replay_key:
                 self._forget_replay(replay_key)
             raise
-        if replay_key and result in ("not-found", "not-member", "target", "mode"):
+        if replay_key and (
+            result in ("not-found", "not-member", "target", "mode") or result.startswith("rate:")
+        ):
             self._forget_replay(replay_key)
+        if result.startswith("rate:"):
+            wait_ms = int(result.split(":", 1)[1] or 0)
+            raise RateLimited(
+                f"more than {per_minute} REFERs a minute", math.ceil(max(wait_ms, 1) / 1000)
+            )
         if result == "not-found":
             raise ConferenceNotFound("no such conference")
         if result == "not-member":
@@ -883,6 +918,42 @@ class ConferenceStore:
         if result == "replay":
             raise ReplayedMessage("MIKEY message replayed")
         return result
+
+    def identity_key(self, identity: str) -> str:
+        """``P:ident:{<hash>}``: the conference dialogs an identity holds (its own slot)."""
+        return f"{self._prefix}:ident:{{{dialog_id(identity)}}}"
+
+    def hold_dialog(
+        self, identity: str, conference_id: str, call_id: str, *, limit: int, max_age: int = 86400
+    ) -> None:
+        """Count one more concurrent dialog for *identity*, or :class:`RateLimited`.
+
+        A retransmission (the same dialog again) is no new one.  Entries older than
+        *max_age* seconds are dropped (a dialog whose end was never seen); the key
+        expires with the newest entry.  One round trip, one slot (the identity's).
+        """
+        check_identity(identity, "identity")
+        member = f"{conference_id}/{dialog_id(call_id)}"
+        with redis_errors("count an identity's dialogs"):
+            result = _text(
+                self._hold_dialog(
+                    keys=[self.identity_key(identity)],
+                    args=[member, int(limit), int(max_age) * 1000],
+                )
+            )
+        if result.startswith("full:"):
+            wait_ms = int(result.split(":", 1)[1] or 0)
+            raise RateLimited(
+                f"{identity} holds {limit} conference dialogs already",
+                math.ceil(max(wait_ms, 1000) / 1000),
+            )
+
+    def drop_dialog(self, identity: str, conference_id: str, call_id: str) -> None:
+        """The dialog ended: it no longer counts for *identity* (idempotent)."""
+        if not identity:
+            return
+        with redis_errors("release an identity's dialog"):
+            self._redis.zrem(self.identity_key(identity), f"{conference_id}/{dialog_id(call_id)}")
 
     def _forget_replay(self, replay_key: str) -> None:
         """Undo the replay-cache entry of a REFER that was then refused (best effort)."""
