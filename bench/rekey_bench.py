@@ -278,6 +278,7 @@ def main() -> None:
                         "SECCONF_REDIS_URL": redis.url,
                         "SECCONF_UPSTREAM": f"sip:127.0.0.1:{asterisk.sip_port}",
                         **edge.focus_env,
+                        **asterisk.focus_env,  # the join tokens' shared secret
                     },
                     children=4,
                 )

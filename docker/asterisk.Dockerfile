@@ -21,8 +21,10 @@ RUN apt-get update \
     && install -d -o asterisk -g asterisk /run/asterisk \
     && chown -R asterisk:asterisk /etc/asterisk /var/lib/asterisk /var/log/asterisk \
        /var/spool/asterisk /var/cache/asterisk /run/asterisk
-# Only the renderer (standard library only) and the templates.
+# Only the renderer, the sans-IO core whose join-token MAC (core/mixer_token.py, standard
+# library only) derives Asterisk's keys, and the templates.
 COPY plugin/secconf/__init__.py /opt/secconf/src/plugin/secconf/__init__.py
+COPY plugin/secconf/core/ /opt/secconf/src/plugin/secconf/core/
 COPY plugin/secconf/asterisk/__init__.py plugin/secconf/asterisk/config.py /opt/secconf/src/plugin/secconf/asterisk/
 COPY config/asterisk/ /opt/secconf/src/config/asterisk/
 COPY dialplan/ /opt/secconf/src/dialplan/

@@ -9,6 +9,7 @@
 #   edge-token   bearer token of the media edge's control API  (secconf edge init-token)
 #   ami-secret   Asterisk manager password for the watcher
 #   focus.psk    the focus's PSK at the KMS (KMS mode)
+#   mixer-token  the join-token secret of Kamailio's module and Asterisk's dialplan
 #   tls/         throwaway CA, Kamailio's certificate and key  (secconf tls init)
 # every private file mode 0600, then hands them to uid 10001, the user every secconf
 # image runs as (the key loaders refuse files that group or others may read).
@@ -52,6 +53,11 @@ if [[ ! -e $dir/focus.psk ]]; then
     "$dir/focus.psk"
   echo "wrote a new focus PSK to $dir/focus.psk (mode 0600)"
 fi
+if [[ ! -e $dir/mixer-token ]]; then
+  "$python" -c 'import sys; from secconf.store import generate_key_file; generate_key_file(sys.argv[1], "mixer token secret")' \
+    "$dir/mixer-token"
+  echo "wrote a new mixer join-token secret to $dir/mixer-token (mode 0600)"
+fi
 if [[ ! -e $dir/tls/ca.pem ]]; then
   hosts=(--host "$public_host")
   for extra in "$domain" localhost 127.0.0.1; do
@@ -59,7 +65,7 @@ if [[ ! -e $dir/tls/ca.pem ]]; then
   done
   "$secconf" tls init "$dir/tls" "${hosts[@]}"
 fi
-chmod 0600 "$dir/kek" "$dir/edge-token" "$dir/ami-secret" "$dir/focus.psk" \
+chmod 0600 "$dir/kek" "$dir/edge-token" "$dir/ami-secret" "$dir/focus.psk" "$dir/mixer-token" \
   "$dir/tls/ca.key" "$dir/tls/server.key"
 
 if [[ -n $owner ]]; then

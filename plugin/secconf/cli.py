@@ -330,7 +330,8 @@ def _add_kms_client_options(parser: argparse.ArgumentParser) -> None:
 def _focus_settings(args: argparse.Namespace) -> Any:
     from secconf.kamailio.settings import load_settings
 
-    return load_settings(args.config)
+    # Redis, the KEK, the edge: the mixer's join-token secret is the module's alone.
+    return load_settings(args.config, mixer_token=False)
 
 
 def _cmd_focus_rekey(args: argparse.Namespace) -> int:

@@ -107,6 +107,7 @@ mixed_modes = true                   # SDES phones may join alice's KMS-mode con
 
 [upstream]
 uri = "sip:127.0.0.1:9"              # SECCONF_UPSTREAM: Asterisk
+# token_secret_file: SECCONF_MIXER_TOKEN_FILE (the secret shared with Asterisk)
 
 [redis]
 url = "redis://127.0.0.1:1/0"        # SECCONF_REDIS_URL
@@ -343,6 +344,7 @@ def _services(console: Console, workdir: Path) -> Iterator[Services]:
                 "SECCONF_REDIS_URL": redis.url,
                 "SECCONF_UPSTREAM": f"sip:127.0.0.1:{asterisk.sip_port}",
                 **edge.focus_env,
+                **asterisk.focus_env,  # the join tokens' shared secret
             },
             tls_dir=tls.directory,
             children=4,

@@ -19,6 +19,7 @@ import sys
 import sysconfig
 import threading
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (editable install)
+#: The module's override of ``[upstream] token_secret_file`` (secconf.kamailio.settings).
+MIXER_TOKEN_ENV = "SECCONF_MIXER_TOKEN_FILE"  # noqa: S105 - a variable name
 
 
 class ServiceError(RuntimeError):
@@ -486,6 +489,12 @@ class KamailioProcess:
     *config* is another cfg (a benchmark's native relay), *debug* its log level and
     *memory* its shared/private memory in MiB.
 
+    The module needs the secret it shares with the mixer for the join tokens
+    (``[upstream] token_secret_file``): pass the mixer's as ``SECCONF_MIXER_TOKEN_FILE``
+    in *env* (:attr:`AsteriskProcess.focus_env`).  Without it in *env* or in the
+    settings, :meth:`start` makes a fresh one in *workdir* (mode 0600) and sets that
+    variable: enough for a stand-in mixer that checks no token.
+
     With *tls_dir* (a directory as :func:`secconf.tlsca.init_ca` writes it) Kamailio
     also listens for SIP over TLS on 127.0.0.1:``tls_port`` (``-A WITH_TLS``, the
     shipped ``tls.cfg`` rendered into *workdir* with that directory's files).
@@ -595,6 +604,7 @@ class KamailioProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.settings_toml is not None:
             self.settings_path.write_text(self.settings_toml)
+        self._mixer_token()
         if self.tls_dir is not None:
             kamailio_tls_config(self.tls_dir, self.tls_config_path)
         if self.port:
@@ -617,6 +627,23 @@ class KamailioProcess:
             self.tls_port = tls_port
             return
         raise ServiceError(f"kamailio: no free port after 5 attempts: {last}")
+
+    def _mixer_token(self) -> None:
+        """A join-token secret for the module if neither *env* nor the settings name one."""
+        if MIXER_TOKEN_ENV in self.env:
+            return
+        try:
+            named = tomllib.loads(self.settings_path.read_text()).get("upstream", {})
+        except (OSError, tomllib.TOMLDecodeError):
+            named = {}  # Kamailio's module reports the unusable file itself
+        if isinstance(named, dict) and named.get("token_secret_file"):
+            return
+        from .store import generate_key_file
+
+        path = self.workdir / "mixer-token"
+        if not path.exists():
+            generate_key_file(path, "mixer token secret")
+        self.env[MIXER_TOKEN_ENV] = str(path)
 
     def _launch(self, port: int, tls_port: int = 0) -> None:
         with self.log_path.open("ab") as log:
@@ -793,16 +820,27 @@ class AsteriskProcess:
     Asterisk reports FullyBooted.  :meth:`start` picks free ports the first time and
     reuses them after :meth:`stop`.  Inside the context: ``sip_port``, ``ami_port``,
     ``ami_user``, ``ami_secret``, ``rtp_range``.
+
+    The join-token secret shared with the Kamailio module is *mixer_token_file*
+    (default: ``<tree>-mixer-token`` next to the tree, outside the chroot), made
+    (32 random bytes, hex, mode 0600) if missing; only the keys derived from it are
+    rendered into the tree.  :attr:`focus_env` points the module at it.
     """
 
     RTP_PORTS = 200
 
     def __init__(
-        self, tree: Path, *, deadline: float = 20.0, system_name: str = "secconf-demo"
+        self,
+        tree: Path,
+        *,
+        deadline: float = 20.0,
+        system_name: str = "secconf-demo",
+        mixer_token_file: Path | None = None,
     ) -> None:
         self.tree = tree
         self.deadline = deadline
         self.system_name = system_name
+        self.mixer_token_file = mixer_token_file or tree.parent / f"{tree.name}-mixer-token"
         self.sip_port = 0
         self.ami_port = 0
         self.kamailio_port = 0
@@ -832,15 +870,30 @@ class AsteriskProcess:
         except OSError:
             return ""
 
+    @property
+    def focus_env(self) -> dict[str, str]:
+        """The Kamailio module's environment override that gives it this mixer's secret."""
+        return {MIXER_TOKEN_ENV: str(self.mixer_token_file)}
+
+    def mixer_token_secret(self) -> bytes:
+        """The join-token secret (made on first use); for the module and the tests only."""
+        from .store import generate_key_file, load_key_file
+
+        if not self.mixer_token_file.exists():
+            self.mixer_token_file.parent.mkdir(parents=True, exist_ok=True)
+            generate_key_file(self.mixer_token_file, "mixer token secret")
+        return load_key_file(self.mixer_token_file, "mixer token secret")
+
     def configure(self, kamailio_port: int | None = None) -> None:
         """Render the project's config with this server's ports into the tree."""
-        from .asterisk.config import render
+        from .asterisk.config import MIXER_TOKEN_SECRET, render
 
         if self.etc.exists():
             shutil.rmtree(self.etc)
         render(
             self.etc,
             {
+                MIXER_TOKEN_SECRET: self.mixer_token_secret(),
                 "SYSTEM_NAME": self.system_name,
                 "SIP_HOST": "127.0.0.1",
                 "SIP_PORT": self.sip_port,

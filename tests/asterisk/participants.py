@@ -1,14 +1,21 @@
-"""Plain-RTP SIP participants calling straight into Asterisk (no Kamailio, no edge yet)."""
+"""Plain-RTP SIP participants calling straight into Asterisk (no Kamailio, no edge yet).
+
+They stand in for the module: each join carries the join token it would add
+(:func:`secconf.core.mixer_token.make_token` with the session Asterisk's secret),
+since the dialplan bridges nothing without one (tests/security/test_mixer_token.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import re
+import secrets
 import time
 from dataclasses import dataclass, field
 
 from secconf.client.sip import Answer, Call, IncomingRequest, UserAgent
+from secconf.core.mixer_token import HEADER, MixerTokenKeys, make_token
 
 CODECS = {"0": "PCMU", "8": "PCMA", "3": "GSM", "5": "DVI4"}
 
@@ -61,11 +68,18 @@ class Participant:
         self._version += 1
         return Answer(200, audio_sdp(self.rtp_port, chosen, self._version), "application/sdp")
 
-    async def join(self, sip_port: int, conference: str) -> Call:
+    async def join(self, sip_port: int, conference: str, keys: MixerTokenKeys) -> Call:
+        """INVITE ``conf-<conference>`` with the join token the module would add."""
         target = f"sip:conf-{conference}@127.0.0.1:{sip_port}"
-        self.call = await self.ua.invite(
-            target, audio_sdp(self.rtp_port, self.supports), timeout=5.0
+        call_id = f"{secrets.token_hex(12)}@127.0.0.1"
+        token = make_token(keys, conference, call_id, time.time(), 30)
+        outgoing = self.ua.place_call(
+            target,
+            audio_sdp(self.rtp_port, self.supports),
+            extra_headers=[(HEADER, token)],
+            call_id=call_id,
         )
+        self.call = await outgoing.answered(5.0)
         return self.call
 
     async def wait_reinvites(self, count: int, timeout: float) -> int:

@@ -117,6 +117,8 @@ def running_stack(
             # Asterisk identifies Kamailio by its address (pjsip.conf [kamailio-identify]).
             "SECCONF_UPSTREAM": f"sip:127.0.0.1:{asterisk_server.sip_port}",
             **edge.focus_env,
+            # The join tokens: the module and the dialplan share this Asterisk's secret.
+            **asterisk_server.focus_env,
         },
         tls=tls,
     )

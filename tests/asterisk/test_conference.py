@@ -16,6 +16,7 @@ import pytest
 from secconf.asterisk.ami import AmiClient, AmiError, AmiSettings
 from secconf.asterisk.roster import RosterFollower
 from secconf.client.sip import SipRequestFailed
+from secconf.core.mixer_token import MixerTokenKeys
 from secconf.core.roster import Rekey, RekeyPolicy, RekeyReason, RosterTracker
 from tests.asterisk.participants import Participant, audio_sdp, offered_payload_types
 from tests.fixtures.asterisk_server import AsteriskServer
@@ -25,6 +26,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 def conference_id() -> str:
     return secrets.token_hex(8)
+
+
+def token_keys(server: AsteriskServer) -> MixerTokenKeys:
+    """The join-token keys of the session's Asterisk (the module's, derived from its secret)."""
+    return MixerTokenKeys.derive(server.mixer_token_secret())
 
 
 def ami_client(server: AsteriskServer) -> AmiClient:
@@ -74,12 +80,12 @@ def test_two_participants_join_the_roster_follows_and_a_leave_rekeys(
         alice = await Participant.start("alice", 31000)
         bob = await Participant.start("bob", 31002)
         try:
-            await alice.join(asterisk_server.sip_port, conference)
+            await alice.join(asterisk_server.sip_port, conference, token_keys(asterisk_server))
             # A 200 OK is not yet a bridge member: ConfBridge raises ConfbridgeJoin when the
             # channel enters the bridge, and the first member's entry (which creates the
             # bridge) can come after a quick second one's.  Let Alice be in first.
             await wait_for(lambda: len(tracker.members(conference)) == 1, 5.0, "Alice's join")
-            await bob.join(asterisk_server.sip_port, conference)
+            await bob.join(asterisk_server.sip_port, conference, token_keys(asterisk_server))
             await wait_for(lambda: len(tracker.members(conference)) == 2, 5.0, "two ConfbridgeJoin")
             joins = [e for e in events if e["Event"] == "ConfbridgeJoin"]
             assert [(e["Conference"], e["CallerIDNum"]) for e in joins] == [
@@ -138,7 +144,7 @@ def test_every_rekey_refresh_makes_asterisk_send_a_reinvite(
         await ami.start()
         alice = await Participant.start("alice", 31010, supports=supports, answers=answers)
         try:
-            await alice.join(asterisk_server.sip_port, conference)
+            await alice.join(asterisk_server.sip_port, conference, token_keys(asterisk_server))
             await wait_for(lambda: len(joins) == 1, 5.0, "ConfbridgeJoin")
             channel = joins[0]["Channel"]
             for n in range(1, 4):
@@ -175,7 +181,7 @@ def test_plain_session_refresh_is_skipped_once_the_topology_is_equal(
         await ami.start()
         alice = await Participant.start("alice", 31020, supports=["0", "8"], answers="all")
         try:
-            await alice.join(asterisk_server.sip_port, conference)
+            await alice.join(asterisk_server.sip_port, conference, token_keys(asterisk_server))
             await wait_for(lambda: len(joins) == 1, 5.0, "ConfbridgeJoin")
             await ami.session_refresh(joins[0]["Channel"])
             assert await alice.wait_reinvites(1, 1.0) == 0

@@ -107,7 +107,9 @@ def test_two_watchers_share_the_refer_stream_each_entry_once(
 
     generate_key_file(tmp_path / "kek")
     (tmp_path / "focus.toml").write_text(FOCUS)
-    focus = load_settings(tmp_path / "focus.toml", env={"SECCONF_REDIS_URL": redis_url})
+    focus = load_settings(
+        tmp_path / "focus.toml", env={"SECCONF_REDIS_URL": redis_url}, mixer_token=False
+    )
     conference = "0123456789abcdef"
 
     async def scenario() -> None:

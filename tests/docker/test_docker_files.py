@@ -34,7 +34,9 @@ DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
 SECCONF_IMAGE = "secconf/services:"
-SECRET_FILES = ["kek", "edge-token", "ami-secret", "focus.psk", "tls/server.key", "tls/ca.key"]
+SECRET_FILES = [
+    "kek", "edge-token", "ami-secret", "focus.psk", "mixer-token", "tls/server.key", "tls/ca.key",
+]  # fmt: skip
 TIMEOUT = 60
 
 
@@ -224,6 +226,7 @@ def test_asterisk_entrypoint_renders_with_the_project_renderer() -> None:
     script = (DOCKER / "asterisk-entrypoint.sh").read_text()
     assert "python3 -m secconf.asterisk.config /etc/asterisk" in script
     assert '--file "AMI_SECRET=' in script
+    assert '--file "MIXER_TOKEN_SECRET=' in script
     result = subprocess.run(["sh", "-n", str(DOCKER / "asterisk-entrypoint.sh")],
                             capture_output=True, timeout=TIMEOUT, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -235,12 +238,21 @@ def test_asterisk_renderer_reads_the_secret_from_a_file(tmp_path: Path) -> None:
     secret = tmp_path / "ami"
     secret.write_text("s3cret-from-file\n")
     secret.chmod(0o600)
-    assert main([str(tmp_path / "etc"), "SIP_PORT=5999", "--file", f"AMI_SECRET={secret}"]) == 0
+    token = tmp_path / "mixer-token"
+    token.write_text("ab" * 32 + "\n")
+    token.chmod(0o600)
+    with_token = ["--file", f"MIXER_TOKEN_SECRET={token}"]
+    assert main([str(tmp_path / "etc"), "SIP_PORT=5999", "--file", f"AMI_SECRET={secret}",
+                 *with_token]) == 0  # fmt: skip
     manager = tmp_path / "etc" / "manager.conf"
     assert "secret = s3cret-from-file" in manager.read_text()
     assert stat.S_IMODE(manager.stat().st_mode) == 0o600
+    keys = tmp_path / "etc" / "secconf-mixer-token.key"
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+    assert "ab" * 32 not in keys.read_text()  # derived keys only, never the secret
     (tmp_path / "empty").write_text("")
-    assert main([str(tmp_path / "etc2"), "--file", f"AMI_SECRET={tmp_path / 'empty'}"]) == 2
+    assert main([str(tmp_path / "etc2"), "--file", f"AMI_SECRET={tmp_path / 'empty'}",
+                 *with_token]) == 2  # fmt: skip
 
 
 def test_mounted_configuration_files_exist_and_are_read_only(compose: dict[str, Any]) -> None:

@@ -97,9 +97,16 @@ def kemi(tmp_path: Path) -> tuple[SecconfKemi, FakeKsr]:
 
     kek = tmp_path / "kek"
     generate_key_file(kek)
+    generate_key_file(tmp_path / "mixer-token")
     config = tmp_path / "s.toml"
     config.write_text(settings_text(kek))
-    settings = load_settings(config, env={"SECCONF_REDIS_URL": "redis://127.0.0.1:1/0"})
+    settings = load_settings(
+        config,
+        env={
+            "SECCONF_REDIS_URL": "redis://127.0.0.1:1/0",
+            "SECCONF_MIXER_TOKEN_FILE": str(tmp_path / "mixer-token"),
+        },
+    )
     ksr = FakeKsr(pvs=dict(REQUEST_PVS))
     handler = SecconfKemi(ksr, settings, bytes(32))
     assert handler.child_init(1) == 0
@@ -242,9 +249,14 @@ def test_dialout_kms_users_need_kms_mode_and_choose_the_leg_mode(tmp_path: Path)
     from dataclasses import replace
 
     from secconf.kamailio.dialout import dialout_mode
+    from secconf.store import generate_key_file
 
     config = tmp_path / "s.toml"
-    base = '[focus]\ndomain = "d"\n[upstream]\nuri = "sip:127.0.0.1:9"\n[redis]\nkek_file = "k"\n'
+    generate_key_file(tmp_path / "mixer-token")
+    base = (
+        '[focus]\ndomain = "d"\n[upstream]\nuri = "sip:127.0.0.1:9"\n'
+        'token_secret_file = "mixer-token"\n[redis]\nkek_file = "k"\n'
+    )
     config.write_text(base + '[dialout]\nkms_users = ["sip:dave@example.com"]\n')
     env = {"SECCONF_REDIS_URL": "redis://127.0.0.1:1/0"}
     with pytest.raises(SettingsError, match=r"\[dialout\] kms_users needs \[kms\]"):

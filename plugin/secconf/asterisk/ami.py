@@ -344,7 +344,10 @@ class AmiClient:
         try:
             result = await self.action({"Action": "ConfbridgeList", "Conference": conference})
         except AmiError as exc:
-            if "no active conferences" in str(exc).lower() or "not found" in str(exc).lower():
+            # "No active conferences." (none at all) or "No Conference by that name found."
+            # (others exist): both mean nobody is in *conference*.
+            message = str(exc).lower()
+            if "no active conferences" in message or "no conference by that name" in message:
                 return []
             raise
         messages = result if isinstance(result, list) else [result]

@@ -156,7 +156,10 @@ def load_watcher_settings(
     if not focus_path:
         raise WatcherConfigError("[watcher] focus_config (the Kamailio module's TOML) is required")
     focus_file = Path(focus_path)
-    focus = load_focus_settings(focus_file if focus_file.is_absolute() else base / focus_file, env)
+    # The watcher relays no INVITE to the mixer: it never reads the join-token secret.
+    focus = load_focus_settings(
+        focus_file if focus_file.is_absolute() else base / focus_file, env, mixer_token=False
+    )
     secret = environ.get("SECCONF_AMI_SECRET", "")
     secret_file = environ.get("SECCONF_AMI_SECRET_FILE") or ami.get("secret_file")
     if not secret and secret_file:

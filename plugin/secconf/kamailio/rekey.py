@@ -65,7 +65,7 @@ def rekey(
     ``ServiceUnavailable`` (Redis, the KMS or the edge down, or the KMS
     refused the group ticket: nothing changed).
     """
-    settings = settings or load_settings()
+    settings = settings or load_settings(mixer_token=False)  # no INVITE to the mixer here
     service = build_service(settings, load_key_file(settings.kek_file))
     client = service.store.client
     try:

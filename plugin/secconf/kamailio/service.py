@@ -111,6 +111,8 @@ from secconf.store.sip_users import SipUserStore
 from .adapter import Relay, Reply, ReplyView, RequestView
 from .edge_control import EdgeControl, LegAddresses, LegPlan, switch_at_answer
 from .kms import TicketResolver
+from .mixer_token import HEADER as MIXER_TOKEN_HEADER
+from .mixer_token import token_header
 from .settings import Settings
 from .timing import PhaseTimer
 
@@ -1017,9 +1019,13 @@ class FocusService:
             state=state.to_json(),
             on_reply=ON_REPLY,
             on_failure=ON_FAILURE,
-            # RFC 3261 §22.3: the focus consumes the credentials of its realm.
-            remove_headers=remove,
-            add_headers=add,
+            # RFC 3261 §22.3: the focus consumes the credentials of its realm.  The mixer
+            # bridges only with the focus's join token (docs/asterisk.md, "Join tokens").
+            remove_headers=(*remove, MIXER_TOKEN_HEADER),
+            add_headers=(
+                *add,
+                token_header(self.settings, conference_id, request.call_id, self.clock()),
+            ),
             # In-dialog requests (either side, any node) name the conference in their Route.
             conference_id=conference_id,
             route_mac=self.route_mac(conference_id, request.call_id, request.from_tag),

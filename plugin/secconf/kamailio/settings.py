@@ -1,9 +1,9 @@
 """Configuration of the Kamailio module: a TOML file, a few values overridable from the environment.
 
 The file's path comes from ``SECCONF_KAMAILIO_CONFIG`` (see docs/kamailio.md
-for every key).  ``SECCONF_REDIS_URL``, ``SECCONF_UPSTREAM`` and
-``SECCONF_EDGE_URL`` override the file, so one shipped file serves several
-deployments (and the tests).
+for every key).  ``SECCONF_REDIS_URL``, ``SECCONF_UPSTREAM``,
+``SECCONF_EDGE_URL`` and ``SECCONF_MIXER_TOKEN_FILE`` override the file, so one
+shipped file serves several deployments (and the tests).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 from secconf.core.errors import SecconfError
 from secconf.core.focus import normalize_identity
+from secconf.core.mixer_token import MixerTokenError, MixerTokenKeys
 from secconf.core.sdes import SUITES, CryptoSuite
 from secconf.core.sip.uri import SipUri
 from secconf.media.config import load_token
@@ -26,6 +27,7 @@ from secconf.store.redis_url import RedisUrlError, parse_redis_url
 
 __all__ = [
     "ENV_CONFIG",
+    "ENV_MIXER_TOKEN",
     "DigestSettings",
     "KmsSettings",
     "Settings",
@@ -34,6 +36,10 @@ __all__ = [
 ]
 
 ENV_CONFIG = "SECCONF_KAMAILIO_CONFIG"
+#: Overrides ``[upstream] token_secret_file`` (the lab launchers pass the mixer's secret so).
+ENV_MIXER_TOKEN = "SECCONF_MIXER_TOKEN_FILE"  # noqa: S105 - a variable name
+#: ``[upstream] token_ttl`` bounds, seconds.
+MIXER_TOKEN_TTL_RANGE = (1, 300)
 
 
 class SettingsError(ValueError):
@@ -110,6 +116,13 @@ class Settings:
     #: ``[limits]``: concurrent dialogs per identity, REFERs per member per minute.
     dialogs_per_identity: int = 4
     refers_per_minute: int = 6
+    #: ``[upstream] token_secret_file``: the join-token keys shared with Asterisk; every INVITE
+    #: relayed to the mixer carries a token made with them (secconf.kamailio.mixer_token).
+    #: Required by :func:`load_settings`; ``None`` only in a hand-made Settings, where the
+    #: relay then fails closed (503).
+    mixer_token: MixerTokenKeys | None = field(default=None, repr=False)
+    #: ``[upstream] token_ttl``: seconds a join token stays valid (Asterisk's clock).
+    mixer_token_ttl: int = 30
 
     @property
     def kms_mode(self) -> bool:
@@ -133,9 +146,17 @@ def _get(table: Mapping[str, Any], section: str, key: str, kind: type, default: 
 
 
 def load_settings(
-    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    mixer_token: bool = True,
 ) -> Settings:
-    """Read the TOML file at *path* (default: ``$SECCONF_KAMAILIO_CONFIG``)."""
+    """Read the TOML file at *path* (default: ``$SECCONF_KAMAILIO_CONFIG``).
+
+    *mixer_token* (the module: always) requires and reads ``[upstream]
+    token_secret_file``; the watcher and the CLI, which relay no INVITE to the mixer,
+    pass False and never read the secret (``Settings.mixer_token`` is then None).
+    """
     environ = os.environ if env is None else env
     if path is None:
         path = environ.get(ENV_CONFIG)
@@ -205,6 +226,9 @@ def load_settings(
     uri_list_outside = _get(data, "policy", "uri_list_outside", str, "refuse")
     if uri_list_outside not in ("refuse", "accept"):
         raise SettingsError('[policy] uri_list_outside is "refuse" or "accept"')
+    dialout_contacts = _dialout_contacts(data)
+    dialout_kms_users = _dialout_kms_users(data, kms)
+    token_keys, token_ttl = _mixer_token(data, environ, base) if mixer_token else (None, 30)
     return Settings(
         factory=factory,
         conference=conference,
@@ -233,8 +257,10 @@ def load_settings(
         uri_list_outside=uri_list_outside,
         timing=_get(data, "focus", "timing", bool, False),
         mixed_modes=_get(data, "policy", "mixed_modes", bool, False),
-        dialout_contacts=_dialout_contacts(data),
-        dialout_kms_users=_dialout_kms_users(data, kms),
+        dialout_contacts=dialout_contacts,
+        dialout_kms_users=dialout_kms_users,
+        mixer_token=token_keys,
+        mixer_token_ttl=token_ttl,
         sdes_over_udp=_get(data, "lab", "sdes_over_udp", bool, False),
         dialogs_per_identity=_bounded(data, "limits", "dialogs_per_identity", 4, 1, 1000),
         refers_per_minute=_bounded(data, "limits", "refers_per_minute", 6, 1, 600),
@@ -275,6 +301,35 @@ def _trusted_sources(data: Mapping[str, Any]) -> frozenset[str]:
             raise SettingsError(f"[identity] trusted_sources: {entry!r} has no valid port")
         found.add(f"{transport}:{address}:{port or '*'}")
     return frozenset(found)
+
+
+def _mixer_token(
+    data: Mapping[str, Any], environ: Mapping[str, str], base: Path
+) -> tuple[MixerTokenKeys, int]:
+    """``[upstream] token_secret_file`` (required) and ``token_ttl``: read once, at start.
+
+    The file holds the 32-byte secret shared with Asterisk's renderer (mode 0600;
+    raw, 64 hex digits or base64).  Missing or unreadable: the module does not
+    start (fail closed).  Errors name the file, never its content.
+    """
+    text = environ.get(ENV_MIXER_TOKEN) or data.get("upstream", {}).get("token_secret_file")
+    if not text:
+        raise SettingsError(
+            f"[upstream] token_secret_file is required (or ${ENV_MIXER_TOKEN}): the secret "
+            "shared with Asterisk for the join tokens"
+        )
+    if not isinstance(text, str):
+        raise SettingsError("[upstream] token_secret_file must be a str")
+    path = Path(text) if Path(text).is_absolute() else base / text
+    try:
+        keys = MixerTokenKeys.derive(load_key_file(path, "mixer token secret"))
+    except (SecconfError, MixerTokenError) as exc:
+        raise SettingsError(f"[upstream] token_secret_file: {exc.message}") from None
+    ttl = _get(data, "upstream", "token_ttl", int, 30)
+    low, high = MIXER_TOKEN_TTL_RANGE
+    if not low <= ttl <= high:
+        raise SettingsError(f"[upstream] token_ttl must be in {low}..{high} s")
+    return keys, ttl
 
 
 def _dialout_kms_users(data: Mapping[str, Any], kms: KmsSettings | None) -> frozenset[str]:
