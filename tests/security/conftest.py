@@ -42,6 +42,11 @@ server_name = "focus.sec"
 [identity]
 trusted_sources = []
 
+[limits]
+# Low, so that tests/security/test_limits.py reaches them with a few calls.
+dialogs_per_identity = 3
+refers_per_minute = 3
+
 [digest]
 realm = "{REALM}"
 algorithms = ["SHA-256", "MD5"]

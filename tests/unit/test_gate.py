@@ -160,3 +160,13 @@ def test_route_mac_ok_takes_the_caller_tag_from_either_header() -> None:
     assert not route_mac_ok(b"j" * 32, ID, "c@h", ("caller", "y"), mac)
     assert not route_mac_ok(key, ID, "c@h", ("caller", "y"), None)
     assert not route_mac_ok(key, ID, "c@h", ("caller", "y"), mac[:-1])
+
+
+def test_identities_compare_in_their_canonical_spelling() -> None:
+    from secconf.core.focus import normalize_identity
+
+    assert normalize_identity("<sip:%62ob@Example.COM;transport=tls>") == "sip:bob@example.com"
+    assert normalize_identity("sip:b%6Fb@example.com") == "sip:bob@example.com"
+    assert normalize_identity("sip:Bob@example.com") != "sip:bob@example.com"  # user: case kept
+    with pytest.raises(MalformedSipMessage):
+        normalize_identity("sip:b%0Aob@example.com")

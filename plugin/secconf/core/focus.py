@@ -132,9 +132,12 @@ def normalize_identity(uri_text: str) -> str:
     """
     address = Address.parse(uri_text) if "<" in uri_text else Address(uri_text.strip())
     uri = address.sip_uri
-    if not uri.user:
+    # RFC 3261 §19.1.4: the user part compares after percent-decoding (``%62ob`` is ``bob``),
+    # case-sensitively; the host without case.  Refer-To and To targets go through here.
+    user = canonical_user(uri.user)
+    if not user:
         raise MalformedSipMessage("identity URI has no user part")
-    return f"{uri.scheme.lower()}:{uri.user}@{uri.bare_host.lower()}"
+    return f"{uri.scheme.lower()}:{user}@{uri.bare_host.lower()}"
 
 
 def is_trusted_source(source: Flow, trusted_sources: frozenset[str]) -> bool:
