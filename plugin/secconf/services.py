@@ -332,7 +332,8 @@ class KmsProcess:
     Inside the context (or after :meth:`start`): ``url``, ``identity``, ``config``
     and :meth:`add_user`, which provisions an identity with a fresh PSK file the
     way an operator does (``secconf kms user add``).  *http* sets keys of the
-    ``[http]`` table (docs/kms.md "Slow and greedy clients").  The process dies with this
+    ``[http]`` table (docs/kms.md "Slow and greedy clients"), *tickets* those of the
+    ``[tickets]`` table (docs/kms.md "Tickets per user").  The process dies with this
     one (``setpriv --pdeathsig TERM``); :class:`ServiceError` if it does not say
     "listening on" within *deadline* seconds.
     """
@@ -346,6 +347,7 @@ class KmsProcess:
         prefix: str = "secconf-kms",
         deadline: float = 15.0,
         http: Mapping[str, object] | None = None,
+        tickets: Mapping[str, object] | None = None,
     ) -> None:
         self.workdir = workdir
         self.redis_url = redis_url
@@ -353,6 +355,7 @@ class KmsProcess:
         self.prefix = prefix
         self.deadline = deadline
         self.http = dict(http or {})
+        self.tickets = dict(tickets or {})
         self.config = workdir / "kms.toml"
         self.url = ""
         self.lines: list[str] = []
@@ -376,6 +379,7 @@ class KmsProcess:
             f"url = {_toml_value(self.redis_url)}\ntimeout = 0.5\n"
             f"prefix = {_toml_value(self.prefix)}\n"
             + "".join(line + "\n" for line in _toml_table("http", self.http))
+            + "".join(line + "\n" for line in _toml_table("tickets", self.tickets))
         )
         self.lines = []
         self.process, url = _serve("kms", self.config, self.deadline, self.lines)

@@ -37,6 +37,9 @@ OPERATIONS: dict[str, Operation] = {
     "tickets.get": lambda u, r, t: t.get(TICKET_ID),
     "tickets.revoke": lambda u, r, t: t.revoke(TICKET_ID),
     "tickets.is_revoked": lambda u, r, t: t.is_revoked(TICKET_ID),
+    "tickets.live_count": lambda u, r, t: t.live_count(ALICE),
+    "tickets.discard": lambda u, r, t: t.discard(TICKET_ID, ALICE),
+    "replay.seen": lambda u, r, t: r.seen(b"token"),
 }
 
 

@@ -219,7 +219,9 @@ def test_sentinel_down_is_503_within_a_second() -> None:
 
 def test_kms_stores_work_on_the_cluster(redis_cluster_url: str, wrapper: KeyWrapper) -> None:
     """Users (a hash and the index, tag ``{users}``), tickets (record and marker, tag
-    ``{<id>}``) and the replay cache: their scripts stay in one slot (no CROSSSLOT)."""
+    ``{<id>}``; the initiator's index alone) and the replay cache: their scripts stay in
+    one slot (no CROSSSLOT)."""
+    from secconf.store.errors import TicketLimitReached
     from secconf.store.replay import ReplayCache
     from secconf.store.tickets import TicketRecord, TicketStore
     from secconf.store.users import UserStore
@@ -244,6 +246,15 @@ def test_kms_stores_work_on_the_cluster(redis_cluster_url: str, wrapper: KeyWrap
             await tickets.record(b"\x01\x02", record)
             await tickets.revoke(b"\x01\x02")
             assert await tickets.is_revoked(b"\x01\x02")
+            # The initiator's index (its own slot) bounds its records (theirs): no CROSSSLOT.
+            for ticket_id in (b"\x03", b"\x04"):
+                await tickets.record(ticket_id, record, limit=3)
+            with pytest.raises(TicketLimitReached):
+                await tickets.record(b"\x05", record, limit=3)
+            assert await tickets.live_count("sip:alice@example.com") == 3
+            await tickets.discard(b"\x04", "sip:alice@example.com")
+            await tickets.record(b"\x05", record, limit=3)
+            assert await tickets.get(b"\x05") == record
             replay = ReplayCache(handle)
             assert await replay.remember(b"token", 10)
             assert not await replay.remember(b"token", 10)

@@ -8,8 +8,15 @@ import math
 import time
 
 import pytest
+import redis.asyncio
 
-from secconf.store.errors import CorruptRecord, InvalidRecord, TicketExists, UnknownTicket
+from secconf.store.errors import (
+    CorruptRecord,
+    InvalidRecord,
+    TicketExists,
+    TicketLimitReached,
+    UnknownTicket,
+)
 from secconf.store.tickets import TicketRecord, TicketStore
 from tests.store.aio import client, run
 
@@ -226,3 +233,193 @@ def test_bad_margin_refused() -> None:
     for margin in (-1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="margin"):
             TicketStore(None, margin_seconds=margin)  # type: ignore[arg-type]
+
+
+# -- the bound on live records per initiator (docs/kms.md "Tickets per user") ------------
+
+ALICE, BOB = "sip:alice@example.com", "sip:bob@example.com"
+
+
+def _by(initiator: str, *, expires_in: float = 3600.0) -> TicketRecord:
+    now = time.time()
+    return TicketRecord(initiator, [BOB, ALICE], issued_at=now, expires_at=now + expires_in)
+
+
+def _ids(count: int, tag: int = 0) -> list[bytes]:
+    return [bytes([tag, n]) * 8 for n in range(count)]
+
+
+async def _snapshot(handle: redis.asyncio.Redis) -> dict[bytes, tuple[bytes | None, int]]:
+    """Every key: its DUMP and its expiry time (ms), so a changed TTL counts as a change too."""
+    return {
+        key: (await handle.dump(key), await handle.pexpiretime(key))
+        async for key in handle.scan_iter(count=100)
+    }
+
+
+def test_records_per_initiator_are_bounded_and_a_refusal_writes_nothing(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with client(redis_url) as handle:
+            tickets = TicketStore(handle, max_per_user=3, margin_seconds=60)
+            records = {ticket_id: _by(ALICE) for ticket_id in _ids(3)}
+            for ticket_id, record in records.items():
+                await tickets.record(ticket_id, record)
+            assert await tickets.live_count(ALICE) == 3
+            before = await _snapshot(handle)
+            with pytest.raises(TicketLimitReached) as caught:
+                await tickets.record(b"\xee" * 16, _by(ALICE))
+            assert (caught.value.status_code, caught.value.error_no) == (403, 12)
+            assert "alice" in caught.value.message
+            assert "3 live tickets" in caught.value.message
+            assert await _snapshot(handle) == before
+            assert await tickets.get(b"\xee" * 16) is None
+            # Another initiator has places of its own; a recipient's are not used up.
+            for ticket_id in _ids(3, tag=1):
+                await tickets.record(ticket_id, _by(BOB))
+            assert await tickets.live_count(BOB) == 3
+            # The index: every id, scored with its record's expiry, expiring with the last.
+            index = dict(await handle.zrange(tickets.index_key(ALICE), 0, -1, withscores=True))
+            expiries = {
+                ticket_id.hex().encode(): math.ceil((record.expires_at + 60) * 1000)
+                for ticket_id, record in records.items()
+            }
+            assert index == expiries
+            assert await handle.pexpiretime(tickets.index_key(ALICE)) == max(expiries.values())
+            for ticket_id in records:
+                assert (
+                    await handle.pexpiretime(tickets.key(ticket_id))
+                    == expiries[ticket_id.hex().encode()]
+                )
+
+    run(scenario)
+
+
+def test_places_come_back_when_the_records_expire(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with client(redis_url) as handle:
+            tickets = TicketStore(handle, max_per_user=2, margin_seconds=0.1)
+            first, second, third, later = _ids(4)
+            await tickets.record(first, _by(ALICE, expires_in=0.3))
+            await tickets.record(second, _by(ALICE, expires_in=0.3))
+            with pytest.raises(TicketLimitReached):
+                await tickets.record(third, _by(ALICE, expires_in=0.3))
+            await asyncio.sleep(0.6)
+            assert await tickets.get(first) is None  # Redis dropped the records...
+            assert await tickets.live_count(ALICE) == 0  # ...and their places count no more
+            await tickets.record(later, _by(ALICE))
+            index = await handle.zrange(tickets.index_key(ALICE), 0, -1)
+            assert index == [later.hex().encode()]  # the expired entries were pruned
+            assert await tickets.live_count(ALICE) == 1
+
+    run(scenario)
+
+
+def test_the_index_goes_with_its_last_record(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with client(redis_url) as handle:
+            tickets = TicketStore(handle, margin_seconds=0.1)
+            long, short = _ids(2)
+            longer = _by(ALICE, expires_in=0.5)
+            await tickets.record(long, longer)
+            await tickets.record(short, _by(ALICE, expires_in=0.2))
+            expiry = math.ceil((longer.expires_at + 0.1) * 1000)
+            assert await handle.pexpiretime(tickets.index_key(ALICE)) == expiry
+            await asyncio.sleep(0.9)
+            assert await handle.dbsize() == 0
+
+    run(scenario)
+
+
+def test_a_revoked_ticket_keeps_its_place_until_it_expires(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with client(redis_url) as handle:
+            tickets = TicketStore(handle, max_per_user=1)
+            first, second = _ids(2)
+            await tickets.record(first, _by(ALICE))
+            await tickets.revoke(first)
+            assert await tickets.get(first) is not None  # the record stays for audit...
+            with pytest.raises(TicketLimitReached):  # ...and so does its place
+                await tickets.record(second, _by(ALICE))
+
+    run(scenario)
+
+
+def test_a_limit_per_call_overrides_the_default(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with client(redis_url) as handle:
+            tickets = TicketStore(handle, max_per_user=1)
+            first, second, third = _ids(3)
+            await tickets.record(first, _by(ALICE), limit=2)
+            await tickets.record(second, _by(ALICE), limit=2)
+            with pytest.raises(TicketLimitReached):
+                await tickets.record(third, _by(ALICE), limit=2)
+            with pytest.raises(TicketLimitReached):
+                await tickets.record(third, _by(ALICE))
+            assert await tickets.live_count(ALICE) == 2
+
+    run(scenario)
+
+
+def test_concurrent_records_never_exceed_the_limit(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with client(redis_url) as handle:
+            tickets = TicketStore(handle, max_per_user=5)
+            outcomes = await asyncio.gather(
+                *(tickets.record(ticket_id, _by(ALICE)) for ticket_id in _ids(40)),
+                return_exceptions=True,
+            )
+            refused = [o for o in outcomes if isinstance(o, TicketLimitReached)]
+            assert (outcomes.count(None), len(refused)) == (5, 35)
+            recorded = [key async for key in handle.scan_iter(match="secconf:ticket:*")]
+            assert len(recorded) == 5
+            assert await handle.zcard(tickets.index_key(ALICE)) == 5
+
+    run(scenario)
+
+
+def test_a_duplicate_id_leaves_the_index_as_it_was(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with client(redis_url) as handle:
+            tickets = TicketStore(handle, max_per_user=2)
+            await tickets.record(TICKET_ID, _by(ALICE))
+            before = await _snapshot(handle)
+            for initiator in (ALICE, BOB):  # the same initiator again, or someone else
+                with pytest.raises(TicketExists):
+                    await tickets.record(TICKET_ID, _by(initiator))
+                assert await _snapshot(handle) == before
+            assert await tickets.live_count(ALICE) == 1
+            assert await tickets.live_count(BOB) == 0
+
+    run(scenario)
+
+
+def test_discard_takes_back_a_record_and_its_place(redis_url: str) -> None:
+    async def scenario() -> None:
+        async with client(redis_url) as handle:
+            tickets = TicketStore(handle, max_per_user=2)
+            await tickets.record(OTHER_ID, _by(ALICE, expires_in=60))
+            before = await _snapshot(handle)
+            await tickets.record(TICKET_ID, _by(ALICE))  # a later expiry: the index's TTL moves
+            await tickets.discard(TICKET_ID, ALICE)
+            assert await _snapshot(handle) == before  # ...and moves back
+            await tickets.discard(OTHER_ID, ALICE)
+            assert await tickets.get(TICKET_ID) is None
+            assert await handle.dbsize() == 0
+            await tickets.record(OTHER_ID, _by(ALICE))  # the places are free again
+            await tickets.record(TICKET_ID, _by(ALICE))
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("limit", [0, -1, True, 1.5, "3"])
+def test_bad_limit_refused(redis_url: str, limit: object) -> None:
+    with pytest.raises(ValueError, match="max_per_user"):
+        TicketStore(None, max_per_user=limit)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        async with client(redis_url) as handle:
+            with pytest.raises(ValueError, match="limit"):
+                await TicketStore(handle).record(TICKET_ID, _by(ALICE), limit=limit)  # type: ignore[arg-type]
+            assert await handle.dbsize() == 0
+
+    run(scenario)

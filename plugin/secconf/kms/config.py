@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import SecconfError
 from ..httpguard import HttpLimits
+from ..store._names import is_identity
+from ..store.tickets import DEFAULT_MARGIN_SECONDS, DEFAULT_MAX_PER_USER
 
 __all__ = ["HTTP_DEFAULTS", "ConfigError", "KmsConfig", "load_config"]
 
@@ -34,6 +36,15 @@ class KmsConfig:
     clock_skew: float
     max_ticket_lifetime: float
     http: HttpLimits = HTTP_DEFAULTS
+    #: ``[tickets]`` (docs/kms.md "Tickets per user"): live ticket records per initiator,
+    #: exceptions per identity, and how long a record outlives its ticket.
+    max_tickets_per_user: int = DEFAULT_MAX_PER_USER
+    max_tickets_per_identity: dict[str, int] = field(default_factory=dict)
+    ticket_record_margin: float = DEFAULT_MARGIN_SECONDS
+
+    def ticket_limit(self, identity: str) -> int:
+        """The live-ticket limit of *identity*: its own if configured, else the default."""
+        return self.max_tickets_per_identity.get(identity, self.max_tickets_per_user)
 
 
 def _get(table: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
@@ -47,6 +58,38 @@ def _get(table: dict[str, Any], key: str, kind: type, default: Any = None) -> An
     return value
 
 
+def _limit(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"[tickets] {what} must be a whole number >= 1")
+    return value
+
+
+def _tickets(table: dict[str, Any]) -> dict[str, Any]:
+    """The ``[tickets]`` settings as KmsConfig keyword arguments."""
+    unknown = set(table) - {"max_per_user", "max_per_identity", "record_margin"}
+    if unknown:
+        raise ConfigError(f"[tickets]: unknown setting {sorted(unknown)[0]!r}")
+    per_identity = table.get("max_per_identity", {})
+    if not isinstance(per_identity, dict):
+        raise ConfigError("[tickets.max_per_identity] must be a table of identity = limit")
+    for identity in per_identity:
+        if not is_identity(identity):
+            raise ConfigError("[tickets.max_per_identity]: a key is not a usable identity")
+    margin = _get(table, "record_margin", float, DEFAULT_MARGIN_SECONDS)
+    if not (math.isfinite(margin) and margin >= 0):
+        raise ConfigError("[tickets] record_margin must be a number >= 0")
+    return {
+        "max_tickets_per_user": _limit(
+            table.get("max_per_user", DEFAULT_MAX_PER_USER), "max_per_user"
+        ),
+        "max_tickets_per_identity": {
+            identity: _limit(value, f"max_per_identity for {identity!r}")
+            for identity, value in per_identity.items()
+        },
+        "ticket_record_margin": margin,
+    }
+
+
 def load_config(path: str | Path) -> KmsConfig:
     """Read and check *path*; relative ``kek_file`` paths are relative to the file."""
     path = Path(path)
@@ -57,8 +100,9 @@ def load_config(path: str | Path) -> KmsConfig:
     kms = data.get("kms", {})
     redis = data.get("redis", {})
     http = data.get("http", {})
-    if not isinstance(kms, dict) or not isinstance(redis, dict) or not isinstance(http, dict):
-        raise ConfigError("[kms], [redis] and [http] must be tables")
+    tickets = data.get("tickets", {})
+    if not all(isinstance(table, dict) for table in (kms, redis, http, tickets)):
+        raise ConfigError("[kms], [redis], [http] and [tickets] must be tables")
     try:
         http_limits = HTTP_DEFAULTS.updated(http)
     except ValueError as exc:
@@ -78,6 +122,7 @@ def load_config(path: str | Path) -> KmsConfig:
         clock_skew=_get(kms, "clock_skew", float, 60.0),
         max_ticket_lifetime=_get(kms, "max_ticket_lifetime", float, 86400.0),
         http=http_limits,
+        **_tickets(tickets),
     )
     if not 0 <= config.port <= 65535:
         raise ConfigError("port must be 0..65535")

@@ -42,6 +42,18 @@ async def serve(config: KmsConfig) -> None:
         prefix=config.redis_prefix,
         clock_skew=config.clock_skew,
         max_ticket_lifetime=config.max_ticket_lifetime,
+        max_tickets_per_user=config.max_tickets_per_user,
+        max_tickets_per_identity=config.max_tickets_per_identity,
+        ticket_record_margin=config.ticket_record_margin,
+    )
+    exceptions = len(config.max_tickets_per_identity)
+    log.info(
+        "tickets: at most %d live per user (%d identit%s with a limit of its own), "
+        "records kept %g s after expiry",
+        config.max_tickets_per_user,
+        exceptions,
+        "y" if exceptions == 1 else "ies",
+        config.ticket_record_margin,
     )
     server = _Server(
         guarded_config(

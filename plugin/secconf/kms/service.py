@@ -3,7 +3,11 @@
 Order of every handler: read and authenticate (no writes), check policy and
 the ticket (no writes), then remember the replay token and record what was
 issued, then answer.  A refusal at any step before the writes leaves Redis as
-it was.
+it was.  A Ticket Request records the ticket first (that write is refused,
+writing nothing, when the initiator holds its limit of live tickets) and
+remembers its replay token after; a plain replay is caught by a read before
+either, and a copy that loses the race to the replay cache takes its record
+back.
 """
 
 from __future__ import annotations
@@ -12,14 +16,16 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import redis.asyncio
 
 from ..core.errors import AuthenticationFailed, ReplayedMessage, TicketRejected
 from ..core.mikey import ticket as mikey_ticket
 from ..store import (
+    DEFAULT_MARGIN_SECONDS,
+    DEFAULT_MAX_PER_USER,
     KeyWrapper,
     ReplayCache,
     RevokedUser,
@@ -113,6 +119,8 @@ class KmsService:
     clock_skew: float
     grant: mikey_ticket.GrantSettings
     clock: Callable[[], float] = time.time
+    #: Live-ticket limits of particular identities (the rest: ``tickets.max_per_user``).
+    ticket_limits: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -124,18 +132,28 @@ class KmsService:
         prefix: str = "secconf",
         clock_skew: float = mikey_ticket.DEFAULT_SKEW,
         max_ticket_lifetime: float = 86400.0,
+        max_tickets_per_user: int = DEFAULT_MAX_PER_USER,
+        max_tickets_per_identity: Mapping[str, int] | None = None,
+        ticket_record_margin: float = DEFAULT_MARGIN_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> KmsService:
         return cls(
             client=client,
             identity=identity,
             users=UserStore(client, wrapper, prefix, clock=clock),
-            tickets=TicketStore(client, prefix, clock=clock),
+            tickets=TicketStore(
+                client,
+                prefix,
+                clock=clock,
+                margin_seconds=ticket_record_margin,
+                max_per_user=max_tickets_per_user,
+            ),
             replay=ReplayCache(client, prefix),
             tpks=TpkStore(client, wrapper, prefix),
             clock_skew=clock_skew,
             grant=mikey_ticket.GrantSettings(max_lifetime=max_ticket_lifetime),
             clock=clock,
+            ticket_limits=dict(max_tickets_per_identity or {}),
         )
 
     async def _psk(self, identity: str) -> bytes:
@@ -161,7 +179,8 @@ class KmsService:
         granted = mikey_ticket.grant_policy(request, self.grant, now)
         tpk_id, tpk = await self.tpks.current()
         ticket_id = secrets.token_bytes(16)
-        await self._remember(request.replay_token)
+        if await self.replay.seen(request.replay_token):
+            raise ReplayedMessage("MIKEY message replayed")
         response = mikey_ticket.issue_ticket(
             request,
             granted,
@@ -182,7 +201,15 @@ class KmsService:
                 issued_at=now,
                 expires_at=view.valid_until or now + self.grant.max_lifetime,
             ),
+            limit=self.ticket_limits.get(request.initiator),
         )
+        try:
+            await self._remember(request.replay_token)
+        except ReplayedMessage:
+            # A copy of this message got there first (two in flight at once): this
+            # ticket is never handed out, so its record must not hold a place.
+            await self.tickets.discard(ticket_id, request.initiator)
+            raise
         log.info(
             "ticket %s issued to %s for %d recipient(s)",
             ticket_id.hex(),

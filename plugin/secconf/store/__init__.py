@@ -17,6 +17,7 @@ from .errors import (
     KeyUnwrapError,
     RevokedUser,
     TicketExists,
+    TicketLimitReached,
     UnknownTicket,
     UnknownUser,
     UserExists,
@@ -24,10 +25,12 @@ from .errors import (
 from .keywrap import KeyWrapper, generate_key_file, load_key_file
 from .redis import connect, redis_errors, translate_redis_errors
 from .replay import BlockingReplayCache, ReplayCache
-from .tickets import TicketRecord, TicketStore
+from .tickets import DEFAULT_MARGIN_SECONDS, DEFAULT_MAX_PER_USER, TicketRecord, TicketStore
 from .users import UserInfo, UserStore
 
 __all__ = [
+    "DEFAULT_MARGIN_SECONDS",
+    "DEFAULT_MAX_PER_USER",
     "BlockingReplayCache",
     "Conflict",
     "CorruptRecord",
@@ -38,6 +41,7 @@ __all__ = [
     "ReplayCache",
     "RevokedUser",
     "TicketExists",
+    "TicketLimitReached",
     "TicketRecord",
     "TicketStore",
     "UnknownTicket",

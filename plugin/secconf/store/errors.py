@@ -4,7 +4,9 @@
     ├── ProtocolError
     │   └── Forbidden                 403 Forbidden
     │       ├── UnknownUser           no such KMS identity
-    │       └── RevokedUser           the identity exists but was revoked
+    │       ├── RevokedUser           the identity exists but was revoked
+    │       └── TicketLimitReached    the initiator holds its limit of live tickets
+    │                                 (also a MikeyError: ERR 12 "Unspecified error")
     ├── InvalidRecord                 400 Bad Request (also a ValueError)
     ├── Conflict                      409 Conflict
     │   ├── UserExists
@@ -25,7 +27,7 @@ Messages never contain key material.  Identities quoted in a message go through
 
 from __future__ import annotations
 
-from secconf.core.errors import Forbidden, SecconfError, redact_line
+from secconf.core.errors import Forbidden, MikeyError, MikeyErrorNo, SecconfError, redact_line
 
 __all__ = [
     "Conflict",
@@ -35,6 +37,7 @@ __all__ = [
     "KeyUnwrapError",
     "RevokedUser",
     "TicketExists",
+    "TicketLimitReached",
     "UnknownTicket",
     "UnknownUser",
     "UserExists",
@@ -105,3 +108,16 @@ class UnknownUser(Forbidden):
 
 class RevokedUser(Forbidden):
     """The KMS identity exists but was revoked: 403, like :class:`UnknownUser`."""
+
+
+class TicketLimitReached(MikeyError, Forbidden):
+    """``TicketStore.record`` for an initiator that already holds its limit of live tickets.
+
+    403 and MIKEY error 12 "Unspecified error" (RFC 3830 §6.12 has no number for
+    a quota; docs/kms.md "Tickets per user" says why not 0 or 15).  The message
+    names the initiator and the limit, nothing else.
+    """
+
+    status_code = 403
+    reason = "Forbidden"
+    error_no = MikeyErrorNo.UNSPECIFIED

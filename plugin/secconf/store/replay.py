@@ -59,6 +59,16 @@ class ReplayCache:
         """The Redis key that remembers *token*: the prefix and the token's SHA-256."""
         return replay_key(self._prefix, token).encode("ascii")
 
+    async def seen(self, token: bytes) -> bool:
+        """True if *token* is remembered (a replay); writes nothing.
+
+        A check before other writes, so that a plain replay is refused without
+        any; :meth:`remember` stays the deciding one (two copies racing).
+        """
+        _ttl_ms(token, 1)
+        with redis_errors("check the replay cache"):
+            return bool(await self._redis.exists(self.key(bytes(token))))
+
     async def remember(self, token: bytes, ttl_seconds: float) -> bool:
         """True if *token* is new (now remembered for *ttl_seconds*), False if it is a replay.
 

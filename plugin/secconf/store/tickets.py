@@ -13,6 +13,8 @@ Key layout (``P`` is the prefix, ``<id>`` the ticket id in lower-case hex)::
                                       conference    only if the ticket names one
                                       expiry_ms     when Redis drops the key (ms)
     P:ticket-revoked:{<id>}   string  UNIX time of the revocation
+    P:ticket-index:<identity> zset    the initiator's ticket ids (hex), each scored
+                                      by its record's expiry_ms
 
 The id in braces is a Redis Cluster hash tag: a ticket's two keys share a
 slot, so the revocation script (it reads one, writes the other) works on a
@@ -21,6 +23,20 @@ cluster.
 Both keys expire at ``expires_at + margin`` (PEXPIREAT, Redis's own clock): the
 margin covers clock skew between hosts.  The revocation marker is a key of its
 own, so it stays until that moment even if the record is deleted earlier.
+
+**The per-initiator bound.**  :meth:`TicketStore.record` first takes a place in
+the initiator's index (one script on that key alone: drop entries whose
+records have expired by Redis's clock, refuse if *limit* live entries remain,
+else add the id and move the index's expiry to its latest entry), and writes
+the record only once it has one.  The index is in the initiator's slot and the
+record in the ticket's, so on a Redis Cluster no single script can write both;
+the bound holds all the same because an entry is added before its record and
+scored with the record's own expiry, so it is never dropped while the record
+lives: live records of an initiator <= its live entries <= *limit*.  A failure
+between the two writes leaves at worst an entry without a record, which counts
+until its expiry (it errs towards refusing), never a record without an entry.
+Revocation keeps the record, so a revoked ticket keeps its place until it
+expires.
 """
 
 from __future__ import annotations
@@ -35,12 +51,27 @@ from typing import Final
 import redis.asyncio
 
 from ._names import check_identity, check_prefix
-from .errors import CorruptRecord, InvalidRecord, TicketExists, UnknownTicket
+from .errors import (
+    CorruptRecord,
+    InvalidRecord,
+    TicketExists,
+    TicketLimitReached,
+    UnknownTicket,
+    quote_identity,
+)
 from .redis import redis_errors
 
-__all__ = ["DEFAULT_MARGIN_SECONDS", "MAX_TICKET_ID_LENGTH", "TicketRecord", "TicketStore"]
+__all__ = [
+    "DEFAULT_MARGIN_SECONDS",
+    "DEFAULT_MAX_PER_USER",
+    "MAX_TICKET_ID_LENGTH",
+    "TicketRecord",
+    "TicketStore",
+]
 
 DEFAULT_MARGIN_SECONDS: Final = 300.0
+#: Live ticket records one initiator may hold (docs/kms.md "Tickets per user").
+DEFAULT_MAX_PER_USER: Final = 256
 MAX_TICKET_ID_LENGTH: Final = 256
 
 # KEYS[1] record; ARGV[1] expiry in ms since the epoch, ARGV[2..] field/value pairs.
@@ -51,6 +82,48 @@ end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1
+"""
+
+# KEYS[1] the initiator's index; ARGV[1] ticket id (hex), ARGV[2] its record's expiry in ms
+# since the epoch, ARGV[3] the limit.  1: place taken; 0: limit reached, nothing written
+# (beyond dropping entries whose records Redis has already expired); 2: the id is already
+# in the index, nothing written.  A key expires once Redis's time is past its PEXPIREAT,
+# so an entry goes only when its score is below now.
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return 2
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+if tonumber(ARGV[2]) < now then
+  return 1
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+return 1
+"""
+
+# KEYS[1] the initiator's index; ARGV[1] ticket id (hex): take the entry back, and the index's
+# expiry back to its latest remaining entry (an emptied zset is deleted by Redis).
+_RELEASE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if last[2] then
+  redis.call('PEXPIREAT', KEYS[1], last[2])
+end
+return 1
+"""
+
+# KEYS[1] the initiator's index: its entries not yet expired by Redis's clock (read only).
+_COUNT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZCOUNT', KEYS[1], now, '+inf')
 """
 
 # KEYS[1] record, KEYS[2] marker; ARGV[1] now, ARGV[2] expiry in ms when no record, or ''.
@@ -125,12 +198,20 @@ def _expiry_ms(expires_at: float, margin: float) -> int:
     return math.ceil((expires_at + margin) * 1000)
 
 
+def check_limit(limit: object, what: str = "the ticket limit") -> int:
+    """*limit* if it is a whole number >= 1, else ValueError naming *what*."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"{what} must be a whole number >= 1")
+    return limit
+
+
 class TicketStore:
     """Records of issued tickets and their revocation, expiring with the tickets.
 
     *margin_seconds* is added to each ticket's ``expires_at`` before Redis drops
-    its keys; *clock* gives the revocation time.  Every method raises
-    ``ServiceUnavailable`` when Redis does not answer.
+    its keys; *clock* gives the revocation time; *max_per_user* bounds the live
+    records of one initiator (:meth:`record` may name another limit).  Every
+    method raises ``ServiceUnavailable`` when Redis does not answer.
     """
 
     def __init__(
@@ -140,6 +221,7 @@ class TicketStore:
         *,
         margin_seconds: float = DEFAULT_MARGIN_SECONDS,
         clock: Callable[[], float] = time.time,
+        max_per_user: int = DEFAULT_MAX_PER_USER,
     ) -> None:
         if not (
             isinstance(margin_seconds, int | float)
@@ -151,11 +233,22 @@ class TicketStore:
         self._prefix = check_prefix(prefix)
         self._margin = float(margin_seconds)
         self._clock = clock
+        self._max_per_user = check_limit(max_per_user, "max_per_user")
+        self._reserve_script = client.register_script(_RESERVE)
         self._record_script = client.register_script(_RECORD)
+        self._count_script = client.register_script(_COUNT)
+        self._release_script = client.register_script(_RELEASE)
         self._revoke_script = client.register_script(_REVOKE)
 
     def __repr__(self) -> str:
-        return f"TicketStore(prefix={self._prefix!r}, margin_seconds={self._margin!r})"
+        return (
+            f"TicketStore(prefix={self._prefix!r}, margin_seconds={self._margin!r}, "
+            f"max_per_user={self._max_per_user!r})"
+        )
+
+    @property
+    def max_per_user(self) -> int:
+        return self._max_per_user
 
     def key(self, ticket_id: bytes) -> bytes:
         """The Redis key of the record of *ticket_id*."""
@@ -166,15 +259,25 @@ class TicketStore:
         hex_id = _check_ticket_id(ticket_id).hex()
         return f"{self._prefix}:ticket-revoked:{{{hex_id}}}".encode("ascii")
 
-    async def record(self, ticket_id: bytes, record: TicketRecord) -> None:
+    def index_key(self, initiator: str) -> bytes:
+        """The Redis key of *initiator*'s index of live tickets."""
+        return f"{self._prefix}:ticket-index:{check_identity(initiator)}".encode()
+
+    async def record(
+        self, ticket_id: bytes, record: TicketRecord, *, limit: int | None = None
+    ) -> None:
         """Record a newly issued ticket; its keys expire at ``expires_at`` + margin.
 
-        Refuses an id already recorded (:class:`TicketExists`): ids are unique,
-        and a second record would hide the first.  A record whose expiry is
-        already past is dropped by Redis at once.
+        Refuses, writing nothing, when the initiator already holds *limit*
+        (default: ``max_per_user``) live records (:class:`TicketLimitReached`),
+        and an id already recorded (:class:`TicketExists`): ids are unique, and a
+        second record would hide the first.  A record whose expiry is already
+        past is dropped by Redis at once and takes no place.
         """
         if not isinstance(record, TicketRecord):
             raise TypeError("record must be a TicketRecord")
+        limit = self._max_per_user if limit is None else check_limit(limit)
+        hex_id = _check_ticket_id(ticket_id).hex().encode("ascii")
         fields: list[bytes] = [
             b"initiator",
             record.initiator.encode(),
@@ -189,12 +292,42 @@ class TicketStore:
             fields += [b"conference", record.conference_id.encode()]
         expiry = _expiry_ms(record.expires_at, self._margin)
         fields += [b"expiry_ms", str(expiry).encode("ascii")]
+        index = self.index_key(record.initiator)
+        with redis_errors("count the initiator's tickets"):
+            placed = await self._reserve_script(
+                keys=[index], args=[hex_id, str(expiry).encode("ascii"), limit]
+            )
+        if not placed:
+            raise TicketLimitReached(
+                f"{quote_identity(record.initiator)} holds {limit} live tickets, the limit"
+            )
         with redis_errors("record a ticket"):
             created = await self._record_script(
                 keys=[self.key(ticket_id)], args=[str(expiry).encode("ascii"), *fields]
             )
         if not created:
+            if placed == 1:  # our entry, for a record that is someone else's: take it back
+                with redis_errors("update the initiator's tickets"):
+                    await self._release_script(keys=[index], args=[hex_id])
             raise TicketExists(f"ticket {ticket_id.hex()} is already recorded")
+
+    async def discard(self, ticket_id: bytes, initiator: str) -> None:
+        """Delete the record of a ticket that was never handed out, and its index entry.
+
+        For an issue that failed after :meth:`record` (e.g. a concurrent copy of
+        the request won the replay check).  The record goes first, so the entry
+        never lives shorter than it.  A revocation marker, if any, stays.
+        """
+        with redis_errors("discard a ticket record"):
+            await self._redis.delete(self.key(ticket_id))
+            await self._release_script(
+                keys=[self.index_key(initiator)], args=[_check_ticket_id(ticket_id).hex()]
+            )
+
+    async def live_count(self, initiator: str) -> int:
+        """How many places *initiator* holds: index entries not yet expired (Redis's clock)."""
+        with redis_errors("count the initiator's tickets"):
+            return int(await self._count_script(keys=[self.index_key(initiator)], args=[]))
 
     async def get(self, ticket_id: bytes) -> TicketRecord | None:
         """The record of *ticket_id*, or None if never recorded or already expired."""
