@@ -68,6 +68,8 @@ refers_per_minute = 600
 
 [policy]
 creators = ["{ALICE}"]
+# A KMS ticket names the allowed set within these (docs/security.md).
+allowed = ["{BOB}", "{CAROL}", "{DAVE}"]
 
 [upstream]
 uri = "sip:127.0.0.1:9"
