@@ -68,6 +68,9 @@ def test_a_fourth_concurrent_dialog_is_refused_until_one_ends(secure: SecureStac
     secure.run(scenario())
 
 
+CREDENTIALS = ("alice", PASSWORDS["alice"])
+
+
 def test_a_fourth_refer_in_a_minute_is_refused(secure: SecureStack) -> None:
     alice = secure.alice
     assert alice is not None
@@ -75,12 +78,12 @@ def test_a_fourth_refer_in_a_minute_is_refused(secure: SecureStack) -> None:
 
     async def scenario() -> None:
         for _ in range(3):
-            response = await alice.call.refer(f"<{CAROL}>", timeout=5)
+            response = await alice.call.refer(f"<{CAROL}>", timeout=5, credentials=CREDENTIALS)
             assert response.status == 202
         queued = len(store.refers(secure.conference))
         before = secure.edge_state()
         with pytest.raises(SipRequestFailed) as info:
-            await alice.call.refer(f"<{CAROL}>", timeout=5)
+            await alice.call.refer(f"<{CAROL}>", timeout=5, credentials=CREDENTIALS)
         assert info.value.status_code == 403
         response = info.value.response
         assert response is not None

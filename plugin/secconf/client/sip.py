@@ -311,6 +311,7 @@ class Call:
         content_type: str | None = None,
         extra_headers: ExtraHeaders = (),
         timeout: float = 32.0,
+        credentials: tuple[str, str] | None = None,
     ) -> SipResponse:
         """REFER within this call (RFC 3515); same as :meth:`UserAgent.refer`."""
         return await self.ua.refer(
@@ -320,6 +321,7 @@ class Call:
             content_type=content_type,
             extra_headers=extra_headers,
             timeout=timeout,
+            credentials=credentials,
         )
 
     async def next_notification(self, timeout: float = 10.0) -> SipRequest:
@@ -721,11 +723,14 @@ class UserAgent:
         content_type: str | None = None,
         extra_headers: ExtraHeaders = (),
         timeout: float = 32.0,
+        credentials: tuple[str, str] | None = None,
     ) -> SipResponse:
         """REFER *refer_to* within *call* (RFC 3515 §2.4.1); raise unless 2xx (202).
 
         The implicit subscription's NOTIFYs are answered 200 and queued on
         ``call.notifications``.  A body (e.g. ``application/mikey``) may go along.
+        *credentials* ``(username, password)``: a 401/407 Digest challenge is answered
+        once (RFC 3261 §22.2), in a new request of the dialog (next CSeq).
         """
         request = call.dialog.create_refer(
             refer_to,
@@ -734,7 +739,32 @@ class UserAgent:
             content_type=content_type,
             extra_headers=extra_headers,
         )
-        return await self._send_in_dialog(call, request, timeout)
+        try:
+            return await self._send_in_dialog(call, request, timeout)
+        except SipRequestFailed as exc:
+            response = exc.response
+            if credentials is None or response is None or exc.status_code not in (401, 407):
+                raise
+            chosen = _digest_challenge(response, exc.status_code)
+            if chosen is None:
+                raise
+            header_name = "Proxy-Authorization" if exc.status_code == 407 else "Authorization"
+            authorization = digest.respond(
+                chosen,
+                username=credentials[0],
+                password=credentials[1],
+                method="REFER",
+                uri=request.uri,
+                cnonce=self.random_bytes(12).hex(),
+            )
+            retry = call.dialog.create_refer(
+                refer_to,
+                via=self._new_via(),
+                body=body,
+                content_type=content_type,
+                extra_headers=[*extra_headers, (header_name, authorization)],
+            )
+            return await self._send_in_dialog(call, retry, timeout)
 
     async def subscribe(
         self,
