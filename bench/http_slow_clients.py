@@ -45,7 +45,7 @@ import httpx
 from secconf.client.kms import KmsClient
 from secconf.core.errors import SecconfError
 from secconf.core.mikey import ticket as mikey_ticket
-from secconf.services import EdgeProcess, KmsProcess, RedisProcess
+from secconf.lab.services import EdgeProcess, KmsProcess, RedisProcess
 from secconf.store.keywrap import load_key_file
 
 ROOT = Path(__file__).resolve().parents[1]

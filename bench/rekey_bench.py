@@ -44,7 +44,7 @@ from secconf.asterisk.watcher import Watcher, WatcherSettings
 from secconf.client.phone import SdesPhone
 from secconf.core.roster import RekeyPolicy, RekeyReason
 from secconf.kamailio.settings import load_settings
-from secconf.services import (
+from secconf.lab.services import (
     AsteriskProcess,
     EdgeProcess,
     KamailioProcess,

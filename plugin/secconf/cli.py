@@ -18,12 +18,12 @@ from .core.errors import SecconfError
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.captures is not None:
-        from .demo import run_demo
+        from .lab.demo import run_demo
 
         return run_demo(Path(args.captures))
     from rich.console import Console
 
-    from .demo_story import run_story
+    from .lab.demo_story import run_story
 
     return run_story(Console(), Path(args.timeline))
 
@@ -31,7 +31,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_sdp_inspect(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .inspect import describe_sdp
+    from .lab.sdp_view import describe_sdp
 
     data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     Console().print(describe_sdp(data))
@@ -161,7 +161,7 @@ def _cmd_edge_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_tls_init(args: argparse.Namespace) -> int:
-    from .tlsca import CaError, fingerprint, init_ca
+    from .lab.tlsca import CaError, fingerprint, init_ca
 
     try:
         files = init_ca(

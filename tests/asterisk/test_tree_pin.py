@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from secconf.services import (
+from secconf.lab.services import (
     ASTERISK_TREE_SCRIPT,
     AsteriskProcess,
     ServiceError,

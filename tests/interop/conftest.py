@@ -28,7 +28,7 @@ import pytest
 
 from secconf.asterisk.watcher import WatcherSettings
 from secconf.core.roster import FailurePolicy
-from secconf.tlsca import TlsFiles
+from secconf.lab.tlsca import TlsFiles
 from tests.asterisk.stack import Stack, running_stack
 from tests.fixtures.asterisk_server import AsteriskServer
 from tests.fixtures.edge_server import EdgeFactory

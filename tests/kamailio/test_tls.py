@@ -1,7 +1,7 @@
 """SIP over TLS between participants and the real Kamailio (tls module), UDP towards the mixer.
 
 Kamailio runs the shipped cfg with ``-A WITH_TLS`` and ``-l tls:127.0.0.1:PORT``, its
-certificate from the session's throwaway CA (:mod:`secconf.tlsca`).  Participants are
+certificate from the session's throwaway CA (:mod:`secconf.lab.tlsca`).  Participants are
 TLS user agents that verify that certificate against the CA; the mixer's stand-in
 speaks UDP.  Double record-routing must bring the mixer's in-dialog requests (rekey
 re-INVITE, BYE) back to the participants over TLS.
@@ -31,11 +31,11 @@ from secconf.client.sip import (
 from secconf.core.sip.headers import Address
 from secconf.kamailio.rekey import rekey
 from secconf.kamailio.settings import load_settings
-from secconf.phones import Phone, PhoneError
-from secconf.services import options_ping
+from secconf.lab.phones import Phone, PhoneError
+from secconf.lab.services import options_ping
+from secconf.lab.tlsca import TlsFiles, init_ca, participant_contexts
 from secconf.store.conferences import connect_blocking
 from secconf.store.sip_users import SipUserStore
-from secconf.tlsca import TlsFiles, init_ca, participant_contexts
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.phones import PhoneFactory
@@ -327,7 +327,7 @@ def test_a_tls_participant_is_reached_over_its_own_connection(
     focus.run(scenario, MixingUpstream(focus.upstream_port))
 
 
-# -- real phones over TLS (secconf.phones), digest-authenticated ---------------------------
+# -- real phones over TLS (secconf.lab.phones), digest-authenticated ---------------------------
 
 # MD5 only: baresip 1.0 (libre) gives up with ENOSYS ("Function not implemented") when the
 # first Proxy-Authenticate is SHA-256 instead of trying the MD5 one after it (seen here).

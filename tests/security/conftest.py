@@ -20,8 +20,8 @@ import pytest
 
 from secconf.asterisk.ami import AmiClient, AmiSettings
 from secconf.client.sip import Call, UserAgent
+from secconf.lab.tlsca import participant_contexts
 from secconf.store.conferences import connect_blocking
-from secconf.tlsca import participant_contexts
 from tests.asterisk.stack import Stack, running_stack
 from tests.fixtures.asterisk_server import AsteriskServer
 from tests.fixtures.edge_server import EdgeFactory

@@ -1,4 +1,4 @@
-"""secconf.phones without running a program: the files the drivers write, and bad options."""
+"""secconf.lab.phones without running a program: the files the drivers write, and bad options."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from secconf.phones import BaresipPhone, LinphonePhone, PhoneError, read_wav, write_tone_wav
+from secconf.lab.phones import BaresipPhone, LinphonePhone, PhoneError, read_wav, write_tone_wav
 
 
 def test_linphone_tls_and_registration_config(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from secconf.timeline import Timeline
+from secconf.lab.timeline import Timeline
 
 SVG = "{http://www.w3.org/2000/svg}"
 

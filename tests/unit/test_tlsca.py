@@ -1,4 +1,4 @@
-"""The throwaway CA (secconf.tlsca, ``secconf tls init``): files, modes, certificates, refusals."""
+"""The throwaway CA (secconf.lab.tlsca, ``secconf tls init``): files, modes, certificates, refusals."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from secconf.cli import main
-from secconf.tlsca import CaError, fingerprint, init_ca, issue_client
+from secconf.lab.tlsca import CaError, fingerprint, init_ca, issue_client
 
 
 def _mode(path: Path) -> int:
@@ -98,7 +98,7 @@ def test_cli_prints_paths_and_fingerprint_never_key_material(
 
 
 def test_kamailio_tls_config_points_the_shipped_file_at_a_ca_directory(tmp_path: Path) -> None:
-    from secconf.services import KAMAILIO_TLS_DIR, ServiceError, kamailio_tls_config
+    from secconf.lab.services import KAMAILIO_TLS_DIR, ServiceError, kamailio_tls_config
 
     with pytest.raises(ServiceError, match=r"no ca\.pem"):
         kamailio_tls_config(tmp_path / "missing", tmp_path / "tls.cfg")

@@ -40,7 +40,7 @@ __all__ = [
     "restore_asterisk_tree",
 ]
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository (editable install)
+ROOT = Path(__file__).resolve().parents[3]  # the repository (editable install)
 #: The module's override of ``[upstream] token_secret_file`` (secconf.kamailio.settings).
 MIXER_TOKEN_ENV = "SECCONF_MIXER_TOKEN_FILE"  # noqa: S105 - a variable name
 
@@ -363,7 +363,7 @@ class KmsProcess:
         self._secconf = str(Path(sys.executable).parent / "secconf")
 
     def start(self) -> None:
-        from .store import generate_key_file
+        from ..store import generate_key_file
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         kek = self.workdir / "kms-kek"
@@ -465,7 +465,7 @@ def kamailio_tls_config(tls_dir: Path, path: Path) -> Path:
     """Write the shipped ``tls.cfg`` to *path* with its files taken from *tls_dir*.
 
     *tls_dir* holds ``ca.pem``, ``server.pem`` and ``server.key`` as
-    :func:`secconf.tlsca.init_ca` writes them; a missing file is refused here
+    :func:`secconf.lab.tlsca.init_ca` writes them; a missing file is refused here
     rather than by Kamailio at start (whose message is less clear).
     """
     for name in ("ca.pem", "server.pem", "server.key"):
@@ -499,7 +499,7 @@ class KamailioProcess:
     settings, :meth:`start` makes a fresh one in *workdir* (mode 0600) and sets that
     variable: enough for a stand-in mixer that checks no token.
 
-    With *tls_dir* (a directory as :func:`secconf.tlsca.init_ca` writes it) Kamailio
+    With *tls_dir* (a directory as :func:`secconf.lab.tlsca.init_ca` writes it) Kamailio
     also listens for SIP over TLS on 127.0.0.1:``tls_port`` (``-A WITH_TLS``, the
     shipped ``tls.cfg`` rendered into *workdir* with that directory's files).
     """
@@ -642,7 +642,7 @@ class KamailioProcess:
             named = {}  # Kamailio's module reports the unusable file itself
         if isinstance(named, dict) and named.get("token_secret_file"):
             return
-        from .store import generate_key_file
+        from ..store import generate_key_file
 
         path = self.workdir / "mixer-token"
         if not path.exists():
@@ -881,7 +881,7 @@ class AsteriskProcess:
 
     def mixer_token_secret(self) -> bytes:
         """The join-token secret (made on first use); for the module and the tests only."""
-        from .store import generate_key_file, load_key_file
+        from ..store import generate_key_file, load_key_file
 
         if not self.mixer_token_file.exists():
             self.mixer_token_file.parent.mkdir(parents=True, exist_ok=True)
@@ -890,7 +890,7 @@ class AsteriskProcess:
 
     def configure(self, kamailio_port: int | None = None) -> None:
         """Render the project's config with this server's ports into the tree."""
-        from .asterisk.config import MIXER_TOKEN_SECRET, render
+        from ..asterisk.config import MIXER_TOKEN_SECRET, render
 
         if self.etc.exists():
             shutil.rmtree(self.etc)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from .core.errors import InvalidCryptoAttribute
-from .core.keys import key_fingerprint
-from .core.sdes import CryptoAttribute
-from .core.sdp import SessionDescription
+from ..core.errors import InvalidCryptoAttribute
+from ..core.keys import key_fingerprint
+from ..core.sdes import CryptoAttribute
+from ..core.sdp import SessionDescription
 
 
 def describe_crypto(value: str | None) -> str:

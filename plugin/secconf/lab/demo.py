@@ -4,7 +4,7 @@ Takes real SDP captured from real phones and tools, keys each secure one with a
 freshly drawn conference group key the way the Kamailio module does, rekeys it to
 a second epoch, and refuses the clear ones.  Everything printed is computed here,
 from the files, in this run; keys are shown only as fingerprints.  (``make demo``
-itself is the whole conference: :mod:`secconf.demo_story`.)
+itself is the whole conference: :mod:`secconf.lab.demo_story`.)
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from .core.errors import ProtocolError, redact_line
-from .core.keys import GroupKey
-from .core.rewrite import GroupKeyRewrite, apply_group_key
-from .core.sdes import SUITES, CryptoAttribute
-from .core.sdp import SessionDescription
+from ..core.errors import ProtocolError, redact_line
+from ..core.keys import GroupKey
+from ..core.rewrite import GroupKeyRewrite, apply_group_key
+from ..core.sdes import SUITES, CryptoAttribute
+from ..core.sdp import SessionDescription
 
 EDGE_ADDRESS = "192.0.2.10"  # documentation address (RFC 5737) standing for the media edge
 EDGE_FIRST_PORT = 40000

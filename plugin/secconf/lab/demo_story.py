@@ -47,18 +47,22 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .asterisk.ami import AmiSettings
-from .asterisk.watcher import RekeyReport, Watcher, WatcherSettings
-from .client.agent import AgentCall, ParticipantAgent
-from .client.kms import KmsClient, KmsRefused
-from .client.media import inbound_session, opens
-from .client.phone import SUITE, SdesPhone
-from .client.sip import SipRequestFailed, UserAgent
-from .core.g711 import ToneGenerator, tone_share, ulaw_decode
-from .core.keys import key_fingerprint
-from .core.mikey import ticket as mikey_ticket
-from .core.roster import FailurePolicy, RekeyPolicy
-from .kamailio.settings import load_settings
+from ..asterisk.ami import AmiSettings
+from ..asterisk.watcher import RekeyReport, Watcher, WatcherSettings
+from ..client.agent import AgentCall, ParticipantAgent
+from ..client.kms import KmsClient, KmsRefused
+from ..client.media import inbound_session, opens
+from ..client.phone import SUITE, SdesPhone
+from ..client.sip import SipRequestFailed, UserAgent
+from ..core.g711 import ToneGenerator, tone_share, ulaw_decode
+from ..core.keys import key_fingerprint
+from ..core.mikey import ticket as mikey_ticket
+from ..core.roster import FailurePolicy, RekeyPolicy
+from ..kamailio.settings import load_settings
+from ..store import generate_key_file
+from ..store.conferences import ConferenceStore, connect_blocking
+from ..store.keywrap import KeyWrapper, load_key_file
+from ..store.sip_users import SipUserStore
 from .phones import BaresipPhone, LinphonePhone, Phone, write_tone_wav
 from .services import (
     AsteriskProcess,
@@ -70,10 +74,6 @@ from .services import (
     asterisk_tree_cached,
     restore_asterisk_tree,
 )
-from .store import generate_key_file
-from .store.conferences import ConferenceStore, connect_blocking
-from .store.keywrap import KeyWrapper, load_key_file
-from .store.sip_users import SipUserStore
 from .timeline import Timeline
 from .tlsca import TlsFiles, init_ca, participant_contexts
 
