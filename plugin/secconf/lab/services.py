@@ -3,6 +3,13 @@
 Production runs Redis and the KMS under the operator's service manager; these
 helpers exist so that ``make demo`` and ``bench/`` run the real programs
 without touching ports other software may hold.
+
+The launchers use files of a secconf checkout that the package does not ship: Kamailio's
+``config/kamailio/`` (cfg, entry script, tls.cfg), Asterisk's ``config/asterisk/`` and
+``dialplan/``, ``docker/asterisk-tree.sh`` and ``docker/asterisk.lock``.  They are taken from
+``$SECCONF_ROOT`` (read at import) or else from the source tree this package lives in; a
+launcher that needs a file that is not there raises :class:`ServiceError` naming the file and
+the variable (docs/ARCHITECTURE.md, "The lab outside a checkout").
 """
 
 from __future__ import annotations
@@ -40,13 +47,45 @@ __all__ = [
     "restore_asterisk_tree",
 ]
 
-ROOT = Path(__file__).resolve().parents[3]  # the repository (editable install)
+#: Names the secconf checkout whose files the launchers use (default: this source tree).
+ROOT_ENV = "SECCONF_ROOT"
+
+
+def repository_root() -> Path:
+    """``$SECCONF_ROOT`` if set, else the source tree this package is in (plugin/secconf/lab/)."""
+    configured = os.environ.get(ROOT_ENV)
+    return Path(configured).resolve() if configured else Path(__file__).resolve().parents[3]
+
+
+ROOT = repository_root()
+#: The directory holding the ``secconf`` package the launchers run: ``plugin/`` in a checkout,
+#: site-packages when installed.  Kamailio's embedded Python loads the module from there.
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 #: The module's override of ``[upstream] token_secret_file`` (secconf.kamailio.settings).
 MIXER_TOKEN_ENV = "SECCONF_MIXER_TOKEN_FILE"  # noqa: S105 - a variable name
 
 
 class ServiceError(RuntimeError):
     """A service did not come up; the message says why (with the tail of its log)."""
+
+
+def repository_file(path: Path) -> Path:
+    """*path* (a file or directory under :data:`ROOT`) if it exists, else :class:`ServiceError`.
+
+    The message names what is missing and where it was looked for, and how to point the
+    launchers at a checkout (an installed package has no ``config/``, ``dialplan/`` or
+    ``docker/``).
+    """
+    if path.exists():
+        return path
+    try:
+        name = str(path.relative_to(ROOT))
+    except ValueError:
+        name = str(path)
+    raise ServiceError(
+        f"the lab needs {name} from a secconf checkout and there is none under {ROOT}: "
+        f"set {ROOT_ENV} to a secconf checkout (default: the source tree this package is in)"
+    )
 
 
 def free_port() -> int:
@@ -471,7 +510,7 @@ def kamailio_tls_config(tls_dir: Path, path: Path) -> Path:
     for name in ("ca.pem", "server.pem", "server.key"):
         if not (tls_dir / name).is_file():
             raise ServiceError(f"TLS directory {tls_dir} has no {name} (secconf tls init)")
-    text = KAMAILIO_TLS_TEMPLATE.read_text()
+    text = repository_file(KAMAILIO_TLS_TEMPLATE).read_text()
     if KAMAILIO_TLS_DIR not in text:
         raise ServiceError(f"{KAMAILIO_TLS_TEMPLATE} does not name {KAMAILIO_TLS_DIR}")
     path.write_text(text.replace(KAMAILIO_TLS_DIR, str(tls_dir.resolve()) + "/"))
@@ -592,7 +631,7 @@ class KamailioProcess:
             PATH=os.pathsep.join(system + rest),
             SECCONF_KAMAILIO_CONFIG=str(self.settings_path),
             SECCONF_PYTHONPATH=os.pathsep.join(
-                [sysconfig.get_paths()["purelib"], str(ROOT / "plugin")]
+                [sysconfig.get_paths()["purelib"], str(PACKAGE_PARENT)]
             ),
             PYTHONDONTWRITEBYTECODE="1",
         )
@@ -603,6 +642,9 @@ class KamailioProcess:
         """Start on a free port the first time, on the same port after :meth:`stop`."""
         if self.running:
             return
+        repository_file(KAMAILIO_ENTRY)
+        if self.config == KAMAILIO_CONFIG:
+            repository_file(KAMAILIO_CONFIG)
         if not os.access(KAMAILIO, os.X_OK):
             raise ServiceError(f"kamailio not found at {KAMAILIO} (make setup)")
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -697,13 +739,16 @@ class KamailioProcess:
 
 ASTERISK_TREE_SCRIPT = ROOT / "docker" / "asterisk-tree.sh"
 ASTERISK_LOCK = ROOT / "docker" / "asterisk.lock"
+#: The templates :meth:`AsteriskProcess.configure` renders (secconf.asterisk.config).
+ASTERISK_CONFIG_DIR = ROOT / "config" / "asterisk"
+ASTERISK_DIALPLAN = ROOT / "dialplan" / "extensions.conf"
 _BASH = shutil.which("bash") or "/bin/bash"
 
 
 def pinned_asterisk_version() -> str:
     """The Debian version of Asterisk that docker/asterisk.lock pins the tree to."""
     try:
-        text = ASTERISK_LOCK.read_text()
+        text = repository_file(ASTERISK_LOCK).read_text()
     except OSError as exc:
         raise ServiceError(f"cannot read {ASTERISK_LOCK}: {exc.strerror}") from None
     for line in text.splitlines():
@@ -735,7 +780,7 @@ def check_asterisk_tree(tree: Path) -> str:
 def asterisk_tree_cached() -> bool:
     """True when the tree's tarball exists (restoring takes seconds, not a build)."""
     result = subprocess.run(  # noqa: S603 - fixed argument list
-        [_BASH, str(ASTERISK_TREE_SCRIPT), "path"],
+        [_BASH, str(repository_file(ASTERISK_TREE_SCRIPT)), "path"],
         capture_output=True, text=True, timeout=10, check=False,
     )  # fmt: skip
     return result.returncode == 0 and Path(result.stdout.strip()).is_file()
@@ -753,7 +798,7 @@ def restore_asterisk_tree(
     """
     started = time.monotonic()
     process = subprocess.Popen(  # noqa: S603 - fixed argument list
-        [_BASH, str(ASTERISK_TREE_SCRIPT), "restore", str(directory)],
+        [_BASH, str(repository_file(ASTERISK_TREE_SCRIPT)), "restore", str(directory)],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -892,6 +937,8 @@ class AsteriskProcess:
         """Render the project's config with this server's ports into the tree."""
         from ..asterisk.config import MIXER_TOKEN_SECRET, render
 
+        config_dir = repository_file(ASTERISK_CONFIG_DIR)
+        dialplan_dir = repository_file(ASTERISK_DIALPLAN).parent
         if self.etc.exists():
             shutil.rmtree(self.etc)
         render(
@@ -911,6 +958,8 @@ class AsteriskProcess:
                 "AMI_USER": self.ami_user,
                 "AMI_SECRET": self.ami_secret,
             },
+            config_dir=config_dir,
+            dialplan_dir=dialplan_dir,
         )
 
     def command(self) -> list[str]:
