@@ -1,0 +1,7 @@
+"""``python -m secconf.cli``: the ``secconf`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
