@@ -17,7 +17,7 @@ UV_COMPILE = pyproject.toml --generate-hashes --python-version 3.11 --quiet \
 SYSTEM_PYTHON := /usr/bin/python3
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages demo test test-fast lint typecheck unit clean lock lock-check
+.PHONY: setup system-packages demo test test-fast lint typecheck structure unit clean lock lock-check
 
 setup: system-packages $(STAMP)
 
@@ -46,8 +46,8 @@ lock: $(VENV)/bin/uv
 	$(VENV)/bin/uv pip compile $(UV_COMPILE) --extra build -c $(LOCK) -o $(RUNTIME_LOCK)
 	@git diff --stat -- $(LOCK) $(RUNTIME_LOCK) 2>/dev/null || true
 
-# The weekly freshness check: the ranges resolved anew in a throwaway venv, then lint, types and
-# the fast tests there. The lock and .venv are not touched.
+# The weekly freshness check: the ranges resolved anew in a throwaway venv, then lint, types,
+# structure and the fast tests there. The lock and .venv are not touched.
 lock-check: setup
 	@bash .ci/lock-check
 
@@ -61,13 +61,18 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
+# The import contracts of pyproject.toml [tool.importlinter]: ../shared/architecture.json's
+# "never" rules that hold, the core alone, the product without the lab (docs/ARCHITECTURE.md).
+structure: setup
+	$(VENV)/bin/lint-imports --no-cache --no-logo
+
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
 define run_pytest
 	@$(PY) -m pytest $(1) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 endef
 
-test: lint typecheck
+test: lint typecheck structure
 	$(call run_pytest,)
 
 test-fast: setup
