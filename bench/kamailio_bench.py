@@ -208,6 +208,27 @@ def free_udp_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_media_ports() -> int:
+    """A base for sipp's ``-mp``: it binds base..base+3 (audio and video RTP/RTCP)."""
+    for _ in range(50):
+        base = free_udp_port() & ~3
+        probes = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+        try:
+            for offset, probe in enumerate(probes):
+                probe.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+    return free_udp_port()
+
+
+class SippBindError(RuntimeError):
+    """sipp could not bind a port another process took meanwhile (shared machine)."""
+
+
 def stop(process: subprocess.Popen[bytes] | subprocess.Popen[str] | None) -> None:
     if process is None or process.poll() is not None:
         return
@@ -264,12 +285,26 @@ def _run_sipp(
     workdir: Path, target_port: int, service: str, rate: float, seconds: float,
     scenario: Path = SCENARIO, inject: Inject | None = None,
 ) -> RunResult:  # fmt: skip
+    """One sipp UAC run; run again (up to 3 times) when sipp could not bind its ports."""
+    for attempt in range(3):
+        try:
+            return _run_sipp_once(workdir, target_port, service, rate, seconds, scenario, inject)
+        except SippBindError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _run_sipp_once(
+    workdir: Path, target_port: int, service: str, rate: float, seconds: float,
+    scenario: Path, inject: Inject | None,
+) -> RunResult:  # fmt: skip
     calls = max(1, int(rate * seconds))
     stat = workdir / f"stat-{service}-{rate:.0f}-{time.monotonic_ns()}.csv"
     extra = ["-inf", str(inject(rate, seconds))] if inject else []
     command = [
         SIPP, f"127.0.0.1:{target_port}", "-sf", str(scenario), "-s", service, *extra,
-        "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
+        "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_media_ports()),
         "-r", f"{rate:.0f}", "-m", str(calls), "-l", str(max(100, int(rate * 5))),
         "-recv_timeout", "10000", "-timeout", f"{int(seconds * 3 + 30)}s", "-timeout_error",
         "-nostdin", "-trace_stat", "-stf", str(stat), "-fd", "1",
@@ -280,13 +315,16 @@ def _run_sipp(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, cwd=workdir, timeout=seconds * 3 + 60, check=False,
     )  # fmt: skip
-    with stat.open(newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter=";"))
+    errors = stat.with_suffix(".err")
+    text = errors.read_text(errors="replace")[-3000:] if errors.exists() else ""
+    rows: list[dict[str, str]] = []
+    if stat.exists():
+        with stat.open(newline="") as handle:
+            rows = list(csv.DictReader(handle, delimiter=";"))
+    if not rows or int(rows[-1]["SuccessfulCall(C)"]) == 0:
+        error = SippBindError if "Unable to bind" in text else RuntimeError
+        raise error(f"no call succeeded at {rate:.0f}/s; sipp errors:\n{text}")
     last = rows[-1]
-    if int(last["SuccessfulCall(C)"]) == 0:
-        errors = stat.with_suffix(".err")
-        text = errors.read_text(errors="replace")[-3000:] if errors.exists() else ""
-        raise RuntimeError(f"no call succeeded at {rate:.0f}/s; sipp errors:\n{text}")
     return RunResult(
         rate,
         seconds,
@@ -661,7 +699,7 @@ def start_mixer(workdir: Path, port: int, stat: Path | None = None) -> subproces
     trace = ["-trace_stat", "-stf", str(stat), "-fd", "1"] if stat else []
     return subprocess.Popen(
         [SIPP, "-sf", str(MIXER), "-i", "127.0.0.1", "-p", str(port), "-nostdin",
-         "-mp", str(free_udp_port()), "-max_socket", "1024", "-buff_size", "4194304", *trace],
+         "-mp", str(free_media_ports()), "-max_socket", "1024", "-buff_size", "4194304", *trace],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         cwd=workdir,
     )  # fmt: skip
@@ -736,6 +774,7 @@ class Comparison:
         self.scenario_file = dialog_scenario(workdir, args.ack_bye_pause)
         self.searches: dict[tuple[str, str], list[RunResult | None]] = {}
         self.loads: list[float] = []
+        self.failures = 0
         self.cpu: dict[tuple[str, str], list[CpuRun]] = {}
         self.at_once: dict[tuple[str, str], list[CpuRun]] = {}
         self.cpu_rates: dict[str, float] = {}
@@ -821,12 +860,16 @@ class Comparison:
     def search(self, variant: Variant, scenario: str, trial: int) -> None:
         label = f"{variant.name} {variant.commit} {scenario} #{trial + 1}"
         focus, conference = self.focus(variant, scenario, self.uas_port)
+        result: RunResult | None = None
         try:
             result, _ = highest_clean_rate(
                 self.console, label, self.workdir, focus.port, conference,
                 self.args.start_rate, self.args.seconds, self.args.probe_seconds,
                 self.scenario_file,
             )  # fmt: skip
+        except RuntimeError as exc:  # reported as "failed" in the trials, not in the median
+            self.console.log(f"{label}: search FAILED: {exc}")
+            self.failures += 1
         finally:
             focus.stop()
         self.loads.append(os.getloadavg()[0])
@@ -1045,7 +1088,8 @@ class Comparison:
             f"scenario {self.scenario_file.name}; {self.started}, {self.elapsed / 60:.0f} min",
             f"load: {self.others_before:.2f} cores busy by others before the run; load average "
             f"{self.load_before[0]:.2f} before, {self.load_after[0]:.2f} after, "
-            f"{min(self.loads, default=0):.2f}-{max(self.loads, default=0):.2f} after each search",
+            f"{min(self.loads, default=0):.2f}-{max(self.loads, default=0):.2f} after each search"
+            + (f"; {self.failures} searches FAILED (see the log)" if self.failures else ""),
         ]
         native = f"{self.native.rate:.0f}" if self.native else "not measured / none clean"
         lines += [
@@ -1060,7 +1104,7 @@ class Comparison:
             ratio = f"{n / o:.3f}" if o and n else "-"
             trials = {
                 name: ", ".join(
-                    f"{r.rate:.0f}" if r else "none"
+                    f"{r.rate:.0f}" if r else "none/failed"
                     for r in self.searches.get((name, scenario), [])
                 )
                 for name in ("old", "new")
@@ -1248,7 +1292,7 @@ def main() -> None:
         uas_port = free_udp_port()
         uas = subprocess.Popen(
             [SIPP, "-sf", str(MIXER), "-i", "127.0.0.1", "-p", str(uas_port), "-nostdin",
-             "-mp", str(free_udp_port()), "-max_socket", "1024", "-buff_size", "4194304"],
+             "-mp", str(free_media_ports()), "-max_socket", "1024", "-buff_size", "4194304"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             cwd=workdir,
         )  # fmt: skip
