@@ -54,7 +54,9 @@ profiling run per variant (``[focus] timing = true`` plus the time of each
 KEMI callback per SIP method, taken by the bench's entry-script wrapper, not
 by the module).  Both variants load through that wrapper, which also writes
 the path of the ``secconf`` package Kamailio imported, checked against the
-variant's tree.
+variant's tree.  The UAC pauses ``--ack-bye-pause`` ms (100) between ACK and
+BYE: sent at once, the BYE can overtake its ACK between Kamailio's workers
+(one CPU run per variant with the plain scenario shows how often).
 """
 
 from __future__ import annotations
