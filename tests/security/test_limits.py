@@ -22,7 +22,11 @@ def _join_target(secure: SecureStack) -> str:
 
 
 def test_a_fourth_concurrent_dialog_is_refused_until_one_ends(secure: SecureStack) -> None:
-    """Bob holds one dialog already; two more are fine, the fourth is 403 + Retry-After."""
+    """Bob holds one dialog already; two more are fine, the fourth is 403 + Retry-After.
+
+    Joins are counted per identity and conference by the join script itself (the roster's
+    count, no extra round trip); creates across conferences (tests/store).
+    """
 
     async def scenario() -> None:
         extra: list[SdesParticipant] = []
@@ -43,7 +47,7 @@ def test_a_fourth_concurrent_dialog_is_refused_until_one_ends(secure: SecureStac
             assert response is not None
             assert int(response.get("Retry-After") or 0) >= 1
             # Bob is authenticated: he is told why.
-            assert "holds 3 conference dialogs" in (response.get("Warning") or "")
+            assert "holds 3 dialogs in this conference" in (response.get("Warning") or "")
             # The refused request wrote nothing but its spent digest nonce (docs/kamailio.md).
             after = await asyncio.to_thread(secure.redis_state)
             assert {k: v for k, v in after.items() if b":nonce:" not in k} == {

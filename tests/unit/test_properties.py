@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from secconf.core.errors import InvalidCryptoAttribute, ProtocolError
 from secconf.core.sdes import SUITES, CryptoAttribute, KeyParam, Mki, SessionParam
-from secconf.core.sdp import SessionDescription
+from secconf.core.sdp import SdpLine, SessionDescription
 from tests.conftest import sdp_captures
 
 CAPTURES = [path.read_bytes() for path in sdp_captures()]
@@ -79,13 +79,18 @@ def test_replacing_attributes_touches_nothing_else(
     text: str, name: str, new_values: list[str]
 ) -> None:
     description = SessionDescription.parse(text)
+
+    def other(line: SdpLine) -> bool:
+        # Attribute names match without regard to case (secconf.core.sdp._same_name).
+        return line.attribute_name is None or line.attribute_name.lower() != name.lower()
+
     for section in [description.session, *description.media]:
         # Compared without line endings: an append after a last line that had
         # none moves the (missing) ending to the new last line.
-        others = [(line.kind, line.value) for line in section.lines if line.attribute_name != name]
+        others = [(line.kind, line.value) for line in section.lines if other(line)]
         section.replace_attributes(name, new_values)
         assert section.attributes(name) == new_values
-        kept = [(line.kind, line.value) for line in section.lines if line.attribute_name != name]
+        kept = [(line.kind, line.value) for line in section.lines if other(line)]
         assert kept == others
     assert SessionDescription.parse(str(description)) == description
 

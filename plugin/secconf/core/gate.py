@@ -29,6 +29,7 @@ from typing import Final
 from .errors import Forbidden, MalformedSipMessage
 
 __all__ = [
+    "PASSING_METHODS",
     "ROUTE_MAC_HEX",
     "DialogPeers",
     "Direction",
@@ -40,6 +41,7 @@ __all__ = [
     "in_dialog_method_allowed",
     "route_mac",
     "route_mac_ok",
+    "sender_fingerprint",
 ]
 
 #: The Record-Route MAC: HMAC-SHA256 truncated to 128 bits (32 hex digits).
@@ -153,12 +155,26 @@ class DialogPeers:
             raise Forbidden("dialog peers unreadable") from None
         return cls(participant, mixer)
 
+    def fingerprint(self, direction: Direction) -> str:
+        """What a request sent in *direction* looks like (:func:`sender_fingerprint`)."""
+        sender, receiver = self.sender(direction), self.receiver(direction)
+        return sender_fingerprint(sender.flow, sender.tag, receiver.tag)
+
     def sender(self, direction: Direction) -> Peer:
         return self.participant if direction is Direction.FROM_PARTICIPANT else self.mixer
 
     def receiver(self, direction: Direction) -> Peer:
         """The next hop of a request sent in *direction*: the other side's recorded peer."""
         return self.mixer if direction is Direction.FROM_PARTICIPANT else self.participant
+
+
+def sender_fingerprint(flow: Flow, from_tag: str, to_tag: str | None) -> str:
+    """A request's flow and tags in one string: ``transport:address:port|from tag|to tag``.
+
+    Recorded per side at the 2xx and compared by the store's script, so the gate's read
+    and the check are one round trip (tags and flows are no secrets: plain comparison).
+    """
+    return f"{flow}|{from_tag}|{to_tag or ''}"
 
 
 def in_dialog_direction(
@@ -192,6 +208,10 @@ _METHODS: Final = {
 
 def in_dialog_method_allowed(direction: Direction, method: str) -> bool:
     return method in _METHODS[direction]
+
+
+#: What passes between the peers as it is (no keying, no queueing): either side may send it.
+PASSING_METHODS: Final = frozenset({"ACK", "BYE", "INFO", "UPDATE", "OPTIONS"})
 
 
 def body_allowed(method: str, content_type: str | None, body_length: int) -> bool:

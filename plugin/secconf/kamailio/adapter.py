@@ -37,6 +37,7 @@ __all__ = [
     "AVP",
     "RR_MAC_PARAM",
     "RR_PARAM",
+    "DialogRequestView",
     "KsrAdapter",
     "Relay",
     "Reply",
@@ -83,6 +84,18 @@ class RequestView:
     def flow(self) -> Flow:
         """Where the request came from: transport, source address and port."""
         return Flow.of(self.transport or "udp", self.source_ip, self.source_port)
+
+
+@dataclass(frozen=True, slots=True)
+class DialogRequestView:
+    """What the gate reads of an in-dialog request other than INVITE/REFER (a few pvs)."""
+
+    call_id: str
+    from_tag: str
+    to_tag: str | None
+    flow: Flow
+    content_type: str | None
+    content_length: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +195,17 @@ class KsrAdapter:
             source_port=self._port(self.pv("$sp")),
             transport=(self.pv("$pr") or "").lower(),
             contact=contact_uri(self.header("Contact")),
+        )
+
+    def dialog_request(self) -> DialogRequestView:
+        """The few values the in-dialog gate needs (no headers, no body read)."""
+        return DialogRequestView(
+            call_id=self.pv("$ci") or "",
+            from_tag=self.pv("$ft") or "",
+            to_tag=self.pv("$tt") or None,
+            flow=Flow.of(self.pv("$pr") or "udp", self.pv("$si") or "", self._port(self.pv("$sp"))),
+            content_type=self.pv("$cT"),
+            content_length=self._port(self.pv("$cl")),
         )
 
     @staticmethod

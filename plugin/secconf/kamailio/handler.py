@@ -26,12 +26,14 @@ from typing import Any
 
 from secconf.core.errors import CallDoesNotExist, Forbidden, NotAcceptable, SecconfError
 from secconf.core.gate import (
+    PASSING_METHODS,
     DialogPeers,
     Direction,
     body_allowed,
     in_dialog_direction,
     in_dialog_method_allowed,
     route_mac_ok,
+    sender_fingerprint,
 )
 from secconf.store.conferences import ConferenceStore, DialogRecord, connect_blocking
 from secconf.store.keywrap import KeyWrapper, load_key_file
@@ -326,10 +328,12 @@ class SecconfKemi:
         """Every request with a To tag: through the gate, then to the recorded peer only.
 
         Default deny (docs/security.md): the Route must be ours with a conference and a valid
-        MAC, the dialog recorded and up, the sender the recorded peer of one side (flow and
-        tags), the method one that side may send, an SDP body only in an INVITE.  The next
-        hop is the other side's recorded Contact and flow, never the Request-URI.  Nothing is
-        read from the store before the MAC holds; nothing is written before the gate passed.
+        MAC, the dialog recorded and answered, the sender the recorded peer of one side (flow
+        and tags), the method one that side may send, an SDP body only in an INVITE.  The
+        next hop is the other side's recorded Contact and flow, never the Request-URI.
+        Nothing is read from the store before the MAC holds; nothing is written before the
+        sender is known.  INVITE and REFER read the whole dialog record (they are keyed or
+        queued); every other method is one small script (a BYE's release included).
         """
         ksr = self.ksr
         if ksr.rr.loose_route() < 0:
@@ -340,72 +344,88 @@ class SecconfKemi:
             return
         service = self._service()
         try:
-            admitted = self._admit(service, method or "")
+            if method in ("INVITE", "REFER"):
+                self._invite_or_refer(service, method)
+            else:
+                self._pass(service, method or "")
         except SecconfError as exc:
             self._refuse_in_dialog(method, exc)
-            return
+
+    def _routed_conference(
+        self, service: FocusService, call_id: str, tags: tuple[str, str | None]
+    ) -> str:
+        """Our Route's conference, its MAC checked (403 before any Redis read)."""
+        conference_id, mac = self.adapter.route_conference()
+        if conference_id is None:
+            raise Forbidden("not a conference dialog of this focus")
+        if not route_mac_ok(service.route_key, conference_id, call_id, tags, mac):
+            raise Forbidden("Record-Route not issued by this focus for this dialog")
+        return conference_id
+
+    def _pass(self, service: FocusService, method: str) -> None:
+        """ACK, BYE, INFO, UPDATE, OPTIONS ...: checked by one script, relayed to the peer."""
+        view = self.adapter.dialog_request()
+        conference_id = self._routed_conference(service, view.call_id, (view.from_tag, view.to_tag))
+        if method not in PASSING_METHODS:
+            raise Forbidden(f"{method} is not sent in a conference dialog")
+        if not body_allowed(method, view.content_type, view.content_length):
+            raise NotAcceptable(f"an SDP body in {method}: media changes go by re-INVITE only")
+        if method != "ACK" and self.ksr.tm.t_check_trans() == 0:
+            return  # a retransmission: tm answers it
+        fingerprint = sender_fingerprint(view.flow, view.from_tag, view.to_tag)
+        if method == "BYE":
+            # Only the bound peer of either side gets here: its BYE ends the leg.
+            direction, peers, released = service.store.release_from(
+                conference_id, view.call_id, fingerprint
+            )
+            service.finish_release(view.call_id, released)
+        else:
+            direction, peers, state = service.store.sender(conference_id, view.call_id, fingerprint)
+            if state == "closing" and method != "ACK":
+                raise CallDoesNotExist("the conference call was refused: only its ACK and BYE pass")
+        self.adapter.relay(Relay(record_route=False, next_hop=peers.receiver(direction)))
+
+    def _invite_or_refer(self, service: FocusService, method: str) -> None:
+        """A re-INVITE (keyed by the service) or a REFER to the focus (queued, never relayed)."""
+        admitted = self._admit(service, method)
         if admitted is None:
             return  # a retransmission: tm answered
         record, direction, request = admitted
-        from_participant = direction is Direction.FROM_PARTICIPANT
         peers = DialogPeers.from_json(record.peers)
-        next_hop = peers.receiver(direction)
-        if record.state == "closing":
-            # A call whose answer was refused: its ACK and BYE pass, nothing else.
-            if method == "BYE":
-                service.store.forget_closing(record.conference_id, request.call_id)
-            self.adapter.relay(Relay(record_route=False, next_hop=next_hop))
-            return
         if method == "REFER":
-            # A REFER to the focus in a conference dialog: handled here, never relayed
-            # (the mixer must not transfer anyone itself).
             try:
                 self.adapter.reply(service.on_refer(request, record.conference_id, record.identity))
             except SecconfError as exc:
                 self.adapter.log("info", f"secconf: REFER refused {exc.status_code}: {exc.message}")
                 self.adapter.reply(service.refusal(exc, detailed=True))
             return
-        if method == "INVITE":
-            # A re-INVITE: the rekey trigger from the mixer, or the participant's own (hold,
-            # new key).  Its offer is always rewritten (never a clear offer to a phone, never a
-            # key to the mixer).
-            try:
-                if record.mode != "kms":
-                    service.require_secure_transport(
-                        peers.participant.flow.secure, "an SDES re-INVITE"
-                    )
-                relay = service.on_reinvite(request, record, from_participant=from_participant)
-            except SecconfError as exc:
-                self.adapter.log(
-                    "info", f"secconf: re-INVITE refused {exc.status_code}: {exc.message}"
-                )
-                self.adapter.reply(service.refusal(exc, detailed=True))
-                return
-            self.adapter.relay(replace(relay, next_hop=next_hop))
+        # The rekey trigger from the mixer, or the participant's own (hold, new key): the
+        # offer is always rewritten (never a clear offer to a phone, never a key to the mixer).
+        try:
+            if record.mode != "kms":
+                service.require_secure_transport(peers.participant.flow.secure, "an SDES re-INVITE")
+            relay = service.on_reinvite(
+                request, record, from_participant=direction is Direction.FROM_PARTICIPANT
+            )
+        except SecconfError as exc:
+            self.adapter.log("info", f"secconf: re-INVITE refused {exc.status_code}: {exc.message}")
+            self.adapter.reply(service.refusal(exc, detailed=True))
             return
-        if method == "BYE":
-            # Only the bound peer of either side gets here: its BYE ends the leg.
-            service.on_bye(record.conference_id, request.call_id)
-        self.adapter.relay(Relay(record_route=False, next_hop=next_hop))
+        self.adapter.relay(replace(relay, next_hop=peers.receiver(direction)))
 
     def _admit(
         self, service: FocusService, method: str
     ) -> tuple[DialogRecord, Direction, RequestView] | None:
-        """The gate for in-dialog requests: the dialog, who sent it, or a SecconfError."""
-        conference_id, mac = self.adapter.route_conference()
-        if conference_id is None:
-            raise Forbidden("not a conference dialog of this focus")
+        """The gate for a re-INVITE or REFER: the whole record, who sent it, or a SecconfError."""
         request = self.adapter.request(service.header_names())
-        tags = (request.from_tag, request.to_tag)
-        if not route_mac_ok(service.route_key, conference_id, request.call_id, tags, mac):
-            raise Forbidden("Record-Route not issued by this focus for this dialog")
-        if method not in ("ACK", "CANCEL") and self.ksr.tm.t_check_trans() == 0:
+        conference_id = self._routed_conference(
+            service, request.call_id, (request.from_tag, request.to_tag)
+        )
+        if self.ksr.tm.t_check_trans() == 0:
             return None
         record = service.store.dialog(conference_id, request.call_id)
-        if record is None or record.state not in ("up", "closing") or not record.peers:
+        if record is None or record.state != "up" or not record.peers:
             raise CallDoesNotExist("no such conference dialog")
-        if record.state == "closing" and method not in ("ACK", "BYE"):
-            raise CallDoesNotExist("the conference call was refused: only its ACK and BYE pass")
         direction = in_dialog_direction(
             DialogPeers.from_json(record.peers), request.flow, request.from_tag, request.to_tag
         )

@@ -101,6 +101,7 @@ from secconf.store.conferences import (
     ConferenceStore,
     DialogExists,
     DialogRecord,
+    Released,
     dialog_id,
 )
 from secconf.store.errors import Conflict
@@ -691,26 +692,23 @@ class FocusService:
         return offer, self._identity(request), None
 
     @contextmanager
-    def _holding(
-        self, identity: str, request: RequestView, conference_id: str | None = None
-    ) -> Iterator[None]:
-        """One more concurrent dialog for *identity* (``[limits] dialogs_per_identity``).
+    def _holding(self, identity: str, request: RequestView) -> Iterator[None]:
+        """One more conference created by *identity* (``[limits] dialogs_per_identity``).
 
-        Counted before anything is written (a refusal is 403 with Retry-After, nothing
-        changed) and given back if the join or create then fails; a retransmission keeps
-        the count it has.  The count is per Call-ID, so a create (whose conference id is
-        only known later) counts under the factory's name.
+        Creates are counted across conferences (``P:ident:{<hash>}``, one round trip at the
+        create and one when the creator's dialog ends); joins are counted per conference
+        inside the join script (the roster's count: no extra round trip).  A refusal is
+        403 with Retry-After and writes nothing; a failed create gives its count back.
         """
-        key = conference_id or "factory"
         self.store.hold_dialog(
-            identity, key, request.call_id, limit=self.settings.dialogs_per_identity
+            identity, "factory", request.call_id, limit=self.settings.dialogs_per_identity
         )
         try:
             yield
         except Retransmission:
             raise
         except BaseException:
-            self.store.drop_dialog(identity, key, request.call_id)
+            self.store.drop_dialog(identity, "factory", request.call_id)
             raise
 
     def require_secure_transport(self, secure: bool, what: str) -> None:
@@ -792,7 +790,7 @@ class FocusService:
         if offer.uris is not None:
             raise Forbidden("the allowed set is named at creation, not on a join")
         leg = self._leg(conference_id, request.call_id)
-        with self._remember(auth, request.call_id), self._holding(identity, request, conference_id):
+        with self._remember(auth, request.call_id):
             try:
                 epoch = self.store.join(
                     conference_id,
@@ -802,6 +800,7 @@ class FocusService:
                     ssrcs=self._kms_ssrcs(offer, auth),
                     mode=offer.mode.value,
                     mixed=self.settings.mixed_modes,
+                    limit=self.settings.dialogs_per_identity,
                 )
             except DialogExists:
                 raise Retransmission("dialog already recorded") from None
@@ -1168,10 +1167,15 @@ class FocusService:
             released = self.store.release(conference_id, call_id)
         except SecconfError as exc:
             self.log("err", f"secconf: release of a dialog failed: {exc.message}")
-        if released is not None and released.dialog.identity:
-            key = "factory" if released.dialog.creator else conference_id
+        self.finish_release(call_id, released, leg)
+
+    def finish_release(
+        self, call_id: str, released: Released | None, leg: str | None = None
+    ) -> None:
+        """After the store released a dialog: the creator's count, the edge leg, the end."""
+        if released is not None and released.dialog.identity and released.dialog.creator:
             try:
-                self.store.drop_dialog(released.dialog.identity, key, call_id)
+                self.store.drop_dialog(released.dialog.identity, "factory", call_id)
             except SecconfError as exc:
                 self.log("err", f"secconf: dialog count not released: {exc.message}")
         leg = leg or (released.dialog.leg if released is not None else None)

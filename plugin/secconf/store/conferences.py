@@ -74,6 +74,7 @@ from typing import Any, Final, cast
 import redis
 
 from secconf.core.errors import (
+    CallDoesNotExist,
     Forbidden,
     NotAcceptable,
     RateLimited,
@@ -81,6 +82,7 @@ from secconf.core.errors import (
     ServiceUnavailable,
 )
 from secconf.core.focus import ConferenceNotFound, SsrcCollision
+from secconf.core.gate import DialogPeers, Direction
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES
 
@@ -220,11 +222,14 @@ if c[1] ~= 'active' then return 'not-found' end
 if ARGV[6] ~= '' and c[2] ~= ARGV[6] then return 'mode' end
 if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then return 'forbidden' end
 if redis.call('EXISTS', KEYS[5]) == 1 then return 'dialog-exists' end
-for i = 8, #ARGV do
+if tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') >= tonumber(ARGV[8]) then
+  return 'limit'
+end
+for i = 9, #ARGV do
   if redis.call('HEXISTS', KEYS[4], ARGV[i]) == 1 then return 'ssrc' end
 end
 local ssrcs = {}
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   redis.call('HSET', KEYS[4], ARGV[i], ARGV[3])
   ssrcs[#ssrcs + 1] = ARGV[i]
 end
@@ -254,23 +259,24 @@ redis.call('EXPIRE', KEYS[4], ARGV[4])
 return redis.call('HGET', KEYS[1], 'epoch')
 """
 
-# KEYS: dialog, conf, ssrcs; ARGV: dialog_id, media JSON, leg epoch, peers JSON, ssrc...
+# KEYS: dialog, conf, ssrcs; ARGV: dialog_id, media JSON, leg epoch, peers JSON, the two
+# sender fingerprints (participant, mixer), ssrc...
 # A dial-out's 2xx: its SSRCs (from the participant's answer) checked and registered,
 # the dialog marked up on *epoch* with its peers.  A collision writes nothing.
 _DIALOUT_ANSWERED = """
 if redis.call('HGET', KEYS[1], 'dialout') ~= '1' then return 'no-dialog' end
 if redis.call('HGET', KEYS[2], 'state') ~= 'active' then return 'not-found' end
-for i = 5, #ARGV do
+for i = 7, #ARGV do
   local holder = redis.call('HGET', KEYS[3], ARGV[i])
   if holder and holder ~= ARGV[1] then return 'ssrc' end
 end
 local ssrcs = {}
-for i = 5, #ARGV do
+for i = 7, #ARGV do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[1])
   ssrcs[#ssrcs + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[1], 'state', 'up', 'media', ARGV[2], 'epoch', ARGV[3],
-  'peers', ARGV[4], 'ssrcs', table.concat(ssrcs, ','))
+  'peers', ARGV[4], 'sent-p', ARGV[5], 'sent-m', ARGV[6], 'ssrcs', table.concat(ssrcs, ','))
 return 'ok'
 """
 
@@ -285,7 +291,8 @@ local blob = redis.call('HGET', KEYS[3], c[2])
 if not blob then return {'no-key'} end
 local epoch = ARGV[2]
 if epoch == '' then epoch = c[2] end
-redis.call('HSET', KEYS[1], 'state', 'up', 'media', ARGV[1], 'epoch', epoch, 'peers', ARGV[3])
+redis.call('HSET', KEYS[1], 'state', 'up', 'media', ARGV[1], 'epoch', epoch, 'peers', ARGV[3],
+  'sent-p', ARGV[4], 'sent-m', ARGV[5])
 return {'ok', d[1], d[2], d[3], d[4], d[5], c[2], c[3], blob}
 """
 
@@ -349,6 +356,40 @@ end
 return {'ok', d[1], d[2], d[3], d[4], d[5], d[6], ended}
 """
 
+# KEYS: dialog; ARGV: the sender's fingerprint (flow|from tag|to tag).
+# The gate of an in-dialog request other than INVITE/REFER: which side sent it ('p'
+# participant, 'm' mixer) and the peers, or why not.  Nothing is written.
+_SENDER = """
+local s = redis.call('HMGET', KEYS[1], 'state', 'sent-p', 'sent-m', 'peers')
+if not s[1] or (s[1] ~= 'up' and s[1] ~= 'closing') or not s[4] then return {'no-dialog'} end
+local side = ''
+if ARGV[1] == s[2] then side = 'p' elseif ARGV[1] == s[3] then side = 'm' end
+if side == '' then return {'not-peer'} end
+return {'ok', side, s[4], s[1]}
+"""
+
+# _RELEASE behind the sender's check (a BYE: one round trip).  KEYS as _RELEASE;
+# ARGV: dialog_id, ended ttl ms, the sender's fingerprint.  A closing dialog just goes.
+_RELEASE_FROM = (
+    """
+local s = redis.call('HMGET', KEYS[1], 'state', 'sent-p', 'sent-m', 'peers')
+if not s[1] or (s[1] ~= 'up' and s[1] ~= 'closing') or not s[4] then return {'no-dialog'} end
+local side = ''
+if ARGV[3] == s[2] then side = 'p' elseif ARGV[3] == s[3] then side = 'm' end
+if side == '' then return {'not-peer'} end
+if s[1] == 'closing' then
+  redis.call('DEL', KEYS[1])
+  return {'closing', side, s[4]}
+end
+local released = (function()
+"""
+    + "\n".join("  " + line for line in _RELEASE.strip().splitlines())
+    + """
+end)()
+return {'released', side, s[4], unpack(released)}
+"""
+)
+
 # KEYS: conf, allowed, members, stream
 # ARGV: referrer, target, (unused), stream max length, mode ('' = any), field, value, ...
 _REFER = """
@@ -397,6 +438,36 @@ return 'ok'
 """
 
 
+def _senders(peers: str) -> tuple[str, str]:
+    """The fingerprints of a request from the participant and from the mixer ('' if none)."""
+    if not peers:
+        return "", ""
+    parsed = DialogPeers.from_json(peers)
+    return parsed.fingerprint(Direction.FROM_PARTICIPANT), parsed.fingerprint(Direction.FROM_MIXER)
+
+
+def _released(raw: Sequence[bytes]) -> Released:
+    """_RELEASE's answer ``{'ok', conference, identity, leg, ssrcs, creator, state, ended}``."""
+    conference_id, identity, leg, ssrcs, creator, state = (_text(item) for item in raw[1:7])
+    record = DialogRecord(conference_id, identity, leg, state, _ssrcs(ssrcs), creator == "1")
+    return Released(record, int(raw[7]) == 1)
+
+
+def _sender_result(raw: Sequence[bytes]) -> tuple[Direction, DialogPeers, str]:
+    status = _text(raw[0])
+    if status == "no-dialog":
+        raise CallDoesNotExist("no such conference dialog")
+    if status == "not-peer":
+        raise Forbidden("in-dialog request not from a peer of the dialog")
+    side = _text(raw[1])
+    direction = Direction.FROM_PARTICIPANT if side == "p" else Direction.FROM_MIXER
+    return (
+        direction,
+        DialogPeers.from_json(_text(raw[2])),
+        (_text(raw[3]) if status == "ok" else status),
+    )
+
+
 def _text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "surrogateescape")
@@ -443,6 +514,8 @@ class ConferenceStore:
         self._dialout = client.register_script(_DIALOUT)
         self._dialout_answered = client.register_script(_DIALOUT_ANSWERED)
         self._hold_dialog = client.register_script(_HOLD_DIALOG)
+        self._sender = client.register_script(_SENDER)
+        self._release_from = client.register_script(_RELEASE_FROM)
 
     def __repr__(self) -> str:
         return f"ConferenceStore(prefix={self._prefix!r})"
@@ -532,8 +605,12 @@ class ConferenceStore:
         ssrcs: Sequence[int] = (),
         mode: str | None = None,
         mixed: bool = False,
+        limit: int = 1_000_000,
     ) -> int:
         """Add *identity*'s dialog (pending) to the conference; return the current epoch.
+
+        *identity* may hold at most *limit* dialogs in the conference (the roster counts
+        them): one more is :class:`~secconf.core.errors.RateLimited`, nothing written.
 
         *mode* is how this leg is keyed (recorded in the dialog); unless *mixed*
         (``policy.mixed_modes``) it must be the conference's mode.
@@ -562,10 +639,13 @@ class ConferenceStore:
             conference_id,
             "" if mixed else (mode or ""),
             mode or "",
+            int(limit),
             *ssrc_list,
         ]
         with redis_errors("join a conference"):
             result = _text(self._join(keys=keys, args=args))
+        if result == "limit":
+            raise RateLimited(f"{identity} holds {limit} dialogs in this conference already", 30)
         if result == "not-found":
             raise ConferenceNotFound("no such conference")
         if result == "mode":
@@ -653,7 +733,8 @@ class ConferenceStore:
             self.conference_key(conference_id),
             self.conference_key(conference_id, "ssrcs"),
         ]
-        args: list[Any] = [dialog_id(call_id), media, int(epoch), peers, *ssrc_list]
+        args: list[Any] = [dialog_id(call_id), media, int(epoch), peers, *_senders(peers),
+                           *ssrc_list]  # fmt: skip
         with redis_errors("record a dial-out's answer"):
             result = _text(self._dialout_answered(keys=keys, args=args))
         if result == "ssrc":
@@ -687,7 +768,7 @@ class ConferenceStore:
             self.conference_key(conference_id),
             self.conference_key(conference_id, "epochs"),
         ]
-        args: list[Any] = [media, "" if epoch is None else int(epoch), peers]
+        args: list[Any] = [media, "" if epoch is None else int(epoch), peers, *_senders(peers)]
         with redis_errors("read the conference key"):
             raw = cast(list[bytes], self._answered(keys=keys, args=args))
         status = _text(raw[0])
@@ -721,7 +802,18 @@ class ConferenceStore:
 
         Idempotent: ``None`` when the dialog has no record (already released).
         """
-        keys = [
+        keys = self._release_keys(conference_id, call_id)
+        with redis_errors("release a dialog"):
+            raw = cast(
+                list[bytes],
+                self._release(keys=keys, args=[dialog_id(call_id), self._ended_ttl_ms]),
+            )
+        if _text(raw[0]) != "ok":
+            return None
+        return _released(raw)
+
+    def _release_keys(self, conference_id: str, call_id: str) -> list[str]:
+        return [
             self.dialog_key(conference_id, call_id),
             *(
                 self.conference_key(conference_id, part)
@@ -730,16 +822,6 @@ class ConferenceStore:
             self.refer_stream_key(conference_id),
             self.rekey_failed_key(conference_id),
         ]
-        with redis_errors("release a dialog"):
-            raw = cast(
-                list[bytes],
-                self._release(keys=keys, args=[dialog_id(call_id), self._ended_ttl_ms]),
-            )
-        if _text(raw[0]) != "ok":
-            return None
-        conference_id, identity, leg, ssrcs, creator, state = (_text(item) for item in raw[1:7])
-        record = DialogRecord(conference_id, identity, leg, state, _ssrcs(ssrcs), creator == "1")
-        return Released(record, int(raw[7]) == 1)
 
     def closing(self, conference_id: str, call_id: str, peers: str, ttl: int = 300) -> None:
         """Keep only a dialog's peers after its answer was refused (every stream rejected).
@@ -758,10 +840,49 @@ class ConferenceStore:
                 mapping={
                     "conference": conference_id, "identity": "", "leg": "",
                     "state": "closing", "peers": peers,
+                    **dict(zip(("sent-p", "sent-m"), _senders(peers), strict=True)),
                 },
             )  # fmt: skip
             pipe.expire(key, ttl)
             pipe.execute()
+
+    def sender(
+        self, conference_id: str, call_id: str, fingerprint: str
+    ) -> tuple[Direction, DialogPeers, str]:
+        """The gate's read for an in-dialog request other than INVITE/REFER: one round trip.
+
+        Returns which side sent it, the dialog's peers and its state (``up``/``closing``);
+        :class:`~secconf.core.errors.CallDoesNotExist` (481) without an answered dialog,
+        :class:`~secconf.core.errors.Forbidden` (403) when *fingerprint* (the request's
+        flow and tags, :func:`secconf.core.gate.sender_fingerprint`) is neither side's.
+        """
+        with redis_errors("read a dialog's peers"):
+            raw = cast(
+                list[bytes],
+                self._sender(keys=[self.dialog_key(conference_id, call_id)], args=[fingerprint]),
+            )
+        return _sender_result(raw)
+
+    def release_from(
+        self, conference_id: str, call_id: str, fingerprint: str
+    ) -> tuple[Direction, DialogPeers, Released | None]:
+        """A BYE: the sender's check and :meth:`release` in one script (one round trip).
+
+        The release happens only when *fingerprint* is one side's (else 403, 481 as
+        :meth:`sender`); a closing dialog's record just goes (``None``: nothing released).
+        """
+        keys = self._release_keys(conference_id, call_id)
+        with redis_errors("release a dialog"):
+            raw = cast(
+                list[bytes],
+                self._release_from(
+                    keys=keys, args=[dialog_id(call_id), self._ended_ttl_ms, fingerprint]
+                ),
+            )
+        direction, peers, status = _sender_result(raw)
+        if status != "released" or _text(raw[3]) != "ok":
+            return direction, peers, None
+        return direction, peers, _released(raw[3:])
 
     def forget_closing(self, conference_id: str, call_id: str) -> None:
         """The BYE of a closing dialog passed: its record goes."""
