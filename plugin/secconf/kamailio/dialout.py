@@ -395,14 +395,14 @@ def _relay(
     )
 
 
-def _dialout_peers(service: FocusService, reply: ReplyView, state: TransactionState) -> str:
+def _dialout_peers(service: FocusService, reply: ReplyView, state: TransactionState) -> DialogPeers:
     """The dial-out's peers: the mixer sent the INVITE, the phone answered it."""
     if state.peer is None or reply.flow is None or not reply.to_tag:
         raise NotAcceptable("a 2xx without the dialog's peers: not recorded, not keyed")
     if state.mode != "kms" and not reply.flow.secure and not service.settings.sdes_over_udp:
         raise NotAcceptable("an SDES answer arrived without TLS: the group key stays off it")
     phone = Peer(reply.to_tag, reply.flow, reply.contact)
-    return DialogPeers(participant=phone, mixer=state.peer).to_json()
+    return DialogPeers(participant=phone, mixer=state.peer)
 
 
 def dialout_answered(service: FocusService, reply: ReplyView, state: TransactionState) -> bytes:

@@ -390,8 +390,7 @@ class SecconfKemi:
         admitted = self._admit(service, method)
         if admitted is None:
             return  # a retransmission: tm answered
-        record, direction, request = admitted
-        peers = DialogPeers.from_json(record.peers)
+        record, peers, direction, request = admitted
         if method == "REFER":
             try:
                 self.adapter.reply(service.on_refer(request, record.conference_id, record.identity))
@@ -415,7 +414,7 @@ class SecconfKemi:
 
     def _admit(
         self, service: FocusService, method: str
-    ) -> tuple[DialogRecord, Direction, RequestView] | None:
+    ) -> tuple[DialogRecord, DialogPeers, Direction, RequestView] | None:
         """The gate for a re-INVITE or REFER: the whole record, who sent it, or a SecconfError."""
         request = self.adapter.request(service.header_names())
         conference_id = self._routed_conference(
@@ -426,14 +425,13 @@ class SecconfKemi:
         record = service.store.dialog(conference_id, request.call_id)
         if record is None or record.state != "up" or not record.peers:
             raise CallDoesNotExist("no such conference dialog")
-        direction = in_dialog_direction(
-            DialogPeers.from_json(record.peers), request.flow, request.from_tag, request.to_tag
-        )
+        peers = DialogPeers.from_json(record.peers)
+        direction = in_dialog_direction(peers, request.flow, request.from_tag, request.to_tag)
         if not in_dialog_method_allowed(direction, method):
             raise Forbidden(f"{method} is not sent by this side of a conference dialog")
         if not body_allowed(method, request.content_type, len(request.body)):
             raise NotAcceptable(f"an SDP body in {method}: media changes go by re-INVITE only")
-        return record, direction, request
+        return record, peers, direction, request
 
     def _refuse_in_dialog(self, method: str | None, error: SecconfError) -> None:
         """Answer a refused in-dialog request (an ACK cannot be answered: it is dropped)."""

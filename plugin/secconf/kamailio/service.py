@@ -1081,7 +1081,7 @@ class FocusService:
             reply.call_id,
             media=dialog_media(state.streams, state.external, state.internal, state.edge_ssrc),
             epoch=state.epoch if state.mode == OfferMode.KMS.value else None,
-            peers=peers.to_json(),
+            peers=peers,
         )
         external = state.external
         epoch = answered.group_key.epoch
@@ -1138,7 +1138,7 @@ class FocusService:
         else:
             peers = DialogPeers(participant=state.peer, mixer=answerer)
         try:
-            self.store.closing(state.conference_id, call_id, peers.to_json())
+            self.store.closing(state.conference_id, call_id, peers)
         except SecconfError as exc:
             self.log("err", f"secconf: closing dialog not recorded: {exc.message}")
 

@@ -438,12 +438,15 @@ return 'ok'
 """
 
 
-def _senders(peers: str) -> tuple[str, str]:
-    """The fingerprints of a request from the participant and from the mixer ('' if none)."""
-    if not peers:
-        return "", ""
-    parsed = DialogPeers.from_json(peers)
-    return parsed.fingerprint(Direction.FROM_PARTICIPANT), parsed.fingerprint(Direction.FROM_MIXER)
+def _peer_fields(peers: DialogPeers | None) -> tuple[str, str, str]:
+    """The peers' JSON and each side's sender fingerprint, as the dialog record keeps them."""
+    if peers is None:
+        return "", "", ""
+    return (
+        peers.to_json(),
+        peers.fingerprint(Direction.FROM_PARTICIPANT),
+        peers.fingerprint(Direction.FROM_MIXER),
+    )
 
 
 def _released(raw: Sequence[bytes]) -> Released:
@@ -719,7 +722,7 @@ class ConferenceStore:
         media: str,
         epoch: int,
         ssrcs: Sequence[int] = (),
-        peers: str = "",
+        peers: DialogPeers | None = None,
     ) -> None:
         """A dial-out's 2xx passed: its SSRCs registered, the dialog up on *epoch*.
 
@@ -733,7 +736,7 @@ class ConferenceStore:
             self.conference_key(conference_id),
             self.conference_key(conference_id, "ssrcs"),
         ]
-        args: list[Any] = [dialog_id(call_id), media, int(epoch), peers, *_senders(peers),
+        args: list[Any] = [dialog_id(call_id), media, int(epoch), *_peer_fields(peers),
                            *ssrc_list]  # fmt: skip
         with redis_errors("record a dial-out's answer"):
             result = _text(self._dialout_answered(keys=keys, args=args))
@@ -754,7 +757,7 @@ class ConferenceStore:
         *,
         media: str = "",
         epoch: int | None = None,
-        peers: str = "",
+        peers: DialogPeers | None = None,
     ) -> Answered:
         """Mark the dialog up (its 2xx passed) and return the conference's current key.
 
@@ -768,7 +771,8 @@ class ConferenceStore:
             self.conference_key(conference_id),
             self.conference_key(conference_id, "epochs"),
         ]
-        args: list[Any] = [media, "" if epoch is None else int(epoch), peers, *_senders(peers)]
+        fields = _peer_fields(peers)
+        args: list[Any] = [media, "" if epoch is None else int(epoch), *fields]
         with redis_errors("read the conference key"):
             raw = cast(list[bytes], self._answered(keys=keys, args=args))
         status = _text(raw[0])
@@ -793,7 +797,7 @@ class ConferenceStore:
             creator == "1",
             epoch if leg_epoch is None else int(leg_epoch),
             media,
-            peers=peers,
+            peers=fields[0],
         )
         return Answered(record, key)
 
@@ -823,7 +827,7 @@ class ConferenceStore:
             self.rekey_failed_key(conference_id),
         ]
 
-    def closing(self, conference_id: str, call_id: str, peers: str, ttl: int = 300) -> None:
+    def closing(self, conference_id: str, call_id: str, peers: DialogPeers, ttl: int = 300) -> None:
         """Keep only a dialog's peers after its answer was refused (every stream rejected).
 
         The SIP dialog still exists between the two sides (a proxy cannot turn a 2xx into a
@@ -839,8 +843,8 @@ class ConferenceStore:
                 key,
                 mapping={
                     "conference": conference_id, "identity": "", "leg": "",
-                    "state": "closing", "peers": peers,
-                    **dict(zip(("sent-p", "sent-m"), _senders(peers), strict=True)),
+                    "state": "closing",
+                    **dict(zip(("peers", "sent-p", "sent-m"), _peer_fields(peers), strict=True)),
                 },
             )  # fmt: skip
             pipe.expire(key, ttl)
