@@ -1011,6 +1011,7 @@ class Comparison:
                 with (out / name).open("w") as handle:
                     stats.stream = handle  # type: ignore[attr-defined]
                     stats.sort_stats("cumulative").print_stats(60)
+                stats.dump_stats(str(out / name.replace(".txt", ".prof")))  # for pstats diffs
         return summary
 
     def run(self) -> None:

@@ -269,11 +269,14 @@ def _start_focus(
     tls: bool = False,
     mixed_modes: bool = False,
     allow: tuple[str, ...] = (),
+    focus_lines: str = "",
 ) -> Focus:
     kek = tmp / "kek"
     if not kek.exists():
         generate_key_file(kek)
     text = settings_text(kek, extra)
+    if focus_lines:  # more [focus] settings
+        text = text.replace("[focus]\n", "[focus]\n" + focus_lines, 1)
     if mixed_modes:
         text = text.replace("[policy]\n", "[policy]\nmixed_modes = true\n", 1)
     if allow:  # more names in policy.allowed (tickets may name only those)

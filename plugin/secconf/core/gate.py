@@ -31,12 +31,14 @@ from .errors import Forbidden, MalformedSipMessage
 __all__ = [
     "PASSING_METHODS",
     "ROUTE_MAC_HEX",
+    "AckHops",
     "DialogPeers",
     "Direction",
     "Flow",
     "Peer",
     "body_allowed",
     "canonical_user",
+    "destination_uri",
     "in_dialog_direction",
     "in_dialog_method_allowed",
     "route_mac",
@@ -166,6 +168,68 @@ class DialogPeers:
     def receiver(self, direction: Direction) -> Peer:
         """The next hop of a request sent in *direction*: the other side's recorded peer."""
         return self.mixer if direction is Direction.FROM_PARTICIPANT else self.participant
+
+
+def destination_uri(flow: Flow) -> str:
+    """The SIP URI that sends a request out on *flow* (Kamailio's ``$du``).
+
+    For a TLS/TCP phone this is the connection it opened (its source address and port),
+    so nobody else at its Contact address can take its requests (docs/kamailio.md).
+    """
+    host = f"[{flow.address}]" if ":" in flow.address else flow.address
+    return f"sip:{host}:{flow.port};transport={flow.transport}"
+
+
+@dataclass(frozen=True, slots=True)
+class AckHops:
+    """A dialog's peers reduced to what passing its ACK needs: per side, who sends and where to.
+
+    Kept by the node that answered the dialog for the ACK's window (the Kamailio adapter's
+    peer cache) and checked with string comparisons only: the sender's fingerprint (flow and
+    tags, :func:`sender_fingerprint`) must be one side's, the next hop is the other side's
+    Contact and flow (:func:`destination_uri`). The same decision as
+    :func:`in_dialog_direction` with :meth:`DialogPeers.receiver`, precomputed.
+    """
+
+    from_participant: str  # the participant's fingerprint
+    from_mixer: str
+    to_participant: tuple[str, str]  # Request-URI and destination URI of the participant
+    to_mixer: tuple[str, str]
+
+    @classmethod
+    def of(cls, peers: DialogPeers) -> AckHops:
+        participant, mixer = peers.participant, peers.mixer
+        return cls(
+            peers.fingerprint(Direction.FROM_PARTICIPANT),
+            peers.fingerprint(Direction.FROM_MIXER),
+            (participant.contact, destination_uri(participant.flow)),
+            (mixer.contact, destination_uri(mixer.flow)),
+        )
+
+    def encode(self) -> str:
+        return json.dumps([self.from_participant, self.from_mixer, *self.to_participant,
+                           *self.to_mixer], separators=(",", ":"))  # fmt: skip
+
+    @classmethod
+    def decode(cls, text: str) -> AckHops | None:
+        """``None`` for anything that is not an encoded :class:`AckHops` (never guessed at)."""
+        try:
+            fields = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(fields, list) or len(fields) != 6:
+            return None
+        if not all(isinstance(field, str) for field in fields):
+            return None
+        return cls(fields[0], fields[1], (fields[2], fields[3]), (fields[4], fields[5]))
+
+    def next_hop(self, fingerprint: str) -> tuple[str, str]:
+        """Request-URI and destination for a request with *fingerprint*, or :class:`Forbidden`."""
+        if fingerprint == self.from_participant:
+            return self.to_mixer
+        if fingerprint == self.from_mixer:
+            return self.to_participant
+        raise Forbidden("in-dialog request not from a peer of the dialog")
 
 
 def sender_fingerprint(flow: Flow, from_tag: str, to_tag: str | None) -> str:

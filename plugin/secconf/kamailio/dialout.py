@@ -418,14 +418,16 @@ def dialout_answered(service: FocusService, reply: ReplyView, state: Transaction
         return _kms_dialout_answered(service, reply, state)
     answer = SessionDescription.parse(reply.body)
     crypto = answered_crypto(answer, state.streams, service.settings.suite)
+    peers = _dialout_peers(service, reply, state)
     service.store.dialout_answered(
         state.conference_id,
         reply.call_id,
         media=dialog_media(state.streams, state.external, state.internal),
         epoch=state.epoch,
         ssrcs=offer_ssrcs(answer),
-        peers=_dialout_peers(service, reply, state),
+        peers=peers,
     )
+    service.peer_cache.remember(reply.call_id, peers)
     edge = service.edge
     edge.set_participant_key(state.leg, str(crypto[0]))
     remote = offered_remote(answer, state.streams)
@@ -487,14 +489,16 @@ def _kms_dialout_answered(
             ssrcs.add(session.ssrc)
     if state.edge_ssrc is not None:
         ssrcs.discard(state.edge_ssrc)
+    peers = _dialout_peers(service, reply, state)
     service.store.dialout_answered(
         state.conference_id,
         reply.call_id,
         media=dialog_media(state.streams, state.external, state.internal, state.edge_ssrc),
         epoch=epoch,
         ssrcs=sorted(ssrcs),
-        peers=_dialout_peers(service, reply, state),
+        peers=peers,
     )
+    service.peer_cache.remember(reply.call_id, peers)
     edge = service.edge
     remote = offered_remote(answer, state.streams)
     if remote is not None:

@@ -51,6 +51,7 @@ from .dialout import (
 )
 from .edge_control import EdgeControl, HttpEdgeControl, NoEdge
 from .kms import HttpKmsResolver
+from .peer_cache import HtablePeerCache, NoPeerCache, PeerCache
 from .registrar import REGISTER_HEADERS, register_identity, register_refusal
 from .service import FocusService, Retransmission, digest_secret, route_secret
 from .settings import Settings, load_settings
@@ -137,8 +138,23 @@ class SecconfKemi:
             route_key=route_secret(self._kek),
             nonces=DigestNonces(client, self.settings.redis_prefix),
             timer=timer,
+            peer_cache=self._peer_cache(),
         )
         return 0
+
+    def _peer_cache(self) -> PeerCache:
+        table = self.settings.peer_table
+        if not table:
+            return NoPeerCache()
+        htable = getattr(self.ksr, "htable", None)
+        if htable is None:
+            self.adapter.log(
+                "warn",
+                f"secconf: [focus] peer_table = {table!r} but module htable is not loaded: "
+                "ACKs are checked in Redis (docs/kamailio.md, the peer cache)",
+            )
+            return NoPeerCache()
+        return HtablePeerCache(htable, table, self.adapter.log)
 
     def _service(self) -> FocusService:
         if self.service is None:  # a process whose child_init did not run
@@ -343,6 +359,8 @@ class SecconfKemi:
             self._refuse_in_dialog(method, Forbidden("not routed through this focus"))
             return
         service = self._service()
+        if method == "ACK" and self._cached_ack(service):
+            return
         try:
             if method in ("INVITE", "REFER"):
                 self._invite_or_refer(service, method)
@@ -350,6 +368,28 @@ class SecconfKemi:
                 self._pass(service, method or "")
         except SecconfError as exc:
             self._refuse_in_dialog(method, exc)
+
+    def _cached_ack(self, service: FocusService) -> bool:
+        """The ACK of a 2xx this node answered moments ago, from its recorded sender: passed.
+
+        Its dialog's peers are in the node's shared memory (peer_cache.py); the flow and both
+        tags must be exactly one side's, and it goes to the other side's recorded Contact and
+        flow. Anything else (not cached, another sender, a body) returns False: the whole
+        gate decides, with the Route's MAC and Redis.
+        """
+        view = self.adapter.bodiless_ack()
+        if view is None:
+            return False
+        call_id, fingerprint = view
+        hops = service.peer_cache.recall(call_id)
+        if hops is None:
+            return False
+        try:
+            uri, destination = hops.next_hop(fingerprint)
+        except Forbidden:
+            return False
+        self.adapter.relay_to(uri, destination)
+        return True
 
     def _routed_conference(
         self, service: FocusService, call_id: str, tags: tuple[str, str | None]

@@ -114,6 +114,7 @@ from .edge_control import EdgeControl, LegAddresses, LegPlan, switch_at_answer
 from .kms import TicketResolver
 from .mixer_token import HEADER as MIXER_TOKEN_HEADER
 from .mixer_token import token_header
+from .peer_cache import NoPeerCache, PeerCache
 from .settings import Settings
 from .timing import PhaseTimer
 
@@ -360,6 +361,8 @@ class FocusService:
     nonces: DigestNonces | None = None  # digest nonce-counts (replays), shared in Redis
     timer: PhaseTimer | None = None  # [focus] timing: per-INVITE phase durations
     route_key: bytes = field(default=b"", repr=False)  # the Record-Route MAC (route_secret)
+    #: the peers of dialogs this node just answered, for their ACKs (peer_cache.py)
+    peer_cache: PeerCache = field(default_factory=NoPeerCache)
 
     @contextmanager
     def _phase(self, name: str) -> Iterator[None]:
@@ -1083,6 +1086,7 @@ class FocusService:
             epoch=state.epoch if state.mode == OfferMode.KMS.value else None,
             peers=peers,
         )
+        self.peer_cache.remember(reply.call_id, peers)
         external = state.external
         epoch = answered.group_key.epoch
         if state.mode == OfferMode.KMS.value:
@@ -1139,6 +1143,7 @@ class FocusService:
             peers = DialogPeers(participant=state.peer, mixer=answerer)
         try:
             self.store.closing(state.conference_id, call_id, peers)
+            self.peer_cache.remember(call_id, peers)
         except SecconfError as exc:
             self.log("err", f"secconf: closing dialog not recorded: {exc.message}")
 

@@ -100,6 +100,9 @@ class Settings:
     uri_list_outside: str = "refuse"
     #: Per-INVITE timing (parse, Redis, edge, rewrite) into Redis counters; off by default.
     timing: bool = False
+    #: ``[focus] peer_table``: the Kamailio htable keeping fresh dialogs' peers for their ACKs
+    #: (peer_cache.py); empty: every ACK is checked in Redis.
+    peer_table: str = "secconf_peers"
     #: A conference takes joins/REFERs authenticated in the other mode too (SDES members
     #: of a KMS conference, or the reverse); false (default): refused 488/403 (fail closed).
     mixed_modes: bool = False
@@ -256,6 +259,7 @@ def load_settings(
         uri_list_max=uri_list_max,
         uri_list_outside=uri_list_outside,
         timing=_get(data, "focus", "timing", bool, False),
+        peer_table=_get(data, "focus", "peer_table", str, "secconf_peers"),
         mixed_modes=_get(data, "policy", "mixed_modes", bool, False),
         dialout_contacts=dialout_contacts,
         dialout_kms_users=dialout_kms_users,
