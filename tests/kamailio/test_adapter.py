@@ -274,3 +274,25 @@ def test_dialout_kms_users_need_kms_mode_and_choose_the_leg_mode(tmp_path: Path)
     mixed = replace(settings, mixed_modes=True, dialout_kms_users=frozenset({dave}))
     assert dialout_mode(mixed, "sdes", dave) == "kms"
     assert dialout_mode(mixed, "kms", erin) == "sdes"
+
+
+ACK_VIEW = "$_s($pr $si $sp $ft $tt $cl $ci)"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("udp 127.0.0.1 5060 ft1 tt1 0 abc@host", ("abc@host", "udp:127.0.0.1:5060|ft1|tt1")),
+        # The Call-ID is last: whatever it holds stays in it.
+        ("tls 192.0.2.1 5061 a b 0 odd call id", ("odd call id", "tls:192.0.2.1:5061|a|b")),
+        ("udp 127.0.0.1 5060 ft1 tt1 12 abc@host", None),  # a body: the whole gate
+        ("udp 127.0.0.1 5060 ft1 tt1 <null> abc@host", None),  # no Content-Length
+        ("udp 127.0.0.1 5060 ft1 <null> 0 abc@host", None),  # no To tag
+        ("udp 127.0.0.1 x ft1 tt1 0 abc@host", None),
+        ("udp 127.0.0.1 5060 ft1 tt1 0", None),  # too few fields
+        (None, None),
+    ],
+)
+def test_bodiless_ack_is_one_read(text: str | None, expected: tuple[str, str] | None) -> None:
+    ksr = FakeKsr(pvs={ACK_VIEW: text})
+    assert KsrAdapter(ksr).bodiless_ack() == expected

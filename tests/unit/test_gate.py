@@ -14,16 +14,19 @@ from hypothesis import strategies as st
 from secconf.core.errors import Forbidden, MalformedSipMessage
 from secconf.core.focus import TargetKind, classify_target
 from secconf.core.gate import (
+    AckHops,
     DialogPeers,
     Direction,
     Flow,
     Peer,
     body_allowed,
     canonical_user,
+    destination_uri,
     in_dialog_direction,
     in_dialog_method_allowed,
     route_mac,
     route_mac_ok,
+    sender_fingerprint,
 )
 
 FACTORY = re.compile("conf-factory")
@@ -121,6 +124,54 @@ def test_direction_comes_from_the_recorded_flow_and_tags() -> None:
 def test_anyone_else_is_forbidden(flow: Flow, from_tag: str, to_tag: str | None) -> None:
     with pytest.raises(Forbidden):
         in_dialog_direction(PEERS, flow, from_tag, to_tag)
+
+
+def test_ack_hops_are_the_gate_precomputed() -> None:
+    hops = AckHops.of(PEERS)
+    assert AckHops.decode(hops.encode()) == hops
+    participant = sender_fingerprint(Flow.of("tls", "192.0.2.10", 50123), "ptag", "mtag")
+    mixer = sender_fingerprint(Flow.of("udp", "127.0.0.1", 5080), "mtag", "ptag")
+    assert hops.next_hop(participant) == (MIXER.contact, "sip:127.0.0.1:5080;transport=udp")
+    assert hops.next_hop(mixer) == (PARTICIPANT.contact, "sip:192.0.2.10:50123;transport=tls")
+    assert destination_uri(Flow.of("tcp", "2001:DB8::1", 5061)) == (
+        "sip:[2001:db8::1]:5061;transport=tcp"
+    )
+
+
+@pytest.mark.parametrize(
+    "text", ["", "[]", "{}", '["a","b","c","d","e"]', '["a","b","c","d","e",6]', "not json"]
+)
+def test_ack_hops_refuse_anything_else(text: str) -> None:
+    assert AckHops.decode(text) is None
+
+
+flows = st.builds(
+    Flow.of, st.sampled_from(["udp", "tcp", "tls"]),
+    st.sampled_from(["127.0.0.1", "192.0.2.10", "2001:db8::1"]), st.integers(1, 65535),
+)  # fmt: skip
+tags = st.text(alphabet="abcdefgh0123456789-.", min_size=1, max_size=8)
+
+
+@given(flows, tags, flows, tags, flows, tags, st.one_of(st.none(), tags))
+def test_ack_hops_decide_as_the_gate_does(
+    participant_flow: Flow, participant_tag: str, mixer_flow: Flow, mixer_tag: str,
+    flow: Flow, from_tag: str, to_tag: str | None,
+) -> None:  # fmt: skip
+    """Whatever the request's flow and tags: passed to the same hop, or refused by both."""
+    peers = DialogPeers(
+        Peer(participant_tag, participant_flow, "sip:p@192.0.2.10"),
+        Peer(mixer_tag, mixer_flow, "sip:m@127.0.0.1"),
+    )
+    fingerprint = sender_fingerprint(flow, from_tag, to_tag)
+    try:
+        direction = in_dialog_direction(peers, flow, from_tag, to_tag)
+    except Forbidden:
+        with pytest.raises(Forbidden):
+            AckHops.of(peers).next_hop(fingerprint)
+        return
+    receiver = peers.receiver(direction)
+    expected = (receiver.contact, destination_uri(receiver.flow))
+    assert AckHops.decode(AckHops.of(peers).encode()).next_hop(fingerprint) == expected  # type: ignore[union-attr]
 
 
 def test_methods_and_bodies_per_side() -> None:

@@ -81,7 +81,7 @@ def test_replacing_attributes_touches_nothing_else(
     description = SessionDescription.parse(text)
 
     def other(line: SdpLine) -> bool:
-        # Attribute names match without regard to case (secconf.core.sdp._same_name).
+        # Attribute names match without regard to case (secconf.core.sdp.SdpLine.is_attribute).
         return line.attribute_name is None or line.attribute_name.lower() != name.lower()
 
     for section in [description.session, *description.media]:

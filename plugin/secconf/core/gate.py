@@ -69,6 +69,8 @@ def canonical_user(raw: str | None) -> str | None:
         return None
     if len(raw) > _MAX_USER:
         raise MalformedSipMessage("Request-URI user part too long")
+    if _USER_PLAIN.issuperset(raw):
+        return raw  # nothing escaped: already its one spelling (and plain ASCII, no controls)
     out = bytearray()
     position = 0
     while position < len(raw):

@@ -88,6 +88,21 @@ class SdpLine:
             return None
         return self.value.partition(":")[0]
 
+    def is_attribute(self, wanted: str) -> bool:
+        """An ``a=`` line of the attribute *wanted* (given in lower case), in any letter case.
+
+        RFC 8866 leaves the case of attribute names to each attribute's definition, and peers
+        differ; for the attributes that carry or select keys (``crypto``, ``key-mgmt``) a
+        case-sensitive match would let ``a=CRYPTO`` or ``a=Key-Mgmt`` pass unseen, so the focus
+        treats every spelling as the attribute (safe: what it matches, it checks or removes).
+        """
+        if self.kind != "a":
+            return False
+        value, size = self.value, len(wanted)
+        return (len(value) == size or value[size : size + 1] == ":") and (
+            value[:size].lower() == wanted
+        )
+
     @property
     def attribute_value(self) -> str | None:
         """For an ``a=name:value`` line the value; ``None`` for property attributes."""
@@ -119,17 +134,6 @@ class Origin:
     nettype: str
     addrtype: str
     address: str
-
-
-def _same_name(found: str | None, wanted: str) -> bool:
-    """Attribute names are matched without regard to case.
-
-    RFC 8866 leaves the case of attribute names to each attribute's definition, and peers
-    differ; for the attributes that carry or select keys (``crypto``, ``key-mgmt``) a
-    case-sensitive match would let ``a=CRYPTO`` or ``a=Key-Mgmt`` pass unseen, so the focus
-    treats every spelling as the attribute (safe: what it matches, it checks or removes).
-    """
-    return found is not None and found.lower() == wanted.lower()
 
 
 def _attribute_text(name: str, value: str | None) -> str:
@@ -165,9 +169,8 @@ class Section:
 
     def attributes(self, name: str) -> list[str | None]:
         """Values of every ``a=name`` line here, in order (``None`` for a flag)."""
-        return [
-            line.attribute_value for line in self.lines if _same_name(line.attribute_name, name)
-        ]
+        wanted = name.lower()
+        return [line.attribute_value for line in self.lines if line.is_attribute(wanted)]
 
     def attribute(self, name: str) -> str | None:
         """Value of the first ``a=name`` line, ``None`` if absent or a flag."""
@@ -175,7 +178,8 @@ class Section:
         return values[0] if values else None
 
     def has_attribute(self, name: str) -> bool:
-        return any(_same_name(line.attribute_name, name) for line in self.lines)
+        wanted = name.lower()
+        return any(line.is_attribute(wanted) for line in self.lines)
 
     def add_attribute(self, name: str, value: str | None = None) -> None:
         """Append ``a=name[:value]`` after the last line of this section."""
@@ -183,9 +187,8 @@ class Section:
 
     def remove_attributes(self, name: str) -> int:
         """Remove every ``a=name`` line; return how many were removed."""
-        positions = [
-            i for i, line in enumerate(self.lines) if _same_name(line.attribute_name, name)
-        ]
+        wanted = name.lower()
+        positions = [i for i, line in enumerate(self.lines) if line.is_attribute(wanted)]
         for position in reversed(positions):
             self._delete(position)
         return len(positions)
@@ -198,9 +201,8 @@ class Section:
         after the last existing one (or at the end of the section).
         """
         texts = [_attribute_text(name, value) for value in values]
-        positions = [
-            i for i, line in enumerate(self.lines) if _same_name(line.attribute_name, name)
-        ]
+        wanted = name.lower()
+        positions = [i for i, line in enumerate(self.lines) if line.is_attribute(wanted)]
         for position, text in zip(positions, texts, strict=False):
             old = self.lines[position]
             self.lines[position] = SdpLine("a", text, old.eol)

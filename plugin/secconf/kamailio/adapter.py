@@ -75,15 +75,16 @@ class RequestView:
     source_port: int = 0  # $sp: the dial-out path checks the mixer's address and port
     transport: str = ""  # $pr, lower case: "udp", "tcp", "tls" (the flow the request came on)
     contact: str = ""  # the Contact header's URI (no display name, no header parameters)
+    #: Where the request came from: transport, source address and port (made once).
+    flow: Flow = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        flow = Flow.of(self.transport or "udp", self.source_ip, self.source_port)
+        object.__setattr__(self, "flow", flow)
 
     @property
     def in_dialog(self) -> bool:
         return bool(self.to_tag)
-
-    @property
-    def flow(self) -> Flow:
-        """Where the request came from: transport, source address and port."""
-        return Flow.of(self.transport or "udp", self.source_ip, self.source_port)
 
 
 @dataclass(frozen=True, slots=True)
