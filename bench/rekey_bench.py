@@ -43,7 +43,7 @@ from secconf.asterisk.ami import AmiSettings
 from secconf.asterisk.watcher import Watcher, WatcherSettings
 from secconf.client.phone import SdesPhone
 from secconf.core.roster import RekeyPolicy, RekeyReason
-from secconf.kamailio.settings import load_settings
+from secconf.focus.settings import load_settings
 from secconf.lab.services import (
     AsteriskProcess,
     EdgeProcess,

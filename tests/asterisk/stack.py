@@ -17,7 +17,7 @@ from typing import Any
 from secconf.asterisk.ami import AmiSettings
 from secconf.asterisk.watcher import WatcherSettings
 from secconf.core.roster import RekeyPolicy
-from secconf.kamailio.settings import Settings, load_settings
+from secconf.focus.settings import Settings, load_settings
 from secconf.store import generate_key_file
 from secconf.store.conferences import ConferenceStore, connect_blocking
 from secconf.store.keywrap import KeyWrapper, load_key_file

@@ -103,7 +103,7 @@ def test_two_watchers_share_the_refer_stream_each_entry_once(
 
     from secconf.asterisk.ami import AmiSettings
     from secconf.asterisk.watcher import REFER_GROUP, Watcher, WatcherSettings
-    from secconf.kamailio.settings import load_settings
+    from secconf.focus.settings import load_settings
 
     generate_key_file(tmp_path / "kek")
     (tmp_path / "focus.toml").write_text(FOCUS)

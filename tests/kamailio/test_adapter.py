@@ -9,11 +9,12 @@ import pytest
 
 from secconf.core.errors import Forbidden
 from secconf.core.focus import OfferedStream
-from secconf.kamailio.adapter import AVP, KsrAdapter, Relay, Reply
-from secconf.kamailio.edge_control import LegAddresses
+from secconf.focus.edge_control import LegAddresses
+from secconf.focus.messages import Relay, Reply
+from secconf.focus.service import FocusService, TransactionState
+from secconf.focus.settings import SettingsError, load_settings
+from secconf.kamailio.adapter import AVP, KsrAdapter
 from secconf.kamailio.handler import SecconfKemi
-from secconf.kamailio.service import FocusService, TransactionState
-from secconf.kamailio.settings import SettingsError, load_settings
 
 from .conftest import settings_text
 from .fake_ksr import FakeKsr
@@ -248,7 +249,7 @@ def test_dialout_kms_users_need_kms_mode_and_choose_the_leg_mode(tmp_path: Path)
     """``[dialout] kms_users`` without ``[kms]`` stops the start; the leg's mode rule."""
     from dataclasses import replace
 
-    from secconf.kamailio.dialout import dialout_mode
+    from secconf.focus.dialout import dialout_mode
     from secconf.store import generate_key_file
 
     config = tmp_path / "s.toml"

@@ -20,8 +20,8 @@ from secconf.core import digest
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES, CryptoAttribute
 from secconf.core.sdp import SessionDescription
-from secconf.kamailio.rekey import rekey
-from secconf.kamailio.settings import load_settings
+from secconf.focus.rekey import rekey
+from secconf.focus.settings import load_settings
 from secconf.store.sip_users import SipUserStore
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory

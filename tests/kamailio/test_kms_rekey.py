@@ -25,8 +25,8 @@ from secconf.core.mikey import TicketFlags
 from secconf.core.mikey import group as mikey_group
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.core.sdp import SessionDescription
-from secconf.kamailio.rekey import rekey
-from secconf.kamailio.settings import load_settings
+from secconf.focus.rekey import rekey
+from secconf.focus.settings import load_settings
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.kms_server import RunningKms

@@ -3,7 +3,7 @@
 The mixer's SIP stand-in sends the re-INVITE in each conference dialog (as
 Asterisk does on ``PJSIP_SEND_SESSION_REFRESH``); the participants are SRTP
 endpoints that switch their receive key when they send the 200 OK, like
-linphone.  ``secconf.kamailio.rekey.rekey`` mints the new epoch.
+linphone.  ``secconf.focus.rekey.rekey`` mints the new epoch.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from secconf.client.sip import Call, SipRequestFailed
 from secconf.core.errors import SecconfError
 from secconf.core.sdes import CryptoAttribute
 from secconf.core.sdp import SessionDescription
-from secconf.kamailio.rekey import rekey
-from secconf.kamailio.settings import load_settings
+from secconf.focus.rekey import rekey
+from secconf.focus.settings import load_settings
 from tests.fixtures.edge_server import RunningEdge
 
 from .conftest import ALICE, BOB, Focus, MixingUpstream, Upstream

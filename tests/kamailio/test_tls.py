@@ -29,8 +29,8 @@ from secconf.client.sip import (
     UserAgent,
 )
 from secconf.core.sip.headers import Address
-from secconf.kamailio.rekey import rekey
-from secconf.kamailio.settings import load_settings
+from secconf.focus.rekey import rekey
+from secconf.focus.settings import load_settings
 from secconf.lab.phones import Phone, PhoneError
 from secconf.lab.services import options_ping
 from secconf.lab.tlsca import TlsFiles, init_ca, participant_contexts

@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from secconf.client.media import PROFILES, KeyMaterial, SrtpEndpoint
+from secconf.client.media import KeyMaterial, SrtpEndpoint
 from secconf.core import rtp
 from secconf.core.errors import UnsupportedCryptoSuite
 from secconf.core.g711 import ToneGenerator, tone_ratio, ulaw_decode
 from secconf.core.sdes import SUITES
+from secconf.srtp import PROFILES
 from tests.conftest import DATA
 
 HOST = "127.0.0.1"

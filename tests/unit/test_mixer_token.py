@@ -37,8 +37,8 @@ from secconf.core.mixer_token import (
     token_mac,
     token_message,
 )
-from secconf.kamailio.mixer_token import token_header
-from secconf.kamailio.settings import SettingsError, load_settings
+from secconf.focus.mixer_token import token_header
+from secconf.focus.settings import SettingsError, load_settings
 from secconf.store import generate_key_file
 
 SECRET = bytes(range(32))

@@ -10,7 +10,7 @@ and drives each rekey:
    renewed every ``lease_ttl / 3``): only its holder acts, so two watchers never
    rekey one conference twice; a standby takes over when the lease lapses (and
    rekeys once, since it cannot know how far the old holder got);
-2. the next **epoch**: :func:`secconf.kamailio.rekey.rekey` with the module's own
+2. the next **epoch**: :func:`secconf.focus.rekey.rekey` with the module's own
    settings (Redis, KEK, edge): epoch n+1 wrapped in Redis and at the edge;
 3. per remaining channel, one at a time per channel, all channels in parallel (at
    most ``max_parallel``): the **re-INVITE trigger**
@@ -73,9 +73,9 @@ from secconf.core.roster import (
     leg_settled,
     plan_after_rekey,
 )
-from secconf.kamailio.rekey import rekey as mint_epoch
-from secconf.kamailio.settings import Settings as FocusSettings
-from secconf.kamailio.settings import load_settings as load_focus_settings
+from secconf.focus.rekey import rekey as mint_epoch
+from secconf.focus.settings import Settings as FocusSettings
+from secconf.focus.settings import load_settings as load_focus_settings
 from secconf.store.conferences import ConferenceStore, connect_blocking
 from secconf.store.keywrap import KeyWrapper, load_key_file
 

@@ -11,14 +11,14 @@ from .common import Commands
 
 
 def _focus_settings(args: argparse.Namespace) -> Any:
-    from ..kamailio.settings import load_settings
+    from ..focus.settings import load_settings
 
     # Redis, the KEK, the edge: the mixer's join-token secret is the module's alone.
     return load_settings(args.config, mixer_token=False)
 
 
 def _cmd_focus_rekey(args: argparse.Namespace) -> int:
-    from ..kamailio.rekey import rekey
+    from ..focus.rekey import rekey
 
     epoch = rekey(args.conference, _focus_settings(args))
     print(f"conference {args.conference}: epoch {epoch}")

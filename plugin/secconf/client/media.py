@@ -35,57 +35,27 @@ from dataclasses import dataclass, field
 import pylibsrtp
 
 from secconf.core import rtp
-from secconf.core.errors import MalformedRtp, UnsupportedCryptoSuite
+from secconf.core.errors import MalformedRtp
 from secconf.core.rtp import PacketKind, ReceptionStats, RtpPacket, SenderInfo
-from secconf.core.sdes import SUITES, CryptoSuite
+from secconf.core.sdes import CryptoSuite
+from secconf.srtp import AUTH_ERRORS, RECV_SIZE, REPLAY_ERRORS, profile_for
 
 __all__ = [
-    "PROFILES",
-    "RECV_SIZE",
     "KeyMaterial",
     "ReceivedPacket",
     "SourceStats",
     "SrtpEndpoint",
     "inbound_session",
     "opens",
-    "profile_for",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Datagram receive size: an MTU-sized SRTP packet with room to spare.
-RECV_SIZE = 2048
-
-#: SDES suite name -> pylibsrtp profile, for the suites pylibsrtp 1.0 exposes.
-PROFILES: dict[str, int] = {
-    "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
-    "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
-    "AEAD_AES_128_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
-    "AEAD_AES_256_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM,
-}
-
 #: (suite, master key, master salt); the suite as a :class:`CryptoSuite` or its name.
 KeyMaterial = tuple[CryptoSuite | str, bytes, bytes]
 
-_REPLAY_ERRORS = frozenset(
-    pylibsrtp.ERRORS[i] for i in (9, 10, 26)
-)  # replay_fail, replay_old, pkt_idx_old
-_AUTH_ERRORS = frozenset(pylibsrtp.ERRORS[i] for i in (7,))  # auth_fail
 _NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01 (RFC 5905 §6)
 _MAX_SOURCES = 256  # per-SSRC stats kept; packets of further sources count in totals only
-
-
-def profile_for(suite: CryptoSuite | str) -> tuple[CryptoSuite, int]:
-    """The :class:`CryptoSuite` and pylibsrtp profile for *suite*, or UnsupportedCryptoSuite."""
-    name = suite.name if isinstance(suite, CryptoSuite) else suite
-    known = SUITES.get(name)
-    profile = PROFILES.get(name)
-    if known is None or profile is None:
-        raise UnsupportedCryptoSuite(
-            f"crypto suite {name!r} is not supported by the SRTP endpoint "
-            f"(pylibsrtp offers {', '.join(PROFILES)})"
-        )
-    return known, profile
 
 
 def inbound_session(material: KeyMaterial) -> pylibsrtp.Session:
@@ -489,9 +459,9 @@ class SrtpEndpoint:
                 failures.append(str(exc))
             except ValueError:  # longer than pylibsrtp's 1500-byte buffer
                 return None, None, "malformed"
-        if any(reason in _REPLAY_ERRORS for reason in failures):
+        if any(reason in REPLAY_ERRORS for reason in failures):
             return None, None, "replay"
-        if any(reason in _AUTH_ERRORS for reason in failures):
+        if any(reason in AUTH_ERRORS for reason in failures):
             return None, None, "auth"
         return None, None, "malformed"
 

@@ -35,27 +35,29 @@ from secconf.core.gate import (
     route_mac_ok,
     sender_fingerprint,
 )
-from secconf.store.conferences import ConferenceStore, DialogRecord, connect_blocking
-from secconf.store.keywrap import KeyWrapper, load_key_file
-from secconf.store.nonces import DigestNonces
-from secconf.store.replay import BlockingReplayCache
-from secconf.store.sip_users import SipUserStore
-
-from .adapter import KsrAdapter, Relay, Reply, RequestView
-from .dialout import (
+from secconf.focus.dialout import (
     DIALOUT_HEADER,
     TargetUnavailable,
     check_dialout,
     dialout_relay,
     wants_dialout,
 )
-from .edge_control import EdgeControl, HttpEdgeControl, NoEdge
-from .kms import HttpKmsResolver
-from .peer_cache import HtablePeerCache, NoPeerCache, PeerCache
-from .registrar import REGISTER_HEADERS, register_identity, register_refusal
-from .service import FocusService, Retransmission, digest_secret, route_secret
-from .settings import Settings, load_settings
-from .timing import PhaseTimer, Timed
+from secconf.focus.edge_control import EdgeControl, HttpEdgeControl, NoEdge
+from secconf.focus.kms import HttpKmsResolver
+from secconf.focus.messages import Relay, Reply, RequestView
+from secconf.focus.peer_cache import NoPeerCache, PeerCache
+from secconf.focus.registrar import REGISTER_HEADERS, register_identity, register_refusal
+from secconf.focus.service import FocusService, Retransmission, digest_secret, route_secret
+from secconf.focus.settings import Settings, load_settings
+from secconf.focus.timing import PhaseTimer, Timed
+from secconf.store.conferences import ConferenceStore, DialogRecord, connect_blocking
+from secconf.store.keywrap import KeyWrapper, load_key_file
+from secconf.store.nonces import DigestNonces
+from secconf.store.replay import BlockingReplayCache
+from secconf.store.sip_users import SipUserStore
+
+from .adapter import KsrAdapter
+from .peer_cache import HtablePeerCache
 
 __all__ = ["SecconfKemi", "mod_init"]
 

@@ -1,5 +1,7 @@
 """The dialog peers of fresh 2xx answers in Kamailio's shared memory, for their ACKs.
 
+:class:`~secconf.focus.peer_cache.PeerCache` kept in a Kamailio ``htable``.
+
 The gate (docs/security.md) relays an in-dialog request only from a recorded peer to the
 other one. The peers are recorded in Redis at the 2xx and never change during a dialog, and
 the ACK of that 2xx follows within a few seconds (RFC 3261 §13.2.2.4; its retransmissions
@@ -22,33 +24,15 @@ is refused because of it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from secconf.core.gate import AckHops, DialogPeers
 
-__all__ = ["HtablePeerCache", "NoPeerCache", "PeerCache"]
-
-
-class PeerCache(Protocol):
-    """Where the focus keeps the peers of a dialog it just answered, for its ACK."""
-
-    def remember(self, call_id: str, peers: DialogPeers) -> None: ...
-
-    def recall(self, call_id: str) -> AckHops | None: ...
-
-
-class NoPeerCache:
-    """No cache: every ACK is checked against Redis."""
-
-    def remember(self, call_id: str, peers: DialogPeers) -> None:
-        return None
-
-    def recall(self, call_id: str) -> AckHops | None:
-        return None
+__all__ = ["HtablePeerCache"]
 
 
 class HtablePeerCache:
-    """:class:`PeerCache` in a Kamailio ``htable`` (shared by every worker of the node).
+    """:class:`~secconf.focus.peer_cache.PeerCache` in a Kamailio ``htable`` (shared by every worker of the node).
 
     Keyed by Call-ID alone: an entry only ever lets through a request whose flow and tags
     are the recorded ones (:meth:`AckHops.next_hop`); anything else, including the ACK of

@@ -58,7 +58,7 @@ from ..core.g711 import ToneGenerator, tone_share, ulaw_decode
 from ..core.keys import key_fingerprint
 from ..core.mikey import ticket as mikey_ticket
 from ..core.roster import FailurePolicy, RekeyPolicy
-from ..kamailio.settings import load_settings
+from ..focus.settings import load_settings
 from ..store import generate_key_file
 from ..store.conferences import ConferenceStore, connect_blocking
 from ..store.keywrap import KeyWrapper, load_key_file

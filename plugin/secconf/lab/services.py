@@ -61,7 +61,7 @@ ROOT = repository_root()
 #: The directory holding the ``secconf`` package the launchers run: ``plugin/`` in a checkout,
 #: site-packages when installed.  Kamailio's embedded Python loads the module from there.
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
-#: The module's override of ``[upstream] token_secret_file`` (secconf.kamailio.settings).
+#: The module's override of ``[upstream] token_secret_file`` (secconf.focus.settings).
 MIXER_TOKEN_ENV = "SECCONF_MIXER_TOKEN_FILE"  # noqa: S105 - a variable name
 
 

@@ -1,7 +1,7 @@
 """SRTP key material of the edge's legs, and pylibsrtp sessions made from it.
 
-Profiles come from the client's endpoint (:data:`secconf.client.media.PROFILES`,
-:func:`~secconf.client.media.profile_for`): one table of what pylibsrtp offers.
+Profiles come from :mod:`secconf.srtp` (:data:`~secconf.srtp.PROFILES`,
+:func:`~secconf.srtp.profile_for`): one table of what pylibsrtp offers.
 Keys never appear in ``repr()``; the JSON form (``{"suite", "key", "salt"}``,
 key and salt in base64) is only parsed here, never written back except where
 the API hands the edge's own internal-leg key to the Kamailio module.
@@ -16,11 +16,11 @@ from typing import Any
 
 import pylibsrtp
 
-from secconf.client.media import profile_for
 from secconf.core.edge import BadEdgeRequest
 from secconf.core.errors import SecconfError, UnsupportedCryptoSuite
 from secconf.core.keys import GroupKey, key_fingerprint
 from secconf.core.sdes import CryptoAttribute, RandomBytes
+from secconf.srtp import profile_for
 
 __all__ = ["SrtpKey", "session"]
 

@@ -46,7 +46,6 @@ from dataclasses import dataclass
 
 import pylibsrtp
 
-from secconf.client.media import _AUTH_ERRORS, _REPLAY_ERRORS, RECV_SIZE
 from secconf.core import rtp
 from secconf.core.edge import (
     Action,
@@ -65,6 +64,7 @@ from secconf.core.edge import (
     srtcp_index,
 )
 from secconf.core.errors import MalformedRtp, ServiceUnavailable
+from secconf.srtp import AUTH_ERRORS, RECV_SIZE, REPLAY_ERRORS
 
 from .keys import SrtpKey, session
 
@@ -501,7 +501,7 @@ class Leg:
             try:
                 plain = rx.rtp.unprotect(data)
             except pylibsrtp.Error as exc:
-                replay = replay or str(exc) in _REPLAY_ERRORS
+                replay = replay or str(exc) in REPLAY_ERRORS
                 continue
             except ValueError:
                 break
@@ -654,8 +654,8 @@ class Leg:
             return None, "malformed"
         except pylibsrtp.Error as exc:
             reason = str(exc)
-            if reason not in _REPLAY_ERRORS:
-                return None, "auth" if reason in _AUTH_ERRORS else "malformed"
+            if reason not in REPLAY_ERRORS:
+                return None, "auth" if reason in AUTH_ERRORS else "malformed"
             index = srtcp_index(data, rx.key.suite)
             highest = self.rtcp_highest
             if (

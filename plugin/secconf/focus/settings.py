@@ -120,7 +120,7 @@ class Settings:
     dialogs_per_identity: int = 4
     refers_per_minute: int = 6
     #: ``[upstream] token_secret_file``: the join-token keys shared with Asterisk; every INVITE
-    #: relayed to the mixer carries a token made with them (secconf.kamailio.mixer_token).
+    #: relayed to the mixer carries a token made with them (secconf.focus.mixer_token).
     #: Required by :func:`load_settings`; ``None`` only in a hand-made Settings, where the
     #: relay then fails closed (503).
     mixer_token: MixerTokenKeys | None = field(default=None, repr=False)

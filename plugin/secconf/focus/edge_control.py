@@ -23,7 +23,7 @@ configured (the real edge requires one, docs/edge.md).
 Every call has a short timeout (Kamailio workers must never hang); any
 failure is :class:`~secconf.core.errors.ServiceUnavailable` (503).  The HTTP
 connection is per worker process (created lazily after the fork), kept alive
-(:class:`secconf.kamailio.keepalive.KeepAliveHttp`, stdlib ``http.client``).
+(:class:`secconf.focus.keepalive.KeepAliveHttp`, stdlib ``http.client``).
 """
 
 from __future__ import annotations

@@ -109,9 +109,9 @@ from secconf.store.nonces import DigestNonces
 from secconf.store.replay import BlockingReplayCache
 from secconf.store.sip_users import SipUserStore
 
-from .adapter import Relay, Reply, ReplyView, RequestView
 from .edge_control import EdgeControl, LegAddresses, LegPlan, switch_at_answer
 from .kms import TicketResolver
+from .messages import Relay, Reply, ReplyView, RequestView
 from .mixer_token import HEADER as MIXER_TOKEN_HEADER
 from .mixer_token import token_header
 from .peer_cache import NoPeerCache, PeerCache

@@ -87,8 +87,8 @@ from secconf.core.sdes import CryptoAttribute, KeyParam
 from secconf.core.sdp import SessionDescription
 from secconf.store.conferences import DialogExists
 
-from .adapter import Relay, ReplyView, RequestView
 from .edge_control import LegAddresses, switch_at_answer
+from .messages import Relay, ReplyView, RequestView
 from .service import (
     CONFERENCE_HEADER,
     ON_FAILURE,

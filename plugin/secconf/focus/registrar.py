@@ -25,7 +25,7 @@ from secconf.core.digest import challenge
 from secconf.core.errors import Forbidden, MalformedMessage, ProtocolError, SecconfError
 from secconf.core.focus import normalize_identity
 
-from .adapter import Reply, RequestView
+from .messages import Reply, RequestView
 from .service import FocusService
 
 __all__ = ["REGISTER_HEADERS", "RegistrationRequired", "register_identity", "register_refusal"]

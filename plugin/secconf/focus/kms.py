@@ -1,7 +1,7 @@
 """The focus as a KMS user: resolves participants' tickets, synchronously, with a short timeout.
 
 Kamailio workers have no event loop, so this is a **blocking** keep-alive
-connection (:class:`secconf.kamailio.keepalive.KeepAliveHttp`, one per worker,
+connection (:class:`secconf.focus.keepalive.KeepAliveHttp`, one per worker,
 opened lazily after the fork), every call bounded by ``[kms] timeout`` (0.5 s by default): a KMS that is down or
 hangs costs a worker at most that long and the INVITE gets 503.
 
