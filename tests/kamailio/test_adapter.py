@@ -297,3 +297,23 @@ ACK_VIEW = "$_s($pr $si $sp $ft $tt $cl $ci)"
 def test_bodiless_ack_is_one_read(text: str | None, expected: tuple[str, str] | None) -> None:
     ksr = FakeKsr(pvs={ACK_VIEW: text})
     assert KsrAdapter(ksr).bodiless_ack() == expected
+
+
+def test_dialog_request_is_one_read_and_measures_a_body_without_content_length() -> None:
+    view = KsrAdapter(FakeKsr(pvs={ACK_VIEW: "udp 127.0.0.1 5060 ft1 tt1 0 abc@host"}))
+    request = view.dialog_request()
+    assert (request.call_id, request.from_tag, request.to_tag) == ("abc@host", "ft1", "tt1")
+    assert (request.content_type, request.content_length) == (None, 0)
+    assert str(request.flow) == "udp:127.0.0.1:5060"
+    with_body = FakeKsr(
+        pvs={ACK_VIEW: "udp 127.0.0.1 5060 ft1 tt1 5 abc@host", "$cT": "application/sdp"}
+    )
+    assert KsrAdapter(with_body).dialog_request().content_type == "application/sdp"
+    # No Content-Length over UDP: the body is the rest of the datagram, measured.
+    pvs = {
+        ACK_VIEW: "udp 127.0.0.1 5060 ft1 tt1 <null> abc@host", "$ci": "abc@host",
+        "$ft": "ft1", "$tt": "tt1", "$pr": "udp", "$si": "127.0.0.1", "$sp": "5060",
+        "$cl": None, "$cT": "application/sdp", "$rb": "v=0\r\n",
+    }  # fmt: skip
+    request = KsrAdapter(FakeKsr(pvs=pvs)).dialog_request()
+    assert (request.content_type, request.content_length) == ("application/sdp", 5)

@@ -240,6 +240,28 @@ def test_in_dialog_forgeries_from_another_flow_are_403(
     assert secure.state() == before
 
 
+@pytest.mark.parametrize("method", ["UPDATE", "INFO"])
+def test_sdp_without_content_length_over_udp_is_488(secure: SecureStack, method: str) -> None:
+    """RFC 3261 §20.14: over UDP the body is the rest of the datagram when Content-Length is
+    left out; the gate measures it instead of taking the missing header for "no body"."""
+    assert secure.bob is not None
+    before = secure.state()
+    attacker = Attacker(secure.udp)
+    try:
+        message = _forged(secure, attacker, method, "participant", secure.bob.routes)
+        head, _, _ = message.partition(b"\r\n\r\n")
+        body = sdp(_srtp_audio(41050))
+        lines = [line for line in head.split(b"\r\n") if not line.startswith(b"Content-")]
+        lines.append(b"Content-Type: application/sdp")
+        response = attacker.final(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        assert response.status == 488, (response.status, response.reason)
+        assert f"an SDP body in {method}" in secure.refusal(secure.bob.call_id)
+        _tells_nothing(response)
+    finally:
+        attacker.close()
+    assert secure.state() == before
+
+
 @pytest.mark.parametrize(
     "variant", ["no-mac", "wrong-mac", "other-conference", "no-conference", "no-route"]
 )

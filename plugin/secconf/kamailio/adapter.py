@@ -70,6 +70,23 @@ class DialogRequestView:
 _ACK_VIEW = "$_s($pr $si $sp $ft $tt $cl $ci)"
 
 
+def _split_view(text: str | None) -> list[str] | None:
+    """:data:`_ACK_VIEW`'s seven fields, or ``None`` when they do not split cleanly.
+
+    Content-Length is a number or ``<null>`` (no header), the port a number, the Call-ID
+    not empty; a tag with a space in it shifts the fields and fails these checks.
+    """
+    if text is None:
+        return None
+    fields = text.split(" ", 6)
+    if len(fields) != 7:
+        return None
+    _, _, port, _, _, length, call_id = fields
+    if not port.isdigit() or not call_id or not (length.isdigit() or length == "<null>"):
+        return None
+    return fields
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -134,14 +151,11 @@ class KsrAdapter:
         an ACK that does not split into exactly these fields, or has a body, gets ``None``
         and goes through :meth:`dialog_request` and the whole gate.
         """
-        text = _text(self.ksr.pv.get(_ACK_VIEW))
-        if text is None:
-            return None
-        fields = text.split(" ", 6)
-        if len(fields) != 7:
+        fields = _split_view(_text(self.ksr.pv.get(_ACK_VIEW)))
+        if fields is None:
             return None
         transport, address, port, from_tag, to_tag, length, call_id = fields
-        if length != "0" or not port.isdigit() or not call_id or "<null>" in (from_tag, to_tag):
+        if length != "0" or "<null>" in (from_tag, to_tag):
             return None
         flow = Flow.of(transport, address, int(port))
         return call_id, sender_fingerprint(flow, from_tag, to_tag)
@@ -156,15 +170,40 @@ class KsrAdapter:
         return True
 
     def dialog_request(self) -> DialogRequestView:
-        """The few values the in-dialog gate needs (no headers, no body read)."""
+        """The few values the in-dialog gate needs (no headers, no body read).
+
+        One ``$_s`` read for the common case (the flow, tags, Content-Length and Call-ID of
+        :meth:`bodiless_ack`); the Content-Type only when there is a body. Anything that
+        does not split cleanly is read pseudo-variable by pseudo-variable.
+        """
+        fields = _split_view(_text(self.ksr.pv.get(_ACK_VIEW)))
+        if fields is not None and fields[5] != "<null>":
+            transport, address, port, from_tag, to_tag, length, call_id = fields
+            content_length = int(length)
+            return DialogRequestView(
+                call_id=call_id,
+                from_tag=from_tag,
+                to_tag=None if to_tag == "<null>" else to_tag,
+                flow=Flow.of(transport, address, int(port)),
+                content_type=self.pv("$cT") if content_length else None,
+                content_length=content_length,
+            )
         return DialogRequestView(
             call_id=self.pv("$ci") or "",
             from_tag=self.pv("$ft") or "",
             to_tag=self.pv("$tt") or None,
             flow=Flow.of(self.pv("$pr") or "udp", self.pv("$si") or "", self._port(self.pv("$sp"))),
             content_type=self.pv("$cT"),
-            content_length=self._port(self.pv("$cl")),
+            # RFC 3261 §20.14: over UDP Content-Length may be left out and the body is the
+            # rest of the datagram; then it is measured, never taken as 0.
+            content_length=self._body_length(),
         )
+
+    def _body_length(self) -> int:
+        length = self.pv("$cl")
+        if length is None:
+            return len(self.pv("$rb") or "")
+        return self._port(length)
 
     @staticmethod
     def _port(text: str | None) -> int:

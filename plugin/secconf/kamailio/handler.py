@@ -44,7 +44,7 @@ from secconf.focus.dialout import (
 )
 from secconf.focus.edge_control import EdgeControl, HttpEdgeControl, NoEdge
 from secconf.focus.kms import HttpKmsResolver
-from secconf.focus.messages import Relay, Reply, RequestView
+from secconf.focus.messages import Reply, RequestView
 from secconf.focus.peer_cache import NoPeerCache, PeerCache
 from secconf.focus.registrar import REGISTER_HEADERS, register_identity, register_refusal
 from secconf.focus.service import FocusService, Retransmission, digest_secret, route_secret
@@ -417,15 +417,17 @@ class SecconfKemi:
         fingerprint = sender_fingerprint(view.flow, view.from_tag, view.to_tag)
         if method == "BYE":
             # Only the bound peer of either side gets here: its BYE ends the leg.
-            direction, peers, released = service.store.release_from(
+            _, (uri, destination), released = service.store.release_from(
                 conference_id, view.call_id, fingerprint
             )
             service.finish_release(view.call_id, released)
         else:
-            direction, peers, state = service.store.sender(conference_id, view.call_id, fingerprint)
+            _, (uri, destination), state = service.store.sender(
+                conference_id, view.call_id, fingerprint
+            )
             if state == "closing" and method != "ACK":
                 raise CallDoesNotExist("the conference call was refused: only its ACK and BYE pass")
-        self.adapter.relay(Relay(record_route=False, next_hop=peers.receiver(direction)))
+        self.adapter.relay_to(uri, destination)
 
     def _invite_or_refer(self, service: FocusService, method: str) -> None:
         """A re-INVITE (keyed by the service) or a REFER to the focus (queued, never relayed)."""

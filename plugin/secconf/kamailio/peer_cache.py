@@ -48,7 +48,7 @@ class HtablePeerCache:
     def remember(self, call_id: str, peers: DialogPeers) -> None:
         if not self._working:
             return
-        if self._htable.sht_sets(self._table, call_id, AckHops.of(peers).encode()) < 0:
+        if self._htable.sht_sets(self._table, call_id, peers.hops.encode()) < 0:
             self._working = False
             self._log(
                 "err",

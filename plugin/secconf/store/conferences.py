@@ -82,7 +82,7 @@ from secconf.core.errors import (
     ServiceUnavailable,
 )
 from secconf.core.focus import ConferenceNotFound, SsrcCollision
-from secconf.core.gate import DialogPeers, Direction
+from secconf.core.gate import AckHops, DialogPeers, Direction
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES
 
@@ -260,27 +260,29 @@ return redis.call('HGET', KEYS[1], 'epoch')
 """
 
 # KEYS: dialog, conf, ssrcs; ARGV: dialog_id, media JSON, leg epoch, peers JSON, the two
-# sender fingerprints (participant, mixer), ssrc...
+# sender fingerprints (participant, mixer), the next hops JSON (AckHops), ssrc...
 # A dial-out's 2xx: its SSRCs (from the participant's answer) checked and registered,
 # the dialog marked up on *epoch* with its peers.  A collision writes nothing.
 _DIALOUT_ANSWERED = """
 if redis.call('HGET', KEYS[1], 'dialout') ~= '1' then return 'no-dialog' end
 if redis.call('HGET', KEYS[2], 'state') ~= 'active' then return 'not-found' end
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local holder = redis.call('HGET', KEYS[3], ARGV[i])
   if holder and holder ~= ARGV[1] then return 'ssrc' end
 end
 local ssrcs = {}
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[1])
   ssrcs[#ssrcs + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[1], 'state', 'up', 'media', ARGV[2], 'epoch', ARGV[3],
-  'peers', ARGV[4], 'sent-p', ARGV[5], 'sent-m', ARGV[6], 'ssrcs', table.concat(ssrcs, ','))
+  'peers', ARGV[4], 'sent-p', ARGV[5], 'sent-m', ARGV[6], 'hops', ARGV[7],
+  'ssrcs', table.concat(ssrcs, ','))
 return 'ok'
 """
 
-# KEYS: dialog, conf, epochs; ARGV: media JSON, leg epoch ('' = the current one), peers JSON.
+# KEYS: dialog, conf, epochs; ARGV: media JSON, leg epoch ('' = the current one), peers JSON,
+# the two sender fingerprints, the next hops JSON.
 # Marks the dialog up with its peers; returns it with the current epoch's key.
 _ANSWERED = """
 local d = redis.call('HMGET', KEYS[1], 'conference', 'identity', 'leg', 'ssrcs', 'creator')
@@ -292,7 +294,7 @@ if not blob then return {'no-key'} end
 local epoch = ARGV[2]
 if epoch == '' then epoch = c[2] end
 redis.call('HSET', KEYS[1], 'state', 'up', 'media', ARGV[1], 'epoch', epoch, 'peers', ARGV[3],
-  'sent-p', ARGV[4], 'sent-m', ARGV[5])
+  'sent-p', ARGV[4], 'sent-m', ARGV[5], 'hops', ARGV[6])
 return {'ok', d[1], d[2], d[3], d[4], d[5], c[2], c[3], blob}
 """
 
@@ -360,33 +362,34 @@ return {'ok', d[1], d[2], d[3], d[4], d[5], d[6], ended}
 # The gate of an in-dialog request other than INVITE/REFER: which side sent it ('p'
 # participant, 'm' mixer) and the peers, or why not.  Nothing is written.
 _SENDER = """
-local s = redis.call('HMGET', KEYS[1], 'state', 'sent-p', 'sent-m', 'peers')
+local s = redis.call('HMGET', KEYS[1], 'state', 'sent-p', 'sent-m', 'peers', 'hops')
 if not s[1] or (s[1] ~= 'up' and s[1] ~= 'closing') or not s[4] then return {'no-dialog'} end
 local side = ''
 if ARGV[1] == s[2] then side = 'p' elseif ARGV[1] == s[3] then side = 'm' end
 if side == '' then return {'not-peer'} end
-return {'ok', side, s[4], s[1]}
+return {'ok', side, s[5] or s[4], s[1]}
 """
 
 # _RELEASE behind the sender's check (a BYE: one round trip).  KEYS as _RELEASE;
 # ARGV: dialog_id, ended ttl ms, the sender's fingerprint.  A closing dialog just goes.
 _RELEASE_FROM = (
     """
-local s = redis.call('HMGET', KEYS[1], 'state', 'sent-p', 'sent-m', 'peers')
+local s = redis.call('HMGET', KEYS[1], 'state', 'sent-p', 'sent-m', 'peers', 'hops')
 if not s[1] or (s[1] ~= 'up' and s[1] ~= 'closing') or not s[4] then return {'no-dialog'} end
 local side = ''
 if ARGV[3] == s[2] then side = 'p' elseif ARGV[3] == s[3] then side = 'm' end
 if side == '' then return {'not-peer'} end
+local hops = s[5] or s[4]
 if s[1] == 'closing' then
   redis.call('DEL', KEYS[1])
-  return {'closing', side, s[4]}
+  return {'closing', side, hops}
 end
 local released = (function()
 """
     + "\n".join("  " + line for line in _RELEASE.strip().splitlines())
     + """
 end)()
-return {'released', side, s[4], unpack(released)}
+return {'released', side, hops, unpack(released)}
 """
 )
 
@@ -438,15 +441,20 @@ return 'ok'
 """
 
 
-def _peer_fields(peers: DialogPeers | None) -> tuple[str, str, str]:
-    """The peers' JSON and each side's sender fingerprint, as the dialog record keeps them."""
+#: The dialog record's fields for its peers, in the order the scripts take them.
+_PEER_FIELDS = ("peers", "sent-p", "sent-m", "hops")
+
+
+def _peer_fields(peers: DialogPeers | None) -> tuple[str, str, str, str]:
+    """The peers' JSON, each side's sender fingerprint and the next hops, as the record keeps them.
+
+    The fingerprints are what the in-dialog scripts compare; the hops (AckHops JSON) are
+    what they hand back, so a passing request is relayed without the peers being parsed.
+    """
     if peers is None:
-        return "", "", ""
-    return (
-        peers.to_json(),
-        peers.fingerprint(Direction.FROM_PARTICIPANT),
-        peers.fingerprint(Direction.FROM_MIXER),
-    )
+        return "", "", "", ""
+    hops = peers.hops
+    return peers.to_json(), hops.from_participant, hops.from_mixer, hops.encode()
 
 
 def _released(raw: Sequence[bytes]) -> Released:
@@ -456,7 +464,8 @@ def _released(raw: Sequence[bytes]) -> Released:
     return Released(record, int(raw[7]) == 1)
 
 
-def _sender_result(raw: Sequence[bytes]) -> tuple[Direction, DialogPeers, str]:
+def _sender_result(raw: Sequence[bytes]) -> tuple[Direction, tuple[str, str], str]:
+    """Who sent it, where it goes (Request-URI, destination URI), the state or the outcome."""
     status = _text(raw[0])
     if status == "no-dialog":
         raise CallDoesNotExist("no such conference dialog")
@@ -464,11 +473,12 @@ def _sender_result(raw: Sequence[bytes]) -> tuple[Direction, DialogPeers, str]:
         raise Forbidden("in-dialog request not from a peer of the dialog")
     side = _text(raw[1])
     direction = Direction.FROM_PARTICIPANT if side == "p" else Direction.FROM_MIXER
-    return (
-        direction,
-        DialogPeers.from_json(_text(raw[2])),
-        (_text(raw[3]) if status == "ok" else status),
-    )
+    recorded = _text(raw[2])
+    hops = AckHops.decode(recorded)
+    if hops is None:  # a record from before the hops were kept: its peers
+        hops = DialogPeers.from_json(recorded).hops
+    hop = hops.to_mixer if direction is Direction.FROM_PARTICIPANT else hops.to_participant
+    return direction, hop, (_text(raw[3]) if status == "ok" else status)
 
 
 def _text(value: object) -> str:
@@ -844,7 +854,7 @@ class ConferenceStore:
                 mapping={
                     "conference": conference_id, "identity": "", "leg": "",
                     "state": "closing",
-                    **dict(zip(("peers", "sent-p", "sent-m"), _peer_fields(peers), strict=True)),
+                    **dict(zip(_PEER_FIELDS, _peer_fields(peers), strict=True)),
                 },
             )  # fmt: skip
             pipe.expire(key, ttl)
@@ -852,10 +862,12 @@ class ConferenceStore:
 
     def sender(
         self, conference_id: str, call_id: str, fingerprint: str
-    ) -> tuple[Direction, DialogPeers, str]:
+    ) -> tuple[Direction, tuple[str, str], str]:
         """The gate's read for an in-dialog request other than INVITE/REFER: one round trip.
 
-        Returns which side sent it, the dialog's peers and its state (``up``/``closing``);
+        Returns which side sent it, its next hop (the other side's recorded Contact and
+        destination URI, :class:`~secconf.core.gate.AckHops`) and the dialog's state
+        (``up``/``closing``);
         :class:`~secconf.core.errors.CallDoesNotExist` (481) without an answered dialog,
         :class:`~secconf.core.errors.Forbidden` (403) when *fingerprint* (the request's
         flow and tags, :func:`secconf.core.gate.sender_fingerprint`) is neither side's.
@@ -869,7 +881,7 @@ class ConferenceStore:
 
     def release_from(
         self, conference_id: str, call_id: str, fingerprint: str
-    ) -> tuple[Direction, DialogPeers, Released | None]:
+    ) -> tuple[Direction, tuple[str, str], Released | None]:
         """A BYE: the sender's check and :meth:`release` in one script (one round trip).
 
         The release happens only when *fingerprint* is one side's (else 403, 481 as
@@ -883,10 +895,10 @@ class ConferenceStore:
                     keys=keys, args=[dialog_id(call_id), self._ended_ttl_ms, fingerprint]
                 ),
             )
-        direction, peers, status = _sender_result(raw)
+        direction, hop, status = _sender_result(raw)
         if status != "released" or _text(raw[3]) != "ok":
-            return direction, peers, None
-        return direction, peers, _released(raw[3:])
+            return direction, hop, None
+        return direction, hop, _released(raw[3:])
 
     def forget_closing(self, conference_id: str, call_id: str) -> None:
         """The BYE of a closing dialog passed: its record goes."""
