@@ -14,44 +14,10 @@ up on ``<prefix>:conf:{<id>}:rekey-failed``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from secconf.store.conferences import ConferenceStore, connect_blocking
-from secconf.store.keywrap import KeyWrapper, load_key_file
-from secconf.store.replay import BlockingReplayCache
-
-from .edge_control import EdgeControl, HttpEdgeControl, NoEdge
-from .kms import HttpKmsResolver
-from .service import FocusService
 from .settings import Settings, load_settings
+from .wiring import build_service, close_service, load_kek
 
-__all__ = ["build_service", "rekey"]
-
-
-def build_service(
-    settings: Settings,
-    kek: bytes,
-    *,
-    log: Callable[[str, str], None] = lambda level, message: None,
-) -> FocusService:
-    """The focus service with its Redis and edge clients (lazy connections, with timeouts)."""
-    client = connect_blocking(settings.redis_url, timeout=settings.redis_timeout)
-    store = ConferenceStore(client, KeyWrapper(kek, settings.kek_id), settings.redis_prefix)
-    edge: EdgeControl
-    if settings.edge_url:
-        edge = HttpEdgeControl(
-            settings.edge_url, timeout=settings.edge_timeout, token=settings.edge_token
-        )
-    else:
-        edge = NoEdge()
-    return FocusService(
-        settings,
-        store,
-        edge,
-        log=log,
-        replay=BlockingReplayCache(client, settings.redis_prefix),
-        kms=None if settings.kms is None else HttpKmsResolver(settings.kms),
-    )
+__all__ = ["rekey"]
 
 
 def rekey(
@@ -66,13 +32,8 @@ def rekey(
     refused the group ticket: nothing changed).
     """
     settings = settings or load_settings(mixer_token=False)  # no INVITE to the mixer here
-    service = build_service(settings, load_key_file(settings.kek_file))
-    client = service.store.client
+    service = build_service(settings, load_kek(settings))
     try:
         return service.rekey(conference_id, include)
     finally:
-        for part in (service.edge, service.kms):
-            close = getattr(part, "close", None)
-            if close is not None:
-                close()
-        client.close()
+        close_service(service)

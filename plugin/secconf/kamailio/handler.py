@@ -24,15 +24,11 @@ import traceback
 from dataclasses import replace
 from typing import Any
 
-from secconf.core.errors import CallDoesNotExist, Forbidden, NotAcceptable, SecconfError
+from secconf.core.errors import Forbidden, NotAcceptable, SecconfError
 from secconf.core.gate import (
     PASSING_METHODS,
-    DialogPeers,
     Direction,
     body_allowed,
-    in_dialog_direction,
-    in_dialog_method_allowed,
-    route_mac_ok,
     sender_fingerprint,
 )
 from secconf.focus.dialout import (
@@ -42,19 +38,12 @@ from secconf.focus.dialout import (
     dialout_relay,
     wants_dialout,
 )
-from secconf.focus.edge_control import EdgeControl, HttpEdgeControl, NoEdge
-from secconf.focus.kms import HttpKmsResolver
 from secconf.focus.messages import Reply, RequestView
 from secconf.focus.peer_cache import NoPeerCache, PeerCache
 from secconf.focus.registrar import REGISTER_HEADERS, register_identity, register_refusal
-from secconf.focus.service import FocusService, Retransmission, digest_secret, route_secret
+from secconf.focus.service import Admitted, FocusService, Retransmission
 from secconf.focus.settings import Settings, load_settings
-from secconf.focus.timing import PhaseTimer, Timed
-from secconf.store.conferences import ConferenceStore, DialogRecord, connect_blocking
-from secconf.store.keywrap import KeyWrapper, load_key_file
-from secconf.store.nonces import DigestNonces
-from secconf.store.replay import BlockingReplayCache
-from secconf.store.sip_users import SipUserStore
+from secconf.focus.wiring import build_service, load_kek
 
 from .adapter import KsrAdapter
 from .peer_cache import HtablePeerCache
@@ -76,7 +65,6 @@ class SecconfKemi:
         self.ksr = ksr
         self.adapter = KsrAdapter(ksr)
         self.settings = settings
-        self._wrapper = KeyWrapper(kek, settings.kek_id)
         self._kek = kek
         self.service: FocusService | None = None
 
@@ -98,49 +86,8 @@ class SecconfKemi:
 
     def child_init(self, rank: int) -> int:
         self._warn_lab_settings()
-        client = connect_blocking(self.settings.redis_url, timeout=self.settings.redis_timeout)
-        store = ConferenceStore(client, self._wrapper, self.settings.redis_prefix)
-        edge: EdgeControl
-        if self.settings.edge_url:
-            edge = HttpEdgeControl(
-                self.settings.edge_url,
-                timeout=self.settings.edge_timeout,
-                token=self.settings.edge_token,
-            )
-        else:
-            edge = NoEdge()
-        kms: Any = None if self.settings.kms is None else HttpKmsResolver(self.settings.kms)
-        replay: Any = BlockingReplayCache(client, self.settings.redis_prefix)
-        timer = None
-        if self.settings.timing:
-            timing_key = f"{self.settings.redis_prefix}:timing"
-
-            def flush(counters: dict[str, int]) -> None:
-                try:
-                    pipe = client.pipeline(transaction=False)
-                    for name, value in counters.items():
-                        pipe.hincrby(timing_key, name, value)
-                    pipe.execute()
-                except Exception:
-                    self.adapter.log("warn", "secconf: timing counters not written")
-
-            timer = PhaseTimer(flush)
-            store, edge = Timed(store, timer, "redis"), Timed(edge, timer, "edge")  # type: ignore[assignment]
-            replay = Timed(replay, timer, "redis")
-            kms = None if kms is None else Timed(kms, timer, "kms")
-        self.service = FocusService(
-            self.settings,
-            store,
-            edge,
-            log=self.adapter.log,
-            kms=kms,
-            replay=replay,
-            sip_users=SipUserStore(client, self._wrapper, self.settings.redis_prefix),
-            digest_key=digest_secret(self._kek),
-            route_key=route_secret(self._kek),
-            nonces=DigestNonces(client, self.settings.redis_prefix),
-            timer=timer,
-            peer_cache=self._peer_cache(),
+        self.service = build_service(
+            self.settings, self._kek, log=self.adapter.log, peer_cache=self._peer_cache()
         )
         return 0
 
@@ -396,13 +343,9 @@ class SecconfKemi:
     def _routed_conference(
         self, service: FocusService, call_id: str, tags: tuple[str, str | None]
     ) -> str:
-        """Our Route's conference, its MAC checked (403 before any Redis read)."""
+        """Our Route's conference, its MAC checked by the focus (403 before any Redis read)."""
         conference_id, mac = self.adapter.route_conference()
-        if conference_id is None:
-            raise Forbidden("not a conference dialog of this focus")
-        if not route_mac_ok(service.route_key, conference_id, call_id, tags, mac):
-            raise Forbidden("Record-Route not issued by this focus for this dialog")
-        return conference_id
+        return service.routed(conference_id, mac, call_id, tags)
 
     def _pass(self, service: FocusService, method: str) -> None:
         """ACK, BYE, INFO, UPDATE, OPTIONS ...: checked by one script, relayed to the peer."""
@@ -415,18 +358,7 @@ class SecconfKemi:
         if method != "ACK" and self.ksr.tm.t_check_trans() == 0:
             return  # a retransmission: tm answers it
         fingerprint = sender_fingerprint(view.flow, view.from_tag, view.to_tag)
-        if method == "BYE":
-            # Only the bound peer of either side gets here: its BYE ends the leg.
-            _, (uri, destination), released = service.store.release_from(
-                conference_id, view.call_id, fingerprint
-            )
-            service.finish_release(view.call_id, released)
-        else:
-            _, (uri, destination), state = service.store.sender(
-                conference_id, view.call_id, fingerprint
-            )
-            if state == "closing" and method != "ACK":
-                raise CallDoesNotExist("the conference call was refused: only its ACK and BYE pass")
+        uri, destination = service.pass_in_dialog(conference_id, view.call_id, fingerprint, method)
         self.adapter.relay_to(uri, destination)
 
     def _invite_or_refer(self, service: FocusService, method: str) -> None:
@@ -434,7 +366,8 @@ class SecconfKemi:
         admitted = self._admit(service, method)
         if admitted is None:
             return  # a retransmission: tm answered
-        record, peers, direction, request = admitted
+        gate, request = admitted
+        record, peers, direction = gate.record, gate.peers, gate.direction
         if method == "REFER":
             try:
                 self.adapter.reply(service.on_refer(request, record.conference_id, record.identity))
@@ -456,26 +389,15 @@ class SecconfKemi:
             return
         self.adapter.relay(replace(relay, next_hop=peers.receiver(direction)))
 
-    def _admit(
-        self, service: FocusService, method: str
-    ) -> tuple[DialogRecord, DialogPeers, Direction, RequestView] | None:
-        """The gate for a re-INVITE or REFER: the whole record, who sent it, or a SecconfError."""
+    def _admit(self, service: FocusService, method: str) -> tuple[Admitted, RequestView] | None:
+        """A re-INVITE or REFER: read, its Route checked, then the focus's gate (or None)."""
         request = self.adapter.request(service.header_names())
         conference_id = self._routed_conference(
             service, request.call_id, (request.from_tag, request.to_tag)
         )
         if self.ksr.tm.t_check_trans() == 0:
-            return None
-        record = service.store.dialog(conference_id, request.call_id)
-        if record is None or record.state != "up" or not record.peers:
-            raise CallDoesNotExist("no such conference dialog")
-        peers = DialogPeers.from_json(record.peers)
-        direction = in_dialog_direction(peers, request.flow, request.from_tag, request.to_tag)
-        if not in_dialog_method_allowed(direction, method):
-            raise Forbidden(f"{method} is not sent by this side of a conference dialog")
-        if not body_allowed(method, request.content_type, len(request.body)):
-            raise NotAcceptable(f"an SDP body in {method}: media changes go by re-INVITE only")
-        return record, peers, direction, request
+            return None  # a retransmission: tm answers it
+        return service.admit(conference_id, request, method), request
 
     def _refuse_in_dialog(self, method: str | None, error: SecconfError) -> None:
         """Answer a refused in-dialog request (an ACK cannot be answered: it is dropped)."""
@@ -491,5 +413,5 @@ def mod_init() -> SecconfKemi:
     import KSR  # type: ignore[import-not-found]  # only inside Kamailio
 
     settings = load_settings()
-    kek = load_key_file(settings.kek_file)
+    kek = load_kek(settings)
     return SecconfKemi(KSR, settings, kek)

@@ -1,0 +1,99 @@
+"""One place where a :class:`~secconf.focus.service.FocusService` is put together.
+
+Every user of the focus — Kamailio's module (one service per worker), the roster watcher
+and ``secconf focus rekey`` (a short-lived one per rekey) — gets it from
+:func:`build_service`: its Redis client and stores, the edge's and the KMS's clients, the
+secrets derived from the KEK, and, when ``[focus] timing`` is on, the phase timer. The
+connections open lazily, on first use, in the process that uses them; each has a timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from secconf.store.conferences import ConferenceStore, connect_blocking
+from secconf.store.counters import TimingCounters
+from secconf.store.keywrap import KeyWrapper, load_key_file
+from secconf.store.nonces import DigestNonces
+from secconf.store.replay import BlockingReplayCache
+from secconf.store.sip_users import SipUserStore
+
+from .edge_control import EdgeControl, HttpEdgeControl, NoEdge
+from .kms import HttpKmsResolver
+from .peer_cache import NoPeerCache, PeerCache
+from .service import FocusService, digest_secret, route_secret
+from .settings import Settings
+from .timing import PhaseTimer, Timed
+
+__all__ = ["build_service", "close_service", "load_kek"]
+
+Log = Callable[[str, str], None]
+
+
+def load_kek(settings: Settings) -> bytes:
+    """The key-encryption key (``[redis] kek_file``); a missing or bad file stops the caller."""
+    return load_key_file(settings.kek_file)
+
+
+def build_service(
+    settings: Settings,
+    kek: bytes,
+    *,
+    log: Log = lambda level, message: None,
+    peer_cache: PeerCache | None = None,
+) -> FocusService:
+    """The focus with every collaborator its settings ask for (nothing connects yet)."""
+    client = connect_blocking(settings.redis_url, timeout=settings.redis_timeout)
+    wrapper = KeyWrapper(kek, settings.kek_id)
+    prefix = settings.redis_prefix
+    store: Any = ConferenceStore(client, wrapper, prefix)
+    edge: Any = _edge(settings)
+    replay: Any = BlockingReplayCache(client, prefix)
+    kms: Any = None if settings.kms is None else HttpKmsResolver(settings.kms)
+    timer = None
+    if settings.timing:
+        counters = TimingCounters(client, prefix)
+
+        def flush(totals: dict[str, int]) -> None:
+            if not counters.add(totals):
+                log("warn", "secconf: timing counters not written")
+
+        timer = PhaseTimer(flush)
+        store, edge, replay = (
+            Timed(store, timer, "redis"),
+            Timed(edge, timer, "edge"),
+            Timed(replay, timer, "redis"),
+        )
+        kms = None if kms is None else Timed(kms, timer, "kms")
+    return FocusService(
+        settings,
+        store,
+        edge,
+        log=log,
+        kms=kms,
+        replay=replay,
+        sip_users=SipUserStore(client, wrapper, prefix),
+        digest_key=digest_secret(kek),
+        route_key=route_secret(kek),
+        nonces=DigestNonces(client, prefix),
+        timer=timer,
+        peer_cache=peer_cache or NoPeerCache(),
+    )
+
+
+def _edge(settings: Settings) -> EdgeControl:
+    if not settings.edge_url:
+        return NoEdge()
+    return HttpEdgeControl(
+        settings.edge_url, timeout=settings.edge_timeout, token=settings.edge_token
+    )
+
+
+def close_service(service: FocusService) -> None:
+    """Close what :func:`build_service` opened (a short-lived service: a rekey)."""
+    for part in (service.edge, service.kms):
+        close = getattr(part, "close", None)
+        if close is not None:
+            close()
+    service.store.client.close()
