@@ -202,6 +202,13 @@ class AckHops:
     from_mixer: str
     to_participant: tuple[str, str]  # Request-URI and destination URI of the participant
     to_mixer: tuple[str, str]
+    #: The JSON text (:meth:`encode`), made once: the record and the node's cache both keep it.
+    text: str = field(default="", repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.text:
+            fields = [self.from_participant, self.from_mixer, *self.to_participant, *self.to_mixer]
+            object.__setattr__(self, "text", json.dumps(fields, separators=(",", ":")))
 
     @classmethod
     def of(cls, peers: DialogPeers) -> AckHops:
@@ -214,8 +221,7 @@ class AckHops:
         )
 
     def encode(self) -> str:
-        return json.dumps([self.from_participant, self.from_mixer, *self.to_participant,
-                           *self.to_mixer], separators=(",", ":"))  # fmt: skip
+        return self.text
 
     @classmethod
     def decode(cls, text: str) -> AckHops | None:
@@ -228,7 +234,7 @@ class AckHops:
             return None
         if not all(isinstance(field, str) for field in fields):
             return None
-        return cls(fields[0], fields[1], (fields[2], fields[3]), (fields[4], fields[5]))
+        return cls(fields[0], fields[1], (fields[2], fields[3]), (fields[4], fields[5]), text)
 
     def next_hop(self, fingerprint: str) -> tuple[str, str]:
         """Request-URI and destination for a request with *fingerprint*, or :class:`Forbidden`."""
