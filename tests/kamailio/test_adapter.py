@@ -11,8 +11,9 @@ from secconf.core.errors import Forbidden
 from secconf.core.focus import OfferedStream
 from secconf.focus.edge_control import LegAddresses
 from secconf.focus.messages import Relay, Reply
-from secconf.focus.service import FocusService, TransactionState
+from secconf.focus.service import FocusService
 from secconf.focus.settings import SettingsError, load_settings
+from secconf.focus.state import TransactionState
 from secconf.kamailio.adapter import AVP, KsrAdapter
 from secconf.kamailio.handler import SecconfKemi
 

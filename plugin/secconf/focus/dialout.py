@@ -56,7 +56,7 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from secconf.core.errors import (
     Forbidden,
@@ -89,16 +89,18 @@ from secconf.store.conferences import DialogExists
 
 from .edge_control import LegAddresses, switch_at_answer
 from .messages import Relay, ReplyView, RequestView
-from .service import (
+from .state import (
     CONFERENCE_HEADER,
     ON_FAILURE,
     ON_REPLY,
-    FocusService,
     Retransmission,
     TransactionState,
-    _media_remote,
     dialog_media,
+    media_remote,
 )
+
+if TYPE_CHECKING:  # the service calls this module; this module only takes it as an argument
+    from .service import FocusService
 from .settings import Settings
 
 __all__ = [
@@ -243,7 +245,7 @@ def dialout_relay(service: FocusService, request: RequestView, plan: DialOut) ->
     if plan.mode == "kms":
         return _kms_dialout_relay(service, request, plan)
     conference_id, call_id = plan.conference_id, request.call_id
-    leg = service._leg(conference_id, call_id)
+    leg = service.leg_id(conference_id, call_id)
     try:
         epoch = service.store.dialout(
             conference_id, identity=plan.target, call_id=call_id, leg=leg,
@@ -274,7 +276,7 @@ def dialout_relay(service: FocusService, request: RequestView, plan: DialOut) ->
             ports=None if external is None else external.ports,
         )
     except BaseException:
-        service._release(conference_id, call_id, leg)
+        service.release(conference_id, call_id, leg)
         raise
     service.log(
         "info", f"secconf: dial-out to {plan.target} into {conference_id} (epoch {key.epoch})"
@@ -291,7 +293,7 @@ def dialout_relay(service: FocusService, request: RequestView, plan: DialOut) ->
         epoch=key.epoch,
         internal=None if edge_plan is None else edge_plan.internal,
         kind="dialout",
-        remote=_media_remote(request.body, plan.streams),
+        remote=media_remote(request.body, plan.streams),
         identity=plan.target,
         peer=Peer(request.from_tag, request.flow, request.contact),
     )
@@ -312,7 +314,7 @@ def _kms_dialout_relay(service: FocusService, request: RequestView, plan: DialOu
     re-INVITEs move the members to it).
     """
     conference_id, call_id = plan.conference_id, request.call_id
-    leg = service._leg(conference_id, call_id)
+    leg = service.leg_id(conference_id, call_id)
     try:
         service.store.dialout(
             conference_id, identity=plan.target, call_id=call_id, leg=leg,
@@ -342,7 +344,7 @@ def _kms_dialout_relay(service: FocusService, request: RequestView, plan: DialOu
             ports=None if external is None else external.ports,
         )
     except BaseException:
-        service._release(conference_id, call_id, leg)
+        service.release(conference_id, call_id, leg)
         raise
     service.log(
         "info",
@@ -360,7 +362,7 @@ def _kms_dialout_relay(service: FocusService, request: RequestView, plan: DialOu
         epoch=epoch,
         internal=None if edge_plan is None else edge_plan.internal,
         kind="dialout",
-        remote=_media_remote(request.body, plan.streams),
+        remote=media_remote(request.body, plan.streams),
         identity=plan.target,
         edge_ssrc=edge_ssrc,
         transfer_init=base64.b64encode(pending.data).decode("ascii"),

@@ -24,7 +24,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -83,7 +82,6 @@ from secconf.core.focus import (
 from secconf.core.gate import (
     DialogPeers,
     Direction,
-    Flow,
     Peer,
     body_allowed,
     in_dialog_direction,
@@ -120,6 +118,7 @@ from secconf.store.nonces import DigestNonces
 from secconf.store.replay import BlockingReplayCache
 from secconf.store.sip_users import SipUserStore
 
+from .dialout import dialout_answered
 from .edge_control import EdgeControl, LegAddresses, LegPlan, switch_at_answer
 from .kms import TicketResolver
 from .messages import Relay, Reply, ReplyView, RequestView
@@ -127,22 +126,26 @@ from .mixer_token import HEADER as MIXER_TOKEN_HEADER
 from .mixer_token import token_header
 from .peer_cache import NoPeerCache, PeerCache
 from .settings import Settings
+from .state import (
+    CONFERENCE_HEADER,
+    ON_FAILURE,
+    ON_REPLY,
+    Retransmission,
+    TransactionState,
+    dialog_edge_ssrc,
+    dialog_media,
+    media_remote,
+    parse_dialog_media,
+)
 from .timing import PhaseTimer
 
-__all__ = ["ON_FAILURE", "ON_REPLY", "FocusService", "TransactionState"]
+__all__ = ["Admitted", "FocusService", "digest_secret", "route_secret"]
 
-ON_REPLY = "ksr_onreply_secconf"
-ON_FAILURE = "ksr_failure_secconf"
-CONFERENCE_HEADER = "X-Secconf-Conference"
 MIKEY_CONTENT_TYPE = "application/mikey"
 #: The group key goes to KMS-mode participants as TEK+SALT, its SPI the epoch (4 bytes).
 GROUP_KEY_TYPE = KeyDataType.TEK_SALT
 #: Policy number of the conference's SRTP policy in our TRANSFER_RESP sessions.
 POLICY_NO = 0
-
-
-class Retransmission(SecconfError):
-    """The dialog is already recorded: a retransmitted INVITE that tm did not absorb."""
 
 
 class AuthenticationRequired(ProtocolError):
@@ -184,139 +187,6 @@ def route_secret(kek: bytes) -> bytes:
 def digest_secret(kek: bytes) -> bytes:
     """The nonce HMAC secret of every worker and node: derived from the KEK, never stored."""
     return hmac.new(kek, DIGEST_SECRET_LABEL, hashlib.sha256).digest()
-
-
-@dataclass(frozen=True, slots=True)
-class TransactionState:
-    """What the reply and failure routes need, kept in an AVP (no key material)."""
-
-    conference_id: str
-    leg: str
-    streams: tuple[OfferedStream, ...]
-    external: LegAddresses | None
-    conference_uri: str
-    created: bool
-    sections: tuple[tuple[str, str, str], ...] = ()
-    mode: str = "sdes"
-    transfer_resp: str | None = None  # base64 TRANSFER_RESP (KMS mode); its KEMAC is encrypted
-    epoch: int | None = None  # the epoch the TRANSFER_RESP (or a re-INVITE) delivers
-    internal: LegAddresses | None = None  # the edge's mixer-facing side
-    kind: str = "invite"  # or "reinvite" (in a conference dialog)
-    downstream: bool = False  # re-INVITE from the participant (else from the mixer)
-    previous: int | None = None  # re-INVITE: the epoch the leg sent under before
-    remote: LegAddresses | None = None  # re-INVITE from the mixer: its media address
-    identity: str = ""  # re-INVITE: who the dialog was admitted as (for reports)
-    edge_ssrc: int | None = None  # the edge's outbound SSRC towards this leg
-    transfer_init: str | None = None  # base64 TRANSFER_INIT of a KMS rekey (no key in clear)
-    #: the initial INVITE's sender (tag, flow, Contact): one side of the dialog's peers
-    peer: Peer | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "i": _addresses_json(self.internal),
-                "K": self.kind,
-                "d": self.downstream,
-                "p": self.previous,
-                "r": _addresses_json(self.remote),
-                "w": self.identity,
-                "c": self.conference_id,
-                "l": self.leg,
-                "s": [[s.index, s.proto, s.tag] for s in self.streams],
-                "x": None
-                if self.external is None
-                else [self.external.address, list(self.external.ports)],
-                "u": self.conference_uri,
-                "n": self.created,
-                "m": [list(section) for section in self.sections],
-                "k": self.mode,
-                "t": self.transfer_resp,
-                "e": self.epoch,
-                "o": self.edge_ssrc,
-                "T": self.transfer_init,
-                "P": None if self.peer is None else _peer_json(self.peer),
-            },
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> TransactionState:
-        data = json.loads(text)
-        external = data["x"]
-        return cls(
-            data["c"],
-            data["l"],
-            tuple(OfferedStream(int(i), str(p), int(t)) for i, p, t in data["s"]),
-            None if external is None else LegAddresses(external[0], tuple(external[1])),
-            data["u"],
-            bool(data["n"]),
-            tuple((str(m), str(p), str(f)) for m, p, f in data.get("m", [])),
-            str(data.get("k", "sdes")),
-            data.get("t"),
-            data.get("e"),
-            _addresses_from_json(data.get("i")),
-            str(data.get("K", "invite")),
-            bool(data.get("d", False)),
-            data.get("p"),
-            _addresses_from_json(data.get("r")),
-            str(data.get("w", "")),
-            data.get("o"),
-            data.get("T"),
-            _peer_from_json(data.get("P")),
-        )
-
-
-def _peer_json(peer: Peer) -> list[object]:
-    return [peer.tag, peer.flow.transport, peer.flow.address, peer.flow.port, peer.contact]
-
-
-def _peer_from_json(value: object) -> Peer | None:
-    if not isinstance(value, list) or len(value) != 5:
-        return None
-    tag, transport, address, port, contact = value
-    return Peer(str(tag), Flow.of(str(transport), str(address), int(port)), str(contact))
-
-
-def _addresses_json(value: LegAddresses | None) -> list[object] | None:
-    return None if value is None else [value.address, list(value.ports)]
-
-
-def _addresses_from_json(value: object) -> LegAddresses | None:
-    if not isinstance(value, list) or len(value) != 2:
-        return None
-    return LegAddresses(str(value[0]), tuple(int(p) for p in value[1]))
-
-
-def dialog_media(
-    streams: tuple[OfferedStream, ...],
-    external: LegAddresses | None,
-    internal: LegAddresses | None,
-    edge_ssrc: int | None = None,
-) -> str:
-    """The dialog record's ``media`` field (JSON, no key material): what a re-INVITE reuses."""
-    return json.dumps(
-        {
-            "s": [[s.index, s.proto, s.tag] for s in streams],
-            "x": _addresses_json(external),
-            "i": _addresses_json(internal),
-            "o": edge_ssrc,
-        },
-        separators=(",", ":"),
-    )
-
-
-def parse_dialog_media(
-    text: str,
-) -> tuple[tuple[OfferedStream, ...], LegAddresses | None, LegAddresses | None]:
-    data = json.loads(text)
-    streams = tuple(OfferedStream(int(i), str(p), int(t)) for i, p, t in data["s"])
-    return streams, _addresses_from_json(data.get("x")), _addresses_from_json(data.get("i"))
-
-
-def dialog_edge_ssrc(text: str) -> int | None:
-    """The edge's outbound SSRC towards the leg, from the dialog record's ``media``."""
-    value = json.loads(text).get("o") if text else None
-    return value if isinstance(value, int) and 0 <= value <= 0xFFFFFFFF else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -759,7 +629,7 @@ class FocusService:
         group_key = GroupKey.generate(1, self.settings.suite, self.random_bytes)
         with self._remember(auth, request.call_id), self._holding(identity, request):
             for conference_id in self._conference_ids(request):
-                leg = self._leg(conference_id, request.call_id)
+                leg = self.leg_id(conference_id, request.call_id)
                 try:
                     self.store.create(
                         conference_id,
@@ -789,7 +659,7 @@ class FocusService:
                 try:
                     transfer_resp = self._answer_kms(auth, group_key, plan)
                 except BaseException:
-                    self._release(conference_id, request.call_id, leg)
+                    self.release(conference_id, request.call_id, leg)
                     self._forget_conference(conference_id)
                     raise
         return self._relay(
@@ -812,7 +682,7 @@ class FocusService:
     ) -> Reply | Relay:
         if offer.uris is not None:
             raise Forbidden("the allowed set is named at creation, not on a join")
-        leg = self._leg(conference_id, request.call_id)
+        leg = self.leg_id(conference_id, request.call_id)
         with self._remember(auth, request.call_id):
             try:
                 epoch = self.store.join(
@@ -835,7 +705,7 @@ class FocusService:
                     key = self.store.group_key(conference_id, epoch)
                     transfer_resp = self._answer_kms(auth, key, plan)
                 except BaseException:
-                    self._release(conference_id, request.call_id, leg)
+                    self.release(conference_id, request.call_id, leg)
                     raise
         return self._relay(
             request, conference_id, leg, offer, plan, created=False,
@@ -941,7 +811,7 @@ class FocusService:
         return Reply(202, "Accepted", headers, body, MIKEY_CONTENT_TYPE)
 
     @staticmethod
-    def _leg(conference_id: str, call_id: str) -> str:
+    def leg_id(conference_id: str, call_id: str) -> str:
         return f"{conference_id}-{dialog_id(call_id)[:16]}"
 
     def _edge_leg(
@@ -977,7 +847,7 @@ class FocusService:
                 rtcp_mux=all(description.media[s.index].has_attribute("rtcp-mux") for s in streams),
             )
         except SecconfError:
-            self._release(conference_id, request.call_id, leg)
+            self.release(conference_id, request.call_id, leg)
             if created:
                 self._forget_conference(conference_id)
             raise
@@ -1091,8 +961,6 @@ class FocusService:
         if state.kind == "reinvite":
             return self._reinvite_answered(reply, state, request_body), ()
         if state.kind == "dialout":
-            from .dialout import dialout_answered
-
             return dialout_answered(self, reply, state), ()
         if state.peer is None or reply.flow is None or not reply.to_tag:
             raise NotAcceptable("a 2xx without the dialog's peers: not recorded, not keyed")
@@ -1130,7 +998,7 @@ class FocusService:
                     address=None if external is None else external.address,
                     ports=None if external is None else external.ports,
                 )
-        switch_at_answer(self.edge, state.leg, _media_remote(reply.body, state.streams), epoch)
+        switch_at_answer(self.edge, state.leg, media_remote(reply.body, state.streams), epoch)
         headers = ((CONFERENCE_HEADER, f"<{state.conference_uri}>"),)
         return bytes(body), headers
 
@@ -1180,13 +1048,13 @@ class FocusService:
         if state is None:
             self.log("err", "secconf: failed INVITE without its transaction state: not released")
             return
-        self._release(state.conference_id, call_id, state.leg)
+        self.release(state.conference_id, call_id, state.leg)
 
     def on_bye(self, conference_id: str, call_id: str) -> None:
         """A BYE in a conference dialog (either side): release its record and edge leg."""
-        self._release(conference_id, call_id, None)
+        self.release(conference_id, call_id, None)
 
-    def _release(self, conference_id: str, call_id: str, leg: str | None) -> None:
+    def release(self, conference_id: str, call_id: str, leg: str | None) -> None:
         released = None
         try:
             released = self.store.release(conference_id, call_id)
@@ -1337,7 +1205,7 @@ class FocusService:
             state = replace(
                 base,
                 sections=offered_sections(description),
-                remote=_media_remote(request.body, streams),
+                remote=media_remote(request.body, streams),
             )
         if key.epoch != record.epoch:
             self.log(
@@ -1392,7 +1260,7 @@ class FocusService:
             internal=internal,
             kind="reinvite",
             previous=record.epoch,
-            remote=_media_remote(request.body, streams),
+            remote=media_remote(request.body, streams),
             identity=record.identity,
             edge_ssrc=edge_ssrc,
         )
@@ -1579,7 +1447,7 @@ class FocusService:
             crypto = (
                 [str(offered_crypto(offer, s)) for s in state.streams] if offer is not None else []
             )
-            remote = _media_remote(reply.body, state.streams)
+            remote = media_remote(reply.body, state.streams)
         else:
             answer = SessionDescription.parse(reply.body)
             crypto = [str(c) for c in answered_crypto(answer, state.streams, self.settings.suite)]
@@ -1754,21 +1622,3 @@ class FocusService:
                     )
                 )
         return Reply(status, error.reason, tuple(headers))
-
-
-def _media_remote(body: bytes, streams: tuple[OfferedStream, ...]) -> LegAddresses | None:
-    """Where the mixer's answer says its media is (for the edge's internal leg)."""
-    try:
-        answer = SessionDescription.parse(body)
-    except SecconfError:
-        return None
-    address: str | None = None
-    ports: list[int] = []
-    for stream in streams:
-        section = answer.media[stream.index]
-        connection = section.connection or answer.session.connection
-        if connection is None:
-            return None
-        address = address or connection.address
-        ports.append(section.port)
-    return None if address is None else LegAddresses(address, tuple(ports))

@@ -10,7 +10,7 @@ Kamailio 5.6 with ``cfgengine "python"`` calls, on the returned object:
   ``ksr_onsend_route(msg)`` before sending: both must exist or ``t_relay``
   fails on 5.6; they do nothing here;
 * the tm routes named by ``t_on_reply`` / ``t_on_failure``:
-  :data:`~.service.ON_REPLY` and :data:`~.service.ON_FAILURE`.
+  :data:`~secconf.focus.state.ON_REPLY` and :data:`~secconf.focus.state.ON_FAILURE`.
 
 Every route runs under a guard: an unexpected exception is logged (one
 line, no key material) and the request answered 500.  Without it app_python3
@@ -41,8 +41,9 @@ from secconf.focus.dialout import (
 from secconf.focus.messages import Reply, RequestView
 from secconf.focus.peer_cache import NoPeerCache, PeerCache
 from secconf.focus.registrar import REGISTER_HEADERS, register_identity, register_refusal
-from secconf.focus.service import Admitted, FocusService, Retransmission
+from secconf.focus.service import Admitted, FocusService
 from secconf.focus.settings import Settings, load_settings
+from secconf.focus.state import Retransmission
 from secconf.focus.wiring import build_service, load_kek
 
 from .adapter import KsrAdapter
