@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 from secconf.core.errors import SecconfError
-from secconf.core.focus import OfferedStream
+from secconf.core.focus import OfferedStream, offered_remote
 from secconf.core.gate import Flow, Peer
 from secconf.core.sdp import SessionDescription
 
@@ -178,13 +178,5 @@ def media_remote(body: bytes, streams: tuple[OfferedStream, ...]) -> LegAddresse
         answer = SessionDescription.parse(body)
     except SecconfError:
         return None
-    address: str | None = None
-    ports: list[int] = []
-    for stream in streams:
-        section = answer.media[stream.index]
-        connection = section.connection or answer.session.connection
-        if connection is None:
-            return None
-        address = address or connection.address
-        ports.append(section.port)
-    return None if address is None else LegAddresses(address, tuple(ports))
+    remote = offered_remote(answer, streams)
+    return None if remote is None else LegAddresses(*remote)
