@@ -404,3 +404,44 @@ def test_rfc3711_b3_keys_decrypt_what_the_endpoint_sent() -> None:
     assert sr.sender_info.packet_count == 3
     mac = hmac.new(rtcp_auth, srtcp[:-10], hashlib.sha1).digest()[:10]
     assert hmac.compare_digest(mac, srtcp[-10:])
+
+
+# -- opened(): a capture that starts after the sender's sequence number wrapped --------------
+
+
+def _sent(material: KeyMaterial, first_seq: int, count: int) -> list[bytes]:
+    """*count* SRTP packets of one sender from *first_seq* on (wrapping at 65536)."""
+    import pylibsrtp
+
+    from secconf.srtp import profile_for
+
+    suite, key, salt = material
+    _, profile = profile_for(suite)
+    sender = pylibsrtp.Session(
+        pylibsrtp.Policy(
+            key=key + salt, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile
+        )
+    )
+    return [
+        sender.protect(
+            bytes([0x80, 0]) + ((first_seq + i) % 65536).to_bytes(2, "big")
+            + (160 * i).to_bytes(4, "big") + b"\x12\x34\x56\x78" + b"\xff" * 160
+        )
+        for i in range(count)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("first_seq", "wraps_before"), [(100, 0), (65500, 0), (65500, 1), (7, 2)])
+def test_opened_finds_the_rollover_a_capture_did_not_see(first_seq: int, wraps_before: int) -> None:
+    from secconf.client.media import inbound_session, opened, opens
+
+    material = keys()
+    # The sender wrapped *wraps_before* times before the capture's first packet (and the
+    # capture from 65500 on crosses one more wrap of its own).
+    start = 65536 * wraps_before
+    capture = _sent(material, first_seq, start + 200)[start:]
+    assert all(opened(material, capture))
+    assert not any(opened(keys(), capture))  # another key opens nothing, whatever the guess
+    if (first_seq + start) // 65536 >= 1:
+        # What a fresh receiver per packet (ROC 0) makes of it: nothing opens.
+        assert not any(opens(inbound_session(material), packet) for packet in capture)

@@ -29,7 +29,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import pylibsrtp
@@ -46,6 +46,7 @@ __all__ = [
     "SourceStats",
     "SrtpEndpoint",
     "inbound_session",
+    "opened",
     "opens",
 ]
 
@@ -67,6 +68,61 @@ def inbound_session(material: KeyMaterial) -> pylibsrtp.Session:
             key=key + salt, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile
         )
     )
+
+
+#: Wraps of the 16-bit sequence number a sender may have made before a capture starts that
+#: :func:`opened` still finds: 3 wraps are 196,608 packets, over an hour of 20 ms audio.
+MAX_ROC_GUESS = 3
+_STEP = 16384  # sequence steps a receiver takes as forward (< 2**15, RFC 3711 §3.3.1)
+
+
+def _rtp(seq: int, ssrc: bytes) -> bytes:
+    return bytes([0x80, 0]) + seq.to_bytes(2, "big") + bytes(4) + ssrc + b"\0"
+
+
+def _at_roc(material: KeyMaterial, ssrc: bytes, first_seq: int, roc: int) -> pylibsrtp.Session:
+    """A receiving session whose next expected packet is *first_seq* under rollover *roc*.
+
+    libsrtp starts a receiver at ROC 0 and learns wraps only from the sequence numbers it
+    sees (RFC 3711 §3.3.1), so the session is walked there with packets of its own: protected
+    under the same key and SSRC by a sending session, in steps it takes as forward, ending
+    just below *first_seq* + 65536 * *roc*.
+    """
+    receiver = inbound_session(material)
+    target = roc * 65536 + first_seq - 1
+    if roc == 0 or target < 0:
+        return receiver
+    suite, key, salt = material
+    _, profile = profile_for(suite)
+    sender = pylibsrtp.Session(
+        pylibsrtp.Policy(
+            key=key + salt, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile
+        )
+    )
+    index = target - -(-(target - 65535) // _STEP) * _STEP  # the first step under ROC 0
+    while True:
+        receiver.unprotect(sender.protect(_rtp(index % 65536, ssrc)))
+        if index == target:
+            return receiver
+        index = min(index + _STEP, target)
+
+
+def opened(material: KeyMaterial, packets: Sequence[bytes]) -> list[bool]:
+    """Which of *packets* (SRTP of one sender and SRTCP, in arrival order) *material* opens.
+
+    A capture that starts in the middle of a stream does not know how often the sender's
+    sequence number has wrapped (its rollover counter, RFC 3711 §3.3.1), and a fresh libsrtp
+    receiver assumes none: after a wrap it would refuse every packet, whatever the key. So
+    the packets go through one receiver per guess 0..:data:`MAX_ROC_GUESS` (each brought to
+    its rollover count by :func:`_at_roc`); a packet is opened if one of them opens it.
+    SRTCP carries its own index (RFC 3711 §3.4) and needs no guess.
+    """
+    rtp = [p for p in packets if len(p) >= 12 and not 192 <= p[1] <= 223]
+    if not rtp:
+        return [opens(inbound_session(material), p) for p in packets]
+    ssrc, first_seq = rtp[0][8:12], int.from_bytes(rtp[0][2:4], "big")
+    receivers = [_at_roc(material, ssrc, first_seq, roc) for roc in range(MAX_ROC_GUESS + 1)]
+    return [any(opens(receiver, packet) for receiver in receivers) for packet in packets]
 
 
 def opens(session: pylibsrtp.Session, packet: bytes) -> bool:
