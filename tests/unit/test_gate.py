@@ -133,6 +133,8 @@ def test_ack_hops_are_the_gate_precomputed() -> None:
     mixer = sender_fingerprint(Flow.of("udp", "127.0.0.1", 5080), "mtag", "ptag")
     assert hops.next_hop(participant) == (MIXER.contact, "sip:127.0.0.1:5080;transport=udp")
     assert hops.next_hop(mixer) == (PARTICIPANT.contact, "sip:192.0.2.10:50123;transport=tls")
+    assert hops.receiver(Direction.FROM_PARTICIPANT) == hops.next_hop(participant)
+    assert hops.receiver(Direction.FROM_MIXER) == hops.next_hop(mixer)
     assert destination_uri(Flow.of("tcp", "2001:DB8::1", 5061)) == (
         "sip:[2001:db8::1]:5061;transport=tcp"
     )

@@ -236,6 +236,10 @@ class AckHops:
             return None
         return cls(fields[0], fields[1], (fields[2], fields[3]), (fields[4], fields[5]), text)
 
+    def receiver(self, direction: Direction) -> tuple[str, str]:
+        """Request-URI and destination of a request sent in *direction*: the other side's."""
+        return self.to_mixer if direction is Direction.FROM_PARTICIPANT else self.to_participant
+
     def next_hop(self, fingerprint: str) -> tuple[str, str]:
         """Request-URI and destination for a request with *fingerprint*, or :class:`Forbidden`."""
         if fingerprint == self.from_participant:

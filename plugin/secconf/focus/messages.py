@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from secconf.core.gate import Flow, Peer
+from secconf.core.gate import Flow
 
 __all__ = ["Relay", "Reply", "ReplyView", "RequestView"]
 
@@ -83,4 +83,4 @@ class Relay:
     conference_id: str | None = None  # put into our Record-Route (RR_PARAM), if record-routed
     route_mac: str | None = None  # ... with its MAC (RR_MAC_PARAM)
     #: In-dialog: the recorded peer of the other side (never the request's Request-URI).
-    next_hop: Peer | None = None
+    next_hop: tuple[str, str] | None = None  # Request-URI, destination URI (AckHops.receiver)

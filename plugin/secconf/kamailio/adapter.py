@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from secconf.core.gate import Flow, destination_uri, sender_fingerprint
+from secconf.core.gate import Flow, sender_fingerprint
 from secconf.focus.messages import Relay, Reply, ReplyView, RequestView
 
 __all__ = [
@@ -162,12 +162,15 @@ class KsrAdapter:
 
     def relay_to(self, uri: str, destination: str) -> bool:
         """Forward to *uri* via *destination* (a recorded next hop), nothing else changed."""
-        self.ksr.pv.sets("$ru", uri)
-        self.ksr.pv.sets("$du", destination)
+        self._route_to(uri, destination)
         if self.ksr.tm.t_relay() < 0:
             self.ksr.sl.sl_reply_error()
             return False
         return True
+
+    def _route_to(self, uri: str, destination: str) -> None:
+        self.ksr.pv.sets("$ru", uri)
+        self.ksr.pv.sets("$du", destination)
 
     def dialog_request(self) -> DialogRequestView:
         """The few values the in-dialog gate needs (no headers, no body read).
@@ -285,8 +288,7 @@ class KsrAdapter:
         if relay.next_hop is not None:
             # The recorded peer: its Contact as Request-URI, its flow (for a TLS/TCP phone the
             # connection it opened) as the destination; nothing the sender wrote decides.
-            self.ksr.pv.sets("$ru", relay.next_hop.contact)
-            self.ksr.pv.sets("$du", destination_uri(relay.next_hop.flow))
+            self._route_to(*relay.next_hop)
         if relay.body is not None:
             self.set_body(relay.body, relay.content_type)
         if relay.state is not None:

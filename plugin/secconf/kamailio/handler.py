@@ -388,7 +388,7 @@ class SecconfKemi:
             self.adapter.log("info", f"secconf: re-INVITE refused {exc.status_code}: {exc.message}")
             self.adapter.reply(service.refusal(exc, detailed=True))
             return
-        self.adapter.relay(replace(relay, next_hop=peers.receiver(direction)))
+        self.adapter.relay(replace(relay, next_hop=peers.hops.receiver(direction)))
 
     def _admit(self, service: FocusService, method: str) -> tuple[Admitted, RequestView] | None:
         """A re-INVITE or REFER: read, its Route checked, then the focus's gate (or None)."""

@@ -477,8 +477,7 @@ def _sender_result(raw: Sequence[bytes]) -> tuple[Direction, tuple[str, str], st
     hops = AckHops.decode(recorded)
     if hops is None:  # a record from before the hops were kept: its peers
         hops = DialogPeers.from_json(recorded).hops
-    hop = hops.to_mixer if direction is Direction.FROM_PARTICIPANT else hops.to_participant
-    return direction, hop, (_text(raw[3]) if status == "ok" else status)
+    return direction, hops.receiver(direction), (_text(raw[3]) if status == "ok" else status)
 
 
 def _text(value: object) -> str:
