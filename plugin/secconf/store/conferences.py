@@ -89,7 +89,7 @@ from secconf.core.sdes import SUITES
 from ._names import check_identity, check_prefix
 from .errors import Conflict, CorruptRecord, InvalidRecord
 from .keywrap import KeyWrapper
-from .redis import connect_blocking, redis_errors
+from .redis import connect_blocking, redis_errors, register_script
 
 __all__ = [
     "REKEY_FAILED_MAX",
@@ -514,20 +514,20 @@ class ConferenceStore:
         self._ended_ttl_ms = max(1, math.ceil(ended_ttl * 1000))
         self._dialog_ttl = int(dialog_ttl)
         self._clock = clock
-        self._create = client.register_script(_CREATE)
-        self._join = client.register_script(_JOIN)
-        self._answered = client.register_script(_ANSWERED)
-        self._release = client.register_script(_RELEASE)
-        self._add_epoch = client.register_script(_ADD_EPOCH)
-        self._refer = client.register_script(_REFER)
-        self._switched = client.register_script(_SWITCHED)
-        self._drop_epoch = client.register_script(_DROP_EPOCH)
-        self._rekey_failed = client.register_script(_REKEY_FAILED)
-        self._dialout = client.register_script(_DIALOUT)
-        self._dialout_answered = client.register_script(_DIALOUT_ANSWERED)
-        self._hold_dialog = client.register_script(_HOLD_DIALOG)
-        self._sender = client.register_script(_SENDER)
-        self._release_from = client.register_script(_RELEASE_FROM)
+        self._create = register_script(client, _CREATE)
+        self._join = register_script(client, _JOIN)
+        self._answered = register_script(client, _ANSWERED)
+        self._release = register_script(client, _RELEASE)
+        self._add_epoch = register_script(client, _ADD_EPOCH)
+        self._refer = register_script(client, _REFER)
+        self._switched = register_script(client, _SWITCHED)
+        self._drop_epoch = register_script(client, _DROP_EPOCH)
+        self._rekey_failed = register_script(client, _REKEY_FAILED)
+        self._dialout = register_script(client, _DIALOUT)
+        self._dialout_answered = register_script(client, _DIALOUT_ANSWERED)
+        self._hold_dialog = register_script(client, _HOLD_DIALOG)
+        self._sender = register_script(client, _SENDER)
+        self._release_from = register_script(client, _RELEASE_FROM)
 
     def __repr__(self) -> str:
         return f"ConferenceStore(prefix={self._prefix!r})"

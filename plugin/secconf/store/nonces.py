@@ -44,7 +44,7 @@ from typing import Final
 import redis
 
 from ._names import check_prefix
-from .redis import redis_errors
+from .redis import redis_errors, register_script
 
 __all__ = ["NONCE_CLOCK_MARGIN", "DigestNonces", "nonce_key"]
 
@@ -83,7 +83,7 @@ class DigestNonces:
     def __init__(self, client: redis.Redis, prefix: str = "secconf") -> None:
         self._redis = client
         self._prefix = check_prefix(prefix)
-        self._use = client.register_script(_USE)
+        self._use = register_script(client, _USE)
 
     def __repr__(self) -> str:
         return f"DigestNonces(prefix={self._prefix!r})"
