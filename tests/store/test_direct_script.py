@@ -161,3 +161,12 @@ def test_a_forked_child_opens_its_own_connection(client: redis.Redis) -> None:
     # the child connected once (a Kamailio worker forked after the module loaded); the
     # parent kept its own connection
     assert _connections_made(client) - before == 1
+
+
+def test_a_restarted_server_costs_no_call(redis_server: RedisServer, client: redis.Redis) -> None:
+    """The connection the old server closed is noticed before sending, not failed on."""
+    script = register_script(client, "return 'up'")
+    assert script() == b"up"
+    redis_server.stop()
+    redis_server.start()
+    assert script() == b"up"

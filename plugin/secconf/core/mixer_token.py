@@ -65,6 +65,7 @@ KEY_FILE_LENGTH: Final = 128
 _INNER_LABEL: Final = b"secconf mixer token v1 inner"
 _OUTER_LABEL: Final = b"secconf mixer token v1 outer"
 _CONFERENCE: Final = re.compile(r"[0-9a-z]{1,64}")
+_LINE_BREAK_OR_NUL: Final = re.compile("[\r\n\0]")
 _TOKEN: Final = re.compile(r"([0-9]{10})\.([0-9a-f]{40})")
 
 
@@ -100,7 +101,7 @@ def token_message(conference_id: str, call_id: str, expiry: int) -> bytes:
     """*m*: the label, the conference id, the ten-digit expiry and the Call-ID, space-separated."""
     if not isinstance(conference_id, str) or not _CONFERENCE.fullmatch(conference_id):
         raise MixerTokenError("a conference id is 1 to 64 lowercase letters and digits")
-    if not isinstance(call_id, str) or not call_id or any(c in call_id for c in "\r\n\0"):
+    if not isinstance(call_id, str) or not call_id or _LINE_BREAK_OR_NUL.search(call_id):
         raise MixerTokenError("the Call-ID is empty or holds CR, LF or NUL")
     if not isinstance(expiry, int) or not 0 <= expiry < 10**EXPIRY_DIGITS:
         raise MixerTokenError(f"the expiry must be a Unix time of {EXPIRY_DIGITS} digits")

@@ -301,6 +301,24 @@ def register_script(client: redis.Redis, text: str) -> ScriptRunner:
     return client.register_script(text)
 
 
+def _drop_if_stale(connection: redis.connection.AbstractConnection) -> None:
+    """Close an idle connection the server has closed (restarted, killed idle clients, ...).
+
+    Between calls nothing may be waiting on the socket: end-of-file or stray bytes mean the
+    connection is dead or out of step, so it is dropped and the send reconnects — the check
+    redis-py's pool makes at every check-out.  Without it, the first call after a Redis
+    restart would fail in every worker.
+    """
+    if not connection.is_connected:
+        return
+    try:
+        stale = connection.can_read()
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        stale = True
+    if stale:
+        connection.disconnect()  # type: ignore[no-untyped-call]
+
+
 def _pack(parts: tuple[Any, ...]) -> bytes:
     return cast(bytes, hiredis.pack_command(parts))
 
@@ -321,6 +339,8 @@ class DirectScript:
       shared, so no reply can reach the wrong caller.  Taken from the client's pool (its
       ``disconnect()`` closes it) and never returned; the next call reconnects.
     * ``NOSCRIPT`` (a restarted or flushed server): ``SCRIPT LOAD`` once, then again.
+    * A connection the server closed while idle is noticed before sending (as redis-py's pool
+      does at check-out) and replaced: a Redis restart costs no call.
     * Any other failure but a script's own error drops the connection: a timed-out reply
       that arrives late must not be read as the next call's.  Nothing is retried (as the
       clients' ``Retry(0)``): a script may have run before the connection broke.
@@ -353,6 +373,7 @@ class DirectScript:
         except TypeError as exc:
             raise redis.exceptions.DataError(str(exc)) from None
         connection = self._connection()
+        _drop_if_stale(connection)
         try:
             try:
                 connection.send_packed_command(command)  # type: ignore[no-untyped-call]
