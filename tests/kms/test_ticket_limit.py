@@ -17,7 +17,7 @@ import redis.asyncio
 
 from secconf.core.errors import MikeyErrorNo, ReplayedMessage
 from secconf.core.mikey import ticket as mt
-from secconf.kms.config import ConfigError, load_config
+from secconf.kms.config import KmsConfigError, load_config
 from secconf.kms.service import KmsService
 from secconf.store import DEFAULT_MARGIN_SECONDS, DEFAULT_MAX_PER_USER, TicketLimitReached
 from secconf.store.keywrap import KeyWrapper
@@ -187,5 +187,5 @@ def test_bad_tickets_settings_refused(tmp_path: Path, table: str) -> None:
     if not table.startswith("[tickets."):
         table = "[tickets]\n" + table
     path.write_text(BASE + table + "\n")
-    with pytest.raises(ConfigError, match=r"tickets|record_margin"):
+    with pytest.raises(KmsConfigError, match=r"tickets|record_margin"):
         load_config(path)

@@ -30,7 +30,7 @@ from secconf.client.kms import KmsClient
 from secconf.core.errors import ServiceUnavailable
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.httpguard import HttpLimits, source_key
-from secconf.kms.config import ConfigError
+from secconf.kms.config import KmsConfigError
 from secconf.kms.config import load_config as load_kms_config
 from secconf.lab.services import KmsProcess
 from secconf.media.config import EdgeConfigError
@@ -364,7 +364,7 @@ def test_the_http_table_is_read_and_checked(tmp_path: Path) -> None:
     for bad in ("head_timeout = 0", "max_connections_per_source = 0", "keep_alive = 3",
                 "max_head_bytes = 10", 'body_timeout = "5"', "keep_alive_timeout = 1.5"):  # fmt: skip
         kms_toml.write_text(base + f"[http]\n{bad}\n")
-        with pytest.raises(ConfigError, match=r"\[http\]"):
+        with pytest.raises(KmsConfigError, match=r"\[http\]"):
             load_kms_config(kms_toml)
     edge_toml = tmp_path / "edge.toml"
     edge_toml.write_text("[edge]\nport = 0\n")

@@ -14,8 +14,9 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from secconf.core.config import ConfigError, Schema, unknown_setting
 from secconf.core.errors import SecconfError
 from secconf.core.focus import normalize_identity
 from secconf.core.mixer_token import MixerTokenError, MixerTokenKeys
@@ -42,8 +43,33 @@ ENV_MIXER_TOKEN = "SECCONF_MIXER_TOKEN_FILE"  # noqa: S105 - a variable name
 MIXER_TOKEN_TTL_RANGE = (1, 300)
 
 
-class SettingsError(ValueError):
-    """The configuration is unusable; the message names the key."""
+class SettingsError(ConfigError):
+    """The focus's configuration is unusable; the message names the key."""
+
+
+#: Every setting the focus reads (config/kamailio/secconf.toml, docs/kamailio.md): anything
+#: else is a typo that would silently keep a default, and the module does not start.
+SCHEMA: Final[Schema] = {
+    "focus": frozenset({
+        "factory_pattern", "conference_pattern", "conference_user", "domain", "suite",
+        "max_body", "server_name", "timing", "peer_table",
+    }),
+    "identity": frozenset({"trusted_sources", "asserted_header"}),
+    "limits": frozenset({"dialogs_per_identity", "refers_per_minute"}),
+    "policy": frozenset({
+        "creators", "allowed", "uri_list", "uri_list_max", "uri_list_outside", "mixed_modes",
+    }),
+    "upstream": frozenset({"uri", "token_secret_file", "token_ttl"}),
+    "redis": frozenset({"url", "timeout", "prefix", "kek_file", "kek_id"}),
+    "edge": frozenset({"url", "token_file", "timeout"}),
+    "kms": frozenset({
+        "url", "psk_file", "kms_identity", "focus_identity", "timeout", "skew",
+        "epoch_ticket_lifetime",
+    }),
+    "digest": frozenset({"realm", "algorithms", "nonce_lifetime"}),
+    "dialout": frozenset({"contacts", "kms_users"}),
+    "lab": frozenset({"sdes_over_udp"}),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -177,6 +203,9 @@ def load_settings(
             "[focus] relay_other was removed: the focus relays nothing it did not authorize; "
             "run a general proxy beside it (docs/security.md)"
         )
+    unknown = unknown_setting(data, SCHEMA)
+    if unknown is not None:
+        raise SettingsError(f"{config_path}: unknown setting {unknown} (docs/kamailio.md)")
     try:
         factory = re.compile(_get(data, "focus", "factory_pattern", str, "conf-factory"))
         conference = re.compile(

@@ -6,21 +6,32 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from ..core.errors import SecconfError
+from ..core.config import ConfigError, Schema, unknown_setting
 from ..httpguard import HttpLimits
 from ..store._names import is_identity
 from ..store.tickets import DEFAULT_MARGIN_SECONDS, DEFAULT_MAX_PER_USER
 
-__all__ = ["HTTP_DEFAULTS", "ConfigError", "KmsConfig", "load_config"]
+__all__ = ["HTTP_DEFAULTS", "SCHEMA", "KmsConfig", "KmsConfigError", "load_config"]
 
 #: The KMS's ``[http]`` defaults (docs/kms.md "Slow and greedy clients").
 HTTP_DEFAULTS = HttpLimits(keep_alive_timeout=5)
 
 
-class ConfigError(SecconfError):
-    """The configuration file is missing, unreadable or has a bad value."""
+class KmsConfigError(ConfigError):
+    """The KMS's configuration file is missing, unreadable or has a bad value."""
+
+
+#: Every setting the KMS reads (config/kms.toml, docs/kms.md); anything else is refused.
+SCHEMA: Final[Schema] = {
+    "kms": frozenset({
+        "identity", "listen", "port", "kek_file", "kek_id", "clock_skew", "max_ticket_lifetime",
+    }),
+    "redis": frozenset({"url", "timeout", "prefix"}),
+    "tickets": None,  # _tickets names an unknown [tickets] setting itself
+    "http": None,  # HttpLimits.updated names an unknown [http] setting itself
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,17 +61,17 @@ class KmsConfig:
 def _get(table: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
     value = table.get(key, default)
     if value is None:
-        raise ConfigError(f"missing setting {key!r}")
+        raise KmsConfigError(f"missing setting {key!r}")
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ConfigError(f"setting {key!r} must be a {kind.__name__}")
+        raise KmsConfigError(f"setting {key!r} must be a {kind.__name__}")
     return value
 
 
 def _limit(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"[tickets] {what} must be a whole number >= 1")
+        raise KmsConfigError(f"[tickets] {what} must be a whole number >= 1")
     return value
 
 
@@ -68,16 +79,16 @@ def _tickets(table: dict[str, Any]) -> dict[str, Any]:
     """The ``[tickets]`` settings as KmsConfig keyword arguments."""
     unknown = set(table) - {"max_per_user", "max_per_identity", "record_margin"}
     if unknown:
-        raise ConfigError(f"[tickets]: unknown setting {sorted(unknown)[0]!r}")
+        raise KmsConfigError(f"[tickets]: unknown setting {sorted(unknown)[0]!r}")
     per_identity = table.get("max_per_identity", {})
     if not isinstance(per_identity, dict):
-        raise ConfigError("[tickets.max_per_identity] must be a table of identity = limit")
+        raise KmsConfigError("[tickets.max_per_identity] must be a table of identity = limit")
     for identity in per_identity:
         if not is_identity(identity):
-            raise ConfigError("[tickets.max_per_identity]: a key is not a usable identity")
+            raise KmsConfigError("[tickets.max_per_identity]: a key is not a usable identity")
     margin = _get(table, "record_margin", float, DEFAULT_MARGIN_SECONDS)
     if not (math.isfinite(margin) and margin >= 0):
-        raise ConfigError("[tickets] record_margin must be a number >= 0")
+        raise KmsConfigError("[tickets] record_margin must be a number >= 0")
     return {
         "max_tickets_per_user": _limit(
             table.get("max_per_user", DEFAULT_MAX_PER_USER), "max_per_user"
@@ -96,17 +107,20 @@ def load_config(path: str | Path) -> KmsConfig:
     try:
         data = tomllib.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
+        raise KmsConfigError(f"cannot read {path}: {exc}") from None
+    unknown = unknown_setting(data, SCHEMA)
+    if unknown is not None:
+        raise KmsConfigError(f"{path}: unknown setting {unknown} (docs/kms.md)")
     kms = data.get("kms", {})
     redis = data.get("redis", {})
     http = data.get("http", {})
     tickets = data.get("tickets", {})
     if not all(isinstance(table, dict) for table in (kms, redis, http, tickets)):
-        raise ConfigError("[kms], [redis], [http] and [tickets] must be tables")
+        raise KmsConfigError("[kms], [redis], [http] and [tickets] must be tables")
     try:
         http_limits = HTTP_DEFAULTS.updated(http)
     except ValueError as exc:
-        raise ConfigError(f"[http]: {exc}") from None
+        raise KmsConfigError(f"[http]: {exc}") from None
     kek_file = Path(_get(kms, "kek_file", str))
     if not kek_file.is_absolute():
         kek_file = path.parent / kek_file
@@ -125,11 +139,11 @@ def load_config(path: str | Path) -> KmsConfig:
         **_tickets(tickets),
     )
     if not 0 <= config.port <= 65535:
-        raise ConfigError("port must be 0..65535")
+        raise KmsConfigError("port must be 0..65535")
     for name in ("redis_timeout", "clock_skew", "max_ticket_lifetime"):
         value = getattr(config, name)
         if not (math.isfinite(value) and value > 0):
-            raise ConfigError(f"{name} must be a positive number")
+            raise KmsConfigError(f"{name} must be a positive number")
     if not config.identity.startswith(("sip:", "sips:")):
-        raise ConfigError("the KMS identity must be a SIP URI")
+        raise KmsConfigError("the KMS identity must be a SIP URI")
     return config

@@ -9,8 +9,9 @@ import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from ..core.config import ConfigError, Schema, unknown_setting
 from ..core.edge import VerifyPolicy
 from ..core.errors import SecconfError
 from ..httpguard import HttpLimits
@@ -30,8 +31,23 @@ INTERNAL_MODES = ("rtp", "srtp")
 HTTP_DEFAULTS = HttpLimits(keep_alive_timeout=30)
 
 
-class EdgeConfigError(SecconfError):
-    """The configuration file is missing, unreadable or has a bad value."""
+class EdgeConfigError(ConfigError):
+    """The edge's configuration file is missing, unreadable or has a bad value."""
+
+
+#: Every setting the edge reads (config/edge.toml, docs/edge.md); anything else is refused.
+SCHEMA: Final[Schema] = {
+    "edge": frozenset({
+        "id", "listen", "port", "token_file", "media_host", "participant_host",
+        "participant_advertise", "internal_host", "port_min", "port_max", "internal_mode",
+        "internal_suite", "grace", "tick",
+    }),
+    "verify": frozenset({
+        "settle", "deadline", "min_packets", "loss_fraction", "srtcp_restart_window",
+    }),
+    "redis": frozenset({"url", "timeout", "prefix", "kek_file", "kek_id"}),
+    "http": None,  # HttpLimits.updated names an unknown [http] setting itself
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +157,9 @@ def load_config(path: str | Path) -> EdgeConfig:
         data = tomllib.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise EdgeConfigError(f"cannot read {path}: {exc}") from None
+    unknown = unknown_setting(data, SCHEMA)
+    if unknown is not None:
+        raise EdgeConfigError(f"{path}: unknown setting {unknown} (docs/edge.md)")
     edge = data.get("edge", {})
     verify = data.get("verify", {})
     redis = data.get("redis")
