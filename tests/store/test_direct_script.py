@@ -57,6 +57,7 @@ def test_same_replies_and_argument_encoding_as_redis_py(client: redis.Redis) -> 
         assert direct(keys=["k:{x}"], args=args) == reference(keys=["k:{x}"], args=args)
     nil = register_script(client, "return nil")
     assert nil() is None
+    assert direct.script == reference.script == ECHO
     assert register_script(client, "return 42")() == 42
 
 

@@ -346,10 +346,11 @@ class DirectScript:
       clients' ``Retry(0)``): a script may have run before the connection broke.
     """
 
-    __slots__ = ("_client", "_local", "_sha", "_text")
+    __slots__ = ("_client", "_local", "_sha", "_text", "script")
 
     def __init__(self, client: redis.Redis, text: str) -> None:
         self._client = client
+        self.script = text  # the Lua source, as redis-py's ``Script.script``
         self._text = text.encode("utf-8")
         self._sha = hashlib.sha1(self._text, usedforsecurity=False).hexdigest().encode("ascii")
         self._local = threading.local()
