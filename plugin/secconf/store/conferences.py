@@ -100,6 +100,7 @@ __all__ = [
     "DialogExists",
     "DialogRecord",
     "Released",
+    "conference_key",
     "connect_blocking",
     "dialog_id",
     "epoch_context",
@@ -118,6 +119,16 @@ REKEY_FAILED_MAX: Final = 1000
 def dialog_id(call_id: str) -> str:
     """The id of a dialog's record: hex SHA-256 of its Call-ID (any length, any bytes)."""
     return hashlib.sha256(call_id.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def conference_key(prefix: str, conference_id: str, part: str = "") -> str:
+    """``P:conf:{<id>}`` or ``P:conf:{<id>}:<part>``: a key of one conference (one slot).
+
+    Also how :class:`~secconf.store.watcher.ReferQueue` names the REFER stream it reads.
+    """
+    _check_conference_id(conference_id)
+    suffix = f":{part}" if part else ""
+    return f"{prefix}:conf:{{{conference_id}}}{suffix}"
 
 
 def epoch_context(conference_id: str, epoch: int) -> bytes:
@@ -539,9 +550,7 @@ class ConferenceStore:
     # -- key names ---------------------------------------------------------------
 
     def conference_key(self, conference_id: str, part: str = "") -> str:
-        _check_conference_id(conference_id)
-        suffix = f":{part}" if part else ""
-        return f"{self._prefix}:conf:{{{conference_id}}}{suffix}"
+        return conference_key(self._prefix, conference_id, part)
 
     def dialog_key(self, conference_id: str, call_id: str) -> str:
         """``P:conf:{<id>}:dialog:<sha256 of the Call-ID>``: one dialog of a conference."""
