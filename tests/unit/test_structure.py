@@ -65,8 +65,11 @@ def _offend(plugin: Path, source: str, forbidden: str) -> Path:
 
 
 def _external(contract: dict[str, Any]) -> bool:
-    """A contract on packages from outside secconf (redis-py): every part reaches them, if at
-    all, through the one part allowed to import them, so only direct imports count there."""
+    """True for a contract on packages from outside secconf (redis-py).
+
+    Every part reaches those through the one part allowed to import them, so only direct
+    imports count there (``allow_indirect_imports``).
+    """
     return not any(module.startswith("secconf") for module in contract["forbidden_modules"])
 
 

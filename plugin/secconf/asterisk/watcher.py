@@ -35,6 +35,12 @@ appended to ``P:dialout:<conference>``.
 
 Each rekey's report (epoch, timings, verdicts; never a key) is logged and appended to
 ``P:rekeys:<conference>``.  Every Redis, HTTP and AMI call has a timeout.
+
+Redis is spoken by the store only: the lease, rosters, REFER queue and journal are
+:mod:`secconf.store.watcher`'s, dialogs and epochs the conference store's.  What Redis
+answers reaches the watcher as store errors (an outage ``ServiceUnavailable``, a
+refused command ``RedisRefused``, both ``SecconfError``), which its loops log before
+going on.
 """
 
 from __future__ import annotations

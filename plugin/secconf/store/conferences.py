@@ -25,7 +25,8 @@ included, lives in one slot)::
                                          mode (how this leg is keyed: "sdes"/"kms"),
                                          dialout ("1" for a dial-out dialog)
     P:conf:{id}:refer              stream  accepted REFERs to the focus (referrer, target,
-                                         mode, ...): consumed by the dial-out watcher;
+                                         mode, ...): consumed by the dial-out watcher
+                                         (secconf.store.watcher.ReferQueue);
                                          expires with the conference
     P:conf:{id}:rekey-failed       stream  re-INVITEs carrying a new epoch that a
                                          participant refused (leg, identity, call_id,
@@ -33,7 +34,8 @@ included, lives in one slot)::
                                          expires with the conference
     P:dialout:<id>                 stream  dial-outs the watcher made (target, result, ...;
                                          no keys): the watcher's own single-key stream
-                                         (XADD + EXPIRE of that key only, any slot)
+                                         (XADD + EXPIRE of that key only, any slot;
+                                         secconf.store.watcher.WatcherJournal)
 
 A dial-out dialog (the mixer called a participant after a REFER, or to replace a
 leg) has ``dialout`` = "1"; its SSRCs come from the participant's answer
