@@ -1,17 +1,20 @@
-"""The watcher's pieces that need no Asterisk: the lease on the real Redis, the configuration."""
+"""The watcher's pieces that need no Asterisk: the configuration, its REFER queue on the real Redis.
+
+The lease, rosters, REFER queue and journal themselves: tests/store/test_watcher.py.
+"""
 
 from __future__ import annotations
 
-import time
+import logging
 from pathlib import Path
 
 import pytest
 
-from secconf.asterisk.watcher import Lease, WatcherConfigError, load_watcher_settings
+from secconf.asterisk.watcher import WatcherConfigError, load_watcher_settings
 from secconf.cli import build_parser
 from secconf.core.roster import FailurePolicy
 from secconf.store import generate_key_file
-from secconf.store.conferences import connect_blocking
+from tests.fixtures.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,31 +28,6 @@ url = "redis://127.0.0.1:6379/0"
 prefix = "scw"
 kek_file = "kek"
 """
-
-
-def test_one_lease_holder_per_conference_and_a_lapsed_lease_is_taken_over(
-    redis_url: str,
-) -> None:
-    client = connect_blocking(redis_url, timeout=1.0)
-    try:
-        first = Lease(client, "scw", "w1", ttl=0.3)
-        second = Lease(client, "scw", "w2", ttl=0.3)
-        assert first.hold("c1")
-        assert not second.hold("c1")  # held: the other watcher leaves it alone
-        assert first.hold("c1")  # renewal
-        assert second.hold("c2")  # another conference is free
-        assert first.holder("c1") == first.token
-        second.release("c1")  # not its lease: no effect
-        assert first.holder("c1") == first.token
-        client.pexpire(first.key("c1"), 1)  # first stops renewing (dies)
-
-        time.sleep(0.05)
-        assert second.hold("c1")
-        assert not first.hold("c1")  # the old holder cannot renew someone else's lease
-        second.release("c1")
-        assert first.holder("c1") is None
-    finally:
-        client.close()
 
 
 def test_the_sample_config_loads_with_replace_and_remove(tmp_path: Path) -> None:
@@ -102,8 +80,9 @@ def test_two_watchers_share_the_refer_stream_each_entry_once(
     import asyncio
 
     from secconf.asterisk.ami import AmiSettings
-    from secconf.asterisk.watcher import REFER_GROUP, Watcher, WatcherSettings
+    from secconf.asterisk.watcher import Watcher, WatcherSettings
     from secconf.focus.settings import load_settings
+    from secconf.store.watcher import REFER_GROUP
 
     generate_key_file(tmp_path / "kek")
     (tmp_path / "focus.toml").write_text(FOCUS)
@@ -117,18 +96,19 @@ def test_two_watchers_share_the_refer_stream_each_entry_once(
             Watcher(WatcherSettings(ami=AmiSettings(secret="x"), focus=focus, watcher_id=name))
             for name in ("w1", "w2")
         ]
-        key = watchers[0].store.refer_stream_key(conference)
+        key = watchers[0].refers.key(conference)
+        assert key == watchers[0].store.refer_stream_key(conference)  # the stream the focus writes
         try:
-            assert watchers[0]._read_refers(conference) == []  # no stream yet: no group, no key
+            assert watchers[0].refers.take(conference) == []  # no stream yet: no group, no key
             assert not watchers[0].redis.exists(key)
             for n in range(3):  # before any group exists (the module's XADD)
                 watchers[0].redis.xadd(key, {"target": f"sip:u{n}@example.com"})
-            seen = [watchers[0]._read_refers(conference)]
+            seen = [watchers[0].refers.take(conference)]
             for n in range(3, 6):
                 watchers[0].redis.xadd(key, {"target": f"sip:u{n}@example.com"})
-            seen.append(watchers[1]._read_refers(conference))
-            seen.append(watchers[0]._read_refers(conference))
-            seen.append(watchers[1]._read_refers(conference))
+            seen.append(watchers[1].refers.take(conference))
+            seen.append(watchers[0].refers.take(conference))
+            seen.append(watchers[1].refers.take(conference))
             targets = [fields["target"] for batch in seen for _, fields in batch]
             assert sorted(targets) == [f"sip:u{n}@example.com" for n in range(6)]  # once each
             assert len(seen[0]) == 3
@@ -136,6 +116,8 @@ def test_two_watchers_share_the_refer_stream_each_entry_once(
             assert seen[2] == seen[3] == []
             pending = watchers[0].redis.xpending(key, REFER_GROUP)
             assert pending["pending"] == 6  # until each dial-out is done and acknowledged
+            # each watcher reads as itself: an entry a dead watcher took stays its own
+            assert {c["name"] for c in pending["consumers"]} == {b"w1", b"w2"}
         finally:
             for watcher in watchers:
                 watcher.redis.close()
@@ -143,3 +125,62 @@ def test_two_watchers_share_the_refer_stream_each_entry_once(
                     await watcher.edge.aclose()
 
     asyncio.run(scenario())
+
+
+def test_redis_refusing_or_down_is_logged_by_the_watcher_and_it_goes_on(
+    redis_server: RedisServer, redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watcher catches the store's errors only: WRONGTYPE and an outage both stay warnings."""
+    import asyncio
+
+    from secconf.asterisk.ami import AmiSettings
+    from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
+    from secconf.core.roster import ConferenceEnded, Member, MemberLeft
+    from secconf.focus.settings import load_settings
+
+    generate_key_file(tmp_path / "kek")
+    (tmp_path / "focus.toml").write_text(FOCUS)
+    focus = load_settings(
+        tmp_path / "focus.toml", env={"SECCONF_REDIS_URL": redis_url}, mixer_token=False
+    )
+    conference = "0123456789abcdef"
+    member = Member("PJSIP/alice-00000001", "1700000000.1", "alice")
+
+    def warnings() -> list[str]:
+        found = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        caplog.clear()
+        return found
+
+    async def scenario() -> None:
+        watcher = Watcher(WatcherSettings(ami=AmiSettings(secret="x"), focus=focus))
+        try:
+            watcher.redis.set(watcher.rosters.key(conference), "string-where-a-hash-belongs")
+            watcher.redis.set(watcher.journal.report_key(conference), "string-not-a-stream")
+            await watcher._on_change(MemberLeft(conference, member))
+            waiter = asyncio.ensure_future(watcher.next_report(5.0))
+            await asyncio.sleep(0)
+            watcher._publish(RekeyReport(conference, 2, ("join",), 0.0, 0.0))
+            assert (await waiter).epoch == 2  # the report is out, stored or not
+            assert warnings() == [
+                f"roster write for {conference} failed: Redis error: could not write a "
+                "roster (ResponseError)",
+                f"rekey report for {conference} not stored: Redis error: could not store a "
+                "rekey report (ResponseError)",
+            ]
+
+            redis_server.stop()
+            await watcher._on_change(ConferenceEnded(conference))
+            await watcher._reconcile(watcher.ami)
+            watcher._publish(RekeyReport(conference, 3, ("leave",), 0.0, 0.0))
+            logged = warnings()
+            assert len(logged) == 3
+            assert all("Redis unavailable: could not" in line for line in logged), logged
+            assert [r.epoch for r in watcher.reports] == [2, 3]
+        finally:
+            redis_server.start()
+            watcher.redis.close()
+            if watcher.edge is not None:
+                await watcher.edge.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="secconf.asterisk.watcher"):
+        asyncio.run(scenario())

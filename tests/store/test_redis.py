@@ -8,9 +8,16 @@ from collections.abc import Awaitable, Callable
 import pytest
 import redis.exceptions
 
-from secconf.core.errors import ServiceUnavailable
+from secconf.core.errors import SecconfError, ServiceUnavailable
+from secconf.store.errors import RedisRefused
 from secconf.store.keywrap import KeyWrapper
-from secconf.store.redis import connect, redis_errors, translate_redis_errors
+from secconf.store.redis import (
+    all_redis_errors,
+    connect,
+    ping,
+    redis_errors,
+    translate_redis_errors,
+)
 from secconf.store.replay import ReplayCache
 from secconf.store.tickets import TicketRecord, TicketStore
 from secconf.store.users import UserStore
@@ -189,3 +196,44 @@ def test_translate_redis_errors_decorator() -> None:
     with pytest.raises(ServiceUnavailable, match="could not fetch"):
         run(lambda: fetch(-1))
     assert fetch.__name__ == "fetch"
+
+
+def test_all_redis_errors_leaves_no_redis_py_error_to_catch() -> None:
+    """Outages as with redis_errors; every other redis-py error a RedisRefused (a SecconfError)."""
+    with pytest.raises(ServiceUnavailable, match="could not renew"), all_redis_errors("renew"):
+        raise redis.exceptions.ConnectionError("Error 111 connecting to redis://:s3cr3t@h:1")
+    refusals: list[BaseException] = [
+        redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding s3cr3t"),
+        redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+        redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'"),
+        redis.exceptions.DataError("Invalid input of type: 'NoneType'"),
+    ]
+    for refusal in refusals:
+        with pytest.raises(RedisRefused) as caught, all_redis_errors("write a roster"):
+            raise refusal
+        assert isinstance(caught.value, SecconfError)
+        assert caught.value.status_code == 500
+        assert (
+            str(caught.value) == f"Redis error: could not write a roster ({type(refusal).__name__})"
+        )
+        assert caught.value.__cause__ is refusal
+    # Errors of our own pass unchanged, whatever they are.
+    with pytest.raises(ServiceUnavailable, match="mine"), all_redis_errors():
+        raise ServiceUnavailable("mine")
+    with pytest.raises(KeyError), all_redis_errors():
+        raise KeyError("x")
+
+
+def test_ping_is_the_health_check(redis_server: RedisServer, redis_url: str) -> None:
+    async def scenario() -> None:
+        async with client(redis_url, timeout=TIMEOUT) as handle:
+            await ping(handle)
+            redis_server.stop()
+            try:
+                with pytest.raises(ServiceUnavailable, match="health check"):
+                    await ping(handle)
+            finally:
+                redis_server.start()
+            await ping(handle)  # the same client again once Redis is back
+
+    run(scenario)

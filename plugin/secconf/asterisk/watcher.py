@@ -35,6 +35,12 @@ appended to ``P:dialout:<conference>``.
 
 Each rekey's report (epoch, timings, verdicts; never a key) is logged and appended to
 ``P:rekeys:<conference>``.  Every Redis, HTTP and AMI call has a timeout.
+
+Redis is spoken by the store only: the lease, rosters, REFER queue and journal are
+:mod:`secconf.store.watcher`'s, dialogs and epochs the conference store's.  What Redis
+answers reaches the watcher as store errors (an outage ``ServiceUnavailable``, a
+refused command ``RedisRefused``, both ``SecconfError``), which its loops log before
+going on.
 """
 
 from __future__ import annotations
@@ -51,10 +57,9 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
-import redis
 
 from secconf.core.errors import SecconfError
 from secconf.core.focus import ConferenceNotFound
@@ -78,12 +83,13 @@ from secconf.focus.settings import Settings as FocusSettings
 from secconf.focus.settings import load_settings as load_focus_settings
 from secconf.store.conferences import ConferenceStore, connect_blocking
 from secconf.store.keywrap import KeyWrapper, load_key_file
+from secconf.store.redis import all_redis_errors
+from secconf.store.watcher import ReferQueue, RosterEntry, RosterStore, WatcherJournal, WatcherLease
 
 from .ami import AmiClient, AmiError, AmiSettings
 from .roster import RosterFollower
 
 __all__ = [
-    "Lease",
     "RekeyReport",
     "Watcher",
     "WatcherSettings",
@@ -93,10 +99,8 @@ __all__ = [
 
 log = logging.getLogger("secconf.asterisk.watcher")
 
-#: Entries kept in a conference's rekey report stream.
-REPORTS_MAX = 100
-#: Lifetime of roster and report keys without a write (a watcher that died leaves none forever).
-ROSTER_TTL = 86400
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class WatcherConfigError(ValueError):
@@ -223,54 +227,6 @@ def load_watcher_settings(
     )
 
 
-# -- the lease ------------------------------------------------------------------------
-
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
-
-
-class Lease:
-    """``P:watcher-lease:<conference>`` = this watcher's token, ``SET NX PX``, renewed."""
-
-    def __init__(self, client: redis.Redis, prefix: str, owner: str, ttl: float) -> None:
-        self._redis = client
-        self._prefix = prefix
-        # The owner name plus a random part: a restarted watcher with the same id is
-        # not mistaken for its previous life.
-        self.token = f"{owner}/{secrets.token_hex(4)}"
-        self._ttl_ms = max(1, int(ttl * 1000))
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
-
-    def key(self, conference: str) -> str:
-        return f"{self._prefix}:watcher-lease:{conference}"
-
-    def hold(self, conference: str) -> bool:
-        """Take or renew the lease; False if another watcher holds it."""
-        key = self.key(conference)
-        if self._redis.set(key, self.token, nx=True, px=self._ttl_ms):
-            return True
-        return bool(self._renew(keys=[key], args=[self.token, self._ttl_ms]))
-
-    def holder(self, conference: str) -> str | None:
-        value = self._redis.get(self.key(conference))
-        return None if value is None else cast(bytes, value).decode()
-
-    def release(self, conference: str) -> None:
-        self._release(keys=[self.key(conference)], args=[self.token])
-
-
 # -- reports ----------------------------------------------------------------------------
 
 
@@ -336,7 +292,12 @@ class Watcher:
         self.store = ConferenceStore(
             self.redis, KeyWrapper(load_key_file(focus.kek_file), focus.kek_id), focus.redis_prefix
         )
-        self.lease = Lease(self.redis, settings.prefix, settings.watcher_id, settings.lease_ttl)
+        self.lease = WatcherLease(
+            self.redis, settings.prefix, settings.watcher_id, settings.lease_ttl
+        )
+        self.rosters = RosterStore(self.redis, settings.prefix)
+        self.refers = ReferQueue(self.redis, settings.prefix, settings.watcher_id)
+        self.journal = WatcherJournal(self.redis, settings.prefix)
         self.ami = ami or AmiClient(settings.ami)
         self.tracker = RosterTracker(settings.policy)
         self.follower = RosterFollower(
@@ -366,7 +327,6 @@ class Watcher:
         self._dialout_task: asyncio.Task[None] | None = None
         self._originates: dict[str, asyncio.Future[dict[str, str]]] = {}
         self._dialling: set[asyncio.Task[DialOutcome]] = set()
-        self._groups: set[str] = set()
         self.dialouts: list[DialOutcome] = []
         self.ami.on_event("OriginateResponse", self._on_originate_response)
 
@@ -397,7 +357,7 @@ class Watcher:
         await self.follower.close()
         await self.ami.close()
         for conference in self.tracker.conferences():
-            with contextlib.suppress(redis.RedisError):
+            with contextlib.suppress(SecconfError):
                 await asyncio.to_thread(self.lease.release, conference)
         if self.edge is not None:
             await self.edge.aclose()
@@ -411,71 +371,54 @@ class Watcher:
 
     # -- the roster in Redis -----------------------------------------------------------------
 
-    def roster_key(self, conference: str) -> str:
-        return f"{self.settings.prefix}:roster:{conference}"
-
     async def _on_change(self, output: Output) -> None:
         try:
             if isinstance(output, MemberJoined):
                 member = output.member
-                call_id = await self._call_id(member.channel)
-                value = json.dumps(
-                    {"uniqueid": member.uniqueid, "caller_id": member.caller_id, "call_id": call_id}
+                entry = RosterEntry(
+                    member.uniqueid, member.caller_id, await self._call_id(member.channel)
                 )
-                await asyncio.to_thread(self._roster_set, output.conference, member.channel, value)
+                await asyncio.to_thread(self.rosters.add, output.conference, member.channel, entry)
             elif isinstance(output, MemberLeft):
                 self._call_ids.pop(output.member.channel, None)
                 self._channel_locks.pop(output.member.channel, None)
                 await asyncio.to_thread(
-                    self.redis.hdel, self.roster_key(output.conference), output.member.channel
+                    self.rosters.remove, output.conference, output.member.channel
                 )
             elif isinstance(output, ConferenceEnded):
-                self._groups.discard(self.store.refer_stream_key(output.conference))
-                await asyncio.to_thread(self.redis.delete, self.roster_key(output.conference))
-                with contextlib.suppress(redis.RedisError):
+                self.refers.forget(output.conference)
+                await asyncio.to_thread(self.rosters.delete, output.conference)
+                with contextlib.suppress(SecconfError):
                     await asyncio.to_thread(self.lease.release, output.conference)
                 self._held_by_others.discard(output.conference)
-        except (redis.RedisError, SecconfError) as exc:
+        except SecconfError as exc:
             log.warning("roster write for %s failed: %s", output.conference, exc)
-
-    def _roster_set(self, conference: str, channel: str, value: str) -> None:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.roster_key(conference), channel, value)
-        pipe.expire(self.roster_key(conference), ROSTER_TTL)
-        pipe.execute()
 
     async def _reconcile(self, client: AmiClient) -> None:
         """After every (re)connect (and the follower's resync): Redis = what Asterisk lists."""
-        rosters: dict[str, dict[str, str]] = {}
+        rosters: dict[str, dict[str, RosterEntry]] = {}
         for conference in self.tracker.conferences():
             members = self.tracker.members(conference)
             rosters[conference] = {}
             for member in members:
                 call_id = await self._call_id(member.channel)
-                rosters[conference][member.channel] = json.dumps(
-                    {"uniqueid": member.uniqueid, "caller_id": member.caller_id, "call_id": call_id}
+                rosters[conference][member.channel] = RosterEntry(
+                    member.uniqueid, member.caller_id, call_id
                 )
         try:
-            await asyncio.to_thread(self._write_rosters, rosters)
-        except redis.RedisError as exc:
+            await asyncio.to_thread(self.rosters.replace_all, rosters)
+        except SecconfError as exc:
             log.warning("roster reconcile failed: %s", exc)
 
-    def _write_rosters(self, rosters: dict[str, dict[str, str]]) -> None:
-        stale = [
-            key
-            for key in self.redis.scan_iter(match=f"{self.settings.prefix}:roster:*", count=500)
-            if cast(bytes, key).decode().rsplit(":", 1)[1] not in rosters
-        ]
-        # Not a MULTI: the rosters of several conferences lie in several Cluster slots.
-        pipe = self.redis.pipeline(transaction=False)
-        for key in stale:
-            pipe.delete(key)
-        for conference, members in rosters.items():
-            pipe.delete(self.roster_key(conference))
-            if members:
-                pipe.hset(self.roster_key(conference), mapping=dict(members.items()))
-                pipe.expire(self.roster_key(conference), ROSTER_TTL)
-        pipe.execute()
+    async def _conference_read(self, read: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A read of the conference store, in a thread; whatever Redis answers, a store error.
+
+        The conference store passes on what Redis refuses (``WRONGTYPE``, ...) as redis-py
+        raises it, for the focus to fail loudly; the watcher's polls log it and go on, as
+        they do when Redis is down.
+        """
+        with all_redis_errors("read the conference store"):
+            return await asyncio.to_thread(read, *args, **kwargs)
 
     async def _call_id(self, channel: str) -> str:
         """The SIP Call-ID of a PJSIP channel (the dialog record's key), cached."""
@@ -502,7 +445,7 @@ class Watcher:
                     continue
                 try:
                     held = await asyncio.to_thread(self.lease.hold, conference)
-                except redis.RedisError as exc:
+                except SecconfError as exc:
                     log.warning("lease renewal for %s failed: %s", conference, exc)
                     continue
                 if not held:
@@ -541,12 +484,8 @@ class Watcher:
         summary = report.summary()
         log.info("rekey %s epoch %s: %s", report.conference, report.epoch, summary)
         try:
-            key = f"{self.settings.prefix}:rekeys:{report.conference}"
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.xadd(key, summary, maxlen=REPORTS_MAX, approximate=True)  # type: ignore[arg-type]
-            pipe.expire(key, ROSTER_TTL)
-            pipe.execute()
-        except redis.RedisError as exc:
+            self.journal.add_report(report.conference, summary)
+        except SecconfError as exc:
             log.warning("rekey report for %s not stored: %s", report.conference, exc)
         waiters, self._report_waiters = self._report_waiters, []
         for waiter in waiters:
@@ -566,8 +505,8 @@ class Watcher:
                 self._held_by_others.add(conference)
                 log.info("rekey of %s left to the lease holder %s", conference, holder)
                 return None
-            info = await asyncio.to_thread(self.store.get, conference)
-        except (redis.RedisError, SecconfError) as exc:
+            info = await self._conference_read(self.store.get, conference)
+        except SecconfError as exc:
             log.warning("rekey of %s postponed: %s", conference, exc)
             self._retry(conference)
             return None
@@ -681,13 +620,13 @@ class Watcher:
             deadline = self.clock() + self.settings.refresh_timeout
             while self.clock() < deadline:
                 try:
-                    dialog = await asyncio.to_thread(self.store.dialog, conference, call_id)
+                    dialog = await self._conference_read(self.store.dialog, conference, call_id)
                     if dialog is not None and (dialog.epoch or 0) >= epoch:
                         report.switched_at[channel] = self.clock()
                         return
                     if dialog is None or await self._refused(conference, call_id, epoch):
                         return
-                except (redis.RedisError, SecconfError) as exc:
+                except SecconfError as exc:
                     log.warning("dialog read for %s failed: %s", channel, exc)
                 if channel not in {m.channel for m in self.tracker.members(conference)}:
                     return
@@ -695,7 +634,7 @@ class Watcher:
             log.warning("conference %s: %s did not answer the rekey in time", conference, channel)
 
     async def _refused(self, conference: str, call_id: str, epoch: int) -> bool:
-        failures = await asyncio.to_thread(self.store.rekey_failures, conference)
+        failures = await self._conference_read(self.store.rekey_failures, conference)
         return any(
             entry.get("call_id") == call_id and entry.get("epoch") == str(epoch)
             for _, entry in failures
@@ -708,9 +647,9 @@ class Watcher:
         deadline = self.clock() + self.settings.verify_timeout
         legs: dict[str, str] = {}
         for channel, call_id in call_ids.items():
-            with contextlib.suppress(redis.RedisError, SecconfError):
+            with contextlib.suppress(SecconfError):
                 dialog = (
-                    await asyncio.to_thread(self.store.dialog, conference, call_id)
+                    await self._conference_read(self.store.dialog, conference, call_id)
                     if call_id
                     else None
                 )
@@ -738,8 +677,8 @@ class Watcher:
             except (httpx.HTTPError, ValueError) as exc:
                 log.warning("edge state of %s unreadable: %s", conference, exc)
         try:
-            failures = await asyncio.to_thread(self.store.rekey_failures, conference)
-        except (redis.RedisError, SecconfError):
+            failures = await self._conference_read(self.store.rekey_failures, conference)
+        except SecconfError:
             failures = []
         refused = {
             entry.get("call_id")
@@ -764,9 +703,6 @@ class Watcher:
         return observations
 
     # -- dial-out: REFER targets and replacement calls --------------------------------------
-
-    def dialout_key(self, conference: str) -> str:
-        return f"{self.settings.prefix}:dialout:{conference}"
 
     def _on_originate_response(self, fields: Mapping[str, str]) -> None:
         future = self._originates.get(fields.get("Uniqueid", ""))
@@ -832,16 +768,12 @@ class Watcher:
         log.info("dial-out %s to %s in %s: %s (%s)", reason, target, conference, result, detail)
         try:
             await asyncio.to_thread(self._record_dialout, outcome)
-        except redis.RedisError as exc:
+        except SecconfError as exc:
             log.warning("dial-out record for %s not stored: %s", conference, exc)
         return outcome
 
     def _record_dialout(self, outcome: DialOutcome) -> None:
-        key = self.dialout_key(outcome.conference)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.xadd(key, outcome.fields(), maxlen=REPORTS_MAX * 10, approximate=True)  # type: ignore[arg-type]
-        pipe.expire(key, ROSTER_TTL)
-        pipe.execute()
+        self.journal.add_dialout(outcome.conference, outcome.fields())
 
     async def _replace(
         self,
@@ -863,9 +795,9 @@ class Watcher:
         identities: dict[str, str] = {}
         for channel in channels:
             call_id = call_ids.get(channel, "")
-            with contextlib.suppress(redis.RedisError, SecconfError):
+            with contextlib.suppress(SecconfError):
                 dialog = (
-                    await asyncio.to_thread(self.store.dialog, conference, call_id)
+                    await self._conference_read(self.store.dialog, conference, call_id)
                     if call_id
                     else None
                 )
@@ -916,39 +848,14 @@ class Watcher:
             await asyncio.sleep(self.settings.dialout_poll)
             for conference in self.tracker.conferences():
                 try:
-                    entries = await asyncio.to_thread(self._read_refers, conference)
-                except (redis.RedisError, SecconfError) as exc:
+                    entries = await asyncio.to_thread(self.refers.take, conference)
+                except SecconfError as exc:
                     log.warning("REFER stream of %s unreadable: %s", conference, exc)
                     continue
                 for entry_id, fields in entries:
                     task = asyncio.ensure_future(self._dial_refer(conference, entry_id, fields))
                     self._dialling.add(task)
                     task.add_done_callback(self._dialling.discard)
-
-    def _read_refers(self, conference: str) -> list[tuple[str, dict[str, str]]]:
-        key = self.store.refer_stream_key(conference)
-        if key not in self._groups:
-            try:
-                # From the stream's start: REFERs accepted before this watcher saw the room.
-                self.redis.xgroup_create(key, REFER_GROUP, id="0")
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    return []  # no stream yet (no REFER): the module's XADD creates it
-            self._groups.add(key)
-        raw = cast(
-            list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None,
-            self.redis.xreadgroup(REFER_GROUP, self.settings.watcher_id, {key: ">"}, count=16),
-        )
-        found: list[tuple[str, dict[str, str]]] = []
-        for _stream, items in raw or []:
-            for entry_id, fields in items:
-                found.append(
-                    (
-                        entry_id.decode(),
-                        {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()},
-                    )
-                )
-        return found
 
     async def _dial_refer(
         self, conference: str, entry_id: str, fields: Mapping[str, str]
@@ -966,14 +873,8 @@ class Watcher:
                 conference, target, reason="refer", referrer=fields.get("referrer", "")
             )
         finally:
-            with contextlib.suppress(redis.RedisError):
-                await asyncio.to_thread(
-                    self.redis.xack, self.store.refer_stream_key(conference), REFER_GROUP, entry_id
-                )
-
-
-#: The consumer group of every watcher on the REFER streams.
-REFER_GROUP = "dialout"
+            with contextlib.suppress(SecconfError):
+                await asyncio.to_thread(self.refers.ack, conference, entry_id)
 
 
 @dataclass(frozen=True)
@@ -1035,4 +936,4 @@ def run(settings: WatcherSettings) -> None:
     asyncio.run(main())
 
 
-__all__ += ["REFER_GROUP", "DialOutcome", "LegVerdict", "serve", "verdict_counts"]
+__all__ += ["DialOutcome", "LegVerdict", "serve", "verdict_counts"]

@@ -29,7 +29,8 @@ from ..core.errors import (
     ServiceUnavailable,
 )
 from ..core.mikey.ticket import build_error
-from ..store import KeyUnwrapError, redis_errors
+from ..store import KeyUnwrapError
+from ..store.redis import ping
 from .service import KmsService
 
 __all__ = ["MAX_BODY", "MIKEY_CONTENT_TYPE", "build_app", "http_status"]
@@ -111,8 +112,7 @@ def build_app(service: KmsService, *, clock: Callable[[], float] = time.time) ->
 
     async def healthz(request: Request) -> Response:
         try:
-            with redis_errors("health check"):
-                await service.client.ping()
+            await ping(service.client)
         except ServiceUnavailable:
             return JSONResponse({"status": "redis unavailable"}, status_code=503)
         return JSONResponse({"status": "ok", "identity": service.identity})

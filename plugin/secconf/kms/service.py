@@ -13,13 +13,10 @@ back.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-
-import redis.asyncio
 
 from ..core.errors import AuthenticationFailed, ReplayedMessage, TicketRejected
 from ..core.mikey import ticket as mikey_ticket
@@ -33,84 +30,21 @@ from ..store import (
     TicketStore,
     UnknownUser,
     UserStore,
-    redis_errors,
 )
+from ..store.redis import AsyncClient
+from ..store.tpks import TpkStore
 
-__all__ = ["KmsService", "TpkStore"]
+__all__ = ["KmsService"]
 
 log = logging.getLogger("secconf.kms")
-
-TPK_BYTES = 32
-
-
-class TpkStore:
-    """The KMS's Ticket Protection Keys, wrapped in Redis, cached in memory.
-
-    Layout: ``P:kms:tpk:<id hex>`` = wrapped key (context ``kms-tpk:<id>``),
-    ``P:kms:tpk-current`` = id of the key new tickets use.
-    """
-
-    def __init__(self, client: redis.asyncio.Redis, wrapper: KeyWrapper, prefix: str) -> None:
-        self._redis = client
-        self._wrapper = wrapper
-        self._prefix = prefix
-        self._cache: dict[bytes, bytes] = {}
-
-    def __repr__(self) -> str:
-        return f"TpkStore(prefix={self._prefix!r}, cached={len(self._cache)})"
-
-    def _key(self, tpk_id: bytes) -> str:
-        return f"{self._prefix}:kms:tpk:{tpk_id.hex()}"
-
-    @staticmethod
-    def _context(tpk_id: bytes) -> bytes:
-        return b"kms-tpk:" + tpk_id
-
-    async def current(self) -> tuple[bytes, bytes]:
-        """(id, key) of the TPK for new tickets; made on first use, atomically."""
-        with redis_errors("read the current TPK"):
-            current = await self._redis.get(f"{self._prefix}:kms:tpk-current")
-        if current is None:
-            tpk_id = os.urandom(8)
-            blob = self._wrapper.wrap(secrets.token_bytes(TPK_BYTES), self._context(tpk_id))
-            with redis_errors("create a TPK"):
-                await self._redis.set(self._key(tpk_id), blob, nx=True)
-                won = await self._redis.set(f"{self._prefix}:kms:tpk-current", tpk_id, nx=True)
-                if not won:  # another KMS instance made one first: use theirs
-                    await self._redis.delete(self._key(tpk_id))
-                    current = await self._redis.get(f"{self._prefix}:kms:tpk-current")
-                else:
-                    current = tpk_id
-        if not isinstance(current, bytes):
-            raise TicketRejected("no current TPK")
-        key = await self.load(current)
-        if key is None:
-            raise TicketRejected("current TPK record is missing")
-        return current, key
-
-    async def load(self, tpk_id: bytes) -> bytes | None:
-        """The TPK named *tpk_id*, or ``None`` if this KMS never issued under it."""
-        if tpk_id in self._cache:
-            return self._cache[tpk_id]
-        if not 0 < len(tpk_id) <= 32:
-            return None
-        with redis_errors("read a TPK"):
-            blob = await self._redis.get(self._key(tpk_id))
-        if not isinstance(blob, bytes):
-            return None
-        key = self._wrapper.unwrap(blob, self._context(tpk_id))
-        self._cache[tpk_id] = key
-        return key
-
-    def cached(self, tpk_id: bytes) -> bytes | None:
-        return self._cache.get(tpk_id)
 
 
 @dataclass
 class KmsService:
     """Request and Resolve handling; construct with :meth:`create`."""
 
-    client: redis.asyncio.Redis
+    #: the client under the stores (from ``secconf.store.connect``): the health check pings it
+    client: AsyncClient
     identity: str
     users: UserStore
     tickets: TicketStore
@@ -125,7 +59,7 @@ class KmsService:
     @classmethod
     def create(
         cls,
-        client: redis.asyncio.Redis,
+        client: AsyncClient,
         wrapper: KeyWrapper,
         *,
         identity: str,

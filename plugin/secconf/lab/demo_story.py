@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -63,6 +62,7 @@ from ..store import generate_key_file
 from ..store.conferences import ConferenceStore, connect_blocking
 from ..store.keywrap import KeyWrapper, load_key_file
 from ..store.sip_users import SipUserStore
+from ..store.watcher import RosterStore
 from .phones import BaresipPhone, LinphonePhone, Phone, write_tone_wav
 from .services import (
     AsteriskProcess,
@@ -254,15 +254,11 @@ def _members(store: ConferenceStore, conference: str) -> dict[str, tuple[str, st
     the conference's, so the record is the only reliable name) and the edge leg.
     """
     members: dict[str, tuple[str, str]] = {}
-    for channel, value in store.client.hgetall(f"{PREFIX}:roster:{conference}").items():
-        call_id = json.loads(value).get("call_id")
-        dialog = store.dialog(conference, call_id) if call_id else None
+    for channel, entry in RosterStore(store.client, PREFIX).members(conference).items():
+        dialog = store.dialog(conference, entry.call_id) if entry.call_id else None
         if dialog is not None:
             name = dialog.identity.removeprefix("sip:").split("@", 1)[0]
-            members[name] = (
-                channel.decode() if isinstance(channel, bytes) else str(channel),
-                dialog.leg,
-            )
+            members[name] = (channel, dialog.leg)
     return members
 
 

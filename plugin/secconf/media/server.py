@@ -14,6 +14,8 @@ import uvicorn
 
 from ..httpguard import guarded_config
 from ..store import KeyWrapper, connect, load_key_file
+from ..store.edge_state import EdgeRecords
+from ..store.redis import AsyncClient
 from .api import build_app
 from .config import EdgeConfig, EdgeConfigError, load_token
 from .relay import EdgeRelay, PortAllocator
@@ -53,14 +55,22 @@ class _Server(uvicorn.Server):
 class Edge:
     """One running edge: service (relay + store) and, optionally, the HTTP API server."""
 
-    def __init__(self, config: EdgeConfig, service: EdgeService, token: str) -> None:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        service: EdgeService,
+        token: str,
+        *,
+        redis: AsyncClient | None = None,
+    ) -> None:
         self.config = config
         self.service = service
         self.token = token
         self.app = build_app(service, token=token)
         self.server: _Server | None = None
         self._serve_task: asyncio.Task[None] | None = None
-        self._redis = None if service.store is None else service.store.client
+        #: the client under the service's store, closed with the edge
+        self._redis = redis
 
     @classmethod
     async def create(cls, config: EdgeConfig, *, token: str | None = None) -> Edge:
@@ -78,14 +88,15 @@ class Edge:
             advertise=config.advertise,
         )
         store = None
+        client = None
         if config.redis is not None:
             wrapper = KeyWrapper(load_key_file(config.redis.kek_file), config.redis.kek_id)
             client = connect(config.redis.url, timeout=config.redis.timeout)
-            store = EdgeStore(client, wrapper, config.redis.prefix, config.edge_id)
+            store = EdgeStore(EdgeRecords(client, config.redis.prefix, config.edge_id), wrapper)
         service = EdgeService(
             relay, store, tick=config.tick, default_internal_mode=config.internal_mode
         )
-        edge = cls(config, service, token)
+        edge = cls(config, service, token, redis=client)
         try:
             await service.restore()
         except BaseException:

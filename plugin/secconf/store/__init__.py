@@ -1,4 +1,6 @@
-"""Redis state shared by the KMS and the Kamailio module, with key material wrapped at rest.
+"""Redis state of the KMS, the focus, the watcher and the edge; key material wrapped at rest.
+
+The only package that talks to Redis (import contract ``redis-only-in-store``).
 
 This is an adapter, not the core: it does network I/O (``redis.asyncio``),
 reads the clock (injectable) and draws nonces from ``os.urandom``.  Every Redis

@@ -25,7 +25,8 @@ included, lives in one slot)::
                                          mode (how this leg is keyed: "sdes"/"kms"),
                                          dialout ("1" for a dial-out dialog)
     P:conf:{id}:refer              stream  accepted REFERs to the focus (referrer, target,
-                                         mode, ...): consumed by the dial-out watcher;
+                                         mode, ...): consumed by the dial-out watcher
+                                         (secconf.store.watcher.ReferQueue);
                                          expires with the conference
     P:conf:{id}:rekey-failed       stream  re-INVITEs carrying a new epoch that a
                                          participant refused (leg, identity, call_id,
@@ -33,7 +34,8 @@ included, lives in one slot)::
                                          expires with the conference
     P:dialout:<id>                 stream  dial-outs the watcher made (target, result, ...;
                                          no keys): the watcher's own single-key stream
-                                         (XADD + EXPIRE of that key only, any slot)
+                                         (XADD + EXPIRE of that key only, any slot;
+                                         secconf.store.watcher.WatcherJournal)
 
 A dial-out dialog (the mixer called a participant after a REFER, or to replace a
 leg) has ``dialout`` = "1"; its SSRCs come from the participant's answer
@@ -100,6 +102,7 @@ __all__ = [
     "DialogExists",
     "DialogRecord",
     "Released",
+    "conference_key",
     "connect_blocking",
     "dialog_id",
     "epoch_context",
@@ -118,6 +121,16 @@ REKEY_FAILED_MAX: Final = 1000
 def dialog_id(call_id: str) -> str:
     """The id of a dialog's record: hex SHA-256 of its Call-ID (any length, any bytes)."""
     return hashlib.sha256(call_id.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def conference_key(prefix: str, conference_id: str, part: str = "") -> str:
+    """``P:conf:{<id>}`` or ``P:conf:{<id>}:<part>``: a key of one conference (one slot).
+
+    Also how :class:`~secconf.store.watcher.ReferQueue` names the REFER stream it reads.
+    """
+    _check_conference_id(conference_id)
+    suffix = f":{part}" if part else ""
+    return f"{prefix}:conf:{{{conference_id}}}{suffix}"
 
 
 def epoch_context(conference_id: str, epoch: int) -> bytes:
@@ -539,9 +552,7 @@ class ConferenceStore:
     # -- key names ---------------------------------------------------------------
 
     def conference_key(self, conference_id: str, part: str = "") -> str:
-        _check_conference_id(conference_id)
-        suffix = f":{part}" if part else ""
-        return f"{self._prefix}:conf:{{{conference_id}}}{suffix}"
+        return conference_key(self._prefix, conference_id, part)
 
     def dialog_key(self, conference_id: str, call_id: str) -> str:
         """``P:conf:{<id>}:dialog:<sha256 of the Call-ID>``: one dialog of a conference."""

@@ -14,6 +14,9 @@
     ├── UnknownTicket                 404 Not Found
     ├── KeyUnwrapError                500 wrapped key material does not open
     ├── CorruptRecord                 500 a record in Redis is not what this code wrote
+    ├── RedisRefused                  500 Redis (or redis-py) refused a command: out of memory,
+    │                                 read-only replica, wrong type, ... (only where a
+    │                                 caller asked for it: secconf.store.redis.all_redis_errors)
     ├── KeyFileError                  500 the KEK file is missing, malformed or too open
     └── ServiceUnavailable            503 Redis did not answer (raised by secconf.store.redis)
 
@@ -35,6 +38,7 @@ __all__ = [
     "InvalidRecord",
     "KeyFileError",
     "KeyUnwrapError",
+    "RedisRefused",
     "RevokedUser",
     "TicketExists",
     "TicketLimitReached",
@@ -61,6 +65,18 @@ class KeyUnwrapError(SecconfError):
 
 class CorruptRecord(SecconfError):
     """A record read back from Redis lacks a field or holds a value this code never writes."""
+
+    status_code = 500
+    reason = "Server Internal Error"
+
+
+class RedisRefused(SecconfError):
+    """Redis answered a command with an error, or redis-py refused to send it: not an outage.
+
+    Raised only by :func:`secconf.store.redis.all_redis_errors`, for callers that must
+    outlive any answer (the watcher's loops log it and go on).  The message names the
+    action and redis-py's error class, never an argument of the command.
+    """
 
     status_code = 500
     reason = "Server Internal Error"

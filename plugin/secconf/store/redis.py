@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ParamSpec, Protocol, TypeVar, cast
+from typing import Any, ParamSpec, Protocol, TypeAlias, TypeVar, cast
 
 import hiredis
 import redis
@@ -38,18 +38,29 @@ from redis.retry import Retry as SyncRetry
 
 from secconf.core.errors import ServiceUnavailable
 
+from .errors import RedisRefused
 from .redis_url import RedisTarget, parse_redis_url
 
 __all__ = [
     "REDIS_FAILURES",
+    "AsyncClient",
+    "BlockingClient",
     "DirectScript",
     "ScriptRunner",
+    "all_redis_errors",
     "connect",
     "connect_blocking",
+    "ping",
     "redis_errors",
     "register_script",
     "translate_redis_errors",
 ]
+
+#: What :func:`connect` returns.  Code outside the store holds it only to hand it to store
+#: objects and to close it (``await client.aclose()``); it never sends a command itself.
+AsyncClient: TypeAlias = redis.asyncio.Redis
+#: What :func:`connect_blocking` returns (closed with ``client.close()``); as :data:`AsyncClient`.
+BlockingClient: TypeAlias = redis.Redis
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -265,6 +276,35 @@ def redis_errors(action: str = "call") -> Iterator[None]:
         raise ServiceUnavailable(
             f"Redis unavailable: could not {action} ({type(exc).__name__})"
         ) from exc
+
+
+@contextmanager
+def all_redis_errors(action: str = "call") -> Iterator[None]:
+    """:func:`redis_errors`, and every other redis-py error as :class:`RedisRefused`.
+
+    The stores let a refused command (``WRONGTYPE``, ``OOM``, ``READONLY``, a bad
+    argument, ...) pass unchanged: it is no outage, and a request that meets one should
+    fail loudly.  A caller that must outlive any answer of Redis (the watcher's loops,
+    which log and try again at their next turn) asks for this instead, and catches store
+    errors only, never redis-py's.  Outages are ``ServiceUnavailable`` as with
+    :func:`redis_errors`; the message names the action and the error's class only.
+    """
+    with redis_errors(action):
+        try:
+            yield
+        except REDIS_FAILURES:
+            raise
+        except redis.exceptions.RedisError as exc:
+            raise RedisRefused(f"Redis error: could not {action} ({type(exc).__name__})") from exc
+
+
+async def ping(client: AsyncClient) -> None:
+    """One ``PING`` within the client's timeout; ``ServiceUnavailable`` if Redis does not answer.
+
+    The services' health checks: they ask whether Redis answers, not what it holds.
+    """
+    with redis_errors("health check"):
+        await client.ping()
 
 
 def translate_redis_errors(

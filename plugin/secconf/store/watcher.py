@@ -1,0 +1,310 @@
+"""What the Asterisk watcher keeps in Redis: leases, rosters, the REFER queue, its journal.
+
+Key layout (``P`` is the prefix; ``<c>`` a ConfBridge bridge, named by the focus's
+conference id)::
+
+    P:watcher-lease:<c>   string  the holding watcher's token (``<watcher id>/<random>``),
+                                  ``SET NX PX``; renewed (compare-and-``PEXPIRE``) and
+                                  released (compare-and-``DEL``) only by its holder, each
+                                  one Lua script
+    P:roster:<c>          hash    channel -> JSON {uniqueid, caller_id, call_id}: who is
+                                  in the bridge, as the watcher follows it over AMI
+    P:rekeys:<c>          stream  the watcher's rekey reports (epoch, timings, verdicts; no
+                                  key), about REPORTS_MAX entries
+    P:dialout:<c>         stream  the dial-outs the watcher made (target, result, ...; no
+                                  key), about DIALOUTS_MAX entries
+    P:conf:{<c>}:refer    stream  the REFERs the focus accepted
+                                  (:meth:`ConferenceStore.refer`), read here by the
+                                  consumer group ``dialout``: each entry to one watcher
+
+Rosters and both streams of the watcher expire :data:`WATCHER_KEY_TTL` seconds after
+their last write, so a watcher that died leaves nothing forever.  Every command and
+every MULTI names one key, so all of this works on Redis Cluster (the reconcile of
+every roster at once is a plain pipeline for that reason: the rosters lie in several
+slots).
+
+Synchronous (``redis.Redis`` from :func:`~secconf.store.redis.connect_blocking`, with
+its timeout): the watcher calls these objects from threads.  Every redis-py error comes
+out as a store error (:func:`~secconf.store.redis.all_redis_errors`): an outage as
+``ServiceUnavailable``, anything else Redis refused as ``RedisRefused``; the watcher's
+loops log either and go on.  No key material is ever written here.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, cast
+
+import redis
+
+from ._names import check_prefix
+from .conferences import conference_key
+from .redis import all_redis_errors
+
+__all__ = [
+    "DIALOUTS_MAX",
+    "REFER_GROUP",
+    "REPORTS_MAX",
+    "WATCHER_KEY_TTL",
+    "ReferQueue",
+    "RosterEntry",
+    "RosterStore",
+    "WatcherJournal",
+    "WatcherLease",
+]
+
+#: Entries kept in a conference's rekey report stream (approximate trim, ``MAXLEN ~``).
+REPORTS_MAX: Final = 100
+#: Entries kept in a conference's dial-out stream.
+DIALOUTS_MAX: Final = REPORTS_MAX * 10
+#: Seconds a roster or a journal stream lives after its last write.
+WATCHER_KEY_TTL: Final = 86400
+#: The consumer group of every watcher on the REFER streams.
+REFER_GROUP: Final = "dialout"
+#: REFER entries taken per read.
+REFER_BATCH: Final = 16
+
+# KEYS[1] the lease; ARGV[1] the holder's token, ARGV[2] the lease's lifetime (ms).
+_RENEW: Final = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# KEYS[1] the lease; ARGV[1] the holder's token.
+_RELEASE: Final = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class WatcherLease:
+    """``P:watcher-lease:<conference>``: which watcher may rekey a conference.
+
+    Only the holder acts, so two watchers never rekey one conference twice; a lease
+    its holder stops renewing lapses after *ttl* seconds and another watcher may take it.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, owner: str, ttl: float) -> None:
+        self._redis = client
+        self._prefix = check_prefix(prefix)
+        # The owner name plus a random part: a restarted watcher with the same id is
+        # not mistaken for its previous life.
+        self.token = f"{owner}/{secrets.token_hex(4)}"
+        self._ttl_ms = max(1, int(ttl * 1000))
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    def __repr__(self) -> str:
+        return f"WatcherLease(prefix={self._prefix!r}, token={self.token!r})"
+
+    def key(self, conference: str) -> str:
+        return f"{self._prefix}:watcher-lease:{conference}"
+
+    def hold(self, conference: str) -> bool:
+        """Take the lease (``SET NX PX``) or renew ours; False if another watcher holds it."""
+        key = self.key(conference)
+        with all_redis_errors("take or renew a watcher lease"):
+            if self._redis.set(key, self.token, nx=True, px=self._ttl_ms):
+                return True
+            return bool(self._renew(keys=[key], args=[self.token, self._ttl_ms]))
+
+    def holder(self, conference: str) -> str | None:
+        """The token of the lease's holder, or ``None`` if nobody holds it."""
+        with all_redis_errors("read a watcher lease"):
+            value = self._redis.get(self.key(conference))
+        return None if value is None else cast(bytes, value).decode()
+
+    def release(self, conference: str) -> None:
+        """Give the lease up if we hold it; another watcher's lease stays as it is."""
+        with all_redis_errors("release a watcher lease"):
+            self._release(keys=[self.key(conference)], args=[self.token])
+
+
+@dataclass(frozen=True, slots=True)
+class RosterEntry:
+    """One channel of a bridge as the roster hash records it."""
+
+    uniqueid: str
+    caller_id: str
+    #: the channel's SIP Call-ID (the focus's dialog record is found by it); "" if unknown
+    call_id: str
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"uniqueid": self.uniqueid, "caller_id": self.caller_id, "call_id": self.call_id}
+        )
+
+    @classmethod
+    def from_json(cls, text: bytes | str) -> RosterEntry:
+        """An entry read back; a field this code did not write is read as ""."""
+        fields = json.loads(text)
+        return cls(
+            uniqueid=str(fields.get("uniqueid") or ""),
+            caller_id=str(fields.get("caller_id") or ""),
+            call_id=str(fields.get("call_id") or ""),
+        )
+
+
+class RosterStore:
+    """``P:roster:<conference>``: channel -> :class:`RosterEntry`, written as AMI tells."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self._redis = client
+        self._prefix = check_prefix(prefix)
+
+    def __repr__(self) -> str:
+        return f"RosterStore(prefix={self._prefix!r})"
+
+    def key(self, conference: str) -> str:
+        return f"{self._prefix}:roster:{conference}"
+
+    def add(self, conference: str, channel: str, entry: RosterEntry) -> None:
+        """*channel* joined (or its entry changed); the roster lives another day (one MULTI)."""
+        key = self.key(conference)
+        with all_redis_errors("write a roster"):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(key, channel, entry.to_json())
+            pipe.expire(key, WATCHER_KEY_TTL)
+            pipe.execute()
+
+    def remove(self, conference: str, channel: str) -> None:
+        """*channel* left the bridge."""
+        with all_redis_errors("write a roster"):
+            self._redis.hdel(self.key(conference), channel)
+
+    def delete(self, conference: str) -> None:
+        """The bridge ended."""
+        with all_redis_errors("delete a roster"):
+            self._redis.delete(self.key(conference))
+
+    def replace_all(self, rosters: Mapping[str, Mapping[str, RosterEntry]]) -> None:
+        """Every roster as *rosters* says, and none of a bridge it does not name.
+
+        One pipeline after a ``SCAN`` for the rosters to drop; not a MULTI, since the
+        rosters of several conferences lie in several Cluster slots.
+        """
+        with all_redis_errors("reconcile the rosters"):
+            stale = [
+                key
+                for key in self._redis.scan_iter(match=f"{self._prefix}:roster:*", count=500)
+                if cast(bytes, key).decode().rsplit(":", 1)[1] not in rosters
+            ]
+            pipe = self._redis.pipeline(transaction=False)
+            for key in stale:
+                pipe.delete(key)
+            for conference, members in rosters.items():
+                key = self.key(conference)
+                pipe.delete(key)
+                if members:
+                    pipe.hset(key, mapping={channel: e.to_json() for channel, e in members.items()})
+                    pipe.expire(key, WATCHER_KEY_TTL)
+            pipe.execute()
+
+    def members(self, conference: str) -> dict[str, RosterEntry]:
+        """The roster as stored: channel -> entry (operators, the demo, tests)."""
+        with all_redis_errors("read a roster"):
+            raw = cast(dict[bytes, bytes], self._redis.hgetall(self.key(conference)))
+        return {channel.decode(): RosterEntry.from_json(value) for channel, value in raw.items()}
+
+
+class ReferQueue:
+    """``P:conf:{<conference>}:refer`` read by the consumer group ``dialout``, as *consumer*.
+
+    Redis hands each entry to exactly one consumer (``XREADGROUP``), which acknowledges
+    it when its dial-out is done (``XACK``); an entry taken by a watcher that died stays
+    pending, never dialled twice.  The group is made on the first read of a stream, from
+    the stream's start: REFERs accepted before any watcher saw the conference count too.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, consumer: str) -> None:
+        self._redis = client
+        self._prefix = check_prefix(prefix)
+        self.consumer = consumer
+        #: streams whose group exists (made here, or found made by another watcher)
+        self._groups: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"ReferQueue(prefix={self._prefix!r}, consumer={self.consumer!r})"
+
+    def key(self, conference: str) -> str:
+        return conference_key(self._prefix, conference, "refer")
+
+    def take(self, conference: str) -> list[tuple[str, dict[str, str]]]:
+        """Up to :data:`REFER_BATCH` entries no consumer was given yet: (entry id, fields).
+
+        Empty while the stream does not exist (no REFER yet: the focus's ``XADD`` makes
+        it, and the group is made at the next read).
+        """
+        key = self.key(conference)
+        with all_redis_errors("read a REFER stream"):
+            if key not in self._groups:
+                try:
+                    self._redis.xgroup_create(key, REFER_GROUP, id="0")
+                except redis.ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        return []  # no stream yet
+                self._groups.add(key)
+            raw = cast(
+                list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None,
+                self._redis.xreadgroup(REFER_GROUP, self.consumer, {key: ">"}, count=REFER_BATCH),
+            )
+        return [
+            (
+                entry_id.decode(),
+                {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()},
+            )
+            for _stream, items in raw or []
+            for entry_id, fields in items
+        ]
+
+    def ack(self, conference: str, entry_id: str) -> None:
+        """The entry's dial-out is done (whatever its outcome): no longer pending."""
+        with all_redis_errors("acknowledge a REFER"):
+            self._redis.xack(self.key(conference), REFER_GROUP, entry_id)
+
+    def forget(self, conference: str) -> None:
+        """The conference ended: its group is looked for again should the stream come back."""
+        self._groups.discard(self.key(conference))
+
+
+class WatcherJournal:
+    """``P:rekeys:<conference>`` and ``P:dialout:<conference>``: what the watcher did.
+
+    Each append is one MULTI (``XADD MAXLEN ~`` and ``EXPIRE`` of that one stream).
+    Fields are the caller's plain strings; none is ever a key.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self._redis = client
+        self._prefix = check_prefix(prefix)
+
+    def __repr__(self) -> str:
+        return f"WatcherJournal(prefix={self._prefix!r})"
+
+    def report_key(self, conference: str) -> str:
+        return f"{self._prefix}:rekeys:{conference}"
+
+    def dialout_key(self, conference: str) -> str:
+        return f"{self._prefix}:dialout:{conference}"
+
+    def add_report(self, conference: str, fields: Mapping[str, str]) -> None:
+        """Append one rekey's report."""
+        self._append(self.report_key(conference), fields, REPORTS_MAX, "store a rekey report")
+
+    def add_dialout(self, conference: str, fields: Mapping[str, str]) -> None:
+        """Append one dial-out's outcome."""
+        self._append(self.dialout_key(conference), fields, DIALOUTS_MAX, "record a dial-out")
+
+    def _append(self, key: str, fields: Mapping[str, str], most: int, action: str) -> None:
+        with all_redis_errors(action):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.xadd(key, dict(fields), maxlen=most, approximate=True)  # type: ignore[arg-type]
+            pipe.expire(key, WATCHER_KEY_TTL)
+            pipe.execute()
