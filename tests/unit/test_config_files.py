@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from secconf.asterisk.watcher import SCHEMA as WATCHER_SCHEMA
+from secconf.asterisk.watcher import WatcherConfigError
 from secconf.core.config import ConfigError, unknown_setting
 from secconf.focus.settings import SCHEMA as FOCUS_SCHEMA
 from secconf.focus.settings import SettingsError, load_settings
@@ -38,7 +40,7 @@ def test_unknown_setting_reports_the_first_in_sorted_order() -> None:
 
 
 def test_every_config_error_is_one_class() -> None:
-    for error in (SettingsError, EdgeConfigError, KmsConfigError):
+    for error in (SettingsError, EdgeConfigError, KmsConfigError, WatcherConfigError):
         assert issubclass(error, ConfigError)
         assert issubclass(error, ValueError)  # loaders guarded by ``except ValueError`` still work
 
@@ -47,10 +49,26 @@ def _focus(path: Path, tmp: Path) -> object:
     return load_settings(path, env={"SECCONF_MIXER_TOKEN_FILE": str(tmp / "secret")})
 
 
+def _watcher(path: Path, tmp: Path) -> object:
+    from secconf.asterisk.watcher import load_watcher_settings
+
+    focus = _with_local_files((CONFIG / "kamailio" / "secconf.toml").read_text(), tmp)
+    (tmp / "focus.toml").write_text(focus)
+    (tmp / "ami-secret").write_text("not-a-real-secret\n")
+    return load_watcher_settings(
+        path,
+        env={
+            "SECCONF_KAMAILIO_CONFIG": str(tmp / "focus.toml"),
+            "SECCONF_AMI_SECRET_FILE": str(tmp / "ami-secret"),
+        },
+    )
+
+
 def _with_local_files(text: str, tmp: Path) -> str:
     """The shipped file with its secret files replaced by ones made here (the paths are /etc)."""
     for name in ("kek", "secret"):
-        generate_key_file(tmp / name)
+        if not (tmp / name).exists():
+            generate_key_file(tmp / name)
     return (
         text.replace("/etc/secconf/kek", str(tmp / "kek"))
         .replace("/etc/secconf/mixer-token", str(tmp / "secret"))
@@ -62,6 +80,7 @@ LOADERS: dict[str, tuple[Path, Callable[[Path, Path], object], type[ConfigError]
     "focus": (CONFIG / "kamailio" / "secconf.toml", _focus, SettingsError, FOCUS_SCHEMA),
     "edge": (CONFIG / "edge.toml", lambda p, t: load_edge(p), EdgeConfigError, EDGE_SCHEMA),
     "kms": (CONFIG / "kms.toml", lambda p, t: load_kms(p), KmsConfigError, KMS_SCHEMA),
+    "watcher": (CONFIG / "watcher.toml", _watcher, WatcherConfigError, WATCHER_SCHEMA),
 }
 
 

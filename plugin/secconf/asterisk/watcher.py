@@ -57,10 +57,11 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Final, ParamSpec, TypeVar
 
 import httpx
 
+from secconf.core.config import ConfigError, Schema, unknown_setting
 from secconf.core.errors import SecconfError
 from secconf.core.focus import ConferenceNotFound
 from secconf.core.roster import (
@@ -103,8 +104,24 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class WatcherConfigError(ValueError):
+class WatcherConfigError(ConfigError):
     """The watcher's configuration is unusable; the message names the key."""
+
+
+#: Every setting the watcher reads (config/watcher.toml, docs/asterisk.md); anything else is
+#: refused. ``[rekey]`` is checked by RekeyPolicy.from_mapping (it names an unknown key).
+SCHEMA: Final[Schema] = {
+    "watcher": frozenset({
+        "id", "focus_config", "lease_ttl", "refresh_timeout", "verify_timeout", "poll_interval",
+        "max_parallel", "on_failure", "accept_unverified", "redis_timeout",
+    }),
+    "dialout": frozenset({"endpoint", "context", "exten", "ring_timeout", "poll"}),
+    "ami": frozenset({
+        "host", "port", "username", "secret_file", "connect_timeout", "action_timeout",
+        "keepalive",
+    }),
+    "rekey": None,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -153,6 +170,9 @@ def load_watcher_settings(
         data = tomllib.loads(config_path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise WatcherConfigError(f"cannot read {config_path}: {exc}") from None
+    unknown = unknown_setting(data, SCHEMA)
+    if unknown is not None:
+        raise WatcherConfigError(f"{config_path}: unknown setting {unknown} (docs/asterisk.md)")
     base = config_path.parent
     watcher = data.get("watcher", {})
     ami = data.get("ami", {})
