@@ -57,6 +57,7 @@ from secconf.core.mikey import (
 )
 from secconf.core.mikey._wire import MAX_MESSAGE_SIZE, PayloadBudget, Reader
 from secconf.core.mikey.payloads import (
+    decode_initiator_data,
     decode_key_data_list,
     decode_payload_chain,
     encode_key_data_list,
@@ -339,6 +340,25 @@ def test_tp_data_refuses_nested_tickets_and_empty_first_payload() -> None:
         Message.parse(data)
     with pytest.raises(MalformedMikey):
         decode_payload_chain(b"\x00")
+
+
+def test_initiator_data_reads_vi_chained_or_copied_literally() -> None:
+    # RFC 6043 §6.10: Vi "SHALL be identical to the V payload in the TRANSFER_INIT",
+    # whose Next payload is 0 (last payload); secconf writes 9 and reads both
+    # (docs/mikey-decisions.md #23).
+    vi, vr = Verification(1, b"\x01" * 20), Verification(1, b"\x02" * 20)
+    chained = encode_payload_chain((vi, vr))
+    literal = chained[:1] + b"\x00" + chained[2:]
+    assert chained[1] == 9
+    assert decode_initiator_data(chained) == decode_initiator_data(literal) == (vi, vr)
+    with pytest.raises(MalformedMikey):
+        decode_payload_chain(literal)  # the plain chain rule cannot read it
+    # Only a first V may be followed that way: anything else after Last payload is refused.
+    rand = Rand(b"\x05" * 16).encode(0)
+    with pytest.raises(MalformedMikey):
+        decode_initiator_data(bytes([11]) + rand + vr.encode(0))
+    with pytest.raises(MalformedMikey):
+        decode_initiator_data(literal + b"\x00")
 
 
 def _base_ticket_data() -> BaseTicketData:

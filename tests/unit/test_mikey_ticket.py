@@ -197,6 +197,10 @@ def test_responder_keys_travel_in_transfer_resp_when_the_ticket_allows_it() -> N
     answer = _respond(kms, pending.data, responder_keys=(group_key,))
     result = mt.process_transfer_resp(pending, answer.data, now=NOW)
     assert result.delivered_keys == (group_key,)
+    # RFC 6043 §6.1.1: neither session had an SPI; the echoed one gets the ticket's TGK
+    # SPI, the one the Responder added while delivering keys that of the delivered key.
+    assert [entry.spi for entry in result.sessions] == [b"\x01", b"\x07"]
+    assert [entry.policies for entry in result.sessions] == [(0,), (0,)]
     other_kms = Kms(CountingRandom(b"kms-2"))
     plain_ticket = _transfer(_issue(other_kms)).data
     with pytest.raises(ValueError, match="M = 0"):

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from ..core.errors import (
     InsecureMedia,
     MikeyError,
+    MikeyErrorNo,
     NotAcceptable,
     ProtocolError,
     ReplayedMessage,
@@ -150,6 +151,23 @@ def group_key_of(delivered: tuple[KeyData, ...]) -> tuple[bytes, bytes, int]:
     raise MikeyError("the focus delivered no group key (TEK+SALT) in its TRANSFER_RESP")
 
 
+def _call_suite(result: mikey_ticket.TransferResult) -> CryptoSuite:
+    """The suite both crypto sessions of a call run under, as the TRANSFER_RESP set it.
+
+    The Responder may answer with a policy of its own (RFC 6043 §4.2.2.4);
+    process_transfer_resp has checked it is one the media runs, and derived the
+    keys at its lengths, so the media must use that suite, not the one offered.
+    """
+    suites = {suite_for_policy(result.policies[cs]) for cs in (CALLER_CS, CALLEE_CS)
+              if cs in result.policies}  # fmt: skip
+    if len(suites) != 1 or not {CALLER_CS, CALLEE_CS} <= result.srtp_keys.keys():
+        raise MikeyError(
+            "the answer does not key both crypto sessions under one SRTP suite",
+            MikeyErrorNo.INVALID_SP,
+        )
+    return suites.pop()
+
+
 @dataclass
 class ParticipantAgent:
     """One participant: its identity, its KMS credentials, one SIP user agent."""
@@ -213,7 +231,9 @@ class ParticipantAgent:
                 result = mikey_ticket.process_transfer_resp(
                     pending, mikey_message(answer, answer.media[0]), now=self.clock()
                 )
-                if result.responder != responder:
+                # RFC 6043 §5.5: the answering identity may differ from the one called
+                # (a member of a group the ticket names) when the KMS vouched for it.
+                if result.responder != responder and not result.kms_vouched:
                     raise MikeyError("answered by another identity than the one called")
                 accept(result)
             except ProtocolError:
@@ -233,15 +253,16 @@ class ParticipantAgent:
             recipients=(target_identity,), valid_until=self.clock() + 3600
         )
         call, media, result = await self._keyed_invite(
-            target_uri, target_identity, desired, timeout, lambda result: None
+            target_uri, target_identity, desired, timeout, _call_suite
         )
+        suite = _call_suite(result)
         keys = result.srtp_keys
         media.set_keys(
-            tx=(self.suite, keys[CALLER_CS].key, keys[CALLER_CS].salt),
-            rx=(self.suite, keys[CALLEE_CS].key, keys[CALLEE_CS].salt),
+            tx=(suite, keys[CALLER_CS].key, keys[CALLER_CS].salt),
+            rx=(suite, keys[CALLEE_CS].key, keys[CALLEE_CS].salt),
         )
-        log.info("call to %s keyed (MIKEY-TICKET, %s)", result.responder, self.suite.name)
-        return AgentCall(call, media, result.responder, self.suite, media.ssrc, keys)
+        log.info("call to %s keyed (MIKEY-TICKET, %s)", result.responder, suite.name)
+        return AgentCall(call, media, result.responder, suite, media.ssrc, keys)
 
     async def join_conference(
         self,

@@ -145,10 +145,12 @@ class KmsService:
             await self.tickets.discard(ticket_id, request.initiator)
             raise
         log.info(
-            "ticket %s issued to %s for %d recipient(s)",
+            "ticket %s issued to %s for %d recipient(s)%s",
             ticket_id.hex(),
             request.initiator,
             len(view.recipients),
+            # K is set (RFC 6043 §6.10): say what the KMS changed from the desired policy.
+            f"; changed (K): {', '.join(granted.changes)}" if granted.changes else "",
         )
         return response
 

@@ -39,8 +39,8 @@ from .payloads import (
     Ticket,
     Timestamp,
     Verification,
+    decode_initiator_data,
     decode_key_data_list,
-    decode_payload_chain,
     encode_key_data_list,
     encode_payload_chain,
     mac_length,
@@ -607,7 +607,7 @@ def build_initiator_data(vi: Verification, auth_key: bytes) -> bytes:
 
 def verify_initiator_data(initiator_data: bytes, auth_key: bytes) -> Verification:
     """Check Vr and return Vi, to be compared with the TRANSFER_INIT's V (RFC 6043 §4.2.3.4)."""
-    payloads = decode_payload_chain(initiator_data)
+    payloads = decode_initiator_data(initiator_data)  # Vi chained or copied literally
     verifications = [p for p in payloads if isinstance(p, Verification)]
     if len(verifications) < 2 or payloads[-1] is not verifications[-1]:
         raise MalformedMikey("Initiator Data does not hold Vi and Vr")

@@ -72,6 +72,7 @@ __all__ = [
     "Timestamp",
     "TimestampWithRole",
     "Verification",
+    "decode_initiator_data",
     "decode_key_data_list",
     "decode_payload_chain",
     "encode_key_data_list",
@@ -922,7 +923,7 @@ class Ticket(Payload):
 
     def initiator_payloads(self) -> tuple[Payload, ...]:
         """Initiator Data as payloads: ``Vi, Vr`` when key forking is used."""
-        return decode_payload_chain(self.initiator_data)
+        return decode_initiator_data(self.initiator_data)
 
     def policy_and_ticket_data(self) -> bytes:
         """The body up to the end of Ticket Data (no Initiator Data length or data)."""
@@ -949,7 +950,7 @@ class Ticket(Payload):
         ticket_data = reader.take(reader.u16("Ticket Data length"), "Ticket Data")
         initiator_data = reader.take(reader.u16("Initiator Data length"), "Initiator Data")
         if initiator_data:
-            decode_payload_chain(initiator_data, budget)  # must frame, even if unread
+            decode_initiator_data(initiator_data, budget)  # must frame, even if unread
         return cls(
             ticket_type,
             subtype,
@@ -1310,3 +1311,42 @@ def decode_payload_chain(data: bytes, budget: PayloadBudget | None = None) -> tu
     if first == PayloadType.LAST:
         raise MalformedMikey("payload list names no first payload")
     return decode_chain(reader, first, budget or PayloadBudget())
+
+
+def decode_initiator_data(data: bytes, budget: PayloadBudget | None = None) -> tuple[Payload, ...]:
+    """Initiator Data ``First Payload, Vi, Vr`` (RFC 6043 §6.10), Vi chained or copied literally.
+
+    §6.10 says Vi "SHALL be identical to the V payload in the TRANSFER_INIT
+    message"; that V is the last payload of its message, so a literal copy
+    carries Next payload 0 (Last payload) although Vr follows.  secconf writes
+    Next payload 9 (V), as the chain rule of RFC 3830 §6.1 asks and as other
+    implementations do, and reads both (docs/mikey-decisions.md #23): a first V
+    whose Next payload is 0 with bytes left after it is read as followed by a V.
+    """
+    if not data:
+        return ()
+    budget = budget or PayloadBudget()
+    reader = Reader(data)
+    first = reader.u8("first payload")
+    if first == PayloadType.LAST:
+        raise MalformedMikey("payload list names no first payload")
+    payloads: list[Payload] = []
+    next_type = first
+    while True:
+        if next_type == PayloadType.LAST:
+            literal_vi = (
+                reader.remaining > 0
+                and len(payloads) == 1
+                and isinstance(payloads[0], Verification)
+            )
+            if not literal_vi:
+                break
+            next_type = PayloadType.V
+        payload_class = NESTED_PAYLOADS.get(next_type)
+        if payload_class is None:
+            raise MalformedMikey(f"payload type {next_type} is not allowed in Initiator Data")
+        budget.spend()
+        next_type = reader.u8("next payload") if payload_class.has_next_field else PayloadType.LAST
+        payloads.append(payload_class.decode_body(reader, budget))
+    reader.expect_end("the last payload")
+    return tuple(payloads)

@@ -12,9 +12,13 @@ from ..sdes import SUITES, CryptoSuite
 from .constants import SrtpAuthAlg, SrtpEncrAlg, SrtpParam
 from .payloads import PolicyParam, SecurityPolicy
 
-__all__ = ["policy_for_suite", "suite_for_policy"]
+__all__ = ["DEFAULT_SRTP_SUITE", "policy_for_suite", "policy_key_lengths", "suite_for_policy"]
 
 _TAG_TO_SUITE = {10: "AES_CM_128_HMAC_SHA1_80", 4: "AES_CM_128_HMAC_SHA1_32"}
+#: The suite RFC 3830 §6.10.1's defaults amount to (AES-CM, 128-bit key, 112-bit salt,
+#: HMAC-SHA-1, 80-bit tag): what a Responder answers for a crypto session offered
+#: with no policy (RFC 6043 §6.1.1: "a security profile MUST be provided").
+DEFAULT_SRTP_SUITE = SUITES["AES_CM_128_HMAC_SHA1_80"]
 
 
 def policy_for_suite(policy_no: int, suite: CryptoSuite) -> SecurityPolicy:
@@ -35,6 +39,25 @@ def policy_for_suite(policy_no: int, suite: CryptoSuite) -> SecurityPolicy:
             PolicyParam.of_int(SrtpParam.AUTH_TAG_LENGTH, suite.srtp_auth_tag_length),
         ),
     )
+
+
+def policy_key_lengths(policy: SecurityPolicy) -> tuple[int, int]:
+    """(master key, master salt) lengths in bytes an SRTP policy asks the TEK derivation for.
+
+    RFC 3830 §4.1.3 derives the TEK and salt "of the length the security
+    protocol needs"; the policy says it (Table 6.10.1.a, types 1 and 4), absent
+    parameters taking the defaults (16 and 14 bytes).  A Responder that changes
+    the policy to AES-CM with a 256-bit key (RFC 6188) changes this.
+    """
+    if policy.prot_type != 0:
+        raise UnsupportedMikey("security protocol is not SRTP", MikeyErrorNo.INVALID_SP)
+    key = policy.get(SrtpParam.SESSION_ENCR_KEY_LENGTH)
+    salt = policy.get(SrtpParam.SESSION_SALT_KEY_LENGTH)
+    key_bytes = 16 if key is None else key.int_value
+    salt_bytes = 14 if salt is None else salt.int_value
+    if not (0 < key_bytes <= 64 and 0 <= salt_bytes <= 64):
+        raise UnsupportedMikey("SRTP key or salt length out of range", MikeyErrorNo.INVALID_SPPAR)
+    return key_bytes, salt_bytes
 
 
 def suite_for_policy(policy: SecurityPolicy) -> CryptoSuite:

@@ -101,6 +101,7 @@ from .payloads import (
     Verification,
     flag_violations,
 )
+from .srtp import DEFAULT_SRTP_SUITE, policy_for_suite, policy_key_lengths, suite_for_policy
 
 __all__ = [
     "DEFAULT_SKEW",
@@ -353,14 +354,25 @@ class PolicyView:
     valid_until: float | None
     recipients: tuple[str, ...]
     traffic_keys: tuple[int, ...]
+    #: TRr: at most this many seconds between rekeyings (RFC 6043 §6.10), or None.
+    rekey_interval: int | None = None
+    #: TRr as sent: NTP-UTC-32, the type §6.10 asks for (a KMS converting sets K).
+    rekey_interval_exact: bool = True
+    #: IDRapp payloads: the authorized application IDs; none means every one (§6.10).
+    applications: tuple[IdentityWithRole, ...] = ()
+    #: The requested keys as the TP's KEMAC describes them (zero-filled key data).
+    requested_keys: tuple[KeyData, ...] = field(default=(), repr=False)
 
     @classmethod
     def of(cls, payloads: Sequence[Payload], flags: TicketFlags) -> PolicyView:
         """Read TP Data: ``[IDRkms], [IDRi], [TRs], [TRe], [TRr], [KEMAC], {IDRapp}, (IDRr)``."""
         kms = initiator = None
         valid_from = valid_until = None
+        rekey_interval: int | None = None
+        rekey_exact = True
         recipients: list[str] = []
-        traffic: tuple[int, ...] = ()
+        applications: list[IdentityWithRole] = []
+        requested: tuple[KeyData, ...] = ()
         for payload in payloads:
             if isinstance(payload, IdentityWithRole):
                 if payload.role == IdRole.KMS:
@@ -369,22 +381,27 @@ class PolicyView:
                     initiator = _identity_text(payload)
                 elif payload.role == IdRole.RESPONDER:
                     recipients.append(_identity_text(payload))
+                elif payload.role == IdRole.APPLICATION:
+                    applications.append(payload)  # implementation specific: kept as sent
             elif isinstance(payload, TimestampWithRole):
                 if payload.role == TsRole.START_OF_VALIDITY:
                     valid_from = timestamp_seconds(payload)
                 elif payload.role == TsRole.END_OF_VALIDITY:
                     valid_until = timestamp_seconds(payload)
+                elif payload.role == TsRole.REKEYING_INTERVAL:
+                    rekey_interval, rekey_exact = _rekey_interval(payload)
             elif isinstance(payload, Kemac):
                 # In a TP the KEMAC only describes requested keys: NULL/NULL, zero-filled.
                 if payload.encr_alg != EncrAlg.NULL or payload.mac_alg != MacAlg.NULL:
                     raise MikeyError(
                         "TP KEMAC must use NULL algorithms", MikeyErrorNo.INVALID_TPPAR
                     )
-                _, keys = open_kemac(payload, _NULL_KEYS, 0, bytes(8))
-                traffic = tuple(key.key_type for key in keys)
+                _, requested = open_kemac(payload, _NULL_KEYS, 0, bytes(8))
         if len(recipients) > MAX_RECIPIENTS:
             raise MikeyError(f"more than {MAX_RECIPIENTS} recipients", MikeyErrorNo.INVALID_TPPAR)
-        return cls(flags, kms, initiator, valid_from, valid_until, tuple(recipients), traffic)
+        traffic = tuple(key.key_type for key in requested)
+        return cls(flags, kms, initiator, valid_from, valid_until, tuple(recipients), traffic,
+                   rekey_interval, rekey_exact, tuple(applications), requested)  # fmt: skip
 
     def covers(self, now: float) -> bool:
         """True while *now* is inside the validity period."""
@@ -395,6 +412,15 @@ class PolicyView:
 _NULL_KEYS = MessageKeys(EncrAlg.NULL, MacAlg.NULL, b"", b"", b"")
 
 
+def _rekey_interval(payload: TimestampWithRole) -> tuple[int, bool]:
+    """TRr in seconds: "the integer part of the timestamp" (RFC 6043 §6.10), and whether NTP-UTC-32."""
+    if payload.ts_type == TsType.NTP_UTC_32:
+        return payload.value, True
+    if payload.ts_type in (TsType.NTP_UTC, TsType.NTP):
+        return payload.value >> 32, False
+    raise MikeyError("TRr must be an NTP-UTC-32 interval", MikeyErrorNo.INVALID_TPPAR)
+
+
 def _policy_payloads(
     *,
     kms: str,
@@ -403,7 +429,10 @@ def _policy_payloads(
     valid_until: float,
     recipients: Sequence[str],
     traffic_keys: Sequence[int] = (),
+    rekey_interval: int | None = None,
+    applications: Sequence[IdentityWithRole] = (),
 ) -> tuple[Payload, ...]:
+    # RFC 6043 §6.10 order: [IDRkms], [IDRi], [TRs], [TRe], [TRr], [KEMAC], {IDRapp}, (IDRr).
     payloads: list[Payload] = [_idr(IdRole.KMS, kms), _idr(IdRole.INITIATOR, initiator)]
     if valid_from is not None:
         payloads.append(
@@ -412,11 +441,16 @@ def _policy_payloads(
     payloads.append(
         TimestampWithRole(TsRole.END_OF_VALIDITY, TsType.NTP_UTC, _ntp_value(valid_until))
     )
+    if rekey_interval is not None:
+        payloads.append(
+            TimestampWithRole(TsRole.REKEYING_INTERVAL, TsType.NTP_UTC_32, rekey_interval)
+        )
     if traffic_keys:
         described = [
-            KeyData(t, bytes(KEY_BYTES), None, _spi(i)) for i, t in enumerate(traffic_keys)
+            KeyData(t, bytes(KEY_BYTES), None, _spi(i + 1)) for i, t in enumerate(traffic_keys)
         ]
         payloads.append(build_kemac(described, _NULL_KEYS, 0, bytes(8), mac_alg=MacAlg.NULL))
+    payloads.extend(applications)
     payloads.extend(_idr(IdRole.RESPONDER, recipient) for recipient in recipients)
     return tuple(payloads)
 
@@ -544,6 +578,16 @@ class GrantedPolicy:
 
     policy: TicketPolicy
     traffic_keys: tuple[int, ...]
+    #: Length in bytes of each traffic key (empty: all KEY_BYTES).
+    traffic_key_bytes: tuple[int, ...] = ()
+    #: SPI of each traffic key (empty: numbered from 1, the MPK being 0).
+    traffic_key_spis: tuple[bytes, ...] = ()
+    #: What the KMS changed from the desired policy or KEMAC (K is set iff not empty).
+    changes: tuple[str, ...] = ()
+
+
+#: Traffic key lengths the KMS grants as requested (128 and 256 bits); others become 256.
+GRANTED_KEY_BYTES = frozenset({16, KEY_BYTES})
 
 
 def grant_policy(request: RequestInit, settings: GrantSettings, now: float) -> GrantedPolicy:
@@ -551,9 +595,14 @@ def grant_policy(request: RequestInit, settings: GrantSettings, now: float) -> G
 
     The Initiator named in the policy is always the authenticated requester;
     validity is clamped to ``settings.max_lifetime``; flags outside the profile
-    are set or cleared; duplicate recipients are dropped.  Any change sets K.
-    The desired policy's KEMAC only describes the requested keys; the granted
-    policy never carries one (RFC 6043 §6.10).
+    are set or cleared; duplicate recipients are dropped.  TRr and the IDRapp
+    payloads are granted as asked (dropping IDRapp would authorize every
+    application), requested traffic keys of 128 or 256 bits get that length.
+    Every change to the desired Ticket Policy or KEMAC sets K and is named in
+    :attr:`GrantedPolicy.changes` (§6.10: K says "the KMS changed the desired
+    Ticket Policy or the desired KEMAC").  The desired policy's KEMAC only
+    describes the requested keys; the granted policy never carries one (§6.10),
+    which by itself is no change.
     """
     desired = request.policy
     if desired.ticket_type != TicketType.MIKEY_BASE_TICKET:
@@ -566,6 +615,7 @@ def grant_policy(request: RequestInit, settings: GrantSettings, now: float) -> G
     traffic = view.traffic_keys or (KeyDataType.TGK,)  # §4.2.1.5: default a single TGK
     if len(traffic) > MAX_TRAFFIC_KEYS or not set(traffic) <= TRAFFIC_KEY_TYPES:
         raise MikeyError("requested keys must be 1..4 TGK/GTGK", MikeyErrorNo.INVALID_TPPAR)
+    key_bytes, spis, kemac_changed = _granted_keys(view.requested_keys, len(traffic))
     latest = now + settings.max_lifetime
     valid_until = min(view.valid_until if view.valid_until is not None else latest, latest)
     valid_from = view.valid_from
@@ -577,24 +627,62 @@ def grant_policy(request: RequestInit, settings: GrantSettings, now: float) -> G
         # A group-key ticket without Responder RAND (RFC 6043 §5.1.3): every recipient
         # derives the same TEK from the GTGK (never forked, §5.1.1).
         flags &= ~TicketFlags.G
-    changed = (
-        flags != (desired.flags & ~TicketFlags.K)
-        or view.initiator != request.initiator
-        or view.valid_until != valid_until
-        or recipients != view.recipients
+    kms = view.kms or request.kms or ""
+    changes = tuple(
+        name
+        for name, changed in (
+            ("flags", flags != (desired.flags & ~TicketFlags.K)),
+            ("IDRkms", view.kms != kms),
+            ("IDRi", view.initiator != request.initiator),
+            ("TRe", view.valid_until != valid_until),
+            ("TRr", not view.rekey_interval_exact),
+            ("KEMAC", kemac_changed),
+            ("IDRr", recipients != view.recipients),
+        )
+        if changed
     )
-    if changed:
+    if changes:
         flags |= TicketFlags.K
     payloads = _policy_payloads(
-        kms=view.kms or request.kms or "",
+        kms=kms,
         initiator=request.initiator,
         valid_from=valid_from,
         valid_until=valid_until,
         recipients=recipients,
+        rekey_interval=view.rekey_interval,
+        applications=view.applications,
     )
     policy = TicketPolicy(TicketType.MIKEY_BASE_TICKET, BASE_TICKET_SUBTYPE,
                           BASE_TICKET_VERSION, PRF, flags, payloads)  # fmt: skip
-    return GrantedPolicy(policy, tuple(traffic))
+    return GrantedPolicy(policy, tuple(traffic), key_bytes, spis, changes)
+
+
+def _granted_keys(
+    requested: Sequence[KeyData], count: int
+) -> tuple[tuple[int, ...], tuple[bytes, ...], bool]:
+    """Each traffic key's length and SPI, and whether they differ from the desired KEMAC (§6.10).
+
+    A requested length of 128 or 256 bits and a requested SPI are granted;
+    no SPI requested gets the KMS's own (index from 1).  Another length, a
+    salt (the KMS issues none) or an interval validity (every key carries an
+    SPI, §6.2.1) is changed, which the caller marks with K.
+    """
+    if not requested:
+        return (KEY_BYTES,) * count, tuple(_spi(i + 1).spi for i in range(count)), False
+    lengths: list[int] = []
+    spis: list[bytes] = []
+    changed = False
+    for index, key in enumerate(requested):
+        length = len(key.key) if len(key.key) in GRANTED_KEY_BYTES else KEY_BYTES
+        if isinstance(key.validity, SpiValidity) and key.validity.spi:
+            spi = key.validity.spi
+        else:
+            spi = _spi(index + 1).spi
+            changed |= key.validity is not None
+        changed |= length != len(key.key) or key.salt is not None
+        lengths.append(length)
+        spis.append(spi)
+    return tuple(lengths), tuple(spis), changed
 
 
 def issue_ticket(
@@ -617,9 +705,12 @@ def issue_ticket(
     policy = granted.policy
     forking = TicketFlags.I in policy.flags
     mpk = _random(random_bytes, KEY_BYTES)
+    count = len(granted.traffic_keys)
+    lengths = granted.traffic_key_bytes or (KEY_BYTES,) * count
+    spis = granted.traffic_key_spis or tuple(_spi(index + 1).spi for index in range(count))
     traffic = tuple(
-        KeyData(key_type, _random(random_bytes, KEY_BYTES), None, _spi(index + 1))
-        for index, key_type in enumerate(granted.traffic_keys)
+        KeyData(key_type, _random(random_bytes, length), None, SpiValidity(spi))
+        for key_type, length, spi in zip(granted.traffic_keys, lengths, spis, strict=True)
     )
     ticket = _build_base_ticket(policy, mpk, traffic, tpk_id, tpk, ticket_id, now, random_bytes)
     ticket_rand = _ticket_rand(ticket)
@@ -709,7 +800,8 @@ def _split_kemac_keys(keys: Sequence[KeyData], forking: bool) -> tuple[bytes, by
     if len(mpks) != (2 if forking else 1) or not traffic:
         raise MalformedMikey("KEMAC does not hold MPKi, [MPKr] and traffic keys as expected")
     if any(key.key_type not in TRAFFIC_KEY_TYPES for key in traffic):
-        raise UnsupportedMikey("unexpected traffic key type in KEMAC")
+        # Same refusal as a request for such keys (docs/mikey-ticket.md "Traffic keys").
+        raise UnsupportedMikey("unexpected traffic key type in KEMAC", MikeyErrorNo.INVALID_TPPAR)
     return mpks[0].key, (mpks[1].key if forking else None), traffic
 
 
@@ -830,12 +922,40 @@ class TransferResult:
     srtp_keys: dict[int, SrtpMasterKey] = field(repr=False)
     sessions: tuple[GenericIdEntry, ...]
     delivered_keys: tuple[KeyData, ...] = field(repr=False)
+    #: The security policy each crypto session (CS ID) runs under, as the response chose it.
+    policies: dict[int, SecurityPolicy] = field(default_factory=dict)
+    #: The answering identity is no recipient named in the ticket (e.g. a member of a
+    #: group the ticket names): accepted because the KMS forked the keys for it.
+    kms_vouched: bool = False
+
+
+#: Checks a policy the Responder generated; raises (ERR 9/10) to refuse it (RFC 6043 §4.2.2.4).
+PolicyCheck = Callable[[SecurityPolicy], object]
 
 
 def process_transfer_resp(
-    pending: PendingTransfer, data: bytes, *, now: float, skew: float = DEFAULT_SKEW
+    pending: PendingTransfer,
+    data: bytes,
+    *,
+    now: float,
+    skew: float = DEFAULT_SKEW,
+    accept_policy: PolicyCheck = suite_for_policy,
 ) -> TransferResult:
-    """Verify a TRANSFER_RESP; derive forked keys and SRTP keys (RFC 6043 §4.2.2.4, §5.1)."""
+    """Verify a TRANSFER_RESP; derive forked keys and SRTP keys (RFC 6043 §4.2.2.4, §5.1).
+
+    Each crypto session must name exactly one policy (§6.1.1), from the
+    response's SP payloads or the TRANSFER_INIT's.  A policy the Responder
+    generated (one the Initiator did not send) must pass *accept_policy*
+    (default: an SRTP suite secconf's media runs, else ERR 10 "Invalid SPpar");
+    the SRTP master key and salt then have the lengths it asks for, so a
+    Responder's AES-CM-256 policy gives a 256-bit key, never a silent 128-bit one.
+
+    The answering identity (IDRr) must be a recipient named in the ticket, or,
+    with key forking, any identity: RFC 6043 §5.5 lets it differ (a member of
+    a group the ticket names), and the MAC under MPKr' forked with that IDRr
+    proves the KMS resolved the ticket for it (§4.2.3.5).  Without forking
+    every recipient knows MPKi, so an unnamed identity is refused.
+    """
     message = _parse(data, DataType.TRANSFER_RESP)
     if message.header.csb_id != pending.csb_id:
         raise AuthenticationFailed("TRANSFER_RESP answers another transfer")
@@ -858,7 +978,8 @@ def process_transfer_resp(
     keys = _mac_keys(mpk, pending.csb_id, Direction.RESPONSE, pending.randri, randrr)
     verify(message, keys.auth_key, pending.data)
     _check_fresh(_timestamp(message), now, skew)
-    if responder not in pending.issued.policy.recipients:
+    kms_vouched = responder not in pending.issued.policy.recipients
+    if kms_vouched and TicketFlags.I not in flags:
         raise TicketRejected("the answering responder is not among the ticket's recipients")
     delivered: tuple[KeyData, ...] = ()
     if message.find(Kemac) is not None:
@@ -867,8 +988,40 @@ def process_transfer_resp(
                              MikeyErrorNo.INVALID_TPPAR)  # fmt: skip
         delivered = _open_message_kemac(message, keys)
     sessions = _sessions(message)
-    srtp = _srtp_keys(traffic, sessions, pending.randri, randrr, flags)
-    return TransferResult(responder, srtp, sessions, delivered)
+    policies = _response_policies(pending, message, sessions, accept_policy)
+    srtp = _srtp_keys(traffic, sessions, pending.randri, randrr, flags, policies)
+    return TransferResult(responder, srtp, sessions, delivered, policies, kms_vouched)
+
+
+def _response_policies(
+    pending: PendingTransfer,
+    message: Message,
+    sessions: Sequence[GenericIdEntry],
+    accept_policy: PolicyCheck,
+) -> dict[int, SecurityPolicy]:
+    """The policy of each crypto session of a TRANSFER_RESP (RFC 6043 §6.1.1, §4.2.2.4)."""
+    offered = {sp.policy_no: sp for sp in Message.parse(pending.data).find_all(SecurityPolicy)}
+    answered = {sp.policy_no: sp for sp in message.find_all(SecurityPolicy)}
+    chosen: dict[int, SecurityPolicy] = {}
+    for entry in sessions:
+        # §6.1.1: "In response messages, #P SHALL always be exactly 1."
+        if len(entry.policies) != 1:
+            raise MikeyError(f"crypto session {entry.cs_id} names {len(entry.policies)} "
+                             "policies; a response names exactly one", MikeyErrorNo.INVALID_SP)  # fmt: skip
+        number = entry.policies[0]
+        # §6.1.1: "the policy_no may refer to a SP payload in the initial message".
+        policy = answered.get(number, offered.get(number))
+        if policy is None:
+            raise MikeyError(f"crypto session {entry.cs_id} names policy {number}, "
+                             "which no SP payload defines", MikeyErrorNo.INVALID_SP)  # fmt: skip
+        if policy != offered.get(number):
+            # RFC 6043 §4.2.2.4 (RFC 3830 §4.2.2): check Responder-generated policies.
+            accept_policy(policy)
+        if policy.prot_type != entry.prot_type:
+            raise MikeyError("policy and crypto session name different protocols",
+                             MikeyErrorNo.INVALID_SP)  # fmt: skip
+        chosen[entry.cs_id] = policy
+    return chosen
 
 
 def _forked(key: KeyData, id_data: bytes, randrkms: bytes, prf_func: int) -> KeyData:
@@ -891,15 +1044,20 @@ def _srtp_keys(
     randri: bytes,
     randrr: bytes | None,
     flags: TicketFlags,
+    policies: dict[int, SecurityPolicy],
 ) -> dict[int, SrtpMasterKey]:
-    # RFC 6043 §5.1.3: TEK per CS from the first TGK/GTGK; RANDRi iff H, RANDRr iff G.
+    # RFC 6043 §5.1.3: TEK per CS from the first TGK/GTGK; RANDRi iff H, RANDRr iff G;
+    # RFC 3830 §4.1.3: as long as the crypto session's policy asks.
     tgk = traffic[0]
     use_ri = randri if TicketFlags.H in flags else None
     use_rr = randrr if TicketFlags.G in flags else None
-    return {
-        entry.cs_id: ticket_srtp_master_key(tgk, entry.cs_id, use_ri, use_rr, PRF)
-        for entry in sessions
-    }
+    keys: dict[int, SrtpMasterKey] = {}
+    for entry in sessions:
+        key_bytes, salt_bytes = policy_key_lengths(policies[entry.cs_id])
+        keys[entry.cs_id] = ticket_srtp_master_key(
+            tgk, entry.cs_id, use_ri, use_rr, PRF, 8 * key_bytes, 8 * salt_bytes
+        )
+    return keys
 
 
 # -- Ticket Transfer and Resolve, Responder side (RFC 6043 §4.2.2.2, §4.2.3) -----------------
@@ -1217,19 +1375,28 @@ def build_transfer_resp(
     now: float,
     random_bytes: RandomBytes,
     responder_keys: Sequence[KeyData] = (),
+    policies: Sequence[SecurityPolicy] = (),
 ) -> tuple[bytes, dict[int, SrtpMasterKey]]:
-    """TRANSFER_RESP = HDR, T, RANDRr, IDRr, [RANDRkms], [KEMAC], V (RFC 6043 §4.2.2.3).
+    """TRANSFER_RESP = HDR, T, RANDRr, IDRr, [RANDRkms], {SP}, [KEMAC], V (RFC 6043 §4.2.2.3).
 
     *sessions* is the updated crypto-session map (the Responder's SSRCs
     added).  *responder_keys* (e.g. the conference's group key) go in a KEMAC,
-    which the ticket must allow (M flag).  Returns the message and the SRTP
-    master keys per CS ID.
+    which the ticket must allow (M flag).  *policies* are SP payloads the
+    Responder generates (numbers distinct from the Initiator's).  Returns the
+    message and the SRTP master keys per CS ID.
+
+    The map goes out as §6.1.1 asks of a response, whatever the caller passed:
+    each crypto session names exactly one policy and carries an SPI
+    (:func:`_response_map`).
     """
     flags = transfer.ticket.flags
     if responder_keys and TicketFlags.M not in flags:
         raise ValueError("the ticket forbids responder keys (M = 0)")
+    sessions, sent_policies, chosen = _response_map(
+        transfer, sessions, policies, resolved.traffic_keys, responder_keys
+    )
     header = CommonHeader(DataType.TRANSFER_RESP, transfer.message.header.csb_id,
-                          GenericIdMap(tuple(sessions)), False, PRF)  # fmt: skip
+                          GenericIdMap(sessions), False, PRF)  # fmt: skip
     timestamp = ntp_timestamp(now)
     randrr = _random(random_bytes, RAND_BYTES) if TicketFlags.G in flags else None
     payloads: list[Payload] = [timestamp]
@@ -1242,6 +1409,7 @@ def build_transfer_resp(
         payloads.append(_idr(IdRole.RESPONDER, responder))
     if resolved.randrkms is not None:
         payloads.append(RandWithRole(RandRole.KMS, resolved.randrkms))
+    payloads.extend(sent_policies)
     mpk = resolved.mpkr if TicketFlags.I in flags and resolved.mpkr else resolved.mpki
     keys = _mac_keys(mpk, header.csb_id, Direction.RESPONSE, transfer.randri, randrr)
     if responder_keys:
@@ -1249,8 +1417,67 @@ def build_transfer_resp(
                                     mac_alg=MacAlg.NULL))  # fmt: skip
     message = append_verification(Message(header, tuple(payloads)), MAC, keys.auth_key,
                                   transfer.data)  # fmt: skip
-    srtp = _srtp_keys(resolved.traffic_keys, sessions, transfer.randri, randrr, flags)
+    srtp = _srtp_keys(resolved.traffic_keys, sessions, transfer.randri, randrr, flags, chosen)
     return bytes(message), srtp
+
+
+def _response_map(
+    transfer: TransferInit,
+    sessions: Sequence[GenericIdEntry],
+    policies: Sequence[SecurityPolicy],
+    traffic_keys: Sequence[KeyData],
+    responder_keys: Sequence[KeyData],
+) -> tuple[tuple[GenericIdEntry, ...], tuple[SecurityPolicy, ...], dict[int, SecurityPolicy]]:
+    """The crypto sessions of a response, the SP payloads to send and each session's policy.
+
+    RFC 6043 §6.1.1 (and §4.2.2.3): "In response messages, #P SHALL always be
+    exactly 1" and the SPI, which "MAY be omitted in the initial message",
+    "MUST be provided in the response message".  So, per session:
+
+    * policy: the first of its numbers that an SP payload (the Initiator's or
+      *policies*) defines; with none, the first of *policies*, else the
+      Initiator's first SP, else a new SP stating RFC 3830's defaults
+      (AES-CM-128, HMAC-SHA-1-80), sent in the response;
+    * SPI: kept if given; else the SPI of the key the session is keyed with:
+      for a session the Responder added while delivering keys, the first
+      delivered key (the conference group key), otherwise the first traffic
+      key of the ticket (its TEK comes from it, §5.1.3).
+    """
+    offered = {sp.policy_no: sp for sp in transfer.security_policies}
+    own = {sp.policy_no: sp for sp in policies}
+    if offered.keys() & own.keys():
+        raise ValueError("the Responder's SP numbers must differ from the Initiator's")
+    sent = list(policies)
+
+    def default_policy() -> int:
+        if own:
+            return next(iter(own))
+        if offered:
+            return next(iter(offered))
+        number = next(n for n in range(256) if n not in offered)
+        own[number] = policy_for_suite(number, DEFAULT_SRTP_SUITE)
+        sent.append(own[number])
+        return number
+
+    initial = {entry.cs_id for entry in transfer.sessions}
+    out: list[GenericIdEntry] = []
+    chosen: dict[int, SecurityPolicy] = {}
+    for entry in sessions:
+        known = [n for n in entry.policies if n in own or n in offered]
+        number = known[0] if known else default_policy()
+        keyed_by = responder_keys if responder_keys and entry.cs_id not in initial else traffic_keys
+        spi = entry.spi or _first_spi(keyed_by)
+        out.append(replace(entry, policies=(number,), spi=spi))
+        chosen[entry.cs_id] = own.get(number) or offered[number]
+    return tuple(out), tuple(sent), chosen
+
+
+def _first_spi(keys: Sequence[KeyData]) -> bytes:
+    for key in keys:
+        if isinstance(key.validity, SpiValidity) and key.validity.spi:
+            return key.validity.spi
+    # secconf's KMS puts an SPI on every key (§6.2.1); another KMS may not.
+    raise MikeyError("no key carries an SPI to name in the response (RFC 6043 §6.1.1)")
 
 
 # -- Errors (RFC 6043 §5.4, RFC 3830 §5.1.2) -------------------------------------------------
