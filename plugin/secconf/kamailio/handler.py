@@ -277,7 +277,7 @@ class SecconfKemi:
                     "dial-out target not registered" if found == -1 else "target not reachable"
                 )
             if plan.mode != "kms":
-                service.require_secure_transport(
+                service.auth.require_secure_transport(
                     self.adapter.destination_secure(), "an SDES dial-out"
                 )
             relay = dialout_relay(service, request, plan)
@@ -380,8 +380,10 @@ class SecconfKemi:
         # offer is always rewritten (never a clear offer to a phone, never a key to the mixer).
         try:
             if record.mode != "kms":
-                service.require_secure_transport(peers.participant.flow.secure, "an SDES re-INVITE")
-            relay = service.on_reinvite(
+                service.auth.require_secure_transport(
+                    peers.participant.flow.secure, "an SDES re-INVITE"
+                )
+            relay = service.reinvites.offer(
                 request, record, from_participant=direction is Direction.FROM_PARTICIPANT
             )
         except SecconfError as exc:
