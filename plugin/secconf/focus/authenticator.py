@@ -253,8 +253,3 @@ class Authenticator:
             except SecconfError as exc:
                 self.log("err", f"secconf: could not undo a replay-cache entry: {exc.message}")
             raise
-
-    def require_secure_transport(self, secure: bool, what: str) -> None:
-        """SDES keys travel only over TLS (RFC 4568 §8.3); 488 otherwise (fail closed)."""
-        if not secure and not self.settings.sdes_over_udp:
-            raise NotAcceptable(f"{what} without TLS: SDES keys travel only over TLS")

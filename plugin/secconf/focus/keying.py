@@ -122,6 +122,10 @@ class Keying(Protocol):
         """The edge leg of a dial-out (before the phone's answer)."""
         ...
 
+    def require_transport(self, secure: bool, what: str) -> None:
+        """Raises (488) when *what* is not over a transport its keys may cross."""
+        ...
+
     def answer_transport(self, secure: bool) -> None:
         """Raises when an answer arrived over a transport its keys must not cross."""
         ...
@@ -201,6 +205,11 @@ class SdesKeying:
             (KeyParam(material[: suite.key_length], material[suite.key_length :]),),
         )
         return self.edge.create_leg(conference_id, leg, [media], [str(placeholder)], mode="sdes")
+
+    def require_transport(self, secure: bool, what: str) -> None:
+        """RFC 4568 §8.3: SDES keys travel only over TLS; fail closed."""
+        if not secure and not self.settings.sdes_over_udp:
+            raise NotAcceptable(f"{what} without TLS: SDES keys travel only over TLS")
 
     def answer_transport(self, secure: bool) -> None:
         if not secure and not self.settings.sdes_over_udp:

@@ -219,6 +219,9 @@ class KmsKeying:
         """A ``kms`` leg on *epoch* (it receives and sends under the group key)."""
         return self.edge.create_leg(conference_id, leg, [media], [], mode="kms", epoch=epoch)
 
+    def require_transport(self, secure: bool, what: str) -> None:
+        """MIKEY carries no key in the clear: any transport."""
+
     def answer_transport(self, secure: bool) -> None:
         """A TRANSFER_RESP carries no key in the clear: any transport."""
 

@@ -365,8 +365,7 @@ class FocusService:
         challenge, unless the lab-only ``[lab] sdes_over_udp`` is on.
         """
         offer = self._offer(request)
-        if offer.mode is OfferMode.SDES:
-            self.auth.require_secure_transport(request.flow.secure, "an SDES offer")
+        self.keying(offer.mode.value).require_transport(request.flow.secure, "an SDES offer")
         if offer.mode is OfferMode.KMS and offer.mikey is not None:
             auth = self.auth.ticket(offer.mikey, request.call_id, group_key=True)
             return offer, auth.identity, auth
