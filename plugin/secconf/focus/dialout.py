@@ -71,7 +71,6 @@ from secconf.core.focus import (
     OfferedStream,
     normalize_identity,
     offer_ssrcs,
-    offer_to_upstream,
     offered_remote,
     offered_sections,
     refuse_other_live_streams,
@@ -81,7 +80,7 @@ from secconf.core.sdp import SessionDescription
 from secconf.store.conferences import ConferenceStore, DialogExists
 
 from .edge_control import EdgeControl, LegAddresses, switch_at_answer
-from .keying import OFFER_TAG, Keying, OfferTo
+from .keying import OFFER_TAG, Keying, OfferTo, clear_to_mixer
 from .messages import Relay, ReplyView, RequestView
 from .peer_cache import PeerCache
 from .settings import Settings
@@ -367,16 +366,10 @@ def dialout_answered(focus: Focus, reply: ReplyView, state: TransactionState) ->
     if remote is not None:
         edge.set_participant_remote(state.leg, LegAddresses(*remote))
     switch_at_answer(edge, state.leg, state.remote, accepted.epoch)
-    internal = state.internal
-    body = offer_to_upstream(
-        accepted.answer,
-        state.streams,
-        address=None if internal is None else internal.address,
-        ports=None if internal is None else internal.ports,
-    )
+    body = clear_to_mixer(accepted.answer, state.streams, state.internal)
     focus.log(
         "info",
         f"secconf: {keying.label}dial-out to {state.identity} answered, leg {state.leg}"
         f"{keying.epoch_note(accepted.epoch)}",
     )
-    return bytes(body)
+    return body

@@ -29,6 +29,7 @@ from secconf.core.focus import (
     answer_to_participant,
     answered_crypto,
     offer_ssrcs,
+    offer_to_upstream,
 )
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import CryptoAttribute, KeyParam
@@ -39,10 +40,50 @@ from .edge_control import EdgeControl, LegAddresses, LegPlan
 from .settings import Settings
 from .state import TransactionState
 
-__all__ = ["OFFER_TAG", "KeyedAnswer", "KeyedOffer", "Keying", "OfferTo", "SdesKeying"]
+__all__ = [
+    "OFFER_TAG",
+    "KeyedAnswer",
+    "KeyedOffer",
+    "Keying",
+    "OfferTo",
+    "SdesKeying",
+    "clear_to_mixer",
+    "keyed_to_participant",
+]
 
 #: The crypto tag of the focus's own SDES offer (a dial-out's).
 OFFER_TAG = 1
+
+
+def clear_to_mixer(
+    description: SessionDescription,
+    streams: Sequence[OfferedStream],
+    internal: LegAddresses | None,
+) -> bytes:
+    """An SDP body as the mixer gets it: clear RTP, no keys, at the edge's *internal* side."""
+    return bytes(
+        offer_to_upstream(
+            description,
+            streams,
+            address=None if internal is None else internal.address,
+            ports=None if internal is None else internal.ports,
+        )
+    )
+
+
+def keyed_to_participant(
+    body: bytes, streams: Sequence[OfferedStream], key: GroupKey, external: LegAddresses | None
+) -> bytes:
+    """The mixer's SDP body as an SDES participant gets it: *key* in ``a=crypto``, via the edge."""
+    return bytes(
+        answer_to_participant(
+            body,
+            streams,
+            key,
+            address=None if external is None else external.address,
+            ports=None if external is None else external.ports,
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,15 +195,8 @@ class SdesKeying:
         self, body: bytes, state: TransactionState, group_key: GroupKey
     ) -> tuple[bytes, int]:
         with self.phase("rewrite"):
-            external = state.external
-            answer = answer_to_participant(
-                body,
-                state.streams,
-                group_key,
-                address=None if external is None else external.address,
-                ports=None if external is None else external.ports,
-            )
-        return bytes(answer), group_key.epoch
+            answer = keyed_to_participant(body, state.streams, group_key, state.external)
+        return answer, group_key.epoch
 
     def answered_epoch(self, state: TransactionState) -> int | None:
         return None
@@ -173,15 +207,7 @@ class SdesKeying:
     def offer(self, body: bytes, to: OfferTo) -> KeyedOffer:
         """``a=crypto`` under each stream's tag carrying the group key of *to*'s epoch."""
         key = self.store.group_key(to.conference_id, to.epoch)
-        external = to.external
-        offer = answer_to_participant(
-            body,
-            to.streams,
-            key,
-            address=None if external is None else external.address,
-            ports=None if external is None else external.ports,
-        )
-        return KeyedOffer(bytes(offer), key.epoch)
+        return KeyedOffer(keyed_to_participant(body, to.streams, key, to.external), key.epoch)
 
     def accept(self, body: bytes, state: TransactionState, what: str) -> KeyedAnswer:
         """Exactly one usable ``a=crypto`` per stream in the suite (RFC 4568 §7.1.3)."""

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from secconf.core.errors import (
-    MessageTooLarge,
     NotAcceptable,
     SecconfError,
     TicketRejected,
@@ -23,9 +22,7 @@ from secconf.core.errors import (
 from secconf.core.focus import (
     ConferenceNotFound,
     OfferMode,
-    answer_to_participant,
     check_offer,
-    offer_to_upstream,
     offered_crypto,
     offered_sections,
 )
@@ -33,8 +30,8 @@ from secconf.core.sdp import SessionDescription
 from secconf.store.conferences import ConferenceStore, DialogRecord
 
 from .edge_control import EdgeControl, LegAddresses, switch_at_answer
-from .keying import Keying, OfferTo
-from .messages import Relay, ReplyView, RequestView
+from .keying import Keying, OfferTo, clear_to_mixer, keyed_to_participant
+from .messages import Relay, ReplyView, RequestView, require_offer
 from .settings import Settings
 from .state import (
     ON_FAILURE,
@@ -73,13 +70,7 @@ class ReInvites:
         leg_mode = record.mode or info.mode
         if leg_mode == OfferMode.KMS.value and from_participant:
             raise NotAcceptable("a participant's re-INVITE in a KMS-mode dialog is not supported")
-        limit = self.settings.max_body
-        if request.content_length > limit or len(request.body) > limit:
-            raise MessageTooLarge(f"body over {limit} bytes")
-        if not request.body:
-            raise NotAcceptable(
-                "re-INVITE without an SDP offer (no late offer in a secure conference)"
-            )
+        require_offer(request, self.settings.max_body, "re-INVITE")
         content_type = (request.content_type or "").split(";", 1)[0].strip().lower()
         if content_type != "application/sdp":
             raise NotAcceptable("only application/sdp bodies are accepted")
@@ -162,13 +153,7 @@ class ReInvites:
         description, offered = check_offer(request.body, self.settings.suite)
         if [s.index for s in offered] != [s.index for s in base.streams]:
             raise NotAcceptable("a re-INVITE keeps the conference's streams")
-        internal = base.internal
-        body = offer_to_upstream(
-            description,
-            offered,
-            address=None if internal is None else internal.address,
-            ports=None if internal is None else internal.ports,
-        )
+        body = clear_to_mixer(description, offered, base.internal)
         state = replace(
             base,
             streams=offered,
@@ -176,7 +161,7 @@ class ReInvites:
             epoch=key.epoch,
             downstream=True,
         )
-        return state, bytes(body)
+        return state, body
 
     def answered(
         self, reply: ReplyView, state: TransactionState, request_body: Callable[[], bytes]
@@ -195,17 +180,11 @@ class ReInvites:
         if state.downstream:
             return self._participant_answered(reply, state, request_body)
         accepted = self.keying(state.mode).accept(reply.body, state, "re-INVITE")
-        internal = state.internal
-        body = offer_to_upstream(
-            accepted.answer,
-            state.streams,
-            address=None if internal is None else internal.address,
-            ports=None if internal is None else internal.ports,
-        )
+        body = clear_to_mixer(accepted.answer, state.streams, state.internal)
         if accepted.participant_key is not None:
             self.edge.set_participant_key(state.leg, accepted.participant_key)
         self._switch(reply, state, state.remote, accepted.epoch)
-        return bytes(body)
+        return body
 
     def _participant_answered(
         self, reply: ReplyView, state: TransactionState, request_body: Callable[[], bytes]
@@ -216,19 +195,12 @@ class ReInvites:
         offered_body = request_body()
         offer = SessionDescription.parse(offered_body) if offered_body else None
         key = self.store.group_key(state.conference_id, state.epoch)
-        external = state.external
-        body = answer_to_participant(
-            reply.body,
-            state.streams,
-            key,
-            address=None if external is None else external.address,
-            ports=None if external is None else external.ports,
-        )
+        body = keyed_to_participant(reply.body, state.streams, key, state.external)
         crypto = [str(offered_crypto(offer, s)) for s in state.streams] if offer is not None else []
         if crypto:
             self.edge.set_participant_key(state.leg, crypto[0])
         self._switch(reply, state, media_remote(reply.body, state.streams), state.epoch)
-        return bytes(body)
+        return body
 
     def _switch(
         self, reply: ReplyView, state: TransactionState, remote: LegAddresses | None, epoch: int

@@ -57,7 +57,6 @@ from secconf.core.focus import (
     normalize_identity,
     offer_mode,
     offer_ssrcs,
-    offer_to_upstream,
     offered_crypto,
     offered_remote,
     offered_sections,
@@ -93,10 +92,10 @@ from secconf.store.sip_users import SipUserStore
 from .authenticator import AuthenticationRequired, Authenticator
 from .dialout import dialout_answered
 from .edge_control import EdgeControl, LegAddresses, LegPlan, switch_at_answer
-from .keying import Keying, SdesKeying
+from .keying import Keying, SdesKeying, clear_to_mixer
 from .kms import TicketResolver
 from .kms_keying import KmsAuth, KmsKeying
-from .messages import Relay, Reply, ReplyView, RequestView
+from .messages import Relay, Reply, ReplyView, RequestView, require_offer
 from .mixer_token import HEADER as MIXER_TOKEN_HEADER
 from .mixer_token import token_header
 from .peer_cache import NoPeerCache, PeerCache
@@ -277,12 +276,7 @@ class FocusService:
     def _parse_offer(self, request: RequestView) -> Offer:
         """The checked offer; a ``multipart/mixed`` body also yields its RFC 5366 URI list."""
         limit = self.settings.max_body
-        if request.content_length > limit or len(request.body) > limit:
-            raise MessageTooLarge(f"body over {limit} bytes")
-        if not request.body:
-            raise NotAcceptable(
-                "INVITE without an SDP offer (no late offer in a secure conference)"
-            )
+        require_offer(request, limit, "INVITE")
         split = split_offer(
             request.content_type,
             request.body,
@@ -650,13 +644,8 @@ class FocusService:
         epoch: int | None = None,
     ) -> Relay:
         with self._phase("rewrite"):
-            upstream = bytes(
-                offer_to_upstream(
-                    offer.description,
-                    offer.streams,
-                    address=None if plan is None else plan.internal.address,
-                    ports=None if plan is None else plan.internal.ports,
-                )
+            upstream = clear_to_mixer(
+                offer.description, offer.streams, None if plan is None else plan.internal
             )
         remove: tuple[str, ...] = ("Proxy-Authorization",) if self.settings.digest else ()
         add: tuple[tuple[str, str], ...] = ()
