@@ -14,7 +14,7 @@ import pytest
 
 from secconf.client.sip import SipRequestFailed, UserAgent
 from secconf.core import digest
-from secconf.focus.service import digest_secret
+from secconf.focus.authenticator import digest_secret
 from secconf.store.conferences import connect_blocking
 from secconf.store.keywrap import load_key_file
 from secconf.store.sip_users import SipUserStore

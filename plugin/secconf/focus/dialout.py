@@ -35,17 +35,19 @@ phone, exactly like a join seen from the other side:
   the other paths: a proxy cannot turn a 2xx into a failure).
 * **KMS mode** (RFC 6043 §4.2.2.1, the focus as the MIKEY Initiator; RFC 4567
   ``a=key-mgmt:mikey`` in the offer): the epoch whose GTGK ticket names the
-  target (:meth:`~.service.FocusService.dialout_epoch`: the current one if
+  target (:meth:`~.kms_keying.KmsKeying.dialout_epoch`: the current one if
   its ticket names the target, else one minted from the KMS naming the
   members and the target, put to Redis and the edge), the edge leg in ``kms``
   mode on that epoch, and the focus's TRANSFER_INIT for the target
-  (:meth:`~.service.FocusService.group_transfer_init`: the edge's outbound
+  (:meth:`~.kms_keying.KmsKeying.group_transfer_init`: the edge's outbound
   SSRC in crypto session 1, SPI = the epoch).  At the phone's 2xx its
   TRANSFER_RESP must verify
-  (:meth:`~.service.FocusService.verify_group_transfer_resp`: MAC under its
+  (:meth:`~.kms_keying.KmsKeying.verify_group_transfer_resp`: MAC under its
   forked MPKr', timestamp, responder = the target); its SSRCs are the
   answer's ``a=ssrc`` plus the TRANSFER_RESP's map; then the edge switches.
   KMS down: 503 and nothing written.
+* one flow for both modes (:func:`dialout_relay`, :func:`dialout_answered`): the
+  mode's steps above are the leg's :class:`~.keying.Keying`'s.
 * the dialog record is written like a join's, with ``dialout`` = "1": BYE
   from either side releases it, and rekey re-INVITEs from the mixer work on it
   (the direction test is flipped: the mixer is the caller here).
@@ -53,42 +55,35 @@ phone, exactly like a join seen from the other side:
 
 from __future__ import annotations
 
-import base64
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from secconf.core.errors import (
     Forbidden,
-    InsecureMedia,
     MalformedMessage,
     MessageTooLarge,
-    MikeyError,
     NotAcceptable,
     ProtocolError,
-    SecconfError,
 )
 from secconf.core.focus import (
     ConferenceNotFound,
     OfferedStream,
-    answer_to_participant,
-    answer_to_participant_kms,
-    answered_crypto,
     normalize_identity,
     offer_ssrcs,
-    offer_to_upstream,
     offered_remote,
     offered_sections,
     refuse_other_live_streams,
 )
 from secconf.core.gate import DialogPeers, Peer
-from secconf.core.keymgmt import mikey_message
-from secconf.core.sdes import CryptoAttribute, KeyParam
 from secconf.core.sdp import SessionDescription
-from secconf.store.conferences import DialogExists
+from secconf.store.conferences import ConferenceStore, DialogExists
 
-from .edge_control import LegAddresses, switch_at_answer
+from .edge_control import EdgeControl, LegAddresses, switch_at_answer
+from .keying import OFFER_TAG, Keying, OfferTo, clear_to_mixer
 from .messages import Relay, ReplyView, RequestView
+from .peer_cache import PeerCache
+from .settings import Settings
 from .state import (
     CONFERENCE_HEADER,
     ON_FAILURE,
@@ -98,10 +93,6 @@ from .state import (
     dialog_media,
     media_remote,
 )
-
-if TYPE_CHECKING:  # the service calls this module; this module only takes it as an argument
-    from .service import FocusService
-from .settings import Settings
 
 __all__ = [
     "DIALOUT_HEADER",
@@ -118,8 +109,25 @@ __all__ = [
 #: Set by the dialplan on the mixer's outgoing INVITE: the conference id (or its URI).
 DIALOUT_HEADER: Final = CONFERENCE_HEADER
 _ID_RE: Final = re.compile(r"^[0-9a-z]{1,64}$")
-#: The crypto tag of the focus's offer to a dial-out target.
-OFFER_TAG: Final = 1
+
+
+class Focus(Protocol):
+    """What a dial-out needs of the focus (:class:`~.service.FocusService` is one)."""
+
+    settings: Settings
+    store: ConferenceStore
+    edge: EdgeControl
+    peer_cache: PeerCache
+
+    def log(self, level: str, message: str) -> None: ...
+
+    def keying(self, mode: str) -> Keying: ...
+
+    def leg_id(self, conference_id: str, call_id: str) -> str: ...
+
+    def release(self, conference_id: str, call_id: str, leg: str | None) -> None: ...
+
+    def route_mac(self, conference_id: str, call_id: str, caller_tag: str) -> str: ...
 
 
 class TargetUnavailable(ProtocolError):
@@ -188,7 +196,7 @@ def dialout_mode(settings: Settings, conference_mode: str, target: str) -> str:
     return "kms" if conference_mode == "kms" else "sdes"
 
 
-def check_dialout(service: FocusService, request: RequestView) -> DialOut:
+def check_dialout(focus: Focus, request: RequestView) -> DialOut:
     """Every check of a dial-out before anything is written (RFC 3261 §21 answers).
 
     403 not from the mixer, no header, target not allowed; 404 no such active
@@ -196,7 +204,7 @@ def check_dialout(service: FocusService, request: RequestView) -> DialOut:
     live audio stream on clear RTP, as the mixer sends it); 488 a KMS-mode leg
     on a focus without ``[kms]``.
     """
-    settings = service.settings
+    settings = focus.settings
     if not from_upstream(settings, request):
         raise Forbidden("dial-out only from the mixer")
     header = request.headers.get(DIALOUT_HEADER)
@@ -224,162 +232,90 @@ def check_dialout(service: FocusService, request: RequestView) -> DialOut:
         raise NotAcceptable("a dial-out offer has exactly one live audio stream")
     if description.media[streams[0].index].is_secure_rtp:
         raise NotAcceptable("the mixer's offer is clear RTP (its leg is the edge's)")
-    info = service.store.get(conference_id)
+    info = focus.store.get(conference_id)
     if info is None or info.state != "active":
         raise ConferenceNotFound("no such conference")
     mode = dialout_mode(settings, info.mode, target)
     if mode == "kms" and not settings.kms_mode:
         raise NotAcceptable("KMS mode is not configured on this focus")
-    if target not in service.store.allowed(conference_id):
+    if target not in focus.store.allowed(conference_id):
         raise Forbidden("the dial-out target is not allowed in this conference")
     return DialOut(conference_id, target, streams, description, mode)
 
 
-def dialout_relay(service: FocusService, request: RequestView, plan: DialOut) -> Relay:
-    """Record the dial-out, create its edge leg, and the keyed offer to the phone.
+def dialout_relay(focus: Focus, request: RequestView, plan: DialOut) -> Relay:
+    """Record the dial-out, key its epoch, create its edge leg, and the keyed offer to the phone.
 
     The Request-URI must already be the target's contact (the handler's
-    location lookup).  Any failure after the record is written releases it
-    (nothing left).
+    location lookup).  The record first (a retransmission that slipped past tm
+    stops here, before any KMS round trip), then the epoch (KMS mode: the one
+    whose ticket names the target, minted from the KMS when the current one
+    does not: Redis and the edge), the edge leg, the offer keyed by the leg's
+    :class:`~.keying.Keying`.  Any failure after the record releases it and the
+    edge leg (KMS down: 503 with nothing written, the mint writes only once the
+    KMS granted the ticket); an epoch minted before a later failure stays (a
+    rekey nobody switched to yet: harmless, the next re-INVITEs move the members
+    to it).
     """
-    if plan.mode == "kms":
-        return _kms_dialout_relay(service, request, plan)
+    keying = focus.keying(plan.mode)
     conference_id, call_id = plan.conference_id, request.call_id
-    leg = service.leg_id(conference_id, call_id)
+    leg = focus.leg_id(conference_id, call_id)
     try:
-        epoch = service.store.dialout(
+        recorded = focus.store.dialout(
             conference_id, identity=plan.target, call_id=call_id, leg=leg,
-            mixed=service.settings.mixed_modes,
+            mixed=focus.settings.mixed_modes, mode=plan.mode,
         )  # fmt: skip
     except DialogExists:
         raise Retransmission("dialog already recorded") from None
     try:
-        key = service.store.group_key(conference_id, epoch)
-        suite = service.settings.suite
-        # The phone's own key is only known from its answer; the edge needs one now.
-        material = service.random_bytes(suite.key_length + suite.salt_length)
-        placeholder = CryptoAttribute(
-            OFFER_TAG,
-            suite,
-            (KeyParam(material[: suite.key_length], material[suite.key_length :]),),
-        )
+        epoch = keying.dialout_epoch(conference_id, plan.target, recorded)
         section = plan.description.media[plan.streams[0].index]
-        edge_plan = service.edge.create_leg(
-            conference_id, leg, [section.media], [str(placeholder)], mode="sdes"
-        )
-        external = None if edge_plan is None else edge_plan.external
-        body = answer_to_participant(
-            request.body,
-            plan.streams,
-            key,
-            address=None if external is None else external.address,
-            ports=None if external is None else external.ports,
-        )
-    except BaseException:
-        service.release(conference_id, call_id, leg)
-        raise
-    service.log(
-        "info", f"secconf: dial-out to {plan.target} into {conference_id} (epoch {key.epoch})"
-    )
-    state = TransactionState(
-        conference_id,
-        leg,
-        plan.streams,
-        external,
-        service.settings.conference_uri(conference_id),
-        False,
-        offered_sections(plan.description),
-        "sdes",
-        epoch=key.epoch,
-        internal=None if edge_plan is None else edge_plan.internal,
-        kind="dialout",
-        remote=media_remote(request.body, plan.streams),
-        identity=plan.target,
-        peer=Peer(request.from_tag, request.flow, request.contact),
-    )
-    return _relay(service, request, conference_id, bytes(body), state)
-
-
-def _kms_dialout_relay(service: FocusService, request: RequestView, plan: DialOut) -> Relay:
-    """A KMS-mode dial-out: the offer carries the focus's TRANSFER_INIT (RFC 6043 §4.2.2.1).
-
-    The record first (a retransmission that slipped past tm stops here, before
-    any KMS round trip), then the epoch whose ticket names the target (minted
-    from the KMS when the current one does not: Redis and the edge), the edge
-    leg in ``kms`` mode on that epoch, and the TRANSFER_INIT naming the edge's
-    outbound SSRC towards the phone.  Any failure after the record releases
-    it and the edge leg (KMS down: 503 with nothing written, the mint writes
-    only once the KMS granted the ticket); an epoch minted before a later
-    failure stays (a rekey nobody switched to yet: harmless, the next
-    re-INVITEs move the members to it).
-    """
-    conference_id, call_id = plan.conference_id, request.call_id
-    leg = service.leg_id(conference_id, call_id)
-    try:
-        service.store.dialout(
-            conference_id, identity=plan.target, call_id=call_id, leg=leg,
-            mixed=service.settings.mixed_modes, mode="kms",
-        )  # fmt: skip
-    except DialogExists:
-        raise Retransmission("dialog already recorded") from None
-    try:
-        epoch = service.dialout_epoch(conference_id, plan.target)
-        section = plan.description.media[plan.streams[0].index]
-        edge_plan = service.edge.create_leg(
-            conference_id, leg, [section.media], [], mode="kms", epoch=epoch
-        )
+        edge_plan = keying.dialout_leg(conference_id, leg, section.media, epoch)
         edge_ssrc = None if edge_plan is None else edge_plan.ssrc
         # The SSRCs the epoch's key will protect in this call: the edge's towards the
-        # phone (the phone's own come back in its TRANSFER_RESP and a=ssrc).
+        # phone (the phone's own come back in its answer).
         ssrcs = (edge_ssrc,) if edge_ssrc is not None else offer_ssrcs(plan.description)
-        if not ssrcs:
-            raise NotAcceptable("no SSRC to name in the focus's TRANSFER_INIT")
-        pending = service.group_transfer_init(conference_id, plan.target, ssrcs, epoch=epoch)
         external = None if edge_plan is None else edge_plan.external
-        body = answer_to_participant_kms(
-            request.body,
-            plan.streams,
-            pending.data,
-            address=None if external is None else external.address,
-            ports=None if external is None else external.ports,
-        )
+        to = OfferTo(conference_id, plan.target, plan.streams, external, epoch, ssrcs, edge_ssrc)
+        keyed = keying.offer(request.body, to)
     except BaseException:
-        service.release(conference_id, call_id, leg)
+        focus.release(conference_id, call_id, leg)
         raise
-    service.log(
+    focus.log(
         "info",
-        f"secconf: KMS dial-out to {plan.target} into {conference_id} (epoch {epoch})",
+        f"secconf: {keying.label}dial-out to {plan.target} into {conference_id} "
+        f"(epoch {keyed.epoch})",
     )
     state = TransactionState(
         conference_id,
         leg,
         plan.streams,
         external,
-        service.settings.conference_uri(conference_id),
+        focus.settings.conference_uri(conference_id),
         False,
         offered_sections(plan.description),
-        "kms",
-        epoch=epoch,
+        plan.mode,
+        epoch=keyed.epoch,
         internal=None if edge_plan is None else edge_plan.internal,
         kind="dialout",
         remote=media_remote(request.body, plan.streams),
         identity=plan.target,
-        edge_ssrc=edge_ssrc,
-        transfer_init=base64.b64encode(pending.data).decode("ascii"),
+        edge_ssrc=keyed.edge_ssrc,
+        transfer_init=keyed.transfer_init,
         peer=Peer(request.from_tag, request.flow, request.contact),
     )
-    return _relay(service, request, conference_id, bytes(body), state)
+    return _relay(focus, request, conference_id, keyed.body, state)
 
 
 def _relay(
-    service: FocusService,
+    focus: Focus,
     request: RequestView,
     conference_id: str,
     body: bytes,
     state: TransactionState,
 ) -> Relay:
     """The keyed offer to the phone, and what the reply route needs."""
-    uri = service.settings.conference_uri(conference_id)
+    uri = focus.settings.conference_uri(conference_id)
     return Relay(
         uri=None,  # the lookup's contact
         body=body,
@@ -393,128 +329,47 @@ def _relay(
         # Our Record-Route names the conference: the phone's and the mixer's in-dialog
         # requests (2xx ACK, BYE, rekey re-INVITEs) find the dialog by it.
         conference_id=conference_id,
-        route_mac=service.route_mac(conference_id, request.call_id, request.from_tag),
+        route_mac=focus.route_mac(conference_id, request.call_id, request.from_tag),
     )
 
 
-def _dialout_peers(service: FocusService, reply: ReplyView, state: TransactionState) -> DialogPeers:
-    """The dial-out's peers: the mixer sent the INVITE, the phone answered it."""
-    if state.peer is None or reply.flow is None or not reply.to_tag:
-        raise NotAcceptable("a 2xx without the dialog's peers: not recorded, not keyed")
-    if state.mode != "kms" and not reply.flow.secure and not service.settings.sdes_over_udp:
-        raise NotAcceptable("an SDES answer arrived without TLS: the group key stays off it")
-    phone = Peer(reply.to_tag, reply.flow, reply.contact)
-    return DialogPeers(participant=phone, mixer=state.peer)
-
-
-def dialout_answered(service: FocusService, reply: ReplyView, state: TransactionState) -> bytes:
+def dialout_answered(focus: Focus, reply: ReplyView, state: TransactionState) -> bytes:
     """The phone's 2xx: its key and SSRCs taken, the edge switched, the mixer's clear answer.
 
-    Raises (the caller then sends the mixer an answer rejecting every stream
-    and releases the dialog) when the answer has no usable ``a=crypto``, an
-    SSRC collides, or Redis/the edge fail.
+    The answer is accepted by the leg's :class:`~.keying.Keying` (SDES: one
+    usable ``a=crypto``; KMS: its TRANSFER_RESP verifies).  Its SSRCs are
+    registered by one script (a collision writes nothing); the edge learns the
+    phone's key (SDES) and address and the mixer's, and switches the leg to the
+    epoch at this 2xx.  Raises otherwise (the caller then sends the mixer an
+    answer rejecting every stream and releases the dialog).
     """
-    if state.epoch is None:
-        raise NotAcceptable("dial-out state without its epoch")
-    if state.mode == "kms":
-        return _kms_dialout_answered(service, reply, state)
-    answer = SessionDescription.parse(reply.body)
-    crypto = answered_crypto(answer, state.streams, service.settings.suite)
-    peers = _dialout_peers(service, reply, state)
-    service.store.dialout_answered(
-        state.conference_id,
-        reply.call_id,
-        media=dialog_media(state.streams, state.external, state.internal),
-        epoch=state.epoch,
-        ssrcs=offer_ssrcs(answer),
-        peers=peers,
-    )
-    service.peer_cache.remember(reply.call_id, peers)
-    edge = service.edge
-    edge.set_participant_key(state.leg, str(crypto[0]))
-    remote = offered_remote(answer, state.streams)
-    if remote is not None:
-        edge.set_participant_remote(state.leg, LegAddresses(*remote))
-    switch_at_answer(edge, state.leg, state.remote, state.epoch)
-    internal = state.internal
-    body = offer_to_upstream(
-        answer,
-        state.streams,
-        address=None if internal is None else internal.address,
-        ports=None if internal is None else internal.ports,
-    )
-    service.log("info", f"secconf: dial-out to {state.identity} answered, leg {state.leg}")
-    return bytes(body)
-
-
-def _kms_dialout_answered(
-    service: FocusService, reply: ReplyView, state: TransactionState
-) -> bytes:
-    """The phone's 2xx to a KMS dial-out: its TRANSFER_RESP verified, the leg switched.
-
-    RFC 6043 §4.2.2.4: the TRANSFER_RESP in the answer's ``a=key-mgmt:mikey``
-    must verify under the target's forked MPKr' (timestamp, responder = the
-    target).  Its SSRCs (``a=ssrc`` and the TRANSFER_RESP's map, minus the
-    edge's) are registered by one script (a collision writes nothing); the
-    edge learns the phone's address and the mixer's, and switches the leg to
-    the epoch at this 2xx.  Raises otherwise (the caller answers the mixer
-    with every stream rejected and releases the dialog).
-    """
-    epoch, transfer_init = state.epoch, state.transfer_init
-    if epoch is None or transfer_init is None or not state.streams:
-        raise NotAcceptable("KMS dial-out state without its epoch")
-    answer = SessionDescription.parse(reply.body)
-    index = state.streams[0].index
-    section = answer.media[index] if index < len(answer.media) else None
-    if section is None or section.port == 0:
-        raise NotAcceptable("the participant rejected the stream")
-    if not section.is_secure_rtp:
-        raise InsecureMedia(f"the participant answered {section.proto}: SRTP only")
-    try:
-        transfer_resp = mikey_message(answer, section)
-    except SecconfError:
-        raise NotAcceptable("the participant's answer carries no TRANSFER_RESP") from None
-    result = service.verify_group_transfer_resp(
-        state.conference_id,
-        epoch,
-        state.identity,
-        base64.b64decode(transfer_init),
-        transfer_resp,
-    )
-    ssrcs = set(offer_ssrcs(answer))
-    for entry in result.sessions:
-        try:
-            session = entry.srtp_session()
-        except MikeyError:
-            continue
-        if session is not None:
-            ssrcs.add(session.ssrc)
-    if state.edge_ssrc is not None:
-        ssrcs.discard(state.edge_ssrc)
-    peers = _dialout_peers(service, reply, state)
-    service.store.dialout_answered(
+    keying = focus.keying(state.mode)
+    accepted = keying.accept(reply.body, state, "dial-out")
+    if state.peer is None or reply.flow is None or not reply.to_tag:
+        raise NotAcceptable("a 2xx without the dialog's peers: not recorded, not keyed")
+    keying.answer_transport(reply.flow.secure)
+    # The mixer sent the INVITE, the phone answered it.
+    peers = DialogPeers(participant=Peer(reply.to_tag, reply.flow, reply.contact), mixer=state.peer)
+    focus.store.dialout_answered(
         state.conference_id,
         reply.call_id,
         media=dialog_media(state.streams, state.external, state.internal, state.edge_ssrc),
-        epoch=epoch,
-        ssrcs=sorted(ssrcs),
+        epoch=accepted.epoch,
+        ssrcs=accepted.ssrcs,
         peers=peers,
     )
-    service.peer_cache.remember(reply.call_id, peers)
-    edge = service.edge
-    remote = offered_remote(answer, state.streams)
+    focus.peer_cache.remember(reply.call_id, peers)
+    edge = focus.edge
+    if accepted.participant_key is not None:
+        edge.set_participant_key(state.leg, accepted.participant_key)
+    remote = offered_remote(accepted.answer, state.streams)
     if remote is not None:
         edge.set_participant_remote(state.leg, LegAddresses(*remote))
-    switch_at_answer(edge, state.leg, state.remote, epoch)
-    internal = state.internal
-    body = offer_to_upstream(
-        answer,
-        state.streams,
-        address=None if internal is None else internal.address,
-        ports=None if internal is None else internal.ports,
-    )
-    service.log(
+    switch_at_answer(edge, state.leg, state.remote, accepted.epoch)
+    body = clear_to_mixer(accepted.answer, state.streams, state.internal)
+    focus.log(
         "info",
-        f"secconf: KMS dial-out to {state.identity} answered, leg {state.leg} on epoch {epoch}",
+        f"secconf: {keying.label}dial-out to {state.identity} answered, leg {state.leg}"
+        f"{keying.epoch_note(accepted.epoch)}",
     )
-    return bytes(body)
+    return body

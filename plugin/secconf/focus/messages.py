@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from secconf.core.errors import MessageTooLarge, NotAcceptable
 from secconf.core.gate import Flow
 
-__all__ = ["Relay", "Reply", "ReplyView", "RequestView"]
+__all__ = ["Relay", "Reply", "ReplyView", "RequestView", "require_offer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +85,11 @@ class Relay:
     route_mac: str | None = None  # ... with its MAC (RR_MAC_PARAM)
     #: In-dialog: the recorded peer of the other side (never the request's Request-URI).
     next_hop: tuple[str, str] | None = None  # Request-URI, destination URI (AckHops.receiver)
+
+
+def require_offer(request: RequestView, limit: int, method: str) -> None:
+    """*request* (a *method*) carries an SDP offer of at most *limit* bytes: 413, 488 otherwise."""
+    if request.content_length > limit or len(request.body) > limit:
+        raise MessageTooLarge(f"body over {limit} bytes")
+    if not request.body:
+        raise NotAcceptable(f"{method} without an SDP offer (no late offer in a secure conference)")

@@ -67,7 +67,7 @@ def register_identity(service: FocusService, request: RequestView) -> str:
     digest = settings.digest
     if digest is None or service.sip_users is None:
         raise Forbidden("registration needs digest authentication ([digest] realm)")
-    identity = service.digest_identity(
+    identity = service.auth.digest_identity(
         request, header="Authorization", challenge_with=RegistrationRequired
     )
     to = request.headers.get("To")

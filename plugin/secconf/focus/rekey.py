@@ -26,7 +26,7 @@ def rekey(
     """Mint, store and publish the conference's next key epoch; return its number.
 
     *include*: identities to name in a KMS epoch's ticket besides the current
-    members (a dial-out target, before :meth:`FocusService.group_transfer_init`).
+    members (a dial-out target, before :meth:`~.kms_keying.KmsKeying.group_transfer_init`).
     Raises ``ConferenceNotFound`` (no such active conference),
     ``ServiceUnavailable`` (Redis, the KMS or the edge down, or the KMS
     refused the group ticket: nothing changed).

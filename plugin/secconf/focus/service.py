@@ -14,8 +14,10 @@ TRANSFER_INIT, resolved at the KMS; the answer carries a TRANSFER_RESP that
 delivers the group key).  REFERs to the focus are checked and queued on a
 Redis stream for the dial-out watcher.  With ``policy.mixed_modes`` one
 conference has legs of both modes; each dialog record keeps its leg's mode,
-which decides how its rekey re-INVITE is keyed (``a=crypto`` or a
-TRANSFER_INIT from the focus, :meth:`FocusService.group_transfer_init`).
+which decides how each of its flows is keyed: the leg's
+:class:`~.keying.Keying` (:meth:`FocusService.keying`, ``a=crypto`` with the group
+key or MIKEY-TICKET, :mod:`.kms_keying`).  Authentication is
+:class:`~.authenticator.Authenticator`'s, re-INVITEs are :class:`~.reinvite.ReInvites`'.
 """
 
 from __future__ import annotations
@@ -28,18 +30,10 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from dataclasses import dataclass, field
 
 from secconf.core.digest import (
-    NONCE_SALT_BYTES,
     challenge,
-    check_nonce,
-    flow_binding,
-    make_nonce,
-    nonce_count,
-    parse_credentials,
-    verify,
 )
 from secconf.core.errors import (
     CallDoesNotExist,
@@ -49,30 +43,20 @@ from secconf.core.errors import (
     MessageTooLarge,
     MikeyError,
     NotAcceptable,
-    ProtocolError,
     RateLimited,
-    ReplayedMessage,
     SecconfError,
-    ServiceUnavailable,
-    TicketRejected,
 )
 from secconf.core.focus import (
     ConferenceNotFound,
     OfferedStream,
     OfferMode,
     TargetKind,
-    answer_to_participant,
-    answer_to_participant_kms,
-    answered_crypto,
-    authenticated_identity,
     check_offer,
     check_offer_kms,
     classify_target,
-    is_trusted_source,
     normalize_identity,
     offer_mode,
     offer_ssrcs,
-    offer_to_upstream,
     offered_crypto,
     offered_remote,
     offered_sections,
@@ -89,19 +73,7 @@ from secconf.core.gate import (
     route_mac,
     route_mac_ok,
 )
-from secconf.core.keymgmt import mikey_message
 from secconf.core.keys import GroupKey
-from secconf.core.mikey import (
-    GenericIdEntry,
-    KeyData,
-    KeyDataType,
-    SpiValidity,
-    SrtpSessionData,
-    TicketFlags,
-)
-from secconf.core.mikey import group as mikey_group
-from secconf.core.mikey import ticket as mikey_ticket
-from secconf.core.mikey.srtp import policy_for_suite, suite_for_policy
 from secconf.core.sdes import SUITES
 from secconf.core.sdp import SessionDescription
 from secconf.core.urilist import split_offer
@@ -113,18 +85,21 @@ from secconf.store.conferences import (
     Released,
     dialog_id,
 )
-from secconf.store.errors import Conflict
 from secconf.store.nonces import DigestNonces
 from secconf.store.replay import BlockingReplayCache
 from secconf.store.sip_users import SipUserStore
 
+from .authenticator import AuthenticationRequired, Authenticator
 from .dialout import dialout_answered
 from .edge_control import EdgeControl, LegAddresses, LegPlan, switch_at_answer
+from .keying import Keying, SdesKeying, clear_to_mixer
 from .kms import TicketResolver
-from .messages import Relay, Reply, ReplyView, RequestView
+from .kms_keying import KmsAuth, KmsKeying
+from .messages import Relay, Reply, ReplyView, RequestView, require_offer
 from .mixer_token import HEADER as MIXER_TOKEN_HEADER
 from .mixer_token import token_header
 from .peer_cache import NoPeerCache, PeerCache
+from .reinvite import ReInvites
 from .settings import Settings
 from .state import (
     CONFERENCE_HEADER,
@@ -132,48 +107,14 @@ from .state import (
     ON_REPLY,
     Retransmission,
     TransactionState,
-    dialog_edge_ssrc,
     dialog_media,
     media_remote,
-    parse_dialog_media,
 )
 from .timing import PhaseTimer
 
-__all__ = ["Admitted", "FocusService", "digest_secret", "route_secret"]
+__all__ = ["Admitted", "FocusService", "route_secret"]
 
 MIKEY_CONTENT_TYPE = "application/mikey"
-#: The group key goes to KMS-mode participants as TEK+SALT, its SPI the epoch (4 bytes).
-GROUP_KEY_TYPE = KeyDataType.TEK_SALT
-#: Policy number of the conference's SRTP policy in our TRANSFER_RESP sessions.
-POLICY_NO = 0
-
-
-class AuthenticationRequired(ProtocolError):
-    """No (usable, fresh) digest credentials: 407 with a new challenge (RFC 3261 §22.3).
-
-    *nonce* is the new challenge's, minted for the request's Call-ID and flow
-    (:meth:`FocusService.digest_identity`).
-    """
-
-    status_code = 407
-    reason = "Proxy Authentication Required"
-
-    def __init__(self, message: str, *, nonce: str, stale: bool = False, call_id: str = "") -> None:
-        super().__init__(message)
-        self.nonce = nonce
-        self.stale = stale
-        self.call_id = call_id
-
-
-class DigestChallenge(Protocol):
-    """What :meth:`FocusService.digest_identity` raises for a new challenge (407 or 401)."""
-
-    def __call__(
-        self, message: str, *, nonce: str, stale: bool = False, call_id: str = ""
-    ) -> ProtocolError: ...
-
-
-DIGEST_SECRET_LABEL = b"secconf digest nonce v1"
 
 
 ROUTE_SECRET_LABEL = b"secconf record-route v1"
@@ -182,20 +123,6 @@ ROUTE_SECRET_LABEL = b"secconf record-route v1"
 def route_secret(kek: bytes) -> bytes:
     """The Record-Route MAC secret of every worker and node: derived from the KEK, never stored."""
     return hmac.new(kek, ROUTE_SECRET_LABEL, hashlib.sha256).digest()
-
-
-def digest_secret(kek: bytes) -> bytes:
-    """The nonce HMAC secret of every worker and node: derived from the KEK, never stored."""
-    return hmac.new(kek, DIGEST_SECRET_LABEL, hashlib.sha256).digest()
-
-
-@dataclass(frozen=True, slots=True)
-class KmsAuth:
-    """A TRANSFER_INIT verified through the KMS: who sent it, and what to answer it with."""
-
-    identity: str
-    transfer: mikey_ticket.TransferInit = field(repr=False)
-    resolved: mikey_ticket.ResolvedTicket = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +180,45 @@ class FocusService:
     route_key: bytes = field(default=b"", repr=False)  # the Record-Route MAC (route_secret)
     #: the peers of dialogs this node just answered, for their ACKs (peer_cache.py)
     peer_cache: PeerCache = field(default_factory=NoPeerCache)
+    #: how legs are keyed, one object per mode (keying.py, kms_keying.py)
+    sdes_keying: SdesKeying = field(init=False, repr=False)
+    kms_keying: KmsKeying = field(init=False, repr=False)
+    #: the re-INVITE flow (reinvite.py)
+    reinvites: ReInvites = field(init=False, repr=False)
+    #: who sent a request (authenticator.py)
+    auth: Authenticator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.auth = Authenticator(
+            self.settings,
+            self.clock,
+            self.random_bytes,
+            self.log,
+            self.sip_users,
+            self.digest_key,
+            self.nonces,
+            self.kms,
+            self.replay,
+        )
+        self.sdes_keying = SdesKeying(
+            self.settings, self.store, self.edge, self.random_bytes, self._phase
+        )
+        self.kms_keying = KmsKeying(
+            self.settings,
+            self.store,
+            self.edge,
+            self.kms,
+            self.clock,
+            self.random_bytes,
+            self.rekey,
+        )
+        self.reinvites = ReInvites(
+            self.settings, self.store, self.edge, self.keying, self.log, self.clock
+        )
+
+    def keying(self, mode: str) -> Keying:
+        """The keying of a leg whose record, offer or transaction says *mode*."""
+        return self.kms_keying if mode == OfferMode.KMS.value else self.sdes_keying
 
     @contextmanager
     def _phase(self, name: str) -> Iterator[None]:
@@ -310,12 +276,7 @@ class FocusService:
     def _parse_offer(self, request: RequestView) -> Offer:
         """The checked offer; a ``multipart/mixed`` body also yields its RFC 5366 URI list."""
         limit = self.settings.max_body
-        if request.content_length > limit or len(request.body) > limit:
-            raise MessageTooLarge(f"body over {limit} bytes")
-        if not request.body:
-            raise NotAcceptable(
-                "INVITE without an SDP offer (no late offer in a secure conference)"
-            )
+        require_offer(request, limit, "INVITE")
         split = split_offer(
             request.content_type,
             request.body,
@@ -353,186 +314,7 @@ class FocusService:
                 raise Forbidden(f"{len(outside)} URI list entries are not allowed by policy")
         return sorted(set(uris))
 
-    def _identity(self, request: RequestView) -> str:
-        """SDES mode: an asserted identity from a trusted source, else digest (if configured)."""
-        asserted = request.headers.get(self.settings.asserted_header)
-        trusted = is_trusted_source(request.flow, self.settings.trusted_sources) and asserted
-        if not trusted and self.settings.digest is not None:
-            return self.digest_identity(request)
-        return authenticated_identity(request.flow, self.settings.trusted_sources, asserted)
-
-    def digest_identity(
-        self,
-        request: RequestView,
-        *,
-        header: str = "Proxy-Authorization",
-        challenge_with: DigestChallenge = AuthenticationRequired,
-    ) -> str:
-        """RFC 3261 §22.3 / RFC 7616: the user proven by *header*, or *challenge_with* / 403.
-
-        A proxy reads ``Proxy-Authorization`` and challenges with 407
-        (:class:`AuthenticationRequired`); the registrar reads ``Authorization``
-        and challenges with 401 (``registrar.RegistrationRequired``).  The nonce
-        is bound to the Call-ID and to the client's flow (source address, port,
-        transport: a captured answer neither opens another dialog nor works from
-        elsewhere: a new challenge) and lives ``nonce_lifetime`` seconds (a stale
-        one gets a new challenge with ``stale=true``).  A wrong password or
-        unknown user is 403 (the same answer: no user enumeration).  Last, once
-        the response is proven, the nonce-count is recorded in Redis, atomically
-        for every worker and node (:class:`~secconf.store.nonces.DigestNonces`):
-        a count not above the last one accepted with that nonce is a replay, a
-        new challenge with a fresh nonce (``stale`` false) and nothing else
-        happens.  Credentials without ``qop`` (RFC 2069) are 400.  The identity
-        is ``sip:<username>@<realm>``.
-        """
-        digest = self.settings.digest
-        if digest is None or self.sip_users is None or self.nonces is None:
-            raise Forbidden("identity not authenticated")
-        binding = flow_binding(
-            request.call_id, request.source_ip, request.source_port, request.transport
-        )
-
-        def again(message: str, *, stale: bool = False) -> ProtocolError:
-            return self._digest_challenge(challenge_with, message, request, binding, stale=stale)
-
-        value = request.headers.get(header)
-        if not value:
-            raise again("credentials required")
-        credentials = parse_credentials(value)
-        count = nonce_count(credentials.nc)
-        if credentials.realm != digest.realm:
-            raise again("credentials for another realm")
-        if credentials.algorithm not in digest.algorithms:
-            raise again(f"digest algorithm {credentials.algorithm} not accepted")
-        freshness = check_nonce(
-            self.digest_key, credentials.nonce, int(self.clock()), digest.nonce_lifetime, binding
-        )
-        if freshness == "stale":
-            raise again("nonce stale", stale=True)
-        if freshness != "ok":
-            raise again("nonce not issued for this call and flow")
-        if credentials.uri != request.ruri:
-            raise Forbidden("digest uri is not the Request-URI")
-        try:
-            identity = normalize_identity(f"sip:{credentials.username}@{digest.realm}")
-        except MalformedMessage:
-            raise Forbidden("digest authentication failed") from None
-        ha1 = self.sip_users.ha1(identity, credentials.algorithm, digest.realm)
-        if ha1 is None or not verify(credentials, ha1, request.method):
-            raise Forbidden("digest authentication failed")
-        # RFC 7616 §3.4: "if the same nc value is seen twice, then the request is a replay";
-        # §5.5: one-time use "effectively protects against replay attacks".
-        if not self.nonces.use(credentials.nonce, count, digest.nonce_lifetime):
-            raise again("nonce count replayed")
-        return identity
-
-    def _digest_challenge(
-        self,
-        challenge_with: DigestChallenge,
-        message: str,
-        request: RequestView,
-        binding: str,
-        *,
-        stale: bool = False,
-    ) -> ProtocolError:
-        """*challenge_with* carrying a new nonce for *binding* (the request's Call-ID and flow)."""
-        nonce = make_nonce(
-            self.digest_key, int(self.clock()), binding, self.random_bytes(NONCE_SALT_BYTES)
-        )
-        return challenge_with(message, nonce=nonce, stale=stale, call_id=request.call_id)
-
     # -- KMS mode ---------------------------------------------------------------------
-
-    def _kms_authenticate(self, mikey: bytes, call_id: str, *, group_key: bool) -> KmsAuth:
-        """TRANSFER_INIT read, checked early, resolved at the KMS and verified (RFC 6043 §4.2.2.2).
-
-        The identity is the ticket's initiator (IDRi, equal to the ticket's
-        initiator and proven by the MAC under MPKi), never a SIP header.
-        *group_key*: the answer must deliver the group key, so the ticket must
-        allow responder keys (M flag).  Nothing is written here; the replay
-        cache is only read (:meth:`_remember` writes once everything passed).
-        A seen TRANSFER_INIT is a retransmission (dropped: tm answers) if the
-        replay cache remembers it for this *call_id* (its hash is the entry's
-        value, one key, any node), else a replay (403).
-        """
-        kms_settings = self.settings.kms
-        if self.kms is None or self.replay is None or kms_settings is None:
-            raise NotAcceptable("KMS mode is not configured on this focus")
-        transfer = mikey_ticket.TransferInit.read(mikey)
-        token = transfer.replay_token
-        transfer.early_check(kms_settings.focus_identity, now=self.clock(), skew=kms_settings.skew)
-        if transfer.responder is not None and transfer.responder != kms_settings.focus_identity:
-            raise TicketRejected("TRANSFER_INIT is addressed to another responder")
-        if group_key and TicketFlags.M not in transfer.ticket.flags:
-            raise NotAcceptable(
-                "the ticket does not let the focus deliver the group key (M flag unset)"
-            )
-        for policy in transfer.security_policies[:1]:
-            if suite_for_policy(policy) != self.settings.suite:
-                raise NotAcceptable(f"the conference's SRTP suite is {self.settings.suite.name}")
-        holder = self.replay.holder(token)
-        if holder is not None:
-            if call_id and holder == dialog_id(call_id):
-                raise Retransmission("TRANSFER_INIT of a recorded dialog")
-            raise ReplayedMessage("TRANSFER_INIT replayed")
-        resolved = self.kms.resolve(transfer)
-        try:
-            identity = normalize_identity(transfer.initiator)
-        except MalformedMessage:
-            raise Forbidden("the ticket's initiator is not a SIP identity") from None
-        return KmsAuth(identity, transfer, resolved)
-
-    @contextmanager
-    def _remember(self, auth: KmsAuth | None, call_id: str) -> Iterator[None]:
-        """Put the TRANSFER_INIT into the replay cache; forget it if the request is then refused.
-
-        The entry's value is the hash of *call_id*, so a retransmission that
-        slips past tm (on this or another node) is told from a replay.
-        """
-        if auth is None or self.replay is None or self.settings.kms is None:
-            yield
-            return
-        token = auth.transfer.replay_token
-        if not self.replay.remember(token, 2 * self.settings.kms.skew, holder=dialog_id(call_id)):
-            raise ReplayedMessage("TRANSFER_INIT replayed")
-        try:
-            yield
-        except BaseException:
-            try:
-                self.replay.forget(token)
-            except SecconfError as exc:
-                self.log("err", f"secconf: could not undo a replay-cache entry: {exc.message}")
-            raise
-
-    def _transfer_resp(self, auth: KmsAuth, key: GroupKey | None, edge_ssrc: int | None) -> bytes:
-        """TRANSFER_RESP from the focus (RFC 6043 §4.2.2.3) delivering *key* in its KEMAC."""
-        kms_settings = self.settings.kms
-        if kms_settings is None:  # pragma: no cover - checked by _kms_authenticate
-            raise NotAcceptable("KMS mode is not configured on this focus")
-        sessions = list(auth.transfer.sessions)
-        responder_keys: list[KeyData] = []
-        if key is not None:
-            used = {entry.cs_id for entry in sessions}
-            cs_id = next(n for n in range(1, 256) if n not in used)
-            policies = [POLICY_NO] if auth.transfer.security_policies else []
-            sessions.append(
-                GenericIdEntry.for_srtp(cs_id, policies, SrtpSessionData(edge_ssrc or 0, 0, 0))
-            )
-            responder_keys.append(
-                KeyData(
-                    GROUP_KEY_TYPE, key.key, key.salt, SpiValidity(key.epoch.to_bytes(4, "big"))
-                )
-            )
-        data, _ = mikey_ticket.build_transfer_resp(
-            auth.transfer,
-            auth.resolved,
-            responder=kms_settings.focus_identity,
-            sessions=sessions,
-            now=self.clock(),
-            random_bytes=self.random_bytes,
-            responder_keys=responder_keys,
-        )
-        return data
 
     def _kms_allowed(self, auth: KmsAuth) -> list[str]:
         """The allowed set of a KMS-mode conference: the ticket's recipients but the focus."""
@@ -577,12 +359,11 @@ class FocusService:
         challenge, unless the lab-only ``[lab] sdes_over_udp`` is on.
         """
         offer = self._offer(request)
-        if offer.mode is OfferMode.SDES:
-            self.require_secure_transport(request.flow.secure, "an SDES offer")
+        self.keying(offer.mode.value).require_transport(request.flow.secure, "an SDES offer")
         if offer.mode is OfferMode.KMS and offer.mikey is not None:
-            auth = self._kms_authenticate(offer.mikey, request.call_id, group_key=True)
+            auth = self.auth.ticket(offer.mikey, request.call_id, group_key=True)
             return offer, auth.identity, auth
-        return offer, self._identity(request), None
+        return offer, self.auth.identity(request), None
 
     @contextmanager
     def _holding(self, identity: str, request: RequestView) -> Iterator[None]:
@@ -604,11 +385,6 @@ class FocusService:
             self.store.drop_dialog(identity, "factory", request.call_id)
             raise
 
-    def require_secure_transport(self, secure: bool, what: str) -> None:
-        """SDES keys travel only over TLS (RFC 4568 §8.3); 488 otherwise (fail closed)."""
-        if not secure and not self.settings.sdes_over_udp:
-            raise NotAcceptable(f"{what} without TLS: SDES keys travel only over TLS")
-
     def _create(self, request: RequestView) -> Reply | Relay:
         offer, identity, auth = self._authenticate(request)
         with self._authenticated():
@@ -627,7 +403,7 @@ class FocusService:
             allowed = sorted(self.settings.allowed)
         ssrcs = self._kms_ssrcs(offer, auth)
         group_key = GroupKey.generate(1, self.settings.suite, self.random_bytes)
-        with self._remember(auth, request.call_id), self._holding(identity, request):
+        with self.auth.remember(auth, request.call_id), self._holding(identity, request):
             for conference_id in self._conference_ids(request):
                 leg = self.leg_id(conference_id, request.call_id)
                 try:
@@ -657,7 +433,7 @@ class FocusService:
             transfer_resp = None
             if auth is not None:
                 try:
-                    transfer_resp = self._answer_kms(auth, group_key, plan)
+                    transfer_resp = self.kms_keying.join_transfer_resp(auth, group_key, plan)
                 except BaseException:
                     self.release(conference_id, request.call_id, leg)
                     self._forget_conference(conference_id)
@@ -683,7 +459,7 @@ class FocusService:
         if offer.uris is not None:
             raise Forbidden("the allowed set is named at creation, not on a join")
         leg = self.leg_id(conference_id, request.call_id)
-        with self._remember(auth, request.call_id):
+        with self.auth.remember(auth, request.call_id):
             try:
                 epoch = self.store.join(
                     conference_id,
@@ -703,7 +479,7 @@ class FocusService:
             if auth is not None:
                 try:
                     key = self.store.group_key(conference_id, epoch)
-                    transfer_resp = self._answer_kms(auth, key, plan)
+                    transfer_resp = self.kms_keying.join_transfer_resp(auth, key, plan)
                 except BaseException:
                     self.release(conference_id, request.call_id, leg)
                     raise
@@ -730,10 +506,6 @@ class FocusService:
             yield hmac.new(self.digest_key, message, hashlib.sha256).hexdigest()[:16]
         for _attempt in range(2):
             yield self.random_hex(8)
-
-    def _answer_kms(self, auth: KmsAuth, key: GroupKey, plan: LegPlan | None) -> str:
-        data = self._transfer_resp(auth, key, None if plan is None else plan.ssrc)
-        return base64.b64encode(data).decode("ascii")
 
     # -- REFER to the focus -----------------------------------------------------------
 
@@ -772,14 +544,14 @@ class FocusService:
         replay_key: str | None = None
         if content_type == MIKEY_CONTENT_TYPE and self.settings.kms_mode:
             # Call-ID "": a repeated TRANSFER_INIT in a REFER is always a replay (403).
-            auth = self._kms_authenticate(decode_mikey_body(request.body), "", group_key=False)
+            auth = self.auth.ticket(decode_mikey_body(request.body), "", group_key=False)
             identity = auth.identity
             if self.replay is not None:
                 replay_key = self.replay.key(auth.transfer.replay_token)
         elif request.body:
             raise NotAcceptable("a REFER to the focus carries no body, or application/mikey")
         else:
-            identity = self._identity(request)
+            identity = self.auth.identity(request)
         if dialog_identity is not None and identity != dialog_identity:
             raise Forbidden("the REFER is not from the identity of its dialog")
         mode = "kms" if auth is not None else "sdes"
@@ -807,7 +579,7 @@ class FocusService:
         headers = (("Refer-Sub", "false"),)
         if auth is None:
             return Reply(202, "Accepted", headers)
-        body = base64.b64encode(self._transfer_resp(auth, None, None))
+        body = base64.b64encode(self.kms_keying.transfer_resp(auth, None, None))
         return Reply(202, "Accepted", headers, body, MIKEY_CONTENT_TYPE)
 
     @staticmethod
@@ -872,13 +644,8 @@ class FocusService:
         epoch: int | None = None,
     ) -> Relay:
         with self._phase("rewrite"):
-            upstream = bytes(
-                offer_to_upstream(
-                    offer.description,
-                    offer.streams,
-                    address=None if plan is None else plan.internal.address,
-                    ports=None if plan is None else plan.internal.ports,
-                )
+            upstream = clear_to_mixer(
+                offer.description, offer.streams, None if plan is None else plan.internal
             )
         remove: tuple[str, ...] = ("Proxy-Authorization",) if self.settings.digest else ()
         add: tuple[tuple[str, str], ...] = ()
@@ -959,7 +726,7 @@ class FocusService:
             return None
         state = TransactionState.from_json(state_json)
         if state.kind == "reinvite":
-            return self._reinvite_answered(reply, state, request_body), ()
+            return self.reinvites.answered(reply, state, request_body), ()
         if state.kind == "dialout":
             return dialout_answered(self, reply, state), ()
         if state.peer is None or reply.flow is None or not reply.to_tag:
@@ -967,40 +734,19 @@ class FocusService:
         peers = DialogPeers(
             participant=state.peer, mixer=Peer(reply.to_tag, reply.flow, reply.contact)
         )
+        keying = self.keying(state.mode)
         answered = self.store.answered(
             state.conference_id,
             reply.call_id,
             media=dialog_media(state.streams, state.external, state.internal, state.edge_ssrc),
-            epoch=state.epoch if state.mode == OfferMode.KMS.value else None,
+            epoch=keying.answered_epoch(state),
             peers=peers,
         )
         self.peer_cache.remember(reply.call_id, peers)
-        external = state.external
-        epoch = answered.group_key.epoch
-        if state.mode == OfferMode.KMS.value:
-            if state.transfer_resp is None or state.epoch is None:
-                raise NotAcceptable("KMS-mode dialog without its TRANSFER_RESP")
-            # The epoch delivered in the TRANSFER_RESP (rekeys are not built yet: the same).
-            epoch = state.epoch
-            body = answer_to_participant_kms(
-                reply.body,
-                state.streams,
-                base64.b64decode(state.transfer_resp),
-                address=None if external is None else external.address,
-                ports=None if external is None else external.ports,
-            )
-        else:
-            with self._phase("rewrite"):
-                body = answer_to_participant(
-                    reply.body,
-                    state.streams,
-                    answered.group_key,
-                    address=None if external is None else external.address,
-                    ports=None if external is None else external.ports,
-                )
+        body, epoch = keying.join_answer(reply.body, state, answered.group_key)
         switch_at_answer(self.edge, state.leg, media_remote(reply.body, state.streams), epoch)
         headers = ((CONFERENCE_HEADER, f"<{state.conference_uri}>"),)
-        return bytes(body), headers
+        return body, headers
 
     def unkeyed_answer(
         self, call_id: str, state_json: str | None, reply: ReplyView | None = None
@@ -1014,7 +760,7 @@ class FocusService:
         """
         state = None if state_json is None else TransactionState.from_json(state_json)
         if state is not None and state.kind == "reinvite":
-            self._report_rekey_failure(call_id, state, 200, "answer could not be keyed")
+            self.reinvites.report_failure(call_id, state, 200, "answer could not be keyed")
         else:
             self.on_failure(call_id, state_json)
             if state is not None and reply is not None:
@@ -1043,7 +789,7 @@ class FocusService:
         """
         state = None if state_json is None else TransactionState.from_json(state_json)
         if state is not None and state.kind == "reinvite":
-            self._report_rekey_failure(call_id, state, status, "re-INVITE refused")
+            self.reinvites.report_failure(call_id, state, status, "re-INVITE refused")
             return
         if state is None:
             self.log("err", "secconf: failed INVITE without its transaction state: not released")
@@ -1126,380 +872,13 @@ class FocusService:
 
     # -- re-INVITEs in a conference dialog and rekeying -------------------------------
 
-    def on_reinvite(
-        self, request: RequestView, record: DialogRecord, *, from_participant: bool
-    ) -> Relay:
-        """A re-INVITE in a conference dialog: its offer rewritten, never relayed clear.
-
-        From the mixer (the rekey trigger, DESIGN.md §2): the offer goes to the
-        participant on its SRTP profile, pointed at the edge, with ``a=crypto``
-        under the tag of the original negotiation carrying the conference's
-        **current** epoch's group key (a newer one than the leg's makes it a
-        rekey; otherwise the leg's key again).  From the participant (hold, a
-        new sending key): its offer is checked like a join's and goes to the
-        mixer clear, via the edge's internal leg; the mixer's answer is keyed
-        with the current epoch.  In both cases the edge switches the leg at
-        the 2xx (:meth:`_reinvite_answered`).  A KMS-mode leg (the dialog
-        record's mode) from the mixer: :meth:`_kms_reinvite`.  Nothing is
-        written here.
-        """
-        downstream = from_participant  # the gate decided it from the recorded peers
-        if record.state != "up" or not record.media:
-            raise NotAcceptable("re-INVITE before the dialog was answered")
-        info = self.store.get(record.conference_id)
-        if info is None or info.state != "active":
-            raise ConferenceNotFound("no such conference")
-        leg_mode = record.mode or info.mode
-        if leg_mode == OfferMode.KMS.value and downstream:
-            raise NotAcceptable("a participant's re-INVITE in a KMS-mode dialog is not supported")
-        limit = self.settings.max_body
-        if request.content_length > limit or len(request.body) > limit:
-            raise MessageTooLarge(f"body over {limit} bytes")
-        if not request.body:
-            raise NotAcceptable(
-                "re-INVITE without an SDP offer (no late offer in a secure conference)"
-            )
-        content_type = (request.content_type or "").split(";", 1)[0].strip().lower()
-        if content_type != "application/sdp":
-            raise NotAcceptable("only application/sdp bodies are accepted")
-        streams, external, internal = parse_dialog_media(record.media)
-        if leg_mode == OfferMode.KMS.value:
-            return self._kms_reinvite(request, record, info.epoch, streams, external, internal)
-        key = self.store.group_key(record.conference_id)
-        base = TransactionState(
-            record.conference_id,
-            record.leg,
-            streams,
-            external,
-            self.settings.conference_uri(record.conference_id),
-            False,
-            mode=leg_mode,
-            epoch=key.epoch,
-            internal=internal,
-            kind="reinvite",
-            previous=record.epoch,
-            identity=record.identity,
-        )
-        if downstream:
-            description, offered = check_offer(request.body, self.settings.suite)
-            if [s.index for s in offered] != [s.index for s in streams]:
-                raise NotAcceptable("a re-INVITE keeps the conference's streams")
-            body = offer_to_upstream(
-                description,
-                offered,
-                address=None if internal is None else internal.address,
-                ports=None if internal is None else internal.ports,
-            )
-            state = replace(
-                base, streams=offered, sections=offered_sections(description), downstream=True
-            )
-        else:
-            description = SessionDescription.parse(request.body)
-            body = answer_to_participant(
-                request.body,
-                streams,
-                key,
-                address=None if external is None else external.address,
-                ports=None if external is None else external.ports,
-            )
-            state = replace(
-                base,
-                sections=offered_sections(description),
-                remote=media_remote(request.body, streams),
-            )
-        if key.epoch != record.epoch:
-            self.log(
-                "info",
-                f"secconf: rekey re-INVITE for {record.identity} in {record.conference_id}: "
-                f"epoch {record.epoch} -> {key.epoch}",
-            )
-        return Relay(
-            body=bytes(body),
-            state=state.to_json(),
-            record_route=False,
-            on_reply=ON_REPLY,
-            on_failure=ON_FAILURE,
-        )
-
-    def _kms_reinvite(
-        self,
-        request: RequestView,
-        record: DialogRecord,
-        epoch: int,
-        streams: tuple[OfferedStream, ...],
-        external: LegAddresses | None,
-        internal: LegAddresses | None,
-    ) -> Relay:
-        """The mixer's rekey re-INVITE towards a KMS-mode leg: the focus is the MIKEY initiator.
-
-        RFC 4567 §3: the offerer carries the key-management data, so the offer
-        to the participant gets ``a=key-mgmt:mikey`` with a TRANSFER_INIT the
-        focus builds with the current epoch's GTGK ticket (RFC 6043 §4.2.2.1,
-        :meth:`group_transfer_init`); the participant resolves it at the KMS and
-        answers with a TRANSFER_RESP, verified at its 2xx.  Refused (488, no
-        state change): the leg is already on the current epoch (nothing to
-        carry), or that epoch was not minted by the KMS.  The participant's
-        identity not a recipient of the epoch's ticket (it joined after the
-        ticket was issued): 403 and reported on ``P:conf:{<id>}:rekey-failed``.
-        """
-        if record.epoch is not None and epoch <= record.epoch:
-            raise NotAcceptable("the KMS-mode leg is already on the current key epoch")
-        body_offer = SessionDescription.parse(request.body)
-        edge_ssrc = dialog_edge_ssrc(record.media)
-        ssrcs = [*record.ssrcs, *(() if edge_ssrc is None else (edge_ssrc,))]
-        base = TransactionState(
-            record.conference_id,
-            record.leg,
-            streams,
-            external,
-            self.settings.conference_uri(record.conference_id),
-            False,
-            sections=offered_sections(body_offer),
-            mode=OfferMode.KMS.value,
-            epoch=epoch,
-            internal=internal,
-            kind="reinvite",
-            previous=record.epoch,
-            remote=media_remote(request.body, streams),
-            identity=record.identity,
-            edge_ssrc=edge_ssrc,
-        )
-        try:
-            pending = self.group_transfer_init(
-                record.conference_id, record.identity, ssrcs, epoch=epoch
-            )
-        except TicketRejected as exc:
-            self._report_rekey_failure(request.call_id, base, 403, exc.message)
-            raise
-        body = answer_to_participant_kms(
-            request.body,
-            streams,
-            pending.data,
-            address=None if external is None else external.address,
-            ports=None if external is None else external.ports,
-        )
-        state = replace(base, transfer_init=base64.b64encode(pending.data).decode("ascii"))
-        self.log(
-            "info",
-            f"secconf: KMS rekey re-INVITE for {record.identity} in {record.conference_id}: "
-            f"epoch {record.epoch} -> {epoch}",
-        )
-        return Relay(
-            body=bytes(body),
-            state=state.to_json(),
-            record_route=False,
-            on_reply=ON_REPLY,
-            on_failure=ON_FAILURE,
-        )
-
-    def group_transfer_init(
-        self,
-        conference_id: str,
-        identity: str,
-        ssrcs: list[int] | tuple[int, ...],
-        *,
-        epoch: int | None = None,
-    ) -> mikey_ticket.PendingTransfer:
-        """A TRANSFER_INIT from the focus to *identity* carrying the conference's current epoch.
-
-        The reusable builder for every INVITE the focus keys in KMS mode (rekey
-        re-INVITEs here; dial-out, RFC 6043 §4.2.2.1 with the focus as
-        Initiator): the epoch's GTGK ticket (stored wrapped under the KEK by
-        :meth:`rekey`), its fixed CSB ID and RANDRi, IDRi = ``kms.focus_identity``,
-        IDRr = *identity*, one GENERIC-ID entry per SSRC in *ssrcs* (the
-        participant's and the edge's; SPI = the epoch number) and the
-        conference's SRTP policy.  Keep the returned ``PendingTransfer`` (or its
-        ``data``: :meth:`verify_group_transfer_resp` rebuilds it) to verify the
-        TRANSFER_RESP.  *epoch* defaults to the current one.
-
-        Raises ``NotAcceptable`` (488) when KMS mode is off or the epoch was not
-        minted by the KMS (epoch 1, or an SDES-only conference: rekey first,
-        e.g. ``rekey(conference_id, include=(identity,))`` for a dial-out target),
-        ``TicketRejected`` (403) when *identity* is not a recipient of the
-        epoch's ticket, ``ConferenceNotFound`` (404).
-        """
-        kms_settings = self.settings.kms
-        if kms_settings is None:
-            raise NotAcceptable("KMS mode is not configured on this focus")
-        if epoch is None:
-            info = self.store.get(conference_id)
-            if info is None or info.state != "active":
-                raise ConferenceNotFound("no such conference")
-            epoch = info.epoch
-        group_epoch = self._group_epoch(conference_id, epoch)
-        return mikey_group.build_group_transfer_init(
-            group_epoch,
-            initiator=kms_settings.focus_identity,
-            responder=identity,
-            ssrcs=ssrcs,
-            policies=[policy_for_suite(POLICY_NO, self.settings.suite)],
-            now=self.clock(),
-            random_bytes=self.random_bytes,
-        )
-
-    def _group_epoch(self, conference_id: str, epoch: int) -> mikey_group.GroupEpochTicket:
-        stored = self.store.epoch_ticket(conference_id, epoch)
-        if stored is None:
-            raise NotAcceptable(f"key epoch {epoch} was not minted by the KMS")
-        return mikey_group.GroupEpochTicket.from_bytes(stored)
-
-    def verify_group_transfer_resp(
-        self,
-        conference_id: str,
-        epoch: int,
-        identity: str,
-        transfer_init: bytes,
-        transfer_resp: bytes,
-    ) -> mikey_ticket.TransferResult:
-        """Verify *identity*'s TRANSFER_RESP to the focus's *transfer_init* of *epoch*.
-
-        RFC 6043 §4.2.2.4: the MAC under the responder's forked MPKr', the
-        timestamp, the responder among the ticket's recipients; it must also be
-        the identity the TRANSFER_INIT was addressed to.  Raises a
-        ``MikeyError`` (403/400) when it does not verify.
-        """
-        kms_settings = self.settings.kms
-        if kms_settings is None:
-            raise NotAcceptable("KMS mode is not configured on this focus")
-        group_epoch = self._group_epoch(conference_id, epoch)
-        pending = mikey_ticket.PendingTransfer(
-            transfer_init,
-            group_epoch.csb_id,
-            group_epoch.randri,
-            kms_settings.focus_identity,
-            identity,
-            group_epoch.issued(),
-        )
-        result = mikey_ticket.process_transfer_resp(
-            pending, transfer_resp, now=self.clock(), skew=kms_settings.skew
-        )
-        if result.responder != identity:
-            raise TicketRejected("the TRANSFER_RESP is from another identity than the dialog's")
-        return result
-
-    def _kms_reinvite_answered(self, reply: ReplyView, state: TransactionState) -> bytes:
-        """The participant's 2xx to a KMS rekey re-INVITE: TRANSFER_RESP verified, leg switched.
-
-        The edge's leg switches its outbound key and (KMS legs receive under the
-        group key) its inbound epochs to the new epoch right now; the old epoch
-        stays acceptable inbound for the edge's grace window.  Raises when the
-        answer does not verify (the caller reports it and the mixer gets an
-        answer rejecting every stream; the leg stays on its old epoch).
-        """
-        if state.epoch is None or state.transfer_init is None:
-            raise NotAcceptable("KMS re-INVITE state without its epoch")
-        answer = SessionDescription.parse(reply.body)
-        if not state.streams:
-            raise NotAcceptable("no stream to key")
-        section = answer.media[state.streams[0].index] if len(answer.media) > 0 else None
-        if section is None or section.port == 0:
-            raise NotAcceptable("the participant rejected the stream")
-        try:
-            transfer_resp = mikey_message(answer, section)
-        except SecconfError:
-            raise NotAcceptable("the participant's answer carries no TRANSFER_RESP") from None
-        self.verify_group_transfer_resp(
-            state.conference_id,
-            state.epoch,
-            state.identity,
-            base64.b64decode(state.transfer_init),
-            transfer_resp,
-        )
-        internal = state.internal
-        body = offer_to_upstream(
-            answer,
-            state.streams,
-            address=None if internal is None else internal.address,
-            ports=None if internal is None else internal.ports,
-        )
-        switch_at_answer(self.edge, state.leg, state.remote, state.epoch)
-        self.store.switched(state.conference_id, reply.call_id, state.epoch)
-        return bytes(body)
-
-    def _reinvite_answered(
-        self, reply: ReplyView, state: TransactionState, request_body: Callable[[], bytes]
-    ) -> bytes:
-        """The 2xx of a re-INVITE: the answer rewritten, the edge leg switched to its epoch.
-
-        The edge switches the leg's outbound key exactly now (linphone switches
-        its receive key when it sends this 200 OK); the participant's sending
-        key from its answer (or its offer: *request_body* reads the transaction's
-        request, ``$T_req($rb)``) goes to the edge, which keeps trying the
-        old one for its grace window.  Raises when the answer cannot be used
-        (the caller then sends a body rejecting every stream and reports it).
-        """
-        if state.mode == OfferMode.KMS.value:
-            return self._kms_reinvite_answered(reply, state)
-        if state.epoch is None:
-            raise NotAcceptable("re-INVITE state without its epoch")
-        internal, external = state.internal, state.external
-        if state.downstream:
-            offered_body = request_body()
-            offer = SessionDescription.parse(offered_body) if offered_body else None
-            key = self.store.group_key(state.conference_id, state.epoch)
-            body = answer_to_participant(
-                reply.body,
-                state.streams,
-                key,
-                address=None if external is None else external.address,
-                ports=None if external is None else external.ports,
-            )
-            crypto = (
-                [str(offered_crypto(offer, s)) for s in state.streams] if offer is not None else []
-            )
-            remote = media_remote(reply.body, state.streams)
-        else:
-            answer = SessionDescription.parse(reply.body)
-            crypto = [str(c) for c in answered_crypto(answer, state.streams, self.settings.suite)]
-            body = offer_to_upstream(
-                answer,
-                state.streams,
-                address=None if internal is None else internal.address,
-                ports=None if internal is None else internal.ports,
-            )
-            remote = state.remote
-        if crypto:
-            self.edge.set_participant_key(state.leg, crypto[0])
-        switch_at_answer(self.edge, state.leg, remote, state.epoch)
-        self.store.switched(state.conference_id, reply.call_id, state.epoch)
-        return bytes(body)
-
-    def _report_rekey_failure(
-        self, call_id: str, state: TransactionState, status: int, what: str
-    ) -> None:
-        """A re-INVITE carrying a newer epoch failed: the leg keeps its old one; tell the watcher."""
-        if state.epoch is None or state.previous is None or state.epoch <= state.previous:
-            return
-        self.log(
-            "warn",
-            f"secconf: rekey of {state.identity} in {state.conference_id} to epoch "
-            f"{state.epoch} failed ({status} {what}); the leg stays on epoch {state.previous}",
-        )
-        try:
-            self.store.rekey_failed(
-                state.conference_id,
-                (
-                    ("leg", state.leg),
-                    ("identity", state.identity),
-                    ("call_id", call_id[:256]),
-                    ("status", str(status)),
-                    ("reason", what),
-                    ("epoch", str(state.epoch)),
-                    ("leg_epoch", str(state.previous)),
-                    ("direction", "participant" if state.downstream else "mixer"),
-                    ("time", repr(float(self.clock()))),
-                ),
-            )
-        except SecconfError as exc:
-            self.log("err", f"secconf: could not report a failed rekey: {exc.message}")
-
     def rekey(self, conference_id: str, include: tuple[str, ...] = ()) -> int:
         """Mint the conference's next key epoch, store it wrapped, give it to the edge.
 
         Returns the new epoch's number.  A conference with KMS-mode legs gets
         the epoch from the KMS (DESIGN.md §1): a GTGK ticket whose recipients
         are the **current members** (plus *include*, e.g. a dial-out target),
-        so a departed member cannot resolve it (:meth:`_kms_epoch`); an
+        so a departed member cannot resolve it (:meth:`.KmsKeying.new_epoch`); an
         SDES-only conference from the local CSPRNG.  No leg switches here:
         each does when its re-INVITE's 2xx passes.  If the KMS refuses or does
         not answer, or the edge refuses the epoch, nothing is left behind
@@ -1513,7 +892,7 @@ class FocusService:
             raise NotAcceptable(f"conference suite {info.suite} unknown")
         ticket: bytes | None = None
         if info.kms_legs > 0 or include:
-            group_epoch = self._kms_epoch(conference_id, info.epoch + 1, include)
+            group_epoch = self.kms_keying.new_epoch(conference_id, info.epoch + 1, include)
             master = group_epoch.srtp_master_key(8 * suite.key_length, 8 * suite.salt_length)
             key = GroupKey(group_epoch.epoch, suite, master.key, master.salt)
             ticket = group_epoch.to_bytes()
@@ -1533,64 +912,6 @@ class FocusService:
             "info", f"secconf: conference {conference_id} rekeyed to epoch {key.epoch} ({source})"
         )
         return key.epoch
-
-    def dialout_epoch(self, conference_id: str, identity: str) -> int:
-        """The epoch a KMS-mode dial-out to *identity* is keyed with (minted if need be).
-
-        RFC 6043 §4.2.2.1: the focus's TRANSFER_INIT carries the epoch's GTGK
-        ticket, so *identity* must be one of its recipients.  The current epoch
-        is used when it came from the KMS, its ticket names *identity* (a
-        replacement call of a member, or someone named when it was minted) and
-        stays valid for at least ``2 * kms.skew`` more seconds; otherwise a new
-        epoch is minted from the KMS naming the current members and *identity*
-        (:meth:`rekey` with ``include``: Redis and the edge).  The other members
-        stay on their epoch until their next re-INVITE (the edge keys each leg
-        under its own epoch).  A concurrent rekey that took the epoch number
-        first (409) is retried once on top of it.  KMS down or refusing: 503,
-        nothing written (:meth:`rekey`).
-        """
-        try:
-            return self._dialout_epoch(conference_id, identity)
-        except Conflict:  # a rekey took the next number meanwhile: once more, on top of it
-            return self._dialout_epoch(conference_id, identity)
-
-    def _dialout_epoch(self, conference_id: str, identity: str) -> int:
-        kms_settings = self.settings.kms
-        if kms_settings is None:
-            raise NotAcceptable("KMS mode is not configured on this focus")
-        info = self.store.get(conference_id)
-        if info is None or info.state != "active":
-            raise ConferenceNotFound("no such conference")
-        stored = self.store.epoch_ticket(conference_id, info.epoch)
-        if stored is not None:
-            current = mikey_group.GroupEpochTicket.from_bytes(stored)
-            until = current.valid_until
-            fresh = until is None or until > self.clock() + 2 * kms_settings.skew
-            if identity in current.recipients and fresh:
-                return info.epoch
-        return self.rekey(conference_id, include=(identity,))
-
-    def _kms_epoch(
-        self, conference_id: str, epoch: int, include: tuple[str, ...]
-    ) -> mikey_group.GroupEpochTicket:
-        """REQUEST_INIT for a GTGK ticket naming the current members (RFC 6043 §4.2.1, §5.1.1).
-
-        The members are read from Redis now: whoever left is not named, so the
-        KMS will not resolve this epoch's ticket for them (forward security).
-        """
-        kms_settings = self.settings.kms
-        if self.kms is None or kms_settings is None:
-            raise ServiceUnavailable("a conference with KMS legs needs the KMS to rekey")
-        recipients = sorted(set(self.store.members(conference_id)) | set(include))
-        if not recipients:
-            raise ConferenceNotFound("the conference has no members to key")
-        desired = mikey_group.group_ticket_policy(
-            recipients, valid_until=self.clock() + kms_settings.epoch_ticket_lifetime
-        )
-        issued = self.kms.request_ticket(desired)
-        if set(issued.policy.recipients) != set(recipients):
-            raise TicketRejected("the KMS granted a group ticket for other recipients")
-        return mikey_group.new_group_epoch(issued, epoch, self.random_bytes)
 
     # -- refusals -----------------------------------------------------------------
 

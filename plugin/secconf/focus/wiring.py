@@ -19,10 +19,11 @@ from secconf.store.nonces import DigestNonces
 from secconf.store.replay import BlockingReplayCache
 from secconf.store.sip_users import SipUserStore
 
+from .authenticator import digest_secret
 from .edge_control import EdgeControl, HttpEdgeControl, NoEdge
 from .kms import HttpKmsResolver
 from .peer_cache import NoPeerCache, PeerCache
-from .service import FocusService, digest_secret, route_secret
+from .service import FocusService, route_secret
 from .settings import Settings
 from .timing import PhaseTimer, Timed
 

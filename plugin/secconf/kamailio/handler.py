@@ -276,10 +276,9 @@ class SecconfKemi:
                 raise TargetUnavailable(
                     "dial-out target not registered" if found == -1 else "target not reachable"
                 )
-            if plan.mode != "kms":
-                service.require_secure_transport(
-                    self.adapter.destination_secure(), "an SDES dial-out"
-                )
+            service.keying(plan.mode).require_transport(
+                self.adapter.destination_secure(), "an SDES dial-out"
+            )
             relay = dialout_relay(service, request, plan)
         except Retransmission:
             return
@@ -379,9 +378,10 @@ class SecconfKemi:
         # The rekey trigger from the mixer, or the participant's own (hold, new key): the
         # offer is always rewritten (never a clear offer to a phone, never a key to the mixer).
         try:
-            if record.mode != "kms":
-                service.require_secure_transport(peers.participant.flow.secure, "an SDES re-INVITE")
-            relay = service.on_reinvite(
+            service.keying(record.mode).require_transport(
+                peers.participant.flow.secure, "an SDES re-INVITE"
+            )
+            relay = service.reinvites.offer(
                 request, record, from_participant=direction is Direction.FROM_PARTICIPANT
             )
         except SecconfError as exc:
