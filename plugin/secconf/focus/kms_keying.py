@@ -103,9 +103,9 @@ class KmsKeying:
         if key is not None:
             used = {entry.cs_id for entry in sessions}
             cs_id = next(n for n in range(1, 256) if n not in used)
-            policies = [POLICY_NO] if auth.transfer.security_policies else []
+            # RFC 6043 §6.1.1: every crypto session of a response names one policy.
             sessions.append(
-                GenericIdEntry.for_srtp(cs_id, policies, SrtpSessionData(edge_ssrc or 0, 0, 0))
+                GenericIdEntry.for_srtp(cs_id, [POLICY_NO], SrtpSessionData(edge_ssrc or 0, 0, 0))
             )
             responder_keys.append(
                 KeyData(
@@ -120,6 +120,11 @@ class KmsKeying:
             now=self.clock(),
             random_bytes=self.random_bytes,
             responder_keys=responder_keys,
+            # Without the Initiator's SP, the focus states the conference's suite itself
+            # (the core's default would be AES_CM_128_HMAC_SHA1_80 whatever the suite).
+            policies=[]
+            if auth.transfer.security_policies
+            else [policy_for_suite(POLICY_NO, self.settings.suite)],
         )
         return data
 
