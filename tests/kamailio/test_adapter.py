@@ -9,13 +9,13 @@ import pytest
 
 from secconf.core.errors import Forbidden
 from secconf.core.focus import OfferedStream
-from secconf.focus.edge_control import LegAddresses
 from secconf.focus.messages import Relay, Reply
 from secconf.focus.service import FocusService
 from secconf.focus.settings import SettingsError, load_settings
 from secconf.focus.state import TransactionState
 from secconf.kamailio.adapter import AVP, KsrAdapter
 from secconf.kamailio.handler import SecconfKemi
+from secconf.media.control_client import LegAddresses
 
 from .conftest import settings_text
 from .fake_ksr import FakeKsr

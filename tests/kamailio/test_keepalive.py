@@ -1,4 +1,4 @@
-"""secconf.focus.keepalive: the workers' blocking HTTP client, against real local servers."""
+"""secconf.keepalive: the workers' blocking HTTP client, against real local servers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from secconf.focus.keepalive import KeepAliveHttp
+from secconf.keepalive import KeepAliveHttp
 
 
 class _Handler(BaseHTTPRequestHandler):

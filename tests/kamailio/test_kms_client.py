@@ -1,4 +1,4 @@
-"""The focus's KMS client (secconf.focus.kms) against small local HTTP servers: refusals, outages.
+"""The focus's KMS client (secconf.kms.client) against small local HTTP servers: refusals, outages.
 
 ``request_ticket`` (group-key tickets for rekeys): a KMS refusal is
 ``KmsRefusedRequest`` (503 to the rekey: no epoch can be minted), a KMS that does
@@ -22,8 +22,8 @@ import pytest
 from secconf.core.errors import MikeyError, ServiceUnavailable
 from secconf.core.mikey import group as mikey_group
 from secconf.core.mikey import ticket as mikey_ticket
-from secconf.focus.kms import HttpKmsResolver, KmsRefusedRequest
 from secconf.focus.settings import KmsSettings
+from secconf.kms.client import HttpKmsResolver, KmsRefusedRequest
 
 # (path, content type, body) -> (status, body)
 Answerer = Callable[[str, str, bytes], tuple[int, bytes]]

@@ -39,12 +39,12 @@ from secconf.core.focus import authenticated_identity, is_trusted_source, normal
 from secconf.core.mikey import TicketFlags
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.core.mikey.srtp import suite_for_policy
+from secconf.kms.client import TicketResolver
 from secconf.store.conferences import dialog_id
 from secconf.store.nonces import DigestNonces
 from secconf.store.replay import BlockingReplayCache
 from secconf.store.sip_users import SipUserStore
 
-from .kms import TicketResolver
 from .kms_keying import KmsAuth
 from .messages import RequestView
 from .settings import Settings

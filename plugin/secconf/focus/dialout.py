@@ -77,9 +77,9 @@ from secconf.core.focus import (
 )
 from secconf.core.gate import DialogPeers, Peer
 from secconf.core.sdp import SessionDescription
+from secconf.media.control_client import EdgeControl, LegAddresses, switch_at_answer
 from secconf.store.conferences import ConferenceStore, DialogExists
 
-from .edge_control import EdgeControl, LegAddresses, switch_at_answer
 from .keying import OFFER_TAG, Keying, OfferTo, clear_to_mixer
 from .messages import Relay, ReplyView, RequestView
 from .peer_cache import PeerCache

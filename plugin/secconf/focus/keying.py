@@ -34,9 +34,9 @@ from secconf.core.focus import (
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import CryptoAttribute, KeyParam
 from secconf.core.sdp import SessionDescription
+from secconf.media.control_client import EdgeControl, LegAddresses, LegPlan
 from secconf.store.conferences import ConferenceStore, DialogRecord
 
-from .edge_control import EdgeControl, LegAddresses, LegPlan
 from .settings import Settings
 from .state import TransactionState
 

@@ -42,12 +42,12 @@ from secconf.core.mikey import group as mikey_group
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.core.mikey.srtp import policy_for_suite
 from secconf.core.sdp import SessionDescription
+from secconf.kms.client import TicketResolver
+from secconf.media.control_client import EdgeControl, LegPlan
 from secconf.store.conferences import ConferenceStore, DialogRecord
 from secconf.store.errors import Conflict
 
-from .edge_control import EdgeControl, LegPlan
 from .keying import KeyedAnswer, KeyedOffer, OfferTo
-from .kms import TicketResolver
 from .settings import KmsSettings, Settings
 from .state import TransactionState
 

@@ -27,9 +27,9 @@ from secconf.core.focus import (
     offered_sections,
 )
 from secconf.core.sdp import SessionDescription
+from secconf.media.control_client import EdgeControl, LegAddresses, switch_at_answer
 from secconf.store.conferences import ConferenceStore, DialogRecord
 
-from .edge_control import EdgeControl, LegAddresses, switch_at_answer
 from .keying import Keying, OfferTo, clear_to_mixer, keyed_to_participant
 from .messages import Relay, ReplyView, RequestView, require_offer
 from .settings import Settings

@@ -77,6 +77,8 @@ from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES
 from secconf.core.sdp import SessionDescription
 from secconf.core.urilist import split_offer
+from secconf.kms.client import TicketResolver
+from secconf.media.control_client import EdgeControl, LegAddresses, LegPlan, switch_at_answer
 from secconf.store.conferences import (
     ConferenceExists,
     ConferenceStore,
@@ -91,9 +93,7 @@ from secconf.store.sip_users import SipUserStore
 
 from .authenticator import AuthenticationRequired, Authenticator
 from .dialout import dialout_answered
-from .edge_control import EdgeControl, LegAddresses, LegPlan, switch_at_answer
 from .keying import Keying, SdesKeying, clear_to_mixer
-from .kms import TicketResolver
 from .kms_keying import KmsAuth, KmsKeying
 from .messages import Relay, Reply, ReplyView, RequestView, require_offer
 from .mixer_token import HEADER as MIXER_TOKEN_HEADER

@@ -15,8 +15,7 @@ from secconf.core.errors import SecconfError
 from secconf.core.focus import OfferedStream, offered_remote
 from secconf.core.gate import Flow, Peer
 from secconf.core.sdp import SessionDescription
-
-from .edge_control import LegAddresses
+from secconf.media.control_client import LegAddresses
 
 __all__ = [
     "CONFERENCE_HEADER",

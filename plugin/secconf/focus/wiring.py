@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from secconf.kms.client import HttpKmsResolver
+from secconf.media.control_client import EdgeControl, HttpEdgeControl, NoEdge
 from secconf.store.conferences import ConferenceStore, connect_blocking
 from secconf.store.counters import TimingCounters
 from secconf.store.keywrap import KeyWrapper, load_key_file
@@ -20,8 +22,6 @@ from secconf.store.replay import BlockingReplayCache
 from secconf.store.sip_users import SipUserStore
 
 from .authenticator import digest_secret
-from .edge_control import EdgeControl, HttpEdgeControl, NoEdge
-from .kms import HttpKmsResolver
 from .peer_cache import NoPeerCache, PeerCache
 from .service import FocusService, route_secret
 from .settings import Settings

@@ -1,7 +1,7 @@
-"""The focus as a KMS user: resolves participants' tickets, synchronously, with a short timeout.
+"""The KMS's blocking client: the focus as a KMS user resolves participants' tickets, with a short timeout.
 
 Kamailio workers have no event loop, so this is a **blocking** keep-alive
-connection (:class:`secconf.focus.keepalive.KeepAliveHttp`, one per worker,
+connection (:class:`secconf.keepalive.KeepAliveHttp`, one per worker,
 opened lazily after the fork), every call bounded by ``[kms] timeout`` (0.5 s by default): a KMS that is down or
 hangs costs a worker at most that long and the INVITE gets 503.
 
@@ -21,11 +21,11 @@ from typing import Protocol
 
 from secconf.core.errors import Forbidden, MikeyError, MikeyErrorNo, ServiceUnavailable
 from secconf.core.mikey import ticket as mikey_ticket
+from secconf.keepalive import HttpAnswer, KeepAliveHttp
 
-from .keepalive import HttpAnswer, KeepAliveHttp
-from .settings import KmsSettings
-
-__all__ = ["HttpKmsResolver", "KmsRefusedRequest", "KmsRefusedTicket", "TicketResolver"]
+__all__ = [
+    "HttpKmsResolver", "KmsAccount", "KmsRefusedRequest", "KmsRefusedTicket", "TicketResolver",
+]  # fmt: skip
 
 MIKEY_CONTENT_TYPE = "application/mikey"
 
@@ -41,6 +41,23 @@ class KmsRefusedRequest(ServiceUnavailable):
     """
 
 
+class KmsAccount(Protocol):
+    """Who the client is at the KMS and how it reaches it (the focus's ``[kms]`` settings)."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def kms_identity(self) -> str: ...
+    @property
+    def focus_identity(self) -> str: ...
+    @property
+    def psk(self) -> bytes: ...
+    @property
+    def skew(self) -> float: ...
+
+
 class TicketResolver(Protocol):
     def resolve(self, transfer: mikey_ticket.TransferInit) -> mikey_ticket.ResolvedTicket: ...
 
@@ -54,7 +71,7 @@ class HttpKmsResolver:
 
     def __init__(
         self,
-        settings: KmsSettings,
+        settings: KmsAccount,
         *,
         clock: Callable[[], float] = time.time,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,

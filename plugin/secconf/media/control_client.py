@@ -23,7 +23,7 @@ configured (the real edge requires one, docs/edge.md).
 Every call has a short timeout (Kamailio workers must never hang); any
 failure is :class:`~secconf.core.errors.ServiceUnavailable` (503).  The HTTP
 connection is per worker process (created lazily after the fork), kept alive
-(:class:`secconf.focus.keepalive.KeepAliveHttp`, stdlib ``http.client``).
+(:class:`secconf.keepalive.KeepAliveHttp`, stdlib ``http.client``).
 """
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ from typing import Any, Protocol
 from secconf.core.errors import ServiceUnavailable
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import CryptoAttribute
-
-from .keepalive import KeepAliveHttp
+from secconf.keepalive import KeepAliveHttp
 
 __all__ = [
     "EdgeControl", "HttpEdgeControl", "LegAddresses", "LegPlan", "NoEdge", "switch_at_answer",
