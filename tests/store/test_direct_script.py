@@ -171,3 +171,14 @@ def test_a_restarted_server_costs_no_call(redis_server: RedisServer, client: red
     redis_server.stop()
     redis_server.start()
     assert script() == b"up"
+
+
+def test_the_scripts_of_a_client_share_one_connection_per_thread(client: redis.Redis) -> None:
+    """A Kamailio worker keeps one connection for all its scripts, not one per script."""
+    first = register_script(client, "return 1")
+    first()
+    _connections_made(client)  # the pool's connection for INFO exists before counting
+    before = _connections_made(client)
+    for number in range(2, 6):
+        assert register_script(client, f"return {number}")() == number
+    assert _connections_made(client) == before

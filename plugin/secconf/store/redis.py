@@ -17,6 +17,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ParamSpec, Protocol, TypeAlias, TypeVar, cast
@@ -363,6 +364,20 @@ def _pack(parts: tuple[Any, ...]) -> bytes:
     return cast(bytes, hiredis.pack_command(parts))
 
 
+#: Per connection pool, the connection each thread holds for its DirectScripts: every script
+#: of a client shares it (a worker keeps one connection, not one per script).
+_HELD: weakref.WeakKeyDictionary[Any, threading.local] = weakref.WeakKeyDictionary()
+_HELD_LOCK = threading.Lock()
+
+
+def _held_connections(pool: Any) -> threading.local:
+    with _HELD_LOCK:
+        held = _HELD.get(pool)
+        if held is None:
+            held = _HELD[pool] = threading.local()
+        return held
+
+
 class DirectScript:
     """A Lua script sent as ``EVALSHA`` on a connection that belongs to one thread of one process.
 
@@ -374,7 +389,7 @@ class DirectScript:
     This runs the same redis-py ``Connection`` (its connect, AUTH, SELECT, timeouts,
     hiredis reply parser and error classes) without the per-command wrappers.
 
-    * One connection per (process, thread): Kamailio forks its workers after the module
+    * One connection per (process, thread), shared by every script of the client: Kamailio forks its workers after the module
       is loaded, and the watcher calls stores from a thread pool; a connection is never
       shared, so no reply can reach the wrong caller.  Taken from the client's pool (its
       ``disconnect()`` closes it) and never returned; the next call reconnects.
@@ -393,7 +408,7 @@ class DirectScript:
         self.script = text  # the Lua source, as redis-py's ``Script.script``
         self._text = text.encode("utf-8")
         self._sha = hashlib.sha1(self._text, usedforsecurity=False).hexdigest().encode("ascii")
-        self._local = threading.local()
+        self._local = _held_connections(client.connection_pool)
 
     def __repr__(self) -> str:
         return f"DirectScript(sha={self._sha.decode()})"
