@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from secconf.asterisk.watcher import RekeyReport, Watcher
+from secconf.asterisk.rekey_driver import RekeyReport
+from secconf.asterisk.watcher import Watcher
 from secconf.client.agent import AgentCall, ParticipantAgent
 from secconf.client.kms import KmsClient
 from secconf.client.media import opened

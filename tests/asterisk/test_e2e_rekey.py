@@ -22,7 +22,8 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from secconf.asterisk.watcher import RekeyReport, Watcher
+from secconf.asterisk.rekey_driver import RekeyReport
+from secconf.asterisk.watcher import Watcher
 from secconf.client.media import opened
 from secconf.client.sip import Call
 from secconf.core.g711 import ToneGenerator, ulaw_decode
