@@ -22,9 +22,10 @@ from starlette.routing import Route
 from secconf.core.edge import BadEdgeRequest, LegMode
 from secconf.core.errors import SecconfError, ServiceUnavailable
 
+from .counters import COUNTER_NAMES
 from .keys import SrtpKey
-from .relay import COUNTER_NAMES, Leg
 from .service import EdgeService
+from .views import conference_view, leg_view, new_leg_view
 
 __all__ = ["MAX_BODY", "build_app", "render_metrics"]
 
@@ -132,46 +133,6 @@ def _rtcp_mux(value: Any) -> tuple[bool, bool]:
         if all(isinstance(side, bool) for side in sides):
             return sides
     raise BadEdgeRequest("rtcp_mux must be true, false or {participant: bool, internal: bool}")
-
-
-def _leg_answer(leg: Leg) -> dict[str, Any]:
-    p_host, p_port = leg.participant_address
-    i_host, i_port = leg.internal_address
-    p_rtcp = leg.participant_rtcp_address[1]  # = p_port under rtcp-mux
-    i_rtcp = leg.internal_rtcp_address[1]
-    p_mux, i_mux = leg.prsock is None, leg.irsock is None
-    advertise = leg.relay.advertise or p_host
-    answer: dict[str, Any] = {
-        "leg": leg.id,
-        "id": leg.id,
-        "conference": leg.conference.state.conference_id,
-        "mode": leg.mode.value,
-        "participant": {
-            "host": advertise,
-            "port": p_port,
-            "rtp_port": p_port,
-            "rtcp_port": p_rtcp,
-            "rtcp_mux": p_mux,
-        },
-        "internal": {
-            "host": i_host,
-            "port": i_port,
-            "rtp_port": i_port,
-            "rtcp_port": i_rtcp,
-            "rtcp_mux": i_mux,
-            "mode": leg.internal_mode,
-        },
-        "external": {"address": advertise, "ports": [p_port], "rtcp_port": p_rtcp},
-        "ssrc": leg.state.out_ssrc,
-        "outbound_ssrc": leg.state.out_ssrc,
-        "epoch": leg.state.tx_epoch,
-    }
-    answer["internal"].update({"address": i_host, "ports": [i_port]})
-    if leg.edge_internal_key is not None:
-        # The key the edge sends to Asterisk with: the module writes it into
-        # Asterisk's SDP (a=crypto).  The one place a key leaves the edge.
-        answer["internal"]["edge_key"] = leg.edge_internal_key.to_json()
-    return answer
 
 
 def render_metrics(service: EdgeService) -> str:
@@ -348,10 +309,10 @@ def build_app(service: EdgeService, *, token: str) -> Starlette:
             participant_rtcp_remote=participant_rtcp,
             internal_rtcp_remote=internal_rtcp,
         )
-        return JSONResponse(_leg_answer(leg), status_code=201)
+        return JSONResponse(new_leg_view(leg), status_code=201)
 
     async def get_leg(request: Request) -> Response:
-        return JSONResponse(service.relay.leg(request.path_params["leg"]).describe())
+        return JSONResponse(leg_view(service.relay.leg(request.path_params["leg"])))
 
     async def delete_leg(request: Request) -> Response:
         leg = await service.delete_leg(request.path_params["leg"])
@@ -377,14 +338,14 @@ def build_app(service: EdgeService, *, token: str) -> Starlette:
             )
             if switch_epoch is not None:
                 await service.switch(leg_id, switch_epoch)
-            return JSONResponse(leg.describe())
+            return JSONResponse(leg_view(leg))
 
         return put_remote
 
     async def put_participant_key(request: Request) -> Response:
         key = SrtpKey.from_json(await _json(request), "participant key")
         leg = await service.set_participant_key(request.path_params["leg"], key)
-        return JSONResponse(leg.describe())
+        return JSONResponse(leg_view(leg))
 
     async def switch(request: Request) -> Response:
         body = await _json(request)
@@ -416,7 +377,7 @@ def build_app(service: EdgeService, *, token: str) -> Starlette:
         return JSONResponse({"epoch": epoch, "destroyed": True})
 
     async def get_conference(request: Request) -> Response:
-        return JSONResponse(service.relay.describe_conference(request.path_params["conference"]))
+        return JSONResponse(conference_view(service.relay, request.path_params["conference"]))
 
     async def delete_conference(request: Request) -> Response:
         removed = await service.delete_conference(request.path_params["conference"])
