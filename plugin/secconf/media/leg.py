@@ -55,7 +55,7 @@ from .sockets import MAX_PACKET, drain
 if TYPE_CHECKING:
     from .relay import Conference, EdgeRelay
 
-__all__ = ["Leg", "rtcp_peer"]
+__all__ = ["Leg"]
 
 log = logging.getLogger("secconf.edge")
 
@@ -67,8 +67,10 @@ class Leg:
     """One participant call: its sockets, sessions, addresses and counters.  See the module doc.
 
     Every attribute the packet path reads is a plain attribute of the leg, set
-    here (kept flat for speed: one lookup per use); :class:`LegKeys` and
-    :class:`LegRtcp` hold the rest and write the session attributes.
+    here (kept flat for speed: one lookup per use, no object in between).
+    :class:`LegKeys` owns the key material and writes the session attributes
+    (``rx``, ``tx``, ``internal_tx``, ...) on rekey and switch; :class:`LegRtcp`
+    handles RTCP with the same attributes.
     """
 
     def __init__(
@@ -165,14 +167,14 @@ class Leg:
             return self.latched or self.participant_remote
         if self.rtcp_latched is not None:
             return self.rtcp_latched
-        return rtcp_peer(self.participant_remote, self.participant_rtcp_remote)
+        return _rtcp_peer(self.participant_remote, self.participant_rtcp_remote)
 
     @property
     def internal_rtcp_peer(self) -> tuple[str, int] | None:
         """Asterisk's RTCP address: the only source accepted, and where RTCP to it goes."""
         if self.irsock is None:
             return self.internal_remote
-        return rtcp_peer(self.internal_remote, self.internal_rtcp_remote)
+        return _rtcp_peer(self.internal_remote, self.internal_rtcp_remote)
 
     # -- participant -> Asterisk --
 
@@ -404,7 +406,7 @@ class Leg:
         )
 
 
-def rtcp_peer(
+def _rtcp_peer(
     rtp_remote: tuple[str, int] | None, rtcp_remote: tuple[str, int] | None
 ) -> tuple[str, int] | None:
     """The RTCP address of a non-mux peer: a=rtcp if given, else RTP port + 1 (RFC 3550 §11)."""
