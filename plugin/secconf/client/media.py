@@ -297,7 +297,7 @@ class _Reception:
             stats = self.sources[ssrc] = SourceStats(ssrc)
         return stats
 
-    def failed(self, stats: SourceStats, failure: str, *, is_rtcp: bool) -> None:
+    def count_failure(self, stats: SourceStats, failure: str, *, is_rtcp: bool) -> None:
         """Count a packet no live epoch opened (*failure* from :meth:`_KeyEpochs.unprotect`)."""
         for counter in {id(stats): stats, id(self.totals): self.totals}.values():
             if failure == "replay":
@@ -309,7 +309,7 @@ class _Reception:
             else:
                 counter.malformed += 1
 
-    def rtp(self, stats: SourceStats, packet: RtpPacket, *, old: bool, now: float) -> None:
+    def count_rtp(self, stats: SourceStats, packet: RtpPacket, *, old: bool, now: float) -> None:
         """Count a decrypted RTP packet and feed the source's sequence/jitter state."""
         stats.packets += 1
         stats.octets += len(packet.payload)
@@ -324,7 +324,7 @@ class _Reception:
         if stats.reception.seq.probation == 0:
             stats.highest_seq = stats.reception.seq.extended_max
 
-    def rtcp(self, plain: bytes, stats: SourceStats, now: float) -> None:
+    def count_rtcp(self, plain: bytes, stats: SourceStats, now: float) -> None:
         """Record a decrypted compound; an SR feeds its sender's LSR/DLSR state."""
         try:
             packets = rtp.parse_rtcp(plain, strict=False)
@@ -641,11 +641,11 @@ class SrtpEndpoint:
         stats = self._reception.source(ssrc)
         plain, epoch, failure = self._keys.unprotect(data, is_rtcp)
         if plain is None or epoch is None:
-            self._reception.failed(stats, failure, is_rtcp=is_rtcp)
+            self._reception.count_failure(stats, failure, is_rtcp=is_rtcp)
             return
         now = self._loop.time()
         if is_rtcp:
-            self._reception.rtcp(plain, stats, now)
+            self._reception.count_rtcp(plain, stats, now)
             return
         try:
             packet = RtpPacket.parse(plain)
@@ -653,7 +653,7 @@ class SrtpEndpoint:
             stats.malformed += 1
             return
         old = epoch is not self._keys.rx
-        self._reception.rtp(stats, packet, old=old, now=now)
+        self._reception.count_rtp(stats, packet, old=old, now=now)
         self._deliver(ReceivedPacket(packet, addr, now, epoch.number, old))
 
     def _deliver(self, received: ReceivedPacket) -> None:
