@@ -10,9 +10,10 @@ __all__ = ["ALLOW", "Addr", "BackgroundTasks", "ExtraHeaders"]
 
 Addr = tuple[str, int]
 ExtraHeaders = Iterable[tuple[str, str]]
-T = TypeVar("T")
-
+#: The methods we understand (RFC 3261 §20.5), sent in Allow with INVITE, 405 and OPTIONS.
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, SUBSCRIBE, NOTIFY"
+
+_T = TypeVar("_T")
 
 
 class BackgroundTasks:
@@ -25,7 +26,7 @@ class BackgroundTasks:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def spawn(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    def spawn(self, coroutine: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
