@@ -61,6 +61,8 @@ from .profile import (
     message_keys,
 )
 
+# -- The Initiator asks (RFC 6043 §4.2.1.1-2) --------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class PendingRequest:
@@ -122,6 +124,9 @@ def build_request_init(
     suffix = initiator.encode() + kms.encode()
     message = append_verification(body, MAC, keys.auth_key, suffix)
     return PendingRequest(bytes(message), csb_id, randri, initiator, kms, desired)
+
+
+# -- The KMS grants and issues (RFC 6043 §4.2.1.4-5) -------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +331,9 @@ def issue_ticket(
     body = Message(header, (timestamp, identity_payload(IdRole.KMS, kms_identity), ticket, kemac))
     # RFC 6043 §5.5: MAC over REQUEST_RESP || REQUEST_INIT.
     return bytes(append_verification(body, MAC, keys.auth_key, request.data))
+
+
+# -- The Initiator receives (RFC 6043 §4.2.1.6) ------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

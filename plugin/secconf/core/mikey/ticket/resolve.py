@@ -60,6 +60,8 @@ from .common import (
 from .profile import DEFAULT_SKEW, MAC, PRF, RAND_BYTES, message_keys
 from .transfer import TransferInit
 
+# -- The Responder asks (RFC 6043 §4.2.3.1-2) --------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class PendingResolve:
@@ -98,6 +100,9 @@ def build_resolve_init(
     keys = message_keys(psk, csb_id, Direction.INITIAL, None, randrr)
     message = append_verification(body, MAC, keys.auth_key, responder.encode() + kms.encode())
     return PendingResolve(bytes(message), csb_id, randrr, responder, kms)
+
+
+# -- The KMS resolves (RFC 6043 §4.2.3.3-5) ----------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +197,9 @@ def build_resolve_resp(
         header, (timestamp, identity_payload(IdRole.KMS, kms_identity), kemac, *modifier)
     )
     return bytes(append_verification(body, MAC, keys.auth_key, resolve.data))
+
+
+# -- The Responder receives (RFC 6043 §4.2.3.6) ------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

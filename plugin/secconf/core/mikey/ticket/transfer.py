@@ -70,6 +70,9 @@ if TYPE_CHECKING:
     from .resolve import ResolvedTicket
 
 
+# -- The Initiator's side (RFC 6043 §4.2.2.1, §4.2.2.4) ----------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class PendingTransfer:
     """A TRANSFER_INIT on its way; keep it to check the TRANSFER_RESP."""
@@ -251,6 +254,9 @@ def _response_policies(
     return chosen
 
 
+# -- Both sides: the crypto sessions and their SRTP keys (§6.1.1, §5.1.3) ----------------------
+
+
 def _sessions(message: Message) -> tuple[GenericIdEntry, ...]:
     cs_map = message.header.cs_id_map
     if not isinstance(cs_map, GenericIdMap):
@@ -280,7 +286,7 @@ def _srtp_keys(
     return keys
 
 
-# -- Ticket Transfer and Resolve, Responder side (RFC 6043 §4.2.2.2, §4.2.3) -----------------
+# -- The Responder's side (RFC 6043 §4.2.2.2, §4.2.2.3) ----------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
