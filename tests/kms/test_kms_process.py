@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from secconf.client.kms import KmsClient, KmsRefused
 from secconf.core.mikey import ticket as mikey_ticket
+from secconf.kms.async_client import KmsClient, KmsRefused
 from secconf.lab.services import KmsProcess, RedisProcess, ServiceError
 from secconf.store.keywrap import load_key_file
 

@@ -49,7 +49,6 @@ from rich.table import Table
 from ..asterisk.ami import AmiSettings
 from ..asterisk.watcher import RekeyReport, Watcher, WatcherSettings
 from ..client.agent import AgentCall, ParticipantAgent
-from ..client.kms import KmsClient, KmsRefused
 from ..client.media import opened
 from ..client.phone import SUITE, SdesPhone
 from ..client.sip import SipRequestFailed, UserAgent
@@ -58,6 +57,7 @@ from ..core.keys import key_fingerprint
 from ..core.mikey import ticket as mikey_ticket
 from ..core.roster import FailurePolicy, RekeyPolicy
 from ..focus.settings import load_settings
+from ..kms.async_client import KmsClient, KmsRefused
 from ..store import generate_key_file
 from ..store.conferences import ConferenceStore, connect_blocking
 from ..store.keywrap import KeyWrapper, load_key_file
