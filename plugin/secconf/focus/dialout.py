@@ -261,7 +261,7 @@ def dialout_relay(focus: Focus, request: RequestView, plan: DialOut) -> Relay:
     conference_id, call_id = plan.conference_id, request.call_id
     leg = focus.leg_id(conference_id, call_id)
     try:
-        recorded = focus.store.dialout(
+        recorded = focus.store.dialouts.record(
             conference_id, identity=plan.target, call_id=call_id, leg=leg,
             mixed=focus.settings.mixed_modes, mode=plan.mode,
         )  # fmt: skip
@@ -350,7 +350,7 @@ def dialout_answered(focus: Focus, reply: ReplyView, state: TransactionState) ->
     keying.answer_transport(reply.flow.secure)
     # The mixer sent the INVITE, the phone answered it.
     peers = DialogPeers(participant=Peer(reply.to_tag, reply.flow, reply.contact), mixer=state.peer)
-    focus.store.dialout_answered(
+    focus.store.dialouts.answered(
         state.conference_id,
         reply.call_id,
         media=dialog_media(state.streams, state.external, state.internal, state.edge_ssrc),

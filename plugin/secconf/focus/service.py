@@ -374,7 +374,7 @@ class FocusService:
         inside the join script (the roster's count: no extra round trip).  A refusal is
         403 with Retry-After and writes nothing; a failed create gives its count back.
         """
-        self.store.hold_dialog(
+        self.store.identity_dialogs.hold(
             identity, "factory", request.call_id, limit=self.settings.dialogs_per_identity
         )
         try:
@@ -382,7 +382,7 @@ class FocusService:
         except Retransmission:
             raise
         except BaseException:
-            self.store.drop_dialog(identity, "factory", request.call_id)
+            self.store.identity_dialogs.drop(identity, "factory", request.call_id)
             raise
 
     def _create(self, request: RequestView) -> Reply | Relay:
@@ -407,7 +407,7 @@ class FocusService:
             for conference_id in self._conference_ids(request):
                 leg = self.leg_id(conference_id, request.call_id)
                 try:
-                    self.store.create(
+                    self.store.admission.create(
                         conference_id,
                         creator=identity,
                         uri=self.settings.conference_uri(conference_id),
@@ -461,7 +461,7 @@ class FocusService:
         leg = self.leg_id(conference_id, request.call_id)
         with self.auth.remember(auth, request.call_id):
             try:
-                epoch = self.store.join(
+                epoch = self.store.admission.join(
                     conference_id,
                     identity=identity,
                     call_id=request.call_id,
@@ -556,7 +556,7 @@ class FocusService:
             raise Forbidden("the REFER is not from the identity of its dialog")
         mode = "kms" if auth is not None else "sdes"
         kms_settings = self.settings.kms
-        entry = self.store.refer(
+        entry = self.store.refer_stream.add(
             conference_id,
             referrer=identity,
             target=target,
@@ -735,7 +735,7 @@ class FocusService:
             participant=state.peer, mixer=Peer(reply.to_tag, reply.flow, reply.contact)
         )
         keying = self.keying(state.mode)
-        answered = self.store.answered(
+        answered = self.store.dialogs.answered(
             state.conference_id,
             reply.call_id,
             media=dialog_media(state.streams, state.external, state.internal, state.edge_ssrc),
@@ -754,7 +754,7 @@ class FocusService:
         """The body replacing an answer that could not be keyed.
 
         An initial INVITE's dialog is released (roster, SSRCs, edge leg), and only its peers
-        are kept (:meth:`~secconf.store.conferences.ConferenceStore.closing`) so that the
+        are kept (:meth:`~secconf.store.conference_dialogs.ConferenceDialogs.closing`) so that the
         ACK and BYE of the stream-less call still pass between its two sides; a re-INVITE's
         dialog is kept (its leg stays on the epoch it had) and the failure is reported.
         """
@@ -776,7 +776,7 @@ class FocusService:
         else:
             peers = DialogPeers(participant=state.peer, mixer=answerer)
         try:
-            self.store.closing(state.conference_id, call_id, peers)
+            self.store.dialogs.closing(state.conference_id, call_id, peers)
             self.peer_cache.remember(call_id, peers)
         except SecconfError as exc:
             self.log("err", f"secconf: closing dialog not recorded: {exc.message}")
@@ -803,7 +803,7 @@ class FocusService:
     def release(self, conference_id: str, call_id: str, leg: str | None) -> None:
         released = None
         try:
-            released = self.store.release(conference_id, call_id)
+            released = self.store.dialogs.release(conference_id, call_id)
         except SecconfError as exc:
             self.log("err", f"secconf: release of a dialog failed: {exc.message}")
         self.finish_release(call_id, released, leg)
@@ -814,7 +814,7 @@ class FocusService:
         """After the store released a dialog: the creator's count, the edge leg, the end."""
         if released is not None and released.dialog.identity and released.dialog.creator:
             try:
-                self.store.drop_dialog(released.dialog.identity, "factory", call_id)
+                self.store.identity_dialogs.drop(released.dialog.identity, "factory", call_id)
             except SecconfError as exc:
                 self.log("err", f"secconf: dialog count not released: {exc.message}")
         leg = leg or (released.dialog.leg if released is not None else None)
@@ -849,10 +849,10 @@ class FocusService:
         (``closing``) passes only its ACK and BYE. Returns the Request-URI and destination.
         """
         if method == "BYE":
-            _, hop, released = self.store.release_from(conference_id, call_id, fingerprint)
+            _, hop, released = self.store.dialogs.release_from(conference_id, call_id, fingerprint)
             self.finish_release(call_id, released)
             return hop
-        _, hop, state = self.store.sender(conference_id, call_id, fingerprint)
+        _, hop, state = self.store.dialogs.sender(conference_id, call_id, fingerprint)
         if state == "closing" and method != "ACK":
             raise CallDoesNotExist("the conference call was refused: only its ACK and BYE pass")
         return hop
