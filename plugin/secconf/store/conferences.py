@@ -79,7 +79,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Final, cast
+from typing import ClassVar, Final, cast
 
 import redis
 
@@ -139,6 +139,15 @@ class ConferenceStore:
     The parts (attributes below) share this store's client and :class:`ConferenceKeys`;
     each registers only the scripts it runs.
     """
+
+    #: the attributes that are parts (their calls are Redis round trips, like the store's)
+    PARTS: ClassVar[tuple[str, ...]] = (
+        "admission",
+        "dialogs",
+        "dialouts",
+        "refer_stream",
+        "identity_dialogs",
+    )
 
     def __init__(
         self,
