@@ -3,7 +3,7 @@
 The focus keeps no memory between a request and its reply routes: what the reply needs
 travels with the transaction (Kamailio: an AVP) as :class:`TransactionState` JSON, with no
 key material. The dialog record's media description is built and read here too. Shared by
-the joins (secconf.focus.service) and the dial-outs (secconf.focus.dialout).
+the joins (secconf.focus.admission) and the dial-outs (secconf.focus.dialout).
 """
 
 from __future__ import annotations
