@@ -444,3 +444,9 @@ def test_dialout_records_like_a_join_and_refusals_write_nothing(
     assert store.get("kk").kms_legs == legs + 1  # type: ignore[union-attr]
     store.dialogs.release("kk", "k1")
     assert store.get("kk").kms_legs == legs  # type: ignore[union-attr]
+
+
+def test_parts_are_named_for_the_timing_proxy(store: ConferenceStore) -> None:
+    """Every public part of the store is in PARTS (focus/timing.py times their calls)."""
+    public = {name for name in vars(store) if not name.startswith("_")}
+    assert set(ConferenceStore.PARTS) == public - {"keys"}

@@ -164,7 +164,6 @@ class ConferenceStore:
         self._redis = client
         self._wrapper = wrapper
         self.keys = ConferenceKeys(prefix)
-        self._prefix = self.keys.prefix
         #: create and join (the focus's INVITE path)
         self.admission = ConferenceAdmission(
             client, self.keys, wrapper, dialog_ttl=int(dialog_ttl), clock=clock
@@ -184,7 +183,7 @@ class ConferenceStore:
         self._rekey_failed = register_script(client, scripts.REKEY_FAILED)
 
     def __repr__(self) -> str:
-        return f"ConferenceStore(prefix={self._prefix!r})"
+        return f"ConferenceStore(prefix={self.keys.prefix!r})"
 
     @property
     def client(self) -> redis.Redis:
