@@ -337,7 +337,7 @@ def test_static_contact_and_kms_conference(dialout_focus: Focus) -> None:
             # epoch nor build its TRANSFER_INIT): 488, nothing written.  The KMS dial-out
             # itself: tests/kamailio/test_kms_dialout.py.
             kms_conference = "00000000000000aa"
-            store.create(
+            store.admission.create(
                 kms_conference,
                 creator=ALICE,
                 uri=f"sip:conf-{kms_conference}@conf.test.invalid",

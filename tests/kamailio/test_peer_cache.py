@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from secconf.client.sip import UserAgent
-from secconf.store.conferences import _SENDER
+from secconf.store.conference_scripts import SENDER
 from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.redis_server import RedisServer
 from tests.security.attacker import Attacker
@@ -28,7 +28,7 @@ from tests.security.attacker import Attacker
 from .conftest import ALICE, Focus, Upstream, _start_focus, offer, pai
 
 # Redis names a script by its SHA-1 (EVALSHA): how MONITOR shows the sender check running.
-SENDER_SHA = hashlib.sha1(_SENDER.encode()).hexdigest()  # noqa: S324
+SENDER_SHA = hashlib.sha1(SENDER.encode()).hexdigest()  # noqa: S324
 
 
 class Monitor:

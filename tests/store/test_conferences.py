@@ -72,7 +72,7 @@ def _create(store: ConferenceStore, conf: str = "c0ffee", **kw: object) -> None:
         "ssrcs": [1111],
     }
     args.update(kw)
-    store.create(conf, **args)  # type: ignore[arg-type]
+    store.admission.create(conf, **args)  # type: ignore[arg-type]
 
 
 def _snapshot(client: redis.Redis) -> dict[bytes, object]:
@@ -119,21 +119,26 @@ def test_create_twice_is_refused_and_changes_nothing(
 
 def test_join_answer_release_life_cycle(store: ConferenceStore, client: redis.Redis) -> None:
     _create(store)
-    store.answered("c0ffee", "call-c0ffee-alice")
-    assert store.join("c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", ssrcs=[2222]) == 1
+    store.dialogs.answered("c0ffee", "call-c0ffee-alice")
+    assert (
+        store.admission.join(
+            "c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", ssrcs=[2222]
+        )
+        == 1
+    )
     assert store.members("c0ffee") == {ALICE: 1, BOB: 1}
-    answered = store.answered("c0ffee", "call-bob")
+    answered = store.dialogs.answered("c0ffee", "call-bob")
     assert answered.dialog.identity == BOB
     assert answered.dialog.state == "up"
     assert answered.group_key.key == KEY.key
     assert "key" not in repr(answered)
-    released = store.release("c0ffee", "call-bob")
+    released = store.dialogs.release("c0ffee", "call-bob")
     assert released is not None
     assert not released.conference_ended
     assert store.members("c0ffee") == {ALICE: 1}
     assert store.ssrcs("c0ffee") == {1111}
-    assert store.release("c0ffee", "call-bob") is None  # idempotent
-    last = store.release("c0ffee", "call-c0ffee-alice")
+    assert store.dialogs.release("c0ffee", "call-bob") is None  # idempotent
+    last = store.dialogs.release("c0ffee", "call-c0ffee-alice")
     assert last is not None
     assert last.conference_ended
     info = store.get("c0ffee")
@@ -142,7 +147,7 @@ def test_join_answer_release_life_cycle(store: ConferenceStore, client: redis.Re
     assert not client.exists(store.conference_key("c0ffee", "epochs"))  # keys gone at once
     assert 0 < client.pttl(store.conference_key("c0ffee")) <= 30_000
     with pytest.raises(ConferenceNotFound):
-        store.join("c0ffee", identity=BOB, call_id="call-bob-2", leg="leg-bob2")
+        store.admission.join("c0ffee", identity=BOB, call_id="call-bob-2", leg="leg-bob2")
 
 
 @pytest.mark.parametrize(
@@ -161,32 +166,32 @@ def test_join_refusals_write_nothing(
     args: dict[str, object] = {"identity": BOB, "call_id": "call-x", "leg": "leg-x", "ssrcs": []}
     args.update(kwargs)
     with pytest.raises(error):
-        store.join("c0ffee", **args)  # type: ignore[arg-type]
+        store.admission.join("c0ffee", **args)  # type: ignore[arg-type]
     assert _snapshot(client) == before
 
 
 def test_join_unknown_conference_is_404(store: ConferenceStore) -> None:
     with pytest.raises(ConferenceNotFound) as info:
-        store.join("nothere", identity=BOB, call_id="c", leg="l")
+        store.admission.join("nothere", identity=BOB, call_id="c", leg="l")
     assert info.value.status_code == 404
 
 
 def test_concurrent_ssrc_claims_only_one_wins(store: ConferenceStore) -> None:
     _create(store)
-    store.join("c0ffee", identity=BOB, call_id="b1", leg="l1", ssrcs=[5])
+    store.admission.join("c0ffee", identity=BOB, call_id="b1", leg="l1", ssrcs=[5])
     with pytest.raises(SsrcCollision):
-        store.join("c0ffee", identity=BOB, call_id="b2", leg="l2", ssrcs=[7, 5])
-    store.release("c0ffee", "b1")
-    store.join("c0ffee", identity=BOB, call_id="b2", leg="l2", ssrcs=[7, 5])
+        store.admission.join("c0ffee", identity=BOB, call_id="b2", leg="l2", ssrcs=[7, 5])
+    store.dialogs.release("c0ffee", "b1")
+    store.admission.join("c0ffee", identity=BOB, call_id="b2", leg="l2", ssrcs=[7, 5])
     assert store.ssrcs("c0ffee") == {1111, 5, 7}
 
 
 def test_add_epoch_and_answer_gets_the_current_one(store: ConferenceStore) -> None:
     _create(store)
-    store.join("c0ffee", identity=BOB, call_id="b", leg="l")
+    store.admission.join("c0ffee", identity=BOB, call_id="b", leg="l")
     two = GroupKey(2, SUITE, bytes(16), bytes(range(14)))
     store.add_epoch("c0ffee", two)
-    assert store.answered("c0ffee", "b").group_key.epoch == 2
+    assert store.dialogs.answered("c0ffee", "b").group_key.epoch == 2
     assert store.group_key("c0ffee", 1).key == KEY.key
 
 
@@ -216,13 +221,13 @@ def test_redis_down_is_503_fast_and_recovers(
     try:
         started = time.monotonic()
         with pytest.raises(ServiceUnavailable):
-            store.join("c0ffee", identity=BOB, call_id="b", leg="l")
+            store.admission.join("c0ffee", identity=BOB, call_id="b", leg="l")
         assert time.monotonic() - started < 1.0
     finally:
         redis_server.start()
     # Data is gone (no persistence) but the same client works again.
     with pytest.raises(ConferenceNotFound):
-        store.join("c0ffee", identity=BOB, call_id="b", leg="l")
+        store.admission.join("c0ffee", identity=BOB, call_id="b", leg="l")
 
 
 def test_redis_hung_is_503_within_the_timeout(
@@ -234,7 +239,7 @@ def test_redis_hung_is_503_within_the_timeout(
     try:
         started = time.monotonic()
         with pytest.raises(ServiceUnavailable):
-            store.answered("c0ffee", "call-c0ffee-alice")
+            store.dialogs.answered("c0ffee", "call-c0ffee-alice")
         assert time.monotonic() - started < 1.0
     finally:
         redis_server.resume()
@@ -242,7 +247,7 @@ def test_redis_hung_is_503_within_the_timeout(
 
 def test_failed_creating_call_leaves_nothing(store: ConferenceStore, client: redis.Redis) -> None:
     _create(store)
-    released = store.release("c0ffee", "call-c0ffee-alice")
+    released = store.dialogs.release("c0ffee", "call-c0ffee-alice")
     assert released is not None
     assert released.conference_ended
     assert list(client.scan_iter()) == []
@@ -252,15 +257,17 @@ def test_rekey_bookkeeping_media_epoch_switch_and_failures(
     store: ConferenceStore, client: redis.Redis
 ) -> None:
     _create(store)
-    answered = store.answered("c0ffee", "call-c0ffee-alice", media='{"s":[[0,"RTP/SAVP",1]]}')
+    answered = store.dialogs.answered(
+        "c0ffee", "call-c0ffee-alice", media='{"s":[[0,"RTP/SAVP",1]]}'
+    )
     assert (answered.dialog.epoch, answered.dialog.media) == (1, '{"s":[[0,"RTP/SAVP",1]]}')
     record = store.dialog("c0ffee", "call-c0ffee-alice")
     assert record is not None
     assert (record.epoch, record.media) == (1, '{"s":[[0,"RTP/SAVP",1]]}')
     two = GroupKey(2, SUITE, bytes(16), bytes(14))
     store.add_epoch("c0ffee", two)
-    store.switched("c0ffee", "call-c0ffee-alice", 2)
-    store.switched("c0ffee", "call-c0ffee-alice", 1)  # never backwards
+    store.dialogs.switched("c0ffee", "call-c0ffee-alice", 2)
+    store.dialogs.switched("c0ffee", "call-c0ffee-alice", 1)  # never backwards
     assert store.dialog("c0ffee", "call-c0ffee-alice").epoch == 2  # type: ignore[union-attr]
     # Undo an epoch the edge refused: only while it is the newest.
     three = GroupKey(3, SUITE, bytes(16), bytes(14))
@@ -274,10 +281,10 @@ def test_rekey_bookkeeping_media_epoch_switch_and_failures(
     assert entry is not None
     assert store.rekey_failures("c0ffee")[0][1] == {"leg": "leg-c0ffee-alice", "status": "488"}
     assert store.rekey_failed("0ther", [("status", "488")]) is None
-    assert not client.exists(store.rekey_failed_key("0ther"))
+    assert not client.exists(store.keys.rekey_failed("0ther"))
     # The stream goes with the conference.
-    store.release("c0ffee", "call-c0ffee-alice")
-    assert 0 < client.pttl(store.rekey_failed_key("c0ffee")) <= 30_000
+    store.dialogs.release("c0ffee", "call-c0ffee-alice")
+    assert 0 < client.pttl(store.keys.rekey_failed("c0ffee")) <= 30_000
 
 
 def test_every_key_of_a_conference_is_in_its_slot(
@@ -287,12 +294,12 @@ def test_every_key_of_a_conference_is_in_its_slot(
     from redis.cluster import key_slot
 
     _create(store)
-    store.answered("c0ffee", "call-c0ffee-alice")
-    store.join("c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", ssrcs=[2])
-    store.dialout("c0ffee", identity=BOB, call_id="call-out", leg="leg-out")
-    store.dialout_answered("c0ffee", "call-out", media="{}", epoch=1, ssrcs=[3])
+    store.dialogs.answered("c0ffee", "call-c0ffee-alice")
+    store.admission.join("c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", ssrcs=[2])
+    store.dialouts.record("c0ffee", identity=BOB, call_id="call-out", leg="leg-out")
+    store.dialouts.answered("c0ffee", "call-out", media="{}", epoch=1, ssrcs=[3])
     store.add_epoch("c0ffee", GroupKey(2, SUITE, bytes(16), bytes(14)), b"ticket")
-    store.refer("c0ffee", referrer=ALICE, target=BOB)
+    store.refer_stream.add("c0ffee", referrer=ALICE, target=BOB)
     store.rekey_failed("c0ffee", [("status", "488")])
     _create(store, conf="beef", call_id="call-beef")
     keys = sorted(k for k in client.scan_iter() if b"c0ffee" in k)
@@ -300,13 +307,13 @@ def test_every_key_of_a_conference_is_in_its_slot(
     # and the referrer's REFER-rate counter
     assert len(keys) == 11
     assert store.epoch_ticket("c0ffee", 2) == b"ticket"
-    store.release("c0ffee", "call-out")
-    store.release("c0ffee", "call-bob")
-    store.release("c0ffee", "call-c0ffee-alice")
+    store.dialogs.release("c0ffee", "call-out")
+    store.dialogs.release("c0ffee", "call-bob")
+    store.dialogs.release("c0ffee", "call-c0ffee-alice")
     assert not client.exists(store.conference_key("c0ffee", "epochs"))
     assert {key_slot(k) for k in keys} == {key_slot(b"c0ffee")}
     assert key_slot(b"c0ffee") != key_slot(b"beef")
-    assert store.dialog_key("c0ffee", "call-bob").startswith("secconf:conf:{c0ffee}:dialog:")
+    assert store.keys.dialog("c0ffee", "call-bob").startswith("secconf:conf:{c0ffee}:dialog:")
 
 
 def test_refer_replay_key_is_set_outside_the_script_and_undone_on_refusal(
@@ -319,12 +326,16 @@ def test_refer_replay_key_is_set_outside_the_script_and_undone_on_refusal(
     replay = "secconf:replay:" + "ab" * 32
     before = _snapshot(client)
     with pytest.raises(Forbidden):
-        store.refer("c0ffee", referrer=ALICE, target=CAROL, replay_key=replay, replay_ttl=10)
+        store.refer_stream.add(
+            "c0ffee", referrer=ALICE, target=CAROL, replay_key=replay, replay_ttl=10
+        )
     assert _snapshot(client) == before
-    store.refer("c0ffee", referrer=ALICE, target=BOB, replay_key=replay, replay_ttl=10)
+    store.refer_stream.add("c0ffee", referrer=ALICE, target=BOB, replay_key=replay, replay_ttl=10)
     assert 0 < client.pttl(replay) <= 10_000
     with pytest.raises(ReplayedMessage):
-        store.refer("c0ffee", referrer=ALICE, target=BOB, replay_key=replay, replay_ttl=10)
+        store.refer_stream.add(
+            "c0ffee", referrer=ALICE, target=BOB, replay_key=replay, replay_ttl=10
+        )
     assert len(store.refers("c0ffee")) == 1
 
 
@@ -335,14 +346,18 @@ def test_leg_modes_kms_leg_count_and_mixed_joins(store: ConferenceStore) -> None
     assert info.kms_legs == 1
     # Not mixed: an SDES leg in a KMS conference is refused (nothing written).
     with pytest.raises(NotAcceptable):
-        store.join("c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", mode="sdes")
-    store.join("c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", mode="sdes", mixed=True)
-    store.join("c0ffee", identity=CAROL, call_id="call-carol", leg="leg-carol", mode="kms")
+        store.admission.join("c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", mode="sdes")
+    store.admission.join(
+        "c0ffee", identity=BOB, call_id="call-bob", leg="leg-bob", mode="sdes", mixed=True
+    )
+    store.admission.join(
+        "c0ffee", identity=CAROL, call_id="call-carol", leg="leg-carol", mode="kms"
+    )
     assert store.get("c0ffee").kms_legs == 2  # type: ignore[union-attr]
     assert store.dialog("c0ffee", "call-c0ffee-alice").mode == "kms"  # type: ignore[union-attr]
     assert store.dialog("c0ffee", "call-bob").mode == "sdes"  # type: ignore[union-attr]
-    store.release("c0ffee", "call-carol")
-    store.release("c0ffee", "call-bob")
+    store.dialogs.release("c0ffee", "call-carol")
+    store.dialogs.release("c0ffee", "call-bob")
     assert store.get("c0ffee").kms_legs == 1  # type: ignore[union-attr]
 
 
@@ -368,7 +383,7 @@ def test_epoch_ticket_is_wrapped_bound_dropped_and_deleted_with_the_conference(
     store.drop_epoch("c0ffee", 2)  # the edge refused it: key and ticket go
     assert store.epoch_ticket("c0ffee", 2) is None
     store.add_epoch("c0ffee", two, ticket)
-    store.release("c0ffee", "call-c0ffee-alice")
+    store.dialogs.release("c0ffee", "call-c0ffee-alice")
     assert not client.exists(store.conference_key("c0ffee", "epochs"))
 
 
@@ -379,18 +394,18 @@ def test_dialout_records_like_a_join_and_refusals_write_nothing(
     _create(store, "kk", mode="kms", call_id="call-kk", leg="leg-kk", ssrcs=[])
     before = _snapshot(client)
     with pytest.raises(Forbidden):
-        store.dialout("c0ffee", identity=CAROL, call_id="d1", leg="leg-d1")
+        store.dialouts.record("c0ffee", identity=CAROL, call_id="d1", leg="leg-d1")
     with pytest.raises(ConferenceNotFound):
-        store.dialout("nope", identity=BOB, call_id="d1", leg="leg-d1")
+        store.dialouts.record("nope", identity=BOB, call_id="d1", leg="leg-d1")
     with pytest.raises(NotAcceptable):  # an SDES leg in a KMS conference (no mixed modes)
-        store.dialout("kk", identity=BOB, call_id="d1", leg="leg-d1")
+        store.dialouts.record("kk", identity=BOB, call_id="d1", leg="leg-d1")
     with pytest.raises(NotAcceptable):  # a KMS leg in an SDES conference
-        store.dialout("c0ffee", identity=BOB, call_id="d1", leg="leg-d1", mode="kms")
+        store.dialouts.record("c0ffee", identity=BOB, call_id="d1", leg="leg-d1", mode="kms")
     with pytest.raises(DialogExists):
-        store.dialout("c0ffee", identity=BOB, call_id="call-c0ffee-alice", leg="leg-d1")
+        store.dialouts.record("c0ffee", identity=BOB, call_id="call-c0ffee-alice", leg="leg-d1")
     assert _snapshot(client) == before
 
-    assert store.dialout("c0ffee", identity=BOB, call_id="d1", leg="leg-d1") == 1
+    assert store.dialouts.record("c0ffee", identity=BOB, call_id="d1", leg="leg-d1") == 1
     record = store.dialog("c0ffee", "d1")
     assert record is not None
     assert (record.identity, record.state, record.dialout, record.ssrcs) == (
@@ -400,9 +415,9 @@ def test_dialout_records_like_a_join_and_refusals_write_nothing(
     # The answer's SSRC collides with Alice's: nothing written.
     before = _snapshot(client)
     with pytest.raises(SsrcCollision):
-        store.dialout_answered("c0ffee", "d1", media="{}", epoch=1, ssrcs=[1111])
+        store.dialouts.answered("c0ffee", "d1", media="{}", epoch=1, ssrcs=[1111])
     assert _snapshot(client) == before
-    store.dialout_answered("c0ffee", "d1", media='{"s":[]}', epoch=1, ssrcs=[2222])
+    store.dialouts.answered("c0ffee", "d1", media='{"s":[]}', epoch=1, ssrcs=[2222])
     record = store.dialog("c0ffee", "d1")
     assert record is not None
     assert (record.state, record.epoch, record.ssrcs, record.media) == (
@@ -413,8 +428,8 @@ def test_dialout_records_like_a_join_and_refusals_write_nothing(
     )
     assert store.ssrcs("c0ffee") == {1111, 2222}
     with pytest.raises(ConferenceNotFound):  # not a dial-out dialog
-        store.dialout_answered("c0ffee", "call-c0ffee-alice", media="{}", epoch=1)
-    released = store.release("c0ffee", "d1")
+        store.dialouts.answered("c0ffee", "call-c0ffee-alice", media="{}", epoch=1)
+    released = store.dialogs.release("c0ffee", "d1")
     assert released is not None
     assert store.ssrcs("c0ffee") == {1111}
     assert store.members("c0ffee") == {ALICE: 1}
@@ -422,10 +437,16 @@ def test_dialout_records_like_a_join_and_refusals_write_nothing(
     # A KMS leg into the KMS conference: its mode recorded, counted in kms_legs, and
     # released again (the count back where it was).
     legs = store.get("kk").kms_legs  # type: ignore[union-attr]
-    assert store.dialout("kk", identity=BOB, call_id="k1", leg="leg-k1", mode="kms") == 1
+    assert store.dialouts.record("kk", identity=BOB, call_id="k1", leg="leg-k1", mode="kms") == 1
     record = store.dialog("kk", "k1")
     assert record is not None
     assert (record.mode, record.dialout) == ("kms", True)
     assert store.get("kk").kms_legs == legs + 1  # type: ignore[union-attr]
-    store.release("kk", "k1")
+    store.dialogs.release("kk", "k1")
     assert store.get("kk").kms_legs == legs  # type: ignore[union-attr]
+
+
+def test_parts_are_named_for_the_timing_proxy(store: ConferenceStore) -> None:
+    """Every public part of the store is in PARTS (focus/timing.py times their calls)."""
+    public = {name for name in vars(store) if not name.startswith("_")}
+    assert set(ConferenceStore.PARTS) == public - {"keys"}

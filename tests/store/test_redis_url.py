@@ -277,14 +277,16 @@ def test_sentinel_failover_is_followed(
     client = connect_blocking(servers.url, timeout=0.5)
     store = ConferenceStore(client, wrapper)
     key = GroupKey(1, SUITES["AES_CM_128_HMAC_SHA1_80"], bytes(16), bytes(14))
-    store.create(
+    store.admission.create(
         "c0ffee", creator="sip:a@x", uri="sip:conf@x", group_key=key, call_id="c1", leg="l1"
     )
     new_master = servers.failover()
     outcomes = []
     for _ in range(3):
         try:
-            store.join("c0ffee", identity="sip:a@x", call_id=f"c{len(outcomes) + 2}", leg="l2")
+            store.admission.join(
+                "c0ffee", identity="sip:a@x", call_id=f"c{len(outcomes) + 2}", leg="l2"
+            )
             outcomes.append("ok")
         except ServiceUnavailable:
             outcomes.append("503")

@@ -83,6 +83,7 @@ from secconf.store.conferences import ConferenceStore, DialogExists
 from .keying import OFFER_TAG, Keying, OfferTo, clear_to_mixer
 from .messages import Relay, ReplyView, RequestView
 from .peer_cache import PeerCache
+from .releases import Releases
 from .settings import Settings
 from .state import (
     CONFERENCE_HEADER,
@@ -91,6 +92,7 @@ from .state import (
     Retransmission,
     TransactionState,
     dialog_media,
+    leg_id,
     media_remote,
 )
 
@@ -118,14 +120,11 @@ class Focus(Protocol):
     store: ConferenceStore
     edge: EdgeControl
     peer_cache: PeerCache
+    releases: Releases
 
     def log(self, level: str, message: str) -> None: ...
 
     def keying(self, mode: str) -> Keying: ...
-
-    def leg_id(self, conference_id: str, call_id: str) -> str: ...
-
-    def release(self, conference_id: str, call_id: str, leg: str | None) -> None: ...
 
     def route_mac(self, conference_id: str, call_id: str, caller_tag: str) -> str: ...
 
@@ -259,9 +258,9 @@ def dialout_relay(focus: Focus, request: RequestView, plan: DialOut) -> Relay:
     """
     keying = focus.keying(plan.mode)
     conference_id, call_id = plan.conference_id, request.call_id
-    leg = focus.leg_id(conference_id, call_id)
+    leg = leg_id(conference_id, call_id)
     try:
-        recorded = focus.store.dialout(
+        recorded = focus.store.dialouts.record(
             conference_id, identity=plan.target, call_id=call_id, leg=leg,
             mixed=focus.settings.mixed_modes, mode=plan.mode,
         )  # fmt: skip
@@ -279,7 +278,7 @@ def dialout_relay(focus: Focus, request: RequestView, plan: DialOut) -> Relay:
         to = OfferTo(conference_id, plan.target, plan.streams, external, epoch, ssrcs, edge_ssrc)
         keyed = keying.offer(request.body, to)
     except BaseException:
-        focus.release(conference_id, call_id, leg)
+        focus.releases.release(conference_id, call_id, leg)
         raise
     focus.log(
         "info",
@@ -350,7 +349,7 @@ def dialout_answered(focus: Focus, reply: ReplyView, state: TransactionState) ->
     keying.answer_transport(reply.flow.secure)
     # The mixer sent the INVITE, the phone answered it.
     peers = DialogPeers(participant=Peer(reply.to_tag, reply.flow, reply.contact), mixer=state.peer)
-    focus.store.dialout_answered(
+    focus.store.dialouts.answered(
         state.conference_id,
         reply.call_id,
         media=dialog_media(state.streams, state.external, state.internal, state.edge_ssrc),

@@ -1,6 +1,6 @@
 """The join token on every INVITE the focus relays to the mixer (docs/asterisk.md, "Join tokens").
 
-:meth:`FocusService._relay <secconf.focus.service.FocusService._relay>` adds
+:meth:`Admission._relay <secconf.focus.admission.Admission._relay>` adds
 :func:`token_header` to the create or join it relays to Asterisk, after removing
 any ``X-Secconf-Token`` the participant sent (:data:`HEADER` in the relay's
 ``remove_headers``): Asterisk's dialplan bridges the call only with a token that

@@ -206,7 +206,7 @@ class ReInvites:
         self, reply: ReplyView, state: TransactionState, remote: LegAddresses | None, epoch: int
     ) -> None:
         switch_at_answer(self.edge, state.leg, remote, epoch)
-        self.store.switched(state.conference_id, reply.call_id, epoch)
+        self.store.dialogs.switched(state.conference_id, reply.call_id, epoch)
 
     def report_failure(self, call_id: str, state: TransactionState, status: int, what: str) -> None:
         """A re-INVITE carrying a newer epoch failed: the leg keeps its old one; tell the watcher."""

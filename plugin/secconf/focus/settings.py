@@ -187,6 +187,44 @@ def load_settings(
     pass False and never read the secret (``Settings.mixer_token`` is then None).
     """
     environ = os.environ if env is None else env
+    data, base = _read_file(path, environ)
+    focus = _focus_section(data)
+    upstream = _upstream_section(data, environ)
+    policy = _policy_section(data)
+    edge = _edge_section(data, environ, base)
+    kms = _kms_settings(data, environ, base)
+    digest = _digest_settings(data)
+    redis = _redis_section(data, environ, base)
+    dialout_contacts = _dialout_contacts(data)
+    dialout_kms_users = _dialout_kms_users(data, kms)
+    token_keys, token_ttl = _mixer_token(data, environ, base) if mixer_token else (None, 30)
+    return Settings(
+        **focus,
+        **upstream,
+        **policy,
+        **edge,
+        **redis,
+        trusted_sources=_trusted_sources(data),
+        asserted_header=_get(data, "identity", "asserted_header", str, "P-Asserted-Identity"),
+        kms=kms,
+        digest=digest,
+        dialout_contacts=dialout_contacts,
+        dialout_kms_users=dialout_kms_users,
+        mixer_token=token_keys,
+        mixer_token_ttl=token_ttl,
+        sdes_over_udp=_get(data, "lab", "sdes_over_udp", bool, False),
+        dialogs_per_identity=_bounded(data, "limits", "dialogs_per_identity", 4, 1, 1000),
+        refers_per_minute=_bounded(data, "limits", "refers_per_minute", 6, 1, 600),
+    )
+
+
+# Each reader below checks one section and returns its part of Settings' keyword arguments.
+
+
+def _read_file(
+    path: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> tuple[dict[str, Any], Path]:
+    """The parsed file (known keys only, removed ones refused) and its directory."""
     if path is None:
         path = environ.get(ENV_CONFIG)
         if not path:
@@ -197,7 +235,6 @@ def load_settings(
             data = tomllib.load(handle)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise SettingsError(f"cannot read {config_path}: {exc}") from None
-    base = config_path.parent
     if data.get("focus", {}).get("relay_other"):
         raise SettingsError(
             "[focus] relay_other was removed: the focus relays nothing it did not authorize; "
@@ -206,6 +243,11 @@ def load_settings(
     unknown = unknown_setting(data, SCHEMA)
     if unknown is not None:
         raise SettingsError(f"{config_path}: unknown setting {unknown} (docs/kamailio.md)")
+    return data, config_path.parent
+
+
+def _focus_section(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``[focus]``: the factory and conference names, the suite, the limits of a body."""
     try:
         factory = re.compile(_get(data, "focus", "factory_pattern", str, "conf-factory"))
         conference = re.compile(
@@ -221,11 +263,30 @@ def load_settings(
     suite_name = _get(data, "focus", "suite", str, "AES_CM_128_HMAC_SHA1_80")
     if suite_name not in SUITES:
         raise SettingsError(f"[focus] suite {suite_name!r} is not supported")
+    return {
+        "factory": factory,
+        "conference": conference,
+        "conference_user": conference_user,
+        "suite": SUITES[suite_name],
+        "domain": _get(data, "focus", "domain", str),
+        "max_body": _get(data, "focus", "max_body", int, 16384),
+        "server_name": _get(data, "focus", "server_name", str, "secconf-focus"),
+        "timing": _get(data, "focus", "timing", bool, False),
+        "peer_table": _get(data, "focus", "peer_table", str, "secconf_peers"),
+    }
+
+
+def _upstream_section(data: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """``[upstream] uri`` (or ``$SECCONF_UPSTREAM``): the mixer; its token is :func:`_mixer_token`."""
     upstream_text = environ.get("SECCONF_UPSTREAM") or _get(data, "upstream", "uri", str)
     try:
-        upstream = SipUri.parse(upstream_text)
+        return {"upstream": SipUri.parse(upstream_text)}
     except SecconfError as exc:
         raise SettingsError(f"[upstream] uri: {exc}") from None
+
+
+def _policy_section(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``[policy]``: who may create and join, URI lists, mixed modes."""
     try:
         creators = frozenset(
             normalize_identity(x) for x in _get(data, "policy", "creators", list, [])
@@ -235,7 +296,26 @@ def load_settings(
         )
     except SecconfError as exc:
         raise SettingsError(f"[policy] identities: {exc}") from None
-    kek_file = Path(_get(data, "redis", "kek_file", str))
+    uri_list_max = _get(data, "policy", "uri_list_max", int, 64)
+    if not 1 <= uri_list_max <= 1024:
+        raise SettingsError("[policy] uri_list_max must be in 1..1024")
+    uri_list_outside = _get(data, "policy", "uri_list_outside", str, "refuse")
+    if uri_list_outside not in ("refuse", "accept"):
+        raise SettingsError('[policy] uri_list_outside is "refuse" or "accept"')
+    return {
+        "creators": creators,
+        "allowed": allowed,
+        "uri_list": _get(data, "policy", "uri_list", bool, True),
+        "uri_list_max": uri_list_max,
+        "uri_list_outside": uri_list_outside,
+        "mixed_modes": _get(data, "policy", "mixed_modes", bool, False),
+    }
+
+
+def _edge_section(
+    data: Mapping[str, Any], environ: Mapping[str, str], base: Path
+) -> dict[str, Any]:
+    """``[edge]`` (``$SECCONF_EDGE_URL``, ``$SECCONF_EDGE_TOKEN_FILE``): the media edge's API."""
     edge_url = environ.get("SECCONF_EDGE_URL") or data.get("edge", {}).get("url") or None
     edge_token = None
     token_text = environ.get("SECCONF_EDGE_TOKEN_FILE") or data.get("edge", {}).get("token_file")
@@ -245,59 +325,30 @@ def load_settings(
             edge_token = load_token(token_path if token_path.is_absolute() else base / token_path)
         except SecconfError as exc:
             raise SettingsError(f"[edge] token_file: {exc.message}") from None
-    kms = _kms_settings(data, environ, base)
-    digest = _digest_settings(data)
+    return {
+        "edge_url": edge_url,
+        "edge_token": edge_token,
+        "edge_timeout": float(_get(data, "edge", "timeout", float, 0.3)),
+    }
+
+
+def _redis_section(
+    data: Mapping[str, Any], environ: Mapping[str, str], base: Path
+) -> dict[str, Any]:
+    """``[redis]`` (``$SECCONF_REDIS_URL``): where the state is, and the KEK wrapping its keys."""
+    kek_file = Path(_get(data, "redis", "kek_file", str))
     redis_url = environ.get("SECCONF_REDIS_URL") or _get(data, "redis", "url", str)
     try:
         parse_redis_url(redis_url)  # the same parser connect_blocking uses: fail at start-up
     except RedisUrlError as exc:
         raise SettingsError(f"[redis] url: {exc}") from None
-    uri_list_max = _get(data, "policy", "uri_list_max", int, 64)
-    if not 1 <= uri_list_max <= 1024:
-        raise SettingsError("[policy] uri_list_max must be in 1..1024")
-    uri_list_outside = _get(data, "policy", "uri_list_outside", str, "refuse")
-    if uri_list_outside not in ("refuse", "accept"):
-        raise SettingsError('[policy] uri_list_outside is "refuse" or "accept"')
-    dialout_contacts = _dialout_contacts(data)
-    dialout_kms_users = _dialout_kms_users(data, kms)
-    token_keys, token_ttl = _mixer_token(data, environ, base) if mixer_token else (None, 30)
-    return Settings(
-        factory=factory,
-        conference=conference,
-        conference_user=conference_user,
-        domain=_get(data, "focus", "domain", str),
-        upstream=upstream,
-        suite=SUITES[suite_name],
-        max_body=_get(data, "focus", "max_body", int, 16384),
-        trusted_sources=_trusted_sources(data),
-        asserted_header=_get(data, "identity", "asserted_header", str, "P-Asserted-Identity"),
-        creators=creators,
-        allowed=allowed,
-        redis_url=redis_url,
-        redis_timeout=float(_get(data, "redis", "timeout", float, 0.3)),
-        redis_prefix=_get(data, "redis", "prefix", str, "secconf"),
-        kek_file=kek_file if kek_file.is_absolute() else base / kek_file,
-        kek_id=_get(data, "redis", "kek_id", str, "kek-1"),
-        edge_url=edge_url,
-        edge_timeout=float(_get(data, "edge", "timeout", float, 0.3)),
-        server_name=_get(data, "focus", "server_name", str, "secconf-focus"),
-        edge_token=edge_token,
-        kms=kms,
-        digest=digest,
-        uri_list=_get(data, "policy", "uri_list", bool, True),
-        uri_list_max=uri_list_max,
-        uri_list_outside=uri_list_outside,
-        timing=_get(data, "focus", "timing", bool, False),
-        peer_table=_get(data, "focus", "peer_table", str, "secconf_peers"),
-        mixed_modes=_get(data, "policy", "mixed_modes", bool, False),
-        dialout_contacts=dialout_contacts,
-        dialout_kms_users=dialout_kms_users,
-        mixer_token=token_keys,
-        mixer_token_ttl=token_ttl,
-        sdes_over_udp=_get(data, "lab", "sdes_over_udp", bool, False),
-        dialogs_per_identity=_bounded(data, "limits", "dialogs_per_identity", 4, 1, 1000),
-        refers_per_minute=_bounded(data, "limits", "refers_per_minute", 6, 1, 600),
-    )
+    return {
+        "redis_url": redis_url,
+        "redis_timeout": float(_get(data, "redis", "timeout", float, 0.3)),
+        "redis_prefix": _get(data, "redis", "prefix", str, "secconf"),
+        "kek_file": kek_file if kek_file.is_absolute() else base / kek_file,
+        "kek_id": _get(data, "redis", "kek_id", str, "kek-1"),
+    }
 
 
 def _bounded(data: Mapping[str, Any], section: str, key: str, default: int, low: int,

@@ -3,7 +3,7 @@
 The focus keeps no memory between a request and its reply routes: what the reply needs
 travels with the transaction (Kamailio: an AVP) as :class:`TransactionState` JSON, with no
 key material. The dialog record's media description is built and read here too. Shared by
-the joins (secconf.focus.service) and the dial-outs (secconf.focus.dialout).
+the joins (secconf.focus.admission) and the dial-outs (secconf.focus.dialout).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from secconf.core.focus import OfferedStream, offered_remote
 from secconf.core.gate import Flow, Peer
 from secconf.core.sdp import SessionDescription
 from secconf.media.control_client import LegAddresses
+from secconf.store.conferences import dialog_id
 
 __all__ = [
     "CONFERENCE_HEADER",
@@ -25,6 +26,7 @@ __all__ = [
     "TransactionState",
     "dialog_edge_ssrc",
     "dialog_media",
+    "leg_id",
     "media_remote",
     "parse_dialog_media",
 ]
@@ -32,6 +34,11 @@ __all__ = [
 ON_REPLY = "ksr_onreply_secconf"
 ON_FAILURE = "ksr_failure_secconf"
 CONFERENCE_HEADER = "X-Secconf-Conference"
+
+
+def leg_id(conference_id: str, call_id: str) -> str:
+    """The edge leg of a conference dialog (a join's or a dial-out's): named by both ids."""
+    return f"{conference_id}-{dialog_id(call_id)[:16]}"
 
 
 class Retransmission(SecconfError):

@@ -23,7 +23,7 @@ of the last (< FLUSH_EVERY) INVITEs of a worker stay in that worker.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -76,15 +76,27 @@ class PhaseTimer:
 
 
 class Timed:
-    """A proxy adding the duration of every method call of *target* to *phase*."""
+    """A proxy adding the duration of every method call of *target* to *phase*.
 
-    def __init__(self, target: Any, timer: PhaseTimer, phase: str) -> None:
+    *parts* names attributes of *target* that are collaborators of their own (the
+    conference store's ``admission``, ``dialogs``, ...): their method calls count too.
+    Each is wrapped once, at its first use, and kept on the proxy.
+    """
+
+    def __init__(
+        self, target: Any, timer: PhaseTimer, phase: str, parts: Iterable[str] = ()
+    ) -> None:
         self._target = target
         self._timer = timer
         self._phase = phase
+        self._parts = frozenset(parts)
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._target, name)
+        if name in self._parts:
+            part = Timed(attribute, self._timer, self._phase)
+            setattr(self, name, part)  # found as an attribute from now on: no __getattr__
+            return part
         if not callable(attribute):
             return attribute
         timer, phase, clock = self._timer, self._phase, self._timer.clock

@@ -62,7 +62,7 @@ def build_service(
 
         timer = PhaseTimer(flush)
         store, edge, replay = (
-            Timed(store, timer, "redis"),
+            Timed(store, timer, "redis", parts=ConferenceStore.PARTS),
             Timed(edge, timer, "edge"),
             Timed(replay, timer, "redis"),
         )

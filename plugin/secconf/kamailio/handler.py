@@ -38,10 +38,11 @@ from secconf.focus.dialout import (
     dialout_relay,
     wants_dialout,
 )
+from secconf.focus.in_dialog import Admitted
 from secconf.focus.messages import Reply, RequestView
 from secconf.focus.peer_cache import NoPeerCache, PeerCache
 from secconf.focus.registrar import REGISTER_HEADERS, register_identity, register_refusal
-from secconf.focus.service import Admitted, FocusService
+from secconf.focus.service import FocusService
 from secconf.focus.settings import Settings, load_settings
 from secconf.focus.state import Retransmission
 from secconf.focus.wiring import build_service, load_kek
@@ -154,11 +155,11 @@ class SecconfKemi:
             view = self.adapter.reply_view()
             state = self.adapter.state()
             try:
-                result = service.on_reply(view, state, self.adapter.request_body)
+                result = service.answers.on_reply(view, state, self.adapter.request_body)
             except SecconfError as exc:
                 # Fail closed: the mixer's clear answer must not reach the participant.
                 self.adapter.log("err", f"secconf: answer not keyed, media refused: {exc.message}")
-                self.adapter.set_body(service.unkeyed_answer(view.call_id, state, view))
+                self.adapter.set_body(service.answers.unkeyed_answer(view.call_id, state, view))
                 return 1
             if result is not None:
                 body, headers = result
@@ -181,13 +182,15 @@ class SecconfKemi:
         try:
             if 200 <= int(self.adapter.pv("$rs") or 0) < 300 and self.adapter.state():
                 call_id = self.adapter.pv("$ci") or ""
-                self.adapter.set_body(self._service().unkeyed_answer(call_id, self.adapter.state()))
+                self.adapter.set_body(
+                    self._service().answers.unkeyed_answer(call_id, self.adapter.state())
+                )
         except Exception:
             self.adapter.log("err", "secconf: could not refuse the media of an unkeyed answer")
 
     def ksr_failure_secconf(self, msg: Any) -> int:
         try:
-            self._service().on_failure(
+            self._service().releases.on_failure(
                 self.adapter.pv("$ci") or "", self.adapter.state(), self.adapter.reply_code()
             )
         except Exception:
@@ -245,7 +248,7 @@ class SecconfKemi:
         if adapter.on_stream():
             adapter.alias_contact()  # the mixer's requests in this dialog: this connection
         if not adapter.relay(outcome) and outcome.state is not None:
-            service.on_failure(request.call_id, outcome.state)
+            service.releases.on_failure(request.call_id, outcome.state)
 
     def _register(self, service: FocusService) -> None:
         """REGISTER: digest as a registrar (401), then usrloc keeps the contacts (registrar.py)."""
@@ -287,7 +290,7 @@ class SecconfKemi:
             self.adapter.reply(service.refusal(exc, detailed=True))  # to the mixer
             return
         if not self.adapter.relay(relay) and relay.state is not None:
-            service.on_failure(request.call_id, relay.state)
+            service.releases.on_failure(request.call_id, relay.state)
 
     def _in_dialog(self, method: str | None) -> None:
         """Every request with a To tag: through the gate, then to the recorded peer only.
@@ -345,7 +348,7 @@ class SecconfKemi:
     ) -> str:
         """Our Route's conference, its MAC checked by the focus (403 before any Redis read)."""
         conference_id, mac = self.adapter.route_conference()
-        return service.routed(conference_id, mac, call_id, tags)
+        return service.gate.routed(conference_id, mac, call_id, tags)
 
     def _pass(self, service: FocusService, method: str) -> None:
         """ACK, BYE, INFO, UPDATE, OPTIONS ...: checked by one script, relayed to the peer."""
@@ -358,7 +361,9 @@ class SecconfKemi:
         if method != "ACK" and self.ksr.tm.t_check_trans() == 0:
             return  # a retransmission: tm answers it
         fingerprint = sender_fingerprint(view.flow, view.from_tag, view.to_tag)
-        uri, destination = service.pass_in_dialog(conference_id, view.call_id, fingerprint, method)
+        uri, destination = service.gate.pass_in_dialog(
+            conference_id, view.call_id, fingerprint, method
+        )
         self.adapter.relay_to(uri, destination)
 
     def _invite_or_refer(self, service: FocusService, method: str) -> None:
@@ -370,7 +375,9 @@ class SecconfKemi:
         record, peers, direction = gate.record, gate.peers, gate.direction
         if method == "REFER":
             try:
-                self.adapter.reply(service.on_refer(request, record.conference_id, record.identity))
+                self.adapter.reply(
+                    service.refers.on_refer(request, record.conference_id, record.identity)
+                )
             except SecconfError as exc:
                 self.adapter.log("info", f"secconf: REFER refused {exc.status_code}: {exc.message}")
                 self.adapter.reply(service.refusal(exc, detailed=True))
@@ -398,7 +405,7 @@ class SecconfKemi:
         )
         if self.ksr.tm.t_check_trans() == 0:
             return None  # a retransmission: tm answers it
-        return service.admit(conference_id, request, method), request
+        return service.gate.admit(conference_id, request, method), request
 
     def _refuse_in_dialog(self, method: str | None, error: SecconfError) -> None:
         """Answer a refused in-dialog request (an ACK cannot be answered: it is dropped)."""

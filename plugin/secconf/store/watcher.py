@@ -14,7 +14,7 @@ conference id)::
     P:dialout:<c>         stream  the dial-outs the watcher made (target, result, ...; no
                                   key), about DIALOUTS_MAX entries
     P:conf:{<c>}:refer    stream  the REFERs the focus accepted
-                                  (:meth:`ConferenceStore.refer`), read here by the
+                                  (:meth:`.ReferStream.add`), read here by the
                                   consumer group ``dialout``: each entry to one watcher
 
 Rosters and both streams of the watcher expire :data:`WATCHER_KEY_TTL` seconds after
@@ -40,8 +40,7 @@ from typing import Final, cast
 
 import redis
 
-from ._names import check_prefix
-from .conferences import conference_key
+from ._names import check_prefix, dialout_stream_key, refer_stream_key
 from .redis import all_redis_errors
 
 __all__ = [
@@ -234,7 +233,7 @@ class ReferQueue:
         return f"ReferQueue(prefix={self._prefix!r}, consumer={self.consumer!r})"
 
     def key(self, conference: str) -> str:
-        return conference_key(self._prefix, conference, "refer")
+        return refer_stream_key(self._prefix, conference)
 
     def take(self, conference: str) -> list[tuple[str, dict[str, str]]]:
         """Up to :data:`REFER_BATCH` entries no consumer was given yet: (entry id, fields).
@@ -292,7 +291,7 @@ class WatcherJournal:
         return f"{self._prefix}:rekeys:{conference}"
 
     def dialout_key(self, conference: str) -> str:
-        return f"{self._prefix}:dialout:{conference}"
+        return dialout_stream_key(self._prefix, conference)
 
     def add_report(self, conference: str, fields: Mapping[str, str]) -> None:
         """Append one rekey's report."""
