@@ -7,8 +7,9 @@ run):
 
 1. the conference's **lease** (:class:`~.lease_keeper.LeaseKeeper`): only its
    holder acts;
-2. the next **epoch**: :func:`secconf.focus.rekey.rekey` with the module's own
-   settings (Redis, KEK, edge): epoch n+1 wrapped in Redis and at the edge, after
+2. the next **epoch**: the focus's :class:`~secconf.focus.epochs.EpochMinter`, built
+   once from the focus's settings (Redis, KEK, edge, KMS) and run on a thread of its
+   own (:class:`~.minting.Minting`): epoch n+1 wrapped in Redis and at the edge, after
    undoing a leftover epoch Redis has and the edge never got;
 3. the legs' **switch** (:class:`~.leg_switch.LegSwitches`): each leg's re-INVITE
    trigger, then the edge's verification;
@@ -31,7 +32,6 @@ from dataclasses import dataclass, field
 from secconf.core.errors import SecconfError
 from secconf.core.focus import ConferenceNotFound
 from secconf.core.roster import Rekey, RekeyReason, RosterTracker, plan_after_rekey
-from secconf.focus.rekey import rekey as mint_epoch
 from secconf.media.control_client import AsyncHttpEdgeControl
 from secconf.store.conferences import ConferenceInfo
 from secconf.store.watcher import WatcherJournal
@@ -41,6 +41,7 @@ from .conference_view import ConferenceView
 from .failed_legs import FailedLegs
 from .lease_keeper import LeaseKeeper
 from .leg_switch import LegSwitches
+from .minting import Minting
 from .watcher_settings import WatcherSettings
 
 __all__ = ["RekeyDriver", "RekeyReport", "verdict_counts"]
@@ -108,6 +109,7 @@ class RekeyDriver:
         leases: LeaseKeeper,
         conferences: ConferenceView,
         edge: AsyncHttpEdgeControl | None,
+        minting: Minting,
         switches: LegSwitches,
         failed_legs: FailedLegs,
         journal: WatcherJournal,
@@ -120,6 +122,7 @@ class RekeyDriver:
         self._leases = leases
         self._conferences = conferences
         self._edge = edge
+        self._minting = minting
         self._switches = switches
         self._failed_legs = failed_legs
         self._journal = journal
@@ -203,7 +206,7 @@ class RekeyDriver:
             minted=self._clock(),
         )
         if info.kms_legs > 0:
-            # mint_epoch took this epoch from the KMS (a GTGK ticket naming the current
+            # the mint took this epoch from the KMS (a GTGK ticket naming the current
             # members); the module keys each KMS leg's re-INVITE with a TRANSFER_INIT.
             report.note = "kms: epoch from the KMS"
         await self._switch_legs(report)
@@ -232,7 +235,7 @@ class RekeyDriver:
         if minting failed (then a retry is asked)."""
         try:
             await self._drop_unpublished_epoch(conference, info.epoch)
-            return await asyncio.to_thread(mint_epoch, conference, self._settings.focus)
+            return await self._minting.mint(conference)
         except ConferenceNotFound:
             return None
         except SecconfError as exc:

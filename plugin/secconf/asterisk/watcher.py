@@ -15,7 +15,7 @@ together:
   takes over when the lease lapses (and rekeys once, since it cannot know how far
   the old holder got);
 - :class:`~.rekey_driver.RekeyDriver` drives each rekey: the next epoch
-  (:func:`secconf.focus.rekey.rekey`), the legs' re-INVITEs and the edge's switch
+  (:class:`~.minting.Minting`: the focus's `EpochMinter`, built once), the legs' re-INVITEs and the edge's switch
   verification (:class:`~.leg_switch.LegSwitches`), the verdicts and the
   ``on_failure`` policy (:class:`~.failed_legs.FailedLegs`: ``replace``, the
   default, hangs a failing leg up and dials the same identity back in; ``remove``
@@ -55,6 +55,7 @@ from .dialout import Dialer, DialOutcome
 from .failed_legs import FailedLegs
 from .lease_keeper import LeaseKeeper
 from .leg_switch import LegSwitches
+from .minting import Minting
 from .rekey_driver import RekeyDriver, RekeyReport
 from .roster import RosterFollower
 from .roster_mirror import RosterMirror
@@ -83,9 +84,10 @@ class Watcher:
         self.redis = connect_blocking(
             focus.redis_url, timeout=max(settings.redis_timeout, focus.redis_timeout)
         )
-        self.store = ConferenceStore(
-            self.redis, KeyWrapper(load_key_file(focus.kek_file), focus.kek_id), focus.redis_prefix
-        )
+        kek = load_key_file(focus.kek_file)
+        self.store = ConferenceStore(self.redis, KeyWrapper(kek, focus.kek_id), focus.redis_prefix)
+        #: the focus's epoch minter, on a thread of its own (minting.py)
+        self.minting = Minting(focus, kek)
         self.lease = WatcherLease(
             self.redis, settings.prefix, settings.watcher_id, settings.lease_ttl
         )
@@ -116,6 +118,7 @@ class Watcher:
             leases=self.leases,
             conferences=conferences,
             edge=self.edge,
+            minting=self.minting,
             switches=LegSwitches(
                 settings, self.ami, self.tracker, self.channels, conferences, self.edge, clock
             ),
@@ -168,6 +171,7 @@ class Watcher:
             await self.leases.release(conference)
         if self.edge is not None:
             await self.edge.aclose()
+        await asyncio.to_thread(self.minting.close)
         self.redis.close()
 
     # -- the parts' meeting points ----------------------------------------------------------

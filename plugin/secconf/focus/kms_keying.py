@@ -6,7 +6,7 @@ the Initiator of every INVITE it keys itself (a rekey re-INVITE, a dial-out:
 :meth:`KmsKeying.group_transfer_init` carries the epoch's GTGK ticket, whose
 TRANSFER_RESP :meth:`KmsKeying.verify_group_transfer_resp` checks).  A
 conference with KMS-mode legs takes its epochs from the KMS
-(:meth:`KmsKeying.new_epoch`: a GTGK ticket naming the current members).
+(:class:`~.epochs.GroupEpochs`: a GTGK ticket naming the current members).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from secconf.core.errors import (
     MikeyError,
     NotAcceptable,
     SecconfError,
-    ServiceUnavailable,
     TicketRejected,
 )
 from secconf.core.focus import (
@@ -349,25 +348,3 @@ class KmsKeying:
             if identity in current.recipients and fresh:
                 return epoch
         return self.mint(conference_id, (identity,))
-
-    def new_epoch(
-        self, conference_id: str, epoch: int, include: tuple[str, ...]
-    ) -> mikey_group.GroupEpochTicket:
-        """REQUEST_INIT for a GTGK ticket naming the current members (RFC 6043 §4.2.1, §5.1.1).
-
-        The members are read from Redis now: whoever left is not named, so the
-        KMS will not resolve this epoch's ticket for them (forward security).
-        """
-        kms_settings = self.settings.kms
-        if self.kms is None or kms_settings is None:
-            raise ServiceUnavailable("a conference with KMS legs needs the KMS to rekey")
-        recipients = sorted(set(self.store.members(conference_id)) | set(include))
-        if not recipients:
-            raise ConferenceNotFound("the conference has no members to key")
-        desired = mikey_group.group_ticket_policy(
-            recipients, valid_until=self.clock() + kms_settings.epoch_ticket_lifetime
-        )
-        issued = self.kms.request_ticket(desired)
-        if set(issued.policy.recipients) != set(recipients):
-            raise TicketRejected("the KMS granted a group ticket for other recipients")
-        return mikey_group.new_group_epoch(issued, epoch, self.random_bytes)

@@ -1,7 +1,7 @@
 """Rekeying a conference from outside Kamailio: ``rekey(conference_id)``.
 
-The roster watcher (Asterisk side) or an operator (``secconf focus rekey ID``)
-calls this; it mints the conference's next key epoch (from the KMS, a GTGK
+An operator (``secconf focus rekey ID``) and the tests call this; the roster watcher
+keeps one :class:`~.epochs.EpochMinter` for its lifetime instead.  It mints the conference's next key epoch (from the KMS, a GTGK
 ticket naming the current members, when the conference has KMS-mode legs;
 else from the local CSPRNG), stores it wrapped with the KEK in Redis and puts
 it to the media edge, with the
@@ -15,7 +15,7 @@ up on ``<prefix>:conf:{<id>}:rekey-failed``.
 from __future__ import annotations
 
 from .settings import Settings, load_settings
-from .wiring import build_service, close_service, load_kek
+from .wiring import build_minter, close_minter, load_kek
 
 __all__ = ["rekey"]
 
@@ -32,8 +32,8 @@ def rekey(
     refused the group ticket: nothing changed).
     """
     settings = settings or load_settings(mixer_token=False)  # no INVITE to the mixer here
-    service = build_service(settings, load_kek(settings))
+    minter = build_minter(settings, load_kek(settings))
     try:
-        return service.rekey(conference_id, include)
+        return minter.mint(conference_id, include)
     finally:
-        close_service(service)
+        close_minter(minter)

@@ -25,7 +25,8 @@ reached as an attribute: ``admission`` (create and join, :mod:`.admission`), ``a
 leg's end, :mod:`.releases`), ``gate`` (the in-dialog gate, :mod:`.in_dialog`),
 ``refers`` (REFERs to the focus, :mod:`.refers`), ``reinvites`` (:mod:`.reinvite`); dial-outs
 are :mod:`.dialout`'s functions of the service.  It keeps the dispatch of a request
-outside a dialog, rekeying and the SIP answer of a refusal.
+outside a dialog and the SIP answer of a refusal; a conference's next key epoch is
+``epochs`` (:class:`~.epochs.EpochMinter`, shared with the watcher and ``secconf focus rekey``).
 """
 
 from __future__ import annotations
@@ -43,20 +44,16 @@ from secconf.core.digest import challenge
 from secconf.core.errors import (
     Forbidden,
     MalformedMessage,
-    NotAcceptable,
     RateLimited,
     SecconfError,
 )
 from secconf.core.focus import (
-    ConferenceNotFound,
     OfferMode,
     TargetKind,
     classify_target,
     warning_header,
 )
 from secconf.core.gate import route_mac
-from secconf.core.keys import GroupKey
-from secconf.core.sdes import SUITES
 from secconf.kms.client import TicketResolver
 from secconf.media.control_client import EdgeControl
 from secconf.store.conferences import ConferenceStore
@@ -68,6 +65,7 @@ from .admission import Admission
 from .answers import Answers
 from .authenticator import AuthenticationRequired, Authenticator
 from .dialout import dialout_answered
+from .epochs import EpochMinter, GroupEpochs
 from .in_dialog import InDialogGate
 from .keying import Keying, SdesKeying
 from .kms_keying import KmsKeying
@@ -110,6 +108,8 @@ class FocusService:
     #: how legs are keyed, one object per mode (keying.py, kms_keying.py)
     sdes_keying: SdesKeying = field(init=False, repr=False)
     kms_keying: KmsKeying = field(init=False, repr=False)
+    #: the next key epoch of a conference (epochs.py)
+    epochs: EpochMinter = field(init=False, repr=False)
     #: who sent a request (authenticator.py)
     auth: Authenticator = field(init=False, repr=False)
     #: the flows, built once per service (nothing is built per request)
@@ -135,6 +135,10 @@ class FocusService:
         self.sdes_keying = SdesKeying(
             self.settings, self.store, self.edge, self.random_bytes, self._phase
         )
+        group_epochs = GroupEpochs(
+            self.settings.kms, self.kms, self.store, self.clock, self.random_bytes
+        )
+        self.epochs = EpochMinter(self.store, self.edge, group_epochs, self.random_bytes, self.log)
         self.kms_keying = KmsKeying(
             self.settings,
             self.store,
@@ -142,7 +146,7 @@ class FocusService:
             self.kms,
             self.clock,
             self.random_bytes,
-            self.rekey,
+            self.epochs.mint,
         )
         self.reinvites = ReInvites(
             self.settings, self.store, self.edge, self.keying, self.log, self.clock
@@ -226,49 +230,6 @@ class FocusService:
             if target.conference_id is None:
                 raise MalformedMessage("conference id missing")
             return self.admission.join(request, target.conference_id)
-
-    # -- rekeying -------------------------------------------------------------------------
-
-    def rekey(self, conference_id: str, include: tuple[str, ...] = ()) -> int:
-        """Mint the conference's next key epoch, store it wrapped, give it to the edge.
-
-        Returns the new epoch's number.  A conference with KMS-mode legs gets
-        the epoch from the KMS (DESIGN.md §1): a GTGK ticket whose recipients
-        are the **current members** (plus *include*, e.g. a dial-out target),
-        so a departed member cannot resolve it (:meth:`.KmsKeying.new_epoch`); an
-        SDES-only conference from the local CSPRNG.  No leg switches here:
-        each does when its re-INVITE's 2xx passes.  If the KMS refuses or does
-        not answer, or the edge refuses the epoch, nothing is left behind
-        (503, the epoch removed from Redis again).
-        """
-        info = self.store.get(conference_id)
-        if info is None or info.state != "active":
-            raise ConferenceNotFound("no such conference")
-        suite = SUITES.get(info.suite)
-        if suite is None:
-            raise NotAcceptable(f"conference suite {info.suite} unknown")
-        ticket: bytes | None = None
-        if info.kms_legs > 0 or include:
-            group_epoch = self.kms_keying.new_epoch(conference_id, info.epoch + 1, include)
-            master = group_epoch.srtp_master_key(8 * suite.key_length, 8 * suite.salt_length)
-            key = GroupKey(group_epoch.epoch, suite, master.key, master.salt)
-            ticket = group_epoch.to_bytes()
-        else:
-            key = GroupKey.generate(info.epoch + 1, suite, self.random_bytes)
-        self.store.add_epoch(conference_id, key, ticket)
-        try:
-            self.edge.put_epoch(conference_id, key)
-        except SecconfError:
-            try:
-                self.store.drop_epoch(conference_id, key.epoch)
-            except SecconfError as exc:
-                self.log("err", f"secconf: could not undo epoch {key.epoch}: {exc.message}")
-            raise
-        source = "the KMS" if ticket is not None else "the local CSPRNG"
-        self.log(
-            "info", f"secconf: conference {conference_id} rekeyed to epoch {key.epoch} ({source})"
-        )
-        return key.epoch
 
     # -- refusals -----------------------------------------------------------------
 

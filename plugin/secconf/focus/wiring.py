@@ -1,14 +1,18 @@
 """One place where a :class:`~secconf.focus.service.FocusService` is put together.
 
-Every user of the focus — Kamailio's module (one service per worker), the roster watcher
-and ``secconf focus rekey`` (a short-lived one per rekey) — gets it from
-:func:`build_service`: its Redis client and stores, the edge's and the KMS's clients, the
-secrets derived from the KEK, and, when ``[focus] timing`` is on, the phase timer. The
-connections open lazily, on first use, in the process that uses them; each has a timeout.
+Kamailio's module (one service per worker) gets it from :func:`build_service`: its Redis
+client and stores, the edge's and the KMS's clients, the secrets derived from the KEK, and,
+when ``[focus] timing`` is on, the phase timer.  Who only mints epochs — the roster
+watcher (one minter for its lifetime) and ``secconf focus rekey`` — gets an
+:class:`~.epochs.EpochMinter` from :func:`build_minter`, with the same store and clients
+and nothing else.  The connections open lazily, on first use, in the process that uses
+them; each has a timeout.
 """
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,12 +26,13 @@ from secconf.store.replay import BlockingReplayCache
 from secconf.store.sip_users import SipUserStore
 
 from .authenticator import digest_secret
+from .epochs import EpochMinter, GroupEpochs
 from .peer_cache import NoPeerCache, PeerCache
 from .service import FocusService, route_secret
 from .settings import Settings
 from .timing import PhaseTimer, Timed
 
-__all__ = ["build_service", "close_service", "load_kek"]
+__all__ = ["build_minter", "build_service", "close_minter", "close_service", "load_kek"]
 
 Log = Callable[[str, str], None]
 
@@ -83,6 +88,34 @@ def build_service(
     )
 
 
+def build_minter(
+    settings: Settings, kek: bytes, *, log: Log = lambda level, message: None
+) -> EpochMinter:
+    """What mints a conference's epochs: its store, the edge's and the KMS's clients.
+
+    Its clients hold one connection each and are not thread-safe: call it from one
+    thread at a time (the watcher gives it a thread of its own).
+    """
+    client = connect_blocking(settings.redis_url, timeout=settings.redis_timeout)
+    store = ConferenceStore(client, KeyWrapper(kek, settings.kek_id), settings.redis_prefix)
+    kms = None if settings.kms is None else HttpKmsResolver(settings.kms)
+    group_epochs = GroupEpochs(settings.kms, kms, store, time.time, secrets.token_bytes)
+    return EpochMinter(store, _edge(settings), group_epochs, secrets.token_bytes, log)
+
+
+def close_minter(minter: EpochMinter) -> None:
+    """Close what :func:`build_minter` opened."""
+    _close(minter.edge, minter.group_epochs.kms)
+    minter.store.client.close()
+
+
+def _close(*parts: object) -> None:
+    for part in parts:
+        close = getattr(part, "close", None)
+        if close is not None:
+            close()
+
+
 def _edge(settings: Settings) -> EdgeControl:
     if not settings.edge_url:
         return NoEdge()
@@ -92,9 +125,6 @@ def _edge(settings: Settings) -> EdgeControl:
 
 
 def close_service(service: FocusService) -> None:
-    """Close what :func:`build_service` opened (a short-lived service: a rekey)."""
-    for part in (service.edge, service.kms):
-        close = getattr(part, "close", None)
-        if close is not None:
-            close()
+    """Close what :func:`build_service` opened."""
+    _close(service.edge, service.kms)
     service.store.client.close()
