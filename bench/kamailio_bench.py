@@ -2,7 +2,7 @@
 
 Run with ``.venv/bin/python bench/kamailio_bench.py [--seconds 15] [--children 4]``.
 Everything runs on this host, on loopback: a real redis-server
-(:class:`secconf.lab.services.RedisProcess`), the real media edge (``secconf edge
+(:class:`secconf.lab.services.redis_server.RedisProcess`), the real media edge (``secconf edge
 serve``), Kamailio 5.6 and sipp (Debian ``sip-tester``) as the load generator
 (UAC) and as the mixer (UAS, sipp's built-in ``uas`` scenario, which answers
 plain RTP/AVP SDP, bench/sipp/mixer_uas.xml: sipp's ``uas`` plus the
@@ -96,7 +96,10 @@ from secconf.core.mikey import GenericIdEntry, SrtpSessionData
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.core.mikey.srtp import policy_for_suite
 from secconf.core.sdes import SUITES
-from secconf.lab.services import EdgeProcess, KamailioProcess, KmsProcess, RedisProcess
+from secconf.lab.services.edge import EdgeProcess
+from secconf.lab.services.kamailio import KamailioProcess
+from secconf.lab.services.kms import KmsProcess
+from secconf.lab.services.redis_server import RedisProcess
 from secconf.store import generate_key_file
 from secconf.store.keywrap import load_key_file
 

@@ -63,17 +63,16 @@ from ..store.conferences import ConferenceStore, connect_blocking
 from ..store.keywrap import KeyWrapper, load_key_file
 from ..store.sip_users import SipUserStore
 from ..store.watcher import RosterStore
-from .phones import BaresipPhone, LinphonePhone, Phone, write_tone_wav
-from .services import (
-    AsteriskProcess,
-    EdgeProcess,
-    KamailioProcess,
-    KmsProcess,
-    RedisProcess,
-    ServiceError,
-    asterisk_tree_cached,
-    restore_asterisk_tree,
-)
+from .phones.audio import write_tone_wav
+from .phones.baresip import BaresipPhone
+from .phones.linphone import LinphonePhone
+from .phones.phone import Phone
+from .services.asterisk import AsteriskProcess, asterisk_tree_cached, restore_asterisk_tree
+from .services.edge import EdgeProcess
+from .services.kamailio import KamailioProcess
+from .services.kms import KmsProcess
+from .services.process import ServiceError
+from .services.redis_server import RedisProcess
 from .timeline import Timeline
 from .tlsca import TlsFiles, init_ca, participant_contexts
 
