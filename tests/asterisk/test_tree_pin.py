@@ -21,7 +21,7 @@ from secconf.lab.services.asterisk import (
     tree_asterisk_version,
 )
 from secconf.lab.services.process import ServiceError
-from tests.asterisk.test_conference import ami_client
+from tests.asterisk.support import ami_client
 from tests.fixtures.asterisk_server import AsteriskServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]

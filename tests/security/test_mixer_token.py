@@ -38,7 +38,7 @@ from secconf.lab.services.kamailio import KAMAILIO, KamailioProcess
 from secconf.lab.services.process import ServiceError
 from secconf.store import generate_key_file
 from tests.asterisk.participants import audio_sdp
-from tests.asterisk.test_e2e_rekey import (  # noqa: F401 - `stack` is that module's fixture
+from tests.asterisk.support import (  # noqa: F401 - `stack` is the module's fixture
     ALICE,
     BOB,
     Stack,
