@@ -28,6 +28,7 @@ from secconf.core.sdes import CryptoAttribute
 from secconf.core.sdp import SessionDescription
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
+from tests.fixtures.ports import free_udp_port
 from tests.fixtures.redis_cluster import RedisClusterServers, RedisSentinelServers
 from tests.fixtures.redis_server import RedisServer
 
@@ -40,7 +41,6 @@ from .conftest import (
     MixingUpstream,
     Upstream,
     _start_focus,
-    free_udp_port,
     offer,
     pai,
 )

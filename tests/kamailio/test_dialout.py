@@ -25,6 +25,7 @@ from secconf.focus.settings import load_settings
 from secconf.store.sip_users import SipUserStore
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
+from tests.fixtures.ports import free_udp_port
 from tests.fixtures.redis_server import RedisServer
 
 from .conftest import (
@@ -36,7 +37,6 @@ from .conftest import (
     Upstream,
     _start_focus,
     crypto_line,
-    free_udp_port,
 )
 from .media import SUITE as SUITE_NAME
 from .media import SdesParticipant

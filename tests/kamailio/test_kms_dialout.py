@@ -28,6 +28,7 @@ from secconf.store.sip_users import SipUserStore
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.kms_server import RunningKms
+from tests.fixtures.ports import free_udp_port
 from tests.fixtures.redis_server import RedisServer
 
 from .conftest import (
@@ -39,7 +40,6 @@ from .conftest import (
     KmsFocus,
     MixingUpstream,
     Upstream,
-    free_udp_port,
     start_kms_focus,
 )
 from .media import SUITE as SUITE_NAME
