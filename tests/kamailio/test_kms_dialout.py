@@ -42,10 +42,10 @@ from .conftest import (
     Upstream,
     start_kms_focus,
 )
+from .kms_participants import _conference_id, _hear_each_other, _kms_client
 from .media import SUITE as SUITE_NAME
 from .media import SdesParticipant
-from .test_kms_flows import _conference_id, _kms_client
-from .test_kms_rekey import _epochs, _hear_each_other, _leg_epochs, _rekey
+from .support import _epochs, _leg_epochs, _rekey
 
 REALM = "example.com"
 DAVE_PASSWORD = "dave-secret-333"
