@@ -42,9 +42,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from secconf.client.kms import KmsClient
 from secconf.core.errors import SecconfError
 from secconf.core.mikey import ticket as mikey_ticket
+from secconf.kms.async_client import KmsClient
 from secconf.lab.services.edge import EdgeProcess
 from secconf.lab.services.kms import KmsProcess
 from secconf.lab.services.redis_server import RedisProcess

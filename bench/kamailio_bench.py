@@ -89,13 +89,13 @@ from rich.console import Console
 from rich.table import Table
 
 from secconf.client.agent import ParticipantAgent
-from secconf.client.kms import KmsClient
 from secconf.client.sip import UserAgent
 from secconf.core.keymgmt import key_mgmt_value
 from secconf.core.mikey import GenericIdEntry, SrtpSessionData
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.core.mikey.srtp import policy_for_suite
 from secconf.core.sdes import SUITES
+from secconf.kms.async_client import KmsClient
 from secconf.lab.services.edge import EdgeProcess
 from secconf.lab.services.kamailio import KamailioProcess
 from secconf.lab.services.kms import KmsProcess

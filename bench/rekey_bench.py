@@ -40,7 +40,8 @@ from rich.console import Console
 from rich.table import Table
 
 from secconf.asterisk.ami import AmiSettings
-from secconf.asterisk.watcher import Watcher, WatcherSettings
+from secconf.asterisk.watcher import Watcher
+from secconf.asterisk.watcher_settings import WatcherSettings
 from secconf.client.phone import SdesPhone
 from secconf.core.roster import RekeyPolicy, RekeyReason
 from secconf.focus.settings import load_settings

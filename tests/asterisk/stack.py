@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from secconf.asterisk.ami import AmiSettings
-from secconf.asterisk.watcher import WatcherSettings
+from secconf.asterisk.watcher_settings import WatcherSettings
 from secconf.core.roster import RekeyPolicy
 from secconf.focus.settings import Settings, load_settings
 from secconf.store import generate_key_file

@@ -30,7 +30,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from secconf.asterisk.watcher import RekeyReport, Watcher
+from secconf.asterisk.rekey_driver import RekeyReport
+from secconf.asterisk.watcher import Watcher
 from secconf.core.g711 import ToneGenerator
 from secconf.core.roster import FailurePolicy, RekeyReason
 from tests.asterisk.stack import Stack, running_stack

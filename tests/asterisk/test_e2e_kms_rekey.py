@@ -21,14 +21,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from secconf.asterisk.watcher import RekeyReport, Watcher
+from secconf.asterisk.rekey_driver import RekeyReport
+from secconf.asterisk.watcher import Watcher
 from secconf.client.agent import AgentCall, ParticipantAgent
-from secconf.client.kms import KmsClient
 from secconf.client.media import opened
 from secconf.client.sip import Answer, UserAgent
 from secconf.core.g711 import ToneGenerator, ulaw_decode
 from secconf.core.mikey import group as mikey_group
 from secconf.core.roster import RekeyReason
+from secconf.kms.async_client import KmsClient
 from secconf.store.keywrap import load_key_file
 from tests.asterisk.stack import Stack, running_stack
 from tests.fixtures.asterisk_server import AsteriskServer

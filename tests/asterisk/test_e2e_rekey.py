@@ -21,7 +21,8 @@ import time
 
 import pytest
 
-from secconf.asterisk.watcher import RekeyReport, Watcher
+from secconf.asterisk.rekey_driver import RekeyReport
+from secconf.asterisk.watcher import Watcher
 from secconf.client.media import opened
 from secconf.core.g711 import ToneGenerator
 from tests.asterisk.stack import Stack

@@ -35,7 +35,8 @@ from typing import Any, cast
 import pytest
 
 from secconf.asterisk.ami import AmiClient, AmiSettings
-from secconf.asterisk.watcher import RekeyReport, Watcher
+from secconf.asterisk.rekey_driver import RekeyReport
+from secconf.asterisk.watcher import Watcher
 from secconf.client.phone import SUITE, SdesPhone
 from secconf.client.sip import Call
 from secconf.core.errors import SecconfError
@@ -154,7 +155,7 @@ async def until(predicate: Callable[[], Awaitable[bool]], timeout: float, what: 
 
 def idle(watcher: Watcher) -> bool:
     """No rekey running, queued or planned: nothing more will be reported without a change."""
-    return watcher.tracker.next_deadline() is None and not watcher._running
+    return watcher.tracker.next_deadline() is None and not watcher.rekeys.busy
 
 
 def channels(watcher: Watcher, conference: str) -> dict[str, str]:
@@ -780,8 +781,8 @@ def test_standby_takes_over_a_lapsed_lease_and_rekeys_once(stack: Stack) -> None
 
 async def crash(watcher: Watcher) -> None:
     """The watcher stops as if its process died: no renewals, no AMI, nothing released."""
-    for task in (watcher._lease_task, watcher._dialout_task, *watcher._running.values()):
-        if task is not None:
-            task.cancel()
+    await watcher.leases.stop()
+    await watcher.dialer.stop()
+    await watcher.rekeys.stop()
     await watcher.follower.close()
     await watcher.ami.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from secconf.asterisk.watcher import WatcherConfigError, load_watcher_settings
+from secconf.asterisk.watcher_settings import WatcherConfigError, load_watcher_settings
 from secconf.cli import build_parser
 from secconf.core.roster import FailurePolicy
 from secconf.store import generate_key_file
@@ -80,7 +80,8 @@ def test_two_watchers_share_the_refer_stream_each_entry_once(
     import asyncio
 
     from secconf.asterisk.ami import AmiSettings
-    from secconf.asterisk.watcher import Watcher, WatcherSettings
+    from secconf.asterisk.watcher import Watcher
+    from secconf.asterisk.watcher_settings import WatcherSettings
     from secconf.focus.settings import load_settings
     from secconf.store.watcher import REFER_GROUP
 
@@ -134,7 +135,9 @@ def test_redis_refusing_or_down_is_logged_by_the_watcher_and_it_goes_on(
     import asyncio
 
     from secconf.asterisk.ami import AmiSettings
-    from secconf.asterisk.watcher import RekeyReport, Watcher, WatcherSettings
+    from secconf.asterisk.rekey_driver import RekeyReport
+    from secconf.asterisk.watcher import Watcher
+    from secconf.asterisk.watcher_settings import WatcherSettings
     from secconf.core.roster import ConferenceEnded, Member, MemberLeft
     from secconf.focus.settings import load_settings
 
@@ -159,7 +162,7 @@ def test_redis_refusing_or_down_is_logged_by_the_watcher_and_it_goes_on(
             await watcher._on_change(MemberLeft(conference, member))
             waiter = asyncio.ensure_future(watcher.next_report(5.0))
             await asyncio.sleep(0)
-            watcher._publish(RekeyReport(conference, 2, ("join",), 0.0, 0.0))
+            watcher.rekeys.publish(RekeyReport(conference, 2, ("join",), 0.0, 0.0))
             assert (await waiter).epoch == 2  # the report is out, stored or not
             assert warnings() == [
                 f"roster write for {conference} failed: Redis error: could not write a "
@@ -170,8 +173,8 @@ def test_redis_refusing_or_down_is_logged_by_the_watcher_and_it_goes_on(
 
             redis_server.stop()
             await watcher._on_change(ConferenceEnded(conference))
-            await watcher._reconcile(watcher.ami)
-            watcher._publish(RekeyReport(conference, 3, ("leave",), 0.0, 0.0))
+            await watcher.mirror.reconcile(watcher.ami)
+            watcher.rekeys.publish(RekeyReport(conference, 3, ("leave",), 0.0, 0.0))
             logged = warnings()
             assert len(logged) == 3
             assert all("Redis unavailable: could not" in line for line in logged), logged

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from secconf.asterisk.watcher import WatcherSettings
+from secconf.asterisk.watcher_settings import WatcherSettings
 from secconf.core.roster import FailurePolicy
 from secconf.lab.tlsca import TlsFiles
 from tests.asterisk.stack import Stack, running_stack

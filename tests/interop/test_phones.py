@@ -39,7 +39,8 @@ from typing import Any
 
 import pytest
 
-from secconf.asterisk.watcher import RekeyReport, Watcher
+from secconf.asterisk.rekey_driver import RekeyReport
+from secconf.asterisk.watcher import Watcher
 from secconf.core.g711 import ToneGenerator, ulaw_decode
 from secconf.lab.phones.audio import write_tone_wav
 from secconf.lab.phones.phone import Transport

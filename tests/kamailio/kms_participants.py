@@ -12,12 +12,12 @@ import time
 from dataclasses import replace
 
 from secconf.client.agent import AgentCall, ParticipantAgent, build_offer_sdp
-from secconf.client.kms import KmsClient
 from secconf.client.sip import SipRequestFailed, UserAgent
 from secconf.core.mikey import GenericIdEntry, SrtpSessionData
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.core.mikey.srtp import policy_for_suite
 from secconf.core.sdes import SUITES
+from secconf.kms.async_client import KmsClient
 from secconf.store.keywrap import load_key_file
 
 from .conftest import ALICE, BOB, CAROL, FOCUS_IDENTITY, KmsFocus, MixingUpstream, Upstream

@@ -19,12 +19,12 @@ from types import SimpleNamespace
 import pytest
 
 from secconf.client.agent import AgentCall, ParticipantAgent, build_offer_sdp
-from secconf.client.kms import KmsRefused
 from secconf.core.errors import ServiceUnavailable
 from secconf.core.mikey import TicketFlags
 from secconf.core.mikey import group as mikey_group
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.core.sdp import SessionDescription
+from secconf.kms.async_client import KmsRefused
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.kms_server import RunningKms

@@ -15,10 +15,10 @@ import secrets
 import sys
 import time
 
-from secconf.client.kms import KmsClient
 from secconf.core.errors import MikeyError
 from secconf.core.mikey import GenericIdEntry, SrtpSessionData
 from secconf.core.mikey.ticket import TransferInit, build_transfer_resp
+from secconf.kms.async_client import KmsClient
 from secconf.store import load_key_file
 
 

@@ -20,10 +20,10 @@ import httpx
 import pytest
 import redis
 
-from secconf.client.kms import KmsClient, KmsRefused
 from secconf.core.errors import MikeyErrorNo, ServiceUnavailable
 from secconf.core.mikey import GenericIdEntry, SrtpSessionData
 from secconf.core.mikey import ticket as mt
+from secconf.kms.async_client import KmsClient, KmsRefused
 from secconf.store import load_key_file
 from tests.fixtures.kms_server import RunningKms
 from tests.fixtures.redis_server import RedisServer

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from secconf.client.kms import KmsClient, KmsRefused
 from secconf.core.mikey import ticket as mikey_ticket
+from secconf.kms.async_client import KmsClient, KmsRefused
 from secconf.lab.services.kms import KmsProcess
 from secconf.lab.services.process import ServiceError
 from secconf.lab.services.redis_server import RedisProcess

@@ -20,7 +20,7 @@ import pytest
 from secconf.core import rtp
 from secconf.core.g711 import ToneGenerator, tone_ratio, ulaw_decode
 from secconf.media.keys import session
-from secconf.media.relay import PortAllocator
+from secconf.media.sockets import PortAllocator
 from secconf.store import generate_key_file
 from tests.media.edge_harness import (
     HOST,

@@ -26,10 +26,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from secconf.client.kms import KmsClient
 from secconf.core.errors import ServiceUnavailable
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.httpguard import HttpLimits, source_key
+from secconf.kms.async_client import KmsClient
 from secconf.kms.config import KmsConfigError
 from secconf.kms.config import load_config as load_kms_config
 from secconf.lab.services.kms import KmsProcess

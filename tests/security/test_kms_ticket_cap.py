@@ -28,9 +28,9 @@ import httpx
 import pytest
 import redis
 
-from secconf.client.kms import KmsClient, KmsRefused
 from secconf.core.errors import MikeyErrorNo
 from secconf.core.mikey import ticket as mt
+from secconf.kms.async_client import KmsClient, KmsRefused
 from secconf.store import generate_key_file, load_key_file
 from tests.fixtures.redis_server import RedisServer
 

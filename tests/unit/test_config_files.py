@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from secconf.asterisk.watcher import SCHEMA as WATCHER_SCHEMA
-from secconf.asterisk.watcher import WatcherConfigError
+from secconf.asterisk.watcher_settings import SCHEMA as WATCHER_SCHEMA
+from secconf.asterisk.watcher_settings import WatcherConfigError
 from secconf.core.config import ConfigError, unknown_setting
 from secconf.focus.settings import SCHEMA as FOCUS_SCHEMA
 from secconf.focus.settings import SettingsError, load_settings
@@ -50,7 +50,7 @@ def _focus(path: Path, tmp: Path) -> object:
 
 
 def _watcher(path: Path, tmp: Path) -> object:
-    from secconf.asterisk.watcher import load_watcher_settings
+    from secconf.asterisk.watcher_settings import load_watcher_settings
 
     focus = _with_local_files((CONFIG / "kamailio" / "secconf.toml").read_text(), tmp)
     (tmp / "focus.toml").write_text(focus)

@@ -23,7 +23,15 @@ from secconf.core.errors import (
     TicketRejected,
     UnsupportedMikey,
 )
-from secconf.core.mikey import GenericIdEntry, KeyData, KeyDataType, Message, SrtpSessionData
+from secconf.core.mikey import (
+    GenericIdEntry,
+    KeyData,
+    KeyDataType,
+    Message,
+    SpiValidity,
+    SrtpSessionData,
+    TicketFlags,
+)
 from secconf.core.mikey import ticket as mt
 from tests.conftest import DATA
 from tests.fixtures.mikey_world import (
@@ -77,7 +85,7 @@ def test_forking_gives_each_responder_different_keys() -> None:
 def test_responder_keys_travel_in_transfer_resp_when_the_ticket_allows_it() -> None:
     kms = Kms(CountingRandom(b"kms"))
     issued = _issue(kms, _desired(responder_keys=True))
-    group_key = KeyData(KeyDataType.GTGK, bytes(range(32)), None, mt.SpiValidity(b"\x07"))
+    group_key = KeyData(KeyDataType.GTGK, bytes(range(32)), None, SpiValidity(b"\x07"))
     pending = _transfer(issued)
     answer = _respond(kms, pending.data, responder_keys=(group_key,))
     result = mt.process_transfer_resp(pending, answer.data, now=NOW)
@@ -96,7 +104,7 @@ def test_granted_policy_is_clamped_and_marked_changed() -> None:
     kms = Kms(CountingRandom(b"kms"))
     issued = _issue(kms, _desired(valid_until=NOW + 10 * 24 * 3600))
     assert issued.policy.valid_until == pytest.approx(NOW + 3600, abs=1e-6)
-    assert mt.TicketFlags.K in issued.ticket.flags
+    assert TicketFlags.K in issued.ticket.flags
 
 
 # -- refusals -----------------------------------------------------------------------

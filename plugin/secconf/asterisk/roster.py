@@ -7,7 +7,9 @@ to collect due rekeys, and after every (re)connect resynchronises from
 ``ConfbridgeListRooms``/``ConfbridgeList`` (a leave missed while AMI was down
 still rekeys).  What happens with a decision is the caller's ``on_rekey``.
 
-The rekey driver, the Redis roster and the lease are in :mod:`secconf.asterisk.watcher`.
+The rekey driver, the Redis roster and the leases are :mod:`~secconf.asterisk.rekey_driver`,
+:mod:`~secconf.asterisk.roster_mirror` and :mod:`~secconf.asterisk.lease_keeper`, wired
+together by :mod:`secconf.asterisk.watcher`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from .common import Commands
 
 
 def _kms_client(args: argparse.Namespace) -> Any:
-    from ..client.kms import KmsClient
+    from ..kms.async_client import KmsClient
     from ..store import load_key_file
 
     return KmsClient(

@@ -8,7 +8,8 @@ from .common import Commands, log_to_stderr
 
 
 def _cmd_watcher_serve(args: argparse.Namespace) -> int:
-    from ..asterisk.watcher import load_watcher_settings, run
+    from ..asterisk.watcher import run
+    from ..asterisk.watcher_settings import load_watcher_settings
 
     log_to_stderr()
     run(load_watcher_settings(args.config))

@@ -68,7 +68,7 @@ from ..core.mikey.keys import SrtpMasterKey
 from ..core.mikey.srtp import policy_for_suite, suite_for_policy
 from ..core.sdes import SUITES, CryptoSuite
 from ..core.sdp import SessionDescription
-from .kms import KmsClient
+from ..kms.async_client import KmsClient
 from .media import SrtpEndpoint
 from .sip import Answer, Call, IncomingRequest, UserAgent
 

@@ -199,6 +199,155 @@ class _SendState:
     octets: int = 0
 
 
+class _KeyEpochs:
+    """The live key epochs of one endpoint: one sending, and up to two receiving.
+
+    The receiving side is the current epoch plus, for a grace window after a
+    rekey, the one it replaced (DESIGN.md §2).  Kept apart from the endpoint so
+    that the rule "at most two receiving epochs, the older one only until its
+    timer fires" lives in one place, next to the only code that unprotects.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.tx: _Epoch | None = None
+        self.rx: _Epoch | None = None
+        self.rx_previous: _Epoch | None = None
+        self._grace_handle: asyncio.TimerHandle | None = None
+        self._counter = 0
+
+    def start(self, tx: KeyMaterial, rx: KeyMaterial) -> None:
+        """Use these keys from now on, dropping every earlier epoch."""
+        tx_epoch = _Epoch(self._next(), tx, inbound=False)
+        rx_epoch = _Epoch(self._next(), rx, inbound=True)
+        self.tx, self.rx = tx_epoch, rx_epoch
+        self.drop_previous()
+
+    def rekey(self, tx: KeyMaterial | None, rx: KeyMaterial | None, grace: float) -> None:
+        """New sending and/or receiving epoch; the replaced receiving one lives *grace* s."""
+        if self.tx is None or self.rx is None:
+            raise RuntimeError("set_keys() before rekey()")
+        new_tx = _Epoch(self._next(), tx, inbound=False) if tx is not None else None
+        new_rx = _Epoch(self._next(), rx, inbound=True) if rx is not None else None
+        if new_tx is not None:
+            self.tx = new_tx
+        if new_rx is not None:
+            self.drop_previous()
+            self.rx_previous, self.rx = self.rx, new_rx
+            self._grace_handle = self._loop.call_later(grace, self.drop_previous)
+
+    @property
+    def rx_numbers(self) -> tuple[int, ...]:
+        """Receiving epochs currently live, current first."""
+        return tuple(e.number for e in (self.rx, self.rx_previous) if e is not None)
+
+    def drop_previous(self) -> None:
+        if self._grace_handle is not None:
+            self._grace_handle.cancel()
+            self._grace_handle = None
+        self.rx_previous = None
+
+    def close(self) -> None:
+        self.drop_previous()
+        self.tx = self.rx = None
+
+    def unprotect(self, data: bytes, rtcp_packet: bool) -> tuple[bytes | None, _Epoch | None, str]:
+        """Try the current epoch, then the previous one.  Returns (plain, epoch, failure)."""
+        failures = []
+        for epoch in (self.rx, self.rx_previous):
+            if epoch is None:
+                continue
+            try:
+                if rtcp_packet:
+                    return epoch.session.unprotect_rtcp(data), epoch, ""
+                return epoch.session.unprotect(data), epoch, ""
+            except pylibsrtp.Error as exc:
+                failures.append(str(exc))
+            except ValueError:  # longer than pylibsrtp's 1500-byte buffer
+                return None, None, "malformed"
+        if any(reason in REPLAY_ERRORS for reason in failures):
+            return None, None, "replay"
+        if any(reason in AUTH_ERRORS for reason in failures):
+            return None, None, "auth"
+        return None, None, "malformed"
+
+    def _next(self) -> int:
+        self._counter += 1
+        return self._counter
+
+
+class _Reception:
+    """The receive-side bookkeeping: counters per SSRC and in total, RFC 3550 reception state.
+
+    Knows nothing of keys or sockets: the endpoint hands it each packet's
+    outcome (decrypted RTP, an SRTCP compound, or why it failed), and it
+    answers with the report blocks the endpoint's RTCP carries.
+    """
+
+    def __init__(self) -> None:
+        self.sources: dict[int, SourceStats] = {}
+        self.totals = SourceStats(ssrc=0)
+
+    def source(self, ssrc: int) -> SourceStats:
+        """The stats of *ssrc*; the totals once :data:`_MAX_SOURCES` are tracked."""
+        stats = self.sources.get(ssrc)
+        if stats is None:
+            if len(self.sources) >= _MAX_SOURCES:
+                return self.totals
+            stats = self.sources[ssrc] = SourceStats(ssrc)
+        return stats
+
+    def count_failure(self, stats: SourceStats, failure: str, *, is_rtcp: bool) -> None:
+        """Count a packet no live epoch opened (*failure* from :meth:`_KeyEpochs.unprotect`)."""
+        for counter in {id(stats): stats, id(self.totals): self.totals}.values():
+            if failure == "replay":
+                counter.replays += 1
+            elif failure == "auth" and is_rtcp:
+                counter.rtcp_auth_failures += 1
+            elif failure == "auth":
+                counter.auth_failures += 1
+            else:
+                counter.malformed += 1
+
+    def count_rtp(self, stats: SourceStats, packet: RtpPacket, *, old: bool, now: float) -> None:
+        """Count a decrypted RTP packet and feed the source's sequence/jitter state."""
+        stats.packets += 1
+        stats.octets += len(packet.payload)
+        if old:
+            stats.old_epoch += 1
+        if stats is not self.totals:
+            self.totals.packets += 1
+            self.totals.old_epoch += old
+        if stats.reception is None:
+            stats.reception = ReceptionStats(packet.ssrc, packet.sequence_number)
+        stats.reception.on_rtp(packet.sequence_number, packet.timestamp, now)
+        if stats.reception.seq.probation == 0:
+            stats.highest_seq = stats.reception.seq.extended_max
+
+    def count_rtcp(self, plain: bytes, stats: SourceStats, now: float) -> None:
+        """Record a decrypted compound; an SR feeds its sender's LSR/DLSR state."""
+        try:
+            packets = rtp.parse_rtcp(plain, strict=False)
+        except MalformedRtp:
+            stats.malformed += 1
+            return
+        stats.rtcp_packets += 1
+        stats.last_rtcp = packets
+        for packet in packets:
+            if isinstance(packet, rtp.SenderReport):
+                source = self.sources.get(packet.ssrc)
+                if source is not None and source.reception is not None:
+                    source.reception.on_sender_report(packet, now)
+
+    def report_blocks(self, now: float) -> list[rtp.ReportBlock]:
+        """Report blocks for the sources heard (at most 31, RFC 3550 §6.4.1)."""
+        return [
+            stats.reception.report_block(now)
+            for stats in list(self.sources.values())[:31]
+            if stats.reception is not None and stats.packets
+        ]
+
+
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.endpoint: SrtpEndpoint | None = None  # set once the endpoint exists
@@ -237,16 +386,11 @@ class SrtpEndpoint:
         self.queue: asyncio.Queue[ReceivedPacket] | None = (
             asyncio.Queue(queue_size) if queue_size > 0 else None
         )
-        self.stats: dict[int, SourceStats] = {}
-        self.totals = SourceStats(ssrc=0)
         self.queue_drops = 0
         self.foreign = 0  # STUN, DTLS or unclassifiable datagrams
         self.rtcp_sent = 0
-        self._tx: _Epoch | None = None
-        self._rx: _Epoch | None = None
-        self._rx_previous: _Epoch | None = None
-        self._grace_handle: asyncio.TimerHandle | None = None
-        self._epoch_counter = 0
+        self._keys = _KeyEpochs(self._loop)
+        self._reception = _Reception()
         self._send: dict[int, _SendState] = {}
         self._rtcp_interval = rtcp_interval
         self._rtcp_task: asyncio.Task[None] | None = None
@@ -292,6 +436,16 @@ class SrtpEndpoint:
     # -- configuration ------------------------------------------------------------
 
     @property
+    def stats(self) -> dict[int, SourceStats]:
+        """What arrived, per SSRC (at most :data:`_MAX_SOURCES` of them)."""
+        return self._reception.sources
+
+    @property
+    def totals(self) -> SourceStats:
+        """What arrived from every source together (``ssrc`` 0)."""
+        return self._reception.totals
+
+    @property
     def local_address(self) -> tuple[str, int]:
         """The bound (host, port)."""
         name = self._transport.get_extra_info("sockname")
@@ -307,10 +461,7 @@ class SrtpEndpoint:
         Raises :class:`UnsupportedCryptoSuite` for a suite pylibsrtp cannot do
         and :class:`ValueError` for key or salt of the wrong length.
         """
-        tx_epoch = _Epoch(self._next_epoch(), tx, inbound=False)
-        rx_epoch = _Epoch(self._next_epoch(), rx, inbound=True)
-        self._tx, self._rx = tx_epoch, rx_epoch
-        self._drop_previous()
+        self._keys.start(tx, rx)
         self._start_rtcp()
 
     def rekey(
@@ -327,31 +478,12 @@ class SrtpEndpoint:
         tried for *grace* seconds, then dropped.  An epoch older than that one is
         dropped now: only two receiving epochs are ever live.
         """
-        if self._tx is None or self._rx is None:
-            raise RuntimeError("set_keys() before rekey()")
-        new_tx = _Epoch(self._next_epoch(), tx, inbound=False) if tx is not None else None
-        new_rx = _Epoch(self._next_epoch(), rx, inbound=True) if rx is not None else None
-        if new_tx is not None:
-            self._tx = new_tx
-        if new_rx is not None:
-            self._drop_previous()
-            self._rx_previous, self._rx = self._rx, new_rx
-            self._grace_handle = self._loop.call_later(grace, self._drop_previous)
+        self._keys.rekey(tx, rx, grace)
 
     @property
     def rx_epochs(self) -> tuple[int, ...]:
         """Receiving epochs currently live, current first."""
-        return tuple(e.number for e in (self._rx, self._rx_previous) if e is not None)
-
-    def _next_epoch(self) -> int:
-        self._epoch_counter += 1
-        return self._epoch_counter
-
-    def _drop_previous(self) -> None:
-        if self._grace_handle is not None:
-            self._grace_handle.cancel()
-            self._grace_handle = None
-        self._rx_previous = None
+        return self._keys.rx_numbers
 
     # -- sending ------------------------------------------------------------------
 
@@ -369,7 +501,8 @@ class SrtpEndpoint:
         The timestamp advances by *samples* afterwards (default: the payload
         length, right for PCMU/PCMA at one byte per sample).
         """
-        if self._tx is None:
+        tx = self._keys.tx
+        if tx is None:
             raise RuntimeError("set_keys() before sending")
         if self.remote is None:
             raise RuntimeError("set_remote() before sending")
@@ -378,7 +511,7 @@ class SrtpEndpoint:
             # RFC 3550 §5.1: initial sequence number and timestamp are random.
             state = self._send[ssrc] = _SendState(secrets.randbits(15), secrets.randbits(32))
         packet = RtpPacket(pt, state.sequence, state.timestamp, ssrc, payload, marker)
-        self._transport.sendto(self._tx.session.protect(bytes(packet)), self.remote)
+        self._transport.sendto(tx.session.protect(bytes(packet)), self.remote)
         state.sequence = (state.sequence + 1) & 0xFFFF
         state.timestamp = (state.timestamp + (len(payload) if samples is None else samples)) & (
             0xFFFFFFFF
@@ -413,13 +546,6 @@ class SrtpEndpoint:
             sent += 1
         return sent
 
-    def _reports(self, now: float) -> list[rtp.ReportBlock]:
-        return [
-            stats.reception.report_block(now)
-            for stats in list(self.stats.values())[:31]
-            if stats.reception is not None and stats.packets
-        ]
-
     def build_rtcp(self, *, bye: bool = False) -> list[bytes]:
         """The RTCP compounds to send now (plain, before SRTCP): one per sending SSRC.
 
@@ -427,7 +553,7 @@ class SrtpEndpoint:
         §6.1), followed by BYE when *bye* is set (§6.6).
         """
         now = self._loop.time()
-        reports = self._reports(now)
+        reports = self._reception.report_blocks(now)
         unix = time.time()
         ntp = (int(unix) + _NTP_EPOCH_OFFSET) << 32 | int((unix % 1) * (1 << 32))
         compounds = []
@@ -456,11 +582,12 @@ class SrtpEndpoint:
 
     def send_rtcp(self, *, bye: bool = False) -> int:
         """Send SRTCP reports now (see :meth:`build_rtcp`); returns the compounds sent."""
-        if self._tx is None or self.remote is None or self._closed:
+        tx = self._keys.tx
+        if tx is None or self.remote is None or self._closed:
             return 0
         count = 0
         for compound in self.build_rtcp(bye=bye):
-            self._transport.sendto(self._tx.session.protect_rtcp(compound), self.remote)
+            self._transport.sendto(tx.session.protect_rtcp(compound), self.remote)
             count += 1
         self.rtcp_sent += count
         return count
@@ -493,36 +620,13 @@ class SrtpEndpoint:
             out.append(self.queue.get_nowait())
         return out
 
-    def _source(self, ssrc: int) -> SourceStats:
-        stats = self.stats.get(ssrc)
-        if stats is None:
-            if len(self.stats) >= _MAX_SOURCES:
-                return self.totals
-            stats = self.stats[ssrc] = SourceStats(ssrc)
-        return stats
-
-    def _unprotect(self, data: bytes, rtcp_packet: bool) -> tuple[bytes | None, _Epoch | None, str]:
-        """Try the current epoch, then the previous one.  Returns (plain, epoch, failure)."""
-        failures = []
-        for epoch in (self._rx, self._rx_previous):
-            if epoch is None:
-                continue
-            try:
-                if rtcp_packet:
-                    return epoch.session.unprotect_rtcp(data), epoch, ""
-                return epoch.session.unprotect(data), epoch, ""
-            except pylibsrtp.Error as exc:
-                failures.append(str(exc))
-            except ValueError:  # longer than pylibsrtp's 1500-byte buffer
-                return None, None, "malformed"
-        if any(reason in REPLAY_ERRORS for reason in failures):
-            return None, None, "replay"
-        if any(reason in AUTH_ERRORS for reason in failures):
-            return None, None, "auth"
-        return None, None, "malformed"
-
     def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self._closed or self._rx is None:
+        """One datagram from the socket: classify, unprotect, count, deliver.
+
+        Looked up on the instance for every datagram, so a test or the lab can
+        wrap it to see the ciphertext as it arrives.
+        """
+        if self._closed or self._keys.rx is None:
             return
         try:
             kind = rtp.classify(data)
@@ -534,42 +638,25 @@ class SrtpEndpoint:
             self.foreign += 1
             return
         is_rtcp = kind is PacketKind.RTCP
-        stats = self._source(ssrc)
-        plain, epoch, failure = self._unprotect(data, is_rtcp)
+        stats = self._reception.source(ssrc)
+        plain, epoch, failure = self._keys.unprotect(data, is_rtcp)
         if plain is None or epoch is None:
-            for counter in {id(stats): stats, id(self.totals): self.totals}.values():
-                if failure == "replay":
-                    counter.replays += 1
-                elif failure == "auth" and is_rtcp:
-                    counter.rtcp_auth_failures += 1
-                elif failure == "auth":
-                    counter.auth_failures += 1
-                else:
-                    counter.malformed += 1
+            self._reception.count_failure(stats, failure, is_rtcp=is_rtcp)
             return
         now = self._loop.time()
         if is_rtcp:
-            self._on_rtcp(plain, stats, now)
+            self._reception.count_rtcp(plain, stats, now)
             return
         try:
             packet = RtpPacket.parse(plain)
         except MalformedRtp:
             stats.malformed += 1
             return
-        old = epoch is not self._rx
-        stats.packets += 1
-        stats.octets += len(packet.payload)
-        if old:
-            stats.old_epoch += 1
-        if stats is not self.totals:
-            self.totals.packets += 1
-            self.totals.old_epoch += old
-        if stats.reception is None:
-            stats.reception = ReceptionStats(ssrc, packet.sequence_number)
-        stats.reception.on_rtp(packet.sequence_number, packet.timestamp, now)
-        if stats.reception.seq.probation == 0:
-            stats.highest_seq = stats.reception.seq.extended_max
-        received = ReceivedPacket(packet, addr, now, epoch.number, old)
+        old = epoch is not self._keys.rx
+        self._reception.count_rtp(stats, packet, old=old, now=now)
+        self._deliver(ReceivedPacket(packet, addr, now, epoch.number, old))
+
+    def _deliver(self, received: ReceivedPacket) -> None:
         if self.queue is not None:
             try:
                 self.queue.put_nowait(received)
@@ -577,20 +664,6 @@ class SrtpEndpoint:
                 self.queue_drops += 1
         if self.on_packet is not None:
             self.on_packet(received)
-
-    def _on_rtcp(self, plain: bytes, stats: SourceStats, now: float) -> None:
-        try:
-            packets = rtp.parse_rtcp(plain, strict=False)
-        except MalformedRtp:
-            stats.malformed += 1
-            return
-        stats.rtcp_packets += 1
-        stats.last_rtcp = packets
-        for packet in packets:
-            if isinstance(packet, rtp.SenderReport):
-                source = self.stats.get(packet.ssrc)
-                if source is not None and source.reception is not None:
-                    source.reception.on_sender_report(packet, now)
 
     # -- shutdown -----------------------------------------------------------------
 
@@ -602,13 +675,12 @@ class SrtpEndpoint:
             with contextlib.suppress(pylibsrtp.Error, OSError):
                 self.send_rtcp(bye=True)
         self._closed = True
-        self._drop_previous()
         if self._rtcp_task is not None:
             self._rtcp_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._rtcp_task, timeout)
         self._transport.close()
-        self._tx = self._rx = None
+        self._keys.close()
 
     async def __aenter__(self) -> SrtpEndpoint:
         return self
@@ -620,5 +692,5 @@ class SrtpEndpoint:
         host, port = self.local_address if not self._transport.is_closing() else ("-", 0)
         return (
             f"SrtpEndpoint({host}:{port} -> {self.remote}, "
-            f"tx={self._tx!r}, rx={self.rx_epochs}, sources={len(self.stats)})"
+            f"tx={self._keys.tx!r}, rx={self.rx_epochs}, sources={len(self.stats)})"
         )

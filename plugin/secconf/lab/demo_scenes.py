@@ -22,7 +22,6 @@ from rich.table import Table
 from ..asterisk.ami import AmiSettings
 from ..asterisk.watcher import RekeyReport, Watcher, WatcherSettings
 from ..client.agent import AgentCall, ParticipantAgent
-from ..client.kms import KmsRefused
 from ..client.media import opened
 from ..client.phone import SUITE, SdesPhone
 from ..client.sip import SipRequestFailed
@@ -32,6 +31,7 @@ from ..core.mikey import ticket as mikey_ticket
 from ..core.mikey.keys import SrtpMasterKey
 from ..core.roster import FailurePolicy, RekeyPolicy
 from ..focus.settings import load_settings
+from ..kms.async_client import KmsRefused
 from ..store.conferences import ConferenceStore
 from ..store.watcher import RosterStore
 from .demo_narrator import Story, StoryFailed

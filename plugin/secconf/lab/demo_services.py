@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from ..client.agent import ParticipantAgent
-from ..client.kms import KmsClient
 from ..client.sip import UserAgent
 from ..focus.settings import load_settings
+from ..kms.async_client import KmsClient
 from ..store import generate_key_file
 from ..store.conferences import ConferenceStore, connect_blocking
 from ..store.keywrap import KeyWrapper, load_key_file

@@ -1,5 +1,10 @@
 """The edge's control API (Starlette, JSON, loopback, bearer token): see docs/edge.md.
 
+Request bodies are parsed and checked here; :class:`LegRoutes` and
+:class:`ConferenceRoutes` hold the handlers of the two resources, which call
+:class:`~secconf.media.service.EdgeService`; :func:`build_app` puts them behind
+the bearer-token guard.
+
 Every refusal is a JSON ``{"error": reason, "message": text}`` with 400, 401,
 404, 409 or 503 and no state change.  Messages never hold key material.
 """
@@ -10,7 +15,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,10 +27,11 @@ from secconf.core.edge import BadEdgeRequest, LegMode
 from secconf.core.errors import SecconfError, ServiceUnavailable
 
 from .keys import SrtpKey
-from .relay import COUNTER_NAMES, Leg
+from .metrics import render_metrics
 from .service import EdgeService
+from .views import conference_view, leg_view, new_leg_view
 
-__all__ = ["MAX_BODY", "build_app", "render_metrics"]
+__all__ = ["MAX_BODY", "build_app"]
 
 log = logging.getLogger("secconf.edge")
 
@@ -134,195 +139,72 @@ def _rtcp_mux(value: Any) -> tuple[bool, bool]:
     raise BadEdgeRequest("rtcp_mux must be true, false or {participant: bool, internal: bool}")
 
 
-def _leg_answer(leg: Leg) -> dict[str, Any]:
-    p_host, p_port = leg.participant_address
-    i_host, i_port = leg.internal_address
-    p_rtcp = leg.participant_rtcp_address[1]  # = p_port under rtcp-mux
-    i_rtcp = leg.internal_rtcp_address[1]
-    p_mux, i_mux = leg.prsock is None, leg.irsock is None
-    advertise = leg.relay.advertise or p_host
-    answer: dict[str, Any] = {
-        "leg": leg.id,
-        "id": leg.id,
-        "conference": leg.conference.state.conference_id,
-        "mode": leg.mode.value,
-        "participant": {
-            "host": advertise,
-            "port": p_port,
-            "rtp_port": p_port,
-            "rtcp_port": p_rtcp,
-            "rtcp_mux": p_mux,
-        },
-        "internal": {
-            "host": i_host,
-            "port": i_port,
-            "rtp_port": i_port,
-            "rtcp_port": i_rtcp,
-            "rtcp_mux": i_mux,
-            "mode": leg.internal_mode,
-        },
-        "external": {"address": advertise, "ports": [p_port], "rtcp_port": p_rtcp},
-        "ssrc": leg.state.out_ssrc,
-        "outbound_ssrc": leg.state.out_ssrc,
-        "epoch": leg.state.tx_epoch,
+_CREATE_LEG_FIELDS = frozenset(
+    {
+        "conference", "leg", "mode", "participant", "crypto", "streams", "internal",
+        "epoch", "participant_ssrcs", "participant_remote", "internal_remote", "rtcp_mux",
     }
-    answer["internal"].update({"address": i_host, "ports": [i_port]})
-    if leg.edge_internal_key is not None:
-        # The key the edge sends to Asterisk with: the module writes it into
-        # Asterisk's SDP (a=crypto).  The one place a key leaves the edge.
-        answer["internal"]["edge_key"] = leg.edge_internal_key.to_json()
-    return answer
+)  # fmt: skip
 
 
-def render_metrics(service: EdgeService) -> str:
-    """Prometheus text exposition (format 0.0.4)."""
-    relay = service.relay
-    totals = relay.totals().as_dict()
-    lines = []
-
-    def metric(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> None:
-        lines.append(f"# HELP secconf_edge_{name} {text}")
-        lines.append(f"# TYPE secconf_edge_{name} {kind}")
-        for labels, value in samples:
-            shown = int(value) if math.isfinite(value) and value == int(value) else value
-            lines.append(f"secconf_edge_{name}{labels} {shown}")
-
-    metric(
-        "packets_total",
-        "counter",
-        "RTP/RTCP packets relayed",
-        [
-            ('{direction="in",kind="rtp"}', totals["rtp_in"]),
-            ('{direction="in",kind="rtcp"}', totals["rtcp_in"]),
-            ('{direction="out",kind="rtp"}', totals["rtp_out"]),
-            ('{direction="out",kind="rtcp"}', totals["rtcp_out"]),
-        ],
-    )
-    metric(
-        "bytes_total",
-        "counter",
-        "RTP payload bytes relayed",
-        [('{direction="in"}', totals["bytes_in"]), ('{direction="out"}', totals["bytes_out"])],
-    )
-    metric(
-        "auth_failures_total",
-        "counter",
-        "SRTP/SRTCP packets that failed authentication",
-        [
-            ('{side="participant"}', totals["auth_failures"]),
-            ('{side="internal"}', totals["internal_auth_failures"]),
-        ],
-    )
-    metric("replays_total", "counter", "SRTP/SRTCP replays refused", [("", totals["replays"])])
-    metric(
-        "epoch_switches_total",
-        "counter",
-        "leg switches to a new key epoch",
-        [("", totals["epoch_switches"])],
-    )
-    dropped = [
-        "unlatched",
-        "malformed",
-        "oversized",
-        "ssrc_refused",
-        "internal_unlatched",
-        "internal_malformed",
-        "no_remote",
-        "send_errors",
-        "protect_errors",
-        "wrong_port",
-    ]
-    metric(
-        "dropped_total",
-        "counter",
-        "packets dropped, by reason",
-        [(f'{{reason="{name}"}}', totals[name]) for name in dropped],
-    )
-    metric(
-        "srtcp_index_restarts_total",
-        "counter",
-        "SRTCP index restarts tolerated after a key change",
-        [("", totals["srtcp_restarts"])],
-    )
-    metric(
-        "switch_verdicts_total",
-        "counter",
-        "switch verification outcomes",
-        [(f'{{state="{state}"}}', n) for state, n in relay.verdicts.items() if state != "none"],
-    )
-    metric("ssrc_collisions_total", "counter", "SSRC collisions refused", [("", relay.collisions)])
-    metric(
-        "epochs_destroyed_total",
-        "counter",
-        "key epochs destroyed",
-        [("", relay.epochs_destroyed)],
-    )
-    metric("legs", "gauge", "legs now", [("", len(relay.legs))])
-    metric("conferences", "gauge", "conferences now", [("", len(relay.conferences))])
-    if set(totals) != set(COUNTER_NAMES):  # pragma: no cover - kept in step by construction
-        raise RuntimeError("counter names out of step")
-    return "\n".join(lines) + "\n"
+def _participant_key(body: dict[str, Any]) -> SrtpKey | None:
+    """An SDES leg's key: ``participant`` (JSON key), ``crypto`` or ``streams[0].crypto``
+    (an a=crypto line); None if none is given."""
+    if body.get("participant") is not None:
+        return SrtpKey.from_json(body["participant"], "participant")
+    if body.get("crypto") is not None:
+        return SrtpKey.from_crypto_line(body["crypto"], "crypto")
+    if body.get("streams") is not None:
+        streams = body["streams"]
+        if not isinstance(streams, list) or len(streams) != 1:
+            raise BadEdgeRequest("one audio stream per leg is supported")
+        stream = streams[0]
+        if not isinstance(stream, dict):
+            raise BadEdgeRequest("a stream must be an object")
+        if stream.get("crypto") is not None:
+            return SrtpKey.from_crypto_line(stream["crypto"], "streams[0].crypto")
+    return None
 
 
-def build_app(service: EdgeService, *, token: str) -> Starlette:
-    """The ASGI app; every route but ``/healthz`` needs ``Authorization: Bearer <token>``."""
-    if len(token) < 16:
-        raise ValueError("the API token must have at least 16 characters")
-    expected = f"Bearer {token}".encode()
+def _internal_side(internal: Any, default: str) -> tuple[str, SrtpKey | None]:
+    """``internal``: a mode, or ``{mode, asterisk_key}``; (mode, Asterisk's key or None)."""
+    asterisk_key = None
+    if isinstance(internal, dict):
+        if set(internal) - {"mode", "asterisk_key"}:
+            raise BadEdgeRequest("internal takes mode and asterisk_key")
+        if internal.get("asterisk_key") is not None:
+            asterisk_key = SrtpKey.from_json(internal["asterisk_key"], "asterisk_key")
+        internal = internal.get("mode", default)
+    if internal not in ("rtp", "srtp"):
+        raise BadEdgeRequest("internal mode must be rtp or srtp")
+    return internal, asterisk_key
 
-    def guarded(handler: Handler) -> Handler:
-        async def endpoint(request: Request) -> Response:
-            given = request.headers.get("authorization", "").encode("latin-1", "replace")
-            if not hmac.compare_digest(given, expected):
-                return _error(401, "Unauthorized", "missing or wrong bearer token")
-            try:
-                return await handler(request)
-            except SecconfError as exc:
-                status = _status(exc)
-                log.info(
-                    "%s %s refused: %d %s", request.method, request.url.path, status, exc.message
-                )
-                return _error(status, exc.reason, exc.message)
 
-        return endpoint
+def _epoch_param(request: Request) -> int:
+    text = request.path_params["epoch"]
+    if not text.isdigit() or len(text) > 10:
+        raise BadEdgeRequest("epoch must be a decimal integer")
+    return _int(int(text), "epoch")
 
-    async def create_leg(request: Request) -> Response:
+
+class LegRoutes:
+    """``/v1/legs``: create a leg, read it, set its remotes and keys, switch it, delete it."""
+
+    def __init__(self, service: EdgeService) -> None:
+        self.service = service
+
+    async def create(self, request: Request) -> Response:
         body = await _json(request)
-        known = {
-            "conference", "leg", "mode", "participant", "crypto", "streams", "internal",
-            "epoch", "participant_ssrcs", "participant_remote", "internal_remote", "rtcp_mux",
-        }  # fmt: skip
-        unknown = set(body) - known
+        unknown = set(body) - _CREATE_LEG_FIELDS
         if unknown:
             raise BadEdgeRequest(f"unknown fields: {', '.join(sorted(unknown))}")
         try:
             mode = LegMode(body.get("mode", "sdes"))
         except ValueError:
             raise BadEdgeRequest("mode must be sdes or kms") from None
-        participant_key = None
-        if body.get("participant") is not None:
-            participant_key = SrtpKey.from_json(body["participant"], "participant")
-        elif body.get("crypto") is not None:
-            participant_key = SrtpKey.from_crypto_line(body["crypto"], "crypto")
-        elif body.get("streams") is not None:
-            streams = body["streams"]
-            if not isinstance(streams, list) or len(streams) != 1:
-                raise BadEdgeRequest("one audio stream per leg is supported")
-            stream = streams[0]
-            if not isinstance(stream, dict):
-                raise BadEdgeRequest("a stream must be an object")
-            if stream.get("crypto") is not None:
-                participant_key = SrtpKey.from_crypto_line(stream["crypto"], "streams[0].crypto")
-        internal = body.get("internal", service.default_internal_mode)
-        asterisk_key = None
-        if isinstance(internal, dict):
-            if set(internal) - {"mode", "asterisk_key"}:
-                raise BadEdgeRequest("internal takes mode and asterisk_key")
-            if internal.get("asterisk_key") is not None:
-                asterisk_key = SrtpKey.from_json(internal["asterisk_key"], "asterisk_key")
-            internal = internal.get("mode", service.default_internal_mode)
-        if internal not in ("rtp", "srtp"):
-            raise BadEdgeRequest("internal mode must be rtp or srtp")
+        participant_key = _participant_key(body)
+        default = self.service.default_internal_mode
+        internal, asterisk_key = _internal_side(body.get("internal", default), default)
         ssrcs = body.get("participant_ssrcs", [])
         if not isinstance(ssrcs, list) or len(ssrcs) > 16:
             raise BadEdgeRequest("participant_ssrcs must be a list of at most 16 SSRCs")
@@ -333,7 +215,7 @@ def build_app(service: EdgeService, *, token: str) -> Starlette:
         rtcp_mux = _rtcp_mux(body.get("rtcp_mux"))
         participant_remote, participant_rtcp = _optional_remote(body.get("participant_remote"))
         internal_remote, internal_rtcp = _optional_remote(body.get("internal_remote"))
-        leg = await service.create_leg(
+        leg = await self.service.create_leg(
             conference,
             mode,
             participant_key=participant_key,
@@ -348,16 +230,18 @@ def build_app(service: EdgeService, *, token: str) -> Starlette:
             participant_rtcp_remote=participant_rtcp,
             internal_rtcp_remote=internal_rtcp,
         )
-        return JSONResponse(_leg_answer(leg), status_code=201)
+        return JSONResponse(new_leg_view(leg), status_code=201)
 
-    async def get_leg(request: Request) -> Response:
-        return JSONResponse(service.relay.leg(request.path_params["leg"]).describe())
+    async def get(self, request: Request) -> Response:
+        return JSONResponse(leg_view(self.service.relay.leg(request.path_params["leg"])))
 
-    async def delete_leg(request: Request) -> Response:
-        leg = await service.delete_leg(request.path_params["leg"])
+    async def delete(self, request: Request) -> Response:
+        leg = await self.service.delete_leg(request.path_params["leg"])
         return JSONResponse({"leg": leg.id, "counters": leg.counters.as_dict()})
 
-    def remote_endpoint(side: str) -> Handler:
+    def put_remote(self, side: str) -> Handler:
+        """PUT /v1/legs/{leg}/participant-remote or /internal-remote."""
+
         async def put_remote(request: Request) -> Response:
             body = await _json(request)
             asterisk_key = None
@@ -371,27 +255,27 @@ def build_app(service: EdgeService, *, token: str) -> Starlette:
             switch_epoch = None
             if side == "internal" and body.get("switch_epoch") is not None:
                 switch_epoch = _int(body.get("switch_epoch"), "switch_epoch")
-                service.relay.check_switch(leg_id, switch_epoch)
-            leg = await service.set_remote(
+                self.service.relay.check_switch(leg_id, switch_epoch)
+            leg = await self.service.set_remote(
                 leg_id, side, remote, asterisk_key, _rtcp_remote(body, remote[0])
             )
             if switch_epoch is not None:
-                await service.switch(leg_id, switch_epoch)
-            return JSONResponse(leg.describe())
+                await self.service.switch(leg_id, switch_epoch)
+            return JSONResponse(leg_view(leg))
 
         return put_remote
 
-    async def put_participant_key(request: Request) -> Response:
+    async def put_participant_key(self, request: Request) -> Response:
         key = SrtpKey.from_json(await _json(request), "participant key")
-        leg = await service.set_participant_key(request.path_params["leg"], key)
-        return JSONResponse(leg.describe())
+        leg = await self.service.set_participant_key(request.path_params["leg"], key)
+        return JSONResponse(leg_view(leg))
 
-    async def switch(request: Request) -> Response:
+    async def switch(self, request: Request) -> Response:
         body = await _json(request)
         epoch = _int(body.get("epoch"), "epoch")
         leg_id = request.path_params["leg"]
-        changed = await service.switch(leg_id, epoch)
-        leg = service.relay.leg(leg_id)
+        changed = await self.service.switch(leg_id, epoch)
+        leg = self.service.relay.leg(leg_id)
         return JSONResponse(
             {
                 "leg": leg_id,
@@ -401,63 +285,81 @@ def build_app(service: EdgeService, *, token: str) -> Starlette:
             }
         )
 
-    async def put_epoch(request: Request) -> Response:
+
+class ConferenceRoutes:
+    """``/v1/conferences``: read or delete a conference, put or destroy its key epochs."""
+
+    def __init__(self, service: EdgeService) -> None:
+        self.service = service
+
+    async def get(self, request: Request) -> Response:
+        return JSONResponse(conference_view(self.service.relay, request.path_params["conference"]))
+
+    async def delete(self, request: Request) -> Response:
+        removed = await self.service.delete_conference(request.path_params["conference"])
+        return JSONResponse({"removed_legs": removed})
+
+    async def put_epoch(self, request: Request) -> Response:
         epoch = _epoch_param(request)
         key = SrtpKey.from_json(await _json(request), "group key")
-        created = await service.put_epoch(request.path_params["conference"], epoch, key)
+        created = await self.service.put_epoch(request.path_params["conference"], epoch, key)
         return JSONResponse(
             {"epoch": epoch, "fingerprint": key.fingerprint, "created": created},
             status_code=201 if created else 200,
         )
 
-    async def delete_epoch(request: Request) -> Response:
+    async def delete_epoch(self, request: Request) -> Response:
         epoch = _epoch_param(request)
-        await service.drop_epoch(request.path_params["conference"], epoch)
+        await self.service.drop_epoch(request.path_params["conference"], epoch)
         return JSONResponse({"epoch": epoch, "destroyed": True})
 
-    async def get_conference(request: Request) -> Response:
-        return JSONResponse(service.relay.describe_conference(request.path_params["conference"]))
 
-    async def delete_conference(request: Request) -> Response:
-        removed = await service.delete_conference(request.path_params["conference"])
-        return JSONResponse({"removed_legs": removed})
+def _guarded(handler: Handler, expected: bytes) -> Handler:
+    """*handler* behind the bearer token, its refusals as JSON errors."""
+
+    async def endpoint(request: Request) -> Response:
+        given = request.headers.get("authorization", "").encode("latin-1", "replace")
+        if not hmac.compare_digest(given, expected):
+            return _error(401, "Unauthorized", "missing or wrong bearer token")
+        try:
+            return await handler(request)
+        except SecconfError as exc:
+            status = _status(exc)
+            log.info("%s %s refused: %d %s", request.method, request.url.path, status, exc.message)
+            return _error(status, exc.reason, exc.message)
+
+    return endpoint
+
+
+def build_app(service: EdgeService, *, token: str) -> Starlette:
+    """The ASGI app; every route but ``/healthz`` needs ``Authorization: Bearer <token>``."""
+    if len(token) < 16:
+        raise ValueError("the API token must have at least 16 characters")
+    expected = f"Bearer {token}".encode()
+    legs, conferences = LegRoutes(service), ConferenceRoutes(service)
 
     async def metrics(request: Request) -> Response:
-        return PlainTextResponse(render_metrics(service), media_type="text/plain; version=0.0.4")
+        text = render_metrics(service.relay)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "legs": len(service.relay.legs)})
 
-    routes = [
-        Route("/v1/legs", guarded(create_leg), methods=["POST"]),
-        Route("/v1/legs/{leg}", guarded(get_leg), methods=["GET"]),
-        Route("/v1/legs/{leg}", guarded(delete_leg), methods=["DELETE"]),
-        Route(
-            "/v1/legs/{leg}/participant-remote",
-            guarded(remote_endpoint("participant")),
-            methods=["PUT"],
-        ),
-        Route(
-            "/v1/legs/{leg}/internal-remote", guarded(remote_endpoint("internal")), methods=["PUT"]
-        ),
-        Route("/v1/legs/{leg}/participant-key", guarded(put_participant_key), methods=["PUT"]),
-        Route("/v1/legs/{leg}/switch", guarded(switch), methods=["POST"]),
-        Route("/v1/conferences/{conference}", guarded(get_conference), methods=["GET"]),
-        Route("/v1/conferences/{conference}", guarded(delete_conference), methods=["DELETE"]),
-        Route("/v1/conferences/{conference}/epochs/{epoch}", guarded(put_epoch), methods=["PUT"]),
-        Route(
-            "/v1/conferences/{conference}/epochs/{epoch}",
-            guarded(delete_epoch),
-            methods=["DELETE"],
-        ),
-        Route("/metrics", guarded(metrics), methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
+    leg, conference = "/v1/legs/{leg}", "/v1/conferences/{conference}"
+    guarded: list[tuple[str, Handler, str]] = [
+        ("/v1/legs", legs.create, "POST"),
+        (leg, legs.get, "GET"),
+        (leg, legs.delete, "DELETE"),
+        (f"{leg}/participant-remote", legs.put_remote("participant"), "PUT"),
+        (f"{leg}/internal-remote", legs.put_remote("internal"), "PUT"),
+        (f"{leg}/participant-key", legs.put_participant_key, "PUT"),
+        (f"{leg}/switch", legs.switch, "POST"),
+        (conference, conferences.get, "GET"),
+        (conference, conferences.delete, "DELETE"),
+        (f"{conference}/epochs/{{epoch}}", conferences.put_epoch, "PUT"),
+        (f"{conference}/epochs/{{epoch}}", conferences.delete_epoch, "DELETE"),
+        ("/metrics", metrics, "GET"),
     ]
+    routes = [Route(path, _guarded(h, expected), methods=[m]) for path, h, m in guarded]
+    routes.append(Route("/healthz", healthz, methods=["GET"]))
     return Starlette(routes=routes)
-
-
-def _epoch_param(request: Request) -> int:
-    text = request.path_params["epoch"]
-    if not text.isdigit() or len(text) > 10:
-        raise BadEdgeRequest("epoch must be a decimal integer")
-    return _int(int(text), "epoch")

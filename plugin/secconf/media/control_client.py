@@ -24,6 +24,12 @@ Every call has a short timeout (Kamailio workers must never hang); any
 failure is :class:`~secconf.core.errors.ServiceUnavailable` (503).  The HTTP
 connection is per worker process (created lazily after the fork), kept alive
 (:class:`secconf.keepalive.KeepAliveHttp`, stdlib ``http.client``).
+
+The roster watcher (asyncio) reads the edge's view of a conference
+(``GET /v1/conferences/{id}``: its epochs and each leg's switch) with
+:class:`AsyncHttpEdgeControl`: httpx on the event loop, with the same paths,
+``Authorization`` header, timeout and failure mapping, built and parsed by the
+same functions as the blocking client's calls.
 """
 
 from __future__ import annotations
@@ -33,15 +39,19 @@ import http.client
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from secconf.core.errors import ServiceUnavailable
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import CryptoAttribute
 from secconf.keepalive import KeepAliveHttp
 
+if TYPE_CHECKING:
+    import httpx
+
 __all__ = [
-    "EdgeControl", "HttpEdgeControl", "LegAddresses", "LegPlan", "NoEdge", "switch_at_answer",
+    "AsyncHttpEdgeControl", "EdgeControl", "HttpEdgeControl", "LegAddresses", "LegPlan", "NoEdge",
+    "switch_at_answer",
 ]  # fmt: skip
 
 
@@ -157,14 +167,51 @@ def _addresses(value: Any, what: str) -> LegAddresses:
     return LegAddresses(address, ports)
 
 
+# -- what both clients share: the request's headers and body, the answer's meaning -------------
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {} if token is None else {"authorization": f"Bearer {token}"}
+
+
+def _body(body: object | None) -> bytes | None:
+    return None if body is None else json.dumps(body).encode()
+
+
+def _conference_path(conference_id: str) -> str:
+    return f"/v1/conferences/{conference_id}"
+
+
+def _unavailable(exc: Exception) -> ServiceUnavailable:
+    """A call that got no answer (connect, timeout, reset): the edge is unavailable."""
+    return ServiceUnavailable(f"media edge unavailable ({type(exc).__name__})")
+
+
+def _answer(method: str, status: int, content: bytes) -> Any:
+    """The JSON of an answer, ``None`` for an empty one; a refusal is ``ServiceUnavailable``.
+
+    A 404 to a ``DELETE`` (already gone) or a ``GET`` (the edge has no such
+    thing) is an answer, ``None``, not a failure.
+    """
+    if status == 404 and method in ("DELETE", "GET"):
+        return None
+    if status >= 300:
+        raise ServiceUnavailable(f"media edge refused {method} ({status})")
+    if not content:
+        return None
+    try:
+        return json.loads(content)
+    except ValueError:
+        raise ServiceUnavailable("media edge answered something that is not JSON") from None
+
+
 class HttpEdgeControl:
     """:class:`EdgeControl` over the edge's HTTP control API, every call bounded by *timeout*."""
 
     def __init__(self, base_url: str, *, timeout: float, token: str | None = None) -> None:
         self._base = base_url.rstrip("/")
-        headers = {} if token is None else {"authorization": f"Bearer {token}"}
         # Opened lazily, in the worker that uses it (after Kamailio forked).
-        self._http = KeepAliveHttp(self._base, timeout=timeout, headers=headers)
+        self._http = KeepAliveHttp(self._base, timeout=timeout, headers=_headers(token))
 
     def __repr__(self) -> str:
         return f"HttpEdgeControl({self._base!r})"
@@ -174,21 +221,10 @@ class HttpEdgeControl:
 
     def _call(self, method: str, path: str, body: object | None = None) -> Any:
         try:
-            status, content = self._http.request(
-                method, path, None if body is None else json.dumps(body).encode()
-            )
+            status, content = self._http.request(method, path, _body(body))
         except (OSError, http.client.HTTPException) as exc:
-            raise ServiceUnavailable(f"media edge unavailable ({type(exc).__name__})") from exc
-        if status == 404 and method == "DELETE":
-            return None
-        if status >= 300:
-            raise ServiceUnavailable(f"media edge refused {method} ({status})")
-        if not content:
-            return None
-        try:
-            return json.loads(content)
-        except ValueError:
-            raise ServiceUnavailable("media edge answered something that is not JSON") from None
+            raise _unavailable(exc) from exc
+        return _answer(method, status, content)
 
     def create_leg(
         self,
@@ -248,7 +284,7 @@ class HttpEdgeControl:
     def put_epoch(self, conference_id: str, key: GroupKey) -> None:
         self._call(
             "PUT",
-            f"/v1/conferences/{conference_id}/epochs/{key.epoch}",
+            f"{_conference_path(conference_id)}/epochs/{key.epoch}",
             {
                 "suite": key.suite.name,
                 "key": base64.b64encode(key.key).decode(),
@@ -289,4 +325,43 @@ class HttpEdgeControl:
         )
 
     def delete_conference(self, conference_id: str) -> None:
-        self._call("DELETE", f"/v1/conferences/{conference_id}")
+        self._call("DELETE", _conference_path(conference_id))
+
+
+class AsyncHttpEdgeControl:
+    """The edge's control API for asyncio callers (the roster watcher), every call bounded by
+    *timeout*: what the watcher needs of it, on one kept-alive httpx connection pool.
+
+    httpx is imported when the first client is made: the Kamailio workers, which
+    import this module for :class:`HttpEdgeControl`, never load it.
+    """
+
+    def __init__(self, base_url: str, *, timeout: float, token: str | None = None) -> None:
+        import httpx
+
+        self._base = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self._base, headers=_headers(token), timeout=timeout, trust_env=False
+        )
+        self._failures: tuple[type[Exception], ...] = (httpx.HTTPError, OSError)
+
+    def __repr__(self) -> str:
+        return f"AsyncHttpEdgeControl({self._base!r})"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str) -> Any:
+        try:
+            response: httpx.Response = await self._http.request(method, path)
+        except self._failures as exc:
+            raise _unavailable(exc) from exc
+        return _answer(method, response.status_code, response.content)
+
+    async def describe_conference(self, conference_id: str) -> dict[str, Any] | None:
+        """``GET /v1/conferences/{id}``: the edge's epochs and legs (each leg's epoch and
+        switch state) of *conference_id*; ``None`` if the edge has no such conference."""
+        described = await self._call("GET", _conference_path(conference_id))
+        if described is not None and not isinstance(described, dict):
+            raise ServiceUnavailable("media edge answered an unusable conference")
+        return described

@@ -18,8 +18,9 @@ from ..store.edge_state import EdgeRecords
 from ..store.redis import AsyncClient
 from .api import build_app
 from .config import EdgeConfig, EdgeConfigError, load_token
-from .relay import EdgeRelay, PortAllocator
+from .relay import EdgeRelay
 from .service import EdgeService
+from .sockets import PortAllocator
 from .state import EdgeStore
 
 __all__ = ["Edge", "run", "serve"]

@@ -23,7 +23,8 @@ from secconf.core.edge import BadEdgeRequest, Direction, EdgeConflict, EpochInfo
 from secconf.core.errors import SecconfError
 
 from .keys import SrtpKey
-from .relay import Conference, EdgeRelay, Leg, check_ident, check_rtcp_remote
+from .leg import Leg
+from .relay import Conference, EdgeRelay, check_ident, check_rtcp_remote
 from .state import EdgeStore
 
 __all__ = ["EdgeService"]
@@ -240,7 +241,7 @@ class EdgeService:
                 leg.participant_rtcp_remote = participant_rtcp_remote
                 leg.internal_rtcp_remote = internal_rtcp_remote
                 if asterisk_key is not None:
-                    leg.set_asterisk_key(asterisk_key)
+                    leg.keys.set_asterisk_key(asterisk_key)
                 if self.store is not None:
                     await self.store.save_leg(leg)
             except BaseException:
@@ -270,7 +271,7 @@ class EdgeService:
                 leg.internal_remote,
                 leg.participant_rtcp_remote,
                 leg.internal_rtcp_remote,
-                leg.asterisk_key,
+                leg.keys.asterisk_key,
             )
             if side == "participant":
                 leg.participant_remote = remote
@@ -279,7 +280,7 @@ class EdgeService:
                 leg.internal_remote = remote
                 leg.internal_rtcp_remote = rtcp_remote
             if asterisk_key is not None:
-                leg.asterisk_key = asterisk_key
+                leg.keys.asterisk_key = asterisk_key
             try:
                 if self.store is not None:
                     await self.store.save_leg(leg)
@@ -289,11 +290,11 @@ class EdgeService:
                     leg.internal_remote,
                     leg.participant_rtcp_remote,
                     leg.internal_rtcp_remote,
-                    leg.asterisk_key,
+                    leg.keys.asterisk_key,
                 ) = before
                 raise
             if asterisk_key is not None:
-                leg.set_asterisk_key(asterisk_key)
+                leg.keys.set_asterisk_key(asterisk_key)
             return leg
 
     async def set_participant_key(self, leg_id: str, key: SrtpKey) -> Leg:
@@ -301,14 +302,14 @@ class EdgeService:
             leg = self.relay.leg(leg_id)
             if leg.mode is not LegMode.SDES:
                 raise EdgeConflict("only SDES legs have a participant key")
-            before = leg.participant_key
-            leg.participant_key = key
+            before = leg.keys.participant_key
+            leg.keys.participant_key = key  # the record says what the leg will use
             try:
                 if self.store is not None:
                     await self.store.save_leg(leg)
             finally:
-                leg.participant_key = before
-            leg.set_participant_key(key, self.relay.grace)
+                leg.keys.participant_key = before
+            leg.keys.set_participant_key(key, self.relay.grace)
             return leg
 
     async def switch(self, leg_id: str, epoch: int) -> bool:
@@ -422,7 +423,7 @@ class EdgeService:
             leg.participant_rtcp_remote = record.participant_rtcp_remote
             leg.internal_rtcp_remote = record.internal_rtcp_remote
             if record.asterisk_key is not None:
-                leg.set_asterisk_key(record.asterisk_key)
+                leg.keys.set_asterisk_key(record.asterisk_key)
             leg.start()
             self.restored += 1
         for conference in relay.conferences.values():

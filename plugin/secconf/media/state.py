@@ -31,7 +31,8 @@ from secconf.store import CorruptRecord, KeyWrapper
 from secconf.store.edge_state import EdgeRecords
 
 from .keys import SrtpKey
-from .relay import Conference, Leg
+from .leg import Leg
+from .relay import Conference
 
 __all__ = ["EdgeStore", "LegRecord", "Snapshot"]
 
@@ -127,9 +128,9 @@ class EdgeStore:
             "tx_epoch": leg.state.tx_epoch,
             "participant_remote": leg.participant_remote,
             "internal_remote": leg.internal_remote,
-            "participant_key": self._wrap(leg.participant_key, f"{context}:participant"),
-            "asterisk_key": self._wrap(leg.asterisk_key, f"{context}:asterisk"),
-            "edge_internal_key": self._wrap(leg.edge_internal_key, f"{context}:internal"),
+            "participant_key": self._wrap(leg.keys.participant_key, f"{context}:participant"),
+            "asterisk_key": self._wrap(leg.keys.asterisk_key, f"{context}:asterisk"),
+            "edge_internal_key": self._wrap(leg.keys.edge_internal_key, f"{context}:internal"),
         }
 
     @staticmethod

@@ -47,7 +47,6 @@ from .payloads import (
     TicketFlags,
 )
 from .ticket import (
-    RAND_BYTES,
     DesiredPolicy,
     IssuedTicket,
     PendingTransfer,
@@ -57,6 +56,7 @@ from .ticket import (
     TransferInit,
     build_transfer_init,
 )
+from .ticket.profile import RAND_BYTES
 
 __all__ = [
     "GROUP_CS_ID",
