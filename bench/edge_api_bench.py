@@ -28,7 +28,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))
 
-from secconf.lab.services import RedisProcess, free_port
+from secconf.lab.services.process import free_port
+from secconf.lab.services.redis_server import RedisProcess
 from secconf.store import generate_key_file
 
 SUITE = "AES_CM_128_HMAC_SHA1_80"

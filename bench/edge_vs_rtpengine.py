@@ -53,6 +53,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from secconf.lab.services.process import free_port
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SUITE = "AES_CM_128_HMAC_SHA1_80"
@@ -102,12 +104,6 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 # -- small helpers ---------------------------------------------------------------------------
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -281,7 +277,7 @@ class Rtpengine(Relay):
     name = "rtpengine"
 
     def __init__(self, workdir: Path, port_min: int, port_max: int) -> None:
-        self.ng_port = free_port()
+        self.ng_port = free_port(socket.SOCK_DGRAM)
         self.log = (workdir / "rtpengine.log").open("w")
         args = [
             "taskset", "-c", RELAY_CPU, "rtpengine",
@@ -603,7 +599,7 @@ def generator_ceiling(
     """
     rows, best = [], 0.0
     for streams in steps:
-        gen_port, sink_port = free_port(), free_port()
+        gen_port, sink_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
         key = key_hex(*new_key())
         tx = [f"tx 0 {sink_port} {0x30000000 + i} 0 {SUITE} {key}" for i in range(streams)]
         rx = [f"rx 1 {0x30000000 + i} {SUITE} {key}" for i in range(streams)]
@@ -631,7 +627,7 @@ def sweep(
     rows: list[dict[str, Any]] = []
 
     def one(count: int) -> dict[str, Any]:
-        gen_port, sink_port = free_port(), free_port()
+        gen_port, sink_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
         t = time.monotonic()
         legs = relay.setup(count, gen_port, sink_port)
         setup_s = time.monotonic() - t
@@ -690,7 +686,7 @@ def relay_load(
 def rekey_test(edge: SecconfEdge, gen: Loadgen, count: int, duration: float) -> dict[str, Any]:
     """One conference of *count* legs; epoch n+1; switch every leg; time to see it all."""
     conference = f"rekey-{secrets.token_hex(3)}"
-    participant_port, internal_port = free_port(), free_port()
+    participant_port, internal_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
     old_key = edge.add_epoch(conference, 1)
     legs = [edge.add_leg(conference, 0x40000000 + i, internal_port) for i in range(count)]
     new_key_ = new_key()

@@ -45,7 +45,9 @@ import httpx
 from secconf.core.errors import SecconfError
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.kms.async_client import KmsClient
-from secconf.lab.services import EdgeProcess, KmsProcess, RedisProcess
+from secconf.lab.services.edge import EdgeProcess
+from secconf.lab.services.kms import KmsProcess
+from secconf.lab.services.redis_server import RedisProcess
 from secconf.store.keywrap import load_key_file
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 
 Run with ``.venv/bin/python bench/kamailio_bench.py [--seconds 15] [--children 4]``.
 Everything runs on this host, on loopback: a real redis-server
-(:class:`secconf.lab.services.RedisProcess`), the real media edge (``secconf edge
+(:class:`secconf.lab.services.redis_server.RedisProcess`), the real media edge (``secconf edge
 serve``), Kamailio 5.6 and sipp (Debian ``sip-tester``) as the load generator
 (UAC) and as the mixer (UAS, sipp's built-in ``uas`` scenario, which answers
 plain RTP/AVP SDP, bench/sipp/mixer_uas.xml: sipp's ``uas`` plus the
@@ -96,7 +96,11 @@ from secconf.core.mikey import ticket as mikey_ticket
 from secconf.core.mikey.srtp import policy_for_suite
 from secconf.core.sdes import SUITES
 from secconf.kms.async_client import KmsClient
-from secconf.lab.services import EdgeProcess, KamailioProcess, KmsProcess, RedisProcess
+from secconf.lab.services.edge import EdgeProcess
+from secconf.lab.services.kamailio import KamailioProcess
+from secconf.lab.services.kms import KmsProcess
+from secconf.lab.services.process import free_port
+from secconf.lab.services.redis_server import RedisProcess
 from secconf.store import generate_key_file
 from secconf.store.keywrap import load_key_file
 
@@ -209,16 +213,10 @@ timeout = 0.5
 Inject = Callable[[float, float], Path]
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def free_media_ports() -> int:
     """A base for sipp's ``-mp``: it binds base..base+3 (audio and video RTP/RTCP)."""
     for _ in range(50):
-        base = free_udp_port() & ~3
+        base = free_port(socket.SOCK_DGRAM) & ~3
         probes = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
         try:
             for offset, probe in enumerate(probes):
@@ -229,7 +227,7 @@ def free_media_ports() -> int:
         finally:
             for probe in probes:
                 probe.close()
-    return free_udp_port()
+    return free_port(socket.SOCK_DGRAM)
 
 
 class SippBindError(RuntimeError):
@@ -311,7 +309,7 @@ def _run_sipp_once(
     extra = ["-inf", str(inject(rate, seconds))] if inject else []
     command = [
         SIPP, f"127.0.0.1:{target_port}", "-sf", str(scenario), "-s", service, *extra,
-        "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_media_ports()),
+        "-i", "127.0.0.1", "-p", str(free_port(socket.SOCK_DGRAM)), "-mp", str(free_media_ports()),
         "-r", f"{rate:.0f}", "-m", str(calls), "-l", str(max(100, int(rate * 5))),
         "-recv_timeout", "10000", "-timeout", f"{int(seconds * 3 + 30)}s", "-timeout_error",
         "-nostdin", "-trace_stat", "-stf", str(stat), "-fd", "1",
@@ -885,7 +883,7 @@ class Comparison:
     def cpu_run(self, variant: Variant, scenario: str, rate: float, scenario_file: Path) -> CpuRun:
         """One run at *rate*: CPU of Kamailio and Redis per call, with a mixer of its own."""
         seconds = self.args.cpu_seconds
-        uas_port = free_udp_port()
+        uas_port = free_port(socket.SOCK_DGRAM)
         stat = self.workdir / f"mixer-{variant.name}-{scenario}-{time.monotonic_ns()}.csv"
         uas = start_mixer(self.workdir, uas_port, stat)
         focus: VariantKamailio | None = None
@@ -1025,7 +1023,7 @@ class Comparison:
             f"before the run: {self.others_before:.2f} of {os.cpu_count()} cores busy "
             f"(others), load average {self.load_before[0]:.2f}"
         )
-        self.uas_port = free_udp_port()
+        self.uas_port = free_port(socket.SOCK_DGRAM)
         uas = start_mixer(self.workdir, self.uas_port)
         try:
             if not args.skip_native:
@@ -1297,7 +1295,7 @@ def main() -> None:
     timing: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="secconf-kbench-") as tmp:
         workdir = Path(tmp)
-        uas_port = free_udp_port()
+        uas_port = free_port(socket.SOCK_DGRAM)
         uas = subprocess.Popen(
             [SIPP, "-sf", str(MIXER), "-i", "127.0.0.1", "-p", str(uas_port), "-nostdin",
              "-mp", str(free_media_ports()), "-max_socket", "1024", "-buff_size", "4194304"],

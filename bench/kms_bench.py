@@ -36,7 +36,7 @@ from rich.table import Table
 
 from secconf.core.mikey import GenericIdEntry, SrtpSessionData
 from secconf.core.mikey import ticket as mt
-from secconf.lab.services import RedisProcess
+from secconf.lab.services.redis_server import RedisProcess
 from secconf.store import KeyWrapper, UserStore, connect, generate_key_file, load_key_file
 
 SECCONF = str(Path(sys.executable).parent / "secconf")

@@ -34,17 +34,12 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))
 
+from secconf.lab.services.process import free_port
 from secconf.store.redis import connect_blocking, register_script
 
 SCRIPT = "return #ARGV + #KEYS"
 KEYS = ["secconf:conf:{0123456789abcdef}", "secconf:conf:{0123456789abcdef}:dialogs"]
 ARGS = [f"argument-{n}" for n in range(12)] + [1234567890]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], int]:

@@ -45,14 +45,10 @@ from secconf.asterisk.watcher_settings import WatcherSettings
 from secconf.client.phone import SdesPhone
 from secconf.core.roster import RekeyPolicy, RekeyReason
 from secconf.focus.settings import load_settings
-from secconf.lab.services import (
-    AsteriskProcess,
-    EdgeProcess,
-    KamailioProcess,
-    RedisProcess,
-    processes_in,
-    restore_asterisk_tree,
-)
+from secconf.lab.services.asterisk import AsteriskProcess, processes_in, restore_asterisk_tree
+from secconf.lab.services.edge import EdgeProcess
+from secconf.lab.services.kamailio import KamailioProcess
+from secconf.lab.services.redis_server import RedisProcess
 from secconf.store import generate_key_file
 
 TICK = os.sysconf("SC_CLK_TCK")

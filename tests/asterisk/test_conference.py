@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -19,6 +18,7 @@ from secconf.client.sip import SipRequestFailed
 from secconf.core.mixer_token import MixerTokenKeys
 from secconf.core.roster import Rekey, RekeyPolicy, RekeyReason, RosterTracker
 from tests.asterisk.participants import Participant, audio_sdp, offered_payload_types
+from tests.asterisk.support import ami_client, wait_for
 from tests.fixtures.asterisk_server import AsteriskServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
@@ -31,26 +31,6 @@ def conference_id() -> str:
 def token_keys(server: AsteriskServer) -> MixerTokenKeys:
     """The join-token keys of the session's Asterisk (the module's, derived from its secret)."""
     return MixerTokenKeys.derive(server.mixer_token_secret())
-
-
-def ami_client(server: AsteriskServer) -> AmiClient:
-    return AmiClient(
-        AmiSettings(
-            port=server.ami_port,
-            username=server.ami_user,
-            secret=server.ami_secret,
-            connect_timeout=2.0,
-            action_timeout=2.0,
-        )
-    )
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def run(coro: Callable[[], Awaitable[None]]) -> None:

@@ -35,7 +35,7 @@ from secconf.asterisk.watcher import Watcher
 from secconf.core.g711 import ToneGenerator
 from secconf.core.roster import FailurePolicy, RekeyReason
 from tests.asterisk.stack import Stack, running_stack
-from tests.asterisk.test_e2e_rekey import (
+from tests.asterisk.support import (
     TONE,
     assert_tone,
     bounded,

@@ -39,7 +39,7 @@ from tests.fixtures.kms_server import RunningKms
 from tests.fixtures.redis_server import RedisServer
 from tests.kamailio.media import SUITE
 
-from .test_e2e_rekey import assert_tone, bounded, wait_for
+from .support import assert_tone, bounded, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 

@@ -44,7 +44,7 @@ from secconf.core.keys import key_fingerprint
 from secconf.core.roster import FailurePolicy
 from secconf.store.conferences import ConferenceStore, DialogRecord
 from tests.asterisk.stack import Stack, running_stack
-from tests.asterisk.test_e2e_rekey import bounded, conference_of, wait_for
+from tests.asterisk.support import bounded, conference_of, wait_for
 from tests.fixtures.asterisk_server import AsteriskServer, processes_in
 from tests.fixtures.edge_server import EdgeFactory
 from tests.fixtures.kamailio_server import KamailioFactory

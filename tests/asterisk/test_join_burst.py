@@ -20,7 +20,7 @@ import pytest
 from secconf.asterisk.watcher import Watcher
 from secconf.client.phone import SdesPhone
 from secconf.core.roster import RekeyPolicy
-from tests.asterisk.test_e2e_rekey import (  # noqa: F401 - `stack` is the module's fixture
+from tests.asterisk.support import (  # noqa: F401 - `stack` is the module's fixture
     ALICE,
     BOB,
     Stack,

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from secconf.lab.services import (
+from secconf.lab.services.asterisk import (
     ASTERISK_TREE_SCRIPT,
     AsteriskProcess,
-    ServiceError,
     check_asterisk_tree,
     pinned_asterisk_version,
     tree_asterisk_version,
 )
-from tests.asterisk.test_conference import ami_client
+from secconf.lab.services.process import ServiceError
+from tests.asterisk.support import ami_client
 from tests.fixtures.asterisk_server import AsteriskServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]

@@ -1,7 +1,7 @@
 """The agent called by a focus (a KMS dial-out), in memory: no SIP, no KMS process.
 
 The focus's TRANSFER_INIT carries a group epoch (a GTGK ticket from the in-memory KMS
-of tests/unit/test_mikey_ticket.py); the agent must take it only from the focus it
+of tests/fixtures/mikey_world.py); the agent must take it only from the focus it
 trusts, derive the epoch's key, and answer with a TRANSFER_RESP the focus verifies,
 naming the agent's own SSRC in the epoch's crypto session.
 """
@@ -19,8 +19,15 @@ from secconf.core.mikey import ticket as mt
 from secconf.core.mikey.srtp import policy_for_suite
 from secconf.core.sdes import SUITES
 from secconf.core.sdp import SessionDescription
-from tests.unit.test_mikey_group import FOCUS, _epoch, _resolve
-from tests.unit.test_mikey_ticket import BOB, NOW, CountingRandom, Kms
+from tests.fixtures.mikey_world import (
+    BOB,
+    FOCUS,
+    NOW,
+    CountingRandom,
+    Kms,
+    _epoch,
+    _resolve,
+)
 
 SUITE = SUITES["AES_CM_128_HMAC_SHA1_80"]
 EDGE_SSRC = 0x1234ABCD

@@ -13,7 +13,7 @@ import json
 import time
 from typing import Any
 
-from secconf.lab.phones import Phone
+from secconf.lab.phones.phone import Phone
 from tests.interop.audio import assert_hears
 from tests.interop.conftest import PREFIX, InteropStack
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from secconf.core.g711 import tone_ratio
-from secconf.lab.phones import write_tone_wav
+from secconf.lab.phones.audio import write_tone_wav
 from tests.fixtures.phones import PhoneFactory
 from tests.interop.audio import loud
 

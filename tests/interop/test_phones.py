@@ -42,8 +42,9 @@ import pytest
 from secconf.asterisk.rekey_driver import RekeyReport
 from secconf.asterisk.watcher import Watcher
 from secconf.core.g711 import ToneGenerator, ulaw_decode
-from secconf.lab.phones import Transport, write_tone_wav
-from tests.asterisk.test_e2e_rekey import bounded, conference_of, phone, wait_for
+from secconf.lab.phones.audio import write_tone_wav
+from secconf.lab.phones.phone import Transport
+from tests.asterisk.support import bounded, conference_of, phone, wait_for
 from tests.fixtures.phones import PhoneFactory
 from tests.interop.audio import assert_hears
 from tests.interop.conftest import ALICE, CAROL, PHONE_USERS, PREFIX, REALM, InteropStack

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from secconf.asterisk.watcher import Watcher
-from secconf.lab.phones import free_rtp_port, free_udp_port
-from tests.asterisk.test_e2e_rekey import bounded, conference_of, phone, wait_for
+from secconf.lab.phones.ports import free_rtp_port, free_udp_port
+from tests.asterisk.support import bounded, conference_of, phone, wait_for
 from tests.interop.conftest import ALICE, PREFIX, SIPP, InteropStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]

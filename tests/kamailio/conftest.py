@@ -27,6 +27,7 @@ from secconf.store.keywrap import KeyWrapper, load_key_file
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory, KamailioServer
 from tests.fixtures.kms_server import RunningKms
+from tests.fixtures.ports import free_udp_port
 from tests.fixtures.redis_cluster import RedisClusterServers, RedisSentinelServers
 from tests.fixtures.redis_server import RedisServer
 from tests.media.edge_harness import Channel, FakeAsterisk
@@ -80,12 +81,6 @@ kek_id = "test-kek"
 [edge]
 timeout = 0.5
 """
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def crypto_line(tag: int = 1, suite: str = "AES_CM_128_HMAC_SHA1_80") -> str:

@@ -28,6 +28,7 @@ from secconf.core.sdes import CryptoAttribute
 from secconf.core.sdp import SessionDescription
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
+from tests.fixtures.ports import free_udp_port
 from tests.fixtures.redis_cluster import RedisClusterServers, RedisSentinelServers
 from tests.fixtures.redis_server import RedisServer
 
@@ -40,17 +41,15 @@ from .conftest import (
     MixingUpstream,
     Upstream,
     _start_focus,
-    free_udp_port,
     offer,
     pai,
 )
+from .kms_participants import _create as _kms_create
+from .kms_participants import _invite as _kms_invite
+from .kms_participants import _offer as _kms_offer
+from .kms_participants import _refused as _kms_refused
 from .media import SdesParticipant
-from .test_dialout import MIXER_OFFER, dial
-from .test_kms_flows import _create as _kms_create
-from .test_kms_flows import _invite as _kms_invite
-from .test_kms_flows import _offer as _kms_offer
-from .test_kms_flows import _refused as _kms_refused
-from .test_rekey import _conference_id, _mixer_calls, _rekey
+from .support import MIXER_OFFER, _conference_id, _mixer_calls, _rekey, dial
 
 #: Bob's phone for the dial-out on the cluster: a fixed contact, no REGISTER.
 BOB_PORT = free_udp_port()

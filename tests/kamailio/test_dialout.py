@@ -8,7 +8,6 @@ the mixer is a ``UserAgent`` bound to the ``upstream.uri`` port (what Asterisk's
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Iterator
 
@@ -25,6 +24,7 @@ from secconf.focus.settings import load_settings
 from secconf.store.sip_users import SipUserStore
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
+from tests.fixtures.ports import free_udp_port
 from tests.fixtures.redis_server import RedisServer
 
 from .conftest import (
@@ -36,10 +36,10 @@ from .conftest import (
     Upstream,
     _start_focus,
     crypto_line,
-    free_udp_port,
 )
 from .media import SUITE as SUITE_NAME
 from .media import SdesParticipant
+from .support import MIXER_OFFER, dial
 
 pytestmark = pytest.mark.usefixtures("redis_url")
 
@@ -51,12 +51,6 @@ algorithms = ["SHA-256", "MD5"]
 nonce_lifetime = 30
 """
 PASSWORDS = {BOB: "bob-secret-22", DAVE: "dave-secret-333", CAROL: "carol-secret-4444"}
-
-MIXER_OFFER = (
-    b"v=0\r\no=asterisk 1 1 IN IP4 127.0.0.1\r\ns=Asterisk\r\nc=IN IP4 127.0.0.1\r\n"
-    b"t=0 0\r\nm=audio 40010 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
-    b"a=rtcp-mux\r\na=sendrecv\r\n"
-)
 
 
 #: Alice's phone does not REGISTER: the focus has a fixed contact for her.
@@ -100,15 +94,6 @@ def _user(identity: str) -> tuple[str, str]:
 
 def registrar(focus: Focus) -> str:
     return f"sip:127.0.0.1:{focus.server.port}"
-
-
-def dial(mixer: UserAgent, focus: Focus, target: str, conference: str | None) -> asyncio.Future:
-    """The mixer's dial-out INVITE as Asterisk sends it through kamailio-out."""
-    headers = [("Route", f"<sip:127.0.0.1:{focus.server.port};lr>")]
-    if conference is not None:
-        headers.append(("X-Secconf-Conference", conference))
-    outgoing = mixer.place_call(target, MIXER_OFFER, extra_headers=headers)
-    return asyncio.ensure_future(outgoing.answered(5))
 
 
 def test_register_challenges_and_refuses_then_accepts(dialout_focus: Focus) -> None:

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from secconf.keepalive import KeepAliveHttp
+from tests.fixtures.ports import free_tcp_port
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -75,10 +76,7 @@ def test_a_connection_the_server_dropped_is_reopened_once(server: ThreadingHTTPS
 
 
 def test_connection_refused_is_raised_not_retried() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    client = KeepAliveHttp(f"http://127.0.0.1:{port}", timeout=0.5)
+    client = KeepAliveHttp(f"http://127.0.0.1:{free_tcp_port()}", timeout=0.5)
     with pytest.raises(ConnectionRefusedError):
         client.request("POST", "/x", b"")
 

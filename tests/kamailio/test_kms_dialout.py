@@ -28,6 +28,7 @@ from secconf.store.sip_users import SipUserStore
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.kms_server import RunningKms
+from tests.fixtures.ports import free_udp_port
 from tests.fixtures.redis_server import RedisServer
 
 from .conftest import (
@@ -39,13 +40,12 @@ from .conftest import (
     KmsFocus,
     MixingUpstream,
     Upstream,
-    free_udp_port,
     start_kms_focus,
 )
+from .kms_participants import _conference_id, _hear_each_other, _kms_client
 from .media import SUITE as SUITE_NAME
 from .media import SdesParticipant
-from .test_kms_flows import _conference_id, _kms_client
-from .test_kms_rekey import _epochs, _hear_each_other, _leg_epochs, _rekey
+from .support import _epochs, _leg_epochs, _rekey
 
 REALM = "example.com"
 DAVE_PASSWORD = "dave-secret-333"

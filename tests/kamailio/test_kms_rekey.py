@@ -24,8 +24,6 @@ from secconf.core.mikey import TicketFlags
 from secconf.core.mikey import group as mikey_group
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.core.sdp import SessionDescription
-from secconf.focus.rekey import rekey
-from secconf.focus.settings import load_settings
 from secconf.kms.async_client import KmsRefused
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
@@ -37,36 +35,15 @@ from .conftest import (
     BOB,
     CAROL,
     FOCUS_IDENTITY,
-    Focus,
     KmsFocus,
     MixingUpstream,
     Upstream,
     pai,
     start_kms_focus,
 )
+from .kms_participants import _agent, _conference_id, _hear_each_other, _kms_client
 from .media import SdesParticipant, ratio, talk
-from .test_kms_flows import _agent, _conference_id, _kms_client
-
-TONE_A, TONE_B = 440.0, 1000.0
-
-
-def _rekey(focus: Focus, conference: str) -> int:
-    settings = load_settings(focus.server.settings_path, env=focus.server.extra_env)
-    return rekey(conference, settings)
-
-
-def _leg_epochs(edge: RunningEdge, conference: str) -> list[int]:
-    return sorted(leg["epoch"] for leg in edge.get(f"/v1/conferences/{conference}")["legs"])
-
-
-def _epochs(edge: RunningEdge, conference: str) -> list[int]:
-    return [e["epoch"] for e in edge.get(f"/v1/conferences/{conference}")["epochs"]]
-
-
-async def _mixer_calls(upstream: Upstream, n: int) -> dict[str, object]:
-    assert upstream.ua is not None
-    calls = [await upstream.ua.next_call(5) for _ in range(n)]
-    return {call.call_id: call for call in calls}
+from .support import TONE_A, TONE_B, _epochs, _leg_epochs, _mixer_calls, _rekey
 
 
 async def _conference(
@@ -87,14 +64,6 @@ async def _conference(
         )
     mixer = await _mixer_calls(upstream, len(members))
     return conference, agents, calls, mixer
-
-
-async def _hear_each_other(a: AgentCall, b: AgentCall) -> None:
-    a.media.drain()
-    b.media.drain()
-    heard_a, heard_b = await talk([a.media, b.media], [TONE_A, TONE_B], 1.0)
-    assert ratio(heard_a, TONE_B) > 0.8, ratio(heard_a, TONE_B)
-    assert ratio(heard_b, TONE_A) > 0.8, ratio(heard_b, TONE_A)
 
 
 def test_kms_rekey_from_a_gtgk_ticket_switches_every_leg(kms_focus: KmsFocus) -> None:

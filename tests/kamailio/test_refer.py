@@ -28,7 +28,7 @@ from .conftest import (
     offer,
     pai,
 )
-from .test_kms_flows import _agent, _conference_id
+from .kms_participants import _agent, _conference_id
 
 MIKEY = "application/mikey"
 

@@ -14,41 +14,17 @@ import secrets
 
 import pytest
 
-from secconf.client.sip import Call, SipRequestFailed
+from secconf.client.sip import SipRequestFailed
 from secconf.core.errors import SecconfError
 from secconf.core.sdes import CryptoAttribute
 from secconf.core.sdp import SessionDescription
-from secconf.focus.rekey import rekey
-from secconf.focus.settings import load_settings
 from tests.fixtures.edge_server import RunningEdge
 
 from .conftest import ALICE, BOB, Focus, MixingUpstream, Upstream
 from .media import SUITE, SdesParticipant, ratio, talk
+from .support import TONE_A, TONE_B, _conference_id, _leg_epochs, _mixer_calls, _rekey
 
 pytestmark = pytest.mark.usefixtures("redis_url")
-
-TONE_A, TONE_B = 440.0, 1000.0
-
-
-def _conference_id(call: Call) -> str:
-    header = call.response.get("X-Secconf-Conference")  # type: ignore[union-attr]
-    assert header is not None
-    return header.split("conf-", 1)[1].split("@", 1)[0]
-
-
-def _rekey(focus: Focus, conference: str) -> int:
-    settings = load_settings(focus.server.settings_path, env=focus.server.extra_env)
-    return rekey(conference, settings)
-
-
-async def _mixer_calls(upstream: Upstream, n: int) -> dict[str, Call]:
-    assert upstream.ua is not None
-    calls = [await upstream.ua.next_call(5) for _ in range(n)]
-    return {call.call_id: call for call in calls}
-
-
-def _leg_epochs(edge: RunningEdge, conference: str) -> list[int]:
-    return sorted(leg["epoch"] for leg in edge.get(f"/v1/conferences/{conference}")["legs"])
 
 
 @pytest.mark.slow

@@ -31,8 +31,8 @@ from secconf.client.sip import (
 from secconf.core.sip.headers import Address
 from secconf.focus.rekey import rekey
 from secconf.focus.settings import load_settings
-from secconf.lab.phones import Phone, PhoneError
-from secconf.lab.services import options_ping
+from secconf.lab.phones.phone import Phone, PhoneError
+from secconf.lab.services.kamailio import options_ping
 from secconf.lab.tlsca import TlsFiles, init_ca, participant_contexts
 from secconf.store.conferences import connect_blocking
 from secconf.store.sip_users import SipUserStore

@@ -18,6 +18,7 @@ from secconf.store import generate_key_file
 from secconf.store.keywrap import KeyWrapper, load_key_file
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
+from tests.fixtures.ports import free_udp_port
 from tests.fixtures.redis_server import RedisServer
 
 from .conftest import (
@@ -27,7 +28,6 @@ from .conftest import (
     DAVE,
     Focus,
     Upstream,
-    free_udp_port,
     offer,
     pai,
     settings_text,

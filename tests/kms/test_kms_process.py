@@ -1,4 +1,4 @@
-"""secconf.lab.services.KmsProcess: the launcher the demo and the benchmarks use."""
+"""secconf.lab.services.kms.KmsProcess: the launcher the demo and the benchmarks use."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.kms.async_client import KmsClient, KmsRefused
-from secconf.lab.services import KmsProcess, RedisProcess, ServiceError
+from secconf.lab.services.kms import KmsProcess
+from secconf.lab.services.process import ServiceError
+from secconf.lab.services.redis_server import RedisProcess
 from secconf.store.keywrap import load_key_file
 
 KMS_ID = "sip:kms.process.invalid"

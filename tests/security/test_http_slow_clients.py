@@ -32,7 +32,7 @@ from secconf.httpguard import HttpLimits, source_key
 from secconf.kms.async_client import KmsClient
 from secconf.kms.config import KmsConfigError
 from secconf.kms.config import load_config as load_kms_config
-from secconf.lab.services import KmsProcess
+from secconf.lab.services.kms import KmsProcess
 from secconf.media.config import EdgeConfigError
 from secconf.media.config import load_config as load_edge_config
 from secconf.store.keywrap import load_key_file

@@ -34,10 +34,11 @@ from secconf.asterisk.config import MIXER_TOKEN_KEY_FILE
 from secconf.client.phone import SdesPhone
 from secconf.client.sip import SipRequestFailed, UserAgent
 from secconf.core.mixer_token import HEADER, MixerTokenKeys, make_token, token_message
-from secconf.lab.services import KAMAILIO, KamailioProcess, ServiceError
+from secconf.lab.services.kamailio import KAMAILIO, KamailioProcess
+from secconf.lab.services.process import ServiceError
 from secconf.store import generate_key_file
 from tests.asterisk.participants import audio_sdp
-from tests.asterisk.test_e2e_rekey import (  # noqa: F401 - `stack` is that module's fixture
+from tests.asterisk.support import (  # noqa: F401 - `stack` is the module's fixture
     ALICE,
     BOB,
     Stack,

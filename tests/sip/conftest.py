@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -19,12 +18,6 @@ def provenance() -> dict[str, dict[str, object]]:
 
 def load(name: str) -> bytes:
     return (SIP_DIR / name).read_bytes()
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class FakeClock:

@@ -11,8 +11,7 @@ from contextlib import contextmanager
 import pytest
 
 from secconf.client.sip import Answer, IncomingRequest, UserAgent
-
-from .conftest import free_port
+from tests.fixtures.ports import free_udp_port
 
 pytestmark = pytest.mark.skipif(
     shutil.which("sipp") is None, reason="sipp (sip-tester) not installed"
@@ -25,7 +24,7 @@ OFFER = b"v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=
 def sipp(*args: str, port: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """Run sipp for one call (-m 1) with a global timeout; always killed and reaped."""
     command = [
-        "sipp", *args, "-i", "127.0.0.1", "-p", str(port or free_port()), "-mp", str(free_port()),
+        "sipp", *args, "-i", "127.0.0.1", "-p", str(port or free_udp_port()), "-mp", str(free_udp_port()),
         "-m", "1", "-nostdin", "-timeout", "20s", "-timeout_error",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -44,7 +43,7 @@ def wait(process: subprocess.Popen[bytes]) -> int:
 
 
 def test_our_uac_calls_sipp_uas() -> None:
-    port = free_port()
+    port = free_udp_port()
 
     async def main() -> int:
         with sipp("-sn", "uas", port=port) as process:

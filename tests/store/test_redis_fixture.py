@@ -69,8 +69,8 @@ def test_a_taken_port_is_retried_with_another(
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        picks = iter([taken, plugin._free_port()])
-        monkeypatch.setattr(plugin, "_free_port", lambda: next(picks))
+        picks = iter([taken, plugin.free_tcp_port()])
+        monkeypatch.setattr(plugin, "free_tcp_port", lambda: next(picks))
         server = RedisServer(tmp_path)
         try:
             server.start()

@@ -18,8 +18,8 @@ from secconf.store.conferences import ConferenceStore
 from secconf.store.keywrap import KeyWrapper
 from secconf.store.redis import LazyCluster, connect, connect_blocking, redis_errors
 from secconf.store.redis_url import RedisTarget, RedisUrlError, parse_redis_url
+from tests.fixtures.ports import free_tcp_port
 from tests.fixtures.redis_cluster import RedisClusterServers, RedisSentinelServers
-from tests.fixtures.redis_server import _free_port
 from tests.store.aio import run
 
 
@@ -171,7 +171,7 @@ def test_cluster_all_down_at_start_is_503_then_recovers(
     redis_cluster: RedisClusterServers, redis_cluster_url: str, wrapper: KeyWrapper
 ) -> None:
     """A worker started while no node answers: 503 in under a second, works once one is back."""
-    dead = f"redis+cluster://127.0.0.1:{_free_port()}"
+    dead = f"redis+cluster://127.0.0.1:{free_tcp_port()}"
     client = connect_blocking(dead, timeout=0.3)
     store = ConferenceStore(client, wrapper)  # registers scripts without connecting
     started = time.monotonic()
@@ -209,7 +209,7 @@ def test_sentinel_client_sync_and_async(
 
 
 def test_sentinel_down_is_503_within_a_second() -> None:
-    url = f"redis+sentinel://127.0.0.1:{_free_port()}/secconf"
+    url = f"redis+sentinel://127.0.0.1:{free_tcp_port()}/secconf"
     client = connect_blocking(url, timeout=0.3)
     started = time.monotonic()
     with pytest.raises(ServiceUnavailable), redis_errors("read"):

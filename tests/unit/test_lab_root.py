@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from secconf.lab import services
+from secconf.lab.services import asterisk, kamailio, process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,30 +22,30 @@ REPO = Path(__file__).resolve().parents[2]
 PROBE = """
 import json, sys
 from pathlib import Path
-from secconf.lab import services as s
+from secconf.lab.services import asterisk as a, kamailio as k, process as p
 
 calls = {
-    "kamailio": lambda: s.KamailioProcess(Path(sys.argv[1]) / "k").start(),
-    "tls": lambda: s.kamailio_tls_config(Path(sys.argv[2]), Path(sys.argv[1]) / "tls.cfg"),
-    "lock": s.pinned_asterisk_version,
-    "cached": s.asterisk_tree_cached,
-    "restore": lambda: s.restore_asterisk_tree(Path(sys.argv[1]) / "tree"),
-    "configure": lambda: s.AsteriskProcess(Path(sys.argv[1]) / "tree").configure(5060),
+    "kamailio": lambda: k.KamailioProcess(Path(sys.argv[1]) / "k").start(),
+    "tls": lambda: k.kamailio_tls_config(Path(sys.argv[2]), Path(sys.argv[1]) / "tls.cfg"),
+    "lock": a.pinned_asterisk_version,
+    "cached": a.asterisk_tree_cached,
+    "restore": lambda: a.restore_asterisk_tree(Path(sys.argv[1]) / "tree"),
+    "configure": lambda: a.AsteriskProcess(Path(sys.argv[1]) / "tree").configure(5060),
 }
 raised = {}
 for name in sys.argv[3:]:
     try:
         calls[name]()
-    except s.ServiceError as exc:
+    except p.ServiceError as exc:
         raised[name] = str(exc)
-print(json.dumps({"root": str(s.ROOT), "raised": raised}))
+print(json.dumps({"root": str(p.ROOT), "raised": raised}))
 """
 
 
 def _probe(root: Path | None, work: Path, *calls: str) -> dict[str, object]:
-    env = {k: v for k, v in os.environ.items() if k != services.ROOT_ENV}
+    env = {k: v for k, v in os.environ.items() if k != process.ROOT_ENV}
     if root is not None:
-        env[services.ROOT_ENV] = str(root)
+        env[process.ROOT_ENV] = str(root)
     tls = work / "tls"
     tls.mkdir(parents=True)
     for name in ("ca.pem", "server.pem", "server.key"):
@@ -58,16 +58,16 @@ def _probe(root: Path | None, work: Path, *calls: str) -> dict[str, object]:
 
 
 def test_by_default_the_launchers_use_this_checkout() -> None:
-    assert services.ROOT == REPO
-    assert services.KAMAILIO_CONFIG == REPO / "config" / "kamailio" / "kamailio.cfg"
-    assert services.ASTERISK_TREE_SCRIPT == REPO / "docker" / "asterisk-tree.sh"
-    assert services.PACKAGE_PARENT == REPO / "plugin"
+    assert process.ROOT == REPO
+    assert kamailio.KAMAILIO_CONFIG == REPO / "config" / "kamailio" / "kamailio.cfg"
+    assert asterisk.ASTERISK_TREE_SCRIPT == REPO / "docker" / "asterisk-tree.sh"
+    assert process.PACKAGE_PARENT == REPO / "plugin"
     for path in (
-        services.KAMAILIO_CONFIG, services.KAMAILIO_ENTRY, services.KAMAILIO_TLS_TEMPLATE,
-        services.ASTERISK_TREE_SCRIPT, services.ASTERISK_LOCK, services.ASTERISK_CONFIG_DIR,
-        services.ASTERISK_DIALPLAN,
+        kamailio.KAMAILIO_CONFIG, kamailio.KAMAILIO_ENTRY, kamailio.KAMAILIO_TLS_TEMPLATE,
+        asterisk.ASTERISK_TREE_SCRIPT, asterisk.ASTERISK_LOCK, asterisk.ASTERISK_CONFIG_DIR,
+        asterisk.ASTERISK_DIALPLAN,
     ):  # fmt: skip
-        assert services.repository_file(path) == path
+        assert process.repository_file(path) == path
 
 
 def test_secconf_root_names_the_checkout(tmp_path: Path) -> None:

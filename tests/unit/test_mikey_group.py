@@ -1,6 +1,6 @@
 """Group key epochs from a GTGK ticket (secconf.core.mikey.group), the whole exchange in memory.
 
-The focus asks the KMS (the in-memory KMS of test_mikey_ticket) for a GTGK
+The focus asks the KMS (the in-memory KMS of tests/fixtures/mikey_world.py) for a GTGK
 ticket with G = 0 naming the members; every member that resolves a TRANSFER_INIT
 of the epoch derives the focus's SRTP master key; a non-recipient is refused by
 the KMS; the stored form round-trips and refuses garbage.
@@ -25,45 +25,20 @@ from secconf.core.errors import (
 from secconf.core.mikey import KeyDataType, TicketFlags
 from secconf.core.mikey import group as mg
 from secconf.core.mikey import ticket as mt
-from tests.unit.test_mikey_ticket import (
+from tests.fixtures.mikey_world import (
     ALICE,
     BOB,
-    FACTORY,
+    FOCUS,
     KMS,
     MALLORY,
     NOW,
     PSKS,
     CountingRandom,
     Kms,
+    _epoch,
+    _group_issue,
+    _resolve,
 )
-
-FOCUS = FACTORY  # the focus's KMS identity in these tests
-
-
-def _group_issue(kms: Kms, recipients: tuple[str, ...] = (ALICE, BOB)) -> mt.IssuedTicket:
-    desired = mg.group_ticket_policy(recipients, valid_until=NOW + 600)
-    pending = mt.build_request_init(
-        initiator=FOCUS, kms=KMS, psk=PSKS[FOCUS], desired=desired, now=NOW,
-        random_bytes=CountingRandom(b"focus"),
-    )  # fmt: skip
-    return mt.process_request_resp(pending, kms.request(pending.data), psk=PSKS[FOCUS], now=NOW)
-
-
-def _resolve(kms: Kms, data: bytes, responder: str) -> tuple[mt.TransferInit, mt.ResolvedTicket]:
-    transfer = mt.TransferInit.read(data)
-    transfer.early_check(responder, now=NOW)
-    pending = mt.build_resolve_init(
-        transfer, responder=responder, kms=KMS, psk=PSKS[responder], now=NOW,
-        random_bytes=CountingRandom(responder.encode()),
-    )  # fmt: skip
-    resolved = mt.process_resolve_resp(
-        pending, kms.resolve(pending.data), transfer, psk=PSKS[responder], now=NOW
-    )
-    return transfer, resolved
-
-
-def _epoch(kms: Kms, number: int = 2) -> mg.GroupEpochTicket:
-    return mg.new_group_epoch(_group_issue(kms), number, CountingRandom(b"epoch"))
 
 
 def test_the_kms_grants_a_gtgk_ticket_without_responder_rand() -> None:

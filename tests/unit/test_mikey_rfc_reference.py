@@ -27,7 +27,7 @@ from secconf.core.mikey import ticket as mt
 from secconf.core.mikey.srtp import policy_for_suite
 from secconf.core.sdes import SUITES
 from tests.fixtures import mikey_reference as ref
-from tests.unit.test_mikey_ticket import (
+from tests.fixtures.mikey_world import (
     ALICE,
     BOB,
     FACTORY,

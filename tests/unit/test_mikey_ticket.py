@@ -8,9 +8,7 @@ wire messages.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import tomllib
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import given
@@ -35,135 +33,22 @@ from secconf.core.mikey import (
     TicketFlags,
 )
 from secconf.core.mikey import ticket as mt
-from secconf.core.mikey.keys import SrtpMasterKey
 from tests.conftest import DATA
-
-NOW = 1_800_000_000.0
-ALICE = "sip:alice@example.com"
-FACTORY = "sip:conf-factory@example.com"
-BOB = "sip:bob@example.com"
-MALLORY = "sip:mallory@example.com"
-KMS = "sip:kms.example.com"
-PSKS = {name: hashlib.sha256(name.encode()).digest() for name in (ALICE, FACTORY, BOB, MALLORY)}
-TPK_ID = b"tpk-1"
-TPK = hashlib.sha256(b"ticket protection key").digest()
-
-
-class CountingRandom:
-    """Deterministic 'randomness' so failures reproduce; each call differs."""
-
-    def __init__(self, seed: bytes = b"seed") -> None:
-        self._seed = seed
-        self._counter = 0
-
-    def __call__(self, count: int) -> bytes:
-        out = b""
-        while len(out) < count:
-            self._counter += 1
-            out += hashlib.sha256(self._seed + self._counter.to_bytes(8, "big")).digest()
-        return out[:count]
-
-
-def _tpk_for(key_id: bytes) -> bytes | None:
-    return TPK if key_id == TPK_ID else None
-
-
-@dataclass
-class Kms:
-    """The KMS's side, as the HTTP service runs it (minus Redis and HTTP)."""
-
-    random: CountingRandom
-    revoked_users: frozenset[str] = frozenset()
-    seen: set[bytes] = dataclasses.field(default_factory=set)
-
-    def _remember(self, token: bytes) -> None:
-        if token in self.seen:
-            raise MikeyError("replayed", MikeyErrorNo.INVALID_TS)
-        self.seen.add(token)
-
-    def _psk(self, identity: str) -> bytes:
-        if identity in self.revoked_users or identity not in PSKS:
-            raise AuthenticationFailed("unknown or revoked user")
-        return PSKS[identity]
-
-    def request(self, data: bytes, now: float = NOW) -> bytes:
-        request = mt.RequestInit.read(data)
-        psk = self._psk(request.initiator)
-        request.verify(psk, kms_identity=KMS, now=now)
-        self._remember(request.replay_token)
-        granted = mt.grant_policy(request, mt.GrantSettings(max_lifetime=3600), now)
-        return mt.issue_ticket(
-            request, granted, psk=psk, kms_identity=KMS, tpk_id=TPK_ID, tpk=TPK,
-            ticket_id=self.random(16), now=now, random_bytes=self.random,
-        )  # fmt: skip
-
-    def resolve(self, data: bytes, now: float = NOW) -> bytes:
-        resolve = mt.ResolveInit.read(data)
-        psk = self._psk(resolve.responder)
-        resolve.verify(psk, kms_identity=KMS, now=now)
-        self._remember(resolve.replay_token)
-        opened = mt.open_ticket(resolve.ticket, _tpk_for)
-        mt.authorize_resolution(resolve, opened, now=now)
-        return mt.build_resolve_resp(
-            resolve, opened, psk=psk, kms_identity=KMS, now=now, random_bytes=self.random
-        )
-
-
-def _desired(**changes: object) -> mt.DesiredPolicy:
-    base = mt.DesiredPolicy(recipients=(FACTORY, BOB), valid_until=NOW + 600)
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
-
-
-def _issue(kms: Kms, desired: mt.DesiredPolicy | None = None) -> mt.IssuedTicket:
-    random = CountingRandom(b"alice")
-    pending = mt.build_request_init(
-        initiator=ALICE, kms=KMS, psk=PSKS[ALICE], desired=desired or _desired(),
-        now=NOW, random_bytes=random,
-    )  # fmt: skip
-    return mt.process_request_resp(pending, kms.request(pending.data), psk=PSKS[ALICE], now=NOW)
-
-
-def _transfer(issued: mt.IssuedTicket, responder: str = FACTORY) -> mt.PendingTransfer:
-    sessions = [GenericIdEntry.for_srtp(1, [0], SrtpSessionData(0x11111111, 0, 0))]
-    return mt.build_transfer_init(
-        issued, initiator=ALICE, responder=responder, sessions=sessions,
-        now=NOW, random_bytes=CountingRandom(b"transfer"),
-    )  # fmt: skip
-
-
-@dataclass
-class Answer:
-    data: bytes
-    keys: dict[int, SrtpMasterKey]
-    resolved: mt.ResolvedTicket
-
-
-def _respond(
-    kms: Kms,
-    transfer_data: bytes,
-    responder: str = FACTORY,
-    responder_keys: tuple[KeyData, ...] = (),
-    now: float = NOW,
-) -> Answer:
-    """The responder's whole side: read, early check, resolve, verify, answer."""
-    random = CountingRandom(responder.encode())
-    transfer = mt.TransferInit.read(transfer_data)
-    transfer.early_check(responder, now=now)
-    pending = mt.build_resolve_init(
-        transfer, responder=responder, kms=KMS, psk=PSKS[responder], now=now, random_bytes=random
-    )
-    resolved = mt.process_resolve_resp(
-        pending, kms.resolve(pending.data, now), transfer, psk=PSKS[responder], now=now
-    )
-    sessions = [
-        *transfer.sessions,
-        GenericIdEntry.for_srtp(2, [0], SrtpSessionData(0x22222222, 0, 0)),
-    ]
-    data, keys = mt.build_transfer_resp(
-        transfer, resolved, responder=responder, sessions=sessions, now=now,
-        random_bytes=random, responder_keys=responder_keys,
-    )  # fmt: skip
-    return Answer(data, keys, resolved)
+from tests.fixtures.mikey_world import (
+    ALICE,
+    BOB,
+    FACTORY,
+    KMS,
+    MALLORY,
+    NOW,
+    PSKS,
+    CountingRandom,
+    Kms,
+    _desired,
+    _issue,
+    _respond,
+    _transfer,
+)
 
 
 @pytest.mark.parametrize("forking", [True, False], ids=["forking", "no-forking"])

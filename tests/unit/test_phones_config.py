@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from secconf.lab.phones import BaresipPhone, LinphonePhone, PhoneError, read_wav, write_tone_wav
+from secconf.lab.phones.audio import read_wav, write_tone_wav
+from secconf.lab.phones.baresip import BaresipPhone
+from secconf.lab.phones.linphone import LinphonePhone
+from secconf.lab.phones.phone import PhoneError
 
 
 def test_linphone_tls_and_registration_config(tmp_path: Path) -> None:

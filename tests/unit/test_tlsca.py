@@ -98,7 +98,8 @@ def test_cli_prints_paths_and_fingerprint_never_key_material(
 
 
 def test_kamailio_tls_config_points_the_shipped_file_at_a_ca_directory(tmp_path: Path) -> None:
-    from secconf.lab.services import KAMAILIO_TLS_DIR, ServiceError, kamailio_tls_config
+    from secconf.lab.services.kamailio import KAMAILIO_TLS_DIR, kamailio_tls_config
+    from secconf.lab.services.process import ServiceError
 
     with pytest.raises(ServiceError, match=r"no ca\.pem"):
         kamailio_tls_config(tmp_path / "missing", tmp_path / "tls.cfg")

@@ -79,6 +79,88 @@ def _check_keyed(rewrite: GroupKeyRewrite, group_key: GroupKey) -> int:
     return confirmed
 
 
+@dataclass
+class _Outcome:
+    """One capture's row of the summary, how many of its checks failed, its keyed body."""
+
+    row: tuple[str, ...]
+    failures: int
+    rewrite: GroupKeyRewrite | None = None
+
+
+def _offered(description: SessionDescription) -> str:
+    """Each stream's media and profile, and the crypto suites it offers (one per line)."""
+    return "; ".join(
+        f"{s.media} {s.proto}"
+        + "".join(f"\n  {a.tag} {a.suite.name}" for a in _parsed_crypto(s.attributes("crypto")))
+        for s in description.media
+    )
+
+
+def _key_and_rekey(
+    description: SessionDescription, epoch1: GroupKey, epoch2: GroupKey
+) -> tuple[str, int, GroupKeyRewrite | None]:
+    """Key *description* with *epoch1* as the module does, then rekey it to *epoch2*.
+
+    (the summary's result text, failed checks, the keyed rewrite or None if refused).
+    """
+    try:
+        rewrite = apply_group_key(
+            description,
+            epoch1,
+            media_address=EDGE_ADDRESS,
+            media_ports=[
+                EDGE_FIRST_PORT + 2 * i
+                for i, s in enumerate(description.media)
+                if s.is_rtp and s.port != 0
+            ],
+        )
+    except ProtocolError as exc:
+        return f"[yellow]refused {exc.status_code} {exc.reason}[/yellow]: {exc.message}", 0, None
+    confirmed = _check_keyed(rewrite, epoch1)
+    rekeyed = apply_group_key(rewrite.description, epoch2)
+    confirmed2 = _check_keyed(rekeyed, epoch2)
+    changed = len(_redacted_diff(str(rewrite.description), str(rekeyed.description))) // 2
+    ok = confirmed == confirmed2 == len(rewrite.streams)
+    result = (
+        f"[green]keyed[/green] {confirmed}/{len(rewrite.streams)} stream(s) with epoch 1 "
+        f"(tags kept: {', '.join(str(s.chosen_tag) for s in rewrite.streams)}); "
+        f"rekey to epoch 2 changed {changed} line(s), {confirmed2} confirmed"
+    )
+    return result, int(not ok), rewrite
+
+
+def _examine(capture: Capture, epoch1: GroupKey, epoch2: GroupKey) -> _Outcome:
+    """Parse (it must round-trip byte for byte), key and rekey one capture."""
+    try:
+        description = SessionDescription.parse(capture.raw)
+    except ProtocolError as exc:
+        row = (capture.name, capture.origin, "-", "-", "-", f"parse error: {exc}")
+        return _Outcome(row, 1)
+    exact = bytes(description) == capture.raw
+    offered = _offered(description)
+    result, failed, rewrite = _key_and_rekey(description, epoch1, epoch2)
+    row = (
+        capture.name,
+        capture.origin,
+        "[green]exact[/green]" if exact else "[red]DIFFERS[/red]",
+        str(len(description.media)),
+        offered,
+        result,
+    )
+    return _Outcome(row, int(not exact) + failed, rewrite)
+
+
+def _diff_panel(capture: Capture, rewrite: GroupKeyRewrite) -> Panel:
+    """Every line the keying changed in *capture* (keys masked)."""
+    diff = "\n".join(_redacted_diff(capture.raw.decode("utf-8"), str(rewrite.description)))
+    return Panel(
+        diff,
+        title=f"{capture.name}: every line that changed (keys masked)",
+        subtitle=f"{len(capture.raw)} bytes in, all other lines byte-identical",
+    )
+
+
 def run_demo(folder: Path) -> int:
     console = Console()
     captures = load_captures(folder)
@@ -99,64 +181,12 @@ def run_demo(folder: Path) -> int:
     failures = 0
     shown_diff = False
     for capture in captures:
-        try:
-            description = SessionDescription.parse(capture.raw)
-        except ProtocolError as exc:
-            summary.add_row(capture.name, capture.origin, "-", "-", "-", f"parse error: {exc}")
-            failures += 1
-            continue
-        exact = bytes(description) == capture.raw
-        failures += not exact
-        offered = "; ".join(
-            f"{s.media} {s.proto}"
-            + "".join(f"\n  {a.tag} {a.suite.name}" for a in _parsed_crypto(s.attributes("crypto")))
-            for s in description.media
-        )
-        try:
-            rewrite = apply_group_key(
-                description,
-                epoch1,
-                media_address=EDGE_ADDRESS,
-                media_ports=[
-                    EDGE_FIRST_PORT + 2 * i
-                    for i, s in enumerate(description.media)
-                    if s.is_rtp and s.port != 0
-                ],
-            )
-        except ProtocolError as exc:
-            result = f"[yellow]refused {exc.status_code} {exc.reason}[/yellow]: {exc.message}"
-        else:
-            confirmed = _check_keyed(rewrite, epoch1)
-            rekeyed = apply_group_key(rewrite.description, epoch2)
-            confirmed2 = _check_keyed(rekeyed, epoch2)
-            changed = len(_redacted_diff(str(rewrite.description), str(rekeyed.description))) // 2
-            ok = confirmed == confirmed2 == len(rewrite.streams)
-            failures += not ok
-            result = (
-                f"[green]keyed[/green] {confirmed}/{len(rewrite.streams)} stream(s) with epoch 1 "
-                f"(tags kept: {', '.join(str(s.chosen_tag) for s in rewrite.streams)}); "
-                f"rekey to epoch 2 changed {changed} line(s), {confirmed2} confirmed"
-            )
-            if not shown_diff:
-                shown_diff = True
-                diff = "\n".join(
-                    _redacted_diff(capture.raw.decode("utf-8"), str(rewrite.description))
-                )
-                console.print(
-                    Panel(
-                        diff,
-                        title=f"{capture.name}: every line that changed (keys masked)",
-                        subtitle=f"{len(capture.raw)} bytes in, all other lines byte-identical",
-                    )
-                )
-        summary.add_row(
-            capture.name,
-            capture.origin,
-            "[green]exact[/green]" if exact else "[red]DIFFERS[/red]",
-            str(len(description.media)),
-            offered,
-            result,
-        )
+        outcome = _examine(capture, epoch1, epoch2)
+        failures += outcome.failures
+        if outcome.rewrite is not None and not shown_diff:
+            shown_diff = True
+            console.print(_diff_panel(capture, outcome.rewrite))
+        summary.add_row(*outcome.row)
     console.print(summary)
     if failures:
         console.print(f"[red]{failures} capture(s) did not behave as expected[/red]")

@@ -93,102 +93,146 @@ class Timeline:
         """The picture up to *end* seconds (open calls are drawn to *end*)."""
         if end <= 0:
             raise ValueError("end must be positive")
-        members = self.members()
-        refusals = [m for m in self.marks if m.kind == "refused"]
-        rows = len(members) + (1 if refusals else 0)
-        height = _TOP + rows * _ROW + 60
+        return _Picture(self, end).draw()
+
+
+class _Picture:
+    """The SVG of one :class:`Timeline` up to *end* seconds, drawn layer by layer.
+
+    Back to front: the title, the epoch bands, one row of call bars per member, the row of
+    refusals, the rekey marks, the time axis and the legend.
+    """
+
+    def __init__(self, timeline: Timeline, end: float) -> None:
+        self.timeline = timeline
+        self.end = end
+        self.members = timeline.members()
+        self.refusals = [m for m in timeline.marks if m.kind == "refused"]
+        rows = len(self.members) + (1 if self.refusals else 0)
+        self.height = _TOP + rows * _ROW + 60
+        self.bottom = _TOP + rows * _ROW
+        self.out: list[str] = []
+
+    def x(self, t: float) -> float:
+        """The abscissa of *t* seconds (clamped to [0, end])."""
         span = _WIDTH - _LEFT - _RIGHT
+        return _LEFT + span * min(max(t, 0.0), self.end) / self.end
 
-        def x(t: float) -> float:
-            return _LEFT + span * min(max(t, 0.0), end) / end
+    def draw(self) -> str:
+        self._header()
+        self._epochs()
+        for row, member in enumerate(self.members):
+            self._member(row, member)
+        if self.refusals:
+            self._refusals()
+        self._rekeys()
+        self._axis()
+        self._legend()
+        self.out.append("</svg>")
+        return "\n".join(self.out) + "\n"
 
-        out: list[str] = [
+    def _header(self) -> None:
+        title, height = escape(self.timeline.title), self.height
+        self.out += [
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{height}" '
             f'viewBox="0 0 {_WIDTH} {height}" font-family="sans-serif" font-size="12">',
-            f"<title>{escape(self.title)}</title>",
+            f"<title>{title}</title>",
             f'<rect width="{_WIDTH}" height="{height}" fill="white"/>',
-            f'<text x="{_LEFT}" y="20" font-size="15" font-weight="bold">'
-            f"{escape(self.title)}</text>",
+            f'<text x="{_LEFT}" y="20" font-size="15" font-weight="bold">{title}</text>',
         ]
-        bottom = _TOP + rows * _ROW
-        for index, (number, start) in enumerate(self.epochs):
-            stop = self.epochs[index + 1][1] if index + 1 < len(self.epochs) else end
+
+    def _epochs(self) -> None:
+        epochs, x, bottom = self.timeline.epochs, self.x, self.bottom
+        for index, (number, start) in enumerate(epochs):
+            stop = epochs[index + 1][1] if index + 1 < len(epochs) else self.end
             fill = _BAND_FILLS[index % len(_BAND_FILLS)]
-            out.append(
+            self.out.append(
                 f'<rect class="epoch" data-epoch="{number}" x="{x(start):.1f}" y="{_TOP - 12}" '
                 f'width="{max(x(stop) - x(start), 0.5):.1f}" height="{bottom - _TOP + 12}" '
                 f'fill="{fill}"/>'
             )
-            out.append(
+            self.out.append(
                 f'<text x="{x(start) + 4:.1f}" y="{_TOP - 2}" fill="#555">epoch {number}</text>'
             )
-        for row, member in enumerate(members):
-            y = _TOP + row * _ROW + (_ROW - _BAR) / 2
-            out.append(
-                f'<text x="{_LEFT - 8}" y="{y + _BAR - 3:.1f}" text-anchor="end">'
-                f"{escape(member)}</text>"
+
+    def _member(self, row: int, member: str) -> None:
+        """The member's name and a bar per call, labelled with how it ended."""
+        x = self.x
+        y = _TOP + row * _ROW + (_ROW - _BAR) / 2
+        self.out.append(
+            f'<text x="{_LEFT - 8}" y="{y + _BAR - 3:.1f}" text-anchor="end">'
+            f"{escape(member)}</text>"
+        )
+        for call in (c for c in self.timeline.calls if c.member == member):
+            stop = call.end if call.end is not None else self.end
+            fill = _MODE_FILLS.get(call.mode, _DEFAULT_FILL)
+            label = call.mode + (f", {call.ended_by}" if call.ended_by else "")
+            self.out.append(
+                f'<rect class="call" data-member={quoteattr(member)} '
+                f'x="{x(call.start):.1f}" y="{y:.1f}" '
+                f'width="{max(x(stop) - x(call.start), 1.0):.1f}" height="{_BAR}" '
+                f'rx="3" fill="{fill}"><title>{escape(member)}: {escape(label)}</title></rect>'
             )
-            for call in (c for c in self.calls if c.member == member):
-                stop = call.end if call.end is not None else end
-                fill = _MODE_FILLS.get(call.mode, _DEFAULT_FILL)
-                label = call.mode + (f", {call.ended_by}" if call.ended_by else "")
-                out.append(
-                    f'<rect class="call" data-member={quoteattr(member)} '
-                    f'x="{x(call.start):.1f}" y="{y:.1f}" '
-                    f'width="{max(x(stop) - x(call.start), 1.0):.1f}" height="{_BAR}" '
-                    f'rx="3" fill="{fill}"><title>{escape(member)}: {escape(label)}</title></rect>'
+            if call.ended_by:
+                self.out.append(
+                    f'<text x="{x(stop) + 3:.1f}" y="{y + _BAR - 3:.1f}" fill="#444" '
+                    f'font-size="10">{escape(call.ended_by)}</text>'
                 )
-                if call.ended_by:
-                    out.append(
-                        f'<text x="{x(stop) + 3:.1f}" y="{y + _BAR - 3:.1f}" fill="#444" '
-                        f'font-size="10">{escape(call.ended_by)}</text>'
-                    )
-        if refusals:
-            y = _TOP + len(members) * _ROW + _ROW / 2
-            out.append(f'<text x="{_LEFT - 8}" y="{y + 4:.1f}" text-anchor="end">refused</text>')
-            for mark in refusals:
-                cx = x(mark.time)
-                out.append(
-                    f'<g class="refused"><title>{escape(mark.text)}</title>'
-                    f'<line x1="{cx - 5:.1f}" y1="{y - 5:.1f}" x2="{cx + 5:.1f}" y2="{y + 5:.1f}" '
-                    f'stroke="#c0392b" stroke-width="2"/>'
-                    f'<line x1="{cx - 5:.1f}" y1="{y + 5:.1f}" x2="{cx + 5:.1f}" y2="{y - 5:.1f}" '
-                    f'stroke="#c0392b" stroke-width="2"/></g>'
-                )
-        for mark in (m for m in self.marks if m.kind == "rekey"):
-            cx = x(mark.time)
-            out.append(
+
+    def _refusals(self) -> None:
+        """A row of its own: a cross per refused request."""
+        y = _TOP + len(self.members) * _ROW + _ROW / 2
+        self.out.append(f'<text x="{_LEFT - 8}" y="{y + 4:.1f}" text-anchor="end">refused</text>')
+        for mark in self.refusals:
+            cx = self.x(mark.time)
+            self.out.append(
+                f'<g class="refused"><title>{escape(mark.text)}</title>'
+                f'<line x1="{cx - 5:.1f}" y1="{y - 5:.1f}" x2="{cx + 5:.1f}" y2="{y + 5:.1f}" '
+                f'stroke="#c0392b" stroke-width="2"/>'
+                f'<line x1="{cx - 5:.1f}" y1="{y + 5:.1f}" x2="{cx + 5:.1f}" y2="{y - 5:.1f}" '
+                f'stroke="#c0392b" stroke-width="2"/></g>'
+            )
+
+    def _rekeys(self) -> None:
+        """A dashed vertical line across every row, with an arrowhead under it."""
+        bottom = self.bottom
+        for mark in (m for m in self.timeline.marks if m.kind == "rekey"):
+            cx = self.x(mark.time)
+            self.out.append(
                 f'<g class="rekey"><title>{escape(mark.text)}</title>'
                 f'<line x1="{cx:.1f}" y1="{_TOP - 12}" x2="{cx:.1f}" y2="{bottom}" '
                 f'stroke="#d35400" stroke-width="2" stroke-dasharray="4 3"/>'
                 f'<path d="M {cx - 5:.1f} {bottom + 8} L {cx + 5:.1f} {bottom + 8} '
                 f'L {cx:.1f} {bottom} Z" fill="#d35400"/></g>'
             )
-        # Time axis: a tick every second, labelled every 5 s on long runs.
-        step = 1 if end <= 20 else 5
-        out.append(
+
+    def _axis(self) -> None:
+        """Time axis: a tick every second, labelled every 5 s on long runs."""
+        bottom = self.bottom
+        step = 1 if self.end <= 20 else 5
+        self.out.append(
             f'<line x1="{_LEFT}" y1="{bottom + 16}" x2="{_WIDTH - _RIGHT}" y2="{bottom + 16}" '
             f'stroke="#333"/>'
         )
-        for second in range(0, int(end) + 1, step):
-            tx = x(float(second))
-            out.append(
+        for second in range(0, int(self.end) + 1, step):
+            tx = self.x(float(second))
+            self.out.append(
                 f'<line x1="{tx:.1f}" y1="{bottom + 13}" x2="{tx:.1f}" y2="{bottom + 19}" '
                 f'stroke="#333"/><text x="{tx:.1f}" y="{bottom + 32}" text-anchor="middle" '
                 f'font-size="10">{second} s</text>'
             )
-        legend_y = bottom + 50
+
+    def _legend(self) -> None:
+        legend_y = self.bottom + 50
         legend_x = _LEFT
         for mode, fill in _MODE_FILLS.items():
-            out.append(
+            self.out.append(
                 f'<rect x="{legend_x}" y="{legend_y - 9}" width="12" height="10" fill="{fill}"/>'
                 f'<text x="{legend_x + 16}" y="{legend_y}">{escape(mode)} call</text>'
             )
             legend_x += 110
-        out.append(
+        self.out.append(
             f'<line x1="{legend_x}" y1="{legend_y - 10}" x2="{legend_x}" y2="{legend_y + 2}" '
             f'stroke="#d35400" stroke-width="2" stroke-dasharray="4 3"/>'
             f'<text x="{legend_x + 6}" y="{legend_y}">rekey</text>'
         )
-        out.append("</svg>")
-        return "\n".join(out) + "\n"
