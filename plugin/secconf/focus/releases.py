@@ -45,10 +45,6 @@ class Releases:
             return
         self.release(state.conference_id, call_id, state.leg)
 
-    def on_bye(self, conference_id: str, call_id: str) -> None:
-        """A BYE in a conference dialog (either side): release its record and edge leg."""
-        self.release(conference_id, call_id, None)
-
     def release(self, conference_id: str, call_id: str, leg: str | None) -> None:
         released = None
         try:
