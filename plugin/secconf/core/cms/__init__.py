@@ -4,14 +4,14 @@
   RFC 5084, RFC 5652 §6.2.3): :func:`protect`, :func:`open_protected`;
 * :mod:`.mime` — the Content-Type and Content-Disposition of the body over SIP, and the
   MIME entity inside (RFC 8551, RFC 3261 §23);
-* :mod:`.event_key` — the KEK, derived from the member's MIKEY-TICKET exchange with the
+* :mod:`.event_kek` — the KEK, derived from the member's MIKEY-TICKET exchange with the
   focus (the epoch's GTGK), never the SRTP key.
 
 Decisions and their reasons: docs/event-protection.md.
 """
 
 from .envelope import MAX_PROTECTED_BYTES, KekLookup, open_protected, protect
-from .event_key import (
+from .event_kek import (
     EventKey,
     event_key,
     event_key_id,

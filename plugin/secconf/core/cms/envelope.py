@@ -177,13 +177,24 @@ def open_protected(der: bytes, kek_for: KekLookup) -> bytes:
 
 
 def _decode(data: bytes, spec: Any, what: str) -> Any:
+    """*data* decoded as *spec*, refused unless it is exactly the DER of what it decodes to.
+
+    pyasn1's DER decoder refuses indefinite lengths but lets other BER through (long-form
+    lengths, an empty INTEGER, a primitive explicit tag); DER is canonical (X.690 §10), so
+    encoding the value again must give back the very bytes, or the input was not DER.
+    The encoding runs on a second decoding: pyasn1's encoder fills in absent OPTIONAL
+    fields of what it walks, which the profile checks must still see as absent.
+    """
     try:
         value, rest = decoder.decode(data, asn1Spec=spec)
+        canonical = rest or encoder.encode(decoder.decode(data, asn1Spec=spec)[0]) == data
     except (PyAsn1Error, ValueError, TypeError):
         # pyasn1's message quotes the input: only the field name goes out.
         raise MalformedCms(f"{what} is not valid DER") from None
     if rest:
         raise MalformedCms(f"{len(rest)} bytes after the {what}")
+    if not canonical:
+        raise MalformedCms(f"{what} is BER, not DER")
     return value
 
 
