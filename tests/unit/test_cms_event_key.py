@@ -151,7 +151,8 @@ def test_the_kek_is_not_the_srtp_key_and_a_tek_is_refused() -> None:
     srtp = epoch.srtp_master_key(256, 112)
     key = cms.group_event_key(epoch)
     assert key.kek not in (srtp.key, epoch.gtgk)
-    assert srtp.key not in key.kek and key.kek[:16] != epoch.srtp_master_key().key
+    assert srtp.key not in key.kek
+    assert key.kek[:16] != epoch.srtp_master_key().key
     with pytest.raises(MalformedMikey):
         cms.event_key(
             KeyData(KeyDataType.TEK, bytes(16)), cs_id=1, randri=bytes(32), randrr=None,
@@ -169,7 +170,8 @@ def test_key_ids_name_epoch_and_csb_id() -> None:
 
 def test_the_kek_never_shows_in_a_repr() -> None:
     key = cms.group_event_key(_epoch(Kms(CountingRandom(b"kms"))))
-    assert key.kek.hex() not in repr(key) and str(key.kek) not in repr(key)
+    assert key.kek.hex() not in repr(key)
+    assert str(key.kek) not in repr(key)
 
 
 # -- focus and members agree; a new epoch is a new key ---------------------------------------
@@ -195,4 +197,5 @@ def test_a_rekey_gives_a_new_key_and_key_id() -> None:
     first = _epoch(Kms(CountingRandom(b"kms")), 2)
     second = _epoch(Kms(CountingRandom(b"kms again")), 3)
     one, two = cms.group_event_key(first), cms.group_event_key(second)
-    assert one.kek != two.kek and one.key_id != two.key_id
+    assert one.kek != two.kek
+    assert one.key_id != two.key_id
