@@ -1,12 +1,12 @@
 """The MIME around a protected body: the SIP headers outside, the MIME entity inside.
 
-Outside (RFC 8551 §3.2.2, §3.4, §5.3; RFC 3261 §23.4.3's example of an S/MIME body)::
+Outside (RFC 8551 §3.2.2, §3.4, §5.3; RFC 3261 §23.3's example of an S/MIME body)::
 
     Content-Type: application/pkcs7-mime; smime-type=authEnveloped-data; name=smime.p7m
     Content-Disposition: attachment; filename=smime.p7m; handling=required
 
 and the body is the DER itself, binary, with no Content-Transfer-Encoding: SIP carries
-binary bodies (RFC 3261 §7.4, and its own §23.4.3 example sends the CMS object
+binary bodies (RFC 3261 §7.4, and its own §23.3 example sends the CMS object
 unencoded), S/MIME implementations "MUST be able to deal with binary MIME objects"
 (RFC 8551 §3.1.2), and base64 would only add a third to every NOTIFY.  A received
 Content-Transfer-Encoding other than ``binary`` is refused (415), not decoded.
@@ -14,7 +14,7 @@ Content-Transfer-Encoding other than ``binary`` is refused (415), not decoded.
 request rather than ignore the body.
 
 Inside, the protected content is a MIME entity (RFC 8551 §3.4: id-data carries "a MIME
-entity that is prepared as described in Section 3.1"; RFC 3261 §23.4.3 has
+entity that is prepared as described in Section 3.1"; RFC 3261 §23.3 has
 ``Content-Type: application/sdp`` above the SDP): one ``Content-Type`` header, an empty
 line, the body, binary (RFC 8551 §3.1.2: binary inside when the recipients are known to
 handle it, here by prior agreement — both ends are secconf's).
