@@ -42,6 +42,7 @@ from secconf.client.sip import Call
 from secconf.core.errors import SecconfError
 from secconf.core.keys import key_fingerprint
 from secconf.core.roster import FailurePolicy
+from secconf.store.conference_scripts import ADD_EPOCH
 from secconf.store.conferences import ConferenceStore, DialogRecord
 from secconf.store.executors import SyncExecutor
 from tests.asterisk.stack import Stack, running_stack
@@ -684,7 +685,7 @@ def test_redis_hung_during_the_mint_leaves_no_half_applied_epoch(
                 before = edge_epochs(stack, conf.id)
                 # Redis knows the epoch script, as after any earlier rekey on this server
                 # (else the EVALSHA that runs late would only get NOSCRIPT).
-                store.client.script_load(store._add_epoch.script)
+                store.client.script_load(ADD_EPOCH)
                 armed.set()
                 waiter = asyncio.ensure_future(watcher.next_report(30))
                 await conf.call("carol").bye(timeout=5)
