@@ -1,6 +1,6 @@
 """The edge's records in Redis, so that a restarted edge re-creates its legs (docs/edge.md).
 
-Key layout (``P`` = prefix, ``E`` = edge id)::
+Key layout (``P`` = prefix, ``E`` = edge id; named by :class:`._names.EdgeKeys`)::
 
     P:edge:{E}:conferences           set   conference ids
     P:edge:{E}:conf:<c>:epochs       hash  epoch -> JSON epoch record
@@ -26,6 +26,7 @@ from typing import Any
 
 import redis.asyncio
 
+from ._names import EdgeKeys
 from .commands import Command, Pipeline, Steps, command, operation
 from .executors import AsyncExecutor
 from .redis import redis_errors
@@ -67,24 +68,11 @@ class EdgeRecordCommands:
 
     def __init__(self, prefix: str, edge_id: str) -> None:
         self.edge_id = edge_id
-        self.base = f"{prefix}:edge:{{{edge_id}}}"
+        self.keys = EdgeKeys(prefix, edge_id)
+        self.base = self.keys.base
 
     def __repr__(self) -> str:
         return f"EdgeRecordCommands({self.base!r})"
-
-    # -- key names --
-
-    def _conferences(self) -> str:
-        return f"{self.base}:conferences"
-
-    def _epochs(self, conference: str) -> str:
-        return f"{self.base}:conf:{conference}:epochs"
-
-    def _ssrcs(self, conference: str) -> str:
-        return f"{self.base}:conf:{conference}:ssrcs"
-
-    def _legs(self) -> str:
-        return f"{self.base}:legs"
 
     # -- writes --
 
@@ -93,48 +81,48 @@ class EdgeRecordCommands:
         """The conference is known, and *epoch*'s record is stored (one MULTI)."""
         yield Pipeline(
             (
-                command("SADD", self._conferences(), conference),
-                command("HSET", self._epochs(conference), str(epoch), json.dumps(record)),
+                command("SADD", self.keys.conferences(), conference),
+                command("HSET", self.keys.epochs(conference), str(epoch), json.dumps(record)),
             ),
             transaction=True,
         )
 
     @operation("delete a key epoch")
     def delete_epoch(self, conference: str, epoch: int) -> Steps[None]:
-        yield command("HDEL", self._epochs(conference), str(epoch))
+        yield command("HDEL", self.keys.epochs(conference), str(epoch))
 
     @operation("store a media leg")
     def save_ssrcs(
         self, conference: str, ssrcs: Mapping[int, Record], leg: tuple[str, Record] | None
     ) -> Steps[None]:
         """The SSRC registry replaced by *ssrcs*, and *leg* (id, record) stored (one MULTI)."""
-        commands = _registry(self._ssrcs(conference), ssrcs)
+        commands = _registry(self.keys.ssrcs(conference), ssrcs)
         if leg is not None:
-            commands.append(command("HSET", self._legs(), leg[0], json.dumps(leg[1])))
+            commands.append(command("HSET", self.keys.legs(), leg[0], json.dumps(leg[1])))
         yield Pipeline(tuple(commands), transaction=True)
 
     @operation("delete a media leg")
     def delete_leg(self, conference: str, leg_id: str, ssrcs: Mapping[int, Record]) -> Steps[None]:
         """The leg's record deleted and the SSRC registry replaced by *ssrcs* (one MULTI)."""
         commands = [
-            command("HDEL", self._legs(), leg_id),
-            *_registry(self._ssrcs(conference), ssrcs),
+            command("HDEL", self.keys.legs(), leg_id),
+            *_registry(self.keys.ssrcs(conference), ssrcs),
         ]
         yield Pipeline(tuple(commands), transaction=True)
 
     @operation("delete a media leg")
     def delete_leg_id(self, leg_id: str) -> Steps[None]:
-        yield command("HDEL", self._legs(), leg_id)
+        yield command("HDEL", self.keys.legs(), leg_id)
 
     @operation("delete a conference")
     def delete_conference(self, conference: str, legs: Sequence[str]) -> Steps[None]:
         """The conference, its epochs, its SSRCs and the records of *legs* (one MULTI)."""
         commands = [
-            command("SREM", self._conferences(), conference),
-            command("DEL", self._epochs(conference), self._ssrcs(conference)),
+            command("SREM", self.keys.conferences(), conference),
+            command("DEL", self.keys.epochs(conference), self.keys.ssrcs(conference)),
         ]
         if legs:
-            commands.append(command("HDEL", self._legs(), *legs))
+            commands.append(command("HDEL", self.keys.legs(), *legs))
         yield Pipeline(tuple(commands), transaction=True)
 
     # -- read back --
@@ -143,15 +131,15 @@ class EdgeRecordCommands:
     def load(self) -> Steps[EdgeRecordsSnapshot]:
         """Every record this edge id has stored, parsed but not interpreted."""
         snapshot = EdgeRecordsSnapshot()
-        members: set[bytes] = yield command("SMEMBERS", self._conferences())
+        members: set[bytes] = yield command("SMEMBERS", self.keys.conferences())
         for conference in sorted(_text(m) for m in members):
             snapshot.epochs[conference] = _records(
-                (yield command("HGETALL", self._epochs(conference)))
+                (yield command("HGETALL", self.keys.epochs(conference)))
             )
             snapshot.ssrcs[conference] = _records(
-                (yield command("HGETALL", self._ssrcs(conference)))
+                (yield command("HGETALL", self.keys.ssrcs(conference)))
             )
-        raw_legs: dict[bytes, bytes] = yield command("HGETALL", self._legs())
+        raw_legs: dict[bytes, bytes] = yield command("HGETALL", self.keys.legs())
         snapshot.legs = {_text(name): json.loads(value) for name, value in raw_legs.items()}
         return snapshot
 

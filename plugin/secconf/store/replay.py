@@ -11,23 +11,17 @@ process sharing the Redis, whether a token was seen within its TTL.
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import redis
 import redis.asyncio
 
-from ._names import check_prefix
+from ._names import check_prefix, replay_key
 from .commands import Steps, command, operation
 from .executors import AsyncExecutor, SyncExecutor
 from .redis import redis_errors
 
-__all__ = ["BlockingReplayCache", "ReplayCache", "ReplayCommands", "replay_key"]
-
-
-def replay_key(prefix: str, token: bytes) -> str:
-    """The Redis key that remembers *token* under *prefix* (shared by both caches)."""
-    return f"{prefix}:replay:{hashlib.sha256(bytes(token)).hexdigest()}"
+__all__ = ["BlockingReplayCache", "ReplayCache", "ReplayCommands"]
 
 
 def _ttl_ms(token: object, ttl_seconds: object) -> int:

@@ -50,7 +50,13 @@ from typing import Final
 
 import redis.asyncio
 
-from ._names import check_identity, check_prefix
+from ._names import (
+    check_identity,
+    check_prefix,
+    ticket_index_key,
+    ticket_key,
+    ticket_revoked_key,
+)
 from .commands import Eval, Script, Steps, command, operation
 from .errors import (
     CorruptRecord,
@@ -220,14 +226,13 @@ class TicketCommands:
         return f"TicketCommands(prefix={self.prefix!r}, margin_seconds={self.margin!r})"
 
     def key(self, ticket_id: bytes) -> bytes:
-        return f"{self.prefix}:ticket:{{{_check_ticket_id(ticket_id).hex()}}}".encode("ascii")
+        return ticket_key(self.prefix, _check_ticket_id(ticket_id).hex())
 
     def revoked_key(self, ticket_id: bytes) -> bytes:
-        hex_id = _check_ticket_id(ticket_id).hex()
-        return f"{self.prefix}:ticket-revoked:{{{hex_id}}}".encode("ascii")
+        return ticket_revoked_key(self.prefix, _check_ticket_id(ticket_id).hex())
 
     def index_key(self, initiator: str) -> bytes:
-        return f"{self.prefix}:ticket-index:{check_identity(initiator)}".encode()
+        return ticket_index_key(self.prefix, initiator)
 
     @operation("count the initiator's tickets")
     def reserve(self, initiator: str, hex_id: bytes, expiry: int, limit: int) -> Steps[int]:

@@ -22,6 +22,7 @@ import redis.asyncio
 
 from secconf.core.errors import TicketRejected
 
+from ._names import tpk_current_key, tpk_key
 from .commands import Steps, command, operation
 from .executors import AsyncExecutor
 from .keywrap import KeyWrapper
@@ -40,10 +41,10 @@ class TpkCommands:
         self.prefix = prefix
 
     def key(self, tpk_id: bytes) -> str:
-        return f"{self.prefix}:kms:tpk:{tpk_id.hex()}"
+        return tpk_key(self.prefix, tpk_id)
 
     def current_key(self) -> str:
-        return f"{self.prefix}:kms:tpk-current"
+        return tpk_current_key(self.prefix)
 
     @operation("read the current TPK")
     def current_id(self) -> Steps[bytes | None]:

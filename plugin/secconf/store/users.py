@@ -28,7 +28,7 @@ from typing import Final
 
 import redis.asyncio
 
-from ._names import check_identity, check_prefix, is_identity
+from ._names import check_identity, check_prefix, is_identity, user_index_key, user_key
 from .commands import Eval, Pipeline, Script, Steps, command, operation
 from .errors import (
     CorruptRecord,
@@ -124,13 +124,13 @@ class UserCommands:
         self.wrapper = wrapper
         self.prefix = check_prefix(prefix)
         self._clock = clock
-        self._index = f"{self.prefix}:{{users}}".encode("ascii")
+        self._index = user_index_key(self.prefix)
 
     def __repr__(self) -> str:
         return f"UserCommands(prefix={self.prefix!r}, wrapper={self.wrapper!r})"
 
     def key(self, identity: str) -> bytes:
-        return f"{self.prefix}:{{users}}:user:{identity}".encode()
+        return user_key(self.prefix, identity)
 
     @operation("add a user")
     def add(self, identity: str, psk: bytes, replace: bool) -> Steps[None]:

@@ -42,7 +42,15 @@ from typing import Final
 
 import redis.exceptions
 
-from ._names import check_prefix, dialout_stream_key, refer_stream_key
+from ._names import (
+    check_prefix,
+    dialout_stream_key,
+    refer_stream_key,
+    rekey_report_key,
+    roster_key,
+    roster_pattern,
+    watcher_lease_key,
+)
 from .commands import Command, Eval, Pipeline, Scan, Script, Steps, command, operation
 
 __all__ = [
@@ -103,7 +111,7 @@ class WatcherLease:
         return f"WatcherLease(prefix={self._prefix!r}, token={self.token!r})"
 
     def key(self, conference: str) -> str:
-        return f"{self._prefix}:watcher-lease:{conference}"
+        return watcher_lease_key(self._prefix, conference)
 
     @operation("take or renew a watcher lease")
     def hold(self, conference: str) -> Steps[bool]:
@@ -160,7 +168,7 @@ class RosterStore:
         return f"RosterStore(prefix={self._prefix!r})"
 
     def key(self, conference: str) -> str:
-        return f"{self._prefix}:roster:{conference}"
+        return roster_key(self._prefix, conference)
 
     @operation("write a roster")
     def add(self, conference: str, channel: str, entry: RosterEntry) -> Steps[None]:
@@ -187,7 +195,7 @@ class RosterStore:
         One pipeline after a ``SCAN`` for the rosters to drop; not a MULTI, since the
         rosters of several conferences lie in several Cluster slots.
         """
-        keys: list[bytes] = yield Scan(f"{self._prefix}:roster:*")
+        keys: list[bytes] = yield Scan(roster_pattern(self._prefix))
         commands = [
             command("DEL", key) for key in keys if key.decode().rsplit(":", 1)[1] not in rosters
         ]
@@ -279,7 +287,7 @@ class WatcherJournal:
         return f"WatcherJournal(prefix={self._prefix!r})"
 
     def report_key(self, conference: str) -> str:
-        return f"{self._prefix}:rekeys:{conference}"
+        return rekey_report_key(self._prefix, conference)
 
     def dialout_key(self, conference: str) -> str:
         return dialout_stream_key(self._prefix, conference)
