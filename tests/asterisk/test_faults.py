@@ -42,7 +42,9 @@ from secconf.client.sip import Call
 from secconf.core.errors import SecconfError
 from secconf.core.keys import key_fingerprint
 from secconf.core.roster import FailurePolicy
+from secconf.store.conference_scripts import ADD_EPOCH
 from secconf.store.conferences import ConferenceStore, DialogRecord
+from secconf.store.executors import SyncExecutor
 from tests.asterisk.stack import Stack, running_stack
 from tests.asterisk.support import bounded, conference_of, wait_for
 from tests.fixtures.asterisk_server import AsteriskServer, processes_in
@@ -683,7 +685,7 @@ def test_redis_hung_during_the_mint_leaves_no_half_applied_epoch(
                 before = edge_epochs(stack, conf.id)
                 # Redis knows the epoch script, as after any earlier rekey on this server
                 # (else the EVALSHA that runs late would only get NOSCRIPT).
-                store.client.script_load(store._add_epoch.script)
+                store.client.script_load(ADD_EPOCH)
                 armed.set()
                 waiter = asyncio.ensure_future(watcher.next_report(30))
                 await conf.call("carol").bye(timeout=5)
@@ -739,12 +741,15 @@ def test_standby_takes_over_a_lapsed_lease_and_rekeys_once(stack: Stack) -> None
         await first.start()
         await second.start()
         store = stack.store()
+        leases = SyncExecutor(store.client)
         try:
             async with conference(stack, first, ["alice", "bob", "carol"]) as conf:
                 await wait_for(lambda: len(second.tracker.members(conf.id)) == 3, 5, "3 joins")
                 # The lease loops take the lease for a conference with members.
-                await wait_for(lambda: first.lease.holder(conf.id) is not None, 5, "a lease holder")
-                holder_token = first.lease.holder(conf.id)
+                await wait_for(
+                    lambda: leases.run(first.lease.holder(conf.id)) is not None, 5, "a lease holder"
+                )
+                holder_token = leases.run(first.lease.holder(conf.id))
                 assert holder_token is not None
                 holder, standby = (
                     (first, second) if holder_token == first.lease.token else (second, first)
@@ -764,7 +769,7 @@ def test_standby_takes_over_a_lapsed_lease_and_rekeys_once(stack: Stack) -> None
                 assert report.reasons == ("takeover",), report.reasons
                 assert report.epoch == 2
                 assert set(report.verdicts.values()) == {"followed"}, report.verdicts
-                assert standby.lease.holder(conf.id) == standby.lease.token
+                assert leases.run(standby.lease.holder(conf.id)) == standby.lease.token
                 assert holder.reports == []
                 assert_on_epoch(stack, store, conf, 2)
                 await wait_for(lambda: idle(standby), 5, "the standby idle")

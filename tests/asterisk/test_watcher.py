@@ -98,30 +98,36 @@ def test_two_watchers_share_the_refer_stream_each_entry_once(
             for name in ("w1", "w2")
         ]
         key = watchers[0].refers.key(conference)
-        assert key == watchers[0].store.refer_stream_key(conference)  # the stream the focus writes
+        # the stream the focus writes
+        assert key == watchers[0].conference_commands.keys.refer_stream(conference)
+        redis = watchers[0].redis.client
+
+        async def take(watcher: Watcher) -> list[tuple[str, dict[str, str]]]:
+            return await watcher.redis.run(watcher.refers.take(conference))
+
         try:
-            assert watchers[0].refers.take(conference) == []  # no stream yet: no group, no key
-            assert not watchers[0].redis.exists(key)
+            assert await take(watchers[0]) == []  # no stream yet: no group, no key
+            assert not await redis.exists(key)
             for n in range(3):  # before any group exists (the module's XADD)
-                watchers[0].redis.xadd(key, {"target": f"sip:u{n}@example.com"})
-            seen = [watchers[0].refers.take(conference)]
+                await redis.xadd(key, {"target": f"sip:u{n}@example.com"})
+            seen = [await take(watchers[0])]
             for n in range(3, 6):
-                watchers[0].redis.xadd(key, {"target": f"sip:u{n}@example.com"})
-            seen.append(watchers[1].refers.take(conference))
-            seen.append(watchers[0].refers.take(conference))
-            seen.append(watchers[1].refers.take(conference))
+                await redis.xadd(key, {"target": f"sip:u{n}@example.com"})
+            seen.append(await take(watchers[1]))
+            seen.append(await take(watchers[0]))
+            seen.append(await take(watchers[1]))
             targets = [fields["target"] for batch in seen for _, fields in batch]
             assert sorted(targets) == [f"sip:u{n}@example.com" for n in range(6)]  # once each
             assert len(seen[0]) == 3
             assert len(seen[1]) == 3
             assert seen[2] == seen[3] == []
-            pending = watchers[0].redis.xpending(key, REFER_GROUP)
+            pending = await redis.xpending(key, REFER_GROUP)
             assert pending["pending"] == 6  # until each dial-out is done and acknowledged
             # each watcher reads as itself: an entry a dead watcher took stays its own
             assert {c["name"] for c in pending["consumers"]} == {b"w1", b"w2"}
         finally:
             for watcher in watchers:
-                watcher.redis.close()
+                await watcher.redis.client.aclose()
                 if watcher.edge is not None:
                     await watcher.edge.aclose()
 
@@ -157,12 +163,13 @@ def test_redis_refusing_or_down_is_logged_by_the_watcher_and_it_goes_on(
     async def scenario() -> None:
         watcher = Watcher(WatcherSettings(ami=AmiSettings(secret="x"), focus=focus))
         try:
-            watcher.redis.set(watcher.rosters.key(conference), "string-where-a-hash-belongs")
-            watcher.redis.set(watcher.journal.report_key(conference), "string-not-a-stream")
+            redis = watcher.redis.client
+            await redis.set(watcher.rosters.key(conference), "string-where-a-hash-belongs")
+            await redis.set(watcher.journal.report_key(conference), "string-not-a-stream")
             await watcher._on_change(MemberLeft(conference, member))
             waiter = asyncio.ensure_future(watcher.next_report(5.0))
             await asyncio.sleep(0)
-            watcher.rekeys.publish(RekeyReport(conference, 2, ("join",), 0.0, 0.0))
+            await watcher.rekeys.publish(RekeyReport(conference, 2, ("join",), 0.0, 0.0))
             assert (await waiter).epoch == 2  # the report is out, stored or not
             assert warnings() == [
                 f"roster write for {conference} failed: Redis error: could not write a "
@@ -174,14 +181,14 @@ def test_redis_refusing_or_down_is_logged_by_the_watcher_and_it_goes_on(
             redis_server.stop()
             await watcher._on_change(ConferenceEnded(conference))
             await watcher.mirror.reconcile(watcher.ami)
-            watcher.rekeys.publish(RekeyReport(conference, 3, ("leave",), 0.0, 0.0))
+            await watcher.rekeys.publish(RekeyReport(conference, 3, ("leave",), 0.0, 0.0))
             logged = warnings()
             assert len(logged) == 3
             assert all("Redis unavailable: could not" in line for line in logged), logged
             assert [r.epoch for r in watcher.reports] == [2, 3]
         finally:
             redis_server.start()
-            watcher.redis.close()
+            await watcher.redis.client.aclose()
             if watcher.edge is not None:
                 await watcher.edge.aclose()
 

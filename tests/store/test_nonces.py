@@ -11,8 +11,9 @@ import pytest
 import redis
 
 from secconf.core.errors import ServiceUnavailable
+from secconf.store._names import nonce_key
 from secconf.store.conferences import connect_blocking
-from secconf.store.nonces import NONCE_CLOCK_MARGIN, DigestNonces, nonce_key
+from secconf.store.nonces import NONCE_CLOCK_MARGIN, DigestNonces
 
 NONCE = "65f1a2b3.000102030405060708090a0b." + "ab" * 32
 

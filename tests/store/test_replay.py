@@ -109,3 +109,34 @@ def test_ttl_must_be_positive(redis_url: str, ttl: object) -> None:
             assert await handle.dbsize() == 0
 
     run(scenario)
+
+
+def test_the_blocking_face_runs_the_same_operations_on_the_same_keys(redis_url: str) -> None:
+    """BlockingReplayCache (Kamailio workers) and ReplayCache (the KMS) share one cache."""
+    from secconf.store.redis import connect_blocking
+    from secconf.store.replay import BlockingReplayCache
+
+    blocking = connect_blocking(redis_url, timeout=1.0)
+    try:
+        cache = BlockingReplayCache(blocking, "pfx")
+        assert cache.key(TOKEN) == f"pfx:replay:{hashlib.sha256(TOKEN).hexdigest()}"
+        assert cache.holder(TOKEN) is None
+        assert not cache.seen(TOKEN)
+        assert cache.remember(TOKEN, 60, holder="dialog-1") is True
+        assert cache.remember(TOKEN, 60, holder="dialog-2") is False
+        assert cache.holder(TOKEN) == "dialog-1"
+
+        async def scenario() -> None:
+            async with client(redis_url) as handle:
+                assert await ReplayCache(handle, "pfx").seen(TOKEN)
+                assert await ReplayCache(handle, "pfx").remember(TOKEN, 60) is False
+
+        run(scenario)
+        cache.forget(TOKEN)
+        assert not cache.seen(TOKEN)
+        assert cache.remember(TOKEN, 60) is True
+        assert cache.holder(TOKEN) == "1"
+        with pytest.raises(TypeError):
+            cache.remember("text", 60)  # type: ignore[arg-type]
+    finally:
+        blocking.close()

@@ -1,43 +1,38 @@
 """The conference store as the watcher's loops read it (docs/store.md).
 
-Every read runs in a thread, and whatever Redis answers reaches the watcher as a
-store error: the conference store passes on what Redis refuses (``WRONGTYPE``,
-...) as redis-py raises it, for the focus to fail loudly; the watcher's polls
-log it and go on, as they do when Redis is down.
+The conference store's own operations (:class:`~secconf.store.conference_commands.
+ConferenceCommands`, the ones :class:`~secconf.store.conferences.ConferenceStore` runs
+for the focus) run here on the watcher's asyncio client.  Whatever Redis answers
+reaches the watcher as a store error (the executor's policy: an outage
+``ServiceUnavailable``, a refused command ``RedisRefused``); the watcher's polls log it
+and go on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
-from typing import ParamSpec, TypeVar
+from collections.abc import Mapping
 
 from secconf.core.errors import SecconfError
-from secconf.store.conferences import ConferenceInfo, ConferenceStore, DialogRecord
-from secconf.store.redis import all_redis_errors
+from secconf.store.conference_commands import ConferenceCommands
+from secconf.store.conferences import ConferenceInfo, DialogRecord
+from secconf.store.executors import AsyncExecutor
 
 __all__ = ["ConferenceView"]
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
 class ConferenceView:
     """Asynchronous reads of the conferences, dialogs and rekey refusals the focus writes."""
 
-    def __init__(self, store: ConferenceStore) -> None:
-        self._store = store
-
-    async def _read(self, read: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        with all_redis_errors("read the conference store"):
-            return await asyncio.to_thread(read, *args, **kwargs)
+    def __init__(self, redis: AsyncExecutor, commands: ConferenceCommands) -> None:
+        self._redis = redis
+        self._commands = commands
 
     async def conference(self, conference: str) -> ConferenceInfo | None:
-        return await self._read(self._store.get, conference)
+        return await self._redis.run(self._commands.get(conference))
 
     async def dialog(self, conference: str, call_id: str) -> DialogRecord | None:
-        return await self._read(self._store.dialog, conference, call_id)
+        return await self._redis.run(self._commands.dialog(conference, call_id))
 
     async def dialogs(
         self, conference: str, call_ids: Mapping[str, str]
@@ -54,7 +49,7 @@ class ConferenceView:
 
     async def refusals(self, conference: str, epoch: int) -> set[str]:
         """The Call-IDs whose participant refused *epoch* (``P:conf:{<id>}:rekey-failed``)."""
-        failures = await self._read(self._store.rekey_failures, conference)
+        failures = await self._redis.run(self._commands.rekey_failures(conference))
         return {
             call_id
             for _, entry in failures
@@ -63,4 +58,4 @@ class ConferenceView:
 
     async def drop_epoch(self, conference: str, epoch: int) -> None:
         """Undo *epoch* in Redis if it is still the newest (a write, not one of the polls)."""
-        await asyncio.to_thread(self._store.drop_epoch, conference, epoch)
+        await self._redis.run(self._commands.drop_epoch(conference, epoch))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from secconf.core.errors import SecconfError
 from secconf.core.roster import RosterTracker
+from secconf.store.executors import AsyncExecutor
 from secconf.store.watcher import ReferQueue, WatcherJournal
 
 from .ami import AmiClient, AmiError
@@ -66,6 +67,7 @@ class Dialer:
         settings: WatcherSettings,
         ami: AmiClient,
         tracker: RosterTracker,
+        redis: AsyncExecutor,
         refers: ReferQueue,
         journal: WatcherJournal,
         clock: Callable[[], float],
@@ -73,6 +75,7 @@ class Dialer:
         self._settings = settings
         self._ami = ami
         self._tracker = tracker
+        self._redis = redis
         self._refers = refers
         self._journal = journal
         self._clock = clock
@@ -137,7 +140,7 @@ class Dialer:
         self.dialouts.append(outcome)
         log.info("dial-out %s to %s in %s: %s (%s)", reason, target, conference, result, detail)
         try:
-            await asyncio.to_thread(self._record, outcome)
+            await self._record(outcome)
         except SecconfError as exc:
             log.warning("dial-out record for %s not stored: %s", conference, exc)
         return outcome
@@ -175,8 +178,8 @@ class Dialer:
         detail = f"reason {response.get('Reason', '?')}"
         return "answered" if answered else "failed", detail, response.get("Channel", "")
 
-    def _record(self, outcome: DialOutcome) -> None:
-        self._journal.add_dialout(outcome.conference, outcome.fields())
+    async def _record(self, outcome: DialOutcome) -> None:
+        await self._redis.run(self._journal.add_dialout(outcome.conference, outcome.fields()))
 
     async def _refer_loop(self) -> None:
         """Consume ``P:conf:{<conference>}:refer`` (REFERs the module accepted): one dial-out each.
@@ -190,7 +193,7 @@ class Dialer:
             await asyncio.sleep(self._settings.dialout_poll)
             for conference in self._tracker.conferences():
                 try:
-                    entries = await asyncio.to_thread(self._refers.take, conference)
+                    entries = await self._redis.run(self._refers.take(conference))
                 except SecconfError as exc:
                     log.warning("REFER stream of %s unreadable: %s", conference, exc)
                     continue
@@ -209,11 +212,11 @@ class Dialer:
                     conference, target, "refer", "failed", "unusable REFER entry", "", "",
                     fields.get("referrer", ""), self._clock(), self._clock(),
                 )  # fmt: skip
-                await asyncio.to_thread(self._record, outcome)
+                await self._record(outcome)
                 return outcome
             return await self.dial_out(
                 conference, target, reason="refer", referrer=fields.get("referrer", "")
             )
         finally:
             with contextlib.suppress(SecconfError):
-                await asyncio.to_thread(self._refers.ack, conference, entry_id)
+                await self._redis.run(self._refers.ack(conference, entry_id))

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from secconf.core.errors import SecconfError
 from secconf.core.roster import RekeyReason, RosterTracker
+from secconf.store.executors import AsyncExecutor
 from secconf.store.watcher import WatcherLease
 
 __all__ = ["LeaseKeeper"]
@@ -29,12 +30,14 @@ class LeaseKeeper:
 
     def __init__(
         self,
+        redis: AsyncExecutor,
         lease: WatcherLease,
         tracker: RosterTracker,
         request_rekey: Callable[[str, RekeyReason], None],
         *,
         renew_every: float,
     ) -> None:
+        self._redis = redis
         self._lease = lease
         self._tracker = tracker
         self._request_rekey = request_rekey
@@ -59,18 +62,18 @@ class LeaseKeeper:
 
         Raises a store error if Redis cannot say.
         """
-        held = await asyncio.to_thread(self._lease.hold, conference)
+        held = await self._redis.run(self._lease.hold(conference))
         if not held:
             self._held_by_others.add(conference)
         return held
 
     async def holder(self, conference: str) -> str | None:
-        return await asyncio.to_thread(self._lease.holder, conference)
+        return await self._redis.run(self._lease.holder(conference))
 
     async def release(self, conference: str) -> None:
         """Give *conference*'s lease up (if Redis cannot be told, it lapses)."""
         with contextlib.suppress(SecconfError):
-            await asyncio.to_thread(self._lease.release, conference)
+            await self._redis.run(self._lease.release(conference))
         self._held_by_others.discard(conference)
 
     async def _renew_loop(self) -> None:
@@ -81,7 +84,7 @@ class LeaseKeeper:
                 if not self._tracker.members(conference):
                     continue
                 try:
-                    held = await asyncio.to_thread(self._lease.hold, conference)
+                    held = await self._redis.run(self._lease.hold(conference))
                 except SecconfError as exc:
                     log.warning("lease renewal for %s failed: %s", conference, exc)
                     continue

@@ -34,6 +34,7 @@ from secconf.core.focus import ConferenceNotFound
 from secconf.core.roster import Rekey, RekeyReason, RosterTracker, plan_after_rekey
 from secconf.media.control_client import AsyncHttpEdgeControl
 from secconf.store.conferences import ConferenceInfo
+from secconf.store.executors import AsyncExecutor
 from secconf.store.watcher import WatcherJournal
 
 from .channels import Channels
@@ -112,6 +113,7 @@ class RekeyDriver:
         minting: Minting,
         switches: LegSwitches,
         failed_legs: FailedLegs,
+        redis: AsyncExecutor,
         journal: WatcherJournal,
         request_rekey: Callable[[str, RekeyReason], None],
         clock: Callable[[], float],
@@ -125,6 +127,7 @@ class RekeyDriver:
         self._minting = minting
         self._switches = switches
         self._failed_legs = failed_legs
+        self._redis = redis
         self._journal = journal
         self._request_rekey = request_rekey
         self._clock = clock
@@ -168,19 +171,19 @@ class RekeyDriver:
             while rekey is not None:
                 report = await self._drive(rekey)
                 if report is not None:
-                    self.publish(report)
+                    await self.publish(report)
                 rekey = self._pending.pop(conference, None)
         finally:
             self._running.pop(conference, None)
 
-    def publish(self, report: RekeyReport) -> None:
+    async def publish(self, report: RekeyReport) -> None:
         """Log and journal *report* (a journal Redis refuses is logged) and hand it to the
         waiters of :meth:`next_report`."""
         self.reports.append(report)
         summary = report.summary()
         log.info("rekey %s epoch %s: %s", report.conference, report.epoch, summary)
         try:
-            self._journal.add_report(report.conference, summary)
+            await self._redis.run(self._journal.add_report(report.conference, summary))
         except SecconfError as exc:
             log.warning("rekey report for %s not stored: %s", report.conference, exc)
         waiters, self._report_waiters = self._report_waiters, []

@@ -8,11 +8,11 @@ leave nothing behind.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from secconf.core.errors import SecconfError
 from secconf.core.roster import ConferenceEnded, MemberJoined, MemberLeft, Output, RosterTracker
+from secconf.store.executors import AsyncExecutor
 from secconf.store.watcher import RosterEntry, RosterStore
 
 from .ami import AmiClient
@@ -27,7 +27,14 @@ log = logging.getLogger("secconf.asterisk.watcher")
 class RosterMirror:
     """Keeps :class:`~secconf.store.watcher.RosterStore` equal to the tracker's members."""
 
-    def __init__(self, rosters: RosterStore, tracker: RosterTracker, channels: Channels) -> None:
+    def __init__(
+        self,
+        redis: AsyncExecutor,
+        rosters: RosterStore,
+        tracker: RosterTracker,
+        channels: Channels,
+    ) -> None:
+        self._redis = redis
         self._rosters = rosters
         self._tracker = tracker
         self._channels = channels
@@ -39,13 +46,13 @@ class RosterMirror:
                 member = output.member
                 call_id = await self._channels.call_id(member.channel)
                 entry = RosterEntry(member.uniqueid, member.caller_id, call_id)
-                await asyncio.to_thread(self._rosters.add, output.conference, member.channel, entry)
+                await self._redis.run(self._rosters.add(output.conference, member.channel, entry))
             elif isinstance(output, MemberLeft):
-                await asyncio.to_thread(
-                    self._rosters.remove, output.conference, output.member.channel
+                await self._redis.run(
+                    self._rosters.remove(output.conference, output.member.channel)
                 )
             elif isinstance(output, ConferenceEnded):
-                await asyncio.to_thread(self._rosters.delete, output.conference)
+                await self._redis.run(self._rosters.delete(output.conference))
         except SecconfError as exc:
             log.warning("roster write for %s failed: %s", output.conference, exc)
 
@@ -60,6 +67,6 @@ class RosterMirror:
                     member.uniqueid, member.caller_id, call_id
                 )
         try:
-            await asyncio.to_thread(self._rosters.replace_all, rosters)
+            await self._redis.run(self._rosters.replace_all(rosters))
         except SecconfError as exc:
             log.warning("roster reconcile failed: %s", exc)

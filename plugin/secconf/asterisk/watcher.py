@@ -44,8 +44,10 @@ from collections.abc import Callable
 
 from secconf.core.roster import ConferenceEnded, MemberLeft, Output, RekeyReason, RosterTracker
 from secconf.media.control_client import AsyncHttpEdgeControl
-from secconf.store.conferences import ConferenceStore, connect_blocking
-from secconf.store.keywrap import KeyWrapper, load_key_file
+from secconf.store.conference_commands import ConferenceCommands
+from secconf.store.executors import AsyncExecutor
+from secconf.store.keywrap import load_key_file
+from secconf.store.redis import connect
 from secconf.store.watcher import ReferQueue, RosterStore, WatcherJournal, WatcherLease
 
 from .ami import AmiClient
@@ -81,19 +83,19 @@ class Watcher:
         self.settings = settings
         self.clock = clock
         focus = settings.focus
-        self.redis = connect_blocking(
-            focus.redis_url, timeout=max(settings.redis_timeout, focus.redis_timeout)
+        #: the asyncio client every Redis call of the watcher's loops goes through (the
+        #: mint excepted: it runs the focus's blocking stores on a thread, minting.py)
+        self.redis = AsyncExecutor(
+            connect(focus.redis_url, timeout=max(settings.redis_timeout, focus.redis_timeout))
         )
-        kek = load_key_file(focus.kek_file)
-        self.store = ConferenceStore(self.redis, KeyWrapper(kek, focus.kek_id), focus.redis_prefix)
         #: the focus's epoch minter, on a thread of its own (minting.py)
-        self.minting = Minting(focus, kek)
-        self.lease = WatcherLease(
-            self.redis, settings.prefix, settings.watcher_id, settings.lease_ttl
-        )
-        self.rosters = RosterStore(self.redis, settings.prefix)
-        self.refers = ReferQueue(self.redis, settings.prefix, settings.watcher_id)
-        self.journal = WatcherJournal(self.redis, settings.prefix)
+        self.minting = Minting(focus, load_key_file(focus.kek_file))
+        # What the watcher asks of Redis, as operations (secconf.store.commands).
+        self.conference_commands = ConferenceCommands(focus.redis_prefix)
+        self.lease = WatcherLease(settings.prefix, settings.watcher_id, settings.lease_ttl)
+        self.rosters = RosterStore(settings.prefix)
+        self.refers = ReferQueue(settings.prefix, settings.watcher_id)
+        self.journal = WatcherJournal(settings.prefix)
         self.ami = ami or AmiClient(settings.ami)
         # The watcher waits for the edge at least a second: it is no Kamailio worker.
         self.edge = (
@@ -105,12 +107,18 @@ class Watcher:
         )
         self.tracker = RosterTracker(settings.policy)
         self.channels = Channels(self.ami)
-        self.mirror = RosterMirror(self.rosters, self.tracker, self.channels)
+        self.mirror = RosterMirror(self.redis, self.rosters, self.tracker, self.channels)
         self.leases = LeaseKeeper(
-            self.lease, self.tracker, self._request_rekey, renew_every=settings.lease_ttl / 3
+            self.redis,
+            self.lease,
+            self.tracker,
+            self._request_rekey,
+            renew_every=settings.lease_ttl / 3,
         )
-        self.dialer = Dialer(settings, self.ami, self.tracker, self.refers, self.journal, clock)
-        conferences = ConferenceView(self.store)
+        self.dialer = Dialer(
+            settings, self.ami, self.tracker, self.redis, self.refers, self.journal, clock
+        )
+        conferences = ConferenceView(self.redis, self.conference_commands)
         self.rekeys = RekeyDriver(
             settings,
             self.tracker,
@@ -130,6 +138,7 @@ class Watcher:
                 self.dialer,
                 self._request_rekey,
             ),
+            redis=self.redis,
             journal=self.journal,
             request_rekey=self._request_rekey,
             clock=clock,
@@ -172,7 +181,7 @@ class Watcher:
         if self.edge is not None:
             await self.edge.aclose()
         await asyncio.to_thread(self.minting.close)
-        self.redis.close()
+        await self.redis.client.aclose()
 
     # -- the parts' meeting points ----------------------------------------------------------
 

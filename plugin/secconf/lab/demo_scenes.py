@@ -33,6 +33,7 @@ from ..core.roster import FailurePolicy, RekeyPolicy
 from ..focus.settings import load_settings
 from ..kms.async_client import KmsRefused
 from ..store.conferences import ConferenceStore
+from ..store.executors import SyncExecutor
 from ..store.watcher import RosterStore
 from .demo_narrator import Story, StoryFailed
 from .demo_services import (
@@ -160,7 +161,8 @@ def _members(store: ConferenceStore, conference: str) -> dict[str, tuple[str, st
     the conference's, so the record is the only reliable name) and the edge leg.
     """
     members: dict[str, tuple[str, str]] = {}
-    for channel, entry in RosterStore(store.client, PREFIX).members(conference).items():
+    roster = SyncExecutor(store.client).run(RosterStore(PREFIX).members(conference))
+    for channel, entry in roster.items():
         dialog = store.dialog(conference, entry.call_id) if entry.call_id else None
         if dialog is not None:
             name = dialog.identity.removeprefix("sip:").split("@", 1)[0]

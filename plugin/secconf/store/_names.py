@@ -1,7 +1,24 @@
-"""The names that become Redis keys: their validation, and the key names built from them.
+"""Every Redis key the store writes is named here: the names' validation and the keys.
 
-A key shared by two classes (a conference's REFER stream, written by the focus and read
-by the watcher) is named here once.
+``P`` is the prefix (``redis.prefix``); ``{...}`` a Redis Cluster hash tag (the keys one
+script or MULTI touches share one)::
+
+    P:conf:{<id>}[:<part>]            the conference store (ConferenceKeys; parts listed in
+                                      secconf.store.conferences), its REFER stream included
+    P:ident:{<hash>}                  an identity's conference dialogs
+    P:dialout:<c>  P:rekeys:<c>       the watcher's journal streams
+    P:watcher-lease:<c>  P:roster:<c> the watcher's lease and roster of a bridge
+    P:edge:{<edge id>}:...            one media edge's records (EdgeKeys)
+    P:{users}  P:{users}:user:<id>    the KMS's user index and users
+    P:ticket:{<id>}  P:ticket-revoked:{<id>}  P:ticket-index:<initiator>
+                                      the KMS's tickets, revocations, per-initiator index
+    P:kms:tpk:<id>  P:kms:tpk-current the KMS's ticket protection keys
+    P:replay:<sha256>                 the replay cache (KMS and Kamailio)
+    P:nonce:{<hash>}                  digest nonces (Kamailio)
+    P:sipuser:<identity>              SIP digest credentials
+    P:timing                          the focus's phase timings (benchmarks)
+
+What each key holds is documented with the store that writes it.
 """
 
 from __future__ import annotations
@@ -77,6 +94,107 @@ def refer_stream_key(prefix: str, conference_id: str) -> str:
 def dialout_stream_key(prefix: str, conference: str) -> str:
     """``P:dialout:<c>``: the dial-outs the watcher made (its own single-key stream)."""
     return f"{prefix}:dialout:{conference}"
+
+
+def rekey_report_key(prefix: str, conference: str) -> str:
+    """``P:rekeys:<c>``: the watcher's rekey reports."""
+    return f"{prefix}:rekeys:{conference}"
+
+
+def watcher_lease_key(prefix: str, conference: str) -> str:
+    """``P:watcher-lease:<c>``: the token of the watcher that may rekey *conference*."""
+    return f"{prefix}:watcher-lease:{conference}"
+
+
+def roster_key(prefix: str, conference: str) -> str:
+    """``P:roster:<c>``: who is in the bridge, as the watcher follows it over AMI."""
+    return f"{prefix}:roster:{conference}"
+
+
+def roster_pattern(prefix: str) -> str:
+    """The ``SCAN`` pattern of every roster under *prefix*."""
+    return roster_key(prefix, "*")
+
+
+def replay_key(prefix: str, token: bytes) -> str:
+    """``P:replay:<hex SHA-256 of the token>``: the replay cache's record of *token*."""
+    return f"{prefix}:replay:{hashlib.sha256(bytes(token)).hexdigest()}"
+
+
+def nonce_key(prefix: str, nonce: str) -> str:
+    """``P:nonce:{<hash>}``: the record of *nonce* (its SHA-256, 128 bits of it, as tag)."""
+    digest = hashlib.sha256(nonce.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return f"{check_prefix(prefix)}:nonce:{{{digest}}}"
+
+
+def sip_user_key(prefix: str, identity: str) -> str:
+    """``P:sipuser:<identity>``: a user's wrapped digest credentials."""
+    return f"{prefix}:sipuser:{check_identity(identity)}"
+
+
+def user_index_key(prefix: str) -> bytes:
+    """``P:{users}``: the set of every KMS identity (one slot with the users)."""
+    return f"{prefix}:{{users}}".encode("ascii")
+
+
+def user_key(prefix: str, identity: str) -> bytes:
+    """``P:{users}:user:<identity>``: a KMS user's wrapped PSK and state."""
+    return f"{prefix}:{{users}}:user:{identity}".encode()
+
+
+def ticket_key(prefix: str, hex_id: str) -> bytes:
+    """``P:ticket:{<id>}``: an issued ticket's record."""
+    return f"{prefix}:ticket:{{{hex_id}}}".encode("ascii")
+
+
+def ticket_revoked_key(prefix: str, hex_id: str) -> bytes:
+    """``P:ticket-revoked:{<id>}``: a ticket's revocation marker (its record's slot)."""
+    return f"{prefix}:ticket-revoked:{{{hex_id}}}".encode("ascii")
+
+
+def ticket_index_key(prefix: str, initiator: str) -> bytes:
+    """``P:ticket-index:<initiator>``: the initiator's live tickets."""
+    return f"{prefix}:ticket-index:{check_identity(initiator)}".encode()
+
+
+def tpk_key(prefix: str, tpk_id: bytes) -> str:
+    """``P:kms:tpk:<id hex>``: a wrapped ticket protection key."""
+    return f"{prefix}:kms:tpk:{tpk_id.hex()}"
+
+
+def tpk_current_key(prefix: str) -> str:
+    """``P:kms:tpk-current``: the id of the TPK new tickets are protected with."""
+    return f"{prefix}:kms:tpk-current"
+
+
+def timing_key(prefix: str) -> str:
+    """``P:timing``: the focus's phase timings."""
+    return f"{prefix}:timing"
+
+
+class EdgeKeys:
+    """One media edge's keys, ``P:edge:{<edge id>}:...`` (one slot: its MULTIs span them)."""
+
+    __slots__ = ("base",)
+
+    def __init__(self, prefix: str, edge_id: str) -> None:
+        self.base = f"{prefix}:edge:{{{edge_id}}}"
+
+    def conferences(self) -> str:
+        """``...:conferences``: the set of the edge's conference ids."""
+        return f"{self.base}:conferences"
+
+    def epochs(self, conference: str) -> str:
+        """``...:conf:<c>:epochs``: epoch -> JSON epoch record."""
+        return f"{self.base}:conf:{conference}:epochs"
+
+    def ssrcs(self, conference: str) -> str:
+        """``...:conf:<c>:ssrcs``: SSRC -> JSON SSRC record."""
+        return f"{self.base}:conf:{conference}:ssrcs"
+
+    def legs(self) -> str:
+        """``...:legs``: leg id -> JSON leg record."""
+        return f"{self.base}:legs"
 
 
 class ConferenceKeys:

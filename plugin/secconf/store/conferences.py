@@ -79,7 +79,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import ClassVar, Final, cast
+from typing import ClassVar
 
 import redis
 
@@ -87,9 +87,9 @@ from secconf.core.focus import ConferenceNotFound
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES
 
-from . import conference_scripts as scripts
-from ._names import ConferenceKeys, conference_key, dialog_id
+from ._names import conference_key, dialog_id
 from .conference_admission import ConferenceAdmission
+from .conference_commands import REKEY_FAILED_MAX, ConferenceCommands
 from .conference_dialogs import ConferenceDialogs
 from .conference_dialouts import DialOutRecords
 from .conference_records import (
@@ -101,15 +101,13 @@ from .conference_records import (
     Released,
     epoch_context,
     epoch_ticket_context,
-    parse_ssrcs,
-    text,
     unwrap_epoch_key,
 )
 from .conference_refers import ReferStream
-from .errors import Conflict, CorruptRecord
+from .executors import SyncExecutor
 from .identity_dialogs import IdentityDialogs
 from .keywrap import KeyWrapper
-from .redis import connect_blocking, redis_errors, register_script
+from .redis import connect_blocking, redis_errors
 
 # The records and key helpers are re-exported: this module is where the focus, the
 # watcher and the lab import the conference store's public names from.
@@ -128,9 +126,6 @@ __all__ = [
     "epoch_context",
     "epoch_ticket_context",
 ]
-
-#: Entries kept in a conference's rekey-failure stream.
-REKEY_FAILED_MAX: Final = 1000
 
 
 class ConferenceStore:
@@ -163,7 +158,9 @@ class ConferenceStore:
             raise ValueError("ended_ttl must be positive")
         self._redis = client
         self._wrapper = wrapper
-        self.keys = ConferenceKeys(prefix)
+        #: the reads and key-epoch scripts, as operations (the watcher runs them too)
+        self._commands = ConferenceCommands(prefix)
+        self.keys = self._commands.keys
         #: create and join (the focus's INVITE path)
         self.admission = ConferenceAdmission(
             client, self.keys, wrapper, dialog_ttl=int(dialog_ttl), clock=clock
@@ -178,9 +175,8 @@ class ConferenceStore:
         self.refer_stream = ReferStream(client, self.keys)
         #: each identity's concurrent dialogs across conferences
         self.identity_dialogs = IdentityDialogs(client, self.keys)
-        self._add_epoch = register_script(client, scripts.ADD_EPOCH)
-        self._drop_epoch = register_script(client, scripts.DROP_EPOCH)
-        self._rekey_failed = register_script(client, scripts.REKEY_FAILED)
+        # Refusals pass unchanged (redis_errors): the focus fails loudly on one.
+        self._run = SyncExecutor(client, errors=redis_errors).run
 
     def __repr__(self) -> str:
         return f"ConferenceStore(prefix={self.keys.prefix!r})"
@@ -198,7 +194,7 @@ class ConferenceStore:
         """``P:conf:{<id>}:refer``: the REFERs accepted for a conference, for the dial-out watcher."""
         return self.keys.refer_stream(conference_id)
 
-    # -- key epochs and the rekeys refused ---------------------------------------------
+    # -- key epochs and the rekeys refused (operations of ConferenceCommands) -------------
 
     def add_epoch(
         self, conference_id: str, group_key: GroupKey, ticket: bytes | None = None
@@ -217,21 +213,11 @@ class ConferenceStore:
             if ticket is None
             else self._wrapper.wrap(ticket, epoch_ticket_context(conference_id, group_key.epoch))
         )
-        keys = [self.conference_key(conference_id), self.conference_key(conference_id, "epochs")]
-        with redis_errors("store a key epoch"):
-            result = text(self._add_epoch(keys=keys, args=[group_key.epoch, blob, ticket_blob]))
-        if result == "not-found":
-            raise ConferenceNotFound("no such conference")
-        if result == "stale":
-            raise Conflict("epoch is not the next one")
+        self._run(self._commands.add_epoch(conference_id, group_key.epoch, blob, ticket_blob))
 
     def drop_epoch(self, conference_id: str, epoch: int) -> None:
         """Undo :meth:`add_epoch` of *epoch* if it is still the newest (the edge refused it)."""
-        keys = [self.conference_key(conference_id), self.conference_key(conference_id, "epochs")]
-        with redis_errors("drop a key epoch"):
-            result = text(self._drop_epoch(keys=keys, args=[int(epoch)]))
-        if result != "ok":
-            raise Conflict("epoch is not the newest any more")
+        self._run(self._commands.drop_epoch(conference_id, epoch))
 
     def rekey_failed(
         self,
@@ -245,108 +231,40 @@ class ConferenceStore:
         ``None`` when the conference record is gone (nothing to report to).
         The stream expires with the conference's other keys.
         """
-        flat: list[str] = []
-        for name, value in fields:
-            flat += [name, value]
-        keys = [self.conference_key(conference_id), self.keys.rekey_failed(conference_id)]
-        with redis_errors("report a failed rekey"):
-            result = text(self._rekey_failed(keys=keys, args=[int(max_entries), *flat]))
-        return None if result == "not-found" else result
+        return self._run(self._commands.rekey_failed(conference_id, fields, max_entries))
 
     def rekey_failures(self, conference_id: str) -> list[tuple[str, dict[str, str]]]:
         """The rekey-failure stream's entries, oldest first (tests and operators)."""
-        with redis_errors("read rekey failures"):
-            raw = cast(
-                list[tuple[bytes, dict[bytes, bytes]]],
-                self._redis.xrange(self.keys.rekey_failed(conference_id)),
-            )
-        return [(text(i), {text(k): text(v) for k, v in f.items()}) for i, f in raw]
+        return self._run(self._commands.rekey_failures(conference_id))
 
-    # -- reads (the focus, the watcher, tests and operators) -----------------------------
+    # -- reads (the focus, tests and operators; the watcher runs the same commands) -------
 
     def refers(self, conference_id: str) -> list[tuple[str, dict[str, str]]]:
         """The stream's entries, oldest first (tests and operators)."""
-        with redis_errors("read REFERs"):
-            raw = cast(
-                list[tuple[bytes, dict[bytes, bytes]]],
-                self._redis.xrange(self.keys.refer_stream(conference_id)),
-            )
-        return [(text(i), {text(k): text(v) for k, v in f.items()}) for i, f in raw]
+        return self._run(self._commands.refers(conference_id))
 
     def get(self, conference_id: str) -> ConferenceInfo | None:
-        with redis_errors("read a conference"):
-            raw = cast(dict[bytes, bytes], self._redis.hgetall(self.conference_key(conference_id)))
-        if not raw:
-            return None
-        fields = {text(k): text(v) for k, v in raw.items()}
-        try:
-            return ConferenceInfo(
-                conference_id,
-                fields["state"],
-                fields["mode"],
-                fields["creator"],
-                fields["uri"],
-                int(fields["epoch"]),
-                fields["suite"],
-                float(fields["created"]),
-                int(fields.get("kms_legs", "0")),
-            )
-        except (KeyError, ValueError):
-            raise CorruptRecord("conference record incomplete") from None
+        return self._run(self._commands.get(conference_id))
 
     def allowed(self, conference_id: str) -> frozenset[str]:
-        with redis_errors("read an allowed set"):
-            raw = cast(
-                set[bytes], self._redis.smembers(self.conference_key(conference_id, "allowed"))
-            )
-        return frozenset(text(item) for item in raw)
+        return self._run(self._commands.allowed(conference_id))
 
     def members(self, conference_id: str) -> dict[str, int]:
-        with redis_errors("read a roster"):
-            raw = cast(
-                dict[bytes, bytes],
-                self._redis.hgetall(self.conference_key(conference_id, "members")),
-            )
-        return {text(k): int(v) for k, v in raw.items()}
+        return self._run(self._commands.members(conference_id))
 
     def ssrcs(self, conference_id: str) -> frozenset[int]:
-        with redis_errors("read SSRCs"):
-            raw = cast(list[bytes], self._redis.hkeys(self.conference_key(conference_id, "ssrcs")))
-        return frozenset(int(item) for item in raw)
+        return self._run(self._commands.ssrcs(conference_id))
 
     def dialog(self, conference_id: str, call_id: str) -> DialogRecord | None:
         """The record of the dialog *call_id* in *conference_id*, ``None`` if it has none."""
-        with redis_errors("read a dialog"):
-            raw = cast(
-                dict[bytes, bytes], self._redis.hgetall(self.keys.dialog(conference_id, call_id))
-            )
-        if not raw:
-            return None
-        fields = {text(k): text(v) for k, v in raw.items()}
-        try:
-            return DialogRecord(
-                fields["conference"],
-                fields["identity"],
-                fields["leg"],
-                fields["state"],
-                parse_ssrcs(fields.get("ssrcs", "")),
-                fields.get("creator") == "1",
-                int(fields["epoch"]) if fields.get("epoch") else None,
-                fields.get("media", ""),
-                fields.get("mode", ""),
-                fields.get("dialout") == "1",
-                fields.get("peers", ""),
-            )
-        except (KeyError, ValueError):
-            raise CorruptRecord("dialog record incomplete") from None
+        return self._run(self._commands.dialog(conference_id, call_id))
 
     def epoch_ticket(self, conference_id: str, epoch: int) -> bytes | None:
         """The unwrapped stored group epoch ticket of *epoch* (``None``: not a KMS epoch)."""
-        with redis_errors("read an epoch ticket"):
-            blob = self._redis.hget(self.conference_key(conference_id, "epochs"), f"ticket:{epoch}")
+        blob = self._run(self._commands.epoch_ticket_blob(conference_id, epoch))
         if blob is None:
             return None
-        return self._wrapper.unwrap(cast(bytes, blob), epoch_ticket_context(conference_id, epoch))
+        return self._wrapper.unwrap(blob, epoch_ticket_context(conference_id, epoch))
 
     def group_key(self, conference_id: str, epoch: int | None = None) -> GroupKey:
         """The key of *epoch* (the current one by default), unwrapped."""
@@ -354,10 +272,7 @@ class ConferenceStore:
         if info is None or info.state != "active":
             raise ConferenceNotFound("no such conference")
         number = info.epoch if epoch is None else epoch
-        with redis_errors("read a key epoch"):
-            blob = self._redis.hget(self.conference_key(conference_id, "epochs"), str(number))
+        blob = self._run(self._commands.epoch_key_blob(conference_id, number))
         if blob is None:
             raise ConferenceNotFound(f"no key for epoch {number}")
-        return unwrap_epoch_key(
-            self._wrapper, conference_id, number, SUITES[info.suite], cast(bytes, blob)
-        )
+        return unwrap_epoch_key(self._wrapper, conference_id, number, SUITES[info.suite], blob)

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 import redis
 
+from ._names import timing_key
+
 __all__ = ["TimingCounters"]
 
 
@@ -19,7 +21,7 @@ class TimingCounters:
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._client = client
-        self.key = f"{prefix}:timing"
+        self.key = timing_key(prefix)
 
     def add(self, counters: Mapping[str, int]) -> bool:
         """Add *counters*; False if Redis could not take them (the numbers are then lost)."""

@@ -37,16 +37,15 @@ accepted unchecked.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Final
 
 import redis
 
-from ._names import check_prefix
+from ._names import check_prefix, nonce_key
 from .redis import redis_errors, register_script
 
-__all__ = ["NONCE_CLOCK_MARGIN", "DigestNonces", "nonce_key"]
+__all__ = ["NONCE_CLOCK_MARGIN", "DigestNonces"]
 
 #: Seconds a nonce record outlives the nonce's lifetime: the nonce's timestamp is whole
 #: seconds, a nonce up to 1 s in the future is accepted, and nodes' clocks differ a
@@ -69,12 +68,6 @@ else
 end
 return 1
 """
-
-
-def nonce_key(prefix: str, nonce: str) -> str:
-    """``P:nonce:{<hash>}``: the record of *nonce* (its SHA-256, 128 bits of it, as tag)."""
-    digest = hashlib.sha256(nonce.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    return f"{check_prefix(prefix)}:nonce:{{{digest}}}"
 
 
 class DigestNonces:

@@ -11,21 +11,17 @@ process sharing the Redis, whether a token was seen within its TTL.
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import redis
 import redis.asyncio
 
-from ._names import check_prefix
+from ._names import check_prefix, replay_key
+from .commands import Steps, command, operation
+from .executors import AsyncExecutor, SyncExecutor
 from .redis import redis_errors
 
-__all__ = ["BlockingReplayCache", "ReplayCache", "replay_key"]
-
-
-def replay_key(prefix: str, token: bytes) -> str:
-    """The Redis key that remembers *token* under *prefix* (shared by both caches)."""
-    return f"{prefix}:replay:{hashlib.sha256(bytes(token)).hexdigest()}"
+__all__ = ["BlockingReplayCache", "ReplayCache", "ReplayCommands"]
 
 
 def _ttl_ms(token: object, ttl_seconds: object) -> int:
@@ -41,23 +37,59 @@ def _ttl_ms(token: object, ttl_seconds: object) -> int:
     return max(1, math.ceil(ttl_seconds * 1000))
 
 
+class ReplayCommands:
+    """The replay cache's operations (:mod:`.commands`), for both faces below."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = check_prefix(prefix)
+
+    def key(self, token: bytes) -> str:
+        return replay_key(self.prefix, token)
+
+    @operation("check the replay cache")
+    def seen(self, token: bytes) -> Steps[bool]:
+        """True if *token* is remembered (a replay); writes nothing."""
+        _ttl_ms(token, 1)
+        return bool((yield command("EXISTS", self.key(bytes(token)))))
+
+    @operation("check the replay cache")
+    def remember(self, token: bytes, ttl_seconds: float, holder: str = "") -> Steps[bool]:
+        """True if *token* is new (now remembered), False if it is a replay: one
+        ``SET key value NX PX ttl``; *value* is *holder*, or ``"1"``."""
+        ttl_ms = _ttl_ms(token, ttl_seconds)
+        value = holder.encode("ascii") if holder else b"1"
+        return bool((yield command("SET", self.key(bytes(token)), value, "NX", "PX", ttl_ms)))
+
+    @operation("check the replay cache")
+    def holder(self, token: bytes) -> Steps[str | None]:
+        """``None`` if *token* is not remembered, else the *holder* it was remembered with."""
+        _ttl_ms(token, 1)
+        value: bytes | None = yield command("GET", self.key(bytes(token)))
+        return None if value is None else value.decode("ascii", "replace")
+
+    @operation("update the replay cache")
+    def forget(self, token: bytes) -> Steps[None]:
+        """Drop *token* (undo a :meth:`remember` whose request was then refused)."""
+        yield command("DEL", self.key(bytes(token)))
+
+
 class ReplayCache:
-    """Remembers tokens (e.g. a MIKEY message's bytes) for a while, by hash only.
+    """Remembers tokens (e.g. a MIKEY message's bytes) for a while, by hash only (asyncio).
 
     The caller decides what a token is and how long it matters: for MIKEY, the
     message (or its timestamp and RAND) for the allowed clock skew.
     """
 
     def __init__(self, client: redis.asyncio.Redis, prefix: str = "secconf") -> None:
-        self._redis = client
-        self._prefix = check_prefix(prefix)
+        self._commands = ReplayCommands(prefix)
+        self._run = AsyncExecutor(client, errors=redis_errors).run
 
     def __repr__(self) -> str:
-        return f"ReplayCache(prefix={self._prefix!r})"
+        return f"ReplayCache(prefix={self._commands.prefix!r})"
 
     def key(self, token: bytes) -> bytes:
         """The Redis key that remembers *token*: the prefix and the token's SHA-256."""
-        return replay_key(self._prefix, token).encode("ascii")
+        return self._commands.key(token).encode("ascii")
 
     async def seen(self, token: bytes) -> bool:
         """True if *token* is remembered (a replay); writes nothing.
@@ -65,9 +97,7 @@ class ReplayCache:
         A check before other writes, so that a plain replay is refused without
         any; :meth:`remember` stays the deciding one (two copies racing).
         """
-        _ttl_ms(token, 1)
-        with redis_errors("check the replay cache"):
-            return bool(await self._redis.exists(self.key(bytes(token))))
+        return await self._run(self._commands.seen(token))
 
     async def remember(self, token: bytes, ttl_seconds: float) -> bool:
         """True if *token* is new (now remembered for *ttl_seconds*), False if it is a replay.
@@ -76,10 +106,7 @@ class ReplayCache:
         up to whole milliseconds.  Raises ``ServiceUnavailable`` if Redis does not
         answer: the caller must then refuse, not accept unchecked.
         """
-        ttl_ms = _ttl_ms(token, ttl_seconds)
-        with redis_errors("check the replay cache"):
-            stored = await self._redis.set(self.key(bytes(token)), b"1", px=ttl_ms, nx=True)
-        return bool(stored)
+        return await self._run(self._commands.remember(token, ttl_seconds))
 
 
 class BlockingReplayCache:
@@ -90,20 +117,18 @@ class BlockingReplayCache:
     """
 
     def __init__(self, client: redis.Redis, prefix: str = "secconf") -> None:
-        self._redis = client
-        self._prefix = check_prefix(prefix)
+        self._commands = ReplayCommands(prefix)
+        self._run = SyncExecutor(client, errors=redis_errors).run
 
     def __repr__(self) -> str:
-        return f"BlockingReplayCache(prefix={self._prefix!r})"
+        return f"BlockingReplayCache(prefix={self._commands.prefix!r})"
 
     def key(self, token: bytes) -> str:
-        return replay_key(self._prefix, token)
+        return self._commands.key(token)
 
     def seen(self, token: bytes) -> bool:
         """True if *token* is remembered (a replay); writes nothing."""
-        _ttl_ms(token, 1)
-        with redis_errors("check the replay cache"):
-            return bool(self._redis.exists(self.key(bytes(token))))
+        return self._run(self._commands.seen(token))
 
     def remember(self, token: bytes, ttl_seconds: float, *, holder: str = "") -> bool:
         """True if *token* is new (now remembered), False if it is a replay (see ReplayCache).
@@ -112,22 +137,12 @@ class BlockingReplayCache:
         secret) is stored instead of ``"1"`` so that :meth:`holder` can tell
         a retransmission of the same request from a replay in another one.
         """
-        ttl_ms = _ttl_ms(token, ttl_seconds)
-        value = holder.encode("ascii") if holder else b"1"
-        with redis_errors("check the replay cache"):
-            stored = self._redis.set(self.key(bytes(token)), value, px=ttl_ms, nx=True)
-        return bool(stored)
+        return self._run(self._commands.remember(token, ttl_seconds, holder))
 
     def holder(self, token: bytes) -> str | None:
         """``None`` if *token* is not remembered, else the *holder* it was remembered with."""
-        _ttl_ms(token, 1)
-        with redis_errors("check the replay cache"):
-            value = self._redis.get(self.key(bytes(token)))
-        if value is None:
-            return None
-        return bytes(value).decode("ascii", "replace")  # type: ignore[arg-type]
+        return self._run(self._commands.holder(token))
 
     def forget(self, token: bytes) -> None:
         """Drop *token* (undo a :meth:`remember` whose request was then refused)."""
-        with redis_errors("update the replay cache"):
-            self._redis.delete(self.key(bytes(token)))
+        self._run(self._commands.forget(token))

@@ -21,7 +21,7 @@ import redis
 
 from secconf.core.digest import ALGORITHMS, compute_ha1
 
-from ._names import check_identity, check_prefix
+from ._names import check_prefix, sip_user_key
 from .errors import InvalidRecord
 from .keywrap import KeyWrapper
 from .redis import redis_errors
@@ -48,7 +48,7 @@ class SipUserStore:
         return f"SipUserStore(prefix={self._prefix!r})"
 
     def key(self, identity: str) -> str:
-        return f"{self._prefix}:sipuser:{check_identity(identity)}"
+        return sip_user_key(self._prefix, identity)
 
     def add(self, identity: str, username: str, realm: str, password: str) -> None:
         """Store the HA1 values of *password* (every algorithm), replacing any earlier ones."""

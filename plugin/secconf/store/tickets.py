@@ -50,7 +50,14 @@ from typing import Final
 
 import redis.asyncio
 
-from ._names import check_identity, check_prefix
+from ._names import (
+    check_identity,
+    check_prefix,
+    ticket_index_key,
+    ticket_key,
+    ticket_revoked_key,
+)
+from .commands import Eval, Script, Steps, command, operation
 from .errors import (
     CorruptRecord,
     InvalidRecord,
@@ -59,12 +66,14 @@ from .errors import (
     UnknownTicket,
     quote_identity,
 )
+from .executors import AsyncExecutor
 from .redis import redis_errors
 
 __all__ = [
     "DEFAULT_MARGIN_SECONDS",
     "DEFAULT_MAX_PER_USER",
     "MAX_TICKET_ID_LENGTH",
+    "TicketCommands",
     "TicketRecord",
     "TicketStore",
 ]
@@ -75,21 +84,21 @@ DEFAULT_MAX_PER_USER: Final = 256
 MAX_TICKET_ID_LENGTH: Final = 256
 
 # KEYS[1] record; ARGV[1] expiry in ms since the epoch, ARGV[2..] field/value pairs.
-_RECORD = """
+_RECORD: Final = Script("""
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1
-"""
+""")
 
 # KEYS[1] the initiator's index; ARGV[1] ticket id (hex), ARGV[2] its record's expiry in ms
 # since the epoch, ARGV[3] the limit.  1: place taken; 0: limit reached, nothing written
 # (beyond dropping entries whose records Redis has already expired); 2: the id is already
 # in the index, nothing written.  A key expires once Redis's time is past its PEXPIREAT,
 # so an entry goes only when its score is below now.
-_RESERVE = """
+_RESERVE: Final = Script("""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
@@ -106,29 +115,29 @@ redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 redis.call('PEXPIREAT', KEYS[1], last[2])
 return 1
-"""
+""")
 
 # KEYS[1] the initiator's index; ARGV[1] ticket id (hex): take the entry back, and the index's
 # expiry back to its latest remaining entry (an emptied zset is deleted by Redis).
-_RELEASE = """
+_RELEASE: Final = Script("""
 redis.call('ZREM', KEYS[1], ARGV[1])
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 if last[2] then
   redis.call('PEXPIREAT', KEYS[1], last[2])
 end
 return 1
-"""
+""")
 
 # KEYS[1] the initiator's index: its entries not yet expired by Redis's clock (read only).
-_COUNT = """
+_COUNT: Final = Script("""
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return redis.call('ZCOUNT', KEYS[1], now, '+inf')
-"""
+""")
 
 # KEYS[1] record, KEYS[2] marker; ARGV[1] now, ARGV[2] expiry in ms when no record, or ''.
 # A second revocation keeps the first marker and its time.
-_REVOKE = """
+_REVOKE: Final = Script("""
 local expiry = redis.call('HGET', KEYS[1], 'expiry_ms')
 if not expiry then
   if ARGV[2] == '' then
@@ -138,7 +147,7 @@ if not expiry then
 end
 redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PXAT', expiry)
 return 1
-"""
+""")
 
 
 def _finite(value: object, what: str) -> float:
@@ -205,6 +214,94 @@ def check_limit(limit: object, what: str = "the ticket limit") -> int:
     return limit
 
 
+class TicketCommands:
+    """The ticket records' keys and operations (:mod:`.commands`); see :class:`TicketStore`."""
+
+    def __init__(self, prefix: str, margin: float, clock: Callable[[], float]) -> None:
+        self.prefix = check_prefix(prefix)
+        self.margin = margin
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"TicketCommands(prefix={self.prefix!r}, margin_seconds={self.margin!r})"
+
+    def key(self, ticket_id: bytes) -> bytes:
+        return ticket_key(self.prefix, _check_ticket_id(ticket_id).hex())
+
+    def revoked_key(self, ticket_id: bytes) -> bytes:
+        return ticket_revoked_key(self.prefix, _check_ticket_id(ticket_id).hex())
+
+    def index_key(self, initiator: str) -> bytes:
+        return ticket_index_key(self.prefix, initiator)
+
+    @operation("count the initiator's tickets")
+    def reserve(self, initiator: str, hex_id: bytes, expiry: int, limit: int) -> Steps[int]:
+        """A place in *initiator*'s index: 1 taken, 0 the limit reached, 2 the id is there."""
+        placed = yield Eval(
+            _RESERVE, [self.index_key(initiator)], [hex_id, str(expiry).encode("ascii"), limit]
+        )
+        return int(placed)
+
+    @operation("record a ticket")
+    def write(self, ticket_id: bytes, expiry: int, fields: Sequence[bytes]) -> Steps[bool]:
+        """The record written unless one exists (False then)."""
+        created = yield Eval(_RECORD, [self.key(ticket_id)], [str(expiry).encode("ascii"), *fields])
+        return bool(created)
+
+    @operation("update the initiator's tickets")
+    def release(self, initiator: str, hex_id: bytes | str) -> Steps[None]:
+        """*initiator*'s index entry of *hex_id* given back."""
+        yield Eval(_RELEASE, [self.index_key(initiator)], [hex_id])
+
+    @operation("discard a ticket record")
+    def discard(self, ticket_id: bytes, initiator: str) -> Steps[None]:
+        yield command("DEL", self.key(ticket_id))
+        yield Eval(_RELEASE, [self.index_key(initiator)], [_check_ticket_id(ticket_id).hex()])
+
+    @operation("count the initiator's tickets")
+    def live_count(self, initiator: str) -> Steps[int]:
+        return int((yield Eval(_COUNT, [self.index_key(initiator)])))
+
+    @operation("read a ticket record")
+    def get(self, ticket_id: bytes) -> Steps[TicketRecord | None]:
+        raw: dict[bytes, bytes] = yield command("HGETALL", self.key(ticket_id))
+        if not raw:
+            return None
+        values = {bytes(k) if isinstance(k, bytes) else k.encode(): v for k, v in raw.items()}
+        try:
+            recipients = json.loads(values[b"recipients"])
+            conference = values.get(b"conference")
+            return TicketRecord(
+                initiator=_text(values[b"initiator"]),
+                recipients=tuple(recipients),
+                issued_at=float(values[b"issued_at"]),
+                expires_at=float(values[b"expires_at"]),
+                conference_id=None if conference is None else _text(conference),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            # InvalidRecord is a ValueError: a stored record that fails validation is corrupt.
+            raise CorruptRecord(
+                f"ticket record {ticket_id.hex()} is not in the expected format"
+            ) from exc
+
+    @operation("revoke a ticket")
+    def revoke(self, ticket_id: bytes, expires_at: float | None) -> Steps[None]:
+        fallback = b""
+        if expires_at is not None:
+            fallback = str(_expiry_ms(_finite(expires_at, "expires_at"), self.margin)).encode()
+        done = yield Eval(
+            _REVOKE,
+            [self.key(ticket_id), self.revoked_key(ticket_id)],
+            [_time_text(self._clock()), fallback],
+        )
+        if not done:
+            raise UnknownTicket(f"ticket {_check_ticket_id(ticket_id).hex()} has no record")
+
+    @operation("check a ticket's revocation")
+    def is_revoked(self, ticket_id: bytes) -> Steps[bool]:
+        return bool((yield command("EXISTS", self.revoked_key(ticket_id))))
+
+
 class TicketStore:
     """Records of issued tickets and their revocation, expiring with the tickets.
 
@@ -212,6 +309,7 @@ class TicketStore:
     its keys; *clock* gives the revocation time; *max_per_user* bounds the live
     records of one initiator (:meth:`record` may name another limit).  Every
     method raises ``ServiceUnavailable`` when Redis does not answer.
+    :class:`TicketCommands` runs on *client* (``redis.asyncio``).
     """
 
     def __init__(
@@ -229,21 +327,14 @@ class TicketStore:
             and margin_seconds >= 0
         ):
             raise ValueError("margin_seconds must be a non-negative number")
-        self._redis = client
-        self._prefix = check_prefix(prefix)
-        self._margin = float(margin_seconds)
-        self._clock = clock
+        self._commands = TicketCommands(prefix, float(margin_seconds), clock)
+        self._run = AsyncExecutor(client, errors=redis_errors).run
         self._max_per_user = check_limit(max_per_user, "max_per_user")
-        self._reserve_script = client.register_script(_RESERVE)
-        self._record_script = client.register_script(_RECORD)
-        self._count_script = client.register_script(_COUNT)
-        self._release_script = client.register_script(_RELEASE)
-        self._revoke_script = client.register_script(_REVOKE)
 
     def __repr__(self) -> str:
         return (
-            f"TicketStore(prefix={self._prefix!r}, margin_seconds={self._margin!r}, "
-            f"max_per_user={self._max_per_user!r})"
+            f"TicketStore(prefix={self._commands.prefix!r}, "
+            f"margin_seconds={self._commands.margin!r}, max_per_user={self._max_per_user!r})"
         )
 
     @property
@@ -252,16 +343,15 @@ class TicketStore:
 
     def key(self, ticket_id: bytes) -> bytes:
         """The Redis key of the record of *ticket_id*."""
-        return f"{self._prefix}:ticket:{{{_check_ticket_id(ticket_id).hex()}}}".encode("ascii")
+        return self._commands.key(ticket_id)
 
     def revoked_key(self, ticket_id: bytes) -> bytes:
         """The Redis key of the revocation marker of *ticket_id*."""
-        hex_id = _check_ticket_id(ticket_id).hex()
-        return f"{self._prefix}:ticket-revoked:{{{hex_id}}}".encode("ascii")
+        return self._commands.revoked_key(ticket_id)
 
     def index_key(self, initiator: str) -> bytes:
         """The Redis key of *initiator*'s index of live tickets."""
-        return f"{self._prefix}:ticket-index:{check_identity(initiator)}".encode()
+        return self._commands.index_key(initiator)
 
     async def record(
         self, ticket_id: bytes, record: TicketRecord, *, limit: int | None = None
@@ -290,25 +380,17 @@ class TicketStore:
         ]
         if record.conference_id is not None:
             fields += [b"conference", record.conference_id.encode()]
-        expiry = _expiry_ms(record.expires_at, self._margin)
+        expiry = _expiry_ms(record.expires_at, self._commands.margin)
         fields += [b"expiry_ms", str(expiry).encode("ascii")]
-        index = self.index_key(record.initiator)
-        with redis_errors("count the initiator's tickets"):
-            placed = await self._reserve_script(
-                keys=[index], args=[hex_id, str(expiry).encode("ascii"), limit]
-            )
+        commands = self._commands
+        placed = await self._run(commands.reserve(record.initiator, hex_id, expiry, limit))
         if not placed:
             raise TicketLimitReached(
                 f"{quote_identity(record.initiator)} holds {limit} live tickets, the limit"
             )
-        with redis_errors("record a ticket"):
-            created = await self._record_script(
-                keys=[self.key(ticket_id)], args=[str(expiry).encode("ascii"), *fields]
-            )
-        if not created:
+        if not await self._run(commands.write(ticket_id, expiry, fields)):
             if placed == 1:  # our entry, for a record that is someone else's: take it back
-                with redis_errors("update the initiator's tickets"):
-                    await self._release_script(keys=[index], args=[hex_id])
+                await self._run(commands.release(record.initiator, hex_id))
             raise TicketExists(f"ticket {ticket_id.hex()} is already recorded")
 
     async def discard(self, ticket_id: bytes, initiator: str) -> None:
@@ -318,39 +400,15 @@ class TicketStore:
         the request won the replay check).  The record goes first, so the entry
         never lives shorter than it.  A revocation marker, if any, stays.
         """
-        with redis_errors("discard a ticket record"):
-            await self._redis.delete(self.key(ticket_id))
-            await self._release_script(
-                keys=[self.index_key(initiator)], args=[_check_ticket_id(ticket_id).hex()]
-            )
+        await self._run(self._commands.discard(ticket_id, initiator))
 
     async def live_count(self, initiator: str) -> int:
         """How many places *initiator* holds: index entries not yet expired (Redis's clock)."""
-        with redis_errors("count the initiator's tickets"):
-            return int(await self._count_script(keys=[self.index_key(initiator)], args=[]))
+        return await self._run(self._commands.live_count(initiator))
 
     async def get(self, ticket_id: bytes) -> TicketRecord | None:
         """The record of *ticket_id*, or None if never recorded or already expired."""
-        with redis_errors("read a ticket record"):
-            raw = await self._redis.hgetall(self.key(ticket_id))
-        if not raw:
-            return None
-        values = {bytes(k) if isinstance(k, bytes) else k.encode(): v for k, v in raw.items()}
-        try:
-            recipients = json.loads(values[b"recipients"])
-            conference = values.get(b"conference")
-            return TicketRecord(
-                initiator=_text(values[b"initiator"]),
-                recipients=tuple(recipients),
-                issued_at=float(values[b"issued_at"]),
-                expires_at=float(values[b"expires_at"]),
-                conference_id=None if conference is None else _text(conference),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            # InvalidRecord is a ValueError: a stored record that fails validation is corrupt.
-            raise CorruptRecord(
-                f"ticket record {ticket_id.hex()} is not in the expected format"
-            ) from exc
+        return await self._run(self._commands.get(ticket_id))
 
     async def revoke(self, ticket_id: bytes, *, expires_at: float | None = None) -> None:
         """Mark *ticket_id* revoked until it expires (its ``expires_at`` + margin).
@@ -359,21 +417,11 @@ class TicketStore:
         there is no record (e.g. the caller holds the ticket itself).  Without
         either, :class:`UnknownTicket`.  Revoking twice keeps the first marker.
         """
-        fallback = b""
-        if expires_at is not None:
-            fallback = str(_expiry_ms(_finite(expires_at, "expires_at"), self._margin)).encode()
-        with redis_errors("revoke a ticket"):
-            done = await self._revoke_script(
-                keys=[self.key(ticket_id), self.revoked_key(ticket_id)],
-                args=[_time_text(self._clock()), fallback],
-            )
-        if not done:
-            raise UnknownTicket(f"ticket {_check_ticket_id(ticket_id).hex()} has no record")
+        await self._run(self._commands.revoke(ticket_id, expires_at))
 
     async def is_revoked(self, ticket_id: bytes) -> bool:
         """True if *ticket_id* was revoked and has not yet expired."""
-        with redis_errors("check a ticket's revocation"):
-            return bool(await self._redis.exists(self.revoked_key(ticket_id)))
+        return await self._run(self._commands.is_revoked(ticket_id))
 
 
 def _text(value: object) -> str:

@@ -28,7 +28,8 @@ from typing import Final
 
 import redis.asyncio
 
-from ._names import check_identity, check_prefix, is_identity
+from ._names import check_identity, check_prefix, is_identity, user_index_key, user_key
+from .commands import Eval, Pipeline, Script, Steps, command, operation
 from .errors import (
     CorruptRecord,
     InvalidRecord,
@@ -37,16 +38,24 @@ from .errors import (
     UserExists,
     quote_identity,
 )
+from .executors import AsyncExecutor
 from .keywrap import KeyWrapper
 from .redis import redis_errors
 
-__all__ = ["MAX_PSK_LENGTH", "MIN_PSK_LENGTH", "UserInfo", "UserStore", "psk_context"]
+__all__ = [
+    "MAX_PSK_LENGTH",
+    "MIN_PSK_LENGTH",
+    "UserCommands",
+    "UserInfo",
+    "UserStore",
+    "psk_context",
+]
 
 MIN_PSK_LENGTH: Final = 16
 MAX_PSK_LENGTH: Final = 1024
 
 # KEYS[1] user hash, KEYS[2] index set; ARGV identity, wrapped psk, created, replace flag.
-_ADD = """
+_ADD: Final = Script("""
 if ARGV[4] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
@@ -54,10 +63,10 @@ redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'psk', ARGV[2], 'created', ARGV[3], 'revoked', '0')
 redis.call('SADD', KEYS[2], ARGV[1])
 return 1
-"""
+""")
 
 # KEYS[1] user hash; ARGV[1] now.  Revoking twice keeps the first revoked_at.
-_REVOKE = """
+_REVOKE: Final = Script("""
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
@@ -65,14 +74,14 @@ if redis.call('HGET', KEYS[1], 'revoked') ~= '1' then
   redis.call('HSET', KEYS[1], 'revoked', '1', 'revoked_at', ARGV[1])
 end
 return 1
-"""
+""")
 
 # KEYS[1] user hash, KEYS[2] index set; ARGV[1] identity.
-_REMOVE = """
+_REMOVE: Final = Script("""
 local removed = redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
 return removed
-"""
+""")
 
 
 def psk_context(identity: str) -> bytes:
@@ -104,74 +113,47 @@ class UserInfo:
     revoked_at: float | None = None
 
 
-class UserStore:
-    """KMS users ("sip:alice@example.com") and their pre-shared keys in Redis.
+class UserCommands:
+    """The user table's operations (:mod:`.commands`): checks, wrapping and Redis calls.
 
-    *client* comes from :func:`secconf.store.redis.connect`; *wrapper* holds the
-    KEK the PSKs are wrapped under; *clock* gives UNIX time for ``created`` and
-    ``revoked_at`` (tests pass their own).  Every method raises
-    :class:`~secconf.core.errors.ServiceUnavailable` when Redis does not answer.
+    *wrapper* holds the KEK the PSKs are wrapped under; *clock* gives UNIX time for
+    ``created`` and ``revoked_at``.
     """
 
-    def __init__(
-        self,
-        client: redis.asyncio.Redis,
-        wrapper: KeyWrapper,
-        prefix: str = "secconf",
-        *,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._redis = client
-        self._wrapper = wrapper
-        self._prefix = check_prefix(prefix)
+    def __init__(self, wrapper: KeyWrapper, prefix: str, clock: Callable[[], float]) -> None:
+        self.wrapper = wrapper
+        self.prefix = check_prefix(prefix)
         self._clock = clock
-        self._index = f"{self._prefix}:{{users}}".encode("ascii")
-        self._add_script = client.register_script(_ADD)
-        self._revoke_script = client.register_script(_REVOKE)
-        self._remove_script = client.register_script(_REMOVE)
+        self._index = user_index_key(self.prefix)
 
     def __repr__(self) -> str:
-        return f"UserStore(prefix={self._prefix!r}, wrapper={self._wrapper!r})"
+        return f"UserCommands(prefix={self.prefix!r}, wrapper={self.wrapper!r})"
 
     def key(self, identity: str) -> bytes:
-        """The Redis key of *identity*'s hash (for operators and tests)."""
-        return f"{self._prefix}:{{users}}:user:{identity}".encode()
+        return user_key(self.prefix, identity)
 
-    async def add(self, identity: str, psk: bytes, *, replace: bool = False) -> None:
-        """Store *identity* with *psk* (16 to 1024 bytes), wrapped.
-
-        Refuses an identity that exists (:class:`UserExists`) unless *replace*,
-        which writes a fresh record: new key, new ``created``, not revoked.  The
-        check and the write are one atomic step.  Bad input raises
-        :class:`InvalidRecord` before anything is written.
-        """
+    @operation("add a user")
+    def add(self, identity: str, psk: bytes, replace: bool) -> Steps[None]:
         identity = check_identity(identity)
         if not isinstance(psk, bytes | bytearray):
             raise InvalidRecord("the PSK must be bytes")
         if not MIN_PSK_LENGTH <= len(psk) <= MAX_PSK_LENGTH:
             raise InvalidRecord(f"the PSK must be {MIN_PSK_LENGTH} to {MAX_PSK_LENGTH} bytes long")
-        blob = self._wrapper.wrap(bytes(psk), psk_context(identity))
+        blob = self.wrapper.wrap(bytes(psk), psk_context(identity))
         created = _time_text(self._clock())
-        with redis_errors("add a user"):
-            added = await self._add_script(
-                keys=[self.key(identity), self._index],
-                args=[identity.encode(), blob, created, b"1" if replace else b"0"],
-            )
+        added = yield Eval(
+            _ADD,
+            [self.key(identity), self._index],
+            [identity.encode(), blob, created, b"1" if replace else b"0"],
+        )
         if not added:
             raise UserExists(f"user {quote_identity(identity)} already exists")
 
-    async def psk(self, identity: str) -> bytes:
-        """The PSK of *identity*, unwrapped.
-
-        Raises :class:`UnknownUser` if there is no such user (including any
-        string that could never be an identity), :class:`RevokedUser` if it was
-        revoked, :class:`KeyUnwrapError` if the stored blob does not open
-        under this KEK for this identity.
-        """
+    @operation("look up a user")
+    def psk(self, identity: str) -> Steps[bytes]:
         if not is_identity(identity):
             raise UnknownUser(f"unknown user {quote_identity(identity)}")
-        with redis_errors("look up a user"):
-            blob, revoked = await self._redis.hmget(self.key(identity), [b"psk", b"revoked"])
+        blob, revoked = yield command("HMGET", self.key(identity), b"psk", b"revoked")
         if blob is None and revoked is None:
             raise UnknownUser(f"unknown user {quote_identity(identity)}")
         if revoked != b"0":
@@ -179,17 +161,25 @@ class UserStore:
             raise RevokedUser(f"user {quote_identity(identity)} is revoked")
         if not isinstance(blob, bytes):
             raise CorruptRecord(f"user {quote_identity(identity)} has no wrapped key")
-        return self._wrapper.unwrap(blob, psk_context(identity))
+        return self.wrapper.unwrap(blob, psk_context(identity))
 
-    async def list(self) -> list[UserInfo]:
-        """Every user, sorted by identity: identity, created time, revocation; no keys."""
-        with redis_errors("list users"):
-            members = [member async for member in self._redis.sscan_iter(self._index)]
-            identities = sorted({bytes(member).decode("utf-8") for member in members})
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for identity in identities:
-                    pipe.hmget(self.key(identity), [b"created", b"revoked", b"revoked_at"])
-                rows = await pipe.execute()
+    @operation("list users")
+    def list(self) -> Steps[list[UserInfo]]:
+        members: set[bytes] = set()
+        cursor = 0
+        while True:  # SSCAN of the index to its end
+            cursor, found = yield command("SSCAN", self._index, cursor)
+            members.update(found)
+            if not cursor:
+                break
+        identities = sorted({bytes(member).decode("utf-8") for member in members})
+        rows = yield Pipeline(
+            tuple(
+                command("HMGET", self.key(identity), b"created", b"revoked", b"revoked_at")
+                for identity in identities
+            ),
+            transaction=False,
+        )
         users = []
         for identity, (created, revoked, revoked_at) in zip(identities, rows, strict=True):
             if created is None and revoked is None:
@@ -206,28 +196,84 @@ class UserStore:
             )
         return users
 
+    @operation("revoke a user")
+    def revoke(self, identity: str) -> Steps[None]:
+        if not is_identity(identity):
+            raise UnknownUser(f"unknown user {quote_identity(identity)}")
+        found = yield Eval(_REVOKE, [self.key(identity)], [_time_text(self._clock())])
+        if not found:
+            raise UnknownUser(f"unknown user {quote_identity(identity)}")
+
+    @operation("remove a user")
+    def remove(self, identity: str) -> Steps[None]:
+        if not is_identity(identity):
+            raise UnknownUser(f"unknown user {quote_identity(identity)}")
+        removed = yield Eval(_REMOVE, [self.key(identity), self._index], [identity.encode()])
+        if not removed:
+            raise UnknownUser(f"unknown user {quote_identity(identity)}")
+
+
+class UserStore:
+    """KMS users ("sip:alice@example.com") and their pre-shared keys in Redis.
+
+    *client* comes from :func:`secconf.store.redis.connect`; *wrapper* holds the
+    KEK the PSKs are wrapped under; *clock* gives UNIX time for ``created`` and
+    ``revoked_at`` (tests pass their own).  Every method raises
+    :class:`~secconf.core.errors.ServiceUnavailable` when Redis does not answer.
+    :class:`UserCommands` runs on *client*.
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        wrapper: KeyWrapper,
+        prefix: str = "secconf",
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._commands = UserCommands(wrapper, prefix, clock)
+        self._run = AsyncExecutor(client, errors=redis_errors).run
+
+    def __repr__(self) -> str:
+        commands = self._commands
+        return f"UserStore(prefix={commands.prefix!r}, wrapper={commands.wrapper!r})"
+
+    def key(self, identity: str) -> bytes:
+        """The Redis key of *identity*'s hash (for operators and tests)."""
+        return self._commands.key(identity)
+
+    async def add(self, identity: str, psk: bytes, *, replace: bool = False) -> None:
+        """Store *identity* with *psk* (16 to 1024 bytes), wrapped.
+
+        Refuses an identity that exists (:class:`UserExists`) unless *replace*,
+        which writes a fresh record: new key, new ``created``, not revoked.  The
+        check and the write are one atomic step.  Bad input raises
+        :class:`InvalidRecord` before anything is written.
+        """
+        await self._run(self._commands.add(identity, psk, replace))
+
+    async def psk(self, identity: str) -> bytes:
+        """The PSK of *identity*, unwrapped.
+
+        Raises :class:`UnknownUser` if there is no such user (including any
+        string that could never be an identity), :class:`RevokedUser` if it was
+        revoked, :class:`KeyUnwrapError` if the stored blob does not open
+        under this KEK for this identity.
+        """
+        return await self._run(self._commands.psk(identity))
+
+    async def list(self) -> list[UserInfo]:
+        """Every user, sorted by identity: identity, created time, revocation; no keys."""
+        return await self._run(self._commands.list())
+
     async def revoke(self, identity: str) -> None:
         """Mark *identity* revoked: :meth:`psk` refuses it from now on.
 
         The record (and its wrapped key) stays for audit until :meth:`remove`.
         Revoking a revoked user changes nothing.  :class:`UnknownUser` if absent.
         """
-        if not is_identity(identity):
-            raise UnknownUser(f"unknown user {quote_identity(identity)}")
-        with redis_errors("revoke a user"):
-            found = await self._revoke_script(
-                keys=[self.key(identity)], args=[_time_text(self._clock())]
-            )
-        if not found:
-            raise UnknownUser(f"unknown user {quote_identity(identity)}")
+        await self._run(self._commands.revoke(identity))
 
     async def remove(self, identity: str) -> None:
         """Delete *identity* and its wrapped key.  :class:`UnknownUser` if absent."""
-        if not is_identity(identity):
-            raise UnknownUser(f"unknown user {quote_identity(identity)}")
-        with redis_errors("remove a user"):
-            removed = await self._remove_script(
-                keys=[self.key(identity), self._index], args=[identity.encode()]
-            )
-        if not removed:
-            raise UnknownUser(f"unknown user {quote_identity(identity)}")
+        await self._run(self._commands.remove(identity))

@@ -23,11 +23,13 @@ every MULTI names one key, so all of this works on Redis Cluster (the reconcile 
 every roster at once is a plain pipeline for that reason: the rosters lie in several
 slots).
 
-Synchronous (``redis.Redis`` from :func:`~secconf.store.redis.connect_blocking`, with
-its timeout): the watcher calls these objects from threads.  Every redis-py error comes
-out as a store error (:func:`~secconf.store.redis.all_redis_errors`): an outage as
-``ServiceUnavailable``, anything else Redis refused as ``RedisRefused``; the watcher's
-loops log either and go on.  No key material is ever written here.
+Every object here is pure command layer (:mod:`.commands`): its methods return
+operations, which the watcher runs with an :class:`~.executors.AsyncExecutor` (``await
+executor.run(lease.hold(c))``) and tests, operators and the lab with a
+:class:`~.executors.SyncExecutor`.  Under the executors' default policy every redis-py
+error comes out as a store error (:func:`~secconf.store.redis.all_redis_errors`): an
+outage as ``ServiceUnavailable``, anything else Redis refused as ``RedisRefused``; the
+watcher's loops log either and go on.  No key material is ever written here.
 """
 
 from __future__ import annotations
@@ -36,12 +38,20 @@ import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Final
 
-import redis
+import redis.exceptions
 
-from ._names import check_prefix, dialout_stream_key, refer_stream_key
-from .redis import all_redis_errors
+from ._names import (
+    check_prefix,
+    dialout_stream_key,
+    refer_stream_key,
+    rekey_report_key,
+    roster_key,
+    roster_pattern,
+    watcher_lease_key,
+)
+from .commands import Command, Eval, Pipeline, Scan, Script, Steps, command, operation
 
 __all__ = [
     "DIALOUTS_MAX",
@@ -67,20 +77,20 @@ REFER_GROUP: Final = "dialout"
 REFER_BATCH: Final = 16
 
 # KEYS[1] the lease; ARGV[1] the holder's token, ARGV[2] the lease's lifetime (ms).
-_RENEW: Final = """
+_RENEW: Final = Script("""
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
 end
 return 0
-"""
+""")
 
 # KEYS[1] the lease; ARGV[1] the holder's token.
-_RELEASE: Final = """
+_RELEASE: Final = Script("""
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
 end
 return 0
-"""
+""")
 
 
 class WatcherLease:
@@ -90,40 +100,37 @@ class WatcherLease:
     its holder stops renewing lapses after *ttl* seconds and another watcher may take it.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str, owner: str, ttl: float) -> None:
-        self._redis = client
+    def __init__(self, prefix: str, owner: str, ttl: float) -> None:
         self._prefix = check_prefix(prefix)
         # The owner name plus a random part: a restarted watcher with the same id is
         # not mistaken for its previous life.
         self.token = f"{owner}/{secrets.token_hex(4)}"
         self._ttl_ms = max(1, int(ttl * 1000))
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
 
     def __repr__(self) -> str:
         return f"WatcherLease(prefix={self._prefix!r}, token={self.token!r})"
 
     def key(self, conference: str) -> str:
-        return f"{self._prefix}:watcher-lease:{conference}"
+        return watcher_lease_key(self._prefix, conference)
 
-    def hold(self, conference: str) -> bool:
+    @operation("take or renew a watcher lease")
+    def hold(self, conference: str) -> Steps[bool]:
         """Take the lease (``SET NX PX``) or renew ours; False if another watcher holds it."""
         key = self.key(conference)
-        with all_redis_errors("take or renew a watcher lease"):
-            if self._redis.set(key, self.token, nx=True, px=self._ttl_ms):
-                return True
-            return bool(self._renew(keys=[key], args=[self.token, self._ttl_ms]))
+        if (yield command("SET", key, self.token, "NX", "PX", self._ttl_ms)):
+            return True
+        return bool((yield Eval(_RENEW, [key], [self.token, self._ttl_ms])))
 
-    def holder(self, conference: str) -> str | None:
+    @operation("read a watcher lease")
+    def holder(self, conference: str) -> Steps[str | None]:
         """The token of the lease's holder, or ``None`` if nobody holds it."""
-        with all_redis_errors("read a watcher lease"):
-            value = self._redis.get(self.key(conference))
-        return None if value is None else cast(bytes, value).decode()
+        value = yield command("GET", self.key(conference))
+        return None if value is None else bytes(value).decode()
 
-    def release(self, conference: str) -> None:
+    @operation("release a watcher lease")
+    def release(self, conference: str) -> Steps[None]:
         """Give the lease up if we hold it; another watcher's lease stays as it is."""
-        with all_redis_errors("release a watcher lease"):
-            self._release(keys=[self.key(conference)], args=[self.token])
+        yield Eval(_RELEASE, [self.key(conference)], [self.token])
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,62 +161,56 @@ class RosterEntry:
 class RosterStore:
     """``P:roster:<conference>``: channel -> :class:`RosterEntry`, written as AMI tells."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
-        self._redis = client
+    def __init__(self, prefix: str) -> None:
         self._prefix = check_prefix(prefix)
 
     def __repr__(self) -> str:
         return f"RosterStore(prefix={self._prefix!r})"
 
     def key(self, conference: str) -> str:
-        return f"{self._prefix}:roster:{conference}"
+        return roster_key(self._prefix, conference)
 
-    def add(self, conference: str, channel: str, entry: RosterEntry) -> None:
+    @operation("write a roster")
+    def add(self, conference: str, channel: str, entry: RosterEntry) -> Steps[None]:
         """*channel* joined (or its entry changed); the roster lives another day (one MULTI)."""
         key = self.key(conference)
-        with all_redis_errors("write a roster"):
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(key, channel, entry.to_json())
-            pipe.expire(key, WATCHER_KEY_TTL)
-            pipe.execute()
+        yield Pipeline(
+            (command("HSET", key, channel, entry.to_json()), _expire(key)), transaction=True
+        )
 
-    def remove(self, conference: str, channel: str) -> None:
+    @operation("write a roster")
+    def remove(self, conference: str, channel: str) -> Steps[None]:
         """*channel* left the bridge."""
-        with all_redis_errors("write a roster"):
-            self._redis.hdel(self.key(conference), channel)
+        yield command("HDEL", self.key(conference), channel)
 
-    def delete(self, conference: str) -> None:
+    @operation("delete a roster")
+    def delete(self, conference: str) -> Steps[None]:
         """The bridge ended."""
-        with all_redis_errors("delete a roster"):
-            self._redis.delete(self.key(conference))
+        yield command("DEL", self.key(conference))
 
-    def replace_all(self, rosters: Mapping[str, Mapping[str, RosterEntry]]) -> None:
+    @operation("reconcile the rosters")
+    def replace_all(self, rosters: Mapping[str, Mapping[str, RosterEntry]]) -> Steps[None]:
         """Every roster as *rosters* says, and none of a bridge it does not name.
 
         One pipeline after a ``SCAN`` for the rosters to drop; not a MULTI, since the
         rosters of several conferences lie in several Cluster slots.
         """
-        with all_redis_errors("reconcile the rosters"):
-            stale = [
-                key
-                for key in self._redis.scan_iter(match=f"{self._prefix}:roster:*", count=500)
-                if cast(bytes, key).decode().rsplit(":", 1)[1] not in rosters
-            ]
-            pipe = self._redis.pipeline(transaction=False)
-            for key in stale:
-                pipe.delete(key)
-            for conference, members in rosters.items():
-                key = self.key(conference)
-                pipe.delete(key)
-                if members:
-                    pipe.hset(key, mapping={channel: e.to_json() for channel, e in members.items()})
-                    pipe.expire(key, WATCHER_KEY_TTL)
-            pipe.execute()
+        keys: list[bytes] = yield Scan(roster_pattern(self._prefix))
+        commands = [
+            command("DEL", key) for key in keys if key.decode().rsplit(":", 1)[1] not in rosters
+        ]
+        for conference, members in rosters.items():
+            key = self.key(conference)
+            commands.append(command("DEL", key))
+            if members:
+                fields = [part for channel, e in members.items() for part in (channel, e.to_json())]
+                commands += [command("HSET", key, *fields), _expire(key)]
+        yield Pipeline(tuple(commands), transaction=False)
 
-    def members(self, conference: str) -> dict[str, RosterEntry]:
+    @operation("read a roster")
+    def members(self, conference: str) -> Steps[dict[str, RosterEntry]]:
         """The roster as stored: channel -> entry (operators, the demo, tests)."""
-        with all_redis_errors("read a roster"):
-            raw = cast(dict[bytes, bytes], self._redis.hgetall(self.key(conference)))
+        raw: dict[bytes, bytes] = yield command("HGETALL", self.key(conference))
         return {channel.decode(): RosterEntry.from_json(value) for channel, value in raw.items()}
 
 
@@ -222,8 +223,7 @@ class ReferQueue:
     the stream's start: REFERs accepted before any watcher saw the conference count too.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str, consumer: str) -> None:
-        self._redis = client
+    def __init__(self, prefix: str, consumer: str) -> None:
         self._prefix = check_prefix(prefix)
         self.consumer = consumer
         #: streams whose group exists (made here, or found made by another watcher)
@@ -235,25 +235,25 @@ class ReferQueue:
     def key(self, conference: str) -> str:
         return refer_stream_key(self._prefix, conference)
 
-    def take(self, conference: str) -> list[tuple[str, dict[str, str]]]:
+    @operation("read a REFER stream")
+    def take(self, conference: str) -> Steps[list[tuple[str, dict[str, str]]]]:
         """Up to :data:`REFER_BATCH` entries no consumer was given yet: (entry id, fields).
 
         Empty while the stream does not exist (no REFER yet: the focus's ``XADD`` makes
         it, and the group is made at the next read).
         """
         key = self.key(conference)
-        with all_redis_errors("read a REFER stream"):
-            if key not in self._groups:
-                try:
-                    self._redis.xgroup_create(key, REFER_GROUP, id="0")
-                except redis.ResponseError as exc:
-                    if "BUSYGROUP" not in str(exc):
-                        return []  # no stream yet
-                self._groups.add(key)
-            raw = cast(
-                list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None,
-                self._redis.xreadgroup(REFER_GROUP, self.consumer, {key: ">"}, count=REFER_BATCH),
-            )
+        if key not in self._groups:
+            try:
+                yield command("XGROUP CREATE", key, REFER_GROUP, "0")
+            except redis.exceptions.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    return []  # no stream yet
+            self._groups.add(key)
+        raw: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None = yield command(
+            "XREADGROUP", "GROUP", REFER_GROUP, self.consumer,
+            "COUNT", REFER_BATCH, "STREAMS", key, ">",
+        )  # fmt: skip
         return [
             (
                 entry_id.decode(),
@@ -263,10 +263,10 @@ class ReferQueue:
             for entry_id, fields in items
         ]
 
-    def ack(self, conference: str, entry_id: str) -> None:
+    @operation("acknowledge a REFER")
+    def ack(self, conference: str, entry_id: str) -> Steps[None]:
         """The entry's dial-out is done (whatever its outcome): no longer pending."""
-        with all_redis_errors("acknowledge a REFER"):
-            self._redis.xack(self.key(conference), REFER_GROUP, entry_id)
+        yield command("XACK", self.key(conference), REFER_GROUP, entry_id)
 
     def forget(self, conference: str) -> None:
         """The conference ended: its group is looked for again should the stream come back."""
@@ -280,30 +280,36 @@ class WatcherJournal:
     Fields are the caller's plain strings; none is ever a key.
     """
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
-        self._redis = client
+    def __init__(self, prefix: str) -> None:
         self._prefix = check_prefix(prefix)
 
     def __repr__(self) -> str:
         return f"WatcherJournal(prefix={self._prefix!r})"
 
     def report_key(self, conference: str) -> str:
-        return f"{self._prefix}:rekeys:{conference}"
+        return rekey_report_key(self._prefix, conference)
 
     def dialout_key(self, conference: str) -> str:
         return dialout_stream_key(self._prefix, conference)
 
-    def add_report(self, conference: str, fields: Mapping[str, str]) -> None:
+    @operation("store a rekey report")
+    def add_report(self, conference: str, fields: Mapping[str, str]) -> Steps[None]:
         """Append one rekey's report."""
-        self._append(self.report_key(conference), fields, REPORTS_MAX, "store a rekey report")
+        yield _append(self.report_key(conference), fields, REPORTS_MAX)
 
-    def add_dialout(self, conference: str, fields: Mapping[str, str]) -> None:
+    @operation("record a dial-out")
+    def add_dialout(self, conference: str, fields: Mapping[str, str]) -> Steps[None]:
         """Append one dial-out's outcome."""
-        self._append(self.dialout_key(conference), fields, DIALOUTS_MAX, "record a dial-out")
+        yield _append(self.dialout_key(conference), fields, DIALOUTS_MAX)
 
-    def _append(self, key: str, fields: Mapping[str, str], most: int, action: str) -> None:
-        with all_redis_errors(action):
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.xadd(key, dict(fields), maxlen=most, approximate=True)  # type: ignore[arg-type]
-            pipe.expire(key, WATCHER_KEY_TTL)
-            pipe.execute()
+
+def _expire(key: str) -> Command:
+    return command("EXPIRE", key, WATCHER_KEY_TTL)
+
+
+def _append(key: str, fields: Mapping[str, str], most: int) -> Pipeline:
+    """``XADD key MAXLEN ~ most * fields...`` and the stream's ``EXPIRE``, one MULTI."""
+    flat = [part for item in fields.items() for part in item]
+    return Pipeline(
+        (command("XADD", key, "MAXLEN", "~", most, "*", *flat), _expire(key)), transaction=True
+    )
