@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from secconf.core.g711 import ToneGenerator, tone_ratio, ulaw_decode
+from secconf.media.config import EdgeConfig, EdgeConfigError
 from secconf.srtp import srtp_session
 from tests.media.edge_harness import (
     HOST,
@@ -133,3 +134,11 @@ def test_what_the_edge_sends_a_participant_opens_under_the_rfc_reference(suite: 
             await edge.close()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("suite", [*AES_256_CM, "AES_CM_128_HMAC_SHA1_8O"])
+def test_the_mixer_side_stays_aes_cm_128(suite: str) -> None:
+    """[edge] internal_suite: only what Asterisk's SDES takes (a typo fails at start, too)."""
+    with pytest.raises(EdgeConfigError, match="internal_suite must be one of"):
+        EdgeConfig(internal_suite=suite)
+    assert EdgeConfig(internal_suite="AES_CM_128_HMAC_SHA1_32").internal_suite.startswith("AES_CM")
