@@ -13,7 +13,10 @@ run, is refused with a specific answer and leaves the focus's Redis keys byte-id
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,9 +25,15 @@ from secconf.core.mikey import PolicyParam, SecurityPolicy
 from secconf.core.mikey.constants import SrtpParam
 from secconf.core.mikey.srtp import policy_for_suite
 from secconf.core.sdes import SUITES
+from secconf.lab.phones.audio import write_tone_wav
+from secconf.lab.phones.linphone import LINPHONEC, LinphonePhone
+from secconf.lab.phones.phone import SUITE as PHONE_SUITE
+from secconf.store.conferences import connect_blocking
+from secconf.store.sip_users import SipUserStore
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.kms_server import RunningKms
+from tests.fixtures.phones import PhoneFactory
 from tests.fixtures.redis_server import RedisServer
 
 from .conftest import (
@@ -198,5 +207,101 @@ def test_sdes_join_with_aes_256_cm_and_media(
         finally:
             await alice.close()
             await bob.close()
+
+    focus.run(scenario, MixingUpstream(focus.upstream_port))
+
+
+# -- interop: linphonec 5.1.65 offering AES_256_CM_HMAC_SHA1_80 --------------------------------
+
+DIGEST = """
+[digest]
+realm = "example.com"
+algorithms = ["MD5"]
+nonce_lifetime = 30
+"""
+ALICE_PASSWORD = "alice-aes256-secret"
+LINPHONE_TONE, BOB_TONE = 700.0, 1300.0
+
+
+class Linphone256(LinphonePhone):
+    """linphonec made to insist on RFC 6188's suite (``srtp_crypto_suites``, SRTP mandatory)."""
+
+    def config(self) -> str:
+        text = super().config()
+        assert f"srtp_crypto_suites={PHONE_SUITE}\n" in text
+        return text.replace(
+            f"srtp_crypto_suites={PHONE_SUITE}\n", "srtp_crypto_suites=AES_256_CM_HMAC_SHA1_80\n"
+        )
+
+
+@pytest.fixture(scope="module")
+def digest_focus_256(
+    kamailio_factory: KamailioFactory,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    media_edge: RunningEdge,
+) -> Iterator[Focus]:
+    focus = _start_focus(
+        kamailio_factory, redis_server, tmp_path_factory.mktemp("focus-digest-256"),
+        env=media_edge.focus_env, extra=DIGEST, focus_lines=FOCUS_LINES,
+    )  # fmt: skip
+    yield focus
+    focus.server.stop()
+
+
+@pytest.mark.slow
+def test_linphone_creates_an_aes_256_cm_conference_and_an_sdes_participant_joins(
+    digest_focus_256: Focus, media_edge: RunningEdge, phones: PhoneFactory, tmp_path: Path
+) -> None:
+    """A real phone's ``a=crypto:1 AES_256_CM_HMAC_SHA1_80`` (linphonec, digest over UDP):
+    the focus answers the group key in that suite, the edge relays, both sides hear."""
+    if shutil.which(LINPHONEC) is None:
+        pytest.skip("linphonec not installed (apt-get install linphone-cli)")
+    focus = digest_focus_256
+    client = connect_blocking(focus.redis_server.url, timeout=1.0)
+    SipUserStore(client, focus.wrapper, focus.prefix).add(
+        ALICE, "alice", "example.com", ALICE_PASSWORD
+    )
+    client.close()
+    tone = write_tone_wav(tmp_path / "linphone-tone.wav", LINPHONE_TONE, 30.0)
+    directory = tmp_path / "linphone-256"
+    directory.mkdir()
+    linphone = Linphone256(
+        directory, "alice", password=ALICE_PASSWORD, realm="example.com", tone=tone
+    )
+    phones.started.append(linphone)
+    linphone.start()
+
+    async def scenario(upstream: Upstream) -> None:
+        linphone.dial(f"sip:conf-factory@127.0.0.1:{focus.server.port}")
+        await asyncio.to_thread(linphone.wait_connected, 10.0)
+        match = re.search(rb"conf-([0-9a-z]{16})", bytes(upstream.invites[0].request))
+        assert match is not None
+        conference = match.group(1).decode()
+        store, redis_client = focus.store()
+        info = store.get(conference)
+        redis_client.close()
+        assert info is not None
+        assert info.suite == "AES_256_CM_HMAC_SHA1_80"
+        debug = (linphone.directory / "debug.log").read_text(errors="replace")
+        assert "a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:" in debug  # its offer (and answer)
+        bob = await SdesParticipant.start(BOB, suite="AES_256_CM_HMAC_SHA1_80")
+        try:
+            call = await bob.invite(focus.target(f"conf-{conference}"), BOB)
+            mark = linphone.mark()
+            heard = await talk([bob.media], [BOB_TONE], 3.0)
+            assert ratio(heard[0], LINPHONE_TONE) > 0.5, ratio(heard[0], LINPHONE_TONE)
+            assert bob.media.totals.auth_failures == 0
+            await asyncio.sleep(0.5)
+            _, samples = linphone.heard(mark)
+            assert ratio(samples, BOB_TONE) > 0.5, ratio(samples, BOB_TONE)
+            state = media_edge.get(f"/v1/conferences/{conference}")
+            assert {e["suite"] for e in state["epochs"]} == {"AES_256_CM_HMAC_SHA1_80"}
+            assert all(leg["counters"]["auth_failures"] == 0 for leg in state["legs"])
+            await call.bye(timeout=5)
+        finally:
+            await bob.close()
+        await asyncio.to_thread(linphone.hangup)
+        await asyncio.to_thread(linphone.wait_ended, 5.0)
 
     focus.run(scenario, MixingUpstream(focus.upstream_port))
