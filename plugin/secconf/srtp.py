@@ -10,12 +10,12 @@ module touches pylibsrtp's profiles or policies.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import logging
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import pylibsrtp
-import pylibsrtp._binding  # type: ignore[import-not-found]  # compiled cffi module, no stubs
 
 from secconf.core.errors import UnsupportedCryptoSuite
 from secconf.core.sdes import SUITES, CryptoSuite
@@ -71,8 +71,13 @@ _AES_256_CM: Final = {
 _CryptoPolicySetter = Callable[[int], None]
 
 
+def _binding() -> Any:
+    """pylibsrtp's compiled cffi module (no stubs; ImportError if another pylibsrtp lacks it)."""
+    return importlib.import_module("pylibsrtp._binding")
+
+
 def _load_setters() -> dict[str, _CryptoPolicySetter]:
-    library = ctypes.CDLL(pylibsrtp._binding.__file__)
+    library = ctypes.CDLL(_binding().__file__)
     setters: dict[str, _CryptoPolicySetter] = {}
     for name in {n for pair in _AES_256_CM.values() for n in pair}:
         function = getattr(library, f"srtp_crypto_policy_set_{name}")
@@ -85,7 +90,7 @@ def _aes_256_cm_policy(
     suite: str, key_and_salt: bytes, ssrc_type: int, setters: dict[str, _CryptoPolicySetter]
 ) -> pylibsrtp.Policy:
     """A pylibsrtp.Policy for an RFC 6188 AES-256-CM suite (the one place reaching inside it)."""
-    ffi = pylibsrtp._binding.ffi
+    ffi = _binding().ffi
     if ffi.sizeof("srtp_crypto_policy_t") != 24:  # 6 ints in libsrtp 2.x/3.x; else unknown
         raise RuntimeError("unexpected srtp_crypto_policy_t layout")
     policy = pylibsrtp.Policy(
@@ -134,6 +139,7 @@ def _self_test() -> dict[str, _CryptoPolicySetter]:
                 raise RuntimeError(f"{suite}: libsrtp does not open RFC 6188's packet")
     except (
         AttributeError,
+        ImportError,
         KeyError,
         OSError,
         RuntimeError,

@@ -236,3 +236,13 @@ def test_the_self_test_fails_closed(
     monkeypatch.setattr(srtp, "_load_setters", lambda: {})  # a pylibsrtp without the symbols
     with caplog.at_level(logging.WARNING, logger="secconf.srtp"):
         assert srtp._self_test() == {}
+
+
+def test_a_pylibsrtp_without_its_compiled_module_gets_no_aes_256_cm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def missing() -> None:
+        raise ImportError("No module named 'pylibsrtp._binding'")
+
+    monkeypatch.setattr(srtp, "_binding", missing)
+    assert srtp._self_test() == {}
