@@ -199,6 +199,11 @@ def test_sdes_join_with_aes_256_cm_and_media(
                         timeout=5,
                     )
                 assert caught.value.status_code == 488
+                response = caught.value.response
+                assert response is not None
+                reason = focus.server.refusal(response.get("Call-ID") or "")
+                assert "no usable AES_256_CM_HMAC_SHA1_80 key" in reason, reason
+                assert "suite AES_CM_128_HMAC_SHA1_80 is not the conference's" in reason, reason
             finally:
                 await ua.close()
             assert focus.snapshot(ours_only=True) == before
