@@ -455,9 +455,11 @@ def start_kms_focus(
     extra: str = "",
     mixed_modes: bool = False,
     allow: tuple[str, ...] = (),
+    focus_lines: str = "",
 ) -> KmsFocus:
     """Kamailio in KMS mode driving the real edge; the KMS behind a switchable proxy
-    (``focus.proxy.down``); *extra* TOML appended; :meth:`KmsFocus.stop` when done."""
+    (``focus.proxy.down``); *extra* TOML appended, *focus_lines* added to ``[focus]``;
+    :meth:`KmsFocus.stop` when done."""
     host, port = kms.url.removeprefix("http://").rsplit(":", 1)
     proxy = KmsProxy((host, int(port)))
     # The focus's KMS user may exist already (another focus of the session, same KMS).
@@ -469,7 +471,7 @@ def start_kms_focus(
     )
     running = _start_focus(
         kamailio_factory, redis_server, tmp, env=media_edge.focus_env,
-        extra=kms_text + extra, mixed_modes=mixed_modes, allow=allow,
+        extra=kms_text + extra, mixed_modes=mixed_modes, allow=allow, focus_lines=focus_lines,
     )  # fmt: skip
     return KmsFocus(
         running.server,

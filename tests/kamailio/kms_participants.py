@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from secconf.client.agent import AgentCall, ParticipantAgent, build_offer_sdp
 from secconf.client.sip import SipRequestFailed, UserAgent
-from secconf.core.mikey import GenericIdEntry, SrtpSessionData
+from secconf.core.mikey import GenericIdEntry, SecurityPolicy, SrtpSessionData
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.core.mikey.srtp import policy_for_suite
 from secconf.core.sdes import SUITES
@@ -57,8 +57,12 @@ async def _offer(
     forge: str | None = None,
     initiator: str | None = None,
     issued: mikey_ticket.IssuedTicket | None = None,
+    policy: SecurityPolicy | None = None,
 ) -> tuple[bytes, mikey_ticket.PendingTransfer]:
-    """An SDP offer with a TRANSFER_INIT from *identity*'s ticket (or a forged variant)."""
+    """An SDP offer with a TRANSFER_INIT from *identity*'s ticket (or a forged variant).
+
+    *policy*: the SRTP policy offered (default: :data:`SUITE`'s).
+    """
     if issued is None:
         issued = await _kms_client(focus, identity).request_ticket(
             mikey_ticket.DesiredPolicy(
@@ -78,7 +82,7 @@ async def _offer(
         initiator=initiator or identity,
         responder=FOCUS_IDENTITY,
         sessions=[GenericIdEntry.for_srtp(1, [0], SrtpSessionData(secrets.randbits(32), 0, 0))],
-        policies=[policy_for_suite(0, SUITE)],
+        policies=[policy or policy_for_suite(0, SUITE)],
         now=time.time(),
         random_bytes=secrets.token_bytes,
     )

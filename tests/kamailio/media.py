@@ -26,9 +26,12 @@ class SdesParticipant(SdesPhone):
         *,
         host: str = "127.0.0.1",
         rtcp_interval: float | None = None,
+        suite: str = SUITE,
     ) -> Self:
         """A phone on *ua* (e.g. a TLS user agent), else on a new UDP one."""
-        return await super().start(identity, ua, host=host, rtcp_interval=rtcp_interval)
+        return await super().start(
+            identity, ua, host=host, rtcp_interval=rtcp_interval, suite=suite
+        )
 
     async def invite(self, target: str, identity: str | None = None, **options: Any) -> Call:
         return await super().invite(target, asserted=identity, **options)

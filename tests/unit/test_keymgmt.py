@@ -53,9 +53,34 @@ def test_the_rfc4567_example_offer_yields_its_mikey_message() -> None:
     assert key_mgmt_value(message).split(" ", 1)[1] == base64.b64encode(message).decode()
 
 
-@pytest.mark.parametrize("name", ["AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "AES_CM_128_HMAC_SHA1_80",
+        "AES_CM_128_HMAC_SHA1_32",
+        "AES_256_CM_HMAC_SHA1_80",
+        "AES_256_CM_HMAC_SHA1_32",
+    ],
+)
 def test_policy_round_trip(name: str) -> None:
     assert suite_for_policy(policy_for_suite(3, SUITES[name])) is SUITES[name]
+
+
+@pytest.mark.parametrize(
+    ("tag", "name"), [(10, "AES_256_CM_HMAC_SHA1_80"), (4, "AES_256_CM_HMAC_SHA1_32")]
+)
+def test_an_aes_cm_policy_with_a_256_bit_key_is_rfc_6188_s_suite(tag: int, name: str) -> None:
+    # RFC 3830 §6.10.1: AES-CM (1) with session encr. key length 32 and salt 14 (RFC 6188
+    # Tables 3-4); the tag length picks the suite.  Absent parameters take the defaults.
+    policy = SecurityPolicy(
+        0,
+        params=(
+            PolicyParam.of_int(SrtpParam.ENCR_ALG, 1),
+            PolicyParam.of_int(SrtpParam.SESSION_ENCR_KEY_LENGTH, 32),
+            PolicyParam.of_int(SrtpParam.AUTH_TAG_LENGTH, tag),
+        ),
+    )
+    assert suite_for_policy(policy) is SUITES[name]
 
 
 def test_an_empty_policy_means_rfc3830_defaults() -> None:
@@ -69,6 +94,8 @@ def test_an_empty_policy_means_rfc3830_defaults() -> None:
         PolicyParam.of_int(SrtpParam.SRTP_AUTHENTICATION, 0),
         PolicyParam.of_int(SrtpParam.ENCR_ALG, 2),  # AES-f8
         PolicyParam.of_int(SrtpParam.AUTH_TAG_LENGTH, 8),
+        PolicyParam.of_int(SrtpParam.SESSION_ENCR_KEY_LENGTH, 24),  # AES-192-CM: not run
+        PolicyParam.of_int(SrtpParam.SESSION_SALT_KEY_LENGTH, 12),  # salt not RFC 6188's
     ],
 )
 def test_policies_we_do_not_run_are_refused(param: PolicyParam) -> None:

@@ -24,7 +24,7 @@ from secconf.core.errors import (
 )
 from secconf.core.mikey import GenericIdEntry, SrtpSessionData
 from secconf.core.mikey import ticket as mt
-from secconf.core.mikey.srtp import policy_for_suite
+from secconf.core.mikey.srtp import policy_for_suite, suite_for_policy
 from secconf.core.sdes import SUITES
 from tests.fixtures import mikey_reference as ref
 from tests.fixtures.mikey_world import (
@@ -51,6 +51,8 @@ RANDRKMS = bytes(range(200, 232))
 #: auth key length 20, salt length 14, tag length 10.
 AES_256_CM_80 = ((0, 1), (1, 32), (2, 1), (3, 20), (4, 14), (11, 10))
 AES_128_CM_80 = ((0, 1), (1, 16), (2, 1), (3, 20), (4, 14), (11, 10))
+#: ... and with a 192-bit key (RFC 6188 AES_192_CM): a policy secconf does not run.
+AES_192_CM_80 = ((0, 1), (1, 24), (2, 1), (3, 20), (4, 14), (11, 10))
 
 
 def _reference_request(kms: Kms, **policy: object) -> tuple[ref.RequestInit, ref.Ticket]:
@@ -171,17 +173,21 @@ def test_a_policy_the_responder_changed_is_applied_at_its_key_length() -> None:
     # Responder derived (before issue 14 the Initiator silently derived 128 bits).
     pending = _secconf_transfer(_issue(Kms(CountingRandom(b"kms-sp"))))
     answer = _reference_answer(pending, identity=FACTORY, **_CHANGED_TO_256)  # type: ignore[arg-type]
-    result = mt.process_transfer_resp(pending, answer.data, now=NOW, accept_policy=lambda _: None)
+    # The default check (suite_for_policy) accepts it: secconf runs AES_256_CM_HMAC_SHA1_80.
+    result = mt.process_transfer_resp(pending, answer.data, now=NOW)
     for cs_id in (1, 2):
         assert len(result.srtp_keys[cs_id].key) == 32
         assert (result.srtp_keys[cs_id].key, result.srtp_keys[cs_id].salt) == answer.srtp[cs_id]
         assert result.policies[cs_id].get(1).int_value == 32  # type: ignore[union-attr]
+        assert suite_for_policy(result.policies[cs_id]).name == "AES_256_CM_HMAC_SHA1_80"
 
 
 def test_a_policy_the_responder_changed_to_one_secconf_does_not_run_is_refused() -> None:
     # ... or refuses it: ERR 10 "Invalid SPpar" (RFC 3830 §6.12), never a silent mismatch.
+    # AES-CM with a 192-bit key (RFC 6188 AES_192_CM): libsrtp could, secconf does not.
     pending = _secconf_transfer(_issue(Kms(CountingRandom(b"kms-sp"))))
-    answer = _reference_answer(pending, identity=FACTORY, **_CHANGED_TO_256)  # type: ignore[arg-type]
+    changed = {**_CHANGED_TO_256, "policies": ((1, AES_192_CM_80),), "key_bits": {1: 192, 2: 192}}
+    answer = _reference_answer(pending, identity=FACTORY, **changed)  # type: ignore[arg-type]
     with pytest.raises(UnsupportedMikey) as caught:
         mt.process_transfer_resp(pending, answer.data, now=NOW)
     assert caught.value.error_no == MikeyErrorNo.INVALID_SPPAR

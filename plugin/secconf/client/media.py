@@ -38,7 +38,7 @@ from secconf.core import rtp
 from secconf.core.errors import MalformedRtp
 from secconf.core.rtp import PacketKind, ReceptionStats, RtpPacket, SenderInfo
 from secconf.core.sdes import CryptoSuite
-from secconf.srtp import AUTH_ERRORS, RECV_SIZE, REPLAY_ERRORS, profile_for
+from secconf.srtp import AUTH_ERRORS, RECV_SIZE, REPLAY_ERRORS, srtp_session, supported_suite
 
 __all__ = [
     "KeyMaterial",
@@ -62,12 +62,7 @@ _MAX_SOURCES = 256  # per-SSRC stats kept; packets of further sources count in t
 def inbound_session(material: KeyMaterial) -> pylibsrtp.Session:
     """A receiving pylibsrtp session for *material* = (suite, master key, master salt)."""
     suite, key, salt = material
-    _, profile = profile_for(suite)
-    return pylibsrtp.Session(
-        pylibsrtp.Policy(
-            key=key + salt, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile
-        )
-    )
+    return srtp_session(suite, key, salt, inbound=True)
 
 
 #: Wraps of the 16-bit sequence number a sender may have made before a capture starts that
@@ -93,12 +88,7 @@ def _at_roc(material: KeyMaterial, ssrc: bytes, first_seq: int, roc: int) -> pyl
     if roc == 0 or target < 0:
         return receiver
     suite, key, salt = material
-    _, profile = profile_for(suite)
-    sender = pylibsrtp.Session(
-        pylibsrtp.Policy(
-            key=key + salt, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile
-        )
-    )
+    sender = srtp_session(suite, key, salt, inbound=False)
     index = target - -(-(target - 65535) // _STEP) * _STEP  # the first step under ROC 0
     while True:
         receiver.unprotect(sender.protect(_rtp(index % 65536, ssrc)))
@@ -141,22 +131,11 @@ class _Epoch:
     __slots__ = ("number", "session", "suite")
 
     def __init__(self, number: int, material: KeyMaterial, *, inbound: bool) -> None:
-        suite, profile = profile_for(material[0])
-        key, salt = material[1], material[2]
-        if len(key) != suite.key_length or len(salt) != suite.salt_length:
-            raise ValueError(
-                f"{suite.name} needs a {suite.key_length}-byte key and {suite.salt_length}-byte salt"
-            )
-        policy = pylibsrtp.Policy(
-            key=bytes(key) + bytes(salt),  # RFC 4568 §6.1 order: master key || master salt
-            ssrc_type=(
-                pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
-            ),
-            srtp_profile=profile,
-        )
+        suite = supported_suite(material[0])
         self.number = number
         self.suite = suite
-        self.session = pylibsrtp.Session(policy)
+        # A key or salt of the wrong length: ValueError naming the lengths, not the bytes.
+        self.session = srtp_session(suite, material[1], material[2], inbound=inbound)
 
     def __repr__(self) -> str:
         return f"_Epoch({self.number}, {self.suite.name})"

@@ -20,24 +20,26 @@ from typing import Self
 
 from ..core.errors import NotAcceptable
 from ..core.g711 import tone_share, ulaw_decode
-from ..core.sdes import CryptoAttribute
+from ..core.sdes import CryptoAttribute, CryptoSuite
 from ..core.sdp import SessionDescription
+from ..srtp import supported_suite
 from .media import KeyMaterial, SrtpEndpoint
 from .sip import Answer, Call, IncomingRequest, UserAgent
 
 __all__ = ["SUITE", "SdesPhone"]
 
+#: The suite a phone offers unless started with another (the conference's must match).
 SUITE = "AES_CM_128_HMAC_SHA1_80"
 
 
-def _crypto_key(section_crypto: list[str | None]) -> tuple[int, KeyMaterial]:
+def _crypto_key(section_crypto: list[str | None], suite: str) -> tuple[int, KeyMaterial]:
     if len(section_crypto) != 1:
         raise NotAcceptable("expected exactly one a=crypto from the focus")
     crypto = CryptoAttribute.parse(section_crypto[0] or "")
-    if crypto.suite.name != SUITE:
+    if crypto.suite.name != suite:
         raise NotAcceptable(f"unexpected suite {crypto.suite.name}")
     param = crypto.key_params[0]
-    return crypto.tag, (SUITE, param.key, param.salt)
+    return crypto.tag, (suite, param.key, param.salt)
 
 
 @dataclass
@@ -66,24 +68,31 @@ class SdesPhone:
         *,
         host: str = "127.0.0.1",
         rtcp_interval: float | None = 0.3,
+        suite: str = SUITE,
     ) -> Self:
-        """A phone on *ua* (e.g. a TLS user agent), else on a new UDP one on *host*."""
+        """A phone on *ua* (e.g. a TLS user agent), else on a new UDP one on *host*.
+
+        *suite*: the SDES suite it offers and accepts (e.g. RFC 6188's AES_256_CM_HMAC_SHA1_80).
+        """
+        known = supported_suite(suite)
         ua = ua or await UserAgent.start(host, identity=identity)
         media = await SrtpEndpoint.open(host, rtcp_interval=rtcp_interval)
-        material = secrets.token_bytes(30)
-        phone = cls(ua, media, (SUITE, material[:16], material[16:]))
+        material = secrets.token_bytes(known.key_salt_length)
+        phone = cls(
+            ua, media, (known.name, material[: known.key_length], material[known.key_length :])
+        )
         ua.on_invite = phone._on_invite
         return phone
 
     def offer(self, tag: int = 1) -> bytes:
         """The phone's SDP: RTP/SAVP, PCMU, rtcp-mux, its own key under *tag*, its SSRC."""
-        _, key, salt = self.own
+        suite, key, salt = self.own
         inline = base64.b64encode(key + salt).decode()
         host, port = self.media.local_address
         lines = [
             "v=0", f"o=- 1 1 IN IP4 {host}", "s=-", f"c=IN IP4 {host}", "t=0 0",
             f"m=audio {port} RTP/SAVP 0", "a=rtpmap:0 PCMU/8000", "a=rtcp-mux",
-            f"a=crypto:{tag} {SUITE} inline:{inline}",
+            f"a=crypto:{tag} {suite} inline:{inline}",
             f"a=ssrc:{self.media.ssrc} cname:secconf", "a=sendrecv",
         ]  # fmt: skip
         return ("\r\n".join(lines) + "\r\n").encode()
@@ -111,7 +120,7 @@ class SdesPhone:
         connection = section.connection or answer.session.connection
         if connection is None:
             raise NotAcceptable("the focus's answer has no connection address")
-        _, self.group = _crypto_key(section.attributes("crypto"))
+        _, self.group = _crypto_key(section.attributes("crypto"), self.suite)
         self.media.set_remote((connection.address, section.port))
         self.media.set_keys(tx=self.own, rx=self.group)
         return call
@@ -123,7 +132,8 @@ class SdesPhone:
         if self.refuse is not None:
             return Answer(self.refuse)
         try:
-            tag, offered = _crypto_key(SessionDescription.parse(incoming.body).media[0].attributes("crypto"))  # fmt: skip
+            crypto = SessionDescription.parse(incoming.body).media[0].attributes("crypto")
+            tag, offered = _crypto_key(crypto, self.suite)
         except (NotAcceptable, ValueError, IndexError):
             return Answer(488)
         if offered != self.group and self.follow:
@@ -139,7 +149,7 @@ class SdesPhone:
             section = offer.media[0]
             if section.proto != "RTP/SAVP":
                 return Answer(488)
-            tag, group = _crypto_key(section.attributes("crypto"))
+            tag, group = _crypto_key(section.attributes("crypto"), self.suite)
         except (NotAcceptable, ValueError, IndexError):
             return Answer(488)
         connection = section.connection or offer.session.connection
@@ -149,6 +159,12 @@ class SdesPhone:
         self.media.set_remote((connection.address, section.port))
         self.media.set_keys(tx=self.own, rx=self.group)
         return Answer(200, self.offer(tag=tag), "application/sdp")
+
+    @property
+    def suite(self) -> str:
+        """The SDES suite of this phone (its own key's; the group key must be in it too)."""
+        suite = self.own[0]
+        return suite.name if isinstance(suite, CryptoSuite) else suite
 
     def heard(self, tone: float, control: float = 1000.0) -> float:
         """Share of *tone* in what arrived since the last call, silence around it cut off.

@@ -723,6 +723,8 @@ class _SrtcpLayout:
 _SRTCP: dict[str, _SrtcpLayout] = {
     "AES_CM_128_HMAC_SHA1_80": _SrtcpLayout(10, False),
     "AES_CM_128_HMAC_SHA1_32": _SrtcpLayout(10, False),
+    "AES_256_CM_HMAC_SHA1_80": _SrtcpLayout(10, False),  # RFC 6188 Tables 3-4: SRTCP tag
+    "AES_256_CM_HMAC_SHA1_32": _SrtcpLayout(10, False),  # 80 bits in both suites
     "AEAD_AES_128_GCM": _SrtcpLayout(16, True),
     "AEAD_AES_256_GCM": _SrtcpLayout(16, True),
 }

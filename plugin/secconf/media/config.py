@@ -26,6 +26,10 @@ __all__ = [
 ]
 
 INTERNAL_MODES = ("rtp", "srtp")
+#: Suites of the edge's own key towards the mixer: the two Asterisk 22's SDES takes
+#: (core/sdes.py).  A participant leg may run RFC 6188's AES_256_CM_HMAC_SHA1_80/_32 (the
+#: conference's suite); the mixer side stays AES_CM_128 (issue 14, docs/mikey-decisions.md).
+INTERNAL_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
 #: The control API's ``[http]`` defaults (docs/edge.md "Slow and greedy clients"); the Kamailio
 #: workers keep one connection each alive between INVITEs.
 HTTP_DEFAULTS = HttpLimits(keep_alive_timeout=30)
@@ -81,6 +85,8 @@ class EdgeConfig:
     def __post_init__(self) -> None:
         if self.internal_mode not in INTERNAL_MODES:
             raise EdgeConfigError("internal_mode must be rtp or srtp")
+        if self.internal_suite not in INTERNAL_SUITES:
+            raise EdgeConfigError(f"internal_suite must be one of {', '.join(INTERNAL_SUITES)}")
         if (self.port_min == 0) != (self.port_max == 0):
             raise EdgeConfigError("port_min and port_max are both 0 or both set")
         if self.port_min and not 1024 <= self.port_min < self.port_max <= 65535:

@@ -1,7 +1,7 @@
 """SRTP key material of the edge's legs, and pylibsrtp sessions made from it.
 
-Profiles come from :mod:`secconf.srtp` (:data:`~secconf.srtp.PROFILES`,
-:func:`~secconf.srtp.profile_for`): one table of what pylibsrtp offers.
+Suites and sessions come from :mod:`secconf.srtp` (:func:`~secconf.srtp.supported_suite`,
+:func:`~secconf.srtp.srtp_session`): one table of what the SRTP layer runs.
 Keys never appear in ``repr()``; the JSON form (``{"suite", "key", "salt"}``,
 key and salt in base64) is only parsed here, never written back except where
 the API hands the edge's own internal-leg key to the Kamailio module.
@@ -20,7 +20,7 @@ from secconf.core.edge import BadEdgeRequest
 from secconf.core.errors import SecconfError, UnsupportedCryptoSuite
 from secconf.core.keys import GroupKey, key_fingerprint
 from secconf.core.sdes import CryptoAttribute, RandomBytes
-from secconf.srtp import profile_for
+from secconf.srtp import srtp_session, supported_suite
 
 __all__ = ["SrtpKey", "session"]
 
@@ -35,7 +35,7 @@ class SrtpKey:
 
     def __post_init__(self) -> None:
         try:
-            known, _ = profile_for(self.suite)
+            known = supported_suite(self.suite)
         except UnsupportedCryptoSuite as exc:
             raise BadEdgeRequest(exc.message) from None
         if len(self.key) != known.key_length or len(self.salt) != known.salt_length:
@@ -58,7 +58,7 @@ class SrtpKey:
         except (binascii.Error, ValueError):
             raise BadEdgeRequest(f"{what}: key and salt must be base64") from None
         try:
-            known, _ = profile_for(suite)
+            known = supported_suite(suite)
         except UnsupportedCryptoSuite as exc:
             raise BadEdgeRequest(f"{what}: {exc.message}") from None
         if len(raw_key) != known.key_length or len(raw_salt) != known.salt_length:
@@ -83,7 +83,7 @@ class SrtpKey:
 
     @classmethod
     def generate(cls, suite: str, random_bytes: RandomBytes) -> SrtpKey:
-        known, _ = profile_for(suite)
+        known = supported_suite(suite)
         raw = random_bytes(known.key_salt_length)
         return cls(known.name, raw[: known.key_length], raw[known.key_length :])
 
@@ -105,7 +105,7 @@ class SrtpKey:
 
     @classmethod
     def unpacked(cls, suite: str, raw: bytes) -> SrtpKey:
-        known, _ = profile_for(suite)
+        known = supported_suite(suite)
         return cls(known.name, raw[: known.key_length], raw[known.key_length :])
 
     @property
@@ -115,12 +115,4 @@ class SrtpKey:
 
 def session(key: SrtpKey, *, inbound: bool) -> pylibsrtp.Session:
     """A pylibsrtp session for any SSRC (inbound or outbound) under *key*."""
-    _, profile = profile_for(key.suite)
-    policy = pylibsrtp.Policy(
-        key=key.key + key.salt,  # RFC 4568 §6.1 order: master key || master salt
-        ssrc_type=(
-            pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
-        ),
-        srtp_profile=profile,
-    )
-    return pylibsrtp.Session(policy)
+    return srtp_session(key.suite, key.key, key.salt, inbound=inbound)
