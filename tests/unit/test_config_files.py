@@ -18,7 +18,7 @@ from secconf.asterisk.watcher_settings import SCHEMA as WATCHER_SCHEMA
 from secconf.asterisk.watcher_settings import WatcherConfigError
 from secconf.core.config import ConfigError, unknown_setting
 from secconf.focus.settings import SCHEMA as FOCUS_SCHEMA
-from secconf.focus.settings import SettingsError, load_settings
+from secconf.focus.settings import Settings, SettingsError, load_settings
 from secconf.kms.config import SCHEMA as KMS_SCHEMA
 from secconf.kms.config import KmsConfigError
 from secconf.kms.config import load_config as load_kms
@@ -110,3 +110,31 @@ def test_the_shipped_file_loads_and_a_misspelt_key_is_refused(service: str, tmp_
     extra.write_text(text + "\n[polcy]\ncreators = []\n")
     with pytest.raises(error, match=r"unknown setting \[polcy\]"):
         load(extra, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("suite", "accepted"),
+    [
+        ("AES_CM_128_HMAC_SHA1_80", True),
+        ("AES_256_CM_HMAC_SHA1_32", True),
+        ("AEAD_AES_128_GCM", True),
+        ("AES_192_CM_HMAC_SHA1_80", False),  # an SDES suite the edge does not relay
+        ("F8_128_HMAC_SHA1_80", False),  # an SDES suite nobody here implements
+        ("NO_SUCH_SUITE", False),
+    ],
+)
+def test_the_focus_takes_only_a_suite_the_edge_relays(
+    suite: str, accepted: bool, tmp_path: Path
+) -> None:
+    text = _with_local_files((CONFIG / "kamailio" / "secconf.toml").read_text(), tmp_path)
+    (tmp_path / "token").write_text("t" * 32)
+    (tmp_path / "token").chmod(0o600)
+    path = tmp_path / "focus.toml"
+    path.write_text(text.replace('suite = "AES_CM_128_HMAC_SHA1_80"', f'suite = "{suite}"'))
+    if accepted:
+        settings = _focus(path, tmp_path)
+        assert isinstance(settings, Settings)
+        assert settings.suite.name == suite
+    else:
+        with pytest.raises(SettingsError, match=rf"\[focus\] suite '{suite}' is not supported"):
+            _focus(path, tmp_path)

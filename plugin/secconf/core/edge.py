@@ -45,6 +45,7 @@ from .rtp import ReportBlock
 
 __all__ = [
     "MAX_LEGS_PER_CONFERENCE",
+    "RELAYED_SUITES",
     "Action",
     "BadEdgeRequest",
     "ConferenceState",
@@ -728,6 +729,10 @@ _SRTCP: dict[str, _SrtcpLayout] = {
     "AEAD_AES_128_GCM": _SrtcpLayout(16, True),
     "AEAD_AES_256_GCM": _SrtcpLayout(16, True),
 }
+
+
+#: The SRTP suites the edge relays on a participant's leg (it must read their SRTCP index).
+RELAYED_SUITES: frozenset[str] = frozenset(_SRTCP)
 
 
 def srtcp_index(packet: bytes, suite: str) -> int | None:

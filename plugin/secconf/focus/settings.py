@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from secconf.core.config import ConfigError, Schema, unknown_setting
+from secconf.core.edge import RELAYED_SUITES
 from secconf.core.errors import SecconfError
 from secconf.core.focus import normalize_identity
 from secconf.core.mixer_token import MixerTokenError, MixerTokenKeys
@@ -261,8 +262,12 @@ def _focus_section(data: Mapping[str, Any]) -> dict[str, Any]:
     if not conference.fullmatch(conference_user.format(id="0123456789abcdef")):
         raise SettingsError("[focus] conference_user must match conference_pattern")
     suite_name = _get(data, "focus", "suite", str, "AES_CM_128_HMAC_SHA1_80")
-    if suite_name not in SUITES:
-        raise SettingsError(f"[focus] suite {suite_name!r} is not supported")
+    if suite_name not in SUITES or suite_name not in RELAYED_SUITES:
+        # A suite the edge cannot relay would only fail at the first join's edge leg.
+        raise SettingsError(
+            f"[focus] suite {suite_name!r} is not supported "
+            f"(one of {', '.join(sorted(RELAYED_SUITES))})"
+        )
     return {
         "factory": factory,
         "conference": conference,
