@@ -21,8 +21,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from secconf.core.confinfo import (
+    CONFERENCE_INFO_NS,
     ConferenceInfo,
     ConferenceView,
+    DocumentState,
     Verdict,
     deleted_document,
     full_document,
@@ -40,6 +42,7 @@ from secconf.core.errors import MalformedConferenceInfo
 from tests.fixtures.confinfo import assert_valid, histories, infos
 
 versions = st.integers(0, 2**32 - 1)
+NS = "{" + CONFERENCE_INFO_NS + "}"
 
 
 @given(infos, versions)
@@ -47,6 +50,18 @@ def test_a_full_document_reads_back_as_its_model(info: ConferenceInfo, version: 
     received = receive(None, full_document(info, version))
     assert received.verdict is Verdict.APPLIED
     assert received.view == ConferenceView(version, info)
+
+
+def _assert_only_changes(previous: ConferenceInfo, current: ConferenceInfo, body: bytes) -> None:
+    """A partial document names only users that changed (RFC 4575 §4.4: "only the information
+    that has changed"); a full one (what a partial element cannot say) names them all."""
+    document = read_document(body)
+    users = document.root.find(NS + "users")
+    if document.state is DocumentState.FULL or users is None:
+        return
+    for user in users.findall(NS + "user"):
+        entity = user.get("entity", "")
+        assert previous.user(entity) != current.user(entity), entity
 
 
 @given(histories(), st.integers(0, 2**32 - 100))
@@ -60,6 +75,7 @@ def test_partial_chain_applied_equals_a_full_document_of_each_state(
         if body is None:
             assert previous == current
             continue
+        _assert_only_changes(previous, current, body)
         received = receive(view, body)
         assert received.verdict is Verdict.APPLIED
         assert received.view is not None
