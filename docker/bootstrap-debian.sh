@@ -18,6 +18,7 @@ packages=(
   linphone-cli                  # linphonec: the other real SRTP phone (tests/interop)
   debootstrap zstd curl xz-utils  # the Debian sid tree with Asterisk 22 (docker/asterisk-tree.sh)
   docker-compose                # validates docker/compose.yaml in the tests (no engine needed)
+  openssl                       # `openssl cms`: the independent CMS codec tests/unit/test_cms_openssl.py runs
 )
 
 missing=()

@@ -363,6 +363,73 @@ class VersionNotSupported(ProtocolError):
     reason = "Version Not Supported"
 
 
+# -- CMS-protected bodies (RFC 5083, RFC 5652, RFC 8551; secconf.core.cms) --------------
+#
+#     ProtocolError
+#     ├── MalformedMessage
+#     │   └── MalformedCms            400: not DER, not a ContentInfo, a broken inner MIME entity
+#     │       └── CmsTooLarge         413 (also a MessageTooLarge): refused unread
+#     ├── UnsupportedMediaType        415: not application/pkcs7-mime; smime-type=authEnveloped-data
+#     └── Undecipherable              493 Undecipherable (RFC 3261 §21.4.28)
+#         ├── UnknownKeyId            no key for the KEK identifier named
+#         ├── UnsupportedCms          a version, algorithm, content type or field outside the profile
+#         └── CmsAuthenticationFailed the key unwrap or the GCM tag does not verify
+
+__all__ += [
+    "CmsAuthenticationFailed",
+    "CmsTooLarge",
+    "MalformedCms",
+    "Undecipherable",
+    "UnknownKeyId",
+    "UnsupportedCms",
+    "UnsupportedMediaType",
+]
+
+
+class MalformedCms(MalformedMessage):
+    """Bytes that do not decode as the DER of a CMS ContentInfo of the expected shape.
+
+    Messages name fields only: never the input bytes (the ASN.1 library's own message,
+    which quotes them, is dropped).
+    """
+
+
+class CmsTooLarge(MalformedCms, MessageTooLarge):
+    """A protected body over the size limit: 413, refused before any decoding."""
+
+    status_code = 413
+    reason = "Request Entity Too Large"
+
+
+class UnsupportedMediaType(ProtocolError):
+    """A body whose Content-Type or transfer encoding is not the one expected (RFC 3261 §21.4.13)."""
+
+    status_code = 415
+    reason = "Unsupported Media Type"
+
+
+class Undecipherable(ProtocolError):
+    """A protected body the recipient cannot or will not decrypt: 493 (RFC 3261 §21.4.28).
+
+    No plaintext is ever returned with or before this error.
+    """
+
+    status_code = 493
+    reason = "Undecipherable"
+
+
+class UnknownKeyId(Undecipherable):
+    """No key-encryption key is known for the KEK identifier the body names."""
+
+
+class UnsupportedCms(Undecipherable):
+    """Well-formed CMS naming a version, algorithm, content type or option outside the profile."""
+
+
+class CmsAuthenticationFailed(Undecipherable):
+    """The AES key unwrap integrity check or the AES-GCM tag failed: tampered or wrong key."""
+
+
 # -- Conference information documents (RFC 4575) ---------------------------------
 #
 #     MalformedMessage
