@@ -24,7 +24,7 @@ subscriber's algorithm can apply:
 
 Elements are written in the order of the RFC 4575 §6 schema's sequences; every
 document this module writes is validated against that schema and ours in
-tests/unit/test_confinfo_schema.py.
+tests/unit/test_confinfo_documents.py and test_confinfo_properties.py.
 """
 
 from __future__ import annotations
