@@ -428,3 +428,37 @@ class UnsupportedCms(Undecipherable):
 
 class CmsAuthenticationFailed(Undecipherable):
     """The AES key unwrap integrity check or the AES-GCM tag failed: tampered or wrong key."""
+
+
+# -- Conference information documents (RFC 4575) ---------------------------------
+#
+#     MalformedMessage
+#     └── MalformedConferenceInfo     400: not an application/conference-info+xml document we take
+#         ├── ConferenceInfoTooLarge  413 (also a MessageTooLarge): over the size, depth or
+#         │                           element-count limit, refused as soon as it is crossed
+#         └── UnsafeXml               400: a DTD, entity declaration or external reference
+
+__all__ += ["ConferenceInfoTooLarge", "MalformedConferenceInfo", "UnsafeXml"]
+
+
+class MalformedConferenceInfo(MalformedMessage):
+    """A conference-info document (RFC 4575 §5) that breaks the schema or a rule of ours: 400.
+
+    Also raised when a model the focus builds cannot be published (duplicate keys,
+    characters XML cannot carry).  Messages name elements and keys, never whole bodies.
+    """
+
+
+class ConferenceInfoTooLarge(MalformedConferenceInfo, MessageTooLarge):
+    """A conference-info document over a limit (bytes, nesting depth, elements): 413."""
+
+    status_code = 413
+    reason = "Request Entity Too Large"
+
+
+class UnsafeXml(MalformedConferenceInfo):
+    """XML with a DOCTYPE, an entity declaration or an external reference: 400, refused unread.
+
+    No document of RFC 4575 needs any of them; refusing them outright rules out entity
+    expansion ("billion laughs") and external entities (XXE).
+    """
