@@ -26,7 +26,7 @@ from .dialogs import DialogLayer
 from .errors import SipRequestFailed
 from .handlers import Handler
 from .runner import MachineRunner
-from .subscription import Subscription
+from .subscription import NotifyHandler, Subscription
 from .transactions import TransactionLayer
 from .transport import TransportLayer
 from .uas import UasCore
@@ -345,23 +345,64 @@ class UserAgent:
         expires: int = 600,
         extra_headers: ExtraHeaders = (),
         timeout: float = 32.0,
+        on_notify: NotifyHandler | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> Subscription:
-        """SUBSCRIBE to *event* at *uri* (RFC 6665 §4.1.2.1); raise unless 2xx."""
-        request = self._out_of_dialog(
-            "SUBSCRIBE",
-            uri,
-            body=body,
-            content_type=content_type,
-            extra_headers=[("Event", event), ("Expires", str(expires)), *extra_headers],
-        )
-        subscription = Subscription(request)
-        key = (request.call_id, request.from_.tag or "")
-        self._dialogs.subscriptions[key] = subscription
-        response = await self._transact(request, timeout)
-        subscription.response = response
-        if response.status >= 300:
-            del self._dialogs.subscriptions[key]
-            raise SipRequestFailed(response.status, response.reason, response)
+        """SUBSCRIBE to *event* at *uri* (RFC 6665 §4.1.2.1); raise unless 2xx.
+
+        *on_notify* answers each NOTIFY (else they are answered 200 and queued); it is
+        in place before the SUBSCRIBE leaves, for a NOTIFY may overtake the 2xx
+        (RFC 6665 §4.1.2.4).  *extra_headers* are repeated in refreshes.  A 401/407
+        Digest challenge is answered with *credentials* as for :meth:`register`.
+        """
+        headers = tuple(extra_headers)
+        call_id = new_call_id(self.random_bytes, self.local_host)
+        from_tag = new_tag(self.random_bytes)
+        authorization_header: list[tuple[str, str]] = []
+        cseq = 1
+        attempts = 0
+        key = (call_id, from_tag)
+        try:
+            while True:
+                request = self._out_of_dialog(
+                    "SUBSCRIBE",
+                    uri,
+                    from_tag=from_tag,
+                    call_id=call_id,
+                    cseq=cseq,
+                    body=body,
+                    content_type=content_type,
+                    extra_headers=[
+                        ("Event", event),
+                        ("Expires", str(expires)),
+                        *headers,
+                        *authorization_header,
+                    ],
+                )
+                subscription = Subscription(
+                    self._dialogs, request, headers=headers, on_notify=on_notify
+                )
+                self._dialogs.subscriptions[key] = subscription
+                response = await self._transact(request, timeout)
+                subscription.response = response
+                if response.status < 300:
+                    break
+                header = authorization(
+                    response,
+                    credentials,
+                    method="SUBSCRIBE",
+                    uri=uri,
+                    random_bytes=self.random_bytes,
+                    answered=attempts,
+                )
+                if header is None:
+                    raise SipRequestFailed(response.status, response.reason, response)
+                attempts += 1
+                authorization_header = [header]
+                cseq += 1
+        except BaseException:
+            self._dialogs.subscriptions.pop(key, None)
+            raise
         if subscription.dialog is None and response.to.tag:
             subscription.dialog = Dialog.as_uac(request, response)
         return subscription
