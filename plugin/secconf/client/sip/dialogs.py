@@ -58,6 +58,8 @@ class DialogLayer:
         self.calls: dict[CallKey, Call] = {}
         self.subscriptions: dict[tuple[str, str], Subscription] = {}
         self.server_subscriptions: list[ServerSubscription] = []
+        #: Subscriptions made with us by SUBSCRIBE (not REFER's), for the notifier to serve.
+        self.incoming_subscriptions: asyncio.Queue[ServerSubscription] = asyncio.Queue()
 
     @property
     def random_bytes(self) -> RandomBytes:

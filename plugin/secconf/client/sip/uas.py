@@ -245,6 +245,7 @@ class UasCore:
         event = request.get("event") or ""
         subscription = ServerSubscription(self._dialogs, dialog, event)
         self._dialogs.server_subscriptions.append(subscription)
+        self._dialogs.incoming_subscriptions.put_nowait(subscription)
         expires = request.get("expires") or "600"
         answer = Answer(
             answer.status,

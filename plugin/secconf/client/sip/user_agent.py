@@ -26,7 +26,7 @@ from .dialogs import DialogLayer
 from .errors import SipRequestFailed
 from .handlers import Handler
 from .runner import MachineRunner
-from .subscription import NotifyHandler, Subscription
+from .subscription import NotifyHandler, ServerSubscription, Subscription
 from .transactions import TransactionLayer
 from .transport import TransportLayer
 from .uas import UasCore
@@ -332,6 +332,14 @@ class UserAgent:
     async def next_call(self, timeout: float = 32.0) -> Call:
         """The next incoming call once its 2xx was ACKed."""
         return await asyncio.wait_for(self._incoming_calls.get(), timeout)
+
+    async def next_subscription(self, timeout: float = 32.0) -> ServerSubscription:
+        """The next subscription someone made with us by SUBSCRIBE (once ``on_subscribe`` took it).
+
+        The user agent sends the first NOTIFY (without a body) itself; the application
+        sends the rest with :meth:`ServerSubscription.notify`.
+        """
+        return await asyncio.wait_for(self._dialogs.incoming_subscriptions.get(), timeout)
 
     # -- other requests -----------------------------------------------------------------
 
