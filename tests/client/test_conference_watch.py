@@ -10,6 +10,7 @@ specific status and leave the participant's view as it was.
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import shutil
 import ssl
@@ -454,3 +455,52 @@ def test_a_notify_body_made_by_openssl_is_accepted(
         await watch.close()
 
     run(scenario, tls_files)
+
+
+# -- the command: secconf client subscribe ------------------------------------------------------
+
+
+def test_cli_subscribe_prints_the_roster_on_each_change(
+    tls_files: TlsFiles, tmp_path: Path
+) -> None:
+    from secconf.cli import build_parser
+    from secconf.cli.client import subscribe_and_print
+
+    kek_file = tmp_path / "event.kek"
+    kek_file.write_bytes(KEY.kek.hex().encode())
+    kek_file.chmod(0o600)
+    cert, key = tls_files.clients["alice"]
+
+    async def main() -> None:
+        server, client = participant_contexts(tls_files, "focus")
+        focus = Focus(await UserAgent.start("127.0.0.1", transport="tls", ssl_context=server,
+                                            client_ssl_context=client, identity="sip:conf-7@example.com"))  # fmt: skip
+        args = build_parser().parse_args([
+            "client", "subscribe", "--target", focus.uri(), "--identity", "sip:alice@example.com",
+            "--mode", "kms", "--ca-file", str(tls_files.ca_cert), "--cert-file", str(cert),
+            "--key-file", str(key), "--event-key-id", KEY.key_id.hex(),
+            "--event-kek-file", str(kek_file), "--seconds", "20",
+        ])  # fmt: skip
+        out = io.StringIO()
+        try:
+            command = asyncio.ensure_future(subscribe_and_print(args, out))
+            sub = await focus.subscription()
+            assert await focus.send(sub, _protect(full_document(ALICE_ONLY, 1))) == 200
+            partial = partial_document(ALICE_ONLY, ALICE_BOB, 2)
+            assert partial is not None
+            assert await focus.send(sub, _protect(partial)) == 200
+            assert await focus.send(sub, b"", content_type=None, state="terminated;reason=noresource") == 200  # fmt: skip
+            assert await asyncio.wait_for(command, 10) == 0
+        finally:
+            await focus.ua.close()
+        text = out.getvalue()
+        blocks = text.split("\n\n")
+        assert blocks[0].splitlines()[0].endswith("version 1")
+        assert "sip:bob@example.com" not in blocks[0]
+        assert blocks[1].splitlines()[0].endswith("version 2")
+        bob = next(line for line in blocks[1].splitlines() if line.startswith("sip:bob"))
+        assert bob.split() == ["sip:bob@example.com", "connected", "dialed-in", "2222", "2"]
+        assert text.rstrip().endswith("-- ended: terminated (noresource)")
+        assert KEY.kek.hex() not in text
+
+    asyncio.run(main())
