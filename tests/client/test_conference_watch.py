@@ -504,3 +504,34 @@ def test_cli_subscribe_prints_the_roster_on_each_change(
         assert KEY.kek.hex() not in text
 
     asyncio.run(main())
+
+
+def test_subscribe_answers_a_digest_challenge() -> None:
+    async def scenario(alice: UserAgent, focus: Focus) -> None:
+        from secconf.core import digest
+
+        realm, password = "example.com", "s3cret"
+        ha1 = digest.compute_ha1("alice", realm, password, "SHA-256")
+        challenge = digest.challenge(realm, "nonce-1", "SHA-256")
+        seen: list[tuple[str | None, int]] = []
+
+        async def on_subscribe(incoming: IncomingRequest) -> Answer:
+            header = incoming.request.get("authorization")
+            seen.append((header, incoming.request.cseq.number))
+            if header is None:
+                return Answer(401, headers=(("WWW-Authenticate", challenge),))
+            ok = digest.verify(digest.parse_credentials(header), ha1, "SUBSCRIBE")
+            return Answer(200 if ok else 403)
+
+        focus.ua.on_subscribe = on_subscribe
+        watch = await ConferenceWatch.start(
+            alice, focus.uri(), protection=Protection.KMS, keyring=_keyring(KEY),
+            credentials=("alice", password), timing=FAST,
+        )  # fmt: skip
+        assert [cseq for _, cseq in seen] == [1, 2]
+        sub = await focus.subscription()
+        assert await focus.send(sub, _protect(full_document(ALICE_ONLY, 1))) == 200
+        assert (await watch.next_view(5)).info == ALICE_ONLY
+        await watch.close()
+
+    run(scenario, None)
