@@ -535,3 +535,33 @@ def test_subscribe_answers_a_digest_challenge() -> None:
         await watch.close()
 
     run(scenario, None)
+
+
+def test_a_refresh_refused_481_ends_the_watch() -> None:
+    async def scenario(alice: UserAgent, focus: Focus) -> None:
+        timing = WatchTiming(expires=2, timer_n=5.0, request_timeout=5.0)
+        watch = await _kms_watch(alice, focus, timing=timing)
+        sub = await focus.subscription()
+        assert await focus.send(sub, b"", content_type=None, state="active;expires=2") == 200
+        focus.ua._dialogs.server_subscriptions.remove(sub)  # the notifier forgets it
+        await asyncio.wait_for(watch.ended.wait(), 5)
+        assert watch.end_reason == "refresh refused (481)"
+        await watch.close()
+
+    run(scenario, None)
+
+
+def test_a_subscription_never_refreshed_expires() -> None:
+    async def scenario(alice: UserAgent, focus: Focus) -> None:
+        timing = WatchTiming(expires=2, timer_n=5.0, request_timeout=0.3)
+        watch = await _kms_watch(alice, focus, timing=timing)
+        sub = await focus.subscription()
+        assert await focus.send(sub, b"", content_type=None, state="active;expires=2") == 200
+        # From now on no SUBSCRIBE reaches the notifier: each refresh times out (408).
+        alice.outgoing_filter = lambda data: data.startswith(b"SUBSCRIBE ")
+        await asyncio.wait_for(watch.ended.wait(), 5)
+        assert watch.end_reason == "expired"
+        assert watch.counters.refreshes >= 2  # retried before giving up
+        await watch.close()
+
+    run(scenario, None)

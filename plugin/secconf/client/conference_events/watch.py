@@ -53,6 +53,9 @@ log = logging.getLogger("secconf.client.conference_events")
 _FATAL_REFRESH = frozenset({404, 405, 410, 416, 480, 481, 482, 483, 484, 485, 489, 501, 604})
 #: Refusals remembered for inspection (status codes, newest last).
 _MAX_REFUSALS = 64
+#: No refresh sooner than this after the last: a notifier granting 0 or 1 s cannot
+#: drive a SUBSCRIBE loop.
+_MIN_REFRESH_AFTER = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +78,8 @@ class WatchTiming:
     max_queued_views: int = 16
 
     def refresh_after(self, granted: int) -> float:
-        """Seconds after a successful SUBSCRIBE to refresh it."""
-        return max(0.0, granted - min(granted / 2, self.refresh_margin))
+        """Seconds after a successful SUBSCRIBE to refresh it (never sooner than 0.5 s)."""
+        return max(_MIN_REFRESH_AFTER, granted - min(granted / 2, self.refresh_margin))
 
 
 @dataclass(slots=True)
@@ -122,8 +125,8 @@ class ConferenceWatch:
         self._views: asyncio.Queue[ConferenceView] = asyncio.Queue(timing.max_queued_views)
         self._notified = asyncio.Event()  # a NOTIFY came since the last SUBSCRIBE (Timer N)
         self._resync_wanted = asyncio.Event()
-        self._granted = timing.expires
         self._refresh_due = 0.0
+        self._expires_at = 0.0  # the subscription lapses then unless refreshed
         self._maintainer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # held so that they run to the end
 
@@ -182,12 +185,14 @@ class ConferenceWatch:
                 return
             getter = asyncio.ensure_future(self._views.get())
             ender = asyncio.ensure_future(self.ended.wait())
-            await asyncio.wait({getter, ender}, return_when=asyncio.FIRST_COMPLETED)
-            ender.cancel()
-            if getter.done():
+            try:
+                await asyncio.wait({getter, ender}, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when the reader is cancelled: leave no task behind
+                ender.cancel()
+                if not getter.done():
+                    getter.cancel()
+            if getter.done() and not getter.cancelled():
                 yield getter.result()
-            else:
-                getter.cancel()
 
     @property
     def refusals(self) -> list[int]:
@@ -199,11 +204,7 @@ class ConferenceWatch:
     def _on_notify(self, request: SipRequest) -> Answer:
         """The answer to one NOTIFY; the held view changes only with a 200."""
         if self.ended.is_set():
-            if self.end_reason != "closed":
-                return Answer(481)
-            # The final NOTIFY after our un-SUBSCRIBE (RFC 6665 §4.1.2.3): nothing to read.
-            self._notified.set()
-            return Answer(200)
+            return self._after_the_end(request)
         if self._notifier_tag is not None and request.from_.tag != self._notifier_tag:
             # RFC 6665 §4.1.4: a fork's second dialog; one notifier per watch.
             self.counters.refusals.append(481)
@@ -230,8 +231,15 @@ class ConferenceWatch:
         if state.state is SubState.TERMINATED:
             self._end(f"terminated ({state.reason or 'no reason'})")
         elif state.expires is not None:
-            self._granted = state.expires  # RFC 6665 §4.1.3: "authoritative"
-            self._refresh_due = self._now() + self.timing.refresh_after(state.expires)
+            self._set_duration(state.expires)  # RFC 6665 §4.1.3: "authoritative"
+        return Answer(200)
+
+    def _after_the_end(self, request: SipRequest) -> Answer:
+        """The final NOTIFY after our un-SUBSCRIBE (RFC 6665 §4.1.2.3) gets 200 unread; others 481."""
+        state = (request.get("subscription-state") or "").partition(";")[0].strip().lower()
+        if state != "terminated" or request.from_.tag != self._notifier_tag:
+            return Answer(481)
+        self._notified.set()
         return Answer(200)
 
     def _take(self, verdict: Verdict, view: ConferenceView | None) -> None:
@@ -278,8 +286,12 @@ class ConferenceWatch:
         value = response.get("expires") if response is not None else None
         if value is not None and value.strip().isdigit():
             granted = min(granted, int(value.strip()))
-        self._granted = granted
-        self._refresh_due = self._now() + self.timing.refresh_after(granted)
+        self._set_duration(granted)
+
+    def _set_duration(self, seconds: int) -> None:
+        now = self._now()
+        self._expires_at = now + seconds
+        self._refresh_due = now + self.timing.refresh_after(seconds)
 
     async def _maintain(self) -> None:
         """Timer N after the SUBSCRIBE, then refreshes and resyncs, one at a time."""
@@ -291,6 +303,9 @@ class ConferenceWatch:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._resync_wanted.wait(), delay)
             if self.ended.is_set():
+                return
+            if self._now() >= self._expires_at:
+                self._end("expired")  # not refreshed in time (RFC 6665 §4.1.2.2)
                 return
             resync = self._resync_wanted.is_set()
             if resync:
@@ -329,7 +344,10 @@ class ConferenceWatch:
                 return False
             # RFC 6665 §4.1.2.2: still valid until it expires; try again before that.
             log.info("refresh failed with %d; retrying", exc.status_code)
-            self._refresh_due = self._now() + min(self.timing.refresh_margin, self._granted / 4)
+            left = self._expires_at - self._now()
+            self._refresh_due = self._now() + max(
+                _MIN_REFRESH_AFTER, min(self.timing.refresh_margin, left / 4)
+            )
             return True
         self._granted_by(response)
         return await self._await_notify()
