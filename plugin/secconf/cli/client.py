@@ -192,8 +192,19 @@ async def subscribe_and_print(args: argparse.Namespace, out: Any = None) -> int:
 
 
 def _cmd_client_subscribe(args: argparse.Namespace) -> int:
-    if args.mode == "kms" and not args.event_kek_file:
-        raise SystemExit("secconf: KMS mode needs --event-kek-file and --event-key-id")
+    if args.mode == "kms":
+        from ..core.cms import parse_event_key_id
+
+        if not args.event_kek_file or not args.event_key_id:
+            raise SystemExit("secconf: KMS mode needs --event-kek-file and --event-key-id")
+        try:
+            known = parse_event_key_id(bytes.fromhex(args.event_key_id)) is not None
+        except ValueError:
+            known = False
+        if not known:
+            raise SystemExit("secconf: --event-key-id is 18 hex digits: 01, epoch, CSB ID")
+    if args.mode == "sdes" and not args.ca_file:
+        raise SystemExit("secconf: SDES mode sends the roster in the clear: TLS only (--ca-file)")
     if args.ca_file and not (args.cert_file and args.key_file):
         raise SystemExit("secconf: TLS (--ca-file) needs --cert-file and --key-file")
     if args.password_file and not args.username:
