@@ -1,4 +1,4 @@
-"""``secconf client``: the participant agent (KMS tickets, MIKEY-TICKET calls)."""
+"""``secconf client``: the participant agent (KMS tickets, MIKEY-TICKET calls, the roster)."""
 
 from __future__ import annotations
 
@@ -114,6 +114,128 @@ def _cmd_client_answer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tls_contexts(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(server, client) contexts from --ca-file/--cert-file/--key-file, as the lab's phones use.
+
+    The client context verifies the focus's chain and name; the server one (in-dialog
+    requests come back over a connection to our Contact) presents the same certificate.
+    """
+    import ssl
+
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.minimum_version = ssl.TLSVersion.TLSv1_2
+    server.load_cert_chain(args.cert_file, args.key_file)
+    client = ssl.create_default_context(cafile=args.ca_file)
+    client.minimum_version = ssl.TLSVersion.TLSv1_2
+    client.load_cert_chain(args.cert_file, args.key_file)
+    return server, client
+
+
+def _event_keyring(args: argparse.Namespace) -> Any:
+    """KMS mode: the event key named on the command line (until the agent hands them in)."""
+    from ..client.conference_events import EventKeyring
+    from ..core.cms import EventKey
+    from ..store import load_key_file
+
+    keyring = EventKeyring()
+    if args.event_kek_file:
+        keyring.install(EventKey(bytes.fromhex(args.event_key_id), load_key_file(args.event_kek_file, "event KEK")))  # fmt: skip
+    return keyring
+
+
+async def subscribe_and_print(args: argparse.Namespace, out: Any = None) -> int:
+    """``secconf client subscribe``: print the roster on each change until the watch ends."""
+    from ..client.conference_events import (
+        ConferenceWatch,
+        Protection,
+        WatchTiming,
+        format_rows,
+        roster_rows,
+    )
+    from ..client.sip import UserAgent
+
+    out = out or sys.stdout
+    host, port = _host_port(args.sip_listen)
+    server_ctx, client_ctx = _tls_contexts(args) if args.ca_file else (None, None)
+    ua = await UserAgent.start(
+        host, port, "tls" if args.ca_file else "udp", server_ctx,
+        identity=args.identity, client_ssl_context=client_ctx,
+    )  # fmt: skip
+    credentials = None
+    if args.password_file:
+        with open(args.password_file, encoding="utf-8") as handle:
+            credentials = (args.username, handle.readline().rstrip("\r\n"))
+    try:
+        protection = Protection(args.mode)
+        watch = await ConferenceWatch.start(
+            ua,
+            args.target,
+            protection=protection,
+            keyring=_event_keyring(args) if protection is Protection.KMS else None,
+            credentials=credentials,
+            timing=WatchTiming(expires=args.expires),
+        )
+        try:
+            async with asyncio.timeout(args.seconds):
+                async for view in watch.views():
+                    print(f"-- {args.target} version {view.version}", file=out)
+                    for line in format_rows(roster_rows(view)):
+                        print(line, file=out)
+                    print(file=out, flush=True)
+        except TimeoutError:
+            pass
+        await watch.close()
+        print(f"-- ended: {watch.end_reason}", file=out, flush=True)
+    finally:
+        await ua.close()
+    return 0
+
+
+def _cmd_client_subscribe(args: argparse.Namespace) -> int:
+    if args.mode == "kms":
+        from ..core.cms import parse_event_key_id
+
+        if not args.event_kek_file or not args.event_key_id:
+            raise SystemExit("secconf: KMS mode needs --event-kek-file and --event-key-id")
+        try:
+            known = parse_event_key_id(bytes.fromhex(args.event_key_id)) is not None
+        except ValueError:
+            known = False
+        if not known:
+            raise SystemExit("secconf: --event-key-id is 18 hex digits: 01, epoch, CSB ID")
+    if args.mode == "sdes" and not args.ca_file:
+        raise SystemExit("secconf: SDES mode sends the roster in the clear: TLS only (--ca-file)")
+    if args.ca_file and not (args.cert_file and args.key_file):
+        raise SystemExit("secconf: TLS (--ca-file) needs --cert-file and --key-file")
+    if args.password_file and not args.username:
+        raise SystemExit("secconf: --password-file needs --username")
+    try:
+        return asyncio.run(subscribe_and_print(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _add_subscribe_command(client_commands: Commands) -> None:
+    sub = client_commands.add_parser(
+        "subscribe", help="watch a conference's roster (RFC 4575 event package)"
+    )
+    sub.add_argument("--target", required=True, help="the conference URI to SUBSCRIBE to")
+    sub.add_argument("--identity", required=True, help="your SIP URI (From)")
+    sub.add_argument("--mode", choices=("kms", "sdes"), required=True,
+                     help="kms: CMS-protected bodies; sdes: plain XML, over TLS only")  # fmt: skip
+    sub.add_argument("--sip-listen", default="127.0.0.1:0", help="HOST[:PORT] to listen on")
+    sub.add_argument("--ca-file", help="CA to verify the focus with (TLS; SDES mode needs it)")
+    sub.add_argument("--cert-file", help="your certificate (TLS)")
+    sub.add_argument("--key-file", help="your certificate's key (TLS)")
+    sub.add_argument("--username", help="digest user name, if the focus challenges")
+    sub.add_argument("--password-file", help="file whose first line is the digest password")
+    sub.add_argument("--event-key-id", help="KMS mode: the event key's identifier (hex)")
+    sub.add_argument("--event-kek-file", help="KMS mode: the event KEK (32 bytes, 0600 file)")
+    sub.add_argument("--expires", type=int, default=600, help="subscription duration asked")
+    sub.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    sub.set_defaults(handler=_cmd_client_subscribe)
+
+
 def _add_kms_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kms-url", required=True, help="e.g. http://127.0.0.1:8444")
     parser.add_argument("--kms-identity", required=True, help="the KMS's SIP URI")
@@ -151,3 +273,4 @@ def add_commands(commands: Commands) -> None:
         help="the focus identity whose calls into a conference (dial-outs) are answered",
     )
     answer.set_defaults(handler=_cmd_client_answer)
+    _add_subscribe_command(client_commands)

@@ -50,6 +50,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..core import cms
 from ..core.errors import (
     InsecureMedia,
     MikeyError,
@@ -69,6 +70,7 @@ from ..core.mikey.srtp import policy_for_suite, suite_for_policy
 from ..core.sdes import SUITES, CryptoSuite
 from ..core.sdp import SessionDescription
 from ..kms.async_client import KmsClient
+from .conference_events import EventKeyring
 from .media import SrtpEndpoint
 from .sip import Answer, Call, IncomingRequest, UserAgent
 
@@ -187,6 +189,9 @@ class ParticipantAgent:
     #: INVITE whose TRANSFER_INIT carries a group epoch must have this IDRi (else 403).
     #: ``None``: no focus is trusted to call in.
     dialout_focus: str | None = None
+    #: The event-package keys of the epochs taken (a focus's dial-out, its rekeys): what a
+    #: KMS-mode :class:`~secconf.client.conference_events.ConferenceWatch` opens NOTIFYs with.
+    event_keys: EventKeyring = field(default_factory=EventKeyring)
     _seen_transfers: set[bytes] = field(default_factory=set)
     #: Conference calls by Call-ID, with the focus identity each was joined with.
     _conferences: dict[str, tuple[AgentCall, str]] = field(default_factory=dict)
@@ -370,6 +375,7 @@ class ParticipantAgent:
         )
         if agent_call.group_epoch is not None and epoch <= agent_call.group_epoch:
             raise NotAcceptable(f"key epoch {epoch} is not newer than {agent_call.group_epoch}")
+        event_key = cms.event_key_of_transfer(transfer, resolved)  # same checks, same ticket
         self._seen_transfers.add(transfer.replay_token)
         agent_call.rekey_transfers.append(data)
         answer_data = self._rekey_transfer_resp(transfer, resolved)
@@ -384,6 +390,7 @@ class ParticipantAgent:
             media.set_remote(remote)
             media.rekey(tx=group, rx=group, grace=self.rekey_grace)
             agent_call.group_epoch, agent_call.group_key = epoch, key
+            self.event_keys.install(event_key)
             log.info("rekeyed to group key epoch %d", epoch)
 
         asyncio.get_running_loop().call_soon(switch)
@@ -450,6 +457,7 @@ class ParticipantAgent:
         key, epoch = mikey_group.group_key_of_transfer(
             transfer, resolved, 8 * suite.key_length, 8 * suite.salt_length
         )
+        event_key = cms.event_key_of_transfer(transfer, resolved)
         self._seen_transfers.add(transfer.replay_token)
         media = await SrtpEndpoint.open(self.media_host, rtcp_interval=self.rtcp_interval)
         try:
@@ -468,6 +476,7 @@ class ParticipantAgent:
         group = (suite, key.key, key.salt)
         media.set_remote(remote)
         media.set_keys(tx=group, rx=group)
+        self.event_keys.install(event_key)
         log.info("called by %s into a conference (group key epoch %d)", focus, epoch)
         asyncio.get_running_loop().create_task(
             self._deliver(media, focus, suite, media.ssrc, {}, group=(epoch, key))

@@ -462,3 +462,34 @@ class UnsafeXml(MalformedConferenceInfo):
     No document of RFC 4575 needs any of them; refusing them outright rules out entity
     expansion ("billion laughs") and external entities (XXE).
     """
+
+
+# -- Notifications at the subscriber (RFC 6665) -----------------------------------
+#
+#     ProtocolError
+#     ├── BadEvent                    489: a NOTIFY for an event package not subscribed to
+#     ├── BadSubscriptionState        400: a NOTIFY without a usable Subscription-State
+#     └── Forbidden
+#         └── UnprotectedNotification 403: a roster in the clear where only protected ones
+#                                     are taken (plain XML outside TLS, or in KMS mode)
+
+__all__ += ["BadEvent", "BadSubscriptionState", "UnprotectedNotification"]
+
+
+class BadEvent(ProtocolError):
+    """A NOTIFY whose Event is not the package subscribed to (RFC 6665 §4.1.3, §8.3.1)."""
+
+    status_code = 489
+    reason = "Bad Event"
+
+
+class BadSubscriptionState(MalformedMessage):
+    """A NOTIFY whose Subscription-State is missing or unreadable (RFC 6665 §4.1.3: a MUST)."""
+
+
+class UnprotectedNotification(Forbidden):
+    """A notification body in the clear where the subscriber takes only protected ones.
+
+    In KMS mode every body is CMS (docs/event-protection.md); in SDES mode a plain body
+    is taken only over TLS.  403: the sender is known, what it sends is not allowed.
+    """

@@ -26,13 +26,14 @@ timers), :mod:`.transactions` (client and server transactions, matching),
 from .call import Call, OutgoingCall
 from .errors import SipRequestFailed, SipTimeout, SipTransportError
 from .handlers import Answer, IncomingRequest
-from .subscription import ServerSubscription, Subscription
+from .subscription import NotifyHandler, ServerSubscription, Subscription
 from .user_agent import UserAgent
 
 __all__ = [
     "Answer",
     "Call",
     "IncomingRequest",
+    "NotifyHandler",
     "OutgoingCall",
     "ServerSubscription",
     "SipRequestFailed",

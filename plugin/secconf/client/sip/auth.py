@@ -1,18 +1,20 @@
 """Answering a Digest challenge (RFC 3261 §22.2, RFC 7616: SHA-256 preferred, MD5).
 
-One rule for INVITE, REFER and REGISTER: a 401/407 is answered once; a
+One rule for INVITE, REFER, REGISTER and SUBSCRIBE: a 401/407 is answered once; a
 second challenge only if it says ``stale=true`` (the nonce expired, the
 password was right).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from secconf.core import digest
 from secconf.core.errors import SecconfError
 from secconf.core.sip.headers import RandomBytes
-from secconf.core.sip.message import SipResponse
+from secconf.core.sip.message import SipRequest, SipResponse
 
-__all__ = ["authorization", "best_challenge"]
+__all__ = ["authorization", "best_challenge", "with_digest"]
 
 
 def best_challenge(response: SipResponse, status: int) -> digest.DigestChallenge | None:
@@ -59,3 +61,34 @@ def authorization(
         cnonce=random_bytes(12).hex(),
     )
     return ("Proxy-Authorization" if status == 407 else "Authorization"), value
+
+
+async def with_digest(
+    transact: Callable[[SipRequest, float], Awaitable[SipResponse]],
+    attempt: Callable[[int, list[tuple[str, str]]], SipRequest],
+    credentials: tuple[str, str] | None,
+    method: str,
+    uri: str,
+    random_bytes: RandomBytes,
+    timeout: float,
+) -> tuple[SipRequest, SipResponse]:
+    """Send ``attempt(cseq, authorization headers)`` for a request outside any dialog.
+
+    The first 401/407 is answered with *credentials*, a second only if stale; each retry
+    is ``attempt`` with the next CSeq (its Call-ID and From tag are the caller's to keep,
+    RFC 3261 §22.2, §10.2.4).  Returns the last request and its final response.
+    """
+    cseq, answered = 1, 0
+    headers: list[tuple[str, str]] = []
+    while True:
+        request = attempt(cseq, headers)
+        response = await transact(request, timeout)
+        header = authorization(
+            response, credentials, method=method, uri=uri, random_bytes=random_bytes,
+            answered=answered,
+        )  # fmt: skip
+        if header is None:
+            return request, response
+        answered += 1
+        headers = [header]
+        cseq += 1

@@ -58,6 +58,8 @@ class DialogLayer:
         self.calls: dict[CallKey, Call] = {}
         self.subscriptions: dict[tuple[str, str], Subscription] = {}
         self.server_subscriptions: list[ServerSubscription] = []
+        #: Subscriptions made with us by SUBSCRIBE (not REFER's), for the notifier to serve.
+        self.incoming_subscriptions: asyncio.Queue[ServerSubscription] = asyncio.Queue()
 
     @property
     def random_bytes(self) -> RandomBytes:
@@ -221,9 +223,9 @@ class DialogLayer:
         """The call an in-dialog request from the peer belongs to (our tag is its To tag)."""
         return self.calls.get((request.call_id, request.to.tag or "", request.from_.tag or ""))
 
-    def server_dialog_for(self, request: SipRequest) -> Dialog | None:
-        """The dialog of a subscription someone made with us that *request* belongs to."""
+    def server_subscription_for(self, request: SipRequest) -> ServerSubscription | None:
+        """The subscription someone made with us that the in-dialog *request* belongs to."""
         for subscription in self.server_subscriptions:
             if subscription.dialog.matches(request):
-                return subscription.dialog
+                return subscription
         return None

@@ -184,12 +184,14 @@ class UasCore:
         call = self._dialogs.call_for(request)
         if method == "NOTIFY":
             return self._notify_received(request)
-        dialog = call.dialog if call is not None else self._dialogs.server_dialog_for(request)
+        server = self._dialogs.server_subscription_for(request) if call is None else None
+        dialog = call.dialog if call is not None else (server.dialog if server else None)
         if dialog is None:
             return build_response(request, 481)
         dialog.receive_request(request)  # 481/500 raised as ProtocolError
         if call is None:
-            if method == "SUBSCRIBE":  # refresh of a subscription of ours
+            if method == "SUBSCRIBE" and server is not None:  # refresh of a subscription of ours
+                server.refreshed(request)
                 return build_response(
                     request, 200, extra_headers=[("Expires", request.get("expires") or "600")]
                 )
@@ -219,6 +221,9 @@ class UasCore:
                         request, local_tag=local_tag, local_contact=self._ua.contact
                     )
                     subscription.dialog.local_seq = subscription.request.cseq.number
+            if subscription.on_notify is not None:
+                answer = subscription.on_notify(request)
+                return self._build_answer(request, answer, to_tag=None, contact=False)
             subscription.notifications.put_nowait(request)
             return build_response(request, 200)
         for (call_id, local, _remote), call in self._dialogs.calls.items():
@@ -240,6 +245,7 @@ class UasCore:
         event = request.get("event") or ""
         subscription = ServerSubscription(self._dialogs, dialog, event)
         self._dialogs.server_subscriptions.append(subscription)
+        self._dialogs.incoming_subscriptions.put_nowait(subscription)
         expires = request.get("expires") or "600"
         answer = Answer(
             answer.status,

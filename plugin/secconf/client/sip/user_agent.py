@@ -19,14 +19,14 @@ from secconf.core.sip.headers import Address, RandomBytes, new_call_id, new_tag
 from secconf.core.sip.message import SipRequest, SipResponse
 from secconf.core.sip.transaction import TimerConfig
 
-from .auth import authorization
+from .auth import authorization, with_digest
 from .call import Call, OutgoingCall
 from .common import ALLOW, BackgroundTasks, ExtraHeaders
 from .dialogs import DialogLayer
 from .errors import SipRequestFailed
 from .handlers import Handler
 from .runner import MachineRunner
-from .subscription import Subscription
+from .subscription import NotifyHandler, ServerSubscription, Subscription
 from .transactions import TransactionLayer
 from .transport import TransportLayer
 from .uas import UasCore
@@ -333,6 +333,10 @@ class UserAgent:
         """The next incoming call once its 2xx was ACKed."""
         return await asyncio.wait_for(self._incoming_calls.get(), timeout)
 
+    async def next_subscription(self, timeout: float = 32.0) -> ServerSubscription:
+        """The next SUBSCRIBE ``on_subscribe`` took; its first NOTIFY (no body) is sent already."""
+        return await asyncio.wait_for(self._dialogs.incoming_subscriptions.get(), timeout)
+
     # -- other requests -----------------------------------------------------------------
 
     async def subscribe(
@@ -345,23 +349,43 @@ class UserAgent:
         expires: int = 600,
         extra_headers: ExtraHeaders = (),
         timeout: float = 32.0,
+        on_notify: NotifyHandler | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> Subscription:
-        """SUBSCRIBE to *event* at *uri* (RFC 6665 §4.1.2.1); raise unless 2xx."""
-        request = self._out_of_dialog(
-            "SUBSCRIBE",
-            uri,
-            body=body,
-            content_type=content_type,
-            extra_headers=[("Event", event), ("Expires", str(expires)), *extra_headers],
-        )
-        subscription = Subscription(request)
-        key = (request.call_id, request.from_.tag or "")
-        self._dialogs.subscriptions[key] = subscription
-        response = await self._transact(request, timeout)
+        """SUBSCRIBE to *event* at *uri* (RFC 6665 §4.1.2.1); raise unless 2xx.
+
+        *on_notify* answers each NOTIFY (else: 200, queued), from before the SUBSCRIBE
+        leaves (a NOTIFY may overtake the 2xx, §4.1.2.4).  *extra_headers* are repeated
+        in refreshes; a Digest challenge is answered with *credentials* (:meth:`register`).
+        """
+        headers = tuple(extra_headers)
+        call_id = new_call_id(self.random_bytes, self.local_host)
+        from_tag = new_tag(self.random_bytes)
+        key = (call_id, from_tag)
+
+        def attempt(cseq: int, auth_headers: list[tuple[str, str]]) -> SipRequest:
+            request = self._out_of_dialog(
+                "SUBSCRIBE", uri, from_tag=from_tag, call_id=call_id, cseq=cseq, body=body,
+                content_type=content_type,
+                extra_headers=[("Event", event), ("Expires", str(expires)), *headers, *auth_headers],
+            )  # fmt: skip
+            # Registered before it is sent: its NOTIFY may come before its response.
+            self._dialogs.subscriptions[key] = Subscription(
+                self._dialogs, request, headers=headers, on_notify=on_notify
+            )
+            return request
+
+        try:
+            request, response = await with_digest(
+                self._transact, attempt, credentials, "SUBSCRIBE", uri, self.random_bytes, timeout
+            )
+            if response.status >= 300:
+                raise SipRequestFailed(response.status, response.reason, response)
+        except BaseException:
+            self._dialogs.subscriptions.pop(key, None)
+            raise
+        subscription = self._dialogs.subscriptions[key]
         subscription.response = response
-        if response.status >= 300:
-            del self._dialogs.subscriptions[key]
-            raise SipRequestFailed(response.status, response.reason, response)
         if subscription.dialog is None and response.to.tag:
             subscription.dialog = Dialog.as_uac(request, response)
         return subscription
@@ -392,37 +416,21 @@ class UserAgent:
     ) -> SipResponse:
         """REGISTER our identity (the To URI) with our Contact at *registrar* (RFC 3261 §10.2).
 
-        A 401/407 Digest challenge is answered once with *credentials* (same
-        Call-ID, next CSeq, RFC 3261 §10.2.4, §22.2); a second one only if it
-        says ``stale=true``.  Returns the final response, whatever its status.
-        ``expires=0`` removes our binding.
+        A 401/407 Digest challenge is answered once with *credentials* (same Call-ID, next
+        CSeq, RFC 3261 §10.2.4, §22.2), a second only if ``stale=true``.  Returns the final
+        response, whatever its status.  ``expires=0`` removes our binding.
         """
         call_id = new_call_id(self.random_bytes, self.local_host)
         from_tag = new_tag(self.random_bytes)
-        headers: list[tuple[str, str]] = [("Expires", str(int(expires)))]
-        cseq = 1
-        attempts = 0
-        while True:
-            request = self._out_of_dialog(
-                "REGISTER",
-                registrar,
-                from_tag=from_tag,
-                call_id=call_id,
-                cseq=cseq,
+
+        def attempt(cseq: int, auth_headers: list[tuple[str, str]]) -> SipRequest:
+            return self._out_of_dialog(
+                "REGISTER", registrar, from_tag=from_tag, call_id=call_id, cseq=cseq,
                 to=Address(str(self.identity.uri)),
-                extra_headers=headers,
-            )
-            response = await self._transact(request, timeout)
-            header = authorization(
-                response,
-                credentials,
-                method="REGISTER",
-                uri=registrar,
-                random_bytes=self.random_bytes,
-                answered=attempts,
-            )
-            if header is None:
-                return response
-            attempts += 1
-            headers = [("Expires", str(int(expires))), header]
-            cseq += 1
+                extra_headers=[("Expires", str(int(expires))), *auth_headers],
+            )  # fmt: skip
+
+        _, response = await with_digest(
+            self._transact, attempt, credentials, "REGISTER", registrar, self.random_bytes, timeout
+        )
+        return response
