@@ -34,6 +34,7 @@ def test_the_sample_config_loads_with_replace_and_remove(tmp_path: Path) -> None
     generate_key_file(tmp_path / "kek")
     (tmp_path / "focus.toml").write_text(FOCUS)
     (tmp_path / "secret").write_text("s3cret\n")
+    (tmp_path / "secret").chmod(0o600)  # a secret file is private (secconf.config_files)
     env = {
         "SECCONF_KAMAILIO_CONFIG": str(tmp_path / "focus.toml"),
         "SECCONF_AMI_SECRET_FILE": str(tmp_path / "secret"),

@@ -49,12 +49,13 @@ def _focus(path: Path, tmp: Path) -> object:
     return load_settings(path, env={"SECCONF_MIXER_TOKEN_FILE": str(tmp / "secret")})
 
 
-def _watcher(path: Path, tmp: Path) -> object:
+def _watcher(path: Path, tmp: Path, secret_mode: int = 0o600) -> object:
     from secconf.asterisk.watcher_settings import load_watcher_settings
 
     focus = _with_local_files((CONFIG / "kamailio" / "secconf.toml").read_text(), tmp)
     (tmp / "focus.toml").write_text(focus)
     (tmp / "ami-secret").write_text("not-a-real-secret\n")
+    (tmp / "ami-secret").chmod(secret_mode)  # a secret file: private, as every other
     return load_watcher_settings(
         path,
         env={
@@ -138,3 +139,18 @@ def test_the_focus_takes_only_a_suite_the_edge_relays(
     else:
         with pytest.raises(SettingsError, match=rf"\[focus\] suite '{suite}' is not supported"):
             _focus(path, tmp_path)
+
+
+def test_a_removed_setting_says_what_replaced_it(tmp_path: Path) -> None:
+    text = _with_local_files((CONFIG / "kamailio" / "secconf.toml").read_text(), tmp_path)
+    path = tmp_path / "focus.toml"
+    path.write_text(text.replace("[focus]\n", "[focus]\nrelay_other = true\n", 1))
+    with pytest.raises(SettingsError, match=r"\[focus\] relay_other was removed: .*proxy"):
+        _focus(path, tmp_path)
+
+
+def test_the_ami_secret_file_must_be_private(tmp_path: Path) -> None:
+    """Every secret file is read by one reader (secconf.config_files): the AMI's too."""
+    _watcher(CONFIG / "watcher.toml", tmp_path)  # a private one loads
+    with pytest.raises(WatcherConfigError, match=r"\[ami\] secret file .* run chmod 600"):
+        _watcher(CONFIG / "watcher.toml", tmp_path, secret_mode=0o640)

@@ -24,15 +24,13 @@ only Kamailio reaches (loopback when both run on one host).  A wildcard
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import re
-import stat
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from secconf.config_files import parse_key32, read_private_file
 from secconf.core.mixer_token import KEY_FILE_LENGTH, SECRET_LENGTH, MixerTokenKeys
 
 __all__ = [
@@ -92,43 +90,21 @@ def parse_secret(data: bytes | str) -> bytes:
     ``ValueError`` (naming no content) for anything else.
     """
     raw = data.encode("ascii", "replace") if isinstance(data, str) else bytes(data)
-    if len(raw) == SECRET_LENGTH and not isinstance(data, str):
-        return raw
-    text = raw.strip()
-    if len(text) == 2 * SECRET_LENGTH:
-        try:
-            return bytes.fromhex(text.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            pass
-    try:
-        decoded = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        decoded = b""
-    if len(decoded) != SECRET_LENGTH:
+    # Text is never taken as 32 raw bytes: a 32-character string is a typo, not a key.
+    secret = parse_key32(raw) if isinstance(data, bytes) or len(raw) != SECRET_LENGTH else None
+    if secret is None:
         raise ValueError(
             f"{MIXER_TOKEN_SECRET} is not a {SECRET_LENGTH}-byte secret "
             f"(raw bytes, {2 * SECRET_LENGTH} hex digits or base64)"
         )
-    return decoded
+    return secret
 
 
 def read_secret_file(path: Path) -> bytes:
     """The secret from *path*; refused if group or others may access the file (like ssh keys)."""
-    try:
-        with path.open("rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise ValueError(f"{path} is not a regular file")
-            if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise ValueError(
-                    f"{path} is accessible by group or others "
-                    f"(mode {stat.S_IMODE(info.st_mode):04o}); run chmod 600 on it"
-                )
-            data = handle.read(_MAX_SECRET_FILE + 1)
-    except OSError as exc:
-        raise ValueError(f"{path} cannot be read: {exc.strerror}") from None
-    if len(data) > _MAX_SECRET_FILE:
-        raise ValueError(f"{path} is too large for a {SECRET_LENGTH}-byte secret")
+    data = read_private_file(
+        path, what="join-token secret", max_bytes=_MAX_SECRET_FILE, error=ValueError
+    )
     try:
         return parse_secret(data)
     except ValueError as exc:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from secconf.core.config import ConfigError, Schema, unknown_setting
+from secconf.config_files import read_config, read_private_file
+from secconf.core.config import ConfigError, Schema
 from secconf.core.errors import SecconfError
 from secconf.core.roster import FailurePolicy, RekeyPolicy
 from secconf.focus.settings import Settings as FocusSettings
@@ -89,14 +89,7 @@ def _beside(base: Path, name: str) -> Path:
 
 
 def _read(config_path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(config_path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise WatcherConfigError(f"cannot read {config_path}: {exc}") from None
-    unknown = unknown_setting(data, SCHEMA)
-    if unknown is not None:
-        raise WatcherConfigError(f"{config_path}: unknown setting {unknown} (docs/asterisk.md)")
-    return data
+    return read_config(config_path, SCHEMA, error=WatcherConfigError, doc="docs/asterisk.md")
 
 
 def _ami_secret(ami: Mapping[str, Any], base: Path, environ: Mapping[str, str]) -> str:
@@ -104,10 +97,11 @@ def _ami_secret(ami: Mapping[str, Any], base: Path, environ: Mapping[str, str]) 
     secret = environ.get("SECCONF_AMI_SECRET", "")
     secret_file = environ.get("SECCONF_AMI_SECRET_FILE") or ami.get("secret_file")
     if not secret and secret_file:
-        try:
-            lines = _beside(base, secret_file).read_text().splitlines()
-        except OSError as exc:
-            raise WatcherConfigError(f"[ami] secret_file: {exc}") from None
+        data = read_private_file(
+            _beside(base, secret_file), what="[ami] secret", max_bytes=4096,
+            error=WatcherConfigError,
+        )  # fmt: skip
+        lines = data.decode("utf-8", "replace").splitlines()
         secret = lines[0].strip() if lines else ""
     if not secret:
         raise WatcherConfigError("[ami] secret_file (or $SECCONF_AMI_SECRET) is required")

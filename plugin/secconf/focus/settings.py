@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from secconf.core.config import ConfigError, Schema, unknown_setting
+from secconf.config_files import read_config, read_token
+from secconf.core.config import ConfigError, Schema
 from secconf.core.edge import RELAYED_SUITES
 from secconf.core.errors import SecconfError
 from secconf.core.focus import normalize_identity
 from secconf.core.mixer_token import MixerTokenError, MixerTokenKeys
 from secconf.core.sdes import SUITES, CryptoSuite
 from secconf.core.sip.uri import SipUri
-from secconf.media.config import load_token
 from secconf.store.keywrap import load_key_file
 from secconf.store.redis_url import RedisUrlError, parse_redis_url
 
@@ -222,6 +221,13 @@ def load_settings(
 # Each reader below checks one section and returns its part of Settings' keyword arguments.
 
 
+#: Settings that no longer exist, and why (an upgrading operator is told what replaced them).
+REMOVED: Final[Mapping[str, str]] = {
+    "[focus] relay_other": "the focus relays nothing it did not authorize; "
+    "run a general proxy beside it (docs/security.md)",
+}
+
+
 def _read_file(
     path: str | os.PathLike[str] | None, environ: Mapping[str, str]
 ) -> tuple[dict[str, Any], Path]:
@@ -231,19 +237,9 @@ def _read_file(
         if not path:
             raise SettingsError(f"{ENV_CONFIG} is not set: no configuration file")
     config_path = Path(path)
-    try:
-        with config_path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SettingsError(f"cannot read {config_path}: {exc}") from None
-    if data.get("focus", {}).get("relay_other"):
-        raise SettingsError(
-            "[focus] relay_other was removed: the focus relays nothing it did not authorize; "
-            "run a general proxy beside it (docs/security.md)"
-        )
-    unknown = unknown_setting(data, SCHEMA)
-    if unknown is not None:
-        raise SettingsError(f"{config_path}: unknown setting {unknown} (docs/kamailio.md)")
+    data = read_config(
+        config_path, SCHEMA, error=SettingsError, doc="docs/kamailio.md", removed=REMOVED
+    )
     return data, config_path.parent
 
 
@@ -327,8 +323,10 @@ def _edge_section(
     if token_text:
         token_path = Path(token_text)
         try:
-            edge_token = load_token(token_path if token_path.is_absolute() else base / token_path)
-        except SecconfError as exc:
+            edge_token = read_token(
+                token_path if token_path.is_absolute() else base / token_path, error=SettingsError
+            )
+        except SettingsError as exc:
             raise SettingsError(f"[edge] token_file: {exc.message}") from None
     return {
         "edge_url": edge_url,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from ..core.config import ConfigError, Schema, unknown_setting
+from ..config_files import read_config
+from ..core.config import ConfigError, Schema
 from ..httpguard import HttpLimits
 from ..store._names import is_identity
 from ..store.tickets import DEFAULT_MARGIN_SECONDS, DEFAULT_MAX_PER_USER
@@ -104,13 +104,7 @@ def _tickets(table: dict[str, Any]) -> dict[str, Any]:
 def load_config(path: str | Path) -> KmsConfig:
     """Read and check *path*; relative ``kek_file`` paths are relative to the file."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise KmsConfigError(f"cannot read {path}: {exc}") from None
-    unknown = unknown_setting(data, SCHEMA)
-    if unknown is not None:
-        raise KmsConfigError(f"{path}: unknown setting {unknown} (docs/kms.md)")
+    data = read_config(path, SCHEMA, error=KmsConfigError, doc="docs/kms.md")
     kms = data.get("kms", {})
     redis = data.get("redis", {})
     http = data.get("http", {})

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import os
-import stat
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from ..core.config import ConfigError, Schema, unknown_setting
+from ..config_files import read_config
+from ..core.config import ConfigError, Schema
 from ..core.edge import VerifyPolicy
 from ..core.errors import SecconfError
 from ..httpguard import HttpLimits
@@ -22,7 +20,6 @@ __all__ = [
     "EdgeConfigError",
     "RedisSettings",
     "load_config",
-    "load_token",
 ]
 
 INTERNAL_MODES = ("rtp", "srtp")
@@ -117,29 +114,6 @@ class EdgeConfig:
         return self.port_max - self.port_min + 1 if self.port_min else 0
 
 
-def load_token(path: Path) -> str:
-    """The control API's bearer token: a text file of 16..512 printable characters, mode 0600."""
-    try:
-        with path.open("rb") as handle:
-            info = os.fstat(handle.fileno())
-            if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise EdgeConfigError(
-                    f"token file {str(path)!r} is accessible by group or others; chmod 600 it"
-                )
-            raw = handle.read(1025)
-    except OSError as exc:
-        raise EdgeConfigError(f"token file {str(path)!r} cannot be read: {exc.strerror}") from None
-    try:
-        token = raw.decode("ascii").strip()
-    except UnicodeDecodeError:
-        token = ""
-    if not 16 <= len(token) <= 512 or not token.isprintable() or " " in token:
-        raise EdgeConfigError(
-            f"token file {str(path)!r} must hold 16..512 printable ASCII characters"
-        )
-    return token
-
-
 def _get(table: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
     value = table.get(key, default)
     if value is None:
@@ -159,13 +133,7 @@ def _path(base: Path, text: str) -> Path:
 def load_config(path: str | Path) -> EdgeConfig:
     """Read and check *path*; relative file paths are relative to the file."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise EdgeConfigError(f"cannot read {path}: {exc}") from None
-    unknown = unknown_setting(data, SCHEMA)
-    if unknown is not None:
-        raise EdgeConfigError(f"{path}: unknown setting {unknown} (docs/edge.md)")
+    data = read_config(path, SCHEMA, error=EdgeConfigError, doc="docs/edge.md")
     edge = data.get("edge", {})
     verify = data.get("verify", {})
     redis = data.get("redis")

@@ -12,12 +12,13 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 
+from ..config_files import read_token
 from ..httpguard import guarded_config
 from ..store import KeyWrapper, connect, load_key_file
 from ..store.edge_state import EdgeRecords
 from ..store.redis import AsyncClient
 from .api import build_app
-from .config import EdgeConfig, EdgeConfigError, load_token
+from .config import EdgeConfig, EdgeConfigError
 from .relay import EdgeRelay
 from .service import EdgeService
 from .sockets import PortAllocator
@@ -78,7 +79,7 @@ class Edge:
         if token is None:
             if config.token_file is None:
                 raise EdgeConfigError("token_file is required: the control API needs a token")
-            token = load_token(config.token_file)
+            token = read_token(config.token_file, error=EdgeConfigError)
         relay = EdgeRelay(
             participant_host=config.participant_host,
             internal_host=config.internal_host,

@@ -26,15 +26,14 @@ collision bound of SP 800-38D §8.3 holds.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
-import stat
 from pathlib import Path
 from typing import Final, NoReturn
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from secconf.config_files import parse_key32, read_private_file
 
 from .errors import KeyFileError, KeyUnwrapError
 
@@ -146,22 +145,6 @@ class KeyWrapper:
             ) from None
 
 
-def _parse_kek(data: bytes) -> bytes | None:
-    if len(data) == KEK_LENGTH:
-        return data
-    text = data.strip()
-    if len(text) == 2 * KEK_LENGTH:
-        try:
-            return bytes.fromhex(text.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            pass
-    try:
-        decoded = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return decoded if len(decoded) == KEK_LENGTH else None
-
-
 def load_key_file(path: str | os.PathLike[str], what: str = "KEK") -> bytes:
     """Read a 32-byte key (a KEK, a PSK) from *path*: raw bytes, 64 hex digits, or base64.
 
@@ -170,21 +153,8 @@ def load_key_file(path: str | os.PathLike[str], what: str = "KEK") -> bytes:
     and the problem, never the file's content.
     """
     file = Path(path)
-    try:
-        # O_NOFOLLOW is not used: a symlink to a 0600 file is fine; its target is checked.
-        with file.open("rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise KeyFileError(f"{what} file {str(file)!r} is not a regular file")
-            if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise KeyFileError(
-                    f"{what} file {str(file)!r} is accessible by group or others "
-                    f"(mode {stat.S_IMODE(info.st_mode):04o}); run chmod 600 on it"
-                )
-            data = handle.read(_MAX_KEK_FILE_SIZE + 1)
-    except OSError as exc:
-        raise KeyFileError(f"{what} file {str(file)!r} cannot be read: {exc.strerror}") from None
-    kek = _parse_kek(data) if len(data) <= _MAX_KEK_FILE_SIZE else None
+    data = read_private_file(file, what=what, max_bytes=_MAX_KEK_FILE_SIZE, error=KeyFileError)
+    kek = parse_key32(data)
     if kek is None:
         raise KeyFileError(
             f"{what} file {str(file)!r} does not hold a {KEK_LENGTH}-byte key "
