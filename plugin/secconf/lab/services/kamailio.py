@@ -211,8 +211,11 @@ class KamailioProcess:
         env.update(
             PATH=os.pathsep.join(system + rest),
             SECCONF_KAMAILIO_CONFIG=str(self.settings_path),
+            # The package this launcher runs comes first: the environment's site-packages
+            # may hold an editable install of another checkout (a git worktree beside the
+            # main one), whose .pth would otherwise win inside Kamailio.
             SECCONF_PYTHONPATH=os.pathsep.join(
-                [sysconfig.get_paths()["purelib"], str(PACKAGE_PARENT)]
+                [str(PACKAGE_PARENT), sysconfig.get_paths()["purelib"]]
             ),
             PYTHONDONTWRITEBYTECODE="1",
         )
