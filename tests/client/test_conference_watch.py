@@ -10,6 +10,7 @@ specific status and leave the participant's view as it was.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import re
 import shutil
@@ -25,6 +26,7 @@ from secconf.client.conference_events import (
     ACCEPT_SDES,
     ConferenceWatch,
     EventKeyring,
+    KmsSubscription,
     NotifyLimits,
     Protection,
     WatchTiming,
@@ -50,12 +52,23 @@ from secconf.core.confinfo import (
     full_document,
     partial_document,
 )
+from secconf.core.errors import SecconfError
+from secconf.core.mikey import ticket as mt
 from secconf.lab.tlsca import TlsFiles, init_ca, participant_contexts
-from tests.fixtures.mikey_world import CountingRandom
+from tests.fixtures.mikey_world import (
+    FOCUS,
+    NOW,
+    CountingRandom,
+    Kms,
+    _desired,
+    _issue,
+    _respond,
+    _transfer,
+)
 
 CONFERENCE = "sips:conf-7@focus.example.com"
-KEY = EventKey(event_key_id(2, 0x1234), bytes(range(0x20, 0x40)))
-OTHER_EPOCH_KEY = EventKey(event_key_id(3, 0x1234), bytes(range(0x40, 0x60)))
+KEY = EventKey(event_key_id(0x1234), bytes(range(0x20, 0x40)))
+OTHER_KEY = EventKey(event_key_id(0x1235), bytes(range(0x40, 0x60)))
 FAST = WatchTiming(expires=60, timer_n=5.0, request_timeout=5.0, final_notify_wait=2.0)
 
 
@@ -275,7 +288,7 @@ WRONG_KEY = EventKey(KEY.key_id, bytes(32))  # the right key id, another KEK
 REFUSED = [
     ("tampered", lambda doc: _tampered(_protect(doc)), cms.CONTENT_TYPE, (), 493),
     ("wrong key", lambda doc: _protect(doc, WRONG_KEY), cms.CONTENT_TYPE, (), 493),
-    ("epoch not held", lambda doc: _protect(doc, OTHER_EPOCH_KEY), cms.CONTENT_TYPE, (), 493),
+    ("key not held", lambda doc: _protect(doc, OTHER_KEY), cms.CONTENT_TYPE, (), 493),
     ("truncated", lambda doc: _protect(doc)[:-7], cms.CONTENT_TYPE, (), 400),
     ("half", lambda doc: _protect(doc)[: len(_protect(doc)) // 2], cms.CONTENT_TYPE, (), 400),
     ("not CMS", lambda doc: b"\x30\x03\x02\x01\x00", cms.CONTENT_TYPE, (), 400),
@@ -460,15 +473,10 @@ def test_a_notify_body_made_by_openssl_is_accepted(
 # -- the command: secconf client subscribe ------------------------------------------------------
 
 
-def test_cli_subscribe_prints_the_roster_on_each_change(
-    tls_files: TlsFiles, tmp_path: Path
-) -> None:
+def test_cli_subscribe_prints_the_roster_on_each_change(tls_files: TlsFiles) -> None:
     from secconf.cli import build_parser
     from secconf.cli.client import subscribe_and_print
 
-    kek_file = tmp_path / "event.kek"
-    kek_file.write_bytes(KEY.kek.hex().encode())
-    kek_file.chmod(0o600)
     cert, key = tls_files.clients["alice"]
 
     async def main() -> None:
@@ -477,18 +485,22 @@ def test_cli_subscribe_prints_the_roster_on_each_change(
                                             client_ssl_context=client, identity="sip:conf-7@example.com"))  # fmt: skip
         args = build_parser().parse_args([
             "client", "subscribe", "--target", focus.uri(), "--identity", "sip:alice@example.com",
-            "--mode", "kms", "--ca-file", str(tls_files.ca_cert), "--cert-file", str(cert),
-            "--key-file", str(key), "--event-key-id", KEY.key_id.hex(),
-            "--event-kek-file", str(kek_file), "--seconds", "20",
+            "--mode", "sdes", "--ca-file", str(tls_files.ca_cert), "--cert-file", str(cert),
+            "--key-file", str(key), "--seconds", "20",
         ])  # fmt: skip
         out = io.StringIO()
         try:
             command = asyncio.ensure_future(subscribe_and_print(args, out))
             sub = await focus.subscription()
-            assert await focus.send(sub, _protect(full_document(ALICE_ONLY, 1))) == 200
+            assert (
+                await focus.send(
+                    sub, full_document(ALICE_ONLY, 1), content_type=CONFERENCE_INFO_TYPE
+                )
+                == 200
+            )
             partial = partial_document(ALICE_ONLY, ALICE_BOB, 2)
             assert partial is not None
-            assert await focus.send(sub, _protect(partial)) == 200
+            assert await focus.send(sub, partial, content_type=CONFERENCE_INFO_TYPE) == 200
             assert await focus.send(sub, b"", content_type=None, state="terminated;reason=noresource") == 200  # fmt: skip
             assert await asyncio.wait_for(command, 10) == 0
         finally:
@@ -501,9 +513,84 @@ def test_cli_subscribe_prints_the_roster_on_each_change(
         bob = next(line for line in blocks[1].splitlines() if line.startswith("sip:bob"))
         assert bob.split() == ["sip:bob@example.com", "connected", "dialed-in", "2222", "2"]
         assert text.rstrip().endswith("-- ended: terminated (noresource)")
-        assert KEY.kek.hex() not in text
 
     asyncio.run(main())
+
+
+def test_cli_subscribe_in_kms_mode_needs_the_kms() -> None:
+    from secconf.cli import build_parser
+    from secconf.cli.client import _cmd_client_subscribe
+
+    args = build_parser().parse_args([
+        "client", "subscribe", "--target", "sip:conf-7@127.0.0.1", "--identity",
+        "sip:alice@example.com", "--mode", "kms", "--kms-url", "http://127.0.0.1:1",
+    ])  # fmt: skip
+    with pytest.raises(SystemExit, match="--kms-identity, --psk-file, --focus-identity"):
+        _cmd_client_subscribe(args)
+
+
+# -- KMS mode: the SUBSCRIBE's own MIKEY-TICKET exchange --------------------------------------
+
+
+def _exchange(*, forking: bool) -> tuple[Kms, KmsSubscription]:
+    kms = Kms(CountingRandom(b"kms"))
+    issued = _issue(kms, _desired(recipients=(FOCUS,), forking=forking))
+    return kms, KmsSubscription(_transfer(issued, FOCUS), lambda: NOW)
+
+
+@pytest.mark.parametrize("forking", [False, True])
+def test_kms_subscribe_carries_the_exchange_and_the_notify_opens(forking: bool) -> None:
+    kms, exchange = _exchange(forking=forking)
+    keys: list[EventKey] = []
+
+    async def scenario(alice: UserAgent, focus: Focus) -> None:
+        async def on_subscribe(incoming: IncomingRequest) -> Answer:
+            request = incoming.request
+            focus.subscribes.append(incoming)
+            if request.get("content-type") != "application/mikey":
+                return Answer(400)
+            data = base64.b64decode(request.body)
+            answer = _respond(kms, data, FOCUS)
+            keys.append(cms.event_key_of_transfer(mt.TransferInit.read(data), answer.resolved))
+            return Answer(200, base64.b64encode(answer.data), "application/mikey")
+
+        focus.ua.on_subscribe = on_subscribe
+        watch = await ConferenceWatch.start(
+            alice, focus.uri(), protection=Protection.KMS, kms=exchange, timing=FAST
+        )
+        sub = await focus.subscription()
+        assert await focus.send(sub, _protect(full_document(ALICE_ONLY, 1), keys[0])) == 200
+        assert (await watch.next_view(5)).info == ALICE_ONLY
+        # Another subscription's key opens nothing here.
+        partial = partial_document(ALICE_ONLY, ALICE_BOB, 2)
+        assert partial is not None
+        assert await focus.send(sub, _protect(partial, KEY)) == 493
+        await watch.close()
+
+    run(scenario, None)
+    assert len(keys) == 1
+
+
+def test_kms_subscribe_answered_by_another_focus_ends_the_watch() -> None:
+    kms, exchange = _exchange(forking=True)
+
+    async def scenario(alice: UserAgent, focus: Focus) -> None:
+        async def on_subscribe(incoming: IncomingRequest) -> Answer:
+            answer = bytearray(_respond(kms, base64.b64decode(incoming.request.body), FOCUS).data)
+            answer[-5] ^= 0x40  # the verification MAC: not the focus's
+            return Answer(200, base64.b64encode(bytes(answer)), "application/mikey")
+
+        focus.ua.on_subscribe = on_subscribe
+        with pytest.raises(SecconfError):
+            await ConferenceWatch.start(
+                alice, focus.uri(), protection=Protection.KMS, kms=exchange, timing=FAST
+            )
+        # ... and un-SUBSCRIBEs at once (RFC 6665 §4.1.2.3).
+        sub = await focus.ua.next_subscription(5)
+        refresh = await asyncio.wait_for(sub.refreshes.get(), 5)
+        assert refresh.get("expires") == "0"
+
+    run(scenario, None)
 
 
 def test_subscribe_answers_a_digest_challenge() -> None:

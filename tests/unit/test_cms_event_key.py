@@ -8,6 +8,7 @@ vectors in tests/data/vectors/event-key.toml; the product must reproduce them.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import tomllib
@@ -15,21 +16,23 @@ from fractions import Fraction
 
 import pytest
 
+from secconf.client.conference_events import KmsSubscription
 from secconf.core import cms
 from secconf.core.cms import event_kek as ek
-from secconf.core.errors import MalformedMikey
+from secconf.core.errors import MalformedMessage, MalformedMikey, SecconfError
 from secconf.core.mikey import KeyData, KeyDataType, PrfFunc
-from secconf.core.mikey import group as mg
+from secconf.core.mikey import ticket as mt
 from tests.conftest import DATA
 from tests.fixtures.mikey_world import (
     ALICE,
-    BOB,
     FOCUS,
     NOW,
     CountingRandom,
     Kms,
-    _epoch,
-    _resolve,
+    _desired,
+    _issue,
+    _respond,
+    _transfer,
 )
 
 VECTORS = tomllib.loads((DATA / "vectors" / "event-key.toml").read_text())
@@ -116,18 +119,26 @@ def test_vectors_are_what_the_independent_derivation_gives(name: str) -> None:
 def test_the_product_reproduces_the_vectors(name: str) -> None:
     case = VECTORS["case"][name]
     _, prf_func = _HASH[case["prf"]]
-    key = cms.event_key(
+    kek = cms.derive_event_kek(
         KeyData(KeyDataType[case["key_type"]], bytes.fromhex(case["tgk"])),
         cs_id=case["cs_id"],
         randri=bytes.fromhex(case["randri"]) or None,
         randrr=bytes.fromhex(case["randrr"]) or None,
         prf_func=prf_func,
-        epoch=case["epoch"],
-        csb_id=case["csb_id"],
         key_bytes=case["key_bytes"],
     )
-    assert key.kek.hex() == case["kek"]
-    assert key.key_id.hex() == case["key_id"]
+    assert kek.hex() == case["kek"]
+    assert cms.event_key_id(case["csb_id"]).hex() == case["key_id"]
+
+
+def test_the_exchange_profile_is_the_vector_of_that_name() -> None:
+    case = VECTORS["case"]["exchange-profile"]
+    key = cms.exchange_event_key(
+        KeyData(KeyDataType.TGK, bytes.fromhex(case["tgk"])),
+        randri=bytes.fromhex(case["randri"]),
+        csb_id=case["csb_id"],
+    )
+    assert (key.kek.hex(), key.key_id.hex()) == (case["kek"], case["key_id"])
 
 
 def test_the_independent_prf_agrees_with_the_mikey_kat() -> None:
@@ -146,56 +157,91 @@ def test_the_independent_prf_agrees_with_the_mikey_kat() -> None:
 # -- never the SRTP key --------------------------------------------------------------------
 
 
+def _subscription(kms: Kms, *, forking: bool) -> KmsSubscription:
+    """Alice's SUBSCRIBE exchange with the focus: a ticket naming the focus alone."""
+    issued = _issue(kms, _desired(recipients=(FOCUS,), forking=forking))
+    return KmsSubscription(_transfer(issued, FOCUS), lambda: NOW)
+
+
 def test_the_kek_is_not_the_srtp_key_and_a_tek_is_refused() -> None:
-    epoch = _epoch(Kms(CountingRandom(b"kms")))
-    srtp = epoch.srtp_master_key(256, 112)
-    key = cms.group_event_key(epoch)
-    assert key.kek not in (srtp.key, epoch.gtgk)
+    kms = Kms(CountingRandom(b"kms"))
+    subscription = _subscription(kms, forking=False)
+    answer = _respond(kms, subscription.pending.data, FOCUS)
+    transfer = mt.TransferInit.read(subscription.pending.data)
+    key = cms.event_key_of_transfer(transfer, answer.resolved)
+    srtp = answer.keys[1]
+    assert key.kek not in (srtp.key, answer.resolved.traffic_keys[0].key)
     assert srtp.key not in key.kek
-    assert key.kek[:16] != epoch.srtp_master_key().key
     with pytest.raises(MalformedMikey):
-        cms.event_key(
+        cms.derive_event_kek(
             KeyData(KeyDataType.TEK, bytes(16)), cs_id=1, randri=bytes(32), randrr=None,
-            prf_func=PrfFunc.PRF_HMAC_SHA_256, epoch=1, csb_id=1,
+            prf_func=PrfFunc.PRF_HMAC_SHA_256,
         )  # fmt: skip
 
 
-def test_key_ids_name_epoch_and_csb_id() -> None:
-    key_id = cms.event_key_id(7, 0xCAFEBABE)
-    assert key_id == bytes.fromhex("0100000007cafebabe")
-    assert cms.parse_event_key_id(key_id) == (7, 0xCAFEBABE)
-    assert cms.parse_event_key_id(b"\x02" + key_id[1:]) is None
+def test_key_ids_name_the_exchange_by_its_csb_id() -> None:
+    key_id = cms.event_key_id(0xCAFEBABE)
+    assert key_id == bytes.fromhex("02cafebabe")
+    assert cms.parse_event_key_id(key_id) == 0xCAFEBABE
+    assert cms.parse_event_key_id(b"\x01" + key_id[1:]) is None  # the retired group form
     assert cms.parse_event_key_id(key_id[:-1]) is None
+    with pytest.raises(ValueError, match="32 bits"):
+        cms.event_key_id(1 << 32)
 
 
 def test_the_kek_never_shows_in_a_repr() -> None:
-    key = cms.group_event_key(_epoch(Kms(CountingRandom(b"kms"))))
+    subscription = _subscription(Kms(CountingRandom(b"kms")), forking=False)
+    key = subscription.early_key()
+    assert key is not None
     assert key.kek.hex() not in repr(key)
     assert str(key.kek) not in repr(key)
+    assert key.kek.hex() not in repr(subscription)
 
 
-# -- focus and members agree; a new epoch is a new key ---------------------------------------
+# -- focus and member agree; a new exchange is a new key --------------------------------------
 
 
-def test_every_member_derives_the_focus_event_key_from_its_exchange() -> None:
+@pytest.mark.parametrize("forking", [False, True])
+def test_focus_and_member_derive_the_same_key_from_the_subscribe_exchange(forking: bool) -> None:
     kms = Kms(CountingRandom(b"kms"))
-    epoch = _epoch(kms)
-    at_focus = cms.group_event_key(epoch)
-    for member in (ALICE, BOB):
-        pending = mg.build_group_transfer_init(
-            epoch, initiator=FOCUS, responder=member, ssrcs=[0x1111], now=NOW,
-            random_bytes=CountingRandom(b"t"),
-        )  # fmt: skip
-        transfer, resolved = _resolve(kms, pending.data, member)
-        at_member = cms.event_key_of_transfer(transfer, resolved)
-        assert (at_member.key_id, at_member.kek) == (at_focus.key_id, at_focus.kek)
-    assert cms.parse_event_key_id(at_focus.key_id) == (epoch.epoch, epoch.csb_id)
+    subscription = _subscription(kms, forking=forking)
+    answer = _respond(kms, subscription.pending.data, FOCUS)
+    at_focus = cms.event_key_of_transfer(
+        mt.TransferInit.read(subscription.pending.data), answer.resolved
+    )
+    at_member = subscription.answered(base64.b64encode(answer.data))
+    assert (at_member.key_id, at_member.kek) == (at_focus.key_id, at_focus.kek)
+    assert cms.parse_event_key_id(at_focus.key_id) == subscription.pending.csb_id
+    early = subscription.early_key()
+    if forking:  # TGK' needs RANDRkms, which only the answer brings
+        assert early is None
+    else:  # known before the SUBSCRIBE leaves: a NOTIFY overtaking the 2xx is read
+        assert early is not None
+        assert (early.key_id, early.kek) == (at_focus.key_id, at_focus.kek)
 
 
-def test_a_rekey_gives_a_new_key_and_key_id() -> None:
-    # Each epoch is a new GTGK ticket (two KMS runs: the fixture's focus reuses its RANDs).
-    first = _epoch(Kms(CountingRandom(b"kms")), 2)
-    second = _epoch(Kms(CountingRandom(b"kms again")), 3)
-    one, two = cms.group_event_key(first), cms.group_event_key(second)
-    assert one.kek != two.kek
-    assert one.key_id != two.key_id
+def test_an_answer_from_elsewhere_gives_no_key() -> None:
+    kms = Kms(CountingRandom(b"kms"))
+    subscription = _subscription(kms, forking=True)
+    answer = _respond(kms, subscription.pending.data, FOCUS)
+    flipped = bytearray(answer.data)
+    flipped[-3] ^= 1
+    with pytest.raises(SecconfError):
+        subscription.answered(base64.b64encode(bytes(flipped)))
+    with pytest.raises(MalformedMessage):
+        subscription.answered(b"not base64 !")
+
+
+def test_each_exchange_gives_a_new_key_and_key_id() -> None:
+    kms = Kms(CountingRandom(b"kms"))
+    issued = _issue(kms, _desired(recipients=(FOCUS,), forking=False, reusable=True))
+    first = KmsSubscription(_transfer(issued, FOCUS), lambda: NOW).early_key()
+    pending = mt.build_transfer_init(
+        issued, initiator=ALICE, responder=FOCUS, sessions=[], now=NOW,
+        random_bytes=CountingRandom(b"another transfer"),
+    )  # fmt: skip
+    second = KmsSubscription(pending, lambda: NOW).early_key()
+    assert first is not None
+    assert second is not None
+    assert first.kek != second.kek
+    assert first.key_id != second.key_id

@@ -12,6 +12,7 @@ import pytest
 
 from secconf.client.conference_events import (
     EventKeyring,
+    KmsSubscription,
     NotifyContent,
     Protection,
     SubState,
@@ -36,15 +37,24 @@ from secconf.core.errors import (
     UnknownKeyId,
     UnprotectedNotification,
 )
-from secconf.core.mikey import group as mg
+from secconf.core.mikey import ticket as mt
 from secconf.core.sip.builders import build_request
 from secconf.core.sip.headers import Address, Via
 from secconf.core.sip.message import SipRequest
-from tests.fixtures.mikey_world import ALICE, FOCUS, NOW, CountingRandom, Kms, _epoch, _resolve
+from tests.fixtures.mikey_world import (
+    FOCUS,
+    NOW,
+    CountingRandom,
+    Kms,
+    _desired,
+    _issue,
+    _respond,
+    _transfer,
+)
 
 CONFERENCE = "sips:conf-7@focus.example.com"
 INFO = ConferenceInfo(CONFERENCE, users=(User("sip:alice@example.com"),))
-KEY = EventKey(event_key_id(2, 7), bytes(range(32)))
+KEY = EventKey(event_key_id(7), bytes(range(32)))
 
 
 def _notify(
@@ -156,13 +166,13 @@ def test_sdes_takes_plain_xml_over_tls_only() -> None:
     assert info.value.status_code == 403
 
 
-def test_kms_opens_with_the_keyring_and_refuses_an_epoch_not_held() -> None:
+def test_kms_opens_with_the_keyring_and_refuses_a_key_not_held() -> None:
     request = _notify(_protected(), cms.CONTENT_TYPE)
     read = _read(request, Protection.KMS, keyring=_ring(KEY))
     assert read.received is not None
     assert read.received.view == ConferenceView(1, INFO)
     with pytest.raises(UnknownKeyId) as info:
-        _read(request, Protection.KMS, keyring=_ring(EventKey(event_key_id(3, 7), KEY.kek)))
+        _read(request, Protection.KMS, keyring=_ring(EventKey(event_key_id(8), KEY.kek)))
     assert info.value.status_code == 493
     with pytest.raises(UnprotectedNotification):
         _read(_notify(full_document(INFO, 1), CONFERENCE_INFO_TYPE), Protection.KMS, over_tls=True)
@@ -179,29 +189,35 @@ def test_a_refusal_leaves_the_held_view_alone() -> None:
 # -- the keyring ------------------------------------------------------------------------------
 
 
-def test_keyring_keeps_the_current_and_previous_epoch() -> None:
-    keys = [EventKey(event_key_id(epoch, 7), bytes([epoch]) * 32) for epoch in (2, 3, 4)]
-    ring = _ring(*keys)
-    assert ring.epochs == [4, 3]
-    assert ring.current_epoch == 4
-    assert ring.kek_for(keys[0].key_id) is None  # epoch 2: dropped
+def test_keyring_keeps_the_newest_keys_and_refuses_other_identifiers() -> None:
+    keys = [EventKey(event_key_id(csb), bytes([csb]) * 32) for csb in (2, 3, 4)]
+    ring = EventKeyring(keep=2)
+    for key in keys:
+        ring.install(key)
+    assert len(ring) == 2
+    assert ring.kek_for(keys[0].key_id) is None  # the oldest: dropped
     assert ring.kek_for(keys[2].key_id) == keys[2].kek
-    with pytest.raises(ValueError, match="older"):
-        ring.install(keys[0])
+    ring.install(keys[1])  # installed again: the newest now
+    ring.install(keys[0])
+    assert ring.kek_for(keys[1].key_id) == keys[1].kek
+    assert ring.kek_for(keys[2].key_id) is None
+    ring.drop(keys[1].key_id)
+    assert ring.kek_for(keys[1].key_id) is None
     with pytest.raises(ValueError, match="identifier"):
-        ring.install(EventKey(b"\x02" + bytes(8), bytes(32)))
+        ring.install(EventKey(b"\x01" + bytes(8), bytes(32)))  # the retired group form
     assert all(key.kek.hex() not in repr(ring) for key in keys)
 
 
-def test_a_member_key_from_its_exchange_opens_the_focus_body() -> None:
+def test_a_member_key_from_its_subscribe_exchange_opens_the_focus_body() -> None:
     kms = Kms(CountingRandom(b"kms"))
-    epoch = _epoch(kms)
-    pending = mg.build_group_transfer_init(
-        epoch, initiator=FOCUS, responder=ALICE, ssrcs=[0x1111], now=NOW,
-        random_bytes=CountingRandom(b"t"),
-    )  # fmt: skip
-    transfer, resolved = _resolve(kms, pending.data, ALICE)
-    ring = _ring(cms.event_key_of_transfer(transfer, resolved))
-    read = _read(_notify(_protected(cms.group_event_key(epoch)), cms.CONTENT_TYPE), Protection.KMS, keyring=ring)  # fmt: skip
+    issued = _issue(kms, _desired(recipients=(FOCUS,), forking=False))
+    subscription = KmsSubscription(_transfer(issued, FOCUS), lambda: NOW)
+    answer = _respond(kms, subscription.pending.data, FOCUS)
+    at_focus = cms.event_key_of_transfer(
+        mt.TransferInit.read(subscription.pending.data), answer.resolved
+    )
+    early = subscription.early_key()
+    assert early is not None
+    read = _read(_notify(_protected(at_focus), cms.CONTENT_TYPE), Protection.KMS, keyring=_ring(early))  # fmt: skip
     assert read.received is not None
     assert read.received.view == ConferenceView(1, INFO)

@@ -131,16 +131,13 @@ def _tls_contexts(args: argparse.Namespace) -> tuple[Any, Any]:
     return server, client
 
 
-def _event_keyring(args: argparse.Namespace) -> Any:
-    """KMS mode: the event key named on the command line (until the agent hands them in)."""
-    from ..client.conference_events import EventKeyring
-    from ..core.cms import EventKey
-    from ..store import load_key_file
+async def _kms_subscription(args: argparse.Namespace, ua: Any) -> Any:
+    """KMS mode: a TRANSFER_INIT for the focus, made with a ticket from the KMS."""
+    from ..client.agent import ParticipantAgent
 
-    keyring = EventKeyring()
-    if args.event_kek_file:
-        keyring.install(EventKey(bytes.fromhex(args.event_key_id), load_key_file(args.event_kek_file, "event KEK")))  # fmt: skip
-    return keyring
+    return await ParticipantAgent(args.identity, _kms_client(args), ua).subscription(
+        args.focus_identity
+    )
 
 
 async def subscribe_and_print(args: argparse.Namespace, out: Any = None) -> int:
@@ -171,7 +168,7 @@ async def subscribe_and_print(args: argparse.Namespace, out: Any = None) -> int:
             ua,
             args.target,
             protection=protection,
-            keyring=_event_keyring(args) if protection is Protection.KMS else None,
+            kms=await _kms_subscription(args, ua) if protection is Protection.KMS else None,
             credentials=credentials,
             timing=WatchTiming(expires=args.expires),
         )
@@ -193,16 +190,10 @@ async def subscribe_and_print(args: argparse.Namespace, out: Any = None) -> int:
 
 def _cmd_client_subscribe(args: argparse.Namespace) -> int:
     if args.mode == "kms":
-        from ..core.cms import parse_event_key_id
-
-        if not args.event_kek_file or not args.event_key_id:
-            raise SystemExit("secconf: KMS mode needs --event-kek-file and --event-key-id")
-        try:
-            known = parse_event_key_id(bytes.fromhex(args.event_key_id)) is not None
-        except ValueError:
-            known = False
-        if not known:
-            raise SystemExit("secconf: --event-key-id is 18 hex digits: 01, epoch, CSB ID")
+        missing = [f"--{name.replace('_', '-')}" for name in _KMS_SUBSCRIBE_OPTIONS
+                   if not getattr(args, name)]  # fmt: skip
+        if missing:
+            raise SystemExit(f"secconf: KMS mode needs {', '.join(missing)}")
     if args.mode == "sdes" and not args.ca_file:
         raise SystemExit("secconf: SDES mode sends the roster in the clear: TLS only (--ca-file)")
     if args.ca_file and not (args.cert_file and args.key_file):
@@ -213,6 +204,10 @@ def _cmd_client_subscribe(args: argparse.Namespace) -> int:
         return asyncio.run(subscribe_and_print(args))
     except KeyboardInterrupt:
         return 130
+
+
+#: What a KMS-mode subscription needs: a ticket for the focus from the KMS.
+_KMS_SUBSCRIBE_OPTIONS = ("kms_url", "kms_identity", "psk_file", "focus_identity")
 
 
 def _add_subscribe_command(client_commands: Commands) -> None:
@@ -229,8 +224,11 @@ def _add_subscribe_command(client_commands: Commands) -> None:
     sub.add_argument("--key-file", help="your certificate's key (TLS)")
     sub.add_argument("--username", help="digest user name, if the focus challenges")
     sub.add_argument("--password-file", help="file whose first line is the digest password")
-    sub.add_argument("--event-key-id", help="KMS mode: the event key's identifier (hex)")
-    sub.add_argument("--event-kek-file", help="KMS mode: the event KEK (32 bytes, 0600 file)")
+    sub.add_argument("--kms-url", help="KMS mode: e.g. http://127.0.0.1:8444")
+    sub.add_argument("--kms-identity", help="KMS mode: the KMS's SIP URI")
+    sub.add_argument("--psk-file", help="KMS mode: your pre-shared key with the KMS (0600)")
+    sub.add_argument("--focus-identity", help="KMS mode: the focus's identity at the KMS")
+    sub.add_argument("--timeout", type=float, default=5.0, help="seconds per KMS call")
     sub.add_argument("--expires", type=int, default=600, help="subscription duration asked")
     sub.add_argument("--seconds", type=float, default=None, help="stop after this long")
     sub.set_defaults(handler=_cmd_client_subscribe)

@@ -50,7 +50,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..core import cms
 from ..core.errors import (
     InsecureMedia,
     MikeyError,
@@ -70,7 +69,7 @@ from ..core.mikey.srtp import policy_for_suite, suite_for_policy
 from ..core.sdes import SUITES, CryptoSuite
 from ..core.sdp import SessionDescription
 from ..kms.async_client import KmsClient
-from .conference_events import EventKeyring
+from .conference_events import KmsSubscription
 from .media import SrtpEndpoint
 from .sip import Answer, Call, IncomingRequest, UserAgent
 
@@ -189,9 +188,6 @@ class ParticipantAgent:
     #: INVITE whose TRANSFER_INIT carries a group epoch must have this IDRi (else 403).
     #: ``None``: no focus is trusted to call in.
     dialout_focus: str | None = None
-    #: The event-package keys of the epochs taken (a focus's dial-out, its rekeys): what a
-    #: KMS-mode :class:`~secconf.client.conference_events.ConferenceWatch` opens NOTIFYs with.
-    event_keys: EventKeyring = field(default_factory=EventKeyring)
     _seen_transfers: set[bytes] = field(default_factory=set)
     #: Conference calls by Call-ID, with the focus identity each was joined with.
     _conferences: dict[str, tuple[AgentCall, str]] = field(default_factory=dict)
@@ -316,12 +312,29 @@ class ParticipantAgent:
         Returns the body and the pending transfer, to verify the focus's
         TRANSFER_RESP in the 202 with :func:`secconf.core.mikey.ticket.process_transfer_resp`.
         """
+        pending = await self._focus_transfer(focus_identity, forking=True)
+        return base64.b64encode(pending.data), pending
+
+    async def subscription(self, focus_identity: str) -> KmsSubscription:
+        """A KMS-mode SUBSCRIBE's exchange: a TRANSFER_INIT for the focus and its event key.
+
+        The ticket names the focus alone and forks nothing (one recipient: nothing to
+        keep apart), so the event key is known before the SUBSCRIBE leaves
+        (docs/event-protection.md); pass it to ``ConferenceWatch.start(kms=...)``.
+        """
+        pending = await self._focus_transfer(focus_identity, forking=False)
+        return KmsSubscription(pending, self.clock)
+
+    async def _focus_transfer(
+        self, focus_identity: str, *, forking: bool
+    ) -> mikey_ticket.PendingTransfer:
+        """A fresh ticket for *focus_identity* and a TRANSFER_INIT with no crypto session."""
         issued = await self.kms.request_ticket(
             mikey_ticket.DesiredPolicy(
-                recipients=(focus_identity,), valid_until=self.clock() + 3600
+                recipients=(focus_identity,), valid_until=self.clock() + 3600, forking=forking
             )
         )
-        pending = mikey_ticket.build_transfer_init(
+        return mikey_ticket.build_transfer_init(
             issued,
             initiator=self.identity,
             responder=focus_identity,
@@ -329,7 +342,6 @@ class ParticipantAgent:
             now=self.clock(),
             random_bytes=secrets.token_bytes,
         )
-        return base64.b64encode(pending.data), pending
 
     def answer_calls(self) -> None:
         """Answer incoming INVITEs from now on; keyed calls arrive on :attr:`answered`."""
@@ -375,7 +387,6 @@ class ParticipantAgent:
         )
         if agent_call.group_epoch is not None and epoch <= agent_call.group_epoch:
             raise NotAcceptable(f"key epoch {epoch} is not newer than {agent_call.group_epoch}")
-        event_key = cms.event_key_of_transfer(transfer, resolved)  # same checks, same ticket
         self._seen_transfers.add(transfer.replay_token)
         agent_call.rekey_transfers.append(data)
         answer_data = self._rekey_transfer_resp(transfer, resolved)
@@ -390,7 +401,6 @@ class ParticipantAgent:
             media.set_remote(remote)
             media.rekey(tx=group, rx=group, grace=self.rekey_grace)
             agent_call.group_epoch, agent_call.group_key = epoch, key
-            self.event_keys.install(event_key)
             log.info("rekeyed to group key epoch %d", epoch)
 
         asyncio.get_running_loop().call_soon(switch)
@@ -457,7 +467,6 @@ class ParticipantAgent:
         key, epoch = mikey_group.group_key_of_transfer(
             transfer, resolved, 8 * suite.key_length, 8 * suite.salt_length
         )
-        event_key = cms.event_key_of_transfer(transfer, resolved)
         self._seen_transfers.add(transfer.replay_token)
         media = await SrtpEndpoint.open(self.media_host, rtcp_interval=self.rtcp_interval)
         try:
@@ -476,7 +485,6 @@ class ParticipantAgent:
         group = (suite, key.key, key.salt)
         media.set_remote(remote)
         media.set_keys(tx=group, rx=group)
-        self.event_keys.install(event_key)
         log.info("called by %s into a conference (group key epoch %d)", focus, epoch)
         asyncio.get_running_loop().create_task(
             self._deliver(media, focus, suite, media.ssrc, {}, group=(epoch, key))

@@ -47,6 +47,7 @@ from secconf.store.sip_users import SipUserStore
 
 from .kms_keying import KmsAuth
 from .messages import RequestView
+from .offers import decode_mikey_body
 from .settings import Settings
 from .state import Retransmission
 
@@ -231,6 +232,20 @@ class Authenticator:
         except MalformedMessage:
             raise Forbidden("the ticket's initiator is not a SIP identity") from None
         return KmsAuth(identity, transfer, resolved)
+
+    def mikey_request(self, request: RequestView) -> tuple[KmsAuth, str | None]:
+        """A REFER's or SUBSCRIBE's ``application/mikey`` body: its TRANSFER_INIT, resolved.
+
+        The sender's identity is the ticket's initiator (:meth:`ticket`); no key is
+        delivered in the answer, so the ticket needs no M flag.  Call-ID "": a repeated
+        TRANSFER_INIT outside an INVITE is always a replay (403).  Returns the
+        authentication and the replay cache's key for its TRANSFER_INIT, for the one
+        script that records the request to set (so that a refused request remembers
+        nothing).
+        """
+        auth = self.ticket(decode_mikey_body(request.body), "", group_key=False)
+        replay_key = None if self.replay is None else self.replay.key(auth.transfer.replay_token)
+        return auth, replay_key
 
     @contextmanager
     def remember(self, auth: KmsAuth | None, call_id: str) -> Iterator[None]:

@@ -15,6 +15,7 @@ import base64
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from secconf.core import cms
 from secconf.core.errors import (
     InsecureMedia,
     MikeyError,
@@ -50,7 +51,7 @@ from .keying import KeyedAnswer, KeyedOffer, OfferTo
 from .settings import KmsSettings, Settings
 from .state import TransactionState
 
-__all__ = ["GROUP_KEY_TYPE", "POLICY_NO", "KmsAuth", "KmsKeying"]
+__all__ = ["GROUP_KEY_TYPE", "POLICY_NO", "KmsAuth", "KmsKeying", "SubscriptionGrant"]
 
 #: The group key goes to KMS-mode participants as TEK+SALT, its SPI the epoch (4 bytes).
 GROUP_KEY_TYPE = KeyDataType.TEK_SALT
@@ -65,6 +66,23 @@ class KmsAuth:
     identity: str
     transfer: mikey_ticket.TransferInit = field(repr=False)
     resolved: mikey_ticket.ResolvedTicket = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionGrant:
+    """A KMS-mode SUBSCRIBE accepted by its TRANSFER_INIT: who, the 2xx's body, the key.
+
+    *answer* is the TRANSFER_RESP (base64, ``application/mikey``) for the 2xx;
+    *event_key* protects every NOTIFY of the subscription (CMS KEK, key id
+    ``0x02 || CSB ID``; docs/event-protection.md) and is stored only wrapped;
+    *replay_key* is the replay cache's key for the TRANSFER_INIT, to be set by the
+    same script that records the subscription (a refused SUBSCRIBE remembers nothing).
+    """
+
+    identity: str
+    answer: bytes
+    event_key: cms.EventKey = field(repr=False)
+    replay_key: str | None
 
 
 @dataclass
@@ -126,6 +144,17 @@ class KmsKeying:
             else [policy_for_suite(POLICY_NO, self.settings.suite)],
         )
         return data
+
+    def subscription_grant(self, auth: KmsAuth, replay_key: str | None) -> SubscriptionGrant:
+        """A SUBSCRIBE's TRANSFER_INIT (``Authenticator.mikey_request``) answered.
+
+        The TRANSFER_RESP carries no key (RFC 6043 §4.2.2.3; the focus authenticates
+        itself by its MAC); the event KEK is derived by both sides from the exchange's
+        TGK (:func:`secconf.core.cms.event_key_of_transfer`), never sent.
+        """
+        answer = base64.b64encode(self.transfer_resp(auth, None, None))
+        event_key = cms.event_key_of_transfer(auth.transfer, auth.resolved)
+        return SubscriptionGrant(auth.identity, answer, event_key, replay_key)
 
     def join_transfer_resp(self, auth: KmsAuth, key: GroupKey, plan: LegPlan | None) -> str:
         """A join's TRANSFER_RESP (base64, for the transaction state) naming the edge's SSRC."""

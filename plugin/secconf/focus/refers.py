@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from secconf.core.errors import Forbidden, MalformedMessage, MessageTooLarge, NotAcceptable
 from secconf.core.focus import normalize_identity
 from secconf.store.conferences import ConferenceStore
-from secconf.store.replay import BlockingReplayCache
 
 from .authenticator import Authenticator
 from .kms_keying import KmsAuth, KmsKeying
 from .messages import Reply, RequestView
-from .offers import MIKEY_CONTENT_TYPE, decode_mikey_body
+from .offers import MIKEY_CONTENT_TYPE
 from .settings import Settings
 
 __all__ = ["Refers"]
@@ -28,7 +27,6 @@ class Refers:
     store: ConferenceStore
     auth: Authenticator
     kms_keying: KmsKeying
-    replay: BlockingReplayCache | None
     clock: Callable[[], float] = field(repr=False)
     log: Callable[[str, str], None] = field(repr=False)
 
@@ -97,11 +95,7 @@ class Refers:
         """Who sent the REFER: its identity, its KMS authentication, its replay-cache key."""
         content_type = (request.content_type or "").split(";", 1)[0].strip().lower()
         if content_type == MIKEY_CONTENT_TYPE and self.settings.kms_mode:
-            # Call-ID "": a repeated TRANSFER_INIT in a REFER is always a replay (403).
-            auth = self.auth.ticket(decode_mikey_body(request.body), "", group_key=False)
-            replay_key = (
-                None if self.replay is None else self.replay.key(auth.transfer.replay_token)
-            )
+            auth, replay_key = self.auth.mikey_request(request)
             return auth.identity, auth, replay_key
         if request.body:
             raise NotAcceptable("a REFER to the focus carries no body, or application/mikey")

@@ -181,7 +181,7 @@ class FocusService:
         )
         self.gate = InDialogGate(self.store, self.releases, self.route_key)
         self.refers = Refers(
-            self.settings, self.store, self.auth, self.kms_keying, self.replay, self.clock, self.log
+            self.settings, self.store, self.auth, self.kms_keying, self.clock, self.log
         )
 
     def keying(self, mode: str) -> Keying:

@@ -4,6 +4,8 @@
   protection (CMS in KMS mode, TLS in SDES mode), then the document applied to the
   held view; every refusal a :class:`~secconf.core.errors.ProtocolError` with its status;
 * :mod:`.keyring` — the event keys a member holds, looked up by KEK identifier;
+* :mod:`.kms` — KMS mode: the SUBSCRIBE's TRANSFER_INIT, the focus's TRANSFER_RESP, the
+  subscription's event key;
 * :mod:`.watch` — :class:`ConferenceWatch`: SUBSCRIBE, refresh, resync, un-SUBSCRIBE,
   and the roster views as they change;
 * :mod:`.roster` — the rows a participant shows (user, status, joining method, SSRC,
@@ -14,6 +16,7 @@ docs/event-package.md, "The participant", says what it must match.
 """
 
 from .keyring import EventKeyring
+from .kms import MIKEY_CONTENT_TYPE, KmsSubscription
 from .notify import (
     ACCEPT_KMS,
     ACCEPT_SDES,
@@ -33,8 +36,10 @@ __all__ = [
     "ACCEPT_KMS",
     "ACCEPT_SDES",
     "EVENT",
+    "MIKEY_CONTENT_TYPE",
     "ConferenceWatch",
     "EventKeyring",
+    "KmsSubscription",
     "NotifyContent",
     "NotifyLimits",
     "Protection",

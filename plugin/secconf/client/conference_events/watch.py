@@ -35,6 +35,7 @@ from secconf.core.sip.message import SipRequest, SipResponse
 
 from ..sip import Answer, SipRequestFailed, Subscription, UserAgent
 from .keyring import EventKeyring
+from .kms import MIKEY_CONTENT_TYPE, KmsSubscription
 from .notify import (
     ACCEPT_KMS,
     ACCEPT_SDES,
@@ -103,8 +104,6 @@ class ConferenceWatch:
         limits: NotifyLimits,
         on_view: Callable[[ConferenceView], None] | None,
     ) -> None:
-        if protection is Protection.KMS and keyring is None:
-            raise ValueError("KMS mode needs the member's event keyring")
         if protection is Protection.SDES and ua.transport != "tls":
             raise ValueError("SDES mode sends the roster in the clear: subscribe over TLS only")
         self.ua = ua
@@ -138,6 +137,7 @@ class ConferenceWatch:
         *,
         protection: Protection,
         keyring: EventKeyring | None = None,
+        kms: KmsSubscription | None = None,
         credentials: tuple[str, str] | None = None,
         timing: WatchTiming | None = None,
         limits: NotifyLimits | None = None,
@@ -145,10 +145,17 @@ class ConferenceWatch:
     ) -> ConferenceWatch:
         """SUBSCRIBE (answering a Digest challenge with *credentials*) and start watching.
 
+        KMS mode: *kms* (``ParticipantAgent.subscription``) puts the TRANSFER_INIT in the
+        SUBSCRIBE, verifies the focus's TRANSFER_RESP in the 2xx and installs the
+        subscription's event key in *keyring* (default: a keyring of the watch's own);
+        without *kms*, *keyring* must hold the key already.
         Raises :class:`~secconf.client.sip.SipRequestFailed` when the SUBSCRIBE is
-        refused or not answered; the first NOTIFY is awaited in the background
-        (Timer N ends the watch if none comes).
+        refused or not answered, a ``SecconfError`` when the 2xx's TRANSFER_RESP does not
+        verify (the subscription is ended); the first NOTIFY is awaited in the
+        background (Timer N ends the watch if none comes).
         """
+        if protection is Protection.KMS and keyring is None and kms is None:
+            raise ValueError("KMS mode needs the subscription's MIKEY exchange or a keyring")
         watch = cls(
             ua,
             conference_uri,
@@ -159,18 +166,38 @@ class ConferenceWatch:
             on_view=on_view,
         )
         accept = ACCEPT_KMS if protection is Protection.KMS else ACCEPT_SDES
+        body, content_type = b"", None
+        if kms is not None:
+            early = kms.early_key()
+            if early is not None:  # a NOTIFY may overtake the 2xx (RFC 6665 §4.1.2.4)
+                watch._keyring.install(early)
+            body, content_type = kms.body, MIKEY_CONTENT_TYPE
         watch._subscription = await ua.subscribe(
             conference_uri,
             EVENT,
+            body=body,
+            content_type=content_type,
             expires=watch.timing.expires,
             extra_headers=[("Accept", accept)],
             timeout=watch.timing.request_timeout,
             on_notify=watch._on_notify,
             credentials=credentials,
         )
+        if kms is not None:
+            await watch._take_exchange(kms)
         watch._granted_by(watch._subscription.response)
         watch._maintainer = asyncio.ensure_future(watch._maintain())
         return watch
+
+    async def _take_exchange(self, kms: KmsSubscription) -> None:
+        """The 2xx's TRANSFER_RESP: verified, its event key held; else un-SUBSCRIBE and raise."""
+        response = self._subscription.response if self._subscription is not None else None
+        try:
+            self._keyring.install(kms.answered(response.body if response is not None else b""))
+        except SecconfError as exc:
+            self._end(f"the focus's TRANSFER_RESP did not verify: {exc.message}")
+            await self._unsubscribe()
+            raise
 
     # -- what the application reads -------------------------------------------------------
 

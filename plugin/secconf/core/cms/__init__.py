@@ -5,7 +5,7 @@
 * :mod:`.mime` — the Content-Type and Content-Disposition of the body over SIP, and the
   MIME entity inside (RFC 8551, RFC 3261 §23);
 * :mod:`.event_kek` — the KEK, derived from the member's MIKEY-TICKET exchange with the
-  focus (the epoch's GTGK), never the SRTP key.
+  focus (the TGK of the TRANSFER_INIT its SUBSCRIBE carries), never an SRTP key.
 
 Decisions and their reasons: docs/event-protection.md.
 """
@@ -13,10 +13,10 @@ Decisions and their reasons: docs/event-protection.md.
 from .envelope import MAX_PROTECTED_BYTES, KekLookup, open_protected, protect
 from .event_kek import (
     EventKey,
-    event_key,
+    derive_event_kek,
     event_key_id,
     event_key_of_transfer,
-    group_event_key,
+    exchange_event_key,
     parse_event_key_id,
 )
 from .mime import (
@@ -36,10 +36,10 @@ __all__ = [
     "KekLookup",
     "check_content_type",
     "check_transfer_encoding",
-    "event_key",
+    "derive_event_kek",
     "event_key_id",
     "event_key_of_transfer",
-    "group_event_key",
+    "exchange_event_key",
     "inner_entity",
     "open_protected",
     "parse_event_key_id",

@@ -157,6 +157,9 @@ class TransferResult:
     #: The answering identity is no recipient named in the ticket (e.g. a member of a
     #: group the ticket names): accepted because the KMS forked the keys for it.
     kms_vouched: bool = False
+    #: The traffic-generating keys as the Responder holds them (forked, RFC 6043 §5.1.1,
+    #: when the ticket's I flag is set): what further keys of the exchange derive from.
+    traffic_keys: tuple[KeyData, ...] = field(default=(), repr=False)
 
 
 #: Checks a policy the Responder generated; raises (ERR 9/10) to refuse it (RFC 6043 §4.2.2.4).
@@ -220,7 +223,9 @@ def process_transfer_resp(
     sessions = _sessions(message)
     policies = _response_policies(pending, message, sessions, accept_policy)
     srtp = _srtp_keys(traffic, sessions, pending.randri, randrr, flags, policies)
-    return TransferResult(responder, srtp, sessions, delivered, policies, kms_vouched)
+    return TransferResult(
+        responder, srtp, sessions, delivered, policies, kms_vouched, tuple(traffic)
+    )
 
 
 def _response_policies(
