@@ -19,6 +19,7 @@ packages=(
   debootstrap zstd curl xz-utils  # the Debian sid tree with Asterisk 22 (docker/asterisk-tree.sh)
   docker-compose                # validates docker/compose.yaml in the tests (no engine needed)
   openssl                       # `openssl cms`: the independent CMS codec tests/unit/test_cms_openssl.py runs
+  tshark                        # Wireshark's dissectors: the SIP NOTIFYs on the wire, checked by a codec we did not write
 )
 
 missing=()
