@@ -1,4 +1,4 @@
-"""Per-leg SRTP suites at the edge (docs/mikey-decisions.md #31).
+"""Per-leg SRTP suites at the edge (docs/mikey-decisions.md #30).
 
 One conference, one epoch number, one key per suite in use: an AES_CM_128 leg,
 an AES_256_CM_HMAC_SHA1_80 leg and an AES_256_CM_HMAC_SHA1_32 leg (KMS and SDES)

@@ -232,7 +232,7 @@ CM_256 = "AES_256_CM_HMAC_SHA1_80"
 
 
 def test_an_epoch_holds_one_key_per_suite_and_legs_use_their_own() -> None:
-    """Per-leg suites (docs/mikey-decisions.md #31): one epoch number, a key per suite."""
+    """Per-leg suites (docs/mikey-decisions.md #30): one epoch number, a key per suite."""
     state = conference()
     assert state.check_epoch(1, CM_256, "fp1-256") is True
     assert state.epochs[1].suites == ("AES_CM_128_HMAC_SHA1_80",)  # a check changes nothing

@@ -388,7 +388,7 @@ class EpochInfo:
     *keys*: (suite, fingerprint) of each key the epoch holds, first added
     first.  Legs of different SRTP suites share the epoch (its number, its
     switch and retirement) but not the key bytes: one key per suite in use
-    (docs/mikey-decisions.md #31).
+    (docs/mikey-decisions.md #30).
     """
 
     number: int
@@ -492,7 +492,7 @@ class ConferenceState:
         """Add epoch *number*'s key in *suite*; False if that key is already there (idempotent).
 
         Refused: a new number below the newest, another key under a known
-        (number, suite).  A known number takes a key in a further suite (#31).
+        (number, suite).  A known number takes a key in a further suite (#30).
         """
         if not self.check_epoch(number, suite, fingerprint):
             return False
@@ -657,7 +657,7 @@ class ConferenceState:
             raise EdgeNotFound(f"no epoch {epoch} in this conference")
         if info.fingerprint_for(leg.suite) is None:
             # A rekey delivers each leg its own suite's key: never switch a leg to
-            # an epoch that has none in the leg's suite (#31).
+            # an epoch that has none in the leg's suite (#30).
             raise EdgeNotFound(f"epoch {epoch} holds no {leg.suite} key")
         if epoch == leg.tx_epoch:
             return False

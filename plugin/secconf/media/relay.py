@@ -55,7 +55,7 @@ class Conference:
     """A conference's core state plus the key bytes of its live epochs."""
 
     state: ConferenceState
-    keys: dict[int, dict[str, SrtpKey]]  # epoch -> suite -> key (one per suite in use, #31)
+    keys: dict[int, dict[str, SrtpKey]]  # epoch -> suite -> key (one per suite in use, #30)
     legs: dict[str, Leg]
 
     def key(self, epoch: int, suite: str) -> SrtpKey | None:

@@ -373,7 +373,7 @@ class EdgeService:
                 continue
             conference = relay.ensure_conference(conference_id)
             for number, (keys, _added) in sorted(epochs.items()):
-                held = tuple((k.suite, k.fingerprint) for k in keys)  # one key per suite (#31)
+                held = tuple((k.suite, k.fingerprint) for k in keys)  # one key per suite (#30)
                 conference.state.restore_epoch(EpochInfo(number, held, now))
                 conference.keys[number] = {key.suite: key for key in keys}
             newest = max(epochs)
