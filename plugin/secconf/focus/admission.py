@@ -23,6 +23,7 @@ from secconf.media.control_client import EdgeControl, LegAddresses, LegPlan
 from secconf.store.conferences import ConferenceExists, ConferenceStore, DialogExists
 
 from .authenticator import Authenticator
+from .epochs import leg_group_key
 from .keying import Keying, clear_to_mixer
 from .kms_keying import KmsAuth, KmsKeying
 from .messages import Relay, RequestView
@@ -245,6 +246,8 @@ class Admission:
         try:
             if group_key is not None:
                 self.edge.put_epoch(conference_id, group_key)
+            if offer.suite not in (None, self.settings.suite):  # the leg's suite's key (#30)
+                leg_group_key(self.store, self.edge, conference_id, None, offer.suite.name)
             plan = self.edge.create_leg(
                 conference_id,
                 leg,
@@ -294,6 +297,7 @@ class Admission:
             None if plan is None else plan.internal,
             edge_ssrc=None if plan is None else plan.ssrc,
             peer=Peer(request.from_tag, request.flow, request.contact),
+            suite="" if offer.suite is None else offer.suite.name,
         )
         remove, add = self._header_edits(request)
         return Relay(
