@@ -19,13 +19,12 @@ import pytest
 
 from secconf.client.sip import SipRequestFailed, UserAgent
 from secconf.core.g711 import ToneGenerator, ulaw_decode
-from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES
 from secconf.core.sdp import SessionDescription
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
 from tests.fixtures.redis_server import RedisServer
-from tests.unit.test_suite_keys import reference_prf
+from tests.unit.test_suite_keys import expected_key
 
 from .conftest import (
     ALICE,
@@ -66,15 +65,6 @@ def mixed_focus(
     )  # fmt: skip
     yield focus
     focus.server.stop()
-
-
-def expected_key(base: GroupKey, suite: str) -> tuple[str, bytes, bytes]:
-    """The epoch's key in *suite*, by the RFC-text PRF (decision #30)."""
-    if suite == base.suite.name:
-        return (suite, base.key, base.salt)
-    label = b"SUIT" + base.epoch.to_bytes(4, "big") + suite.encode()
-    out = reference_prf(base.key + base.salt, label, 8 * (32 + 14))
-    return (suite, out[:32], out[32:])
 
 
 def edge_view(edge: RunningEdge, conference: str) -> tuple[object, ...]:

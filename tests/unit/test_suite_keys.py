@@ -51,6 +51,16 @@ def reference_prf(inkey: bytes, label: bytes, out_bits: int) -> bytes:
     return out[: out_bits // 8]
 
 
+def expected_key(base: GroupKey, suite: str) -> tuple[str, bytes, bytes]:
+    """The epoch's key in *suite* as a member gets it (decision #30), by :func:`reference_prf`."""
+    if suite == base.suite.name:
+        return (suite, base.key, base.salt)
+    label = b"SUIT" + base.epoch.to_bytes(4, "big") + suite.encode()
+    known = SUITES[suite]
+    out = reference_prf(base.key + base.salt, label, 8 * known.key_salt_length)
+    return (suite, out[: known.key_length], out[known.key_length :])
+
+
 def test_a_key_in_its_own_suite_is_itself() -> None:
     key = GroupKey.generate(4, CM_128, os.urandom)
     assert suite_key(key, CM_128) is key
