@@ -1,4 +1,4 @@
-"""Per-leg SRTP suites through the real Kamailio, Redis and media edge (SDES mode).
+"""Per-leg SRTP suites through the real Kamailio, Redis, KMS and media edge.
 
 Issue 14: "AES_256_CM_HMAC_SHA1_80/_32 (RFC 6188) accepted on the participant side of
 the edge when a peer's policy asks for them (the mixer side stays AES_CM_128)".  The
@@ -7,7 +7,11 @@ RFC 6188 suites too.  Each member's offer chooses its leg's suite; its answer (a
 rekey re-INVITE) carries the epoch's key in that suite, which the edge holds next to the
 others (docs/mikey-decisions.md #30).  The key of a suite other than the conference's is
 checked against the PRF written from the RFC text in tests/unit/test_suite_keys.py.
-The mixer's SIP side and media are the stand-in of tests/kamailio (MixingUpstream).
+KMS mode: the suite a member's TRANSFER_INIT policy asks; its TRANSFER_RESP delivers
+epoch 1's key in that suite, and a rekey's group TRANSFER_INIT names the member's suite,
+so it derives the TEK from the GTGK at that suite's lengths (RFC 6043 §5.1.3) -- the key
+the edge holds for its leg.  The mixer's SIP side and media are the stand-in of
+tests/kamailio (MixingUpstream); tests/asterisk/test_e2e_mixed_suites.py runs the real one.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ import pytest
 
 from secconf.client.sip import SipRequestFailed, UserAgent
 from secconf.core.g711 import ToneGenerator, ulaw_decode
+from secconf.core.mikey import group as mikey_group
+from secconf.core.mikey.srtp import policy_for_suite
 from secconf.core.sdes import SUITES
 from secconf.core.sdp import SessionDescription
 from tests.fixtures.edge_server import RunningEdge
 from tests.fixtures.kamailio_server import KamailioFactory
+from tests.fixtures.kms_server import RunningKms
 from tests.fixtures.redis_server import RedisServer
 from tests.unit.test_suite_keys import expected_key
 
@@ -30,18 +37,20 @@ from .conftest import (
     ALICE,
     BOB,
     CAROL,
+    FOCUS_IDENTITY,
     Focus,
+    KmsFocus,
     MixingUpstream,
     Upstream,
     _start_focus,
     crypto_line,
     offer,
     pai,
+    start_kms_focus,
 )
+from .kms_participants import _agent, _hear_each_other, _offer, _refused
 from .media import SdesParticipant, ratio
 from .support import _conference_id, _leg_epochs, _mixer_calls, _rekey
-
-pytestmark = pytest.mark.usefixtures("redis_url")
 
 CM_128, CM_256_80, CM_256_32 = (
     "AES_CM_128_HMAC_SHA1_80",
@@ -88,6 +97,7 @@ async def hear_in_turn(members: list[SdesParticipant]) -> None:
             assert listener.media.totals.auth_failures == 0
 
 
+@pytest.mark.usefixtures("redis_url")  # an empty database (never in the KMS tests: its users)
 def test_members_of_three_suites_share_a_conference_and_a_rekey(
     mixed_focus: Focus, media_edge: RunningEdge
 ) -> None:
@@ -153,6 +163,7 @@ def test_members_of_three_suites_share_a_conference_and_a_rekey(
     focus.run(scenario, MixingUpstream(focus.upstream_port))
 
 
+@pytest.mark.usefixtures("redis_url")
 def test_a_suite_the_policy_does_not_allow_is_refused_statelessly(
     mixed_focus: Focus, media_edge: RunningEdge
 ) -> None:
@@ -191,3 +202,117 @@ def test_a_suite_the_policy_does_not_allow_is_refused_statelessly(
             await alice.close()
 
     focus.run(scenario, MixingUpstream(focus.upstream_port))
+
+
+# -- KMS mode ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed_kms_focus(
+    kamailio_factory: KamailioFactory,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    media_edge: RunningEdge,
+    kms: RunningKms,
+) -> Iterator[KmsFocus]:
+    focus = start_kms_focus(
+        kamailio_factory, redis_server, tmp_path_factory.mktemp("focus-kms-mixed"), media_edge,
+        kms, focus_lines=FOCUS_LINES,
+    )  # fmt: skip
+    yield focus
+    focus.stop()
+
+
+def test_kms_members_of_two_suites_share_a_conference_and_a_rekey(
+    mixed_kms_focus: KmsFocus,
+) -> None:
+    focus = mixed_kms_focus
+    assert focus.edge is not None
+    edge = focus.edge
+
+    async def scenario(upstream: Upstream) -> None:
+        assert isinstance(upstream, MixingUpstream)
+        alice = await _agent(focus, ALICE)
+        agents = [alice]
+        store, client = focus.store()
+        try:
+            call_a = await alice.join_conference(
+                focus.target("conf-factory"), FOCUS_IDENTITY, allowed=(BOB, CAROL)
+            )
+            conference = _conference_id(call_a.call)
+            bob, carol = await _agent(focus, BOB), await _agent(focus, CAROL)
+            agents += [bob, carol]
+            bob.suite = SUITES[CM_256_80]  # his TRANSFER_INITs ask AES-CM with a 256-bit key
+            carol.suite = SUITES[CM_256_32]
+            call_b = await bob.join_conference(focus.target(f"conf-{conference}"), FOCUS_IDENTITY)
+            call_c = await carol.join_conference(focus.target(f"conf-{conference}"), FOCUS_IDENTITY)
+            mixer = await _mixer_calls(upstream, 3)
+            base = store.group_key(conference)
+            for agent, call in zip(agents, (call_a, call_b, call_c), strict=True):
+                assert call.group_key is not None
+                got = (agent.suite.name, call.group_key.key, call.group_key.salt)
+                assert got == expected_key(base, agent.suite.name)
+            state = edge.get(f"/v1/conferences/{conference}")
+            assert [k["suite"] for k in state["epochs"][0]["keys"]] == [
+                CM_128,
+                CM_256_80,
+                CM_256_32,
+            ]
+            await _hear_each_other(call_a, call_b)
+            await _hear_each_other(call_b, call_c)
+
+            # Carol leaves; epoch 2 from a GTGK ticket; each member derives its suite's TEK.
+            await call_c.call.bye(timeout=5)
+            assert await asyncio.to_thread(_rekey, focus, conference) == 2
+            stored = store.epoch_ticket(conference, 2)
+            assert stored is not None
+            group_epoch = mikey_group.GroupEpochTicket.from_bytes(stored)
+            for agent_call in (call_a, call_b):
+                call_id = agent_call.call.call_id
+                await mixer[call_id].reinvite(upstream.mixer_sdp(call_id, 3), timeout=5)  # type: ignore[attr-defined]
+            await asyncio.sleep(0.05)  # the agent's switch runs right after its 200 OK
+            for agent, agent_call in ((alice, call_a), (bob, call_b)):
+                suite = agent.suite
+                master = group_epoch.srtp_master_key(8 * suite.key_length, 8 * suite.salt_length)
+                assert agent_call.group_epoch == 2
+                assert agent_call.group_key is not None
+                assert (agent_call.group_key.key, agent_call.group_key.salt) == (
+                    master.key,
+                    master.salt,
+                )
+            assert len(call_b.group_key.key) == 32  # type: ignore[union-attr]
+            assert _leg_epochs(edge, conference) == [2, 2]
+            await _hear_each_other(call_a, call_b)
+            for agent_call in (call_a, call_b):
+                assert agent_call.media.totals.auth_failures == 0
+            await call_b.call.bye(timeout=5)
+            await call_a.call.bye(timeout=5)
+        finally:
+            client.close()
+            for agent in agents:
+                await agent.ua.close()
+
+    focus.run(scenario, MixingUpstream(focus.upstream_port))
+
+
+def test_kms_policy_in_a_suite_the_focus_does_not_allow_is_refused(
+    mixed_kms_focus: KmsFocus,
+) -> None:
+    focus = mixed_kms_focus
+
+    async def create() -> str:
+        alice = await _agent(focus, ALICE)
+        try:
+            call = await alice.join_conference(
+                focus.target("conf-factory"), FOCUS_IDENTITY, allowed=(BOB, CAROL)
+            )
+            await call.media.close(bye=False)
+            return _conference_id(call.call)
+        finally:
+            await alice.ua.close()
+
+    conference = focus.run(lambda _: create(), MixingUpstream(focus.upstream_port))
+    policy = policy_for_suite(0, SUITES["AES_CM_128_HMAC_SHA1_32"])
+    body, _ = asyncio.run(_offer(focus, BOB, policy=policy))
+    _refused(focus, f"conf-{conference}", body, BOB, 488,
+             "the SRTP policy asks a suite this focus does not allow")  # fmt: skip

@@ -30,6 +30,7 @@ from secconf.core.focus import (
     offer_mode,
     offer_ssrcs,
 )
+from secconf.core.mikey.srtp import suite_for_policy
 from secconf.core.sdes import CryptoSuite
 from secconf.core.sdp import SessionDescription
 from secconf.core.urilist import split_offer
@@ -44,6 +45,7 @@ __all__ = [
     "check_offer_suites",
     "decode_mikey_body",
     "kms_allowed",
+    "kms_leg_suite",
     "leg_ssrcs",
     "parse_offer",
     "uri_list_allowed",
@@ -127,6 +129,20 @@ def check_offer_suites(
         return description, streams, suite
     names = ", ".join(suite.name for suite in suites)
     raise NotAcceptable(f"offers no usable key in a suite this focus allows ({names})")
+
+
+def kms_leg_suite(auth: KmsAuth, settings: Settings) -> CryptoSuite:
+    """A KMS leg's suite: its TRANSFER_INIT's policy's, else the conference's (#30).
+
+    The authenticator refused a policy in a suite the focus does not allow; this
+    is checked again here so that no caller can key a leg outside the policy.
+    """
+    for policy in auth.transfer.security_policies[:1]:
+        suite = suite_for_policy(policy)
+        if suite not in settings.leg_suites:
+            raise NotAcceptable(f"SRTP suite {suite.name} is not allowed on this focus")
+        return suite
+    return settings.suite
 
 
 def uri_list_allowed(settings: Settings, offer: Offer, creator: str) -> list[str]:
