@@ -21,8 +21,9 @@ def key_fingerprint(key: bytes, salt: bytes) -> str:
 class GroupKey:
     """The SRTP master key and salt the focus sends with during one key epoch.
 
-    R5: one group key protects what the focus sends to every participant, so
-    the same crypto attribute appears in every dialog of the conference.
+    R5: one group key protects what the focus sends to every participant in its
+    suite, so the same crypto attribute appears in every such dialog; a leg in
+    another suite gets :func:`suite_key` of it (docs/mikey-decisions.md #30).
     """
 
     epoch: int
