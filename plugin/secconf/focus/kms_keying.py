@@ -202,7 +202,9 @@ class KmsKeying:
         epoch = self._epoch_number(to.conference_id) if to.epoch is None else to.epoch
         # The leg's suite (#30): the member derives the TEK from the GTGK at its lengths,
         # and the edge must hold the same key for the leg to switch to.
-        suite = leg_group_key(self.store, self.edge, to.conference_id, epoch, to.suite).suite
+        suite = self.settings.suite
+        if to.suite not in ("", suite.name):
+            suite = leg_group_key(self.store, self.edge, to.conference_id, epoch, to.suite).suite
         pending = self.group_transfer_init(
             to.conference_id, to.identity, to.ssrcs, epoch=epoch, suite=suite
         )
