@@ -141,6 +141,36 @@ def test_the_focus_takes_only_a_suite_the_edge_relays(
             _focus(path, tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("suites", "leg_suites"),
+    [
+        ("[]", ["AES_CM_128_HMAC_SHA1_80"]),
+        (
+            '["AES_256_CM_HMAC_SHA1_32", "AES_CM_128_HMAC_SHA1_80", "AES_256_CM_HMAC_SHA1_32"]',
+            ["AES_CM_128_HMAC_SHA1_80", "AES_256_CM_HMAC_SHA1_32"],
+        ),
+        ('["AES_192_CM_HMAC_SHA1_80"]', None),  # not one the edge relays
+        ("[1]", None),
+    ],
+)
+def test_further_leg_suites_follow_the_conference_suite(
+    suites: str, leg_suites: list[str] | None, tmp_path: Path
+) -> None:
+    """``[focus] suites`` (docs/mikey-decisions.md #30): the conference's suite first, once."""
+    text = _with_local_files((CONFIG / "kamailio" / "secconf.toml").read_text(), tmp_path)
+    (tmp_path / "token").write_text("t" * 32)
+    (tmp_path / "token").chmod(0o600)
+    path = tmp_path / "focus.toml"
+    path.write_text(text.replace("[focus]\n", f"[focus]\nsuites = {suites}\n", 1))
+    if leg_suites is None:
+        with pytest.raises(SettingsError, match=r"\[focus\] suite .* is not supported"):
+            _focus(path, tmp_path)
+        return
+    settings = _focus(path, tmp_path)
+    assert isinstance(settings, Settings)
+    assert [suite.name for suite in settings.leg_suites] == leg_suites
+
+
 def test_a_removed_setting_says_what_replaced_it(tmp_path: Path) -> None:
     text = _with_local_files((CONFIG / "kamailio" / "secconf.toml").read_text(), tmp_path)
     path = tmp_path / "focus.toml"

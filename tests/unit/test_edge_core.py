@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from secconf.core.edge import (
+    MAX_SUITES_PER_EPOCH,
     ConferenceState,
     Direction,
     EdgeConflict,
@@ -225,3 +226,42 @@ def test_discarded_leg_frees_its_ssrcs() -> None:
     state.discard_leg("a")
     assert state.ssrcs.is_free(5)
     assert state.ssrcs.is_free(leg.out_ssrc)
+
+
+CM_256 = "AES_256_CM_HMAC_SHA1_80"
+
+
+def test_an_epoch_holds_one_key_per_suite_and_legs_use_their_own() -> None:
+    """Per-leg suites (docs/mikey-decisions.md #30): one epoch number, a key per suite."""
+    state = conference()
+    assert state.check_epoch(1, CM_256, "fp1-256") is True
+    assert state.epochs[1].suites == ("AES_CM_128_HMAC_SHA1_80",)  # a check changes nothing
+    assert state.add_epoch(1, CM_256, "fp1-256", 1.0)
+    assert state.add_epoch(1, CM_256, "fp1-256", 1.0) is False
+    with pytest.raises(EdgeConflict):
+        state.add_epoch(1, CM_256, "another", 1.0)
+    assert state.epochs[1].fingerprint_for(CM_256) == "fp1-256"
+    assert state.epochs[1].fingerprint == "fp1"  # the first key stays the epoch's first
+    with pytest.raises(EdgeNotFound):
+        state.add_leg("x", LegMode.KMS, 1.0, counter(), suite="AES_256_CM_HMAC_SHA1_32")
+    assert "x" not in state.legs
+    old = state.add_leg("a", LegMode.KMS, 1.0, counter(10))
+    new = state.add_leg("b", LegMode.KMS, 1.0, counter(20), suite=CM_256)
+    assert (old.suite, new.suite) == ("AES_CM_128_HMAC_SHA1_80", CM_256)
+    state.add_epoch(2, CM_256, "fp2-256", 2.0)
+    # epoch 2 has no key in leg a's suite: no switch, and a's inbound list ignores it
+    with pytest.raises(EdgeNotFound):
+        state.switch("a", 2, 2.0, seq=None, sent_total=0)
+    assert state.legs["a"].tx_epoch == 1
+    assert state.rx_epochs("a") == (1,)
+    assert state.rx_epochs("b") == (2, 1)
+    assert state.switch("b", 2, 2.0, seq=None, sent_total=0)
+
+
+def test_an_epoch_holds_a_bounded_number_of_suites() -> None:
+    state = conference()
+    for index in range(MAX_SUITES_PER_EPOCH - 1):
+        state.add_epoch(1, f"S{index}", f"fp{index}", 1.0)
+    with pytest.raises(EdgeConflict):
+        state.add_epoch(1, "one-too-many", "fp", 1.0)
+    assert len(state.epochs[1].keys) == MAX_SUITES_PER_EPOCH

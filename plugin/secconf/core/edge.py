@@ -45,6 +45,7 @@ from .rtp import ReportBlock
 
 __all__ = [
     "MAX_LEGS_PER_CONFERENCE",
+    "MAX_SUITES_PER_EPOCH",
     "RELAYED_SUITES",
     "Action",
     "BadEdgeRequest",
@@ -68,6 +69,7 @@ __all__ = [
 
 #: More legs than a ConfBridge ever holds; bounds memory per conference.
 MAX_LEGS_PER_CONFERENCE = 1024
+MAX_SUITES_PER_EPOCH = 8  # one key per SRTP suite the edge relays (a bound, not a policy)
 #: Attempts to draw an unused SSRC before giving up (each fails with p < 2^-22).
 _SSRC_DRAWS = 64
 _SEQ_HALF = 0x8000
@@ -381,12 +383,35 @@ class SwitchCheck:
 
 @dataclass(frozen=True, slots=True)
 class EpochInfo:
-    """What the core knows of an epoch: never the key."""
+    """What the core knows of an epoch: never the key.
+
+    *keys*: (suite, fingerprint) of each key the epoch holds, first added
+    first.  Legs of different SRTP suites share the epoch (its number, its
+    switch and retirement) but not the key bytes: one key per suite in use
+    (docs/mikey-decisions.md #30).
+    """
 
     number: int
-    suite: str
-    fingerprint: str
+    keys: tuple[tuple[str, str], ...]
     added_at: float
+
+    @property
+    def suite(self) -> str:  # the first key's: the conference's creation suite
+        return self.keys[0][0]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.keys[0][1]
+
+    @property
+    def suites(self) -> tuple[str, ...]:
+        return tuple(suite for suite, _ in self.keys)
+
+    def fingerprint_for(self, suite: str) -> str | None:
+        return next((fp for each, fp in self.keys if each == suite), None)
+
+    def with_key(self, suite: str, fingerprint: str) -> EpochInfo:
+        return EpochInfo(self.number, (*self.keys, (suite, fingerprint)), self.added_at)
 
 
 @dataclass(slots=True)
@@ -397,6 +422,7 @@ class LegState:
     tx_epoch: int  # epoch the edge protects towards this participant with
     joined_epoch: int
     created_at: float
+    suite: str  # the participant side's SRTP suite: the leg uses the epochs' keys in it
     previous_tx_epoch: int | None = None
     switched_at: float | None = None
     fallback_open: bool = False  # previous_tx_epoch still accepted inbound
@@ -443,25 +469,41 @@ class ConferenceState:
     def newest_epoch(self) -> int | None:
         return max(self.epochs) if self.epochs else None
 
-    def add_epoch(self, number: int, suite: str, fingerprint: str, now: float) -> bool:
-        """Add epoch *number*; False if the same key is already there (idempotent PUT).
-
-        Refused: a number not above every epoch this conference has had, or a
-        different key under a known number.
-        """
+    def check_epoch(self, number: int, suite: str, fingerprint: str) -> bool:
+        """Would :meth:`add_epoch` change anything?  Raises what it would raise; no change."""
         if not 0 <= number <= 0xFFFFFFFF:
             raise BadEdgeRequest("epoch must be 0..2^32-1")
         known = self.epochs.get(number)
         if known is not None:
-            if known.fingerprint == fingerprint and known.suite == suite:
+            held = known.fingerprint_for(suite)
+            if held == fingerprint:
                 return False
-            raise EdgeConflict(f"epoch {number} already holds another key")
+            if held is not None:
+                raise EdgeConflict(f"epoch {number} already holds another {suite} key")
+            if len(known.keys) >= MAX_SUITES_PER_EPOCH:
+                raise EdgeConflict(f"epoch {number} already holds {len(known.keys)} suites")
+            return True
         newest = self.newest_epoch
         if newest is not None and number < newest:
             raise EdgeConflict(f"epoch {number} is older than epoch {newest}")
+        return True
+
+    def add_epoch(self, number: int, suite: str, fingerprint: str, now: float) -> bool:
+        """Add epoch *number*'s key in *suite*; False if that key is already there (idempotent).
+
+        Refused: a new number below the newest, another key under a known
+        (number, suite).  A known number takes a key in a further suite (#30).
+        """
+        if not self.check_epoch(number, suite, fingerprint):
+            return False
+        known = self.epochs.get(number)
+        if known is not None:
+            self.epochs[number] = known.with_key(suite, fingerprint)
+            return True
+        newest = self.newest_epoch
         if newest is not None and not self._users(newest):
             self._released_at.setdefault(newest, now)
-        self.epochs[number] = EpochInfo(number, suite, fingerprint, now)
+        self.epochs[number] = EpochInfo(number, ((suite, fingerprint),), now)
         return True
 
     def restore_epoch(self, info: EpochInfo) -> None:
@@ -521,9 +563,13 @@ class ConferenceState:
         random_u32: Callable[[], int],
         *,
         epoch: int | None = None,
+        suite: str | None = None,
         participant_ssrcs: Iterable[int] = (),
     ) -> LegState:
         """A new leg sending under *epoch* (default: the newest) with a fresh outbound SSRC.
+
+        *suite*: the leg's SRTP suite (default: the epoch's first); the epoch
+        must hold a key in it.
 
         Declared participant SSRCs (``a=ssrc``) are claimed at once; any that
         is taken refuses the whole leg (409) and nothing is recorded.
@@ -536,8 +582,12 @@ class ConferenceState:
         if newest is None:
             raise EdgeConflict("the conference has no group key epoch yet")
         tx = newest if epoch is None else epoch
-        if tx not in self.epochs:
+        info = self.epochs.get(tx)
+        if info is None:
             raise EdgeNotFound(f"no epoch {tx} in this conference")
+        suite = info.suite if suite is None else suite
+        if info.fingerprint_for(suite) is None:
+            raise EdgeNotFound(f"epoch {tx} holds no {suite} key")
         declared = list(dict.fromkeys(participant_ssrcs))
         for ssrc in declared:
             if not 0 <= ssrc <= 0xFFFFFFFF:
@@ -551,7 +601,7 @@ class ConferenceState:
         for ssrc in declared:
             self.ssrcs.claim(ssrc, leg_id, Direction.INBOUND, now)
         out = self.ssrcs.allocate(leg_id, random_u32, now)
-        leg = LegState(leg_id, mode, out, tx, tx, now)
+        leg = LegState(leg_id, mode, out, tx, tx, now, suite)
         self.legs[leg_id] = leg
         self._released_at.pop(tx, None)
         return leg
@@ -602,8 +652,13 @@ class ConferenceState:
         *epoch*; an older epoch is refused (409).
         """
         leg = self.leg(leg_id)
-        if epoch not in self.epochs:
+        info = self.epochs.get(epoch)
+        if info is None:
             raise EdgeNotFound(f"no epoch {epoch} in this conference")
+        if info.fingerprint_for(leg.suite) is None:
+            # A rekey delivers each leg its own suite's key: never switch a leg to
+            # an epoch that has none in the leg's suite (#30).
+            raise EdgeNotFound(f"epoch {epoch} holds no {leg.suite} key")
         if epoch == leg.tx_epoch:
             return False
         if epoch < leg.tx_epoch:
@@ -630,7 +685,8 @@ class ConferenceState:
         if leg.fallback_open and leg.previous_tx_epoch is not None:
             floor = leg.previous_tx_epoch
         floor = max(floor, leg.joined_epoch)
-        return tuple(sorted((e for e in self.epochs if e >= floor), reverse=True))
+        usable = (e for e, info in self.epochs.items() if e >= floor and leg.suite in info.suites)
+        return tuple(sorted(usable, reverse=True))
 
     # -- what the relay observes --
 

@@ -31,6 +31,7 @@ __all__ = [
     "MalformedMessage",
     "MalformedSdp",
     "MessageTooLarge",
+    "NoUsableKey",
     "NotAcceptable",
     "ProtocolError",
     "RateLimited",
@@ -135,6 +136,10 @@ class UnsupportedCryptoSuite(InvalidCryptoAttribute):
 
 class InsecureMedia(NotAcceptable):
     """A media stream without usable protection in a secure conference (R3)."""
+
+
+class NoUsableKey(NotAcceptable):
+    """A stream offers no usable ``a=crypto`` in the suite asked (another suite may do)."""
 
 
 class Forbidden(ProtocolError):

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import InsecureMedia, InvalidCryptoAttribute, NotAcceptable
+from .errors import InsecureMedia, InvalidCryptoAttribute, NoUsableKey
 from .keys import GroupKey
 from .sdes import CryptoAttribute
 from .sdp import MediaSection, SessionDescription
@@ -95,7 +95,7 @@ def choose_offered_crypto(section: MediaSection, group_key: GroupKey) -> CryptoA
             continue
         return offered
     detail = "; ".join(problems) if problems else "no a=crypto line"
-    raise NotAcceptable(
+    raise NoUsableKey(
         f"{section.media} stream offers no usable {group_key.suite.name} key ({detail})"
     )
 

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from secconf.core.errors import Forbidden, SecconfError
 from secconf.core.focus import OfferMode, offered_crypto, offered_remote, offered_sections
@@ -23,12 +23,20 @@ from secconf.media.control_client import EdgeControl, LegAddresses, LegPlan
 from secconf.store.conferences import ConferenceExists, ConferenceStore, DialogExists
 
 from .authenticator import Authenticator
+from .epochs import leg_group_key
 from .keying import Keying, clear_to_mixer
 from .kms_keying import KmsAuth, KmsKeying
 from .messages import Relay, RequestView
 from .mixer_token import HEADER as MIXER_TOKEN_HEADER
 from .mixer_token import token_header
-from .offers import Offer, kms_allowed, leg_ssrcs, parse_offer, uri_list_allowed
+from .offers import (
+    Offer,
+    kms_allowed,
+    kms_leg_suite,
+    leg_ssrcs,
+    parse_offer,
+    uri_list_allowed,
+)
 from .releases import Releases
 from .settings import Settings
 from .state import ON_FAILURE, ON_REPLY, Retransmission, TransactionState, leg_id
@@ -90,7 +98,8 @@ class Admission:
         self.keying(offer.mode.value).require_transport(request.flow.secure, "an SDES offer")
         if offer.mode is OfferMode.KMS and offer.mikey is not None:
             auth = self.auth.ticket(offer.mikey, request.call_id, group_key=True)
-            return offer, auth.identity, auth
+            # the leg runs the suite its policy asks (checked allowed), else the conference's
+            return replace(offer, suite=kms_leg_suite(auth, self.settings)), auth.identity, auth
         return offer, self.auth.identity(request), None
 
     @contextmanager
@@ -156,7 +165,12 @@ class Admission:
             transfer_resp = None
             if auth is not None:
                 try:
-                    transfer_resp = self.kms_keying.join_transfer_resp(auth, group_key, plan)
+                    key = (
+                        group_key
+                        if offer.suite in (None, group_key.suite)
+                        else self._leg_key(conference_id, group_key.epoch, offer)
+                    )
+                    transfer_resp = self.kms_keying.join_transfer_resp(auth, key, plan)
                 except BaseException:
                     self.releases.release(conference_id, request.call_id, leg)
                     self.releases.forget_conference(conference_id)
@@ -196,7 +210,7 @@ class Admission:
             transfer_resp = None
             if auth is not None:
                 try:
-                    key = self.store.group_key(conference_id, epoch)
+                    key = self._leg_key(conference_id, epoch, offer)
                     transfer_resp = self.kms_keying.join_transfer_resp(auth, key, plan)
                 except BaseException:
                     self.releases.release(conference_id, request.call_id, leg)
@@ -245,6 +259,8 @@ class Admission:
         try:
             if group_key is not None:
                 self.edge.put_epoch(conference_id, group_key)
+            if offer.suite not in (None, self.settings.suite):  # the leg's suite's key (#30)
+                self._leg_key(conference_id, None, offer)
             plan = self.edge.create_leg(
                 conference_id,
                 leg,
@@ -256,6 +272,7 @@ class Admission:
                 remote=None if remote is None else LegAddresses(*remote),
                 ssrcs=offer.ssrcs,
                 rtcp_mux=all(description.media[s.index].has_attribute("rtcp-mux") for s in streams),
+                suite=None if offer.suite is None else offer.suite.name,
             )
         except SecconfError:
             self.releases.release(conference_id, request.call_id, leg)
@@ -263,6 +280,11 @@ class Admission:
                 self.releases.forget_conference(conference_id)
             raise
         return plan
+
+    def _leg_key(self, conference_id: str, epoch: int | None, offer: Offer) -> GroupKey:
+        """The epoch's key in the leg's suite (put to the edge when not the conference's)."""
+        suite = "" if offer.suite is None else offer.suite.name
+        return leg_group_key(self.store, self.edge, conference_id, epoch, suite)
 
     def _relay(
         self,
@@ -294,6 +316,7 @@ class Admission:
             None if plan is None else plan.internal,
             edge_ssrc=None if plan is None else plan.ssrc,
             peer=Peer(request.from_tag, request.flow, request.contact),
+            suite="" if offer.suite is None else offer.suite.name,
         )
         remove, add = self._header_edits(request)
         return Relay(

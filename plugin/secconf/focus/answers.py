@@ -88,7 +88,9 @@ class Answers:
         answered = self.store.dialogs.answered(
             state.conference_id,
             reply.call_id,
-            media=dialog_media(state.streams, state.external, state.internal, state.edge_ssrc),
+            media=dialog_media(
+                state.streams, state.external, state.internal, state.edge_ssrc, state.suite
+            ),
             epoch=keying.answered_epoch(state),
             peers=peers,
         )

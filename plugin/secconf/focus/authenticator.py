@@ -219,8 +219,15 @@ class Authenticator:
                 "the ticket does not let the focus deliver the group key (M flag unset)"
             )
         for policy in transfer.security_policies[:1]:
-            if suite_for_policy(policy) != self.settings.suite:
-                raise NotAcceptable(f"the conference's SRTP suite is {self.settings.suite.name}")
+            if suite_for_policy(policy) not in self.settings.leg_suites:
+                if len(self.settings.leg_suites) == 1:
+                    raise NotAcceptable(
+                        f"the conference's SRTP suite is {self.settings.suite.name}"
+                    )
+                names = ", ".join(suite.name for suite in self.settings.leg_suites)
+                raise NotAcceptable(
+                    f"the SRTP policy asks a suite this focus does not allow ({names})"
+                )
         holder = self.replay.holder(token)
         if holder is not None:
             if call_id and holder == dialog_id(call_id):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from secconf.core.errors import NotAcceptable, SecconfError, ServiceUnavailable, TicketRejected
 from secconf.core.focus import ConferenceNotFound
-from secconf.core.keys import GroupKey
+from secconf.core.keys import GroupKey, suite_key
 from secconf.core.mikey import group as mikey_group
 from secconf.core.sdes import SUITES
 from secconf.kms.client import TicketResolver
@@ -28,7 +28,7 @@ from secconf.store.conferences import ConferenceStore
 
 from .settings import KmsSettings
 
-__all__ = ["EpochMinter", "GroupEpochs"]
+__all__ = ["EpochMinter", "GroupEpochs", "leg_group_key"]
 
 Log = Callable[[str, str], None]
 
@@ -113,3 +113,32 @@ class EpochMinter:
             "info", f"secconf: conference {conference_id} rekeyed to epoch {key.epoch} ({source})"
         )
         return key.epoch
+
+
+def leg_group_key(
+    store: ConferenceStore, edge: EdgeControl, conference_id: str, epoch: int | None, suite: str
+) -> GroupKey:
+    """Epoch *epoch*'s key (None: the current) in a leg's *suite*, held by the edge too.
+
+    Per-leg suites (docs/mikey-decisions.md #30): the conference's own suite
+    ("" too) is the stored key; another suite's key follows from the epoch's
+    one secret: a KMS epoch's TEK and salt at the suite's lengths from its
+    GTGK (RFC 6043 §5.1.3, what a member whose crypto session asks that suite
+    derives), else :func:`~secconf.core.keys.suite_key`.  It goes to the edge
+    before any leg uses it (the PUT is idempotent).
+    """
+    base = store.group_key(conference_id, epoch)
+    wanted = SUITES.get(suite) if suite else base.suite
+    if wanted is None:
+        raise NotAcceptable(f"leg suite {suite} unknown")
+    if wanted == base.suite:
+        return base
+    ticket = store.epoch_ticket(conference_id, base.epoch)
+    if ticket is None:
+        key = suite_key(base, wanted)
+    else:
+        group_epoch = mikey_group.GroupEpochTicket.from_bytes(ticket)
+        master = group_epoch.srtp_master_key(8 * wanted.key_length, 8 * wanted.salt_length)
+        key = GroupKey(base.epoch, wanted, master.key, master.salt)
+    edge.put_epoch(conference_id, key)
+    return key

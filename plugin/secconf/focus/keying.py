@@ -32,11 +32,12 @@ from secconf.core.focus import (
     offer_to_upstream,
 )
 from secconf.core.keys import GroupKey
-from secconf.core.sdes import CryptoAttribute, KeyParam
+from secconf.core.sdes import SUITES, CryptoAttribute, KeyParam
 from secconf.core.sdp import SessionDescription
 from secconf.media.control_client import EdgeControl, LegAddresses, LegPlan
 from secconf.store.conferences import ConferenceStore, DialogRecord
 
+from .epochs import leg_group_key
 from .settings import Settings
 from .state import TransactionState
 
@@ -123,6 +124,7 @@ class OfferTo:
     epoch: int | None
     ssrcs: Sequence[int] = ()
     edge_ssrc: int | None = None
+    suite: str = ""  # the leg's SRTP suite ("": the conference's), #30
 
 
 class Keying(Protocol):
@@ -194,6 +196,10 @@ class SdesKeying:
     def join_answer(
         self, body: bytes, state: TransactionState, group_key: GroupKey
     ) -> tuple[bytes, int]:
+        if state.suite and state.suite != group_key.suite.name:
+            group_key = leg_group_key(
+                self.store, self.edge, state.conference_id, group_key.epoch, state.suite
+            )
         with self.phase("rewrite"):
             answer = keyed_to_participant(body, state.streams, group_key, state.external)
         return answer, group_key.epoch
@@ -206,7 +212,7 @@ class SdesKeying:
 
     def offer(self, body: bytes, to: OfferTo) -> KeyedOffer:
         """``a=crypto`` under each stream's tag carrying the group key of *to*'s epoch."""
-        key = self.store.group_key(to.conference_id, to.epoch)
+        key = leg_group_key(self.store, self.edge, to.conference_id, to.epoch, to.suite)
         return KeyedOffer(keyed_to_participant(body, to.streams, key, to.external), key.epoch)
 
     def accept(self, body: bytes, state: TransactionState, what: str) -> KeyedAnswer:
@@ -214,7 +220,8 @@ class SdesKeying:
         if state.epoch is None:
             raise NotAcceptable(f"{what} state without its epoch")
         answer = SessionDescription.parse(body)
-        crypto = answered_crypto(answer, state.streams, self.settings.suite)
+        suite = SUITES.get(state.suite, self.settings.suite)
+        crypto = answered_crypto(answer, state.streams, suite)
         key = str(crypto[0]) if crypto else None
         return KeyedAnswer(answer, state.epoch, key, offer_ssrcs(answer))
 

@@ -41,12 +41,14 @@ from secconf.core.mikey import (
 from secconf.core.mikey import group as mikey_group
 from secconf.core.mikey import ticket as mikey_ticket
 from secconf.core.mikey.srtp import policy_for_suite
+from secconf.core.sdes import CryptoSuite
 from secconf.core.sdp import SessionDescription
 from secconf.kms.client import TicketResolver
 from secconf.media.control_client import EdgeControl, LegPlan
 from secconf.store.conferences import ConferenceStore, DialogRecord
 from secconf.store.errors import Conflict
 
+from .epochs import leg_group_key
 from .keying import KeyedAnswer, KeyedOffer, OfferTo
 from .settings import KmsSettings, Settings
 from .state import TransactionState
@@ -140,8 +142,8 @@ class KmsKeying:
             # Without the Initiator's SP, the focus states the conference's suite itself
             # (the core's default would be AES_CM_128_HMAC_SHA1_80 whatever the suite).
             policies=[]
-            if auth.transfer.security_policies
-            else [policy_for_suite(POLICY_NO, self.settings.suite)],
+            if auth.transfer.security_policies or key is None
+            else [policy_for_suite(POLICY_NO, key.suite)],
         )
         return data
 
@@ -198,7 +200,14 @@ class KmsKeying:
         if not to.ssrcs:
             raise NotAcceptable("no SSRC to name in the focus's TRANSFER_INIT")
         epoch = self._epoch_number(to.conference_id) if to.epoch is None else to.epoch
-        pending = self.group_transfer_init(to.conference_id, to.identity, to.ssrcs, epoch=epoch)
+        # The leg's suite (#30): the member derives the TEK from the GTGK at its lengths,
+        # and the edge must hold the same key for the leg to switch to.
+        suite = self.settings.suite
+        if to.suite not in ("", suite.name):
+            suite = leg_group_key(self.store, self.edge, to.conference_id, epoch, to.suite).suite
+        pending = self.group_transfer_init(
+            to.conference_id, to.identity, to.ssrcs, epoch=epoch, suite=suite
+        )
         external = to.external
         offer = answer_to_participant_kms(
             body,
@@ -268,6 +277,7 @@ class KmsKeying:
         ssrcs: Sequence[int],
         *,
         epoch: int | None = None,
+        suite: CryptoSuite | None = None,
     ) -> mikey_ticket.PendingTransfer:
         """A TRANSFER_INIT from the focus to *identity* carrying the conference's current epoch.
 
@@ -277,7 +287,8 @@ class KmsKeying:
         fixed CSB ID and RANDRi, IDRi = ``kms.focus_identity``, IDRr =
         *identity*, one GENERIC-ID entry per SSRC in *ssrcs* (the participant's
         and the edge's; SPI = the epoch number) and the conference's SRTP
-        policy.  Keep the returned ``PendingTransfer`` (or its ``data``:
+        policy (*suite*: the leg's, default the focus's).  Keep the returned
+        ``PendingTransfer`` (or its ``data``:
         :meth:`verify_group_transfer_resp` rebuilds it) to verify the
         TRANSFER_RESP.  *epoch* defaults to the current one.
 
@@ -296,7 +307,7 @@ class KmsKeying:
             initiator=kms_settings.focus_identity,
             responder=identity,
             ssrcs=ssrcs,
-            policies=[policy_for_suite(POLICY_NO, self.settings.suite)],
+            policies=[policy_for_suite(POLICY_NO, suite or self.settings.suite)],
             now=self.clock(),
             random_bytes=self.random_bytes,
         )

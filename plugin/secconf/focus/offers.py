@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -18,6 +19,7 @@ from secconf.core.errors import (
     MalformedMikey,
     MikeyError,
     NotAcceptable,
+    NoUsableKey,
 )
 from secconf.core.focus import (
     OfferedStream,
@@ -28,6 +30,8 @@ from secconf.core.focus import (
     offer_mode,
     offer_ssrcs,
 )
+from secconf.core.mikey.srtp import suite_for_policy
+from secconf.core.sdes import CryptoSuite
 from secconf.core.sdp import SessionDescription
 from secconf.core.urilist import split_offer
 
@@ -38,8 +42,10 @@ from .settings import Settings
 __all__ = [
     "MIKEY_CONTENT_TYPE",
     "Offer",
+    "check_offer_suites",
     "decode_mikey_body",
     "kms_allowed",
+    "kms_leg_suite",
     "leg_ssrcs",
     "parse_offer",
     "uri_list_allowed",
@@ -56,6 +62,7 @@ class Offer:
     ssrcs: tuple[int, ...]
     mikey: bytes | None = field(default=None, repr=False)
     uris: tuple[str, ...] | None = None  # RFC 5366 URI list (multipart create), normalised
+    suite: CryptoSuite | None = None  # SDES: the leg's suite, chosen from the offer (#30)
 
 
 def decode_mikey_body(body: bytes) -> bytes:
@@ -94,8 +101,48 @@ def parse_offer(settings: Settings, request: RequestView) -> Offer:
             )
         streams, mikey = check_offer_kms(description)
         return Offer(description, streams, OfferMode.KMS, offer_ssrcs(description), mikey)
-    description, streams = check_offer(split.sdp, settings.suite)
-    return Offer(description, streams, OfferMode.SDES, offer_ssrcs(description), uris=split.uris)
+    description, streams, suite = check_offer_suites(split.sdp, settings.leg_suites)
+    return Offer(
+        description, streams, OfferMode.SDES, offer_ssrcs(description), uris=split.uris,
+        suite=suite,
+    )  # fmt: skip
+
+
+def check_offer_suites(
+    body: bytes, suites: Sequence[CryptoSuite]
+) -> tuple[SessionDescription, tuple[OfferedStream, ...], CryptoSuite]:
+    """The offer checked in the first of *suites* (the focus's preference) it offers a key in.
+
+    RFC 4568 §7.1.3: the answerer accepts one of the offered ``a=crypto`` lines;
+    the leg then runs that suite both ways (docs/mikey-decisions.md #30).  Only
+    "no usable key in this suite" moves on to the next suite; an offer refused
+    for anything else (plain RTP, no live stream, bad SDP) is refused as is.
+    With no suite left: 488 naming the suites the focus allows.
+    """
+    for suite in suites:
+        try:
+            description, streams = check_offer(body, suite)
+        except NoUsableKey:
+            if len(suites) == 1:
+                raise  # one suite allowed: its own precise message, as before
+            continue
+        return description, streams, suite
+    names = ", ".join(suite.name for suite in suites)
+    raise NotAcceptable(f"offers no usable key in a suite this focus allows ({names})")
+
+
+def kms_leg_suite(auth: KmsAuth, settings: Settings) -> CryptoSuite:
+    """A KMS leg's suite: its TRANSFER_INIT's policy's, else the conference's (#30).
+
+    The authenticator refused a policy in a suite the focus does not allow; this
+    is checked again here so that no caller can key a leg outside the policy.
+    """
+    for policy in auth.transfer.security_policies[:1]:
+        suite = suite_for_policy(policy)
+        if suite not in settings.leg_suites:
+            raise NotAcceptable(f"SRTP suite {suite.name} is not allowed on this focus")
+        return suite
+    return settings.suite
 
 
 def uri_list_allowed(settings: Settings, offer: Offer, creator: str) -> list[str]:

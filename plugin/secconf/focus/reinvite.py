@@ -30,6 +30,7 @@ from secconf.core.sdp import SessionDescription
 from secconf.media.control_client import EdgeControl, LegAddresses, switch_at_answer
 from secconf.store.conferences import ConferenceStore, DialogRecord
 
+from .epochs import leg_group_key
 from .keying import Keying, OfferTo, clear_to_mixer, keyed_to_participant
 from .messages import Relay, ReplyView, RequestView, require_offer
 from .settings import Settings
@@ -38,6 +39,7 @@ from .state import (
     ON_REPLY,
     TransactionState,
     dialog_edge_ssrc,
+    dialog_suite,
     media_remote,
     parse_dialog_media,
 )
@@ -87,6 +89,7 @@ class ReInvites:
             kind="reinvite",
             previous=record.epoch,
             identity=record.identity,
+            suite=dialog_suite(record.media),
         )
         if from_participant:
             state, body = self._from_participant(request, base)
@@ -135,6 +138,7 @@ class ReInvites:
                     epoch,
                     [*record.ssrcs, *(() if edge_ssrc is None else (edge_ssrc,))],
                     edge_ssrc,
+                    base.suite,
                 ),
             )
         except TicketRejected as exc:
@@ -149,8 +153,9 @@ class ReInvites:
         self, request: RequestView, base: TransactionState
     ) -> tuple[TransactionState, bytes]:
         """An SDES participant's offer, checked like a join's, to the mixer clear."""
-        key = self.store.group_key(base.conference_id)
-        description, offered = check_offer(request.body, self.settings.suite)
+        key = leg_group_key(self.store, self.edge, base.conference_id, None, base.suite)
+        # The leg keeps its suite: its edge leg runs it (#30).
+        description, offered = check_offer(request.body, key.suite)
         if [s.index for s in offered] != [s.index for s in base.streams]:
             raise NotAcceptable("a re-INVITE keeps the conference's streams")
         body = clear_to_mixer(description, offered, base.internal)
@@ -194,7 +199,7 @@ class ReInvites:
             raise NotAcceptable("re-INVITE state without its epoch")
         offered_body = request_body()
         offer = SessionDescription.parse(offered_body) if offered_body else None
-        key = self.store.group_key(state.conference_id, state.epoch)
+        key = leg_group_key(self.store, self.edge, state.conference_id, state.epoch, state.suite)
         body = keyed_to_participant(reply.body, state.streams, key, state.external)
         crypto = [str(offered_crypto(offer, s)) for s in state.streams] if offer is not None else []
         if crypto:

@@ -52,7 +52,7 @@ class SettingsError(ConfigError):
 SCHEMA: Final[Schema] = {
     "focus": frozenset({
         "factory_pattern", "conference_pattern", "conference_user", "domain", "suite",
-        "max_body", "server_name", "timing", "peer_table",
+        "suites", "max_body", "server_name", "timing", "peer_table",
     }),
     "identity": frozenset({"trusted_sources", "asserted_header"}),
     "limits": frozenset({"dialogs_per_identity", "refers_per_minute"}),
@@ -152,6 +152,14 @@ class Settings:
     mixer_token: MixerTokenKeys | None = field(default=None, repr=False)
     #: ``[upstream] token_ttl``: seconds a join token stays valid (Asterisk's clock).
     mixer_token_ttl: int = 30
+    #: ``[focus] suites``: further SRTP suites a participant's leg may run (its offer
+    #: chooses; ``suite`` is always allowed and preferred), docs/mikey-decisions.md #30.
+    extra_suites: tuple[CryptoSuite, ...] = ()
+
+    @property
+    def leg_suites(self) -> tuple[CryptoSuite, ...]:
+        """The suites a leg may run, in the focus's order of preference."""
+        return (self.suite, *(s for s in self.extra_suites if s != self.suite))
 
     @property
     def kms_mode(self) -> bool:
@@ -258,17 +266,20 @@ def _focus_section(data: Mapping[str, Any]) -> dict[str, Any]:
     if not conference.fullmatch(conference_user.format(id="0123456789abcdef")):
         raise SettingsError("[focus] conference_user must match conference_pattern")
     suite_name = _get(data, "focus", "suite", str, "AES_CM_128_HMAC_SHA1_80")
-    if suite_name not in SUITES or suite_name not in RELAYED_SUITES:
-        # A suite the edge cannot relay would only fail at the first join's edge leg.
-        raise SettingsError(
-            f"[focus] suite {suite_name!r} is not supported "
-            f"(one of {', '.join(sorted(RELAYED_SUITES))})"
-        )
+    names = [suite_name, *_get(data, "focus", "suites", list, [])]
+    for name in names:
+        if not isinstance(name, str) or name not in SUITES or name not in RELAYED_SUITES:
+            # A suite the edge cannot relay would only fail at the first join's edge leg.
+            raise SettingsError(
+                f"[focus] suite {name!r} is not supported "
+                f"(one of {', '.join(sorted(RELAYED_SUITES))})"
+            )
     return {
         "factory": factory,
         "conference": conference,
         "conference_user": conference_user,
         "suite": SUITES[suite_name],
+        "extra_suites": tuple(SUITES[name] for name in dict.fromkeys(names[1:])),
         "domain": _get(data, "focus", "domain", str),
         "max_body": _get(data, "focus", "max_body", int, 16384),
         "server_name": _get(data, "focus", "server_name", str, "secconf-focus"),

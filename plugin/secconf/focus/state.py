@@ -26,6 +26,7 @@ __all__ = [
     "TransactionState",
     "dialog_edge_ssrc",
     "dialog_media",
+    "dialog_suite",
     "leg_id",
     "media_remote",
     "parse_dialog_media",
@@ -69,6 +70,8 @@ class TransactionState:
     transfer_init: str | None = None  # base64 TRANSFER_INIT of a KMS rekey (no key in clear)
     #: the initial INVITE's sender (tag, flow, Contact): one side of the dialog's peers
     peer: Peer | None = None
+    #: the leg's SRTP suite (SDES: the one its offer chose; "": the conference's), #30
+    suite: str = ""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -94,6 +97,7 @@ class TransactionState:
                 "o": self.edge_ssrc,
                 "T": self.transfer_init,
                 "P": None if self.peer is None else _peer_json(self.peer),
+                "S": self.suite,
             },
             separators=(",", ":"),
         )
@@ -122,6 +126,7 @@ class TransactionState:
             data.get("o"),
             data.get("T"),
             _peer_from_json(data.get("P")),
+            str(data.get("S", "")),
         )
 
 
@@ -151,6 +156,7 @@ def dialog_media(
     external: LegAddresses | None,
     internal: LegAddresses | None,
     edge_ssrc: int | None = None,
+    suite: str = "",
 ) -> str:
     """The dialog record's ``media`` field (JSON, no key material): what a re-INVITE reuses."""
     return json.dumps(
@@ -159,6 +165,7 @@ def dialog_media(
             "x": _addresses_json(external),
             "i": _addresses_json(internal),
             "o": edge_ssrc,
+            "S": suite,
         },
         separators=(",", ":"),
     )
@@ -176,6 +183,12 @@ def dialog_edge_ssrc(text: str) -> int | None:
     """The edge's outbound SSRC towards the leg, from the dialog record's ``media``."""
     value = json.loads(text).get("o") if text else None
     return value if isinstance(value, int) and 0 <= value <= 0xFFFFFFFF else None
+
+
+def dialog_suite(text: str) -> str:
+    """The leg's SRTP suite from the dialog record's ``media`` ("": the conference's)."""
+    value = json.loads(text).get("S") if text else None
+    return value if isinstance(value, str) else ""
 
 
 def media_remote(body: bytes, streams: tuple[OfferedStream, ...]) -> LegAddresses | None:

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from secconf.core.edge import BadEdgeRequest, LegMode
+from secconf.core.edge import RELAYED_SUITES, BadEdgeRequest, LegMode
 from secconf.core.errors import SecconfError, ServiceUnavailable
 
 from .keys import SrtpKey
@@ -143,6 +143,7 @@ _CREATE_LEG_FIELDS = frozenset(
     {
         "conference", "leg", "mode", "participant", "crypto", "streams", "internal",
         "epoch", "participant_ssrcs", "participant_remote", "internal_remote", "rtcp_mux",
+        "suite",
     }
 )  # fmt: skip
 
@@ -209,6 +210,9 @@ class LegRoutes:
         if not isinstance(ssrcs, list) or len(ssrcs) > 16:
             raise BadEdgeRequest("participant_ssrcs must be a list of at most 16 SSRCs")
         epoch = body.get("epoch")
+        suite = body.get("suite")
+        if suite is not None and suite not in RELAYED_SUITES:
+            raise BadEdgeRequest("suite: not one the edge relays")
         conference = body.get("conference")
         if not isinstance(conference, str):
             raise BadEdgeRequest("conference id missing")
@@ -222,6 +226,7 @@ class LegRoutes:
             internal_mode=internal,
             leg_id=body.get("leg"),
             epoch=None if epoch is None else _int(epoch, "epoch"),
+            suite=suite,
             participant_ssrcs=[_int(s, "SSRC") for s in ssrcs],
             participant_remote=participant_remote,
             internal_remote=internal_remote,

@@ -83,6 +83,7 @@ class EdgeControl(Protocol):
         ssrcs: Sequence[int] = (),
         rtcp_mux: bool = True,
         epoch: int | None = None,
+        suite: str | None = None,
     ) -> LegPlan | None: ...
 
     def set_internal_remote(
@@ -120,6 +121,7 @@ class NoEdge:
         ssrcs: Sequence[int] = (),
         rtcp_mux: bool = True,
         epoch: int | None = None,
+        suite: str | None = None,
     ) -> LegPlan | None:
         return None
 
@@ -238,7 +240,10 @@ class HttpEdgeControl:
         ssrcs: Sequence[int] = (),
         rtcp_mux: bool = True,
         epoch: int | None = None,
+        suite: str | None = None,
     ) -> LegPlan:
+        """*suite*: a KMS leg's participant-side suite (default: the epoch's first; an SDES
+        leg's is its crypto's), docs/mikey-decisions.md #30."""
         body: dict[str, Any] = {"conference": conference_id, "leg": leg}
         if mode == "sdes":
             body["streams"] = [
@@ -246,6 +251,8 @@ class HttpEdgeControl:
             ]
         else:
             body["mode"] = mode
+            if suite is not None:
+                body["suite"] = suite
         if remote is not None and remote.ports:
             body["participant_remote"] = {"host": remote.address, "port": remote.ports[0]}
         if ssrcs:

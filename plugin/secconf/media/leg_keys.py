@@ -66,9 +66,9 @@ class LegKeys:
     def set_tx_epoch(self, epoch: int) -> None:
         """Protect towards the participant under *epoch* from the next packet."""
         leg = self.leg
-        key = leg.conference.keys.get(epoch)
+        key = leg.conference.key(epoch, leg.state.suite)
         if key is None:
-            raise EdgeNotFound(f"no key for epoch {epoch}")
+            raise EdgeNotFound(f"no {leg.state.suite} key for epoch {epoch}")
         leg.tx = session(key, inbound=False)
         leg.tx_epoch = epoch
 
@@ -83,10 +83,11 @@ class LegKeys:
                 wanted.append((-1, self.previous_participant_key))
         else:
             conference = leg.conference
+            suite = leg.state.suite
             wanted = [
-                (epoch, conference.keys[epoch])
+                (epoch, key)
                 for epoch in conference.state.rx_epochs(leg.id)
-                if epoch in conference.keys
+                if (key := conference.key(epoch, suite)) is not None
             ]
         current = {(rx.epoch, rx.key.fingerprint): rx for rx in leg.rx}
         leg.rx = [current.get((e, k.fingerprint)) or RxSessions(e, k) for e, k in wanted]

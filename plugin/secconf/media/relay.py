@@ -55,8 +55,25 @@ class Conference:
     """A conference's core state plus the key bytes of its live epochs."""
 
     state: ConferenceState
-    keys: dict[int, SrtpKey]
+    keys: dict[int, dict[str, SrtpKey]]  # epoch -> suite -> key (one per suite in use, #30)
     legs: dict[str, Leg]
+
+    def key(self, epoch: int, suite: str) -> SrtpKey | None:
+        return self.keys.get(epoch, {}).get(suite)
+
+
+def _leg_suite(mode: LegMode, participant_key: SrtpKey | None, suite: str | None) -> str | None:
+    """The leg's participant-side suite (None: the epoch's first); refuses a mode/key mismatch."""
+    if mode is LegMode.SDES and participant_key is None:
+        raise BadEdgeRequest("an SDES leg needs the participant's key")
+    if mode is LegMode.KMS and participant_key is not None:
+        raise BadEdgeRequest("a KMS leg receives under the group key: no participant key")
+    if participant_key is None:
+        return suite
+    # SDES: the participant side runs one suite both ways (RFC 4568 §6.1).
+    if suite not in (None, participant_key.suite):
+        raise BadEdgeRequest("the leg's suite is its participant key's")
+    return participant_key.suite
 
 
 def check_rtcp_remote(
@@ -132,28 +149,26 @@ class EdgeRelay:
         """Would :meth:`add_epoch` change anything?  Raises what it would raise; no change."""
         check_ident(conference_id, "conference id")
         conference = self.conferences.get(conference_id)
-        if conference is None:
-            ConferenceState(conference_id, grace=self.grace, policy=self.policy).add_epoch(
-                epoch, key.suite, key.fingerprint, 0.0
-            )
-            return True
-        known = conference.state.epochs.get(epoch)
-        if known is not None:
-            return conference.state.add_epoch(epoch, key.suite, key.fingerprint, self.now())
-        newest = conference.state.newest_epoch
-        if newest is not None and epoch < newest:
-            raise EdgeConflict(f"epoch {epoch} is older than epoch {newest}")
-        if not 0 <= epoch <= 0xFFFFFFFF:
-            raise BadEdgeRequest("epoch must be 0..2^32-1")
-        return True
+        state = (
+            ConferenceState(conference_id, grace=self.grace, policy=self.policy)
+            if conference is None
+            else conference.state
+        )
+        return state.check_epoch(epoch, key.suite, key.fingerprint)
+
+    def epoch_keys(self, conference_id: str, epoch: int) -> list[SrtpKey]:
+        """The keys epoch *epoch* holds, one per suite, first added first."""
+        conference = self.conferences.get(conference_id)
+        return [] if conference is None else list(conference.keys.get(epoch, {}).values())
 
     def add_epoch(self, conference_id: str, epoch: int, key: SrtpKey) -> bool:
+        """Epoch *epoch*'s key in *key*'s suite (legs of other suites are untouched)."""
         conference = self.ensure_conference(conference_id)
         created = conference.state.add_epoch(epoch, key.suite, key.fingerprint, self.now())
         if created:
-            conference.keys[epoch] = key
+            conference.keys.setdefault(epoch, {})[key.suite] = key
             for leg in conference.legs.values():
-                if leg.mode is LegMode.KMS:
+                if leg.mode is LegMode.KMS and leg.state.suite == key.suite:
                     leg.keys.refresh_rx()
         return created
 
@@ -171,6 +186,7 @@ class EdgeRelay:
         participant_key: SrtpKey | None,
         internal_mode: str,
         epoch: int | None = None,
+        suite: str | None = None,
         participant_ssrcs: Iterable[int] = (),
         leg_id: str | None = None,
         ports: tuple[int, int] | None = None,
@@ -186,10 +202,7 @@ class EdgeRelay:
 
         Undo with :meth:`discard_leg` (e.g. when persisting it failed).
         """
-        if mode is LegMode.SDES and participant_key is None:
-            raise BadEdgeRequest("an SDES leg needs the participant's key")
-        if mode is LegMode.KMS and participant_key is not None:
-            raise BadEdgeRequest("a KMS leg receives under the group key: no participant key")
+        suite = _leg_suite(mode, participant_key, suite)
         if internal_mode not in ("rtp", "srtp"):
             raise BadEdgeRequest("internal mode must be rtp or srtp")
         conference = self.conference(check_ident(conference_id, "conference id"))
@@ -202,6 +215,7 @@ class EdgeRelay:
             self.now(),
             self.random_u32,
             epoch=epoch,
+            suite=suite,
             participant_ssrcs=participant_ssrcs,
         )
         socks: list[socket.socket] = []
@@ -301,8 +315,10 @@ class EdgeRelay:
         """Would :meth:`switch` change anything?  Raises what it would raise; no change."""
         leg = self.leg(leg_id)
         state = leg.conference.state
-        if epoch not in state.epochs or epoch not in leg.conference.keys:
+        if epoch not in state.epochs:
             raise EdgeNotFound(f"no epoch {epoch} in this conference")
+        if leg.conference.key(epoch, leg.state.suite) is None:
+            raise EdgeNotFound(f"epoch {epoch} holds no {leg.state.suite} key")
         if epoch < leg.state.tx_epoch:
             raise EdgeConflict(f"leg already uses the newer epoch {leg.state.tx_epoch}")
         return epoch != leg.state.tx_epoch

@@ -183,7 +183,8 @@ class EdgeService:
                 return False
             if self.store is not None:
                 await self._settle_pending(conference_id)
-                await self.store.save_epoch(conference_id, epoch, key, self.relay.now())
+                keys = [*self.relay.epoch_keys(conference_id, epoch), key]
+                await self.store.save_epoch(conference_id, epoch, keys, self.relay.now())
             return self.relay.add_epoch(conference_id, epoch, key)
 
     async def drop_epoch(self, conference_id: str, epoch: int) -> None:
@@ -205,6 +206,7 @@ class EdgeService:
         internal_mode: str,
         leg_id: str | None = None,
         epoch: int | None = None,
+        suite: str | None = None,
         participant_ssrcs: Iterable[int] = (),
         participant_remote: tuple[str, int] | None = None,
         internal_remote: tuple[str, int] | None = None,
@@ -226,18 +228,12 @@ class EdgeService:
             if leg_id is not None and self.store is not None and leg_id not in self.relay.legs:
                 await self._settle_pending(check_ident(conference_id, "conference id"), leg_id)
             leg = self.relay.create_leg(
-                conference_id,
-                mode,
-                participant_key=participant_key,
-                internal_mode=internal_mode,
-                epoch=epoch,
-                participant_ssrcs=participant_ssrcs,
-                leg_id=leg_id,
+                conference_id, mode, participant_key=participant_key, internal_mode=internal_mode,
+                epoch=epoch, suite=suite, participant_ssrcs=participant_ssrcs, leg_id=leg_id,
                 rtcp_mux=rtcp_mux,
-            )
+            )  # fmt: skip
             try:
-                leg.participant_remote = participant_remote
-                leg.internal_remote = internal_remote
+                leg.participant_remote, leg.internal_remote = participant_remote, internal_remote
                 leg.participant_rtcp_remote = participant_rtcp_remote
                 leg.internal_rtcp_remote = internal_rtcp_remote
                 if asterisk_key is not None:
@@ -361,26 +357,25 @@ class EdgeService:
     # -- restart --
 
     async def restore(self) -> int:
-        """Re-create every leg stored in Redis; returns how many came back.
+        """Re-create every leg stored in Redis (epochs with their keys); how many came back.
 
-        Epochs come back with their keys.  Each leg gets its old ports, keys
-        and remotes, and a *new* outbound SSRC: its old one stays reserved (a
-        fresh SRTP session under the same key and SSRC would restart the
-        packet index: a two-time pad).  Switch verification restarts empty.
+        Each leg gets its old ports, keys and remotes, and a *new* outbound SSRC: its old
+        one stays reserved (a fresh SRTP session under the same key and SSRC would restart
+        the packet index: a two-time pad).  Switch verification restarts empty.
         """
         if self.store is None:
             return 0
-        snapshot = await self.store.load()
-        relay = self.relay
+        snapshot, relay = await self.store.load(), self.relay
         now = relay.now()
         restoring = {record.leg_id for record in snapshot.legs}
         for conference_id, epochs in snapshot.epochs.items():
             if not epochs:
                 continue
             conference = relay.ensure_conference(conference_id)
-            for number, (key, _added) in sorted(epochs.items()):
-                conference.state.restore_epoch(EpochInfo(number, key.suite, key.fingerprint, now))
-                conference.keys[number] = key
+            for number, (keys, _added) in sorted(epochs.items()):
+                held = tuple((k.suite, k.fingerprint) for k in keys)  # one key per suite (#30)
+                conference.state.restore_epoch(EpochInfo(number, held, now))
+                conference.keys[number] = {key.suite: key for key in keys}
             newest = max(epochs)
             for ssrc, (leg_id, direction, retired) in snapshot.ssrcs.get(conference_id, {}).items():
                 if direction is Direction.INBOUND and leg_id in restoring and retired is None:
@@ -407,6 +402,7 @@ class EdgeService:
                     participant_key=record.participant_key,
                     internal_mode=record.internal_mode,
                     epoch=record.tx_epoch,
+                    suite=record.suite,
                     participant_ssrcs=declared,
                     leg_id=record.leg_id,
                     ports=record.ports,

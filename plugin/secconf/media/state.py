@@ -3,7 +3,8 @@
 The records, as :class:`~secconf.store.edge_state.EdgeRecords` stores them under
 ``P:edge:{E}:...`` (``P`` = prefix, ``E`` = edge id; the key layout is there)::
 
-    epoch record   {added, suite, wrapped: base64(wrapped key||salt)}
+    epoch record   {added, suite, wrapped: base64(wrapped key||salt),
+                    more: [{suite, wrapped}, ...]}  (the epoch's keys in other suites)
     SSRC record    {leg, direction, retired_epoch|null}
     leg record     conference, modes, ports, remotes, tx epoch, keys wrapped
 
@@ -13,7 +14,8 @@ side; a record without the field is muxed on both sides), so a restart binds
 the same pairs again.
 
 Every key is wrapped with :class:`~secconf.store.KeyWrapper` under a context
-that names the record it belongs to (``edge-epoch:E:<c>:<n>``,
+that names the record it belongs to (``edge-epoch:E:<c>:<n>``, a further
+suite's key ``edge-epoch:E:<c>:<n>:<suite>``,
 ``edge-leg:E:<leg>:<field>``), so a blob moved to another record does not
 open.  Redis is :class:`~secconf.store.edge_state.EdgeRecords`' (every call with the
 client's timeout; failures become 503); here relay objects become records and back.
@@ -53,13 +55,14 @@ class LegRecord:
     asterisk_key: SrtpKey | None = field(repr=False)
     edge_internal_key: SrtpKey | None = field(repr=False)
     rtcp_ports: tuple[int | None, int | None] = (None, None)  # None: that side is muxed
+    suite: str | None = None  # the participant side's suite (None: older record, the default)
     participant_rtcp_remote: tuple[str, int] | None = None  # a=rtcp; None: RTP port + 1
     internal_rtcp_remote: tuple[str, int] | None = None
 
 
 @dataclass(slots=True)
 class Snapshot:
-    epochs: dict[str, dict[int, tuple[SrtpKey, float]]]
+    epochs: dict[str, dict[int, tuple[list[SrtpKey], float]]]  # keys: first added first
     ssrcs: dict[str, dict[int, tuple[str, Direction, int | None]]]
     legs: list[LegRecord]
 
@@ -103,12 +106,25 @@ class EdgeStore:
             raise CorruptRecord(f"edge record {context}: malformed key field") from exc
         return SrtpKey.unpacked(suite, self.wrapper.unwrap(blob, context.encode()))
 
+    def _unwrap_more(self, value: Any, context: str) -> SrtpKey:
+        """A further suite's key of an epoch: its context names the suite it claims."""
+        suite = value.get("suite") if isinstance(value, dict) else None
+        key = self._unwrap(value, f"{context}:{suite}")
+        if key is None:
+            raise CorruptRecord(f"edge record {context}: empty key")
+        return key
+
     # -- writes --
 
-    async def save_epoch(self, conference: str, epoch: int, key: SrtpKey, added: float) -> None:
+    async def save_epoch(
+        self, conference: str, epoch: int, keys: list[SrtpKey], added: float
+    ) -> None:
+        """The epoch's record with every key it holds (*keys*: one per suite, first first)."""
+        context = f"edge-epoch:{self.edge_id}:{conference}:{epoch}"
         record = {
             "added": added,
-            **(self._wrap(key, f"edge-epoch:{self.edge_id}:{conference}:{epoch}") or {}),
+            **(self._wrap(keys[0], context) or {}),
+            "more": [self._wrap(key, f"{context}:{key.suite}") for key in keys[1:]],
         }
         await self.records.save_epoch(conference, epoch, record)
 
@@ -126,6 +142,7 @@ class EdgeStore:
             "participant_rtcp_remote": leg.participant_rtcp_remote,
             "internal_rtcp_remote": leg.internal_rtcp_remote,
             "tx_epoch": leg.state.tx_epoch,
+            "suite": leg.state.suite,
             "participant_remote": leg.participant_remote,
             "internal_remote": leg.internal_remote,
             "participant_key": self._wrap(leg.keys.participant_key, f"{context}:participant"),
@@ -173,7 +190,7 @@ class EdgeStore:
     async def load(self) -> Snapshot:
         """Everything this edge id has stored (keys unwrapped)."""
         stored = await self.records.load()
-        epochs: dict[str, dict[int, tuple[SrtpKey, float]]] = {}
+        epochs: dict[str, dict[int, tuple[list[SrtpKey], float]]] = {}
         ssrcs: dict[str, dict[int, tuple[str, Direction, int | None]]] = {}
         for conference, records in stored.epochs.items():
             table = epochs[conference] = {}
@@ -181,7 +198,11 @@ class EdgeStore:
                 context = f"edge-epoch:{self.edge_id}:{conference}:{epoch}"
                 key = self._unwrap(record, context)
                 if key is not None:
-                    table[epoch] = (key, float(record["added"]))
+                    more = record.get("more") or []
+                    if not isinstance(more, list):
+                        raise CorruptRecord(f"edge record {context}: malformed key list")
+                    keys = [key, *(self._unwrap_more(each, context) for each in more)]
+                    table[epoch] = (keys, float(record["added"]))
             owners = ssrcs[conference] = {}
             for ssrc, record in stored.ssrcs[conference].items():
                 owners[ssrc] = (
@@ -213,6 +234,15 @@ class EdgeStore:
                     rtcp_ports=(_port(rtcp_ports[0]), _port(rtcp_ports[1])),
                     participant_rtcp_remote=_addr(record.get("participant_rtcp_remote")),
                     internal_rtcp_remote=_addr(record.get("internal_rtcp_remote")),
+                    suite=_suite(record.get("suite")),
                 )
             )
         return Snapshot(epochs, ssrcs, legs)
+
+
+def _suite(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise CorruptRecord("edge leg record: malformed suite")
+    return value

@@ -83,6 +83,7 @@ def leg_view(leg: Leg) -> dict[str, object]:
         "ssrc": state.out_ssrc,
         "participant_ssrcs": sorted(int.from_bytes(s, "big") for s in leg.in_ssrcs),
         "epoch": state.tx_epoch,
+        "suite": state.suite,
         "rx_epochs": [rx.epoch for rx in leg.rx] if leg.mode is LegMode.KMS else [],
         "switch": {
             "state": state.switch_state.value,
@@ -108,6 +109,7 @@ def conference_view(relay: EdgeRelay, conference_id: str) -> dict[str, object]:
                 "epoch": info.number,
                 "suite": info.suite,
                 "fingerprint": info.fingerprint,
+                "keys": [{"suite": suite, "fingerprint": fp} for suite, fp in info.keys],
                 "legs": state.epoch_users(info.number),
                 "retire_in": _remaining(state.retire_at(info.number), relay.now()),
             }
