@@ -473,7 +473,7 @@ class UnsafeXml(MalformedConferenceInfo):
 #         └── UnprotectedNotification 403: a roster in the clear where only protected ones
 #                                     are taken (plain XML outside TLS, or in KMS mode)
 
-__all__ += ["BadEvent", "BadSubscriptionState", "UnprotectedNotification"]
+__all__ += ["BadEvent", "BadSubscriptionState", "NoAcceptableType", "UnprotectedNotification"]
 
 
 class BadEvent(ProtocolError):
@@ -481,6 +481,13 @@ class BadEvent(ProtocolError):
 
     status_code = 489
     reason = "Bad Event"
+
+
+class NoAcceptableType(ProtocolError):
+    """A request whose ``Accept`` lists no body type we could send it (RFC 3261 §21.4.7)."""
+
+    status_code = 406
+    reason = "Not Acceptable"
 
 
 class BadSubscriptionState(MalformedMessage):
