@@ -1,0 +1,311 @@
+"""Conference event subscriptions (RFC 6665 + RFC 4575) at the focus: records and indexes.
+
+Keys (``P`` the prefix; docs/store.md)::
+
+    P:conf:{id}:sub:<sub id>   hash  one subscription: its dialog (call_id, sub_tag,
+                                     our_tag), subscriber, identity, contact (remote
+                                     target), the flow (transport, source, socket), node,
+                                     mode, epoch, the notifier's state (``notifier``,
+                                     JSON of scalars), the last document sent (``sent``:
+                                     the plain conference-info document — roster data, not
+                                     key material) and in KMS mode the subscription's
+                                     event key, wrapped (``event_key``, context
+                                     ``conf-sub-key:<id>:<sub id>``)
+    P:conf:{id}:subs           hash  sub id -> identity: the conference's subscriptions
+    P:subnode:<node>           zset  "<id>/<sub id>" scored by creation time: the
+                                     subscriptions whose flow the Kamailio node holds
+
+The sub id is the SHA-256 of the SUBSCRIBE's Call-ID (as a dialog id).  The record and
+the conference index share the conference's slot and are written by one script, which
+first checks that the conference is active and in the mode asked, that the identity
+still holds a dialog in it (``members``), and the bounds (per conference, per identity);
+a refusal writes nothing.  The node index lies in another slot: it is written after the
+script and read only as a list of candidates (an entry whose record is gone is dropped
+by the reader), so a crash between the two leaves at most a stale index entry.
+
+A member's last dialog ending does not touch these keys: the notifier's tick sees the
+identity gone from ``members`` and ends the subscription with ``reason=rejected``
+(docs/event-package.md, "The focus's side").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
+
+import redis
+
+from secconf.core import events
+from secconf.core.errors import Forbidden, RateLimited
+from secconf.core.events import InFlight, NotifierState, Phase, Termination
+from secconf.core.focus import ConferenceNotFound
+
+from ._names import ConferenceKeys, check_identity, dialog_id
+from .conference_records import text
+from .keywrap import KeyWrapper
+from .redis import redis_errors, register_script
+
+__all__ = ["SubscriptionRecord", "Subscriptions"]
+
+#: The record's text fields, in SubscriptionRecord's order.
+_TEXT_FIELDS: Final = (
+    "call_id", "sub_tag", "our_tag", "subscriber", "identity", "contact",
+    "transport", "source", "socket", "node", "mode",
+)  # fmt: skip
+
+#: A record outlives its expiry by this much (the final NOTIFY and its Timer F).
+RECORD_SLACK: Final = 120
+
+# KEYS: conf, members, subs, record; ARGV: identity, sub id, mode, max per conference,
+# max per identity, ttl ms, then field/value pairs.
+CREATE: Final = """
+local c = redis.call('HMGET', KEYS[1], 'state', 'mode')
+if c[1] ~= 'active' then return 'not-found' end
+if ARGV[3] ~= '' and c[2] ~= ARGV[3] then return 'mode' end
+if tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') < 1 then return 'not-member' end
+if redis.call('EXISTS', KEYS[4]) == 1 then return 'exists' end
+local subs = redis.call('HVALS', KEYS[3])
+if #subs >= tonumber(ARGV[4]) then return 'full-conference' end
+local mine = 0
+for _, who in ipairs(subs) do if who == ARGV[1] then mine = mine + 1 end end
+if mine >= tonumber(ARGV[5]) then return 'full-identity' end
+local fields = {}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[4], unpack(fields))
+redis.call('PEXPIRE', KEYS[4], ARGV[6])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
+return 'ok'
+"""
+
+# KEYS: record; ARGV: ttl ms, field/value pairs.  Only a record that still exists.
+SAVE: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local fields = {}
+for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS: record, subs; ARGV: sub id.
+REMOVE: Final = """
+redis.call('DEL', KEYS[1])
+return redis.call('HDEL', KEYS[2], ARGV[1])
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRecord:
+    """One subscription as stored: the dialog, the flow, who, and the notifier's state."""
+
+    conference_id: str
+    call_id: str
+    sub_tag: str
+    our_tag: str
+    subscriber: str
+    identity: str
+    contact: str
+    transport: str
+    source: str
+    socket: str
+    node: str
+    mode: str
+    epoch: int
+    notifier: NotifierState
+    event_key: bytes | None = field(default=None, repr=False)
+
+    @property
+    def sub_id(self) -> str:
+        return dialog_id(self.call_id)
+
+
+def _state_json(state: NotifierState) -> str:
+    return json.dumps(
+        {
+            "phase": state.phase.value,
+            "entity": state.entity,
+            "version": state.version,
+            "next_cseq": state.next_cseq,
+            "expires_at": state.expires_at,
+            "in_flight": [state.in_flight.cseq, state.in_flight.deadline]
+            if state.in_flight
+            else None,
+            "ending": state.ending.value if state.ending else None,
+        },
+        separators=(",", ":"),
+    )
+
+
+def _state(raw: str, sent: bytes) -> NotifierState:
+    data = json.loads(raw)
+    flight = data["in_flight"]
+    return NotifierState(
+        phase=Phase(data["phase"]),
+        entity=str(data["entity"]),
+        version=int(data["version"]),
+        next_cseq=int(data["next_cseq"]),
+        expires_at=float(data["expires_at"]),
+        sent=events.info_from_snapshot(sent) if sent else None,
+        in_flight=InFlight(int(flight[0]), float(flight[1])) if flight else None,
+        ending=Termination(data["ending"]) if data["ending"] else None,
+    )
+
+
+def _state_fields(state: NotifierState) -> list[str | bytes]:
+    sent = events.snapshot(state.sent) if state.sent is not None else b""
+    return ["notifier", _state_json(state), "sent", sent]
+
+
+def _ttl_ms(state: NotifierState, now: float) -> int:
+    return max(1000, math.ceil((state.expires_at - now + RECORD_SLACK) * 1000))
+
+
+class Subscriptions:
+    """The focus's conference subscriptions (``ConferenceStore``-style part, sync Redis)."""
+
+    def __init__(self, client: redis.Redis, keys: ConferenceKeys, wrapper: KeyWrapper) -> None:
+        self._redis = client
+        self._keys = keys
+        self._wrapper = wrapper
+        self._create = register_script(client, CREATE)
+        self._save = register_script(client, SAVE)
+        self._remove = register_script(client, REMOVE)
+
+    def __repr__(self) -> str:
+        return f"Subscriptions(prefix={self._keys.prefix!r})"
+
+    def _context(self, conference_id: str, sub_id: str) -> bytes:
+        return f"conf-sub-key:{conference_id}:{sub_id}".encode()
+
+    def create(
+        self,
+        record: SubscriptionRecord,
+        *,
+        now: float,
+        max_per_conference: int,
+        max_per_identity: int,
+    ) -> None:
+        """Store a new subscription, or refuse with nothing written.
+
+        :class:`ConferenceNotFound` (404) for a conference not active, ``Forbidden`` (403)
+        for another mode or an identity without a dialog in it (or the same dialog twice),
+        :class:`RateLimited` (403 + Retry-After) beyond a bound.
+        """
+        check_identity(record.identity, "identity")
+        conf, sub = record.conference_id, record.sub_id
+        fields: list[str | bytes] = [
+            "call_id", record.call_id, "sub_tag", record.sub_tag, "our_tag", record.our_tag,
+            "subscriber", record.subscriber, "identity", record.identity,
+            "contact", record.contact, "transport", record.transport, "source", record.source,
+            "socket", record.socket, "node", record.node, "mode", record.mode,
+            "epoch", str(record.epoch), *_state_fields(record.notifier),
+        ]  # fmt: skip
+        if record.event_key is not None:
+            fields += ["event_key", self._wrapper.wrap(record.event_key, self._context(conf, sub))]
+        keys = [
+            self._keys.conference(conf),
+            self._keys.conference(conf, "members"),
+            self._keys.subscriptions(conf),
+            self._keys.subscription(conf, sub),
+        ]
+        args: list[Any] = [
+            record.identity, sub, record.mode, int(max_per_conference), int(max_per_identity),
+            _ttl_ms(record.notifier, now), *fields,
+        ]  # fmt: skip
+        with redis_errors("record a subscription"):
+            result = text(self._create(keys=keys, args=args))
+        _raise_refusal(result)
+        with redis_errors("index a subscription"):
+            self._redis.zadd(self._keys.subscription_node(record.node), {f"{conf}/{sub}": now})
+
+    def get(self, conference_id: str, sub_id: str) -> SubscriptionRecord | None:
+        """The record, or None if there is none."""
+        with redis_errors("read a subscription"):
+            raw = cast(
+                dict[bytes, bytes],
+                self._redis.hgetall(self._keys.subscription(conference_id, sub_id)),
+            )
+        return self._decode(conference_id, sub_id, raw) if raw else None
+
+    def _decode(
+        self, conference_id: str, sub_id: str, raw: Mapping[bytes, bytes]
+    ) -> SubscriptionRecord:
+        def field_text(name: str) -> str:
+            return text(raw.get(name.encode(), b""))
+
+        wrapped = raw.get(b"event_key")
+        return SubscriptionRecord(
+            conference_id=conference_id,
+            **{name: field_text(name) for name in _TEXT_FIELDS},
+            epoch=int(field_text("epoch") or 0),
+            notifier=_state(field_text("notifier"), raw.get(b"sent", b"")),
+            event_key=self._wrapper.unwrap(wrapped, self._context(conference_id, sub_id))
+            if wrapped
+            else None,
+        )
+
+    def save(self, conference_id: str, sub_id: str, state: NotifierState, *, now: float) -> bool:
+        """Write the notifier's new state; False if the record is gone (nothing written)."""
+        args: list[Any] = [_ttl_ms(state, now), *_state_fields(state)]
+        with redis_errors("update a subscription"):
+            saved = self._save(keys=[self._keys.subscription(conference_id, sub_id)], args=args)
+        return bool(saved)
+
+    def remove(self, conference_id: str, sub_id: str, node: str) -> None:
+        """Forget the subscription (idempotent): the record, then its node index entry."""
+        keys = [
+            self._keys.subscription(conference_id, sub_id),
+            self._keys.subscriptions(conference_id),
+        ]
+        with redis_errors("remove a subscription"):
+            self._remove(keys=keys, args=[sub_id])
+            self._redis.zrem(self._keys.subscription_node(node), f"{conference_id}/{sub_id}")
+
+    def of_node(self, node: str, *, limit: int) -> list[tuple[str, str]]:
+        """Up to *limit* ``(conference id, sub id)`` the node holds, oldest first."""
+        with redis_errors("list a node's subscriptions"):
+            raw = cast(
+                list[bytes],
+                self._redis.zrange(self._keys.subscription_node(node), 0, max(0, limit - 1)),
+            )
+        pairs = [text(entry).partition("/") for entry in raw]
+        return [(conf, sub) for conf, _, sub in pairs if conf and sub]
+
+    def of_conference(self, conference_id: str) -> dict[str, str]:
+        """sub id -> identity for the conference (tests, operators, the release path)."""
+        with redis_errors("list a conference's subscriptions"):
+            raw = cast(
+                dict[bytes, bytes],
+                self._redis.hgetall(self._keys.subscriptions(conference_id)),
+            )
+        return {text(sub): text(who) for sub, who in raw.items()}
+
+    def drop_index_entries(self, node: str, entries: Sequence[tuple[str, str]]) -> None:
+        """Forget node index entries whose records are gone (the reader found none)."""
+        if entries:
+            with redis_errors("clean a node's index"):
+                self._redis.zrem(
+                    self._keys.subscription_node(node), *[f"{c}/{s}" for c, s in entries]
+                )
+
+
+def _raise_refusal(result: str) -> None:
+    """The create script's refusal as the error the focus answers with."""
+    if result == "ok":
+        return
+    if result == "not-found":
+        raise ConferenceNotFound("no such conference")
+    if result == "mode":
+        raise Forbidden("this conference does not take this mode's subscriptions")
+    if result == "not-member":
+        raise Forbidden("only a member of the conference may subscribe to it")
+    if result == "exists":
+        raise Forbidden("this dialog already holds a subscription")
+    if result == "full-conference":
+        raise RateLimited("the conference has as many subscriptions as it takes", 60)
+    if result == "full-identity":
+        raise RateLimited("this identity has as many subscriptions here as it may", 60)
+    raise ValueError(f"unexpected answer from the subscription script: {result!r}")
