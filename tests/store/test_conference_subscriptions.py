@@ -14,15 +14,16 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from secconf.core import events
+from secconf.core import cms, events
 from secconf.core.confinfo import ConferenceDescription, ConferenceInfo, ConferenceState
-from secconf.core.errors import Forbidden, RateLimited
+from secconf.core.errors import Forbidden, RateLimited, ReplayedMessage
 from secconf.core.focus import ConferenceNotFound
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES
 from secconf.store.conference_subscriptions import SubscriptionRecord
 from secconf.store.conferences import ConferenceStore, connect_blocking
-from secconf.store.keywrap import KeyUnwrapError, KeyWrapper
+from secconf.store.errors import KeyUnwrapError
+from secconf.store.keywrap import KeyWrapper
 
 SUITE = SUITES["AES_CM_128_HMAC_SHA1_80"]
 KEY = GroupKey(1, SUITE, bytes(range(16)), bytes(range(100, 114)))
@@ -31,7 +32,7 @@ BOB = "sip:bob@example.com"
 CAROL = "sip:carol@example.com"
 CONF = "c0ffee"
 URI = "sip:conf-c0ffee@conf.example.com"
-EVENT_KEY = bytes(range(200, 232))
+EVENT_KEY = cms.EventKey(cms.event_key_id(7), bytes(range(200, 232)))
 
 
 @pytest.fixture(params=["single", "cluster"])
@@ -147,17 +148,17 @@ def test_the_event_key_is_stored_wrapped(store: ConferenceStore, client: redis.R
     got = store.subscriptions.get(CONF, record.sub_id)
     assert got is not None
     assert got.event_key == EVENT_KEY
-    assert EVENT_KEY.hex() not in repr(got)
-    assert repr(EVENT_KEY) not in repr(got)
+    assert EVENT_KEY.kek.hex() not in repr(got)
+    assert repr(EVENT_KEY.kek) not in repr(got)
     for key in client.scan_iter():
         dumped = client.dump(key) or b""
-        assert EVENT_KEY not in dumped
-        assert EVENT_KEY.hex().encode() not in dumped
+        assert EVENT_KEY.kek not in dumped
+        assert EVENT_KEY.kek.hex().encode() not in dumped
     # moved to another subscription's record, the wrapped key does not open
-    raw = client.hget(store.keys.subscription(CONF, record.sub_id), "event_key")
-    other = _record(call_id="sub-2", mode="kms", event_key=bytes(32))
+    raw = client.hget(store.keys.subscription(CONF, record.sub_id), "event_kek")
+    other = _record(call_id="sub-2", mode="kms", event_key=cms.EventKey(b"\x02" * 5, bytes(32)))
     _create(store, other)
-    client.hset(store.keys.subscription(CONF, other.sub_id), "event_key", raw)  # type: ignore[arg-type]
+    client.hset(store.keys.subscription(CONF, other.sub_id), "event_kek", raw)  # type: ignore[arg-type]
     with pytest.raises(KeyUnwrapError):
         store.subscriptions.get(CONF, other.sub_id)
 
@@ -186,3 +187,28 @@ def test_node_listing_is_bounded_and_stale_entries_can_be_dropped(
     assert store.subscriptions.of_node("node-a", limit=1) == [(CONF, first.sub_id)]
     store.subscriptions.drop_index_entries("node-a", [(CONF, first.sub_id)])
     assert store.subscriptions.of_node("node-a", limit=10) == [(CONF, second.sub_id)]
+
+
+def test_a_replayed_transfer_init_is_refused_and_a_refusal_forgets_the_replay_key(
+    store: ConferenceStore, client: redis.Redis
+) -> None:
+    client.hset(store.keys.conference(CONF), "mode", "kms")
+    replay = "secconf:replay:" + "ab" * 32
+    with pytest.raises(Forbidden):  # BOB holds no dialog: refused, the replay key undone
+        store.subscriptions.create(
+            _record(identity=BOB, mode="kms"), now=1000.0, max_per_conference=8,
+            max_per_identity=2, replay_key=replay, replay_ttl=60.0,
+        )  # fmt: skip
+    assert not client.exists(replay)
+    store.subscriptions.create(
+        _record(mode="kms"), now=1000.0, max_per_conference=8, max_per_identity=2,
+        replay_key=replay, replay_ttl=60.0,
+    )  # fmt: skip
+    assert 0 < client.pttl(replay) <= 60_000
+    before = _dump(client)
+    with pytest.raises(ReplayedMessage):
+        store.subscriptions.create(
+            _record(call_id="sub-9", mode="kms"), now=1000.0, max_per_conference=8,
+            max_per_identity=2, replay_key=replay, replay_ttl=60.0,
+        )  # fmt: skip
+    assert _dump(client) == before

@@ -9,8 +9,9 @@ Keys (``P`` the prefix; docs/store.md)::
                                      JSON of scalars), the last document sent (``sent``:
                                      the plain conference-info document — roster data, not
                                      key material) and in KMS mode the subscription's
-                                     event key, wrapped (``event_key``, context
-                                     ``conf-sub-key:<id>:<sub id>``)
+                                     event KEK, wrapped (``event_kek``, context
+                                     ``conf-sub-key:<id>:<sub id>``) with its key id
+                                     (``event_key_id``, hex: ``0x02 || CSB ID``, not secret)
     P:conf:{id}:subs           hash  sub id -> identity: the conference's subscriptions
     P:subnode:<node>           zset  "<id>/<sub id>" scored by creation time: the
                                      subscriptions whose flow the Kamailio node holds
@@ -38,8 +39,8 @@ from typing import Any, Final, cast
 
 import redis
 
-from secconf.core import events
-from secconf.core.errors import Forbidden, RateLimited
+from secconf.core import cms, events
+from secconf.core.errors import Forbidden, RateLimited, ReplayedMessage, ServiceUnavailable
 from secconf.core.events import InFlight, NotifierState, Phase, Termination
 from secconf.core.focus import ConferenceNotFound
 
@@ -115,7 +116,7 @@ class SubscriptionRecord:
     mode: str
     epoch: int
     notifier: NotifierState
-    event_key: bytes | None = field(default=None, repr=False)
+    event_key: cms.EventKey | None = field(default=None, repr=False)
 
     @property
     def sub_id(self) -> str:
@@ -187,12 +188,17 @@ class Subscriptions:
         now: float,
         max_per_conference: int,
         max_per_identity: int,
+        replay_key: str | None = None,
+        replay_ttl: float = 0.0,
     ) -> None:
         """Store a new subscription, or refuse with nothing written.
 
         :class:`ConferenceNotFound` (404) for a conference not active, ``Forbidden`` (403)
         for another mode or an identity without a dialog in it (or the same dialog twice),
-        :class:`RateLimited` (403 + Retry-After) beyond a bound.
+        :class:`RateLimited` (403 + Retry-After) beyond a bound.  *replay_key* (the KMS-mode
+        SUBSCRIBE's TRANSFER_INIT in the replay cache, another slot) is set first (``SET NX
+        PX``: a replay is ``ReplayedMessage``, 403) and deleted again if the script refuses,
+        as :meth:`.ReferStream.add` does.
         """
         check_identity(record.identity, "identity")
         conf, sub = record.conference_id, record.sub_id
@@ -204,7 +210,8 @@ class Subscriptions:
             "epoch", str(record.epoch), *_state_fields(record.notifier),
         ]  # fmt: skip
         if record.event_key is not None:
-            fields += ["event_key", self._wrapper.wrap(record.event_key, self._context(conf, sub))]
+            wrapped = self._wrapper.wrap(record.event_key.kek, self._context(conf, sub))
+            fields += ["event_kek", wrapped, "event_key_id", record.event_key.key_id.hex()]
         keys = [
             self._keys.conference(conf),
             self._keys.conference(conf, "members"),
@@ -215,11 +222,29 @@ class Subscriptions:
             record.identity, sub, record.mode, int(max_per_conference), int(max_per_identity),
             _ttl_ms(record.notifier, now), *fields,
         ]  # fmt: skip
-        with redis_errors("record a subscription"):
-            result = text(self._create(keys=keys, args=args))
-        _raise_refusal(result)
+        if replay_key:
+            ttl_ms = max(1, math.ceil(replay_ttl * 1000))
+            with redis_errors("check a SUBSCRIBE for replay"):
+                if not self._redis.set(replay_key, b"1", nx=True, px=ttl_ms):
+                    raise ReplayedMessage("MIKEY message replayed")
+        try:
+            with redis_errors("record a subscription"):
+                result = text(self._create(keys=keys, args=args))
+            _raise_refusal(result)
+        except BaseException:
+            if replay_key:
+                self._forget_replay(replay_key)
+            raise
         with redis_errors("index a subscription"):
             self._redis.zadd(self._keys.subscription_node(record.node), {f"{conf}/{sub}": now})
+
+    def _forget_replay(self, replay_key: str) -> None:
+        """Undo the replay-cache entry of a SUBSCRIBE that was then refused (best effort)."""
+        try:
+            with redis_errors("undo a replay-cache entry"):
+                self._redis.delete(replay_key)
+        except ServiceUnavailable:
+            pass  # the entry expires on its own; the refusal stands
 
     def get(self, conference_id: str, sub_id: str) -> SubscriptionRecord | None:
         """The record, or None if there is none."""
@@ -236,15 +261,17 @@ class Subscriptions:
         def field_text(name: str) -> str:
             return text(raw.get(name.encode(), b""))
 
-        wrapped = raw.get(b"event_key")
+        wrapped = raw.get(b"event_kek")
+        key = None
+        if wrapped:
+            kek = self._wrapper.unwrap(wrapped, self._context(conference_id, sub_id))
+            key = cms.EventKey(bytes.fromhex(field_text("event_key_id")), kek)
         return SubscriptionRecord(
             conference_id=conference_id,
             **{name: field_text(name) for name in _TEXT_FIELDS},
             epoch=int(field_text("epoch") or 0),
             notifier=_state(field_text("notifier"), raw.get(b"sent", b"")),
-            event_key=self._wrapper.unwrap(wrapped, self._context(conference_id, sub_id))
-            if wrapped
-            else None,
+            event_key=key,
         )
 
     def save(self, conference_id: str, sub_id: str, state: NotifierState, *, now: float) -> bool:
