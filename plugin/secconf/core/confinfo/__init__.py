@@ -11,6 +11,8 @@ What the focus tells the subscribers of a conference's event package (R7):
   size and depth bounds), a full document to the model;
 - :mod:`.view`: RFC 4575 §4.6, applying full and partial documents to the held
   state, with the version rules (stale, resync needed, ended);
+- :mod:`.facts`: what the conference looks like (members, legs, departures, keying)
+  and :func:`describe`, the RFC 4575 state those facts give;
 - :mod:`.timestamps`: ``xs:dateTime`` <-> POSIX seconds, without a clock.
 
 Times are passed in; nothing here reads a clock, draws randomness or does I/O.
@@ -20,6 +22,7 @@ The decisions the RFC leaves open are in docs/event-package.md, "The document".
 from __future__ import annotations
 
 from .build import conference_element, deleted_document, full_document, partial_document
+from .facts import ConferenceFacts, DepartureFacts, MemberFacts, describe, leg_endpoint
 from .model import (
     CONFERENCE_INFO_NS,
     CONFERENCE_INFO_TYPE,
@@ -56,9 +59,11 @@ __all__ = [
     "DEFAULT_LIMITS",
     "SECCONF_INFO_NS",
     "ConferenceDescription",
+    "ConferenceFacts",
     "ConferenceInfo",
     "ConferenceState",
     "ConferenceView",
+    "DepartureFacts",
     "DisconnectionMethod",
     "Document",
     "DocumentState",
@@ -69,6 +74,7 @@ __all__ = [
     "Keying",
     "Media",
     "MediaStatus",
+    "MemberFacts",
     "OfferMode",
     "ParseLimits",
     "Received",
@@ -78,9 +84,11 @@ __all__ = [
     "apply_document",
     "conference_element",
     "deleted_document",
+    "describe",
     "format_datetime",
     "full_document",
     "info_from_element",
+    "leg_endpoint",
     "parse_datetime",
     "partial_document",
     "read_document",
