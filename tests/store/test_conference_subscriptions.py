@@ -133,7 +133,7 @@ def test_notifier_state_and_last_document_round_trip(store: ConferenceStore) -> 
     )
     state, notify = events.plan(record.notifier, 1001.0, info)
     assert notify is not None
-    assert store.subscriptions.save(CONF, record.sub_id, state, now=1001.0)
+    assert store.subscriptions.save(record, state, now=1001.0)
     got = store.subscriptions.get(CONF, record.sub_id)
     assert got is not None
     assert got.notifier == state
@@ -173,7 +173,9 @@ def test_remove_forgets_the_record_and_its_indexes(
     assert store.subscriptions.get(CONF, record.sub_id) is None
     assert store.subscriptions.of_conference(CONF) == {}
     assert store.subscriptions.of_node("node-a", limit=10) == []
-    assert not store.subscriptions.save(CONF, record.sub_id, record.notifier, now=1001.0)
+    assert not store.subscriptions.save(record, record.notifier, now=1001.0)
+    assert not store.subscriptions.refresh(CONF, record.sub_id, now=1001.0, expires=600)
+    assert not store.subscriptions.reply(CONF, record.sub_id, cseq=1, status=200)
     assert not client.exists(store.keys.subscription(CONF, record.sub_id))
 
 
@@ -212,3 +214,28 @@ def test_a_replayed_transfer_init_is_refused_and_a_refusal_forgets_the_replay_ke
             max_per_identity=2, replay_key=replay, replay_ttl=60.0,
         )  # fmt: skip
     assert _dump(client) == before
+
+
+def test_worker_inputs_wait_for_the_timer_and_are_consumed_once(
+    store: ConferenceStore, client: redis.Redis
+) -> None:
+    record = _record()
+    _create(store, record)
+    assert store.subscriptions.refresh(CONF, record.sub_id, now=1100.0, expires=3600)
+    assert store.subscriptions.reply(CONF, record.sub_id, cseq=1, status=200)
+    read = store.subscriptions.get(CONF, record.sub_id)
+    assert read is not None
+    assert (read.refresh_seq, read.applied_refresh, read.refresh) == (1, 0, (1100.0, 3600))
+    assert read.reply == (1, 200)
+    assert client.pttl(store.keys.subscription(CONF, record.sub_id)) > 3600_000
+    # a newer reply and refresh arrive between the timer's read and its save: they stay
+    assert store.subscriptions.refresh(CONF, record.sub_id, now=1101.0, expires=600)
+    assert store.subscriptions.reply(CONF, record.sub_id, cseq=2, status=481)
+    assert store.subscriptions.save(read, read.notifier, now=1101.0)
+    after = store.subscriptions.get(CONF, record.sub_id)
+    assert after is not None
+    assert (after.refresh_seq, after.applied_refresh, after.reply) == (2, 1, (2, 481))
+    assert store.subscriptions.save(after, after.notifier, now=1102.0)
+    done = store.subscriptions.get(CONF, record.sub_id)
+    assert done is not None
+    assert (done.refresh_seq, done.applied_refresh, done.reply) == (2, 2, None)

@@ -351,6 +351,8 @@ def plan(
 def _active_notify(
     state: NotifierState, now: float, current: ConferenceInfo
 ) -> tuple[NotifierState, Notify | None]:
+    if state.sent == current:  # the common tick: nothing changed since the last document
+        return state, None
     version = state.version + 1
     if state.sent is None:
         kind, document = BodyKind.FULL, full_document(current, version)

@@ -31,6 +31,7 @@ identity gone from ``members`` and ends the subscription with ``reason=rejected`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,7 @@ from typing import Any, Final, cast
 import redis
 
 from secconf.core import cms, events
+from secconf.core.confinfo import ConferenceInfo
 from secconf.core.errors import Forbidden, RateLimited, ReplayedMessage, ServiceUnavailable
 from secconf.core.events import InFlight, NotifierState, Phase, Termination
 from secconf.core.focus import ConferenceNotFound
@@ -56,6 +58,9 @@ _TEXT_FIELDS: Final = (
     "call_id", "sub_tag", "our_tag", "subscriber", "identity", "contact",
     "transport", "source", "socket", "node", "mode",
 )  # fmt: skip
+
+#: Distinct last documents whose parsed form a process keeps (the timer's, mostly).
+SENT_CACHE_MAX: Final = 1024
 
 #: A record outlives its expiry by this much (the final NOTIFY and its Timer F).
 RECORD_SLACK: Final = 120
@@ -81,13 +86,31 @@ redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
 return 'ok'
 """
 
-# KEYS: record; ARGV: ttl ms, field/value pairs.  Only a record that still exists.
+# KEYS: record; ARGV: ttl ms, the refresh applied (its seq), the reply consumed (its
+# CSeq or ''), then field/value pairs.  Only a record that still exists; the reply fields
+# are cleared only if they still hold the reply consumed (a newer one stays).
 SAVE: Final = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local fields = {}
-for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
+local fields = {'applied_refresh', ARGV[2]}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'reply_cseq') == ARGV[3] then
+  redis.call('HDEL', KEYS[1], 'reply_cseq', 'reply_status')
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS: record; ARGV: ttl ms ('' = keep), then field/value pairs; 'refresh' = 1 counts
+# one more refresh.  An input from a worker for the node's timer (refresh, a NOTIFY's
+# reply): only a record that exists, and never the notifier's own fields.
+INPUT: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local fields = {}
+for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[1], 'refresh_seq', 1) end
+if ARGV[1] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return 1
 """
 
@@ -117,6 +140,13 @@ class SubscriptionRecord:
     epoch: int
     notifier: NotifierState
     event_key: cms.EventKey | None = field(default=None, repr=False)
+    #: refreshes taken by workers (their count, the last one's time and ``Expires``)
+    refresh_seq: int = 0
+    refresh: tuple[float, int] | None = None
+    #: the refreshes the notifier applied (all of them when equal to refresh_seq)
+    applied_refresh: int = 0
+    #: the final reply a worker saw to a NOTIFY (CSeq, status), not yet applied
+    reply: tuple[int, int] | None = None
 
     @property
     def sub_id(self) -> str:
@@ -140,7 +170,7 @@ def _state_json(state: NotifierState) -> str:
     )
 
 
-def _state(raw: str, sent: bytes) -> NotifierState:
+def _state(raw: str, sent: ConferenceInfo | None) -> NotifierState:
     data = json.loads(raw)
     flight = data["in_flight"]
     return NotifierState(
@@ -149,7 +179,7 @@ def _state(raw: str, sent: bytes) -> NotifierState:
         version=int(data["version"]),
         next_cseq=int(data["next_cseq"]),
         expires_at=float(data["expires_at"]),
-        sent=events.info_from_snapshot(sent) if sent else None,
+        sent=sent,
         in_flight=InFlight(int(flight[0]), float(flight[1])) if flight else None,
         ending=Termination(data["ending"]) if data["ending"] else None,
     )
@@ -173,6 +203,8 @@ class Subscriptions:
         self._wrapper = wrapper
         self._create = register_script(client, CREATE)
         self._save = register_script(client, SAVE)
+        self._input = register_script(client, INPUT)
+        self._sent_cache: dict[bytes, ConferenceInfo] = {}
         self._remove = register_script(client, REMOVE)
 
     def __repr__(self) -> str:
@@ -255,6 +287,34 @@ class Subscriptions:
             )
         return self._decode(conference_id, sub_id, raw) if raw else None
 
+    def get_many(self, pairs: Sequence[tuple[str, str]]) -> list[SubscriptionRecord | None]:
+        """The records of ``(conference id, sub id)`` pairs, one pipeline (the timer's read)."""
+        if not pairs:
+            return []
+        with redis_errors("read subscriptions"):
+            pipe = self._redis.pipeline(transaction=False)
+            for conference_id, sub_id in pairs:
+                pipe.hgetall(self._keys.subscription(conference_id, sub_id))
+            raws = cast(list[dict[bytes, bytes]], pipe.execute())
+        return [
+            self._decode(conf, sub, raw) if raw else None
+            for (conf, sub), raw in zip(pairs, raws, strict=True)
+        ]
+
+    def _sent(self, body: bytes) -> ConferenceInfo | None:
+        """The last document sent, read once per distinct document (the timer reads it
+        every tick; parsing is the costly part)."""
+        if not body:
+            return None
+        digest = hashlib.sha256(body).digest()
+        info = self._sent_cache.get(digest)
+        if info is None:
+            info = events.info_from_snapshot(body)
+            if len(self._sent_cache) >= SENT_CACHE_MAX:
+                self._sent_cache.clear()
+            self._sent_cache[digest] = info
+        return info
+
     def _decode(
         self, conference_id: str, sub_id: str, raw: Mapping[bytes, bytes]
     ) -> SubscriptionRecord:
@@ -270,16 +330,48 @@ class Subscriptions:
             conference_id=conference_id,
             **{name: field_text(name) for name in _TEXT_FIELDS},
             epoch=int(field_text("epoch") or 0),
-            notifier=_state(field_text("notifier"), raw.get(b"sent", b"")),
+            notifier=_state(field_text("notifier"), self._sent(raw.get(b"sent", b""))),
             event_key=key,
+            refresh_seq=int(field_text("refresh_seq") or 0),
+            refresh=(float(field_text("refresh_at")), int(field_text("refresh_expires")))
+            if raw.get(b"refresh_at")
+            else None,
+            applied_refresh=int(field_text("applied_refresh") or 0),
+            reply=(int(field_text("reply_cseq")), int(field_text("reply_status")))
+            if raw.get(b"reply_cseq")
+            else None,
         )
 
-    def save(self, conference_id: str, sub_id: str, state: NotifierState, *, now: float) -> bool:
-        """Write the notifier's new state; False if the record is gone (nothing written)."""
-        args: list[Any] = [_ttl_ms(state, now), *_state_fields(state)]
+    def save(self, record: SubscriptionRecord, state: NotifierState, *, now: float) -> bool:
+        """The node's timer writes the notifier's new state (it alone writes it).
+
+        The inputs *record* carried are marked consumed (its refresh's sequence number,
+        its reply); inputs that arrived since stay for the next tick.  False if the
+        record is gone (nothing written).
+        """
+        consumed = "" if record.reply is None else str(record.reply[0])
+        args: list[Any] = [
+            _ttl_ms(state, now), record.refresh_seq, consumed, *_state_fields(state),
+        ]  # fmt: skip
+        key = self._keys.subscription(record.conference_id, record.sub_id)
         with redis_errors("update a subscription"):
-            saved = self._save(keys=[self._keys.subscription(conference_id, sub_id)], args=args)
+            saved = self._save(keys=[key], args=args)
         return bool(saved)
+
+    def refresh(self, conference_id: str, sub_id: str, *, now: float, expires: int) -> bool:
+        """A worker took an in-dialog SUBSCRIBE: the timer applies it at its next tick."""
+        ttl = "" if expires == 0 else str(math.ceil((expires + RECORD_SLACK) * 1000))
+        args: list[Any] = [ttl, "1", "refresh_at", repr(float(now)), "refresh_expires", expires]
+        key = self._keys.subscription(conference_id, sub_id)
+        with redis_errors("refresh a subscription"):
+            return bool(self._input(keys=[key], args=args))
+
+    def reply(self, conference_id: str, sub_id: str, *, cseq: int, status: int) -> bool:
+        """A NOTIFY's final reply, seen by a worker: the timer applies it at its next tick."""
+        args: list[Any] = ["", "0", "reply_cseq", int(cseq), "reply_status", int(status)]
+        key = self._keys.subscription(conference_id, sub_id)
+        with redis_errors("record a NOTIFY's reply"):
+            return bool(self._input(keys=[key], args=args))
 
     def remove(self, conference_id: str, sub_id: str, node: str) -> None:
         """Forget the subscription (idempotent): the record, then its node index entry."""
