@@ -42,7 +42,7 @@ def _member(identity: str, call_id: str, **changes: object) -> MemberFacts:
         "ssrcs": (7, 3), "joined": T0, "epoch": 2,
     }  # fmt: skip
     fields.update(changes)
-    return MemberFacts(identity, leg_endpoint(identity, call_id), **fields)  # type: ignore[arg-type]
+    return MemberFacts(identity, _leg(identity, call_id), **fields)  # type: ignore[arg-type]
 
 
 def _facts(
@@ -51,19 +51,23 @@ def _facts(
     return ConferenceFacts("c7", CONFERENCE, OfferMode.KMS, 2, T0 + 5, True, members, departures)
 
 
+def _leg(identity: str, call_id: str) -> str:
+    return leg_endpoint(identity, hashlib.sha256(call_id.encode()).hexdigest())
+
+
 def test_leg_endpoint_hides_the_call_id() -> None:
-    endpoint = leg_endpoint(ALICE, "call-1@host")
     digest = hashlib.sha256(b"call-1@host").hexdigest()
+    endpoint = leg_endpoint(ALICE, digest)
     assert endpoint == f"{ALICE};leg={digest[:16]}"
     assert "call-1" not in endpoint
-    assert leg_endpoint(ALICE + "?subject=x", "call-1@host") == endpoint
+    assert leg_endpoint(ALICE + "?subject=x", digest) == endpoint
+    with pytest.raises(MalformedConferenceInfo):
+        leg_endpoint(ALICE, "call-1@host")
 
 
 def test_a_connected_member_and_a_departure_of_the_same_identity() -> None:
-    old = DepartureFacts(
-        ALICE, leg_endpoint(ALICE, "old"), DisconnectionMethod.FAILED, T0 - 10, T0 - 100
-    )
-    gone = DepartureFacts(BOB, leg_endpoint(BOB, "b"), DisconnectionMethod.DEPARTED, T0 + 3, T0)
+    old = DepartureFacts(ALICE, _leg(ALICE, "old"), DisconnectionMethod.FAILED, T0 - 10, T0 - 100)
+    gone = DepartureFacts(BOB, _leg(BOB, "b"), DisconnectionMethod.DEPARTED, T0 + 3, T0)
     info = describe(_facts((_member(ALICE, "new"),), (old, gone)))
     document = full_document(info, 1)
     assert_valid(document)
@@ -80,7 +84,7 @@ def test_a_connected_member_and_a_departure_of_the_same_identity() -> None:
     assert alice is not None
     assert len(alice.endpoints) == 2
     by_entity = {endpoint.entity: endpoint for endpoint in alice.endpoints}
-    current = by_entity[leg_endpoint(ALICE, "new")]
+    current = by_entity[_leg(ALICE, "new")]
     assert current.status is EndpointStatus.CONNECTED
     assert current.joining_method is JoiningMethod.DIALED_IN
     assert current.joining_info is not None
@@ -90,7 +94,7 @@ def test_a_connected_member_and_a_departure_of_the_same_identity() -> None:
         ("1", 3, MediaStatus.SENDRECV, "audio"),
         ("2", 7, MediaStatus.SENDRECV, "audio"),
     ]
-    previous = by_entity[leg_endpoint(ALICE, "old")]
+    previous = by_entity[_leg(ALICE, "old")]
     assert previous.status is EndpointStatus.DISCONNECTED
     assert previous.disconnection_method is DisconnectionMethod.FAILED
     assert previous.disconnection_info is not None
@@ -139,7 +143,7 @@ def test_a_departed_leg_that_is_current_again_shows_once_connected() -> None:
 
 
 def test_the_newest_departure_of_a_leg_wins() -> None:
-    endpoint = leg_endpoint(BOB, "b")
+    endpoint = _leg(BOB, "b")
     older = DepartureFacts(BOB, endpoint, DisconnectionMethod.FAILED, T0)
     newer = DepartureFacts(BOB, endpoint, DisconnectionMethod.BOOTED, T0 + 1)
     info = describe(_facts((), (older, newer)))
@@ -170,7 +174,7 @@ _identities = st.sampled_from([ALICE, BOB, "sips:carol@example.org", "sip:d@[200
 _instants = st.one_of(st.none(), st.integers(0, 2**33))
 _members = st.builds(
     lambda identity, call_id, flags, mode, ssrcs, joined, epoch: MemberFacts(
-        identity, leg_endpoint(identity, call_id), *flags, mode, tuple(ssrcs), joined, epoch
+        identity, _leg(identity, call_id), *flags, mode, tuple(ssrcs), joined, epoch
     ),
     _identities,
     st.text(min_size=1, max_size=8),
@@ -182,7 +186,7 @@ _members = st.builds(
 )
 _departures = st.builds(
     lambda identity, call_id, method, when, joined, out: DepartureFacts(
-        identity, leg_endpoint(identity, call_id), method, when, joined, out
+        identity, _leg(identity, call_id), method, when, joined, out
     ),
     _identities,
     st.text(min_size=1, max_size=8),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from secconf.core.confinfo import DisconnectionMethod
 from secconf.core.errors import SecconfError
 from secconf.media.control_client import EdgeControl
 from secconf.store.conferences import ConferenceStore, Released
@@ -45,10 +46,22 @@ class Releases:
             return
         self.release(state.conference_id, call_id, state.leg)
 
-    def release(self, conference_id: str, call_id: str, leg: str | None) -> None:
+    def release(
+        self,
+        conference_id: str,
+        call_id: str,
+        leg: str | None,
+        method: DisconnectionMethod = DisconnectionMethod.FAILED,
+    ) -> None:
+        """Release the dialog; its departure says *method* (RFC 4575 §5.7.6).
+
+        Every caller so far is a leg that failed (an INVITE failed or cancelled, an answer
+        or a dial-out the focus could not key): ``failed``.  A BYE's release, ``departed``
+        (the member's) or ``booted`` (the mixer's), is the store's ``release_from``.
+        """
         released = None
         try:
-            released = self.store.dialogs.release(conference_id, call_id)
+            released = self.store.dialogs.release(conference_id, call_id, method)
         except SecconfError as exc:
             self.log("err", f"secconf: release of a dialog failed: {exc.message}")
         self.finish_release(call_id, released, leg)

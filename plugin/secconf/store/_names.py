@@ -4,7 +4,8 @@
 script or MULTI touches share one)::
 
     P:conf:{<id>}[:<part>]            the conference store (ConferenceKeys; parts listed in
-                                      secconf.store.conferences), its REFER stream included
+                                      secconf.store.conferences), its REFER stream included,
+                                      its events counter ``P:conf:{<id>}:events`` too
     P:ident:{<hash>}                  an identity's conference dialogs
     P:subnode:<node>                  the conference subscriptions a Kamailio node sends for
     P:dialout:<c>  P:rekeys:<c>       the watcher's journal streams
@@ -85,6 +86,15 @@ def conference_key(prefix: str, conference_id: str, part: str = "") -> str:
     check_conference_id(conference_id)
     suffix = f":{part}" if part else ""
     return f"{prefix}:conf:{{{conference_id}}}{suffix}"
+
+
+def events_key(prefix: str, conference_id: str) -> str:
+    """``P:conf:{<id>}:events``: the conference's change counter (docs/event-package.md).
+
+    Every change a subscriber of the conference event package must see increments it
+    (the focus's scripts, the watcher's roster writes); the notifier polls it.
+    """
+    return conference_key(prefix, conference_id, "events")
 
 
 def refer_stream_key(prefix: str, conference_id: str) -> str:
@@ -219,6 +229,18 @@ class ConferenceKeys:
     def dialog(self, conference_id: str, call_id: str) -> str:
         """``P:conf:{<id>}:dialog:<sha256 of the Call-ID>``: one dialog of a conference."""
         return self.conference(conference_id, f"dialog:{dialog_id(call_id)}")
+
+    def dialogs(self, conference_id: str) -> str:
+        """``P:conf:{<id>}:dialogs``: the set of the conference's dialog ids (pending or up)."""
+        return self.conference(conference_id, "dialogs")
+
+    def events(self, conference_id: str) -> str:
+        """``P:conf:{<id>}:events``: the change counter (:func:`events_key`)."""
+        return events_key(self.prefix, conference_id)
+
+    def departures(self, conference_id: str) -> str:
+        """``P:conf:{<id>}:departures``: the latest dialogs released, JSON, newest last."""
+        return self.conference(conference_id, "departures")
 
     def refer_stream(self, conference_id: str) -> str:
         """``P:conf:{<id>}:refer``: the REFERs accepted for a conference (the watcher reads it)."""

@@ -87,6 +87,8 @@ class ConferenceAdmission:
             self._keys.conference(conference_id, "epochs"),
             self._keys.conference(conference_id, "ssrcs"),
             self._keys.dialog(conference_id, call_id),
+            self._keys.dialogs(conference_id),
+            self._keys.events(conference_id),
         ]
         args: list[Any] = [
             mode,
@@ -147,6 +149,8 @@ class ConferenceAdmission:
             self._keys.conference(conference_id, "members"),
             self._keys.conference(conference_id, "ssrcs"),
             self._keys.dialog(conference_id, call_id),
+            self._keys.dialogs(conference_id),
+            self._keys.events(conference_id),
         ]
         args: list[Any] = [
             identity,

@@ -57,7 +57,11 @@ class ConferenceCommands:
     @operation("store a key epoch")
     def add_epoch(self, conference_id: str, epoch: int, blob: bytes, ticket: bytes) -> Steps[None]:
         """Make *epoch* (its wrapped key *blob*, its wrapped *ticket* or b"") current."""
-        keys = [self.keys.conference(conference_id), self.keys.conference(conference_id, "epochs")]
+        keys = [
+            self.keys.conference(conference_id),
+            self.keys.conference(conference_id, "epochs"),
+            self.keys.events(conference_id),
+        ]
         result = text((yield Eval(_ADD_EPOCH, keys, [epoch, blob, ticket])))
         if result == "not-found":
             raise ConferenceNotFound("no such conference")
@@ -67,7 +71,11 @@ class ConferenceCommands:
     @operation("drop a key epoch")
     def drop_epoch(self, conference_id: str, epoch: int) -> Steps[None]:
         """Undo :meth:`add_epoch` of *epoch* if it is still the newest (the edge refused it)."""
-        keys = [self.keys.conference(conference_id), self.keys.conference(conference_id, "epochs")]
+        keys = [
+            self.keys.conference(conference_id),
+            self.keys.conference(conference_id, "epochs"),
+            self.keys.events(conference_id),
+        ]
         result = text((yield Eval(_DROP_EPOCH, keys, [int(epoch)])))
         if result != "ok":
             raise Conflict("epoch is not the newest any more")

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import redis
 
+from secconf.core.confinfo import DisconnectionMethod
 from secconf.core.focus import ConferenceNotFound
 from secconf.core.gate import DialogPeers, Direction
 from secconf.core.sdes import SUITES
@@ -35,6 +36,11 @@ from .keywrap import KeyWrapper
 from .redis import redis_errors, register_script
 
 __all__ = ["ConferenceDialogs"]
+
+#: What a dialog's departure may say (``busy`` is a dial-out refused: never a member).
+_METHODS = frozenset(
+    {DisconnectionMethod.DEPARTED, DisconnectionMethod.BOOTED, DisconnectionMethod.FAILED}
+)
 
 
 class ConferenceDialogs:
@@ -79,6 +85,7 @@ class ConferenceDialogs:
             self._keys.dialog(conference_id, call_id),
             self._keys.conference(conference_id),
             self._keys.conference(conference_id, "epochs"),
+            self._keys.events(conference_id),
         ]
         fields = peer_fields(peers)
         args: list[Any] = [media, "" if epoch is None else int(epoch), *fields]
@@ -113,17 +120,25 @@ class ConferenceDialogs:
         with redis_errors("record a leg's epoch"):
             self._switched(keys=[self._keys.dialog(conference_id, call_id)], args=[int(epoch)])
 
-    def release(self, conference_id: str, call_id: str) -> Released | None:
+    def release(
+        self,
+        conference_id: str,
+        call_id: str,
+        method: DisconnectionMethod = DisconnectionMethod.FAILED,
+    ) -> Released | None:
         """Remove a dialog, its roster count and SSRCs; end the conference if it was the last.
 
-        Idempotent: ``None`` when the dialog has no record (already released).
+        A member's dialog leaves a departure saying *method* (RFC 4575 §5.7.6: the
+        focus's own releases are a failed INVITE, a refused answer or dial-out:
+        ``failed``; a BYE goes through :meth:`release_from`).  Idempotent: ``None`` when
+        the dialog has no record (already released).
         """
+        if method not in _METHODS:
+            raise ValueError("a release is departed, booted or failed")
         keys = self._release_keys(conference_id, call_id)
+        args = [dialog_id(call_id), self._ended_ttl_ms, str(method)]
         with redis_errors("release a dialog"):
-            raw = cast(
-                list[bytes],
-                self._release(keys=keys, args=[dialog_id(call_id), self._ended_ttl_ms]),
-            )
+            raw = cast(list[bytes], self._release(keys=keys, args=args))
         if text(raw[0]) != "ok":
             return None
         return released(raw)
@@ -137,6 +152,9 @@ class ConferenceDialogs:
             ),
             self._keys.refer_stream(conference_id),
             self._keys.rekey_failed(conference_id),
+            self._keys.dialogs(conference_id),
+            self._keys.events(conference_id),
+            self._keys.departures(conference_id),
         ]
 
     def closing(self, conference_id: str, call_id: str, peers: DialogPeers, ttl: int = 300) -> None:

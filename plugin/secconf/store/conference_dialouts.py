@@ -66,6 +66,8 @@ class DialOutRecords:
             self._keys.conference(conference_id, "allowed"),
             self._keys.conference(conference_id, "members"),
             self._keys.dialog(conference_id, call_id),
+            self._keys.dialogs(conference_id),
+            self._keys.events(conference_id),
         ]
         args: list[Any] = [
             identity, leg, dialog_id(call_id), self._dialog_ttl, conference_id,
@@ -107,6 +109,7 @@ class DialOutRecords:
             self._keys.dialog(conference_id, call_id),
             self._keys.conference(conference_id),
             self._keys.conference(conference_id, "ssrcs"),
+            self._keys.events(conference_id),
         ]
         args: list[Any] = [dialog_id(call_id), media, int(epoch), *peer_fields(peers),
                            *ssrc_list]  # fmt: skip

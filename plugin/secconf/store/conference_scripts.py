@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import Final
 
-# KEYS: conf, allowed, members, epochs, ssrcs, dialog
+#: Departures kept per conference (``P:conf:{<id>}:departures``), the newest.
+DEPARTURES_MAX: Final = 32
+
+# KEYS: conf, allowed, members, epochs, ssrcs, dialog, dialogs (index), events (counter)
 # ARGV: mode, creator, uri, now, suite, wrapped, dialog_ttl, leg, dialog_id, conference_id,
 #       n_ssrc, ssrc..., allowed...
 CREATE: Final = """
@@ -35,10 +38,12 @@ end
 redis.call('HSET', KEYS[6], 'conference', ARGV[10], 'identity', ARGV[2], 'leg', ARGV[8],
   'state', 'pending', 'ssrcs', table.concat(ssrcs, ','), 'creator', '1', 'mode', ARGV[1])
 redis.call('EXPIRE', KEYS[6], ARGV[7])
+redis.call('SADD', KEYS[7], ARGV[9])
+redis.call('INCR', KEYS[8])
 return 'ok'
 """
 
-# KEYS: conf, allowed, members, ssrcs, dialog
+# KEYS: conf, allowed, members, ssrcs, dialog, dialogs (index), events (counter)
 # ARGV: identity, leg, dialog_id, dialog_ttl, conference_id, required mode ('' = any),
 #       leg mode, ssrc...
 JOIN: Final = """
@@ -63,10 +68,12 @@ redis.call('HSET', KEYS[5], 'conference', ARGV[5], 'identity', ARGV[1], 'leg', A
   'state', 'pending', 'ssrcs', table.concat(ssrcs, ','), 'creator', '0', 'mode', ARGV[7])
 if ARGV[7] == 'kms' then redis.call('HINCRBY', KEYS[1], 'kms_legs', 1) end
 redis.call('EXPIRE', KEYS[5], ARGV[4])
+redis.call('SADD', KEYS[6], ARGV[3])
+redis.call('INCR', KEYS[7])
 return redis.call('HGET', KEYS[1], 'epoch')
 """
 
-# KEYS: conf, allowed, members, dialog
+# KEYS: conf, allowed, members, dialog, dialogs (index), events (counter)
 # ARGV: identity, leg, dialog_id, dialog_ttl, conference_id, required conference mode
 # ('' = any: policy.mixed_modes), leg mode ('sdes'/'kms').  A dial-out from the mixer:
 # like a join, no SSRCs yet (they come with the answer).
@@ -81,10 +88,12 @@ redis.call('HSET', KEYS[4], 'conference', ARGV[5], 'identity', ARGV[1], 'leg', A
   'state', 'pending', 'ssrcs', '', 'creator', '0', 'dialout', '1', 'mode', ARGV[7])
 if ARGV[7] == 'kms' then redis.call('HINCRBY', KEYS[1], 'kms_legs', 1) end
 redis.call('EXPIRE', KEYS[4], ARGV[4])
+redis.call('SADD', KEYS[5], ARGV[3])
+redis.call('INCR', KEYS[6])
 return redis.call('HGET', KEYS[1], 'epoch')
 """
 
-# KEYS: dialog, conf, ssrcs; ARGV: dialog_id, media JSON, leg epoch, peers JSON, the two
+# KEYS: dialog, conf, ssrcs, events; ARGV: dialog_id, media JSON, leg epoch, peers JSON, the two
 # sender fingerprints (participant, mixer), the next hops JSON (AckHops), ssrc...
 # A dial-out's 2xx: its SSRCs (from the participant's answer) checked and registered,
 # the dialog marked up on *epoch* with its peers.  A collision writes nothing.
@@ -102,11 +111,12 @@ for i = 8, #ARGV do
 end
 redis.call('HSET', KEYS[1], 'state', 'up', 'media', ARGV[2], 'epoch', ARGV[3],
   'peers', ARGV[4], 'sent-p', ARGV[5], 'sent-m', ARGV[6], 'hops', ARGV[7],
-  'ssrcs', table.concat(ssrcs, ','))
+  'ssrcs', table.concat(ssrcs, ','), 'joined', redis.call('TIME')[1])
+redis.call('INCR', KEYS[4])
 return 'ok'
 """
 
-# KEYS: dialog, conf, epochs; ARGV: media JSON, leg epoch ('' = the current one), peers JSON,
+# KEYS: dialog, conf, epochs, events; ARGV: media JSON, leg epoch ('' = the current one), peers JSON,
 # the two sender fingerprints, the next hops JSON.
 # Marks the dialog up with its peers; returns it with the current epoch's key.
 ANSWERED: Final = """
@@ -119,7 +129,8 @@ if not blob then return {'no-key'} end
 local epoch = ARGV[2]
 if epoch == '' then epoch = c[2] end
 redis.call('HSET', KEYS[1], 'state', 'up', 'media', ARGV[1], 'epoch', epoch, 'peers', ARGV[3],
-  'sent-p', ARGV[4], 'sent-m', ARGV[5], 'hops', ARGV[6])
+  'sent-p', ARGV[4], 'sent-m', ARGV[5], 'hops', ARGV[6], 'joined', redis.call('TIME')[1])
+redis.call('INCR', KEYS[4])
 return {'ok', d[1], d[2], d[3], d[4], d[5], c[2], c[3], blob}
 """
 
@@ -131,11 +142,12 @@ if tonumber(ARGV[1]) > tonumber(e) then redis.call('HSET', KEYS[1], 'epoch', ARG
 return 'ok'
 """
 
-# KEYS: conf, epochs; ARGV: epoch.  Undo an epoch just added (the edge refused it).
+# KEYS: conf, epochs, events; ARGV: epoch.  Undo an epoch just added (the edge refused it).
 DROP_EPOCH: Final = """
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 'stale' end
 redis.call('HDEL', KEYS[2], ARGV[1], 'ticket:' .. ARGV[1])
 redis.call('HSET', KEYS[1], 'epoch', tostring(tonumber(ARGV[1]) - 1))
+redis.call('INCR', KEYS[3])
 return 'ok'
 """
 
@@ -150,13 +162,25 @@ if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 return id
 """
 
-# KEYS: dialog, conf, allowed, members, ssrcs, epochs, refer stream, rekey-failed stream
-# ARGV: dialog_id, ended_ttl_ms.
-RELEASE: Final = """
+# KEYS: dialog, conf, allowed, members, ssrcs, epochs, refer stream, rekey-failed stream,
+# dialogs (index), events (counter), departures (list)
+# ARGV: dialog_id, ended_ttl_ms, and (RELEASE only) how it left: departed/booted/failed.
+# The body uses a local ``how`` (RELEASE: ARGV[3]; RELEASE_FROM: from the BYE's side).  A
+# member's dialog leaves a departure (JSON, the newest DEPARTURES_MAX kept); every release
+# bumps the events counter, in the same script (docs/event-package.md).
+RELEASE_BODY: Final = """
 local d = redis.call('HMGET', KEYS[1], 'conference', 'identity', 'leg', 'ssrcs', 'creator',
-  'state', 'mode')
+  'state', 'mode', 'joined', 'dialout')
 if not d[1] then return {'no-dialog'} end
 redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[9], ARGV[1])
+redis.call('INCR', KEYS[10])
+if d[2] and d[2] ~= '' then
+  redis.call('RPUSH', KEYS[11], cjson.encode({identity = d[2], dialog = ARGV[1], method = how,
+    when = tonumber(redis.call('TIME')[1]), joined = tonumber(d[8] or ''),
+    dialout = d[9] == '1'}))
+  redis.call('LTRIM', KEYS[11], -DEPARTURES_MAX, -1)
+end
 if d[7] == 'kms' and redis.call('HEXISTS', KEYS[2], 'kms_legs') == 1 then
   redis.call('HINCRBY', KEYS[2], 'kms_legs', -1)
 end
@@ -171,7 +195,8 @@ local ended = 0
 if redis.call('HLEN', KEYS[4]) == 0 and redis.call('EXISTS', KEYS[2]) == 1 then
   ended = 1
   redis.call('DEL', KEYS[6])
-  local rest = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7], KEYS[8]}
+  local rest = {KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
+    KEYS[11]}
   if d[5] == '1' and d[6] == 'pending' then
     -- the creating call failed: the conference never existed
     for _, k in ipairs(rest) do redis.call('DEL', k) end
@@ -181,7 +206,9 @@ if redis.call('HLEN', KEYS[4]) == 0 and redis.call('EXISTS', KEYS[2]) == 1 then
   end
 end
 return {'ok', d[1], d[2], d[3], d[4], d[5], d[6], ended}
-"""
+""".replace("DEPARTURES_MAX", str(DEPARTURES_MAX))
+
+RELEASE: Final = "local how = ARGV[3]" + RELEASE_BODY
 
 # KEYS: dialog; ARGV: the sender's fingerprint (flow|from tag|to tag).
 # The gate of an in-dialog request other than INVITE/REFER: which side sent it ('p'
@@ -209,9 +236,12 @@ if s[1] == 'closing' then
   redis.call('DEL', KEYS[1])
   return {'closing', side, hops}
 end
+-- RFC 4575 §5.7.6: its own BYE, it departed; the mixer's (a ConfBridge kick), booted.
+local how = 'departed'
+if side == 'm' then how = 'booted' end
 local released = (function()
 """
-    + "\n".join("  " + line for line in RELEASE.strip().splitlines())
+    + "\n".join("  " + line for line in RELEASE_BODY.strip().splitlines())
     + """
 end)()
 return {'released', side, hops, unpack(released)}
@@ -254,14 +284,15 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 'ok'
 """
 
-# KEYS: conf, epochs; ARGV: new epoch, wrapped key, wrapped ticket ('' = none).
-# Only the next epoch of an active conference.
+# KEYS: conf, epochs, events; ARGV: new epoch, wrapped key, wrapped ticket ('' = none).
+# Only the next epoch of an active conference; ``rekeyed`` is when (Redis's clock).
 ADD_EPOCH: Final = """
 local c = redis.call('HMGET', KEYS[1], 'state', 'epoch')
 if c[1] ~= 'active' then return 'not-found' end
 if tonumber(c[2]) + 1 ~= tonumber(ARGV[1]) then return 'stale' end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], 'ticket:' .. ARGV[1], ARGV[3]) end
-redis.call('HSET', KEYS[1], 'epoch', ARGV[1])
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'rekeyed', redis.call('TIME')[1])
+redis.call('INCR', KEYS[3])
 return 'ok'
 """

@@ -32,6 +32,13 @@ included, lives in one slot)::
                                          participant refused (leg, identity, call_id,
                                          status, epoch, ...): consumed by the watcher;
                                          expires with the conference
+    P:conf:{id}:dialogs            set   the ids of the conference's dialogs (pending or up)
+    P:conf:{id}:events             string  the change counter: INCR by every change a
+                                         subscriber of the event package must see (the
+                                         scripts here; the watcher's roster writes)
+    P:conf:{id}:departures         list  the newest DEPARTURES_MAX dialogs released, JSON
+                                         {identity, dialog, method, when, joined, dialout}
+                                         (secconf.store.conference_events reads them)
     P:dialout:<id>                 stream  dial-outs the watcher made (target, result, ...;
                                          no keys): the watcher's own single-key stream
                                          (XADD + EXPIRE of that key only, any slot;
@@ -41,7 +48,8 @@ A dial-out dialog (the mixer called a participant after a REFER, or to replace a
 leg) has ``dialout`` = "1"; its SSRCs come from the participant's answer
 (:meth:`.DialOutRecords.answered`).
 
-Once its 2xx passed a dialog record also holds ``epoch`` (the key epoch its edge
+Once its 2xx passed a dialog record also holds ``joined`` (Redis's clock, POSIX
+seconds), ``epoch`` (the key epoch its edge
 leg sends under) and ``media`` (JSON: the negotiated streams with their crypto
 tags, the edge's external and internal addresses), which rekey re-INVITEs use.
 
@@ -84,6 +92,7 @@ from typing import ClassVar
 
 import redis
 
+from secconf.core.confinfo import ConferenceFacts
 from secconf.core.focus import ConferenceNotFound
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES
@@ -93,6 +102,7 @@ from .conference_admission import ConferenceAdmission
 from .conference_commands import REKEY_FAILED_MAX, ConferenceCommands
 from .conference_dialogs import ConferenceDialogs
 from .conference_dialouts import DialOutRecords
+from .conference_events import ConferenceEvents
 from .conference_records import (
     Answered,
     ConferenceExists,
@@ -163,6 +173,7 @@ class ConferenceStore:
         self._wrapper = wrapper
         #: the reads and key-epoch scripts, as operations (the watcher runs them too)
         self._commands = ConferenceCommands(prefix)
+        self._events = ConferenceEvents(prefix)
         self.keys = self._commands.keys
         #: create and join (the focus's INVITE path)
         self.admission = ConferenceAdmission(
@@ -263,6 +274,15 @@ class ConferenceStore:
     def dialog(self, conference_id: str, call_id: str) -> DialogRecord | None:
         """The record of the dialog *call_id* in *conference_id*, ``None`` if it has none."""
         return self._run(self._commands.dialog(conference_id, call_id))
+
+    def event_facts(self, conference_id: str) -> ConferenceFacts | None:
+        """What the conference looks like to its event package (``None``: no such
+        conference): one round trip (:mod:`.conference_events`)."""
+        return self._run(self._events.facts(conference_id))
+
+    def event_counters(self, conference_ids: Sequence[str]) -> list[int | None]:
+        """The conferences' change counters (``None``: no such conference), one round trip."""
+        return self._run(self._events.counters(conference_ids))
 
     def epoch_ticket(self, conference_id: str, epoch: int) -> bytes | None:
         """The unwrapped stored group epoch ticket of *epoch* (``None``: not a KMS epoch)."""

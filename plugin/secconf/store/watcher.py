@@ -17,6 +17,12 @@ conference id)::
                                   (:meth:`.ReferStream.add`), read here by the
                                   consumer group ``dialout``: each entry to one watcher
 
+Every roster write also increments the conference's change counter
+``P:conf:{<c>}:events`` (the event package's notifier polls it; it lives in the
+conference's slot, so it is a command of its own after the roster's MULTI, and it is
+counted only while the focus's conference record made it exist: a bridge of an ended
+conference leaves no counter behind).
+
 Rosters and both streams of the watcher expire :data:`WATCHER_KEY_TTL` seconds after
 their last write, so a watcher that died leaves nothing forever.  Every command and
 every MULTI names one key, so all of this works on Redis Cluster (the reconcile of
@@ -45,6 +51,7 @@ import redis.exceptions
 from ._names import (
     check_prefix,
     dialout_stream_key,
+    events_key,
     refer_stream_key,
     rekey_report_key,
     roster_key,
@@ -52,6 +59,7 @@ from ._names import (
     watcher_lease_key,
 )
 from .commands import Command, Eval, Pipeline, Scan, Script, Steps, command, operation
+from .errors import InvalidRecord
 
 __all__ = [
     "DIALOUTS_MAX",
@@ -170,6 +178,18 @@ class RosterStore:
     def key(self, conference: str) -> str:
         return roster_key(self._prefix, conference)
 
+    def changed(self, conference: str) -> Command | None:
+        """The increment of *conference*'s change counter, if it is a conference id."""
+        try:
+            key = events_key(self._prefix, conference)
+        except InvalidRecord:
+            return None  # a bridge the focus did not name: no subscriber can watch it
+        return command("EVAL", _BUMP, 1, key)
+
+    def _bump(self, conferences: list[str]) -> Pipeline | None:
+        bumps = [bump for c in conferences if (bump := self.changed(c)) is not None]
+        return Pipeline(tuple(bumps), transaction=False) if bumps else None
+
     @operation("write a roster")
     def add(self, conference: str, channel: str, entry: RosterEntry) -> Steps[None]:
         """*channel* joined (or its entry changed); the roster lives another day (one MULTI)."""
@@ -177,16 +197,22 @@ class RosterStore:
         yield Pipeline(
             (command("HSET", key, channel, entry.to_json()), _expire(key)), transaction=True
         )
+        if (bump := self.changed(conference)) is not None:
+            yield bump
 
     @operation("write a roster")
     def remove(self, conference: str, channel: str) -> Steps[None]:
         """*channel* left the bridge."""
         yield command("HDEL", self.key(conference), channel)
+        if (bump := self.changed(conference)) is not None:
+            yield bump
 
     @operation("delete a roster")
     def delete(self, conference: str) -> Steps[None]:
         """The bridge ended."""
         yield command("DEL", self.key(conference))
+        if (bump := self.changed(conference)) is not None:
+            yield bump
 
     @operation("reconcile the rosters")
     def replace_all(self, rosters: Mapping[str, Mapping[str, RosterEntry]]) -> Steps[None]:
@@ -196,9 +222,9 @@ class RosterStore:
         rosters of several conferences lie in several Cluster slots.
         """
         keys: list[bytes] = yield Scan(roster_pattern(self._prefix))
-        commands = [
-            command("DEL", key) for key in keys if key.decode().rsplit(":", 1)[1] not in rosters
-        ]
+        dropped = [key.decode().rsplit(":", 1)[1] for key in keys]
+        dropped = [conference for conference in dropped if conference not in rosters]
+        commands = [command("DEL", self.key(conference)) for conference in dropped]
         for conference, members in rosters.items():
             key = self.key(conference)
             commands.append(command("DEL", key))
@@ -206,6 +232,9 @@ class RosterStore:
                 fields = [part for channel, e in members.items() for part in (channel, e.to_json())]
                 commands += [command("HSET", key, *fields), _expire(key)]
         yield Pipeline(tuple(commands), transaction=False)
+        # Every roster reconciled may have changed: each conference's counter moves.
+        if (bumps := self._bump([*dropped, *rosters])) is not None:
+            yield bumps
 
     @operation("read a roster")
     def members(self, conference: str) -> Steps[dict[str, RosterEntry]]:
@@ -301,6 +330,14 @@ class WatcherJournal:
     def add_dialout(self, conference: str, fields: Mapping[str, str]) -> Steps[None]:
         """Append one dial-out's outcome."""
         yield _append(self.dialout_key(conference), fields, DIALOUTS_MAX)
+
+
+#: INCR the change counter only while it exists (made by the focus's create script, gone
+#: with the conference): one key, any slot.
+_BUMP: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCR', KEYS[1]) end
+return false
+"""
 
 
 def _expire(key: str) -> Command:

@@ -26,7 +26,7 @@ The decisions (docs/event-package.md, "The conference's facts"):
 
 from __future__ import annotations
 
-import hashlib
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -60,6 +60,7 @@ __all__ = [
 #: Hex digits of the Call-ID's SHA-256 in an endpoint's ``;leg=`` (64 bits: unique among
 #: a conference's legs, and no way back to the Call-ID).
 LEG_HASH_HEX: Final = 16
+_HEX: Final = re.compile("[0-9a-f]+")
 #: What a departure's ``<disconnection-method>`` may say (``busy`` is a dial-out refused,
 #: which never became a member).
 _DEPARTURE_METHODS: Final = frozenset(
@@ -67,16 +68,19 @@ _DEPARTURE_METHODS: Final = frozenset(
 )
 
 
-def leg_endpoint(identity: str, call_id: str) -> str:
-    """The endpoint URI of the leg *call_id* of member *identity*: ``<identity>;leg=<hash>``.
+def leg_endpoint(identity: str, call_id_digest: str) -> str:
+    """The endpoint URI of a leg of member *identity*: ``<identity>;leg=<hash>``.
 
-    The hash is the first :data:`LEG_HASH_HEX` hex digits of the Call-ID's SHA-256 (the
-    store's dialog id starts with the same digits).  Appended as a URI parameter (RFC 3261
-    §19.1.1), so the endpoint reads as the member's URI; an identity with URI headers
-    (``?``) has them dropped first, since a parameter must precede them.
+    *call_id_digest* is the hex SHA-256 of the leg's Call-ID (the store's dialog id,
+    ``secconf.store._names.dialog_id``); the first :data:`LEG_HASH_HEX` digits go in
+    the URI.  Appended as a URI parameter (RFC 3261 §19.1.1), so the endpoint reads as
+    the member's URI; an identity with URI headers (``?``) has them dropped first, since
+    a parameter must precede them.
     """
-    digest = hashlib.sha256(call_id.encode("utf-8", "surrogateescape")).hexdigest()
-    return f"{identity.split('?', 1)[0]};leg={digest[:LEG_HASH_HEX]}"
+    digest = call_id_digest[:LEG_HASH_HEX].lower()
+    if len(digest) != LEG_HASH_HEX or not _HEX.fullmatch(digest):
+        raise MalformedConferenceInfo("a leg is named by the hex SHA-256 of its Call-ID")
+    return f"{identity.split('?', 1)[0]};leg={digest}"
 
 
 def _ssrcs(values: tuple[int, ...]) -> tuple[int, ...]:
