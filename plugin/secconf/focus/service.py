@@ -68,6 +68,7 @@ from .answers import Answers
 from .authenticator import AuthenticationRequired, Authenticator
 from .dialout import dialout_answered
 from .epochs import EpochMinter, GroupEpochs
+from .events.notifier import Notifier
 from .events.subscriptions import Arrival, Subscriptions
 from .in_dialog import InDialogGate
 from .keying import Keying, SdesKeying
@@ -123,6 +124,7 @@ class FocusService:
     gate: InDialogGate = field(init=False, repr=False)
     refers: Refers = field(init=False, repr=False)
     subscriptions: Subscriptions = field(init=False, repr=False)
+    notifier: Notifier = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.auth = Authenticator(
@@ -190,6 +192,14 @@ class FocusService:
         self.subscriptions = Subscriptions(
             self.settings, self.store, self.auth, self.kms_keying, self.clock, self.log
         )
+        self.notifier = Notifier(
+            self.settings,
+            self.store.subscriptions,
+            self.store,
+            self.clock,
+            self.random_bytes,
+            self.log,
+        )
 
     def keying(self, mode: str) -> Keying:
         """The keying of a leg whose record, offer or transaction says *mode*."""
@@ -210,7 +220,10 @@ class FocusService:
     # -- requests outside a dialog ------------------------------------------------------
 
     def header_names(self) -> tuple[str, ...]:
-        return (self.settings.asserted_header, "Refer-To", "Proxy-Authorization", "Require")
+        return (
+            self.settings.asserted_header, "Refer-To", "Proxy-Authorization", "Require",
+            "Event", "Expires", "Accept",
+        )  # fmt: skip
 
     def on_request(self, request: RequestView) -> Reply | Relay:
         """A request outside a dialog (or a CANCEL): what the focus does with it."""

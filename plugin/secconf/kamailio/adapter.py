@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from secconf.core.gate import Flow, sender_fingerprint
+from secconf.focus.events.notifier import NotifyRequest
+from secconf.focus.events.subscriptions import Arrival
 from secconf.focus.messages import Relay, Reply, ReplyView, RequestView
 
 __all__ = [
@@ -142,6 +144,25 @@ class KsrAdapter:
             transport=(self.pv("$pr") or "").lower(),
             contact=contact_uri(self.header("Contact")),
         )
+
+    def arrival(self) -> Arrival:
+        """Our socket the request came in on (``$pr:$Ri:$Rp``) and our local To tag (``$ltt``)."""
+        socket = (
+            f"{(self.pv('$pr') or 'udp').lower()}:{self.pv('$Ri') or ''}:{self.pv('$Rp') or ''}"
+        )
+        return Arrival(socket=socket, local_tag=self.pv("$ltt") or "")
+
+    def send_request(self, request: NotifyRequest) -> bool:
+        """``tm.t_uac_send``: a request of ours in a dialog, over the subscriber's flow.
+
+        tm takes the dialog's Call-ID, tags and CSeq from *request*'s headers and adds Via,
+        Max-Forwards and Content-Length (checked on Kamailio 5.6.3, docs/event-package.md).
+        """
+        body = request.body.decode("utf-8", "surrogateescape")
+        result = self.ksr.tm.t_uac_send(
+            "NOTIFY", request.ruri, request.next_hop, request.socket, request.headers, body
+        )
+        return bool(result is not None and int(result) > 0)
 
     def bodiless_ack(self) -> tuple[str, str] | None:
         """An ACK's Call-ID and sender fingerprint in one read, or ``None`` (read it in full).

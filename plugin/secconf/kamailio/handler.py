@@ -138,6 +138,9 @@ class SecconfKemi:
         # A phone's answer over TLS/TCP (its 2xx to a re-INVITE or to the focus's dial-out
         # carries the Contact the mixer will target next): alias it to this connection.
         try:
+            if self.adapter.pv("$rm") == "NOTIFY":
+                self._notify_reply()
+                return 1
             if self.adapter.on_stream() and self.adapter.pv("$hdr(Contact)") is not None:
                 self.adapter.alias_contact()
         except Exception:
@@ -146,6 +149,54 @@ class SecconfKemi:
 
     def ksr_onsend_route(self, msg: Any) -> int:
         return 1
+
+    # -- the conference event package ----------------------------------------------------
+
+    def ksr_notify_tick(self, msg: Any) -> int:
+        """rtimer's ``secconf_notify`` timer (50 ms, a process of its own): send the NOTIFYs."""
+        try:
+            for request in self._service().notifier.tick():
+                if not self.adapter.send_request(request):
+                    self.adapter.log(
+                        "warn", "secconf: a NOTIFY could not be sent (Timer F ends it)"
+                    )
+        except SecconfError as exc:
+            self.adapter.log("err", f"secconf: NOTIFY timer: {exc.message}")
+        except Exception:
+            self._crash("NOTIFY timer", reply=False)
+        return 1
+
+    def _notify_reply(self) -> None:
+        """A final reply to one of our NOTIFYs (core reply route): for the node's timer."""
+        status = int(self.adapter.pv("$rs") or 0)
+        cseq = int(self.adapter.pv("$cs") or 0)
+        self._service().notifier.on_reply(
+            self.adapter.pv("$ci") or "", self.adapter.pv("$fU"), cseq, status
+        )
+
+    def _subscribe(self, service: FocusService, request: RequestView) -> None:
+        """A SUBSCRIBE outside a dialog: the event package's flow (events/subscriptions.py)."""
+        try:
+            reply = service.on_subscribe(request, self.adapter.arrival())
+        except SecconfError as exc:
+            self.adapter.log("info", f"secconf: SUBSCRIBE refused {exc.status_code}: {exc.message}")
+            reply = service.refusal(exc)
+        self.adapter.reply(reply)
+
+    def _resubscribe(self, service: FocusService) -> None:
+        """A SUBSCRIBE in one of our subscriptions' dialogs (no Route: we are its UAS)."""
+        if self.ksr.tm.t_check_trans() == 0:
+            return  # a retransmission: tm answers it
+        self.ksr.tm.t_newtran()
+        request = self.adapter.request(service.header_names())
+        try:
+            reply = service.on_subscribe_in_dialog(request)
+        except SecconfError as exc:
+            self.adapter.log(
+                "info", f"secconf: in-dialog SUBSCRIBE refused {exc.status_code}: {exc.message}"
+            )
+            reply = service.refusal(exc)
+        self.adapter.reply(reply)
 
     # -- tm routes ---------------------------------------------------------------------
 
@@ -213,6 +264,9 @@ class SecconfKemi:
                 ksr.tm.t_relay()
             return
         if ksr.siputils.has_totag() > 0:
+            if method == "SUBSCRIBE" and adapter.header("Route") is None:
+                self._resubscribe(self._service())
+                return
             self._in_dialog(method)
             return
         if method == "ACK":
@@ -227,6 +281,10 @@ class SecconfKemi:
         service = self._service()
         if method == "REGISTER":
             self._register(service)
+            return
+        if method == "SUBSCRIBE":
+            ksr.tm.t_newtran()  # a retransmission is answered by tm, not processed again
+            self._subscribe(service, adapter.request(service.header_names()))
             return
         request = adapter.request((*service.header_names(), DIALOUT_HEADER))
         if wants_dialout(self.settings, request):

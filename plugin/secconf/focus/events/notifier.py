@@ -38,6 +38,7 @@ from secconf.store.conference_subscriptions import SubscriptionRecord, Subscript
 from secconf.store.conferences import dialog_id
 
 from ..settings import Settings
+from .subscriptions import local_contact
 
 __all__ = ["ConferenceSource", "Notifier", "NotifyRequest"]
 
@@ -188,7 +189,7 @@ class Notifier:
             f"To: <{_safe(record.subscriber)}>;tag={_safe(record.sub_tag)}",
             f"Call-ID: {_safe(record.call_id)}",
             f"CSeq: {notify.cseq} NOTIFY",
-            f"Contact: <{entity}>",
+            f"Contact: <{self._contact(record)}>",
             f"Event: {events.EVENT}",
             f"Subscription-State: {notify.subscription_state}",
         ]
@@ -203,6 +204,10 @@ class Notifier:
             headers="".join(f"{line}\r\n" for line in lines),
             body=body,
         )
+
+    def _contact(self, record: SubscriptionRecord) -> str:
+        user = self.settings.conference_user.format(id=record.conference_id)
+        return local_contact(user, _safe(record.socket))
 
     def _body(self, record: SubscriptionRecord, document: bytes) -> tuple[bytes, list[str]]:
         """The plain document (SDES mode, TLS only) or its CMS envelope (KMS mode)."""

@@ -43,7 +43,7 @@ from ..messages import Reply, RequestView
 from ..offers import MIKEY_CONTENT_TYPE
 from ..settings import Settings
 
-__all__ = ["Arrival", "Subscriptions", "bad_event_reply"]
+__all__ = ["Arrival", "Subscriptions", "bad_event_reply", "local_contact"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +54,18 @@ class Arrival:
     socket: str
     #: the To tag our local reply carries (Kamailio's ``$ltt``)
     local_tag: str
+
+
+def local_contact(user: str, socket: str) -> str:
+    """Our Contact in a subscription's dialog: the conference's user at the socket the
+    SUBSCRIBE reached (``proto:ip:port``), so that refreshes come back to this node and
+    this flow's listener (RFC 6665 §4.1.2.1: the remote target of later requests)."""
+    transport, _, rest = socket.partition(":")
+    address, _, port = rest.rpartition(":")
+    if not transport or not address or not port.isdigit():
+        raise ValueError("a socket is proto:address:port")
+    host = f"[{address}]" if ":" in address and not address.startswith("[") else address
+    return f"sip:{user}@{host}:{port};transport={transport.lower()}"
 
 
 def bad_event_reply() -> Reply:
@@ -122,7 +134,7 @@ class Subscriptions:
             replay_ttl=2 * kms.skew if kms is not None else 0.0,
         )
         self.log("info", f"secconf: {identity} subscribed to {conference_id} ({mode.value})")
-        return self._accepted(conference_id, expires, grant)
+        return self._accepted(conference_id, expires, grant, arrival)
 
     def _subscriber(self, request: RequestView) -> tuple[str, SubscriptionGrant | None, OfferMode]:
         """Who sent the SUBSCRIBE, its KMS grant (KMS mode) and the mode it subscribes in."""
@@ -144,10 +156,13 @@ class Subscriptions:
             raise Forbidden("SDES-mode subscriptions only over TLS")
         return self.auth.identity(request), None, OfferMode.SDES
 
-    def _accepted(self, conference_id: str, expires: int, grant: SubscriptionGrant | None) -> Reply:
+    def _accepted(
+        self, conference_id: str, expires: int, grant: SubscriptionGrant | None, arrival: Arrival
+    ) -> Reply:
+        user = self.settings.conference_user.format(id=conference_id)
         headers = (
             ("Expires", str(expires)),
-            ("Contact", f"<{self.settings.conference_uri(conference_id)}>"),
+            ("Contact", f"<{local_contact(user, arrival.socket)}>"),
         )
         if grant is None:
             return Reply(200, "OK", headers)
