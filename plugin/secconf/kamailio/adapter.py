@@ -146,11 +146,11 @@ class KsrAdapter:
         )
 
     def arrival(self) -> Arrival:
-        """Our socket the request came in on (``$pr:$Ri:$Rp``) and our local To tag (``$ltt``)."""
+        """Our socket the request came in on (``$pr:$Ri:$Rp``) and our local To tag (``$ltt(x)``: the transaction's, else sl's)."""
         socket = (
             f"{(self.pv('$pr') or 'udp').lower()}:{self.pv('$Ri') or ''}:{self.pv('$Rp') or ''}"
         )
-        return Arrival(socket=socket, local_tag=self.pv("$ltt") or "")
+        return Arrival(socket=socket, local_tag=self.pv("$ltt(x)") or "")
 
     def send_request(self, request: NotifyRequest) -> bool:
         """``tm.t_uac_send``: a request of ours in a dialog, over the subscriber's flow.

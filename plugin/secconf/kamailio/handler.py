@@ -152,8 +152,11 @@ class SecconfKemi:
 
     # -- the conference event package ----------------------------------------------------
 
-    def ksr_notify_tick(self, msg: Any) -> int:
-        """rtimer's ``secconf_notify`` timer (50 ms, a process of its own): send the NOTIFYs."""
+    def ksr_notify_tick(self, msg: Any, route: Any = None) -> int:
+        """rtimer's ``secconf_notify`` timer (50 ms, a process of its own): send the NOTIFYs.
+
+        rtimer calls a KEMI method with the (dummy) message and the route's name.
+        """
         try:
             for request in self._service().notifier.tick():
                 if not self.adapter.send_request(request):

@@ -10,7 +10,7 @@ hold a dialog in the conference: the store's script checks it while it records t
 subscription, so a refusal stores nothing.
 
 The dialog's binding: the 2xx's To tag is the tag Kamailio gives its local replies
-(``$ltt``), recorded with the subscriber's From tag, its flow and the Call-ID.  An
+(``$ltt(x)``), recorded with the subscriber's From tag, its flow and the Call-ID.  An
 in-dialog SUBSCRIBE (refresh, ``Expires: 0``) is taken only if a record exists for its
 conference (Request-URI: our Contact is the conference URI) and Call-ID, both tags are
 the recorded ones and it arrives on the recorded flow (the TLS connection the
@@ -52,7 +52,7 @@ class Arrival:
 
     #: the socket the request came in on (``proto:ip:port``): NOTIFYs leave from it
     socket: str
-    #: the To tag our local reply carries (Kamailio's ``$ltt``)
+    #: the To tag our local reply carries (Kamailio's ``$ltt(x)``)
     local_tag: str
 
 
