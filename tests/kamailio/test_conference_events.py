@@ -247,3 +247,38 @@ def test_refusals_store_nothing(events_focus: Focus, kamailio_factory: KamailioF
             await udp.close()
 
     focus.run(scenario)
+
+
+def test_a_subscriber_answering_481_is_dropped(
+    events_focus: Focus, kamailio_factory: KamailioFactory
+) -> None:
+    focus = events_focus
+    _add_users(focus)
+
+    async def scenario(upstream: Upstream) -> None:
+        alice = await SdesParticipant.start(ALICE, await _tls_ua(kamailio_factory, ALICE))
+        bob = await SdesParticipant.start(BOB, await _tls_ua(kamailio_factory, BOB))
+        try:
+            call_a = await alice.invite(_tls(focus, "conf-factory"), ALICE)
+            conference = _conference_id(call_a)
+            watch = await _watch(alice.ua, focus, conference, ALICE)
+            await watch.next_view(5)
+            assert len(_subscription_keys(focus)) >= 2  # the record and the conference index
+            subscription = watch._subscription
+            assert subscription is not None
+            subscription.forget()  # from now on alice's agent answers its NOTIFYs 481
+            call_b = await bob.invite(_tls(focus, f"conf-{conference}"), BOB)
+            deadline = time.monotonic() + 5
+            store, client = focus.store()
+            while store.subscriptions.of_conference(conference) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert store.subscriptions.of_conference(conference) == {}
+            assert store.subscriptions.of_node("test-node", limit=10) == []
+            client.close()
+            await call_b.bye(timeout=5)
+            await call_a.bye(timeout=5)
+        finally:
+            await alice.close()
+            await bob.close()
+
+    focus.run(scenario)
