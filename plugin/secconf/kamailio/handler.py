@@ -158,15 +158,28 @@ class SecconfKemi:
         rtimer calls a KEMI method with the (dummy) message and the route's name.
         """
         try:
-            for request in self._service().notifier.tick():
-                if not self.adapter.send_request(request):
+            service = self._service()
+            requests = service.notifier.tick()
+        except SecconfError as exc:
+            self.adapter.log("err", f"secconf: NOTIFY timer: {exc.message}")
+            return 1
+        except Exception:
+            self._crash("NOTIFY timer", reply=False)
+            return 1
+        for request in requests:  # one that fails does not keep the others from leaving
+            try:
+                if request.binary:
+                    sent = self.adapter.send_raw(
+                        request.next_hop, service.notifier.wire_message(request)
+                    )
+                else:
+                    sent = self.adapter.send_request(request)
+                if not sent:
                     self.adapter.log(
                         "warn", "secconf: a NOTIFY could not be sent (Timer F ends it)"
                     )
-        except SecconfError as exc:
-            self.adapter.log("err", f"secconf: NOTIFY timer: {exc.message}")
-        except Exception:
-            self._crash("NOTIFY timer", reply=False)
+            except Exception:
+                self._crash("NOTIFY send", reply=False)
         return 1
 
     def _notify_reply(self) -> None:

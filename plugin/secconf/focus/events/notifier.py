@@ -34,6 +34,7 @@ from secconf.core.confinfo import CONFERENCE_INFO_TYPE, ConferenceFacts, Confere
 from secconf.core.errors import SecconfError
 from secconf.core.events import NotifierState, Notify, Phase, Termination
 from secconf.core.focus import TargetKind, classify_target
+from secconf.core.sip.headers import MAGIC_COOKIE
 from secconf.store.conference_subscriptions import SubscriptionRecord, Subscriptions
 from secconf.store.conferences import dialog_id
 
@@ -66,6 +67,14 @@ class NotifyRequest:
     #: every header line, CRLF-terminated (tm adds Via, Max-Forwards, Content-Length)
     headers: str
     body: bytes = field(repr=False)
+
+    @property
+    def binary(self) -> bool:
+        """A body that is not text (CMS): it cannot pass a KEMI string (kamailio.adapter)."""
+        try:
+            return "\0" in self.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +235,25 @@ class Notifier:
             f"Content-Type: {cms.CONTENT_TYPE}",
             f"Content-Disposition: {cms.CONTENT_DISPOSITION}",
         ]
+
+    def wire_message(self, request: NotifyRequest) -> bytes:
+        """*request* as a whole SIP message from our socket (for a stateless send).
+
+        Via names our socket and a fresh branch (RFC 3261 §8.1.1.7), ``rport`` (RFC 3581);
+        Max-Forwards 70; Content-Length counts the body's bytes.
+        """
+        transport, _, rest = request.socket.partition(":")
+        address, _, port = rest.rpartition(":")
+        host = f"[{address}]" if ":" in address else address
+        branch = MAGIC_COOKIE + self.random_bytes(12).hex()
+        head = (
+            f"NOTIFY {request.ruri} SIP/2.0\r\n"
+            f"Via: SIP/2.0/{transport.upper()} {host}:{port};branch={branch};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"{request.headers}"
+            f"Content-Length: {len(request.body)}\r\n\r\n"
+        )
+        return head.encode("utf-8") + request.body
 
     def on_reply(self, call_id: str, from_user: str | None, cseq: int, status: int) -> bool:
         """A final reply to one of our NOTIFYs (seen by a worker): the timer applies it.
