@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from secconf.client.conference_events import ConferenceWatch, Protection
-from secconf.client.sip import SipRequestFailed, UserAgent
+from secconf.client.sip import Answer, SipRequestFailed, UserAgent
 from secconf.core.confinfo import ConferenceView, EndpointStatus, full_document
+from secconf.core.sip.message import SipRequest
 from secconf.lab.tlsca import participant_contexts
 from secconf.store.conferences import connect_blocking
 from secconf.store.sip_users import SipUserStore
@@ -126,6 +127,22 @@ async def _until(
             return view
 
 
+def _record_notifies(watch: ConferenceWatch) -> list[SipRequest]:
+    """The NOTIFYs the watch gets from now on, as received (their bodies as on the wire)."""
+    subscription = watch._subscription
+    assert subscription is not None
+    handler = subscription.on_notify
+    assert handler is not None
+    seen: list[SipRequest] = []
+
+    def recording(request: SipRequest) -> Answer:
+        seen.append(request)
+        return handler(request)
+
+    subscription.on_notify = recording
+    return seen
+
+
 async def _watch(ua: UserAgent, focus: Focus, conference: str, identity: str) -> ConferenceWatch:
     return await ConferenceWatch.start(
         ua, _tls(focus, f"conf-{conference}"), protection=Protection.SDES,
@@ -150,6 +167,7 @@ def test_members_watch_the_roster_live(
             assert set(_statuses(first)) == {ALICE}
             assert_valid(full_document(first.info, first.version))
             assert first.info.entity.startswith("sip:conf-")
+            wire = _record_notifies(watch)
 
             # Bob joins: a partial NOTIFY, the next version, within 500 ms of his 200.
             call_b = await bob.invite(_tls(focus, f"conf-{conference}"), BOB)
@@ -158,6 +176,16 @@ def test_members_watch_the_roster_live(
             assert time.monotonic() - joined < 0.5
             assert view.version == first.version + 1  # the join is the next document
             assert list(watch.counters.refusals) == []
+            # What the focus sent, checked by xmlschema against the RFC 4575 schema and ours.
+            bodies = [notify.body for notify in wire if notify.body]
+            assert bodies
+            for body in bodies:
+                assert_valid(body)
+            assert all(n.get("content-type") == "application/conference-info+xml" for n in wire)
+            assert all(n.get("event") == "conference" for n in wire)
+            assert all(
+                (n.get("subscription-state") or "").startswith("active;expires=") for n in wire
+            )
 
             # Bob subscribes too; his hang-up ends his subscription "rejected".
             bob_watch = await _watch(bob.ua, focus, conference, BOB)
