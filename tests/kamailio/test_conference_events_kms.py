@@ -3,29 +3,36 @@
 A member subscribes with its own MIKEY-TICKET exchange (``ParticipantAgent.subscription``);
 every NOTIFY body is CMS AuthEnvelopedData under that subscription's event key, which the
 participant's :class:`~secconf.client.conference_events.ConferenceWatch` opens (a plain
-body would be refused 403 in KMS mode).
+body would be refused 403 in KMS mode); tshark, a dissector we did not write, sees each
+NOTIFY body as CMS AuthEnvelopedData and no roster on the wire.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
 from secconf.client.conference_events import ConferenceWatch, Protection
 from secconf.core.confinfo import ConferenceView
+from secconf.lab.capture import LoopbackCapture
 
 from .conftest import ALICE, BOB, CAROL, FOCUS_IDENTITY, KmsFocus, MixingUpstream, Upstream
 from .kms_participants import _agent, _conference_id
 
 pytestmark = pytest.mark.slow
 
+#: RFC 5083 §1.1: id-ct-authEnvelopedData.
+AUTH_ENVELOPED_DATA = "1.2.840.113549.1.9.16.1.23"
+
 
 def _users(view: ConferenceView) -> set[str]:
     return {user.entity for user in view.info.users}
 
 
-def test_kms_member_reads_protected_notifications(kms_focus: KmsFocus) -> None:
+def test_kms_member_reads_protected_notifications(kms_focus: KmsFocus, tmp_path: Path) -> None:
     focus = kms_focus
 
     async def scenario(upstream: Upstream) -> None:
@@ -37,19 +44,33 @@ def test_kms_member_reads_protected_notifications(kms_focus: KmsFocus) -> None:
             )
             conference = _conference_id(call_a.call.response.get("X-Secconf-Conference"))  # type: ignore[union-attr]
             exchange = await alice.subscription(FOCUS_IDENTITY)
-            watch = await ConferenceWatch.start(
-                alice.ua, focus.target(f"conf-{conference}"), protection=Protection.KMS,
-                kms=exchange,
-            )  # fmt: skip
-            first = await watch.next_view(5)
-            assert _users(first) == {ALICE}
-            call_b = await bob.join_conference(focus.target(f"conf-{conference}"), FOCUS_IDENTITY)
-            joined = time.monotonic()
-            while BOB not in _users(view := await watch.next_view(5)):
-                pass
-            assert time.monotonic() - joined < 0.5
-            assert view.version > first.version
-            assert list(watch.counters.refusals) == []
+            path = tmp_path / "notify.pcapng"
+            with LoopbackCapture(path, f"udp port {alice.ua.local_port}") as capture:
+                watch = await ConferenceWatch.start(
+                    alice.ua, focus.target(f"conf-{conference}"), protection=Protection.KMS,
+                    kms=exchange,
+                )  # fmt: skip
+                first = await watch.next_view(5)
+                assert _users(first) == {ALICE}
+                call_b = await bob.join_conference(
+                    focus.target(f"conf-{conference}"), FOCUS_IDENTITY
+                )
+                joined = time.monotonic()
+                while BOB not in _users(view := await watch.next_view(5)):
+                    pass
+                assert time.monotonic() - joined < 0.5
+                assert view.version > first.version
+                assert list(watch.counters.refusals) == []
+                await asyncio.sleep(0.2)
+            # Wireshark's SIP and CMS dissectors: every NOTIFY body is AuthEnvelopedData, and
+            # the roster (Bob's URI, the document) is nowhere on the wire in the clear.
+            rows = capture.fields('sip.Method == "NOTIFY"', ("sip.Content-Type", "cms.contentType"))
+            assert len(rows) >= 2
+            assert {row["cms.contentType"] for row in rows} == {AUTH_ENVELOPED_DATA}
+            assert all(row["sip.Content-Type"].startswith("application/pkcs7-mime") for row in rows)
+            captured = path.read_bytes()
+            assert b"sip:bob@example.com" not in captured
+            assert b"<conference-info" not in captured
             await watch.close()
             await call_b.call.bye(timeout=5)
             await call_a.call.bye(timeout=5)
