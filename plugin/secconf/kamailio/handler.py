@@ -48,6 +48,7 @@ from secconf.focus.state import Retransmission
 from secconf.focus.wiring import build_service, load_kek
 
 from .adapter import KsrAdapter
+from .event_routes import EventRoutes
 from .peer_cache import HtablePeerCache
 
 __all__ = ["SecconfKemi", "mod_init"]
@@ -66,6 +67,7 @@ class SecconfKemi:
     def __init__(self, ksr: Any, settings: Settings, kek: bytes) -> None:
         self.ksr = ksr
         self.adapter = KsrAdapter(ksr)
+        self.events = EventRoutes(ksr, self.adapter)
         self.settings = settings
         self._kek = kek
         self.service: FocusService | None = None
@@ -139,7 +141,7 @@ class SecconfKemi:
         # carries the Contact the mixer will target next): alias it to this connection.
         try:
             if self.adapter.pv("$rm") == "NOTIFY":
-                self._notify_reply()
+                self.events.notify_reply(self._service())
                 return 1
             if self.adapter.on_stream() and self.adapter.pv("$hdr(Contact)") is not None:
                 self.adapter.alias_contact()
@@ -150,69 +152,13 @@ class SecconfKemi:
     def ksr_onsend_route(self, msg: Any) -> int:
         return 1
 
-    # -- the conference event package ----------------------------------------------------
+    # -- the conference event package (event_routes.py) ---------------------------------
 
     def ksr_notify_tick(self, msg: Any, route: Any = None) -> int:
-        """rtimer's ``secconf_notify`` timer (50 ms, a process of its own): send the NOTIFYs.
-
-        rtimer calls a KEMI method with the (dummy) message and the route's name.
-        """
-        try:
-            service = self._service()
-            requests = service.notifier.tick()
-        except SecconfError as exc:
-            self.adapter.log("err", f"secconf: NOTIFY timer: {exc.message}")
-            return 1
-        except Exception:
-            self._crash("NOTIFY timer", reply=False)
-            return 1
-        for request in requests:  # one that fails does not keep the others from leaving
-            try:
-                if request.binary:
-                    sent = self.adapter.send_raw(
-                        request.next_hop, service.notifier.wire_message(request)
-                    )
-                else:
-                    sent = self.adapter.send_request(request)
-                if not sent:
-                    self.adapter.log(
-                        "warn", "secconf: a NOTIFY could not be sent (Timer F ends it)"
-                    )
-            except Exception:
-                self._crash("NOTIFY send", reply=False)
+        """rtimer's ``secconf_notify`` timer; rtimer passes the (dummy) message and the
+        route's name."""
+        self.events.notify_tick(self._service, self._crash)
         return 1
-
-    def _notify_reply(self) -> None:
-        """A final reply to one of our NOTIFYs (core reply route): for the node's timer."""
-        status = int(self.adapter.pv("$rs") or 0)
-        cseq = int(self.adapter.pv("$cs") or 0)
-        self._service().notifier.on_reply(
-            self.adapter.pv("$ci") or "", self.adapter.pv("$fU"), cseq, status
-        )
-
-    def _subscribe(self, service: FocusService, request: RequestView) -> None:
-        """A SUBSCRIBE outside a dialog: the event package's flow (events/subscriptions.py)."""
-        try:
-            reply = service.on_subscribe(request, self.adapter.arrival())
-        except SecconfError as exc:
-            self.adapter.log("info", f"secconf: SUBSCRIBE refused {exc.status_code}: {exc.message}")
-            reply = service.refusal(exc)
-        self.adapter.reply(reply)
-
-    def _resubscribe(self, service: FocusService) -> None:
-        """A SUBSCRIBE in one of our subscriptions' dialogs (no Route: we are its UAS)."""
-        if self.ksr.tm.t_check_trans() == 0:
-            return  # a retransmission: tm answers it
-        self.ksr.tm.t_newtran()
-        request = self.adapter.request(service.header_names())
-        try:
-            reply = service.on_subscribe_in_dialog(request)
-        except SecconfError as exc:
-            self.adapter.log(
-                "info", f"secconf: in-dialog SUBSCRIBE refused {exc.status_code}: {exc.message}"
-            )
-            reply = service.refusal(exc)
-        self.adapter.reply(reply)
 
     # -- tm routes ---------------------------------------------------------------------
 
@@ -281,7 +227,7 @@ class SecconfKemi:
             return
         if ksr.siputils.has_totag() > 0:
             if method == "SUBSCRIBE" and adapter.header("Route") is None:
-                self._resubscribe(self._service())
+                self.events.resubscribe(self._service())
                 return
             self._in_dialog(method)
             return
@@ -300,7 +246,7 @@ class SecconfKemi:
             return
         if method == "SUBSCRIBE":
             ksr.tm.t_newtran()  # a retransmission is answered by tm, not processed again
-            self._subscribe(service, adapter.request(service.header_names()))
+            self.events.subscribe(service, adapter.request(service.header_names()))
             return
         request = adapter.request((*service.header_names(), DIALOUT_HEADER))
         if wants_dialout(self.settings, request):
