@@ -477,7 +477,8 @@ __all__ += ["BadEvent", "BadSubscriptionState", "NoAcceptableType", "Unprotected
 
 
 class BadEvent(ProtocolError):
-    """A NOTIFY whose Event is not the package subscribed to (RFC 6665 §4.1.3, §8.3.1)."""
+    """An Event that is not the package (RFC 6665 §4.1.3, §8.3.1): a NOTIFY at the subscriber,
+    a SUBSCRIBE at the focus (answered with ``Allow-Events``)."""
 
     status_code = 489
     reason = "Bad Event"
