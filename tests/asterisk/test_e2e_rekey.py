@@ -24,7 +24,16 @@ import pytest
 from secconf.asterisk.rekey_driver import RekeyReport
 from secconf.asterisk.watcher import Watcher
 from secconf.client.media import opened
+from secconf.core.confinfo import (
+    ConferenceState,
+    DisconnectionMethod,
+    Keying,
+    OfferMode,
+    describe,
+    leg_endpoint,
+)
 from secconf.core.g711 import ToneGenerator
+from secconf.store.conferences import dialog_id
 from tests.asterisk.stack import Stack
 from tests.asterisk.support import (  # noqa: F401 - `stack` is the module's fixture
     ALICE,
@@ -78,6 +87,18 @@ def test_leave_rekeys_through_asterisk_and_the_leaver_key_opens_nothing(stack: S
             assert {call_a.call_id, call_b.call_id, call_c.call_id} == {
                 json.loads(v)["call_id"] for v in roster.values()
             }
+            # The event package's facts: three answered legs, each seen in the bridge.
+            facts = store.event_facts(conference)
+            assert facts is not None
+            assert [(m.answered, m.in_bridge, m.epoch) for m in facts.members] == [
+                (True, True, 1)
+            ] * 3
+            assert describe(facts).state == ConferenceState(
+                user_count=3, active=True, keying=Keying(OfferMode.SDES, 1)
+            )
+            carol = store.dialog(conference, call_c.call_id)
+            assert carol is not None
+            counter_before_bye = store.event_counters([conference])[0]
 
             # Asterisk's media goes to the edge's internal legs (the module's SDP rewrite).
             legs = {
@@ -138,6 +159,22 @@ def test_leave_rekeys_through_asterisk_and_the_leaver_key_opens_nothing(stack: S
             assert sorted(leg["epoch"] for leg in edge_state["legs"]) == [2, 2]
             new_key = store.group_key(conference)
             assert new_key.epoch == 2
+            # C's own BYE: a departure; the rekey: epoch 2, its time; two still connected.
+            facts = store.event_facts(conference)
+            assert facts is not None
+            assert (facts.epoch, len(facts.members)) == (2, 2)
+            assert facts.last_rekey is not None
+            assert [(d.identity, d.method) for d in facts.departures] == [
+                (carol.identity, DisconnectionMethod.DEPARTED)
+            ]
+            assert facts.departures[0].endpoint == leg_endpoint(
+                carol.identity, dialog_id(call_c.call_id)
+            )
+            assert describe(facts).state.user_count == 2  # type: ignore[union-attr]
+            (counter_after,) = store.event_counters([conference])
+            assert counter_before_bye is not None
+            assert counter_after is not None
+            assert counter_after >= counter_before_bye + 3  # the BYE, the roster, the epoch
             assert a.group == b.group == (SUITE, new_key.key, new_key.salt) != old_key
             print(
                 f"\nC's BYE -> all remaining legs on epoch 2: {leave_to_switched * 1000:.0f} ms "

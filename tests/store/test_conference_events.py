@@ -27,6 +27,7 @@ from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES
 from secconf.store.conference_scripts import DEPARTURES_MAX
 from secconf.store.conferences import ConferenceStore, connect_blocking, dialog_id
+from secconf.store.errors import CorruptRecord
 from secconf.store.executors import SyncExecutor
 from secconf.store.keywrap import KeyWrapper
 from secconf.store.watcher import RosterEntry, RosterStore
@@ -227,3 +228,28 @@ def test_departures_are_bounded_newest_kept(store: ConferenceStore, client: redi
     stored = [json.loads(item) for item in client.lrange(store.keys.departures(CONF), 0, -1)]
     # No Call-ID, no key: who, which dialog (its hash), how, when.
     assert set(stored[0]) <= {"identity", "dialog", "method", "when", "joined", "dialout"}
+
+
+def test_a_dial_out_answered_has_its_join_time_and_ssrcs(store: ConferenceStore) -> None:
+    _create(store)
+    store.dialouts.record(CONF, identity=CAROL, call_id="call-carol", leg="leg-carol")
+    before = _counter(store)
+    store.dialouts.answered(CONF, "call-carol", media="{}", epoch=1, ssrcs=[4444])
+    assert _counter(store) == before + 1
+    _roster_add(store, "PJSIP/stranger", "call-nobody-knows")
+    facts = store.event_facts(CONF)
+    assert facts is not None
+    carol = next(member for member in facts.members if member.identity == CAROL)
+    assert (carol.answered, carol.dialed_out, carol.ssrcs) == (True, True, (4444,))
+    assert carol.joined is not None
+    # A channel whose Call-ID matches no dialog marks nobody as in the bridge.
+    assert not any(member.in_bridge for member in facts.members)
+
+
+def test_a_corrupt_dialog_record_is_a_store_error(
+    store: ConferenceStore, client: redis.Redis
+) -> None:
+    _create(store)
+    client.hset(store.keys.dialog(CONF, "call-alice"), "mode", "rot13")
+    with pytest.raises(CorruptRecord):
+        store.event_facts(CONF)
