@@ -22,7 +22,7 @@ from secconf.core.confinfo import ConferenceView, DisconnectionMethod, EndpointS
 from secconf.core.sip.message import SipRequest
 from secconf.lab.tlsca import participant_contexts
 from tests.asterisk.stack import Stack, running_stack
-from tests.asterisk.support import ALICE, BOB, SETTINGS, conference_of, wait_for
+from tests.asterisk.support import ALICE, BOB, SETTINGS, bounded, conference_of, wait_for
 from tests.fixtures.asterisk_server import AsteriskServer
 from tests.fixtures.confinfo import assert_valid
 from tests.fixtures.edge_server import EdgeFactory
@@ -141,8 +141,8 @@ def test_a_member_watches_the_bridge(tls_stack: Stack, kamailio_factory: Kamaili
             await watch.close()
             await call_a.bye(timeout=5)
         finally:
-            await alice.close()
-            await bob.close()
-            await watcher.close()
+            await bounded(alice.close(), "close alice")
+            await bounded(bob.close(), "close bob")
+            await bounded(watcher.close(), "close watcher")
 
     asyncio.run(scenario())
