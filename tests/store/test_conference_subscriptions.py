@@ -239,3 +239,27 @@ def test_worker_inputs_wait_for_the_timer_and_are_consumed_once(
     done = store.subscriptions.get(CONF, record.sub_id)
     assert done is not None
     assert (done.refresh_seq, done.applied_refresh, done.reply) == (2, 2, None)
+
+
+def test_index_entries_of_expired_records_do_not_count(
+    store: ConferenceStore, client: redis.Redis
+) -> None:
+    _create(store, _record(call_id="a1"))
+    _create(store, _record(call_id="a2"))
+    with pytest.raises(RateLimited):
+        _create(store, _record(call_id="a3"))
+    client.delete(store.keys.subscription(CONF, _record(call_id="a1").sub_id))  # it expired
+    _create(store, _record(call_id="a3"))
+    assert sorted(store.subscriptions.of_conference(CONF)) == sorted(
+        [_record(call_id="a2").sub_id, _record(call_id="a3").sub_id]
+    )
+
+
+def test_the_node_index_is_read_a_slice_at_a_time(store: ConferenceStore) -> None:
+    store.admission.join(CONF, identity=BOB, call_id="call-bob", leg="leg-bob")
+    records = [_record(call_id="a1"), _record(call_id="a2"), _record(identity=BOB, call_id="b1")]
+    for now, record in enumerate(records):
+        _create(store, record, now=1000.0 + now)
+    first = store.subscriptions.of_node("node-a", limit=2)
+    rest = store.subscriptions.of_node("node-a", limit=2, offset=2)
+    assert first + rest == [(CONF, record.sub_id) for record in records]

@@ -247,3 +247,19 @@ def test_kms_bodies_are_cms_under_the_subscription_key(
     assert head.startswith(b"NOTIFY sip:alice@127.0.0.1:5099;transport=tls SIP/2.0\r\n")
     assert b"\r\nVia: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK" in head
     assert f"\r\nContent-Length: {len(notify.body)}".encode() in head
+
+
+def test_a_long_index_is_walked_a_slice_per_tick(
+    settings: Settings, store: ConferenceStore, clock: Clock
+) -> None:
+    narrow = dataclasses.replace(
+        settings, events=dataclasses.replace(settings.events, scan_per_tick=1)
+    )
+    notifier = Notifier(
+        narrow, store.subscriptions, store, clock, lambda n: bytes(n), lambda *_: None
+    )
+    _subscribe(store, clock, call_id="sub-1")
+    clock.now += 1
+    _subscribe(store, clock, call_id="sub-2")
+    seen = [_header(r, "Call-ID") for _ in range(2) for r in _tick(notifier, clock)]
+    assert seen == ["sub-1", "sub-2"]

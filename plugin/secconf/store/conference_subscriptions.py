@@ -66,18 +66,28 @@ SENT_CACHE_MAX: Final = 1024
 RECORD_SLACK: Final = 120
 
 # KEYS: conf, members, subs, record; ARGV: identity, sub id, mode, max per conference,
-# max per identity, ttl ms, then field/value pairs.
+# max per identity, ttl ms, then field/value pairs.  Index entries whose record is gone
+# (expired with a node that stopped ticking) do not count, and are dropped on success;
+# their record names are built from KEYS[1] (``<conf key>:sub:<sub id>``, the same slot).
 CREATE: Final = """
 local c = redis.call('HMGET', KEYS[1], 'state', 'mode')
 if c[1] ~= 'active' then return 'not-found' end
 if ARGV[3] ~= '' and c[2] ~= ARGV[3] then return 'mode' end
 if tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') < 1 then return 'not-member' end
 if redis.call('EXISTS', KEYS[4]) == 1 then return 'exists' end
-local subs = redis.call('HVALS', KEYS[3])
-if #subs >= tonumber(ARGV[4]) then return 'full-conference' end
-local mine = 0
-for _, who in ipairs(subs) do if who == ARGV[1] then mine = mine + 1 end end
+local entries = redis.call('HGETALL', KEYS[3])
+local count, mine, stale = 0, 0, {}
+for i = 1, #entries, 2 do
+  if redis.call('EXISTS', KEYS[1] .. ':sub:' .. entries[i]) == 1 then
+    count = count + 1
+    if entries[i + 1] == ARGV[1] then mine = mine + 1 end
+  else
+    stale[#stale + 1] = entries[i]
+  end
+end
+if count >= tonumber(ARGV[4]) then return 'full-conference' end
 if mine >= tonumber(ARGV[5]) then return 'full-identity' end
+if #stale > 0 then redis.call('HDEL', KEYS[3], unpack(stale)) end
 local fields = {}
 for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[4], unpack(fields))
@@ -383,12 +393,16 @@ class Subscriptions:
             self._remove(keys=keys, args=[sub_id])
             self._redis.zrem(self._keys.subscription_node(node), f"{conference_id}/{sub_id}")
 
-    def of_node(self, node: str, *, limit: int) -> list[tuple[str, str]]:
-        """Up to *limit* ``(conference id, sub id)`` the node holds, oldest first."""
+    def of_node(self, node: str, *, limit: int, offset: int = 0) -> list[tuple[str, str]]:
+        """Up to *limit* ``(conference id, sub id)`` the node holds, oldest first, from
+        *offset* (the timer walks a long index a slice per tick)."""
+        start = max(0, offset)
         with redis_errors("list a node's subscriptions"):
             raw = cast(
                 list[bytes],
-                self._redis.zrange(self._keys.subscription_node(node), 0, max(0, limit - 1)),
+                self._redis.zrange(
+                    self._keys.subscription_node(node), start, start + max(1, limit) - 1
+                ),
             )
         pairs = [text(entry).partition("/") for entry in raw]
         return [(conf, sub) for conf, _, sub in pairs if conf and sub]

@@ -106,12 +106,15 @@ class Notifier:
     random_bytes: Callable[[int], bytes] = field(repr=False)
     log: Callable[[str, str], None] = field(repr=False)
     _described: dict[str, _Described] = field(default_factory=dict, repr=False)
+    _offset: int = field(default=0, repr=False)
 
     def tick(self) -> list[NotifyRequest]:
         """The NOTIFYs this node sends now (each already recorded as in flight)."""
         limits = self.settings.events
         node = limits.node_id
-        pairs = self.subscriptions.of_node(node, limit=limits.scan_per_tick)
+        pairs = self.subscriptions.of_node(node, limit=limits.scan_per_tick, offset=self._offset)
+        # a long index is walked a slice per tick, then from the start again
+        self._offset = 0 if len(pairs) < limits.scan_per_tick else self._offset + len(pairs)
         if not pairs:
             return []
         records = self.subscriptions.get_many(pairs)
