@@ -4,20 +4,28 @@ A member subscribes with its own MIKEY-TICKET exchange (``ParticipantAgent.subsc
 every NOTIFY body is CMS AuthEnvelopedData under that subscription's event key, which the
 participant's :class:`~secconf.client.conference_events.ConferenceWatch` opens (a plain
 body would be refused 403 in KMS mode); tshark, a dissector we did not write, sees each
-NOTIFY body as CMS AuthEnvelopedData and no roster on the wire.
+NOTIFY body as CMS AuthEnvelopedData and no roster on the wire; OpenSSL's CMS opens each
+body received with the member's key, and the document inside is valid against the RFC 4575
+schema (xmlschema).
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from secconf.client.conference_events import ConferenceWatch, Protection
-from secconf.core.confinfo import ConferenceView
+from secconf.client.sip import Answer
+from secconf.core import cms
+from secconf.core.confinfo import CONFERENCE_INFO_TYPE, ConferenceView
+from secconf.core.sip.message import SipRequest
 from secconf.lab.capture import LoopbackCapture
+from tests.fixtures.confinfo import assert_valid
 
 from .conftest import ALICE, BOB, CAROL, FOCUS_IDENTITY, KmsFocus, MixingUpstream, Upstream
 from .kms_participants import _agent, _conference_id
@@ -26,6 +34,35 @@ pytestmark = pytest.mark.slow
 
 #: RFC 5083 §1.1: id-ct-authEnvelopedData.
 AUTH_ENVELOPED_DATA = "1.2.840.113549.1.9.16.1.23"
+
+
+def _record_notifies(watch: ConferenceWatch) -> list[SipRequest]:
+    """The NOTIFYs the watch gets from now on, as received."""
+    subscription = watch._subscription
+    assert subscription is not None
+    handler = subscription.on_notify
+    assert handler is not None
+    seen: list[SipRequest] = []
+
+    def recording(request: SipRequest) -> Answer:
+        seen.append(request)
+        return handler(request)
+
+    subscription.on_notify = recording
+    return seen
+
+
+def _openssl_open(path: Path, body: bytes, key: cms.EventKey) -> bytes:
+    openssl = shutil.which("openssl")
+    assert openssl is not None, "openssl is not installed (docker/bootstrap-debian.sh)"
+    path.write_bytes(body)
+    opened = subprocess.run(
+        [openssl, "cms", "-decrypt", "-binary", "-inform", "DER", "-in", str(path),
+         "-secretkey", key.kek.hex(), "-secretkeyid", key.key_id.hex()],
+        capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert opened.returncode == 0, opened.stderr
+    return opened.stdout
 
 
 def _users(view: ConferenceView) -> set[str]:
@@ -52,6 +89,7 @@ def test_kms_member_reads_protected_notifications(kms_focus: KmsFocus, tmp_path:
                 )  # fmt: skip
                 first = await watch.next_view(5)
                 assert _users(first) == {ALICE}
+                wire = _record_notifies(watch)
                 call_b = await bob.join_conference(
                     focus.target(f"conf-{conference}"), FOCUS_IDENTITY
                 )
@@ -71,6 +109,16 @@ def test_kms_member_reads_protected_notifications(kms_focus: KmsFocus, tmp_path:
             captured = path.read_bytes()
             assert b"sip:bob@example.com" not in captured
             assert b"<conference-info" not in captured
+            # OpenSSL's CMS (KEK recipient: -secretkey/-secretkeyid) opens what the focus
+            # sent with the member's own event key: the wire format is standard.
+            key = exchange.early_key()
+            assert key is not None
+            bodies = [notify.body for notify in wire if notify.body]
+            assert bodies
+            for index, body in enumerate(bodies):
+                entity = _openssl_open(tmp_path / f"notify-{index}.p7m", body, key)
+                document = cms.split_inner_entity(entity, CONFERENCE_INFO_TYPE)
+                assert_valid(document)
             await watch.close()
             await call_b.call.bye(timeout=5)
             await call_a.call.bye(timeout=5)
