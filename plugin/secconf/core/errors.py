@@ -478,14 +478,22 @@ class UnsafeXml(MalformedConferenceInfo):
 #         └── UnprotectedNotification 403: a roster in the clear where only protected ones
 #                                     are taken (plain XML outside TLS, or in KMS mode)
 
-__all__ += ["BadEvent", "BadSubscriptionState", "UnprotectedNotification"]
+__all__ += ["BadEvent", "BadSubscriptionState", "NoAcceptableType", "UnprotectedNotification"]
 
 
 class BadEvent(ProtocolError):
-    """A NOTIFY whose Event is not the package subscribed to (RFC 6665 §4.1.3, §8.3.1)."""
+    """An Event that is not the package (RFC 6665 §4.1.3, §8.3.1): a NOTIFY at the subscriber,
+    a SUBSCRIBE at the focus (answered with ``Allow-Events``)."""
 
     status_code = 489
     reason = "Bad Event"
+
+
+class NoAcceptableType(ProtocolError):
+    """A request whose ``Accept`` lists no body type we could send it (RFC 3261 §21.4.7)."""
+
+    status_code = 406
+    reason = "Not Acceptable"
 
 
 class BadSubscriptionState(MalformedMessage):

@@ -23,7 +23,8 @@ key or MIKEY-TICKET, :mod:`.kms_keying`).  Authentication is
 reached as an attribute: ``admission`` (create and join, :mod:`.admission`), ``answers``
 (the 2xx of every focus INVITE, :mod:`.answers`), ``releases`` (BYE, failures, the edge
 leg's end, :mod:`.releases`), ``gate`` (the in-dialog gate, :mod:`.in_dialog`),
-``refers`` (REFERs to the focus, :mod:`.refers`), ``reinvites`` (:mod:`.reinvite`); dial-outs
+``refers`` (REFERs to the focus, :mod:`.refers`), ``reinvites`` (:mod:`.reinvite`),
+``subscriptions`` and ``notifier`` (the conference event package, :mod:`.events`); dial-outs
 are :mod:`.dialout`'s functions of the service.  It keeps the dispatch of a request
 outside a dialog and the SIP answer of a refusal; a conference's next key epoch is
 ``epochs`` (:class:`~.epochs.EpochMinter`, shared with the watcher and ``secconf focus rekey``).
@@ -48,6 +49,7 @@ from secconf.core.errors import (
     SecconfError,
 )
 from secconf.core.focus import (
+    ConferenceNotFound,
     OfferMode,
     TargetKind,
     classify_target,
@@ -66,6 +68,8 @@ from .answers import Answers
 from .authenticator import AuthenticationRequired, Authenticator
 from .dialout import dialout_answered
 from .epochs import EpochMinter, GroupEpochs
+from .events.notifier import Notifier
+from .events.subscriptions import Arrival, Subscriptions
 from .in_dialog import InDialogGate
 from .keying import Keying, SdesKeying
 from .kms_keying import KmsKeying
@@ -119,6 +123,8 @@ class FocusService:
     answers: Answers = field(init=False, repr=False)
     gate: InDialogGate = field(init=False, repr=False)
     refers: Refers = field(init=False, repr=False)
+    subscriptions: Subscriptions = field(init=False, repr=False)
+    notifier: Notifier = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.auth = Authenticator(
@@ -183,6 +189,17 @@ class FocusService:
         self.refers = Refers(
             self.settings, self.store, self.auth, self.kms_keying, self.clock, self.log
         )
+        self.subscriptions = Subscriptions(
+            self.settings, self.store, self.auth, self.kms_keying, self.clock, self.log
+        )
+        self.notifier = Notifier(
+            self.settings,
+            self.store.subscriptions,
+            self.store,
+            self.clock,
+            self.random_bytes,
+            self.log,
+        )
 
     def keying(self, mode: str) -> Keying:
         """The keying of a leg whose record, offer or transaction says *mode*."""
@@ -203,7 +220,10 @@ class FocusService:
     # -- requests outside a dialog ------------------------------------------------------
 
     def header_names(self) -> tuple[str, ...]:
-        return (self.settings.asserted_header, "Refer-To", "Proxy-Authorization", "Require")
+        return (
+            self.settings.asserted_header, "Refer-To", "Proxy-Authorization", "Require",
+            "Event", "Expires", "Accept",
+        )  # fmt: skip
 
     def on_request(self, request: RequestView) -> Reply | Relay:
         """A request outside a dialog (or a CANCEL): what the focus does with it."""
@@ -215,7 +235,7 @@ class FocusService:
         if method == "OPTIONS":
             return Reply(200, "OK")
         if method == "SUBSCRIBE":
-            raise Forbidden("conference event package not offered for secure conferences yet")
+            raise Forbidden("SUBSCRIBE goes through on_subscribe")
         if method == "REFER":
             if target.kind is not TargetKind.CONFERENCE or target.conference_id is None:
                 raise Forbidden("REFER goes to a conference, not to the factory")
@@ -230,6 +250,19 @@ class FocusService:
             if target.conference_id is None:
                 raise MalformedMessage("conference id missing")
             return self.admission.join(request, target.conference_id)
+
+    def on_subscribe(self, request: RequestView, arrival: Arrival) -> Reply:
+        """A SUBSCRIBE outside a dialog: to a conference (events/subscriptions.py), else 404."""
+        target = classify_target(request.ruri_user, self.settings.factory, self.settings.conference)
+        if target.kind is not TargetKind.CONFERENCE or target.conference_id is None:
+            # the factory has no state to watch; other URIs are not ours (default deny)
+            raise ConferenceNotFound("only a conference URI takes a SUBSCRIBE")
+        return self.subscriptions.on_subscribe(request, target.conference_id, arrival)
+
+    def on_subscribe_in_dialog(self, request: RequestView) -> Reply:
+        """A SUBSCRIBE with a To tag: a refresh or un-SUBSCRIBE of one of our subscriptions."""
+        target = classify_target(request.ruri_user, self.settings.factory, self.settings.conference)
+        return self.subscriptions.on_in_dialog(request, target.conference_id)
 
     # -- refusals -----------------------------------------------------------------
 

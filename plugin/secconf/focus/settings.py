@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,29 @@ SCHEMA: Final[Schema] = {
     "digest": frozenset({"realm", "algorithms", "nonce_lifetime"}),
     "dialout": frozenset({"contacts", "kms_users"}),
     "lab": frozenset({"sdes_over_udp"}),
+    "events": frozenset({
+        "node_id", "max_per_conference", "max_per_identity", "notifies_per_tick",
+        "scan_per_tick",
+    }),
 }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    """``[events]``: the conference event package (docs/event-package.md, "The focus's side")."""
+
+    #: the Kamailio node this module runs in: its timer sends the NOTIFYs of the
+    #: subscriptions whose flow arrived here (default: the host name; set one per node
+    #: when several Kamailio instances share a host and a Redis).
+    node_id: str = field(default_factory=socket.gethostname)
+    #: subscriptions a conference holds at most; beyond: 403 + Retry-After.
+    max_per_conference: int = 64
+    #: subscriptions one identity holds in one conference at most (a phone and a spare).
+    max_per_identity: int = 2
+    #: NOTIFYs one timer tick sends at most (the rest wait for the next tick, 50 ms on).
+    notifies_per_tick: int = 200
+    #: subscriptions of the node one tick looks at, at most.
+    scan_per_tick: int = 2000
 
 
 @dataclass(frozen=True)
@@ -155,6 +178,8 @@ class Settings:
     #: ``[focus] suites``: further SRTP suites a participant's leg may run (its offer
     #: chooses; ``suite`` is always allowed and preferred), docs/mikey-decisions.md #30.
     extra_suites: tuple[CryptoSuite, ...] = ()
+    #: ``[events]``: subscriptions to the conference event package.
+    events: EventSettings = field(default_factory=EventSettings)
 
     @property
     def leg_suites(self) -> tuple[CryptoSuite, ...]:
@@ -223,6 +248,21 @@ def load_settings(
         sdes_over_udp=_get(data, "lab", "sdes_over_udp", bool, False),
         dialogs_per_identity=_bounded(data, "limits", "dialogs_per_identity", 4, 1, 1000),
         refers_per_minute=_bounded(data, "limits", "refers_per_minute", 6, 1, 600),
+        events=_events_section(data),
+    )
+
+
+def _events_section(data: Mapping[str, Any]) -> EventSettings:
+    """``[events]``: the node's id and the bounds of subscriptions and of the timer's work."""
+    node_id = _get(data, "events", "node_id", str, socket.gethostname())
+    if not node_id or not node_id.isprintable() or len(node_id) > 64 or " " in node_id:
+        raise SettingsError("[events] node_id must be 1..64 printable characters, no spaces")
+    return EventSettings(
+        node_id=node_id,
+        max_per_conference=_bounded(data, "events", "max_per_conference", 64, 1, 1000),
+        max_per_identity=_bounded(data, "events", "max_per_identity", 2, 1, 16),
+        notifies_per_tick=_bounded(data, "events", "notifies_per_tick", 200, 1, 10_000),
+        scan_per_tick=_bounded(data, "events", "scan_per_tick", 2000, 1, 100_000),
     )
 
 

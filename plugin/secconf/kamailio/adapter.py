@@ -25,12 +25,15 @@ What works on Kamailio 5.6 (see docs/kamailio.md, "app_python3 quirks"):
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from secconf.core.gate import Flow, sender_fingerprint
+from secconf.focus.events.notifier import NotifyRequest
+from secconf.focus.events.subscriptions import Arrival
 from secconf.focus.messages import Relay, Reply, ReplyView, RequestView
 
 __all__ = [
@@ -142,6 +145,41 @@ class KsrAdapter:
             transport=(self.pv("$pr") or "").lower(),
             contact=contact_uri(self.header("Contact")),
         )
+
+    def arrival(self) -> Arrival:
+        """Our socket the request came in on (``$pr:$Ri:$Rp``) and our local To tag (``$ltt(x)``: the transaction's, else sl's)."""
+        socket = (
+            f"{(self.pv('$pr') or 'udp').lower()}:{self.pv('$Ri') or ''}:{self.pv('$Rp') or ''}"
+        )
+        return Arrival(socket=socket, local_tag=self.pv("$ltt(x)") or "")
+
+    def send_request(self, request: NotifyRequest) -> bool:
+        """``tm.t_uac_send``: a request of ours in a dialog, over the subscriber's flow.
+
+        tm takes the dialog's Call-ID, tags and CSeq from *request*'s headers and adds Via,
+        Max-Forwards and Content-Length (checked on Kamailio 5.6.3, docs/event-package.md).
+        Text bodies only: a KEMI string is a C string (see :meth:`send_raw`).
+        """
+        result = self.ksr.tm.t_uac_send(
+            "NOTIFY", request.ruri, request.next_hop, request.socket, request.headers,
+            request.body.decode("utf-8"),
+        )  # fmt: skip
+        return bool(result is not None and int(result) > 0)
+
+    def send_raw(self, destination: str, message: bytes) -> bool:
+        """``corex.send_data``: a whole SIP message to *destination*, any bytes in it.
+
+        app_python3 hands KEMI functions C strings (a NUL ends one, non-UTF-8 bytes do not
+        convert), so a binary body (CMS) cannot pass ``t_uac_send``.  The message goes
+        base64 into a ``$var`` and the native ``send_data`` decodes it inside Kamailio
+        (``s.decode.base64``); each argument is a whole ``$var``, so nothing the subscriber
+        wrote is parsed as a format.  Stateless: over TLS/TCP (reliable) nothing is lost to
+        a missing retransmission; over UDP a lost NOTIFY ends the subscription at Timer F.
+        """
+        self.ksr.pv.sets("$var(sc_raw_dst)", destination)
+        self.ksr.pv.sets("$var(sc_raw)", base64.b64encode(message).decode("ascii"))
+        result = self.ksr.x.modf("send_data", "$var(sc_raw_dst)", "$(var(sc_raw){s.decode.base64})")
+        return bool(result is not None and int(result) > 0)
 
     def bodiless_ack(self) -> tuple[str, str] | None:
         """An ACK's Call-ID and sender fingerprint in one read, or ``None`` (read it in full).

@@ -48,6 +48,7 @@ from secconf.focus.state import Retransmission
 from secconf.focus.wiring import build_service, load_kek
 
 from .adapter import KsrAdapter
+from .event_routes import EventRoutes
 from .peer_cache import HtablePeerCache
 
 __all__ = ["SecconfKemi", "mod_init"]
@@ -66,6 +67,7 @@ class SecconfKemi:
     def __init__(self, ksr: Any, settings: Settings, kek: bytes) -> None:
         self.ksr = ksr
         self.adapter = KsrAdapter(ksr)
+        self.events = EventRoutes(ksr, self.adapter)
         self.settings = settings
         self._kek = kek
         self.service: FocusService | None = None
@@ -138,6 +140,9 @@ class SecconfKemi:
         # A phone's answer over TLS/TCP (its 2xx to a re-INVITE or to the focus's dial-out
         # carries the Contact the mixer will target next): alias it to this connection.
         try:
+            if self.adapter.pv("$rm") == "NOTIFY":
+                self.events.notify_reply(self._service())
+                return 1
             if self.adapter.on_stream() and self.adapter.pv("$hdr(Contact)") is not None:
                 self.adapter.alias_contact()
         except Exception:
@@ -145,6 +150,14 @@ class SecconfKemi:
         return 1
 
     def ksr_onsend_route(self, msg: Any) -> int:
+        return 1
+
+    # -- the conference event package (event_routes.py) ---------------------------------
+
+    def ksr_notify_tick(self, msg: Any, route: Any = None) -> int:
+        """rtimer's ``secconf_notify`` timer; rtimer passes the (dummy) message and the
+        route's name."""
+        self.events.notify_tick(self._service, self._crash)
         return 1
 
     # -- tm routes ---------------------------------------------------------------------
@@ -213,6 +226,9 @@ class SecconfKemi:
                 ksr.tm.t_relay()
             return
         if ksr.siputils.has_totag() > 0:
+            if method == "SUBSCRIBE" and adapter.header("Route") is None:
+                self.events.resubscribe(self._service())
+                return
             self._in_dialog(method)
             return
         if method == "ACK":
@@ -227,6 +243,10 @@ class SecconfKemi:
         service = self._service()
         if method == "REGISTER":
             self._register(service)
+            return
+        if method == "SUBSCRIBE":
+            ksr.tm.t_newtran()  # a retransmission is answered by tm, not processed again
+            self.events.subscribe(service, adapter.request(service.header_names()))
             return
         request = adapter.request((*service.header_names(), DIALOUT_HEADER))
         if wants_dialout(self.settings, request):

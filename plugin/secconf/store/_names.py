@@ -7,6 +7,7 @@ script or MULTI touches share one)::
                                       secconf.store.conferences), its REFER stream included,
                                       its events counter ``P:conf:{<id>}:events`` too
     P:ident:{<hash>}                  an identity's conference dialogs
+    P:subnode:<node>                  the conference subscriptions a Kamailio node sends for
     P:dialout:<c>  P:rekeys:<c>       the watcher's journal streams
     P:watcher-lease:<c>  P:roster:<c> the watcher's lease and roster of a bridge
     P:edge:{<edge id>}:...            one media edge's records (EdgeKeys)
@@ -248,6 +249,18 @@ class ConferenceKeys:
     def rekey_failed(self, conference_id: str) -> str:
         """``P:conf:{<id>}:rekey-failed``: re-INVITEs with a new epoch that a participant refused."""
         return self.conference(conference_id, "rekey-failed")
+
+    def subscription(self, conference_id: str, sub_id: str) -> str:
+        """``P:conf:{<id>}:sub:<sub id>``: one conference event subscription."""
+        return self.conference(conference_id, f"sub:{sub_id}")
+
+    def subscriptions(self, conference_id: str) -> str:
+        """``P:conf:{<id>}:subs``: sub id -> identity, the conference's subscriptions."""
+        return self.conference(conference_id, "subs")
+
+    def subscription_node(self, node: str) -> str:
+        """``P:subnode:<node>``: the subscriptions whose flow a Kamailio node holds."""
+        return f"{self.prefix}:subnode:{check_identity(node, 'node id')}"
 
     def identity(self, identity: str) -> str:
         """``P:ident:{<hash>}``: the conference dialogs an identity holds (its own slot)."""

@@ -69,7 +69,8 @@ attributes of :class:`ConferenceStore`: ``admission`` (create and join,
 switch and release, :mod:`.conference_dialogs`), ``dialouts`` (the mixer's dial-outs,
 :mod:`.conference_dialouts`), ``refer_stream`` (accepted REFERs,
 :mod:`.conference_refers`) and ``identity_dialogs`` (dialogs per identity across
-conferences, :mod:`.identity_dialogs`).  The store itself keeps the conference record,
+conferences, :mod:`.identity_dialogs`) and ``subscriptions`` (conference event
+subscriptions, :mod:`.conference_subscriptions`).  The store itself keeps the conference record,
 its key epochs and the reads.  The Lua scripts are data in :mod:`.conference_scripts`,
 the records and their decoding in :mod:`.conference_records`, key names in
 :class:`._names.ConferenceKeys`.
@@ -114,6 +115,7 @@ from .conference_records import (
     unwrap_epoch_key,
 )
 from .conference_refers import ReferStream
+from .conference_subscriptions import Subscriptions
 from .executors import SyncExecutor
 from .identity_dialogs import IdentityDialogs
 from .keywrap import KeyWrapper
@@ -152,6 +154,7 @@ class ConferenceStore:
         "dialouts",
         "refer_stream",
         "identity_dialogs",
+        "subscriptions",
     )
 
     def __init__(
@@ -186,6 +189,8 @@ class ConferenceStore:
         self.refer_stream = ReferStream(client, self.keys)
         #: each identity's concurrent dialogs across conferences
         self.identity_dialogs = IdentityDialogs(client, self.keys)
+        #: conference event subscriptions (RFC 6665) and their node indexes
+        self.subscriptions = Subscriptions(client, self.keys, wrapper)
         # Refusals pass unchanged (redis_errors): the focus fails loudly on one.
         self._run = SyncExecutor(client, errors=redis_errors).run
 

@@ -1,0 +1,378 @@
+"""The notifier's side of the conference event package (RFC 6665 + RFC 4575), sans-IO.
+
+Two parts, no clock, no randomness, no I/O (the caller passes ``now`` in, in seconds):
+
+- reading a SUBSCRIBE: :func:`check_event` (``Event: conference`` without ``id``, else
+  489 with ``Allow-Events: conference``), :func:`check_accept` (406 when ``Accept`` names
+  no type we can send in the conference's mode), :func:`granted_expires` (``Expires``
+  clamped to [60, 3600] s, 600 when absent, 0 = un-SUBSCRIBE);
+- one subscription's notifier, :class:`NotifierState` (frozen: every transition returns
+  a new one): the RFC 4575 ``version`` (§5.2: per subscription, +1 for every NOTIFY with a
+  body), our CSeq, the last state sent (partial documents are computed against it), the
+  one NOTIFY in flight (RFC 6665 §4.2.2: no new NOTIFY before the last one's final
+  response; changes made meanwhile coalesce into the next one) with its Timer F deadline,
+  the expiry, and the termination waiting to be sent.
+
+The phases and what moves between them are a table (:data:`TRANSITIONS`), as in
+``core.sip.transaction``; :func:`plan` decides the next NOTIFY, :func:`answered` takes its
+final response.  docs/event-package.md, "The focus's side", says how the focus uses them.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, replace
+
+from secconf.core import cms
+from secconf.core.confinfo import (
+    CONFERENCE_INFO_TYPE,
+    ConferenceInfo,
+    deleted_document,
+    full_document,
+    info_from_element,
+    partial_document,
+    read_document,
+)
+from secconf.core.errors import BadEvent, MalformedSipMessage, NoAcceptableType
+from secconf.core.focus import OfferMode
+from secconf.core.sip.headers import MAX_CSEQ, parse_params, split_header_values
+
+__all__ = [
+    "ALLOW_EVENTS",
+    "DEFAULT_EXPIRES",
+    "EVENT",
+    "MAX_EXPIRES",
+    "MIN_EXPIRES",
+    "TIMER_F",
+    "TRANSITIONS",
+    "BodyKind",
+    "Input",
+    "NotifierState",
+    "Notify",
+    "Phase",
+    "Termination",
+    "answered",
+    "check_accept",
+    "check_event",
+    "end",
+    "granted_expires",
+    "info_from_snapshot",
+    "plan",
+    "refreshed",
+    "snapshot",
+    "started",
+    "subscription_state",
+]
+
+#: The event package (RFC 4575 §3.1); also the ``Allow-Events`` value of a 489.
+EVENT = "conference"
+ALLOW_EVENTS = EVENT
+#: ``Expires`` bounds (docs/event-package.md): shorter asks are raised to a minute (rather
+#: than 423, which the RFC allows), longer ones cut to an hour (RFC 6665 §4.2.1.1: the
+#: notifier may shorten, never lengthen); no ``Expires`` gets the package's default.
+MIN_EXPIRES = 60
+MAX_EXPIRES = 3600
+DEFAULT_EXPIRES = 600
+#: A NOTIFY without a final response this long after it left ends the subscription
+#: (RFC 3261 Timer F = 64*T1; RFC 6665 §4.2.2: a NOTIFY that times out removes it).
+TIMER_F = 32.0
+
+
+class Termination(enum.StrEnum):
+    """``Subscription-State: terminated`` reasons we send (RFC 6665 §4.1.3)."""
+
+    #: the subscriber is no longer a member (left, removed): no more state for him.
+    REJECTED = "rejected"
+    #: expired, or ended by the subscriber's ``Expires: 0``.
+    TIMEOUT = "timeout"
+    #: the conference is gone (after a ``state="deleted"`` document).
+    NORESOURCE = "noresource"
+    #: the focus ends it for another reason (shutdown, a bound); the subscriber may retry.
+    DEACTIVATED = "deactivated"
+
+
+def check_event(value: str | None) -> None:
+    """RFC 6665 §8.2.1 / §4.2.1: ``Event: conference`` (exact), without ``id`` parameter.
+
+    We keep one subscription per dialog and never use ``id``; a SUBSCRIBE with one is a
+    package usage we do not offer: 489 as for another package (the caller adds
+    ``Allow-Events: conference``, §8.2.2).
+    """
+    if value is None:
+        raise BadEvent("SUBSCRIBE without Event")
+    event_type, _, rest = value.partition(";")
+    if event_type.strip(" \t") != EVENT:
+        raise BadEvent("SUBSCRIBE for another event package")
+    try:
+        params = {key.lower() for key, _ in parse_params(";" + rest if rest else "")}
+    except MalformedSipMessage:
+        raise BadEvent("SUBSCRIBE with an unreadable Event") from None
+    if "id" in params:
+        raise BadEvent("SUBSCRIBE with an Event id (one subscription per dialog here)")
+
+
+def _sendable(mode: OfferMode) -> frozenset[str]:
+    if mode is OfferMode.KMS:
+        return frozenset({cms.mime.MEDIA_TYPE})
+    return frozenset({CONFERENCE_INFO_TYPE})
+
+
+def check_accept(value: str | None, mode: OfferMode) -> None:
+    """RFC 6665 §4.2.1 / RFC 4575 §3.3: 406 unless ``Accept`` names a type we can send.
+
+    No ``Accept`` means the package's default type (RFC 6665 §7.2), which in KMS mode we
+    never send in the clear: refused there.  ``*/*`` and ``application/*`` are taken.
+    """
+    sendable = _sendable(mode)
+    if value is None:
+        if CONFERENCE_INFO_TYPE in sendable:
+            return
+        raise NoAcceptableType("SUBSCRIBE without Accept in KMS mode (bodies are CMS)")
+    for item in split_header_values(value):
+        media_type = item.partition(";")[0].strip(" \t").lower()
+        if media_type in sendable or media_type in ("*/*", "application/*"):
+            return
+    raise NoAcceptableType("Accept names no type the focus sends in this conference's mode")
+
+
+def granted_expires(value: str | None) -> int:
+    """The duration granted: 0 for an un-SUBSCRIBE, else clamped to [60, 3600] s."""
+    if value is None:
+        return DEFAULT_EXPIRES
+    text = value.strip(" \t")
+    if not text.isdigit() or len(text) > 10:
+        raise MalformedSipMessage("Expires is not a number of seconds (RFC 3261 §20.19)")
+    seconds = int(text)
+    if seconds == 0:
+        return 0
+    return min(MAX_EXPIRES, max(MIN_EXPIRES, seconds))
+
+
+def subscription_state(
+    *, expires_left: int | None = None, reason: Termination | None = None
+) -> str:
+    """The ``Subscription-State`` value (RFC 6665 §8.4): active with seconds, or terminated."""
+    if reason is not None:
+        return f"terminated;reason={reason.value}"
+    if expires_left is None or expires_left < 0:
+        raise ValueError("an active subscription needs the seconds it has left")
+    return f"active;expires={expires_left}"
+
+
+def snapshot(info: ConferenceInfo) -> bytes:
+    """The last state sent, as stored (a full document: version 0 is never sent)."""
+    return full_document(info, 0)
+
+
+def info_from_snapshot(body: bytes) -> ConferenceInfo:
+    """Read back :func:`snapshot`'s bytes (our own, from the store; still fully parsed)."""
+    return info_from_element(read_document(body).root)
+
+
+class Phase(enum.StrEnum):
+    """Where one subscription is: live, its final NOTIFY due or out, or over."""
+
+    ACTIVE = "active"
+    #: a termination is decided: its NOTIFY leaves as soon as none is in flight.
+    ENDING = "ending"
+    #: the final NOTIFY is out (or could not be sent): the record goes at its reply.
+    FINAL_SENT = "final-sent"
+    #: nothing more to send or wait for: the caller removes the record.
+    DONE = "done"
+
+
+class Input(enum.StrEnum):
+    """What moves a subscription between phases."""
+
+    REFRESH = "refresh"
+    END = "end"
+    SEND_FINAL = "send-final"
+    REPLY_2XX = "reply-2xx"
+    REPLY_FAILURE = "reply-failure"
+    TIMER_F = "timer-f"
+
+
+#: ``(phase, input) -> next phase``; a pair not listed is refused (``ValueError``) by
+#: :func:`_next`, except where a function documents that it ignores it.
+TRANSITIONS: dict[tuple[Phase, Input], Phase] = {
+    (Phase.ACTIVE, Input.REFRESH): Phase.ACTIVE,
+    (Phase.ACTIVE, Input.END): Phase.ENDING,
+    (Phase.ACTIVE, Input.REPLY_2XX): Phase.ACTIVE,
+    # §4.2.2: a NOTIFY refused (481 or any other failure) or unanswered ends it at once.
+    (Phase.ACTIVE, Input.REPLY_FAILURE): Phase.DONE,
+    (Phase.ACTIVE, Input.TIMER_F): Phase.DONE,
+    (Phase.ENDING, Input.END): Phase.ENDING,
+    (Phase.ENDING, Input.REPLY_2XX): Phase.ENDING,
+    (Phase.ENDING, Input.REPLY_FAILURE): Phase.DONE,
+    (Phase.ENDING, Input.TIMER_F): Phase.DONE,
+    (Phase.ENDING, Input.SEND_FINAL): Phase.FINAL_SENT,
+    (Phase.FINAL_SENT, Input.END): Phase.FINAL_SENT,
+    (Phase.FINAL_SENT, Input.REPLY_2XX): Phase.DONE,
+    (Phase.FINAL_SENT, Input.REPLY_FAILURE): Phase.DONE,
+    (Phase.FINAL_SENT, Input.TIMER_F): Phase.DONE,
+    (Phase.DONE, Input.END): Phase.DONE,
+}
+
+
+def _next(phase: Phase, event: Input) -> Phase:
+    try:
+        return TRANSITIONS[(phase, event)]
+    except KeyError:
+        raise ValueError(f"no transition from {phase.value} on {event.value}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """The NOTIFY awaiting its final response (one at most, RFC 6665 §4.2.2)."""
+
+    cseq: int
+    #: Timer F: without a final response by then, the subscription is dropped.
+    deadline: float
+
+
+class BodyKind(enum.StrEnum):
+    NONE = "none"
+    FULL = "full"
+    PARTIAL = "partial"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """One NOTIFY to send: the caller adds the dialog's headers and protects the body."""
+
+    cseq: int
+    subscription_state: str
+    kind: BodyKind
+    #: the RFC 4575 document (plain; KMS mode protects it before it leaves), or None.
+    document: bytes | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotifierState:
+    """One subscription's notifier: everything :func:`plan` needs, nothing it does not."""
+
+    phase: Phase
+    #: the conference's URI (the documents' ``entity``, §5.1).
+    entity: str
+    #: the RFC 4575 version of the last document sent (0: none yet; §5.2 starts at 1).
+    version: int
+    #: the CSeq of our next NOTIFY in this dialog (RFC 3261 §12.2.1.1: +1 per request).
+    next_cseq: int
+    expires_at: float
+    #: the state the subscriber holds after our last document (None: send full state).
+    sent: ConferenceInfo | None
+    in_flight: InFlight | None = None
+    #: why it ends, once decided.
+    ending: Termination | None = None
+
+
+def started(entity: str, now: float, expires: int) -> NotifierState:
+    """A new subscription, granted *expires* seconds: its first NOTIFY is full state."""
+    if expires <= 0:
+        raise ValueError("a subscription is started with a positive duration")
+    return NotifierState(Phase.ACTIVE, entity, 0, 1, now + expires, None)
+
+
+def refreshed(state: NotifierState, now: float, expires: int) -> NotifierState:
+    """A refresh: a new expiry and full state next (RFC 6665 §4.2.1.2; RFC 4575 §4.6).
+
+    ``expires`` 0 (un-SUBSCRIBE) ends it with ``reason=timeout`` (§4.2.1.4: the final
+    NOTIFY follows).  A subscription already ending keeps its reason.
+    """
+    if expires == 0:
+        return end(state, Termination.TIMEOUT)
+    if state.phase is not Phase.ACTIVE:
+        return state
+    _next(state.phase, Input.REFRESH)
+    return replace(state, expires_at=now + expires, sent=None)
+
+
+def end(state: NotifierState, reason: Termination) -> NotifierState:
+    """Decide the end; the first reason decided is the one sent."""
+    phase = _next(state.phase, Input.END)
+    return replace(state, phase=phase, ending=state.ending or reason)
+
+
+def _notify(state: NotifierState, now: float, notify: Notify, phase: Phase) -> NotifierState:
+    cseq = notify.cseq + 1 if notify.cseq < MAX_CSEQ else notify.cseq
+    return replace(
+        state,
+        phase=phase,
+        next_cseq=cseq,
+        version=notify.version,
+        in_flight=InFlight(notify.cseq, now + TIMER_F),
+    )
+
+
+def _final(state: NotifierState, now: float) -> tuple[NotifierState, Notify]:
+    """The terminating NOTIFY; when the conference is gone it carries a deleted document."""
+    reason = state.ending or Termination.DEACTIVATED
+    header = subscription_state(reason=reason)
+    phase = _next(state.phase, Input.SEND_FINAL)
+    if reason is Termination.NORESOURCE:
+        version = state.version + 1
+        document = deleted_document(state.entity, version)
+        notify = Notify(state.next_cseq, header, BodyKind.DELETED, document, version)
+    else:
+        notify = Notify(state.next_cseq, header, BodyKind.NONE, None, state.version)
+    return _notify(state, now, notify, phase), notify
+
+
+def plan(
+    state: NotifierState, now: float, current: ConferenceInfo | None
+) -> tuple[NotifierState, Notify | None]:
+    """The NOTIFY to send now, if any, for the conference as it is (*current*; None: gone).
+
+    In order: a NOTIFY in flight blocks everything (Timer F past: DONE, nothing sent); an
+    ended conference or a past expiry decides the end; an end decided sends the final
+    NOTIFY; otherwise full state if the subscriber holds none from us, else the partial
+    change since the last document (none: nothing to send).
+    """
+    if state.phase in (Phase.DONE, Phase.FINAL_SENT) and state.in_flight is None:
+        return state, None
+    if state.in_flight is not None:
+        if now >= state.in_flight.deadline:
+            return replace(state, phase=_next(state.phase, Input.TIMER_F), in_flight=None), None
+        return state, None
+    if state.phase is Phase.ACTIVE and current is None:
+        state = end(state, Termination.NORESOURCE)
+    elif state.phase is Phase.ACTIVE and now >= state.expires_at:
+        state = end(state, Termination.TIMEOUT)
+    if state.phase is Phase.ENDING:
+        return _final(state, now)
+    if current is None:  # unreachable: an ACTIVE state without a conference ended above
+        raise ValueError("no conference state for an active subscription")
+    return _active_notify(state, now, current)
+
+
+def _active_notify(
+    state: NotifierState, now: float, current: ConferenceInfo
+) -> tuple[NotifierState, Notify | None]:
+    if state.sent == current:  # the common tick: nothing changed since the last document
+        return state, None
+    version = state.version + 1
+    if state.sent is None:
+        kind, document = BodyKind.FULL, full_document(current, version)
+    else:
+        partial = partial_document(state.sent, current, version)
+        if partial is None:
+            return state, None
+        kind, document = BodyKind.PARTIAL, partial
+    left = max(0, math.ceil(state.expires_at - now))
+    notify = Notify(state.next_cseq, subscription_state(expires_left=left), kind, document, version)
+    return replace(_notify(state, now, notify, state.phase), sent=current), notify
+
+
+def answered(state: NotifierState, cseq: int, status: int) -> NotifierState:
+    """The final response to the NOTIFY with *cseq*; another CSeq's changes nothing.
+
+    2xx clears the way for the next NOTIFY; 481 or any other final failure ends the
+    subscription at once (RFC 6665 §4.2.2), without a final NOTIFY.
+    """
+    if state.in_flight is None or state.in_flight.cseq != cseq or status < 200:
+        return state
+    event = Input.REPLY_2XX if status < 300 else Input.REPLY_FAILURE
+    return replace(state, phase=_next(state.phase, event), in_flight=None)

@@ -1,0 +1,265 @@
+"""The focus's NOTIFY timer (secconf.focus.events.notifier) on a real Redis, no SIP server.
+
+The conference changes through the store's own scripts (create, answer, join, release),
+the clock is the test's: the first NOTIFY is full state, a join a partial one, nothing is
+sent while a NOTIFY is in flight, a member who left is ended ``rejected``, the end of the
+conference is a deleted document ``noresource``, expiry ``timeout``, Timer F and a 481
+drop the subscription, and a KMS-mode body is CMS under the subscription's key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from secconf.core import cms, events
+from secconf.core.confinfo import CONFERENCE_INFO_TYPE, Verdict, receive
+from secconf.core.keys import GroupKey
+from secconf.core.sdes import SUITES
+from secconf.focus.events.notifier import Notifier, NotifyRequest
+from secconf.focus.settings import Settings, load_settings
+from secconf.store.conference_subscriptions import SubscriptionRecord
+from secconf.store.conferences import ConferenceStore, connect_blocking
+from secconf.store.keywrap import KeyWrapper, generate_key_file
+from tests.fixtures.confinfo import assert_valid
+from tests.kamailio.conftest import settings_text
+
+SUITE = SUITES["AES_CM_128_HMAC_SHA1_80"]
+KEY = GroupKey(1, SUITE, bytes(range(16)), bytes(range(100, 114)))
+ALICE = "sip:alice@example.com"
+BOB = "sip:bob@example.com"
+CONF = "c0ffee0123456789"
+URI = f"sip:conf-{CONF}@conf.test.invalid"
+NODE = "node-1"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    kek = tmp_path / "kek"
+    generate_key_file(kek)
+    path = tmp_path / "focus.toml"
+    path.write_text(settings_text(kek, f'\n[events]\nnode_id = "{NODE}"\n'))
+    return load_settings(path, env={}, mixer_token=False)
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    client = connect_blocking(redis_url, timeout=0.5)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def store(client: redis.Redis, wrapper: KeyWrapper) -> ConferenceStore:
+    store = ConferenceStore(client, wrapper, ended_ttl=30)
+    store.admission.create(
+        CONF, creator=ALICE, uri=URI, group_key=KEY, call_id="call-alice", leg="leg-alice",
+        allowed=[BOB], ssrcs=[1111],
+    )  # fmt: skip
+    store.dialogs.answered(CONF, "call-alice")
+    return store
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def notifier(settings: Settings, store: ConferenceStore, clock: Clock) -> Notifier:
+    logged: list[str] = []
+    return Notifier(
+        settings, store.subscriptions, store, clock, lambda n: bytes(range(n)),
+        lambda level, line: logged.append(line),
+    )  # fmt: skip
+
+
+def _subscribe(
+    store: ConferenceStore,
+    clock: Clock,
+    identity: str = ALICE,
+    call_id: str = "sub-a",
+    **kw: object,
+) -> SubscriptionRecord:
+    record = SubscriptionRecord(
+        conference_id=CONF, call_id=call_id, sub_tag=f"tag-{call_id}", our_tag="ours",
+        subscriber=identity, identity=identity, contact="sip:alice@127.0.0.1:5099;transport=tls",
+        transport="tls", source="127.0.0.1:40001", socket="tls:127.0.0.1:5061", node=NODE,
+        mode="sdes", epoch=1, notifier=events.started(URI, clock.now, 600),
+    )  # fmt: skip
+    record = dataclasses.replace(record, **kw)  # type: ignore[arg-type]
+    store.subscriptions.create(record, now=clock.now, max_per_conference=8, max_per_identity=2)
+    return record
+
+
+def _header(request: NotifyRequest, name: str) -> str:
+    match = re.search(rf"^{name}: (.*)\r$", request.headers, re.MULTILINE)
+    assert match is not None, name
+    return match.group(1)
+
+
+def _tick(notifier: Notifier, clock: Clock, seconds: float = 0.05) -> list[NotifyRequest]:
+    clock.now += seconds
+    return notifier.tick()
+
+
+def _ack(notifier: Notifier, request: NotifyRequest, status: int = 200) -> None:
+    cseq = int(_header(request, "CSeq").split()[0])
+    call_id = _header(request, "Call-ID")
+    assert notifier.on_reply(call_id, f"conf-{CONF}", cseq, status)
+
+
+def test_full_then_partial_then_nothing_in_flight(
+    notifier: Notifier, store: ConferenceStore, clock: Clock
+) -> None:
+    _subscribe(store, clock)
+    [first] = _tick(notifier, clock)
+    assert first.ruri == "sip:alice@127.0.0.1:5099;transport=tls"
+    assert first.next_hop == "sip:127.0.0.1:40001;transport=tls"
+    assert first.socket == "tls:127.0.0.1:5061"
+    assert _header(first, "From") == f"<{URI}>;tag=ours"
+    assert _header(first, "To") == f"<{ALICE}>;tag=tag-sub-a"
+    assert _header(first, "CSeq") == "1 NOTIFY"
+    assert _header(first, "Event") == "conference"
+    assert _header(first, "Subscription-State") == "active;expires=600"
+    assert _header(first, "Content-Type") == CONFERENCE_INFO_TYPE
+    assert _header(first, "Contact") == f"<sip:conf-{CONF}@127.0.0.1:5061;transport=tls>"
+    assert not first.binary
+    assert_valid(first.body)
+    view = receive(None, first.body).view
+    assert view is not None
+    assert {user.entity for user in view.info.users} == {ALICE}
+
+    store.admission.join(CONF, identity=BOB, call_id="call-bob", leg="leg-bob")
+    assert _tick(notifier, clock) == []  # the first NOTIFY is still in flight
+    _ack(notifier, first)
+    [second] = _tick(notifier, clock)
+    assert _header(second, "CSeq") == "2 NOTIFY"
+    assert b'state="partial"' in second.body
+    received = receive(view, second.body)
+    assert received.verdict is Verdict.APPLIED
+    assert received.view is not None
+    assert {user.entity for user in received.view.info.users} == {ALICE, BOB}
+    _ack(notifier, second)
+    assert _tick(notifier, clock) == []  # nothing changed
+
+
+def test_a_member_who_left_is_ended_rejected(
+    notifier: Notifier, store: ConferenceStore, clock: Clock
+) -> None:
+    store.admission.join(CONF, identity=BOB, call_id="call-bob", leg="leg-bob")
+    bob = _subscribe(store, clock, BOB, "sub-b")
+    [first] = _tick(notifier, clock)
+    _ack(notifier, first)
+    store.dialogs.release(CONF, "call-bob")
+    [final] = _tick(notifier, clock)
+    assert _header(final, "Subscription-State") == "terminated;reason=rejected"
+    assert final.body == b""
+    _ack(notifier, final)
+    assert _tick(notifier, clock) == []
+    assert store.subscriptions.get(CONF, bob.sub_id) is None
+    assert store.subscriptions.of_node(NODE, limit=10) == []
+
+
+def test_the_end_of_the_conference_is_a_deleted_document(
+    notifier: Notifier, store: ConferenceStore, clock: Clock
+) -> None:
+    record = _subscribe(store, clock)
+    [first] = _tick(notifier, clock)
+    _ack(notifier, first)
+    store.dialogs.release(CONF, "call-alice")  # the last dialog: the conference ends
+    [final] = _tick(notifier, clock)
+    assert _header(final, "Subscription-State") == "terminated;reason=noresource"
+    assert_valid(final.body)
+    held = receive(None, first.body).view
+    assert receive(held, final.body).verdict is Verdict.ENDED
+    _ack(notifier, final, 481)  # whatever the answer, it is over
+    _tick(notifier, clock)
+    assert store.subscriptions.get(CONF, record.sub_id) is None
+
+
+def test_expiry_timer_f_and_481(notifier: Notifier, store: ConferenceStore, clock: Clock) -> None:
+    expiring = _subscribe(store, clock, call_id="sub-x")
+    silent = _subscribe(store, clock, call_id="sub-y")
+    first = {_header(r, "Call-ID"): r for r in _tick(notifier, clock)}
+    _ack(notifier, first["sub-x"])
+    # sub-y never answers: Timer F (32 s) drops it without another NOTIFY
+    assert _tick(notifier, clock, events.TIMER_F) == []
+    assert store.subscriptions.get(CONF, silent.sub_id) is None
+    [final] = _tick(notifier, clock, 600)
+    assert _header(final, "Subscription-State") == "terminated;reason=timeout"
+    _ack(notifier, final)
+    _tick(notifier, clock)
+    assert store.subscriptions.get(CONF, expiring.sub_id) is None
+    # a 481 to a live subscription's NOTIFY drops it at once
+    dropped = _subscribe(store, clock, call_id="sub-z")
+    [notify] = _tick(notifier, clock)
+    _ack(notifier, notify, 481)
+    assert _tick(notifier, clock) == []
+    assert store.subscriptions.get(CONF, dropped.sub_id) is None
+
+
+def test_refresh_sends_full_state_and_unsubscribe_ends_timeout(
+    notifier: Notifier, store: ConferenceStore, clock: Clock
+) -> None:
+    record = _subscribe(store, clock)
+    [first] = _tick(notifier, clock)
+    _ack(notifier, first)
+    assert store.subscriptions.refresh(CONF, record.sub_id, now=clock.now, expires=3600)
+    [full] = _tick(notifier, clock)
+    assert _header(full, "Subscription-State") == "active;expires=3600"
+    assert b'state="full"' in full.body
+    _ack(notifier, full)
+    assert store.subscriptions.refresh(CONF, record.sub_id, now=clock.now, expires=0)
+    [final] = _tick(notifier, clock)
+    assert _header(final, "Subscription-State") == "terminated;reason=timeout"
+
+
+def test_kms_bodies_are_cms_under_the_subscription_key(
+    notifier: Notifier, store: ConferenceStore, clock: Clock, client: redis.Redis
+) -> None:
+    client.hset(store.keys.conference(CONF), "mode", "kms")
+    key = cms.EventKey(cms.event_key_id(42), bytes(range(32)))
+    _subscribe(store, clock, mode="kms", event_key=key)
+    [notify] = _tick(notifier, clock)
+    assert notify.binary
+    assert _header(notify, "Content-Type") == cms.CONTENT_TYPE
+    assert _header(notify, "Content-Disposition") == cms.CONTENT_DISPOSITION
+    entity = cms.open_protected(notify.body, {key.key_id: key.kek}.get)
+    document = cms.split_inner_entity(entity, CONFERENCE_INFO_TYPE)
+    assert_valid(document)
+    wire = notifier.wire_message(notify)
+    head, _, body = wire.partition(b"\r\n\r\n")
+    assert body == notify.body
+    assert head.startswith(b"NOTIFY sip:alice@127.0.0.1:5099;transport=tls SIP/2.0\r\n")
+    assert b"\r\nVia: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK" in head
+    assert f"\r\nContent-Length: {len(notify.body)}".encode() in head
+
+
+def test_a_long_index_is_walked_a_slice_per_tick(
+    settings: Settings, store: ConferenceStore, clock: Clock
+) -> None:
+    narrow = dataclasses.replace(
+        settings, events=dataclasses.replace(settings.events, scan_per_tick=1)
+    )
+    notifier = Notifier(
+        narrow, store.subscriptions, store, clock, lambda n: bytes(n), lambda *_: None
+    )
+    _subscribe(store, clock, call_id="sub-1")
+    clock.now += 1
+    _subscribe(store, clock, call_id="sub-2")
+    seen = [_header(r, "Call-ID") for _ in range(2) for r in _tick(notifier, clock)]
+    assert seen == ["sub-1", "sub-2"]
