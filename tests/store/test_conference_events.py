@@ -162,6 +162,24 @@ def test_a_bye_from_the_mixer_boots_and_a_failure_fails(store: ConferenceStore) 
         store.dialogs.release(CONF, "call-alice", DisconnectionMethod.BUSY)
 
 
+def test_a_withdrawn_dialog_leaves_no_departure_only_a_counter_step(
+    store: ConferenceStore,
+) -> None:
+    _create(store)
+    store.dialogs.answered(CONF, "call-alice")
+    before = _counter(store)
+    store.dialouts.record(CONF, identity=CAROL, call_id="call-carol", leg="leg-carol")
+    released = store.dialogs.release(CONF, "call-carol", None)
+    assert released is not None
+    assert released.dialog.identity == CAROL
+    facts = store.event_facts(CONF)
+    assert facts is not None
+    assert facts.departures == ()
+    assert [member.identity for member in facts.members] == [ALICE]
+    # Two steps: the record appeared and went (a notifier that saw it sees it go).
+    assert _counter(store) == before + 2
+
+
 def test_epochs_and_the_end_move_the_counter(store: ConferenceStore, client: redis.Redis) -> None:
     _create(store)
     store.dialogs.answered(CONF, "call-alice")

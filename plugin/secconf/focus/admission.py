@@ -172,7 +172,7 @@ class Admission:
                     )
                     transfer_resp = self.kms_keying.join_transfer_resp(auth, key, plan)
                 except BaseException:
-                    self.releases.release(conference_id, request.call_id, leg)
+                    self.releases.withdraw(conference_id, request.call_id, leg)
                     self.releases.forget_conference(conference_id)
                     raise
         return self._relay(
@@ -213,7 +213,7 @@ class Admission:
                     key = self._leg_key(conference_id, epoch, offer)
                     transfer_resp = self.kms_keying.join_transfer_resp(auth, key, plan)
                 except BaseException:
-                    self.releases.release(conference_id, request.call_id, leg)
+                    self.releases.withdraw(conference_id, request.call_id, leg)
                     raise
         return self._relay(
             request, conference_id, leg, offer, plan, created=False,
@@ -275,7 +275,7 @@ class Admission:
                 suite=None if offer.suite is None else offer.suite.name,
             )
         except SecconfError:
-            self.releases.release(conference_id, request.call_id, leg)
+            self.releases.withdraw(conference_id, request.call_id, leg)
             if created:
                 self.releases.forget_conference(conference_id)
             raise

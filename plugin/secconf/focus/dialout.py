@@ -278,7 +278,7 @@ def dialout_relay(focus: Focus, request: RequestView, plan: DialOut) -> Relay:
         to = OfferTo(conference_id, plan.target, plan.streams, external, epoch, ssrcs, edge_ssrc)
         keyed = keying.offer(request.body, to)
     except BaseException:
-        focus.releases.release(conference_id, call_id, leg)
+        focus.releases.withdraw(conference_id, call_id, leg)
         raise
     focus.log(
         "info",

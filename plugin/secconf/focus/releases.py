@@ -55,10 +55,24 @@ class Releases:
     ) -> None:
         """Release the dialog; its departure says *method* (RFC 4575 §5.7.6).
 
-        Every caller so far is a leg that failed (an INVITE failed or cancelled, an answer
-        or a dial-out the focus could not key): ``failed``.  A BYE's release, ``departed``
-        (the member's) or ``booted`` (the mixer's), is the store's ``release_from``.
+        A relayed INVITE that failed or was cancelled, or an answer the focus could not
+        key: ``failed``.  A BYE's release, ``departed`` (the member's) or ``booted`` (the
+        mixer's), is the store's ``release_from``; a request refused after its record was
+        written is :meth:`withdraw`.
         """
+        self._release(conference_id, call_id, leg, method)
+
+    def withdraw(self, conference_id: str, call_id: str, leg: str | None) -> None:
+        """Undo the dialog a refused request recorded: no departure (it never left the focus)."""
+        self._release(conference_id, call_id, leg, None)
+
+    def _release(
+        self,
+        conference_id: str,
+        call_id: str,
+        leg: str | None,
+        method: DisconnectionMethod | None,
+    ) -> None:
         released = None
         try:
             released = self.store.dialogs.release(conference_id, call_id, method)

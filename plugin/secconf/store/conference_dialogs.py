@@ -124,19 +124,22 @@ class ConferenceDialogs:
         self,
         conference_id: str,
         call_id: str,
-        method: DisconnectionMethod = DisconnectionMethod.FAILED,
+        method: DisconnectionMethod | None = DisconnectionMethod.FAILED,
     ) -> Released | None:
         """Remove a dialog, its roster count and SSRCs; end the conference if it was the last.
 
         A member's dialog leaves a departure saying *method* (RFC 4575 §5.7.6: the
-        focus's own releases are a failed INVITE, a refused answer or dial-out:
-        ``failed``; a BYE goes through :meth:`release_from`).  Idempotent: ``None`` when
-        the dialog has no record (already released).
+        focus's own releases of a relayed INVITE that failed: ``failed``; a BYE goes
+        through :meth:`release_from`).  *method* ``None``: the dialog is *withdrawn* —
+        the request that recorded it was refused before anything was relayed, so it
+        never joined or failed to join: no departure (a refusal leaves no trace but
+        the change counter's step, which a notifier that saw the pending record needs).
+        Idempotent: ``None`` when the dialog has no record (already released).
         """
-        if method not in _METHODS:
-            raise ValueError("a release is departed, booted or failed")
+        if method is not None and method not in _METHODS:
+            raise ValueError("a release is departed, booted or failed (or withdrawn: None)")
         keys = self._release_keys(conference_id, call_id)
-        args = [dialog_id(call_id), self._ended_ttl_ms, str(method)]
+        args = [dialog_id(call_id), self._ended_ttl_ms, "" if method is None else str(method)]
         with redis_errors("release a dialog"):
             raw = cast(list[bytes], self._release(keys=keys, args=args))
         if text(raw[0]) != "ok":

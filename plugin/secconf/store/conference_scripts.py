@@ -165,8 +165,8 @@ return id
 # KEYS: dialog, conf, allowed, members, ssrcs, epochs, refer stream, rekey-failed stream,
 # dialogs (index), events (counter), departures (list)
 # ARGV: dialog_id, ended_ttl_ms, and (RELEASE only) how it left: departed/booted/failed.
-# The body uses a local ``how`` (RELEASE: ARGV[3]; RELEASE_FROM: from the BYE's side).  A
-# member's dialog leaves a departure (JSON, the newest DEPARTURES_MAX kept); every release
+# The body uses a local ``how`` (RELEASE: ARGV[3], '' for a withdrawn dialog: no departure;
+# RELEASE_FROM: from the BYE's side).  A member's dialog leaves a departure (JSON, the newest DEPARTURES_MAX kept); every release
 # bumps the events counter, in the same script (docs/event-package.md).
 RELEASE_BODY: Final = """
 local d = redis.call('HMGET', KEYS[1], 'conference', 'identity', 'leg', 'ssrcs', 'creator',
@@ -175,7 +175,7 @@ if not d[1] then return {'no-dialog'} end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[9], ARGV[1])
 redis.call('INCR', KEYS[10])
-if d[2] and d[2] ~= '' then
+if d[2] and d[2] ~= '' and how ~= '' then
   redis.call('RPUSH', KEYS[11], cjson.encode({identity = d[2], dialog = ARGV[1], method = how,
     when = tonumber(redis.call('TIME')[1]), joined = tonumber(d[8] or ''),
     dialout = d[9] == '1'}))
