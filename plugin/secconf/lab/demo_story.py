@@ -33,11 +33,24 @@ import asyncio
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from rich.console import Console
 
 from ..client.sip import SipRequestFailed
+from .demo_events import (
+    RosterWatch,
+    alice_sees,
+    alice_sees_bob_join,
+    alice_sees_bob_leave,
+    alice_watches,
+    connected,
+    mallory_subscribes,
+    passive_capture,
+    roster_summary,
+    stop_watching,
+)
 from .demo_narrator import Story, StoryFailed
 from .demo_scenes import (
     Stage,
@@ -54,7 +67,7 @@ from .demo_scenes import (
     summary,
     watcher_for,
 )
-from .demo_services import Services, start_services
+from .demo_services import ALICE, BOB, CAROL, ERIN, Services, start_services
 from .services.process import ServiceError
 
 __all__ = ["run_story"]
@@ -65,20 +78,33 @@ STORY_TIMEOUT = 240.0
 async def _story(story: Story, services: Services) -> None:
     """The acts in order; whatever happens, everyone leaves the stage (the services stay up)."""
     stage = Stage(story, services, watcher_for(services), services.store())
+    roster: RosterWatch | None = None
     try:
         await stage.watcher.start()
         story.say(f"roster watcher on Asterisk's AMI (port {services.asterisk.ami_port})")
         await alice_creates(stage)
+        roster = await alice_watches(stage)
         await bob_joins(stage)
+        await alice_sees_bob_join(stage, roster)
+        phones_from = time.monotonic()
         await phones_join(stage)
+        await alice_sees(
+            stage, roster, "carol and erin connected", connected(ALICE, BOB, CAROL, ERIN),
+            since=phones_from, since_what="their act began", timed=False,
+        )  # fmt: skip
         await mallory_is_refused(stage)
-        await alice_refers_dave(stage)
+        await mallory_subscribes(stage)
+        async with passive_capture(stage):
+            await alice_refers_dave(stage)
         await everybody_hears_alice(stage)
         departure = await bob_leaves(stage)
+        await alice_sees_bob_leave(stage, roster, departure.bye_at)
         await everybody_hears_epoch_2(stage)
         await bob_listens_in(stage, departure)
         summary(stage, departure)
+        roster_summary(stage, roster)
     finally:
+        await stop_watching(stage, roster)
         await leave_the_stage(stage)
 
 
