@@ -7,6 +7,14 @@ SUBSCRIBE is refused with nothing stored (:func:`mallory_subscribes`); and a pas
 capture of a KMS-mode subscription over plain UDP (:func:`passive_capture`), read back
 by tshark's SIP and CMS dissectors, shows NOTIFY bodies that are CMS AuthEnvelopedData
 and no roster identity in clear.
+
+What is timed (issue 15: a change reaches the subscriber within 500 ms): from the
+moment the story's own SIP request is answered or sent to the arrival of the NOTIFY
+whose view shows it, stamped in the NOTIFY's handler — bob's join from his INVITE's
+200 OK to the first view naming him, bob's departure from his BYE leaving to the
+view showing him disconnected (``departed``).  Changes the story does not make
+itself (the bridge's ConfbridgeJoin turning a leg ``connected``, the phones' calls)
+are shown with their delay from the story's step, not held to 500 ms.
 """
 
 from __future__ import annotations

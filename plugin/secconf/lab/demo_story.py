@@ -7,13 +7,18 @@ participants with a CA made for this run, UDP towards Asterisk) and the roster
 watcher.  Then:
 
 1. alice (KMS mode, secconf agent) gets a ticket naming the focus and bob, carol,
-   dave and erin, and creates a secure conference;
+   dave and erin, and creates a secure conference; she subscribes to its roster (the
+   RFC 4575 event package, KMS mode), and her view is printed, checked and timed as
+   the story changes the conference (:mod:`secconf.lab.demo_events`);
 2. bob (KMS mode) joins with his own ticket; carol joins with **linphonec** and erin
    with **baresip**, both SDES and authenticated by SIP digest;
 3. mallory, a KMS user not in the allowed set, is refused (403), and bob's
-   TRANSFER_INIT replayed is refused (403), with nothing written;
+   TRANSFER_INIT replayed is refused (403), with nothing written; her SUBSCRIBE is
+   refused (403) with no subscription stored;
 4. alice REFERs dave (allowed); the focus dials him out through Asterisk and
-   Kamailio (dave: secconf's own SDES phone, registered with the focus);
+   Kamailio (dave: secconf's own SDES phone, registered with the focus), while a
+   second device of alice's subscribes over UDP under a tshark capture: the NOTIFY
+   bodies on the wire are CMS AuthEnvelopedData, no roster identity in clear;
 5. bob leaves: one rekey; alice (a TRANSFER_INIT from the focus, epoch from the
    KMS), carol (linphone) and dave follow in their running calls; erin's baresip,
    which cannot, is detected by the edge and called back on the new epoch; bob's
