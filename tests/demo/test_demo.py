@@ -69,6 +69,13 @@ def _assert_event_package(output: str) -> None:
     assert joined, output[-6000:]
     assert int(joined.group(1)) < 500
     assert re.search(r"sip:bob@example\.com +disconnected +dialed-in", output)
+    # Each view checked against the story: members, user-count, the KMS members' SSRCs.
+    assert re.search(
+        r"ok +members alice, carol, dave, erin connected \(user-count 4\), bob departed", output
+    )
+    assert re.search(
+        r"ok +members alice, bob connected \(user-count 2\); src-id alice \d+, bob \d+", output
+    )
     # The capture's verdict: every NOTIFY body CMS AuthEnvelopedData, no identity in clear.
     bodies = re.search(r"ok +(\d+) NOTIFY bodies on the wire, each application/pkcs7-mime", output)
     assert bodies, output[-6000:]

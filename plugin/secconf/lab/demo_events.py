@@ -32,7 +32,7 @@ from rich.table import Table
 
 from ..client.conference_events import ConferenceWatch, Protection, format_rows, roster_rows
 from ..client.sip import SipRequestFailed, UserAgent
-from ..core.confinfo import ConferenceView, Endpoint, EndpointStatus
+from ..core.confinfo import ConferenceView, DisconnectionMethod, Endpoint, EndpointStatus
 from .capture import LoopbackCapture, tshark_fields
 from .demo_scenes import Stage
 from .demo_services import ALICE, BOB, CAROL, DAVE, ERIN, FOCUS, MALLORY
@@ -43,6 +43,7 @@ __all__ = [
     "alice_sees",
     "alice_sees_bob_join",
     "alice_sees_bob_leave",
+    "alice_sees_phones",
     "alice_watches",
     "connected",
     "departed",
@@ -113,8 +114,7 @@ def departed(identity: str) -> Predicate:
         endpoints = _endpoints(view, identity)
         return bool(endpoints) and all(
             e.status is EndpointStatus.DISCONNECTED
-            and e.disconnection_method is not None
-            and e.disconnection_method.value == "departed"
+            and e.disconnection_method is DisconnectionMethod.DEPARTED
             for e in endpoints
         )
 
@@ -135,6 +135,36 @@ def _src_ids(view: ConferenceView, identity: str) -> set[int]:
 def _epoch(view: ConferenceView) -> int | None:
     state = view.info.state
     return state.keying.epoch if state is not None and state.keying is not None else None
+
+
+def _check_roster(
+    stage: Stage, view: ConferenceView, present: tuple[str, ...], gone: tuple[str, ...] = ()
+) -> None:
+    """The view against what the story knows: who is in, who left, the KMS members' SSRCs."""
+    ssrcs = {
+        who: stage.calls[name].tx_ssrc
+        for name, who in (("alice", ALICE), ("bob", BOB))
+        if who in present and name in stage.calls
+    }
+    users = {user.entity for user in view.info.users}
+    count = view.info.state.user_count if view.info.state is not None else None
+    names = ", ".join(_name(who) for who in present)
+    stage.story.check(
+        users == {*present, *gone}
+        and count == len(present)
+        and connected(*present)(view)
+        and all(departed(who)(view) for who in gone)
+        and all(_src_ids(view, who) == {ssrc} for who, ssrc in ssrcs.items()),
+        f"members {names} connected (user-count {count})"
+        + "".join(f", {_name(who)} departed" for who in gone)
+        + "; src-id "
+        + ", ".join(f"{_name(who)} {ssrc}" for who, ssrc in ssrcs.items())
+        + ": the SSRC each KMS member sends under",
+    )
+
+
+def _name(identity: str) -> str:
+    return identity.removeprefix("sip:").split("@", 1)[0]
 
 
 def _show(stage: Stage, view: ConferenceView, heading: str) -> None:
@@ -171,13 +201,8 @@ async def alice_watches(stage: Stage) -> RosterWatch:
         return roster
     _, view = found
     _show(stage, view, "alice's view")
-    users = {user.entity for user in view.info.users}
-    ssrc = stage.calls["alice"].tx_ssrc
-    story.check(
-        users == {ALICE} and _src_ids(view, ALICE) == {ssrc} and _epoch(view) == 1,
-        f"alice's view: herself alone, connected, src-id {ssrc} (the SSRC she sends "
-        "under), epoch 1",
-    )
+    story.check(_epoch(view) == 1, "alice's view says epoch 1")
+    _check_roster(stage, view, (ALICE,))
     roster.shown_version = view.version
     return roster
 
@@ -226,12 +251,18 @@ async def alice_sees_bob_join(stage: Stage, roster: RosterWatch) -> None:
         since=joined, since_what="his 200 OK", timed=False,
     )  # fmt: skip
     if view is not None:
-        ssrc = stage.calls["bob"].tx_ssrc
-        story.check(
-            _src_ids(view, BOB) == {ssrc} and view.info.state is not None
-            and view.info.state.user_count == 2,
-            f"bob's src-id {ssrc} is the SSRC he sends under; user-count 2",
-        )  # fmt: skip
+        _check_roster(stage, view, (ALICE, BOB))
+
+
+async def alice_sees_phones(stage: Stage, roster: RosterWatch, since: float) -> None:
+    """After carol's and erin's phones joined (SDES: no SSRC unless their SDP says one)."""
+    present = (ALICE, BOB, CAROL, ERIN)
+    view = await alice_sees(
+        stage, roster, "carol and erin connected", connected(*present),
+        since=since, since_what="their act began", timed=False,
+    )  # fmt: skip
+    if view is not None:
+        _check_roster(stage, view, present)
 
 
 async def alice_sees_bob_leave(stage: Stage, roster: RosterWatch, bye_at: float) -> None:
@@ -243,6 +274,7 @@ async def alice_sees_bob_leave(stage: Stage, roster: RosterWatch, bye_at: float)
     )  # fmt: skip
     if view is None:
         return
+    _check_roster(stage, view, (ALICE, CAROL, DAVE, ERIN), gone=(BOB,))
     later = await roster.first(lambda v: _epoch(v) == 2, since=bye_at, timeout=10)
     stage.story.check(
         later is not None and later[1].version >= view.version and departed(BOB)(later[1]),
@@ -281,7 +313,10 @@ async def mallory_subscribes(stage: Stage) -> None:
 async def passive_capture(stage: Stage) -> AsyncIterator[None]:
     """alice's second device subscribes over UDP while the block runs, captured by tshark."""
     story, services = stage.story, stage.services
-    story.step("alice's second device subscribes over plain UDP (KMS mode), captured on loopback")
+    story.step(
+        "alice's second device subscribes over plain UDP (KMS mode) while dave is called in; "
+        "tshark captures its port"
+    )
     ua = await UserAgent.start("127.0.0.1", 0, "udp", identity=ALICE)
     path = services.workdir / "notify.pcapng"
     capture = LoopbackCapture(path, f"udp port {ua.local_port}")
@@ -318,8 +353,14 @@ def _read_capture(
     table = Table(
         title="what an eavesdropper on the UDP path sees (tshark's SIP and CMS dissectors)"
     )
-    for column in ("NOTIFY", "Subscription-State", "Content-Type", "CMS content type", "bytes"):
-        table.add_column(column, justify="right" if column in ("NOTIFY", "bytes") else "left")
+    for column in (
+        "NOTIFY",
+        "Subscription-State",
+        "Content-Type",
+        "CMS content type",
+        "frame bytes",
+    ):
+        table.add_column(column, justify="right" if column in ("NOTIFY", "frame bytes") else "left")
     for number, row in enumerate(notifies, start=1):
         cms_type = row["cms.contentType"]
         table.add_row(

@@ -46,11 +46,10 @@ from rich.console import Console
 from ..client.sip import SipRequestFailed
 from .demo_events import (
     RosterWatch,
-    alice_sees,
     alice_sees_bob_join,
     alice_sees_bob_leave,
+    alice_sees_phones,
     alice_watches,
-    connected,
     mallory_subscribes,
     passive_capture,
     roster_summary,
@@ -72,7 +71,7 @@ from .demo_scenes import (
     summary,
     watcher_for,
 )
-from .demo_services import ALICE, BOB, CAROL, ERIN, Services, start_services
+from .demo_services import Services, start_services
 from .services.process import ServiceError
 
 __all__ = ["run_story"]
@@ -93,10 +92,7 @@ async def _story(story: Story, services: Services) -> None:
         await alice_sees_bob_join(stage, roster)
         phones_from = time.monotonic()
         await phones_join(stage)
-        await alice_sees(
-            stage, roster, "carol and erin connected", connected(ALICE, BOB, CAROL, ERIN),
-            since=phones_from, since_what="their act began", timed=False,
-        )  # fmt: skip
+        await alice_sees_phones(stage, roster, phones_from)
         await mallory_is_refused(stage)
         await mallory_subscribes(stage)
         async with passive_capture(stage):
