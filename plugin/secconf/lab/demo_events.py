@@ -305,7 +305,9 @@ async def mallory_subscribes(stage: Stage) -> None:
     after = subscriptions.of_conference(stage.conference)
     story.check(
         after == before and MALLORY not in after.values(),
-        f"no subscription stored for her (the conference's subscriptions: {len(after)}, alice's)",
+        "no subscription stored for her (the conference's: "
+        + (", ".join(sorted(_name(who) for who in after.values())) or "none")
+        + ")",
     )
 
 
@@ -328,8 +330,7 @@ async def passive_capture(stage: Stage) -> AsyncIterator[None]:
             watch = await ConferenceWatch.start(ua, target, protection=Protection.KMS, kms=exchange)
             try:
                 yield
-                await asyncio.sleep(0.3)  # the last change's NOTIFY
-                opened = watch.view
+                opened = await _view_showing(watch, connected(DAVE), timeout=5)
             finally:
                 await watch.close()
         finally:
@@ -338,6 +339,16 @@ async def passive_capture(stage: Stage) -> AsyncIterator[None]:
         await ua.close()
     rows = await asyncio.to_thread(tshark_fields, path, "sip", _FIELDS)
     _read_capture(stage, opened, path.read_bytes(), rows)
+
+
+async def _view_showing(
+    watch: ConferenceWatch, predicate: Predicate, *, timeout: float
+) -> ConferenceView | None:
+    """The watch's view once it satisfies *predicate* (or as it is after *timeout*)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (watch.view and predicate(watch.view)):
+        await asyncio.sleep(0.05)
+    return watch.view
 
 
 _FIELDS = ("sip.Method", "sip.Subscription-State", "sip.Content-Type", "cms.contentType",
@@ -413,5 +424,5 @@ async def stop_watching(stage: Stage, roster: RosterWatch | None) -> None:
     for at, view in roster.views:
         users = len(view.info.users)
         stage.story.timeline.mark(
-            stage.story.at(at), "view", f"alice's view: version {view.version}, {users} users"
+            stage.story.at(at), "view", f"alice's view: version {view.version}, roster of {users}"
         )
