@@ -18,6 +18,8 @@ def _story() -> Timeline:
     timeline.joined("bob", 1.0, "kms")
     timeline.joined("erin <&>", 2.0, "sdes")
     timeline.mark(2.5, "refused", "mallory: 403 not in the allowed set")
+    timeline.mark(1.1, "view", "alice's view: version 2")
+    timeline.mark(4.1, "view", "alice's view: version 3")
     timeline.left("bob", 4.0, "bye")
     timeline.mark(4.5, "rekey", "leave: all legs on epoch 2 in 550 ms")
     timeline.epoch(2, 4.5)
@@ -35,6 +37,16 @@ def test_svg_parses_and_has_one_bar_per_call_one_band_per_epoch() -> None:
     assert [b.get("data-epoch") for b in bands] == ["1", "2"]
     assert len([g for g in root.findall(f"{SVG}g") if g.get("class") == "rekey"]) == 1
     assert len([g for g in root.findall(f"{SVG}g") if g.get("class") == "refused"]) == 1
+    views = [c for c in root.findall(f"{SVG}circle") if c.get("class") == "view"]
+    assert [float(c.get("cx", "0")) for c in views] == sorted(
+        float(c.get("cx", "0")) for c in views
+    )
+    assert len(views) == 2
+    assert views[0].get("cx") != views[1].get("cx")
+    # The views' row lies under the refusals' row.
+    cross = next(g for g in root.findall(f"{SVG}g") if g.get("class") == "refused")
+    refused_y = float(cross.findall(f"{SVG}line")[0].get("y2", "0"))
+    assert float(views[0].get("cy", "0")) > refused_y
 
 
 def test_bars_are_placed_by_time() -> None:

@@ -91,6 +91,8 @@ class Stage:
     calls: dict[str, AgentCall] = field(default_factory=dict)
     phones: dict[str, Phone] = field(default_factory=dict)
     dave: SdesPhone | None = None
+    #: When each agent's join was answered (its INVITE's 200 OK), monotonic.
+    joined_at: dict[str, float] = field(default_factory=dict)
     talking: asyncio.Task[int] | None = None
 
     @property
@@ -241,6 +243,7 @@ async def bob_joins(stage: Stage) -> None:
     story.step("bob joins with his own ticket (KMS mode)")
     bob = stage.agents["bob"] = await agent(stage.services, BOB, "bob")
     call_b = await bob.join_conference(stage.target, FOCUS, timeout=10)
+    stage.joined_at["bob"] = time.monotonic()
     stage.calls["bob"] = call_b
     story.timeline.joined("bob", story.now(), "kms")
     call_a = stage.calls["alice"]
@@ -513,7 +516,7 @@ def summary(stage: Stage, departure: Departure) -> None:
             str(counters.get("auth_failures", "-")),
         )  # fmt: skip
     table.add_row("bob", "KMS ticket (agent); left", "left at 1", "-", "-", "-", "-")
-    table.add_row("mallory", "KMS ticket (agent)", "refused 403 twice", "-", "-", "-", "-")
+    table.add_row("mallory", "KMS ticket (agent)", "INVITEs, SUBSCRIBE: 403", "-", "-", "-", "-")
     console.print()
     console.print(table)
     report, switched = departure.report, departure.report.all_switched

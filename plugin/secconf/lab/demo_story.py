@@ -7,13 +7,18 @@ participants with a CA made for this run, UDP towards Asterisk) and the roster
 watcher.  Then:
 
 1. alice (KMS mode, secconf agent) gets a ticket naming the focus and bob, carol,
-   dave and erin, and creates a secure conference;
+   dave and erin, and creates a secure conference; she subscribes to its roster (the
+   RFC 4575 event package, KMS mode), and her view is printed, checked and timed as
+   the story changes the conference (:mod:`secconf.lab.demo_events`);
 2. bob (KMS mode) joins with his own ticket; carol joins with **linphonec** and erin
    with **baresip**, both SDES and authenticated by SIP digest;
 3. mallory, a KMS user not in the allowed set, is refused (403), and bob's
-   TRANSFER_INIT replayed is refused (403), with nothing written;
+   TRANSFER_INIT replayed is refused (403), with nothing written; her SUBSCRIBE is
+   refused (403) with no subscription stored;
 4. alice REFERs dave (allowed); the focus dials him out through Asterisk and
-   Kamailio (dave: secconf's own SDES phone, registered with the focus);
+   Kamailio (dave: secconf's own SDES phone, registered with the focus), while a
+   second device of alice's subscribes over UDP under a tshark capture: the NOTIFY
+   bodies on the wire are CMS AuthEnvelopedData, no roster identity in clear;
 5. bob leaves: one rekey; alice (a TRANSFER_INIT from the focus, epoch from the
    KMS), carol (linphone) and dave follow in their running calls; erin's baresip,
    which cannot, is detected by the edge and called back on the new epoch; bob's
@@ -33,11 +38,23 @@ import asyncio
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from rich.console import Console
 
 from ..client.sip import SipRequestFailed
+from .demo_events import (
+    RosterWatch,
+    alice_sees_bob_join,
+    alice_sees_bob_leave,
+    alice_sees_phones,
+    alice_watches,
+    mallory_subscribes,
+    passive_capture,
+    roster_summary,
+    stop_watching,
+)
 from .demo_narrator import Story, StoryFailed
 from .demo_scenes import (
     Stage,
@@ -65,20 +82,30 @@ STORY_TIMEOUT = 240.0
 async def _story(story: Story, services: Services) -> None:
     """The acts in order; whatever happens, everyone leaves the stage (the services stay up)."""
     stage = Stage(story, services, watcher_for(services), services.store())
+    roster: RosterWatch | None = None
     try:
         await stage.watcher.start()
         story.say(f"roster watcher on Asterisk's AMI (port {services.asterisk.ami_port})")
         await alice_creates(stage)
+        roster = await alice_watches(stage)
         await bob_joins(stage)
+        await alice_sees_bob_join(stage, roster)
+        phones_from = time.monotonic()
         await phones_join(stage)
+        await alice_sees_phones(stage, roster, phones_from)
         await mallory_is_refused(stage)
-        await alice_refers_dave(stage)
+        await mallory_subscribes(stage)
+        async with passive_capture(stage):
+            await alice_refers_dave(stage)
         await everybody_hears_alice(stage)
         departure = await bob_leaves(stage)
+        await alice_sees_bob_leave(stage, roster, departure.bye_at)
         await everybody_hears_epoch_2(stage)
         await bob_listens_in(stage, departure)
         summary(stage, departure)
+        roster_summary(stage, roster)
     finally:
+        await stop_watching(stage, roster)
         await leave_the_stage(stage)
 
 

@@ -2,8 +2,9 @@
 
 Members are rows (a bar from each call's start to its end; a member with
 several calls, e.g. a replacement call, has several bars), key epochs are
-background bands, rekeys are vertical marks and refusals are crosses on a row
-of their own.  Pure: times are seconds passed in by the caller, nothing is read
+background bands, rekeys are vertical marks, refusals are crosses on a row
+of their own, and the roster views a subscriber applied (RFC 4575 NOTIFYs) are
+dots on another.  Pure: times are seconds passed in by the caller, nothing is read
 from a clock, and the SVG is built from escaped text only (no template engine,
 no drawing library).
 """
@@ -41,7 +42,7 @@ class Call:
 
 @dataclass(frozen=True)
 class Mark:
-    """A point in time: a rekey (kind ``rekey``) or a refused request (kind ``refused``)."""
+    """A point in time: a rekey (``rekey``), a refused request (``refused``), a view (``view``)."""
 
     time: float
     kind: str
@@ -79,7 +80,7 @@ class Timeline:
         self.epochs.append((number, time))
 
     def mark(self, time: float, kind: str, text: str) -> None:
-        """A rekey or a refusal at *time*."""
+        """A rekey, a refusal or a subscriber's roster view at *time*."""
         self.marks.append(Mark(time, kind, text))
 
     def members(self) -> list[str]:
@@ -108,7 +109,8 @@ class _Picture:
         self.end = end
         self.members = timeline.members()
         self.refusals = [m for m in timeline.marks if m.kind == "refused"]
-        rows = len(self.members) + (1 if self.refusals else 0)
+        self.views = [m for m in timeline.marks if m.kind == "view"]
+        rows = len(self.members) + (1 if self.refusals else 0) + (1 if self.views else 0)
         self.height = _TOP + rows * _ROW + 60
         self.bottom = _TOP + rows * _ROW
         self.out: list[str] = []
@@ -125,6 +127,8 @@ class _Picture:
             self._member(row, member)
         if self.refusals:
             self._refusals()
+        if self.views:
+            self._views()
         self._rekeys()
         self._axis()
         self._legend()
@@ -191,6 +195,19 @@ class _Picture:
                 f'stroke="#c0392b" stroke-width="2"/>'
                 f'<line x1="{cx - 5:.1f}" y1="{y + 5:.1f}" x2="{cx + 5:.1f}" y2="{y - 5:.1f}" '
                 f'stroke="#c0392b" stroke-width="2"/></g>'
+            )
+
+    def _views(self) -> None:
+        """A row of its own, under the refusals: a dot per roster view applied."""
+        row = len(self.members) + (1 if self.refusals else 0)
+        y = _TOP + row * _ROW + _ROW / 2
+        self.out.append(
+            f'<text x="{_LEFT - 8}" y="{y + 4:.1f}" text-anchor="end">roster views</text>'
+        )
+        for mark in self.views:
+            self.out.append(
+                f'<circle class="view" cx="{self.x(mark.time):.1f}" cy="{y:.1f}" r="3.5" '
+                f'fill="#2c7a7b"><title>{escape(mark.text)}</title></circle>'
             )
 
     def _rekeys(self) -> None:
