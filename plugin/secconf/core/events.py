@@ -37,6 +37,7 @@ from secconf.core.confinfo import (
 from secconf.core.errors import BadEvent, MalformedSipMessage, NoAcceptableType
 from secconf.core.focus import OfferMode
 from secconf.core.sip.headers import MAX_CSEQ, parse_params, split_header_values
+from secconf.core.sip.transaction import TimerConfig
 
 __all__ = [
     "ALLOW_EVENTS",
@@ -51,6 +52,7 @@ __all__ = [
     "NotifierState",
     "Notify",
     "Phase",
+    "Retransmit",
     "Termination",
     "answered",
     "check_accept",
@@ -59,7 +61,9 @@ __all__ = [
     "granted_expires",
     "info_from_snapshot",
     "plan",
+    "provisional",
     "refreshed",
+    "retransmission",
     "snapshot",
     "started",
     "subscription_state",
@@ -77,6 +81,8 @@ DEFAULT_EXPIRES = 600
 #: A NOTIFY without a final response this long after it left ends the subscription
 #: (RFC 3261 Timer F = 64*T1; RFC 6665 §4.2.2: a NOTIFY that times out removes it).
 TIMER_F = 32.0
+#: T1 and T2 of RFC 3261 §17.1.1.1 (Timer E, below), as the transaction layer has them.
+_TIMERS = TimerConfig()
 
 
 class Termination(enum.StrEnum):
@@ -223,12 +229,29 @@ def _next(phase: Phase, event: Input) -> Phase:
 
 
 @dataclass(frozen=True, slots=True)
+class Retransmit:
+    """Timer E of a NOTIFY in flight over an unreliable flow (RFC 3261 §17.1.2.2).
+
+    Only for the NOTIFYs the focus sends whole, statelessly (no tm transaction retransmits
+    them, docs/event-package.md): the same bytes leave again at ``at``; Timer E starts at
+    T1 and doubles up to T2 (after a 1xx it stays at T2), until a final response or Timer F.
+    """
+
+    #: when the next copy leaves
+    at: float
+    #: the value Timer E was last set to
+    interval: float
+
+
+@dataclass(frozen=True, slots=True)
 class InFlight:
     """The NOTIFY awaiting its final response (one at most, RFC 6665 §4.2.2)."""
 
     cseq: int
     #: Timer F: without a final response by then, the subscription is dropped.
     deadline: float
+    #: Timer E when we retransmit it ourselves; None over TLS/TCP or when tm does.
+    retransmit: Retransmit | None = None
 
 
 class BodyKind(enum.StrEnum):
@@ -296,18 +319,21 @@ def end(state: NotifierState, reason: Termination) -> NotifierState:
     return replace(state, phase=phase, ending=state.ending or reason)
 
 
-def _notify(state: NotifierState, now: float, notify: Notify, phase: Phase) -> NotifierState:
+def _notify(
+    state: NotifierState, now: float, notify: Notify, phase: Phase, retransmit: bool
+) -> NotifierState:
     cseq = notify.cseq + 1 if notify.cseq < MAX_CSEQ else notify.cseq
+    timer_e = Retransmit(now + _TIMERS.t1, _TIMERS.t1) if retransmit else None
     return replace(
         state,
         phase=phase,
         next_cseq=cseq,
         version=notify.version,
-        in_flight=InFlight(notify.cseq, now + TIMER_F),
+        in_flight=InFlight(notify.cseq, now + TIMER_F, timer_e),
     )
 
 
-def _final(state: NotifierState, now: float) -> tuple[NotifierState, Notify]:
+def _final(state: NotifierState, now: float, retransmit: bool) -> tuple[NotifierState, Notify]:
     """The terminating NOTIFY; when the conference is gone it carries a deleted document."""
     reason = state.ending or Termination.DEACTIVATED
     header = subscription_state(reason=reason)
@@ -318,13 +344,20 @@ def _final(state: NotifierState, now: float) -> tuple[NotifierState, Notify]:
         notify = Notify(state.next_cseq, header, BodyKind.DELETED, document, version)
     else:
         notify = Notify(state.next_cseq, header, BodyKind.NONE, None, state.version)
-    return _notify(state, now, notify, phase), notify
+    return _notify(state, now, notify, phase, retransmit), notify
 
 
 def plan(
-    state: NotifierState, now: float, current: ConferenceInfo | None
+    state: NotifierState,
+    now: float,
+    current: ConferenceInfo | None,
+    *,
+    retransmit: bool = False,
 ) -> tuple[NotifierState, Notify | None]:
     """The NOTIFY to send now, if any, for the conference as it is (*current*; None: gone).
+
+    *retransmit*: the caller sends it over an unreliable flow with no transaction layer
+    of its own, so the NOTIFY in flight gets Timer E (:func:`retransmission`).
 
     In order: a NOTIFY in flight blocks everything (Timer F past: DONE, nothing sent); an
     ended conference or a past expiry decides the end; an end decided sends the final
@@ -342,14 +375,14 @@ def plan(
     elif state.phase is Phase.ACTIVE and now >= state.expires_at:
         state = end(state, Termination.TIMEOUT)
     if state.phase is Phase.ENDING:
-        return _final(state, now)
+        return _final(state, now, retransmit)
     if current is None:  # unreachable: an ACTIVE state without a conference ended above
         raise ValueError("no conference state for an active subscription")
-    return _active_notify(state, now, current)
+    return _active_notify(state, now, current, retransmit)
 
 
 def _active_notify(
-    state: NotifierState, now: float, current: ConferenceInfo
+    state: NotifierState, now: float, current: ConferenceInfo, retransmit: bool
 ) -> tuple[NotifierState, Notify | None]:
     if state.sent == current:  # the common tick: nothing changed since the last document
         return state, None
@@ -363,7 +396,7 @@ def _active_notify(
         kind, document = BodyKind.PARTIAL, partial
     left = max(0, math.ceil(state.expires_at - now))
     notify = Notify(state.next_cseq, subscription_state(expires_left=left), kind, document, version)
-    return replace(_notify(state, now, notify, state.phase), sent=current), notify
+    return replace(_notify(state, now, notify, state.phase, retransmit), sent=current), notify
 
 
 def answered(state: NotifierState, cseq: int, status: int) -> NotifierState:
@@ -376,3 +409,33 @@ def answered(state: NotifierState, cseq: int, status: int) -> NotifierState:
         return state
     event = Input.REPLY_2XX if status < 300 else Input.REPLY_FAILURE
     return replace(state, phase=_next(state.phase, event), in_flight=None)
+
+
+def retransmission(state: NotifierState, now: float) -> tuple[NotifierState, bool]:
+    """Timer E (RFC 3261 §17.1.2.2): whether the NOTIFY in flight leaves again now.
+
+    True when its Timer E has fired and Timer F has not: the caller resends the very same
+    bytes (same Via branch, same CSeq); Timer E is set again to twice its value, at most
+    T2.  At Timer F :func:`plan` drops the subscription; a final response
+    (:func:`answered`) ends the retransmissions.
+    """
+    flight = state.in_flight
+    if flight is None or flight.retransmit is None or now >= flight.deadline:
+        return state, False
+    if now < flight.retransmit.at:
+        return state, False
+    interval = min(2 * flight.retransmit.interval, _TIMERS.t2)
+    timer_e = Retransmit(now + interval, interval)
+    return replace(state, in_flight=replace(flight, retransmit=timer_e)), True
+
+
+def provisional(state: NotifierState, cseq: int) -> NotifierState:
+    """A 1xx to the NOTIFY with *cseq*: Proceeding, Timer E continues at T2 (§17.1.2.2).
+
+    A 1xx ends nothing (only a final response does); another CSeq's changes nothing.
+    """
+    flight = state.in_flight
+    if flight is None or flight.cseq != cseq or flight.retransmit is None:
+        return state
+    timer_e = replace(flight.retransmit, interval=_TIMERS.t2)
+    return replace(state, in_flight=replace(flight, retransmit=timer_e))
