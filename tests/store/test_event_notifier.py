@@ -336,3 +336,27 @@ def test_a_1xx_keeps_timer_e_at_t2(
     _ack(notifier, first)
     assert _ticks(notifier, clock, 5.0) == []
     assert store.subscriptions.get(CONF, dialog_id("sub-u")) is not None
+
+
+def test_a_fetch_is_one_full_notify_then_nothing_in_redis(
+    notifier: Notifier, store: ConferenceStore, clock: Clock, client: redis.Redis
+) -> None:
+    answered = _subscribe(store, clock, call_id="fetch-1", notifier=events.fetched(URI, clock.now))
+    ttl = client.pttl(store.keys.subscription(CONF, answered.sub_id))
+    assert 0 < ttl <= 121_000  # a fetch's record lives a NOTIFY's time, not an expiry's
+    [notify] = _tick(notifier, clock)
+    assert _header(notify, "Subscription-State") == "terminated;reason=timeout"
+    assert b'state="full"' in notify.body
+    assert_valid(notify.body)
+    assert _tick(notifier, clock, 5.0) == []  # one NOTIFY, whatever changes
+    _ack(notifier, notify)
+    assert _tick(notifier, clock) == []
+    assert store.subscriptions.get(CONF, answered.sub_id) is None
+    assert store.subscriptions.of_conference(CONF) == {}
+    assert store.subscriptions.of_node(NODE, limit=10) == []
+    # unanswered, it goes at Timer F
+    silent = _subscribe(store, clock, call_id="fetch-2", notifier=events.fetched(URI, clock.now))
+    assert len(_tick(notifier, clock)) == 1
+    assert _tick(notifier, clock, events.TIMER_F) == []
+    assert store.subscriptions.get(CONF, silent.sub_id) is None
+    assert list(client.scan_iter(match=f"*{CONF}*:sub*")) == []

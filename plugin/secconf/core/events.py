@@ -11,7 +11,9 @@ Two parts, no clock, no randomness, no I/O (the caller passes ``now`` in, in sec
   body), our CSeq, the last state sent (partial documents are computed against it), the
   one NOTIFY in flight (RFC 6665 §4.2.2: no new NOTIFY before the last one's final
   response; changes made meanwhile coalesce into the next one) with its Timer F deadline,
-  the expiry, and the termination waiting to be sent.
+  the expiry, and the termination waiting to be sent; over an unreliable flow without a
+  transaction layer, the NOTIFY in flight's Timer E (:func:`retransmission`, RFC 3261
+  §17.1.2.2); a fetch (:func:`fetched`, RFC 6665 §4.4.3) sends one full NOTIFY and ends.
 
 The phases and what moves between them are a table (:data:`TRANSITIONS`), as in
 ``core.sip.transaction``; :func:`plan` decides the next NOTIFY, :func:`answered` takes its
@@ -58,6 +60,7 @@ __all__ = [
     "check_accept",
     "check_event",
     "end",
+    "fetched",
     "granted_expires",
     "info_from_snapshot",
     "plan",
@@ -180,6 +183,8 @@ class Phase(enum.StrEnum):
     """Where one subscription is: live, its final NOTIFY due or out, or over."""
 
     ACTIVE = "active"
+    #: a fetch (RFC 6665 §4.4.3): one NOTIFY with full state ends it.
+    FETCH = "fetch"
     #: a termination is decided: its NOTIFY leaves as soon as none is in flight.
     ENDING = "ending"
     #: the final NOTIFY is out (or could not be sent): the record goes at its reply.
@@ -208,6 +213,9 @@ TRANSITIONS: dict[tuple[Phase, Input], Phase] = {
     # §4.2.2: a NOTIFY refused (481 or any other failure) or unanswered ends it at once.
     (Phase.ACTIVE, Input.REPLY_FAILURE): Phase.DONE,
     (Phase.ACTIVE, Input.TIMER_F): Phase.DONE,
+    # a fetch whose subscriber left, or un-SUBSCRIBEs, before its NOTIFY: a bodiless end
+    (Phase.FETCH, Input.END): Phase.ENDING,
+    (Phase.FETCH, Input.SEND_FINAL): Phase.FINAL_SENT,
     (Phase.ENDING, Input.END): Phase.ENDING,
     (Phase.ENDING, Input.REPLY_2XX): Phase.ENDING,
     (Phase.ENDING, Input.REPLY_FAILURE): Phase.DONE,
@@ -299,6 +307,12 @@ def started(entity: str, now: float, expires: int) -> NotifierState:
     return NotifierState(Phase.ACTIVE, entity, 0, 1, now + expires, None)
 
 
+def fetched(entity: str, now: float) -> NotifierState:
+    """A fetch (RFC 6665 §4.4.3: ``Expires: 0`` outside a dialog): one NOTIFY, full state,
+    ``terminated;reason=timeout`` (§4.2.1.4: the subscription ends at once), then over."""
+    return NotifierState(Phase.FETCH, entity, 0, 1, now, None)
+
+
 def refreshed(state: NotifierState, now: float, expires: int) -> NotifierState:
     """A refresh: a new expiry and full state next (RFC 6665 §4.2.1.2; RFC 4575 §4.6).
 
@@ -370,15 +384,31 @@ def plan(
         if now >= state.in_flight.deadline:
             return replace(state, phase=_next(state.phase, Input.TIMER_F), in_flight=None), None
         return state, None
-    if state.phase is Phase.ACTIVE and current is None:
+    if state.phase in (Phase.ACTIVE, Phase.FETCH) and current is None:
         state = end(state, Termination.NORESOURCE)
     elif state.phase is Phase.ACTIVE and now >= state.expires_at:
         state = end(state, Termination.TIMEOUT)
     if state.phase is Phase.ENDING:
         return _final(state, now, retransmit)
-    if current is None:  # unreachable: an ACTIVE state without a conference ended above
+    if current is None:  # unreachable: a live state without a conference ended above
         raise ValueError("no conference state for an active subscription")
+    if state.phase is Phase.FETCH:
+        return _fetch_notify(state, now, current, retransmit)
     return _active_notify(state, now, current, retransmit)
+
+
+def _fetch_notify(
+    state: NotifierState, now: float, current: ConferenceInfo, retransmit: bool
+) -> tuple[NotifierState, Notify]:
+    """A fetch's one NOTIFY: full state, and the end (RFC 6665 §4.4.3, §4.2.1.4)."""
+    version = state.version + 1
+    header = subscription_state(reason=Termination.TIMEOUT)
+    notify = Notify(
+        state.next_cseq, header, BodyKind.FULL, full_document(current, version), version
+    )
+    phase = _next(state.phase, Input.SEND_FINAL)
+    fetched_state = replace(state, ending=Termination.TIMEOUT, sent=current)
+    return _notify(fetched_state, now, notify, phase, retransmit), notify
 
 
 def _active_notify(

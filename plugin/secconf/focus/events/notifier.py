@@ -176,7 +176,7 @@ class Notifier:
             current is not None
             and described is not None
             and record.identity not in described.members
-            and state.phase is Phase.ACTIVE
+            and state.phase in (Phase.ACTIVE, Phase.FETCH)
         ):
             state = events.end(state, Termination.REJECTED)  # he left: nothing more for him
         ours = _own_transaction(record)
