@@ -161,7 +161,7 @@ def _connected(view: ConferenceView) -> set[str]:
     }
 
 
-def _wire_fields(focus: KmsFocus) -> list[bytes | None]:
+def _wire_fields(focus: KmsFocus) -> list[object]:
     """The ``wire`` field of every subscription record (kept only while resending)."""
     client = connect_blocking(focus.redis_server.url, timeout=1.0)
     try:

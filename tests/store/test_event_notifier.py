@@ -15,6 +15,7 @@ import dataclasses
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import redis
@@ -267,14 +268,14 @@ def test_a_long_index_is_walked_a_slice_per_tick(
     assert seen == ["sub-1", "sub-2"]
 
 
-def _kms(store: ConferenceStore, clock: Clock, client: redis.Redis, **kw: object) -> cms.EventKey:
+def _kms(store: ConferenceStore, clock: Clock, client: redis.Redis, **kw: Any) -> cms.EventKey:
     client.hset(store.keys.conference(CONF), "mode", "kms")
     key = cms.EventKey(cms.event_key_id(42), bytes(range(32)))
     _subscribe(store, clock, mode="kms", event_key=key, **kw)
     return key
 
 
-def _udp(call_id: str) -> dict[str, object]:
+def _udp(call_id: str) -> dict[str, Any]:
     return {
         "call_id": call_id, "transport": "udp", "contact": "sip:alice@127.0.0.1:5099",
         "socket": "udp:127.0.0.1:5060", "source": "127.0.0.1:5099",
@@ -296,7 +297,7 @@ def test_kms_over_udp_is_retransmitted_byte_for_byte_until_the_reply(
     assert tls.wire is not None
     assert b"\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK" in udp.wire
     record_key = store.keys.subscription(CONF, dialog_id("sub-u"))
-    stored = client.hget(record_key, "wire")
+    stored = cast(bytes, client.hget(record_key, "wire"))
     assert stored == udp.wire  # kept to resend: the CMS body is ciphertext, no key in it
     assert key.kek not in stored
     assert not client.hget(store.keys.subscription(CONF, dialog_id("sub-t")), "wire")
