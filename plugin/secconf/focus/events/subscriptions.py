@@ -1,4 +1,4 @@
-"""SUBSCRIBE to a conference (RFC 6665 §4.2.1, RFC 4575 §3): initial, refresh, un-SUBSCRIBE.
+"""SUBSCRIBE to a conference (RFC 6665 §4.2.1, RFC 4575 §3): initial, fetch, refresh, end.
 
 Who may subscribe (docs/event-package.md, "The focus's side"): a SUBSCRIBE is
 authenticated as a join is (:class:`~secconf.focus.authenticator.Authenticator`: in SDES
