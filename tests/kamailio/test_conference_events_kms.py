@@ -13,6 +13,8 @@ timer retransmits them (Timer E).  A subscriber on a lossy path loses the first 
 NOTIFY: the focus sends the same bytes (same Via branch, same CSeq, tshark says) again
 ~0.5 s later, the watch applies the view once and the subscription lives on; a lost 200 is
 absorbed the same way (the retransmission answered by the subscriber's transaction).
+A fetch (``Expires: 0``) in KMS mode over UDP: one NOTIFY under its own key, resent when
+lost, then nothing left in Redis.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from pathlib import Path
 import pytest
 
 from secconf.client.conference_events import ConferenceWatch, Protection
+from secconf.client.conference_events.kms import MIKEY_CONTENT_TYPE
+from secconf.client.conference_events.notify import ACCEPT_KMS
 from secconf.client.sip import Answer
 from secconf.core import cms
 from secconf.core.confinfo import CONFERENCE_INFO_TYPE, ConferenceView, EndpointStatus
@@ -235,5 +239,51 @@ def test_kms_notify_over_udp_is_retransmitted(kms_focus: KmsFocus, tmp_path: Pat
         finally:
             for agent in (alice, bob):
                 await agent.ua.close()
+
+    focus.run(scenario, MixingUpstream(focus.upstream_port))
+
+
+def test_kms_fetch_over_udp(kms_focus: KmsFocus, tmp_path: Path) -> None:
+    """A fetch in KMS mode: the member's TRANSFER_INIT, 200 ``Expires: 0`` with the
+    TRANSFER_RESP, one NOTIFY (its first copy lost: resent) under the fetch's own key,
+    full state, ``terminated;reason=timeout``; then nothing of it in Redis."""
+    focus = kms_focus
+
+    async def scenario(upstream: Upstream) -> None:
+        alice = await _agent(focus, ALICE)
+        try:
+            call_a = await alice.join_conference(
+                focus.target("conf-factory"), FOCUS_IDENTITY, allowed=(BOB,)
+            )
+            conference = _conference_id(call_a.call.response.get("X-Secconf-Conference"))  # type: ignore[union-attr]
+            exchange = await alice.subscription(FOCUS_IDENTITY)
+            copies = _lose_first(alice.ua, b"NOTIFY")
+            fetch = await alice.ua.subscribe(
+                focus.target(f"conf-{conference}"), "conference", expires=0,
+                body=exchange.body, content_type=MIKEY_CONTENT_TYPE,
+                extra_headers=[("Accept", ACCEPT_KMS)], timeout=5,
+            )  # fmt: skip
+            assert fetch.response is not None
+            assert fetch.response.get("Expires") == "0"
+            key = exchange.answered(fetch.response.body)
+            notify = await fetch.next_notification(5)
+            assert len(copies) == 2
+            assert copies[0] == copies[1]
+            assert notify.get("subscription-state") == "terminated;reason=timeout"
+            assert (notify.get("content-type") or "").startswith("application/pkcs7-mime")
+            entity = _openssl_open(tmp_path / "fetch.p7m", notify.body, key)
+            document = cms.split_inner_entity(entity, CONFERENCE_INFO_TYPE)
+            assert_valid(document)
+            assert b'state="full"' in document
+            assert ALICE.encode() in document
+            deadline = time.monotonic() + 5
+            while _wire_fields(focus) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert _wire_fields(focus) == []  # the record is gone after its 200
+            with pytest.raises(TimeoutError):
+                await fetch.next_notification(1.0)  # one NOTIFY, no more
+            await call_a.call.bye(timeout=5)
+        finally:
+            await alice.ua.close()
 
     focus.run(scenario, MixingUpstream(focus.upstream_port))
