@@ -7,7 +7,10 @@ every NOTIFY it takes).  Covered: the full first NOTIFY listing the members (its
 validated against the RFC 4575 schema by xmlschema), a join and a leave as partial
 NOTIFYs with increasing versions within 500 ms, un-SUBSCRIBE removing the record, a
 member's hang-up ending his subscription ``rejected``, and the refusals with nothing
-stored (non-member 403, UDP 403, factory 404, another event 489, forged refresh 481).
+stored (non-member 403, UDP 403, factory 404, another event 489, forged refresh 481);
+a fetch (``Expires: 0`` outside a dialog, RFC 6665 §4.4.3): 200 ``Expires: 0``, one full
+NOTIFY ``terminated;reason=timeout``, nothing left in Redis; a non-member's refused 403
+with nothing stored.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pytest
 
 from secconf.client.conference_events import ConferenceWatch, Protection
 from secconf.client.sip import Answer, SipRequestFailed, UserAgent
-from secconf.core.confinfo import ConferenceView, EndpointStatus, full_document
+from secconf.core.confinfo import ConferenceView, EndpointStatus, full_document, receive
 from secconf.core.sip.message import SipRequest
 from secconf.lab.tlsca import participant_contexts
 from secconf.store.conferences import connect_blocking
@@ -308,5 +311,60 @@ def test_a_subscriber_answering_481_is_dropped(
         finally:
             await alice.close()
             await bob.close()
+
+    focus.run(scenario)
+
+
+def test_a_fetch_is_one_notify_and_leaves_nothing(
+    events_focus: Focus, kamailio_factory: KamailioFactory
+) -> None:
+    focus = events_focus
+    _add_users(focus)
+
+    async def scenario(upstream: Upstream) -> None:
+        alice = await SdesParticipant.start(ALICE, await _tls_ua(kamailio_factory, ALICE))
+        carol = await _tls_ua(kamailio_factory, CAROL)
+        try:
+            call_a = await alice.invite(_tls(focus, "conf-factory"), ALICE)
+            conference = _conference_id(call_a)
+            target = _tls(focus, f"conf-{conference}")
+            accept = (("Accept", "application/conference-info+xml"),)
+            # A non-member's fetch is refused like his SUBSCRIBE, with nothing stored.
+            before = focus.snapshot(ours_only=True)
+            with pytest.raises(SipRequestFailed) as refused:
+                await carol.subscribe(
+                    target, "conference", expires=0, extra_headers=accept,
+                    credentials=_user(CAROL), timeout=5,
+                )  # fmt: skip
+            assert refused.value.status_code == 403
+            assert _state(focus) == _state(focus, before)
+            assert _subscription_keys(focus) == []
+            # A member's fetch: 200 Expires: 0, one NOTIFY with the full state, ended.
+            fetch = await alice.ua.subscribe(
+                target, "conference", expires=0, extra_headers=accept,
+                credentials=_user(ALICE), timeout=5,
+            )  # fmt: skip
+            assert fetch.response is not None
+            assert fetch.response.get("Expires") == "0"
+            notify = await fetch.next_notification(5)
+            assert notify.get("subscription-state") == "terminated;reason=timeout"
+            assert notify.get("event") == "conference"
+            assert notify.get("content-type") == "application/conference-info+xml"
+            assert_valid(notify.body)
+            assert b'state="full"' in notify.body
+            received = receive(None, notify.body)
+            assert received.view is not None
+            assert set(_statuses(received.view)) == {ALICE}
+            # Its 200 removes the record: nothing of the fetch stays in Redis.
+            deadline = time.monotonic() + 5
+            while _subscription_keys(focus) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert _subscription_keys(focus) == []
+            with pytest.raises(TimeoutError):
+                await fetch.next_notification(1.0)  # one NOTIFY, no more
+            await call_a.bye(timeout=5)
+        finally:
+            await alice.close()
+            await carol.close()
 
     focus.run(scenario)

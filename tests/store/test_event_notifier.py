@@ -4,7 +4,9 @@ The conference changes through the store's own scripts (create, answer, join, re
 the clock is the test's: the first NOTIFY is full state, a join a partial one, nothing is
 sent while a NOTIFY is in flight, a member who left is ended ``rejected``, the end of the
 conference is a deleted document ``noresource``, expiry ``timeout``, Timer F and a 481
-drop the subscription, and a KMS-mode body is CMS under the subscription's key.
+drop the subscription, and a KMS-mode body is CMS under the subscription's key.  Over
+UDP a KMS-mode NOTIFY (sent whole, without tm) is retransmitted by the timer, the same
+bytes at 0.5, 1, 2, 4, 4 ... s (a 1xx: 4 s) until its reply or Timer F; over TLS never.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import redis
@@ -24,7 +27,7 @@ from secconf.core.sdes import SUITES
 from secconf.focus.events.notifier import Notifier, NotifyRequest
 from secconf.focus.settings import Settings, load_settings
 from secconf.store.conference_subscriptions import SubscriptionRecord
-from secconf.store.conferences import ConferenceStore, connect_blocking
+from secconf.store.conferences import ConferenceStore, connect_blocking, dialog_id
 from secconf.store.keywrap import KeyWrapper, generate_key_file
 from tests.fixtures.confinfo import assert_valid
 from tests.kamailio.conftest import settings_text
@@ -263,3 +266,98 @@ def test_a_long_index_is_walked_a_slice_per_tick(
     _subscribe(store, clock, call_id="sub-2")
     seen = [_header(r, "Call-ID") for _ in range(2) for r in _tick(notifier, clock)]
     assert seen == ["sub-1", "sub-2"]
+
+
+def _kms(store: ConferenceStore, clock: Clock, client: redis.Redis, **kw: Any) -> cms.EventKey:
+    client.hset(store.keys.conference(CONF), "mode", "kms")
+    key = cms.EventKey(cms.event_key_id(42), bytes(range(32)))
+    _subscribe(store, clock, mode="kms", event_key=key, **kw)
+    return key
+
+
+def _udp(call_id: str) -> dict[str, Any]:
+    return {
+        "call_id": call_id, "transport": "udp", "contact": "sip:alice@127.0.0.1:5099",
+        "socket": "udp:127.0.0.1:5060", "source": "127.0.0.1:5099",
+    }  # fmt: skip
+
+
+def _ticks(notifier: Notifier, clock: Clock, seconds: float) -> list[NotifyRequest]:
+    return [r for _ in range(round(seconds / 0.05)) for r in _tick(notifier, clock)]
+
+
+def test_kms_over_udp_is_retransmitted_byte_for_byte_until_the_reply(
+    notifier: Notifier, store: ConferenceStore, clock: Clock, client: redis.Redis
+) -> None:
+    key = _kms(store, clock, client, **_udp("sub-u"))
+    _subscribe(store, clock, mode="kms", event_key=key, call_id="sub-t")  # TLS: never
+    first = {_header(r, "Call-ID"): r for r in _tick(notifier, clock)}
+    udp, tls = first["sub-u"], first["sub-t"]
+    assert udp.wire is not None
+    assert tls.wire is not None
+    assert b"\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK" in udp.wire
+    record_key = store.keys.subscription(CONF, dialog_id("sub-u"))
+    stored = cast(bytes, client.hget(record_key, "wire"))
+    assert stored == udp.wire  # kept to resend: the CMS body is ciphertext, no key in it
+    assert key.kek not in stored
+    assert not client.hget(store.keys.subscription(CONF, dialog_id("sub-t")), "wire")
+    # Timer E: 0.5, then 1 s later, then 2 s later (the next is 4 s after that)
+    copies = _ticks(notifier, clock, 3.8)
+    assert [c.wire for c in copies] == [udp.wire] * 3
+    assert {c.next_hop for c in copies} == {"sip:127.0.0.1:5099;transport=udp"}
+    _ack(notifier, udp)
+    _ack(notifier, tls)
+    assert _ticks(notifier, clock, 10.0) == []
+    assert not client.hget(record_key, "wire")
+    assert store.subscriptions.get(CONF, dialog_id("sub-u")) is not None
+
+
+def test_kms_over_udp_unanswered_is_dropped_at_timer_f(
+    notifier: Notifier, store: ConferenceStore, clock: Clock, client: redis.Redis
+) -> None:
+    _kms(store, clock, client, **_udp("sub-u"))
+    [first] = _tick(notifier, clock)
+    copies = _ticks(notifier, clock, events.TIMER_F + 1)
+    # 0.5, 1.5, 3.5, then every 4 s up to 31.5 (a tick's lateness may push the last past F)
+    assert len(copies) in (9, 10)
+    assert {c.wire for c in copies} == {first.wire}
+    assert store.subscriptions.get(CONF, dialog_id("sub-u")) is None
+    assert _ticks(notifier, clock, 5.0) == []
+
+
+def test_a_1xx_keeps_timer_e_at_t2(
+    notifier: Notifier, store: ConferenceStore, clock: Clock, client: redis.Redis
+) -> None:
+    _kms(store, clock, client, **_udp("sub-u"))
+    [first] = _tick(notifier, clock)
+    cseq = int(_header(first, "CSeq").split()[0])
+    assert notifier.on_reply("sub-u", f"conf-{CONF}", cseq, 180)
+    copies = _ticks(notifier, clock, 5.0)  # 0.5, then 4 s later (not 1, 2)
+    assert [c.wire for c in copies] == [first.wire] * 2
+    _ack(notifier, first)
+    assert _ticks(notifier, clock, 5.0) == []
+    assert store.subscriptions.get(CONF, dialog_id("sub-u")) is not None
+
+
+def test_a_fetch_is_one_full_notify_then_nothing_in_redis(
+    notifier: Notifier, store: ConferenceStore, clock: Clock, client: redis.Redis
+) -> None:
+    answered = _subscribe(store, clock, call_id="fetch-1", notifier=events.fetched(URI, clock.now))
+    ttl = client.pttl(store.keys.subscription(CONF, answered.sub_id))
+    assert 0 < ttl <= 121_000  # a fetch's record lives a NOTIFY's time, not an expiry's
+    [notify] = _tick(notifier, clock)
+    assert _header(notify, "Subscription-State") == "terminated;reason=timeout"
+    assert b'state="full"' in notify.body
+    assert_valid(notify.body)
+    assert _tick(notifier, clock, 5.0) == []  # one NOTIFY, whatever changes
+    _ack(notifier, notify)
+    assert _tick(notifier, clock) == []
+    assert store.subscriptions.get(CONF, answered.sub_id) is None
+    assert store.subscriptions.of_conference(CONF) == {}
+    assert store.subscriptions.of_node(NODE, limit=10) == []
+    # unanswered, it goes at Timer F
+    silent = _subscribe(store, clock, call_id="fetch-2", notifier=events.fetched(URI, clock.now))
+    assert len(_tick(notifier, clock)) == 1
+    assert _tick(notifier, clock, events.TIMER_F) == []
+    assert store.subscriptions.get(CONF, silent.sub_id) is None
+    assert list(client.scan_iter(match=f"*{CONF}*:sub*")) == []

@@ -287,3 +287,40 @@ def test_documents_sent_applied_give_what_a_fresh_full_document_gives(
     assert held is not None
     assert state.sent is not None
     assert held == receive(None, full_document(state.sent, held.version)).view
+
+
+@settings(max_examples=25)
+@given(infos)
+def test_a_fetch_is_one_full_notify_that_ends_it(seed: ConferenceInfo) -> None:
+    info = _info(seed)
+    state = events.fetched(CONF, 100.0)
+    assert state.phase is Phase.FETCH
+    state, notify = events.plan(state, 100.0, info)
+    assert notify is not None
+    assert (notify.kind, notify.version, notify.cseq) == (BodyKind.FULL, 1, 1)
+    assert notify.subscription_state == "terminated;reason=timeout"
+    assert notify.document is not None
+    assert_valid(notify.document)
+    assert receive(None, notify.document).view is not None
+    assert state.phase is Phase.FINAL_SENT
+    assert events.plan(state, 101.0, info) == (state, None)  # nothing more
+    assert events.answered(state, 1, 200).phase is Phase.DONE
+    late, nothing = events.plan(state, 100.0 + events.TIMER_F, info)
+    assert (late.phase, nothing) == (Phase.DONE, None)
+
+
+@given(infos)
+def test_a_fetch_of_a_gone_conference_or_by_a_departed_member_sends_no_state(
+    seed: ConferenceInfo,
+) -> None:
+    info = _info(seed)
+    gone, deleted = events.plan(events.fetched(CONF, 0.0), 0.0, None)
+    assert deleted is not None
+    assert deleted.kind is BodyKind.DELETED
+    assert deleted.subscription_state == "terminated;reason=noresource"
+    left = events.end(events.fetched(CONF, 0.0), Termination.REJECTED)
+    left, bodiless = events.plan(left, 0.0, info)
+    assert bodiless is not None
+    assert (bodiless.kind, bodiless.document) == (BodyKind.NONE, None)
+    assert bodiless.subscription_state == "terminated;reason=rejected"
+    assert gone.phase is left.phase is Phase.FINAL_SENT

@@ -11,7 +11,9 @@ Two parts, no clock, no randomness, no I/O (the caller passes ``now`` in, in sec
   body), our CSeq, the last state sent (partial documents are computed against it), the
   one NOTIFY in flight (RFC 6665 §4.2.2: no new NOTIFY before the last one's final
   response; changes made meanwhile coalesce into the next one) with its Timer F deadline,
-  the expiry, and the termination waiting to be sent.
+  the expiry, and the termination waiting to be sent; over an unreliable flow without a
+  transaction layer, the NOTIFY in flight's Timer E (:func:`retransmission`, RFC 3261
+  §17.1.2.2); a fetch (:func:`fetched`, RFC 6665 §4.4.3) sends one full NOTIFY and ends.
 
 The phases and what moves between them are a table (:data:`TRANSITIONS`), as in
 ``core.sip.transaction``; :func:`plan` decides the next NOTIFY, :func:`answered` takes its
@@ -37,6 +39,7 @@ from secconf.core.confinfo import (
 from secconf.core.errors import BadEvent, MalformedSipMessage, NoAcceptableType
 from secconf.core.focus import OfferMode
 from secconf.core.sip.headers import MAX_CSEQ, parse_params, split_header_values
+from secconf.core.sip.transaction import TimerConfig
 
 __all__ = [
     "ALLOW_EVENTS",
@@ -51,15 +54,19 @@ __all__ = [
     "NotifierState",
     "Notify",
     "Phase",
+    "Retransmit",
     "Termination",
     "answered",
     "check_accept",
     "check_event",
     "end",
+    "fetched",
     "granted_expires",
     "info_from_snapshot",
     "plan",
+    "provisional",
     "refreshed",
+    "retransmission",
     "snapshot",
     "started",
     "subscription_state",
@@ -77,6 +84,8 @@ DEFAULT_EXPIRES = 600
 #: A NOTIFY without a final response this long after it left ends the subscription
 #: (RFC 3261 Timer F = 64*T1; RFC 6665 §4.2.2: a NOTIFY that times out removes it).
 TIMER_F = 32.0
+#: T1 and T2 of RFC 3261 §17.1.1.1 (Timer E, below), as the transaction layer has them.
+_TIMERS = TimerConfig()
 
 
 class Termination(enum.StrEnum):
@@ -174,6 +183,8 @@ class Phase(enum.StrEnum):
     """Where one subscription is: live, its final NOTIFY due or out, or over."""
 
     ACTIVE = "active"
+    #: a fetch (RFC 6665 §4.4.3): one NOTIFY with full state ends it.
+    FETCH = "fetch"
     #: a termination is decided: its NOTIFY leaves as soon as none is in flight.
     ENDING = "ending"
     #: the final NOTIFY is out (or could not be sent): the record goes at its reply.
@@ -202,6 +213,9 @@ TRANSITIONS: dict[tuple[Phase, Input], Phase] = {
     # §4.2.2: a NOTIFY refused (481 or any other failure) or unanswered ends it at once.
     (Phase.ACTIVE, Input.REPLY_FAILURE): Phase.DONE,
     (Phase.ACTIVE, Input.TIMER_F): Phase.DONE,
+    # a fetch whose subscriber left, or un-SUBSCRIBEs, before its NOTIFY: a bodiless end
+    (Phase.FETCH, Input.END): Phase.ENDING,
+    (Phase.FETCH, Input.SEND_FINAL): Phase.FINAL_SENT,
     (Phase.ENDING, Input.END): Phase.ENDING,
     (Phase.ENDING, Input.REPLY_2XX): Phase.ENDING,
     (Phase.ENDING, Input.REPLY_FAILURE): Phase.DONE,
@@ -223,12 +237,29 @@ def _next(phase: Phase, event: Input) -> Phase:
 
 
 @dataclass(frozen=True, slots=True)
+class Retransmit:
+    """Timer E of a NOTIFY in flight over an unreliable flow (RFC 3261 §17.1.2.2).
+
+    Only for the NOTIFYs the focus sends whole, statelessly (no tm transaction retransmits
+    them, docs/event-package.md): the same bytes leave again at ``at``; Timer E starts at
+    T1 and doubles up to T2 (after a 1xx it stays at T2), until a final response or Timer F.
+    """
+
+    #: when the next copy leaves
+    at: float
+    #: the value Timer E was last set to
+    interval: float
+
+
+@dataclass(frozen=True, slots=True)
 class InFlight:
     """The NOTIFY awaiting its final response (one at most, RFC 6665 §4.2.2)."""
 
     cseq: int
     #: Timer F: without a final response by then, the subscription is dropped.
     deadline: float
+    #: Timer E when we retransmit it ourselves; None over TLS/TCP or when tm does.
+    retransmit: Retransmit | None = None
 
 
 class BodyKind(enum.StrEnum):
@@ -276,6 +307,12 @@ def started(entity: str, now: float, expires: int) -> NotifierState:
     return NotifierState(Phase.ACTIVE, entity, 0, 1, now + expires, None)
 
 
+def fetched(entity: str, now: float) -> NotifierState:
+    """A fetch (RFC 6665 §4.4.3: ``Expires: 0`` outside a dialog): one NOTIFY, full state,
+    ``terminated;reason=timeout`` (§4.2.1.4: the subscription ends at once), then over."""
+    return NotifierState(Phase.FETCH, entity, 0, 1, now, None)
+
+
 def refreshed(state: NotifierState, now: float, expires: int) -> NotifierState:
     """A refresh: a new expiry and full state next (RFC 6665 §4.2.1.2; RFC 4575 §4.6).
 
@@ -296,18 +333,21 @@ def end(state: NotifierState, reason: Termination) -> NotifierState:
     return replace(state, phase=phase, ending=state.ending or reason)
 
 
-def _notify(state: NotifierState, now: float, notify: Notify, phase: Phase) -> NotifierState:
+def _notify(
+    state: NotifierState, now: float, notify: Notify, phase: Phase, retransmit: bool
+) -> NotifierState:
     cseq = notify.cseq + 1 if notify.cseq < MAX_CSEQ else notify.cseq
+    timer_e = Retransmit(now + _TIMERS.t1, _TIMERS.t1) if retransmit else None
     return replace(
         state,
         phase=phase,
         next_cseq=cseq,
         version=notify.version,
-        in_flight=InFlight(notify.cseq, now + TIMER_F),
+        in_flight=InFlight(notify.cseq, now + TIMER_F, timer_e),
     )
 
 
-def _final(state: NotifierState, now: float) -> tuple[NotifierState, Notify]:
+def _final(state: NotifierState, now: float, retransmit: bool) -> tuple[NotifierState, Notify]:
     """The terminating NOTIFY; when the conference is gone it carries a deleted document."""
     reason = state.ending or Termination.DEACTIVATED
     header = subscription_state(reason=reason)
@@ -318,13 +358,20 @@ def _final(state: NotifierState, now: float) -> tuple[NotifierState, Notify]:
         notify = Notify(state.next_cseq, header, BodyKind.DELETED, document, version)
     else:
         notify = Notify(state.next_cseq, header, BodyKind.NONE, None, state.version)
-    return _notify(state, now, notify, phase), notify
+    return _notify(state, now, notify, phase, retransmit), notify
 
 
 def plan(
-    state: NotifierState, now: float, current: ConferenceInfo | None
+    state: NotifierState,
+    now: float,
+    current: ConferenceInfo | None,
+    *,
+    retransmit: bool = False,
 ) -> tuple[NotifierState, Notify | None]:
     """The NOTIFY to send now, if any, for the conference as it is (*current*; None: gone).
+
+    *retransmit*: the caller sends it over an unreliable flow with no transaction layer
+    of its own, so the NOTIFY in flight gets Timer E (:func:`retransmission`).
 
     In order: a NOTIFY in flight blocks everything (Timer F past: DONE, nothing sent); an
     ended conference or a past expiry decides the end; an end decided sends the final
@@ -337,19 +384,35 @@ def plan(
         if now >= state.in_flight.deadline:
             return replace(state, phase=_next(state.phase, Input.TIMER_F), in_flight=None), None
         return state, None
-    if state.phase is Phase.ACTIVE and current is None:
+    if state.phase in (Phase.ACTIVE, Phase.FETCH) and current is None:
         state = end(state, Termination.NORESOURCE)
     elif state.phase is Phase.ACTIVE and now >= state.expires_at:
         state = end(state, Termination.TIMEOUT)
     if state.phase is Phase.ENDING:
-        return _final(state, now)
-    if current is None:  # unreachable: an ACTIVE state without a conference ended above
+        return _final(state, now, retransmit)
+    if current is None:  # unreachable: a live state without a conference ended above
         raise ValueError("no conference state for an active subscription")
-    return _active_notify(state, now, current)
+    if state.phase is Phase.FETCH:
+        return _fetch_notify(state, now, current, retransmit)
+    return _active_notify(state, now, current, retransmit)
+
+
+def _fetch_notify(
+    state: NotifierState, now: float, current: ConferenceInfo, retransmit: bool
+) -> tuple[NotifierState, Notify]:
+    """A fetch's one NOTIFY: full state, and the end (RFC 6665 §4.4.3, §4.2.1.4)."""
+    version = state.version + 1
+    header = subscription_state(reason=Termination.TIMEOUT)
+    notify = Notify(
+        state.next_cseq, header, BodyKind.FULL, full_document(current, version), version
+    )
+    phase = _next(state.phase, Input.SEND_FINAL)
+    fetched_state = replace(state, ending=Termination.TIMEOUT, sent=current)
+    return _notify(fetched_state, now, notify, phase, retransmit), notify
 
 
 def _active_notify(
-    state: NotifierState, now: float, current: ConferenceInfo
+    state: NotifierState, now: float, current: ConferenceInfo, retransmit: bool
 ) -> tuple[NotifierState, Notify | None]:
     if state.sent == current:  # the common tick: nothing changed since the last document
         return state, None
@@ -363,7 +426,7 @@ def _active_notify(
         kind, document = BodyKind.PARTIAL, partial
     left = max(0, math.ceil(state.expires_at - now))
     notify = Notify(state.next_cseq, subscription_state(expires_left=left), kind, document, version)
-    return replace(_notify(state, now, notify, state.phase), sent=current), notify
+    return replace(_notify(state, now, notify, state.phase, retransmit), sent=current), notify
 
 
 def answered(state: NotifierState, cseq: int, status: int) -> NotifierState:
@@ -376,3 +439,33 @@ def answered(state: NotifierState, cseq: int, status: int) -> NotifierState:
         return state
     event = Input.REPLY_2XX if status < 300 else Input.REPLY_FAILURE
     return replace(state, phase=_next(state.phase, event), in_flight=None)
+
+
+def retransmission(state: NotifierState, now: float) -> tuple[NotifierState, bool]:
+    """Timer E (RFC 3261 §17.1.2.2): whether the NOTIFY in flight leaves again now.
+
+    True when its Timer E has fired and Timer F has not: the caller resends the very same
+    bytes (same Via branch, same CSeq); Timer E is set again to twice its value, at most
+    T2.  At Timer F :func:`plan` drops the subscription; a final response
+    (:func:`answered`) ends the retransmissions.
+    """
+    flight = state.in_flight
+    if flight is None or flight.retransmit is None or now >= flight.deadline:
+        return state, False
+    if now < flight.retransmit.at:
+        return state, False
+    interval = min(2 * flight.retransmit.interval, _TIMERS.t2)
+    timer_e = Retransmit(now + interval, interval)
+    return replace(state, in_flight=replace(flight, retransmit=timer_e)), True
+
+
+def provisional(state: NotifierState, cseq: int) -> NotifierState:
+    """A 1xx to the NOTIFY with *cseq*: Proceeding, Timer E continues at T2 (§17.1.2.2).
+
+    A 1xx ends nothing (only a final response does); another CSeq's changes nothing.
+    """
+    flight = state.in_flight
+    if flight is None or flight.cseq != cseq or flight.retransmit is None:
+        return state
+    timer_e = replace(flight.retransmit, interval=_TIMERS.t2)
+    return replace(state, in_flight=replace(flight, retransmit=timer_e))

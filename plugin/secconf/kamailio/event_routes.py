@@ -56,8 +56,9 @@ class EventRoutes:
     ) -> None:
         """The node's NOTIFYs of this tick, each sent over its subscriber's flow.
 
-        Text bodies by tm (``t_uac_send``: retransmissions on UDP), binary (CMS) ones whole
-        by ``send_data`` (a KEMI string cannot carry them: adapter.send_raw).
+        Text bodies by tm (``t_uac_send``: retransmissions on UDP); the messages the
+        notifier built whole (binary CMS bodies, which a KEMI string cannot carry, and the
+        Timer E retransmissions of those over UDP) by ``send_data`` (adapter.send_raw).
         """
         try:
             service = service_of()
@@ -70,9 +71,8 @@ class EventRoutes:
             return
         for request in requests:  # one that fails does not keep the others from leaving
             try:
-                if request.binary:
-                    message = service.notifier.wire_message(request)
-                    sent = self.adapter.send_raw(request.next_hop, message)
+                if request.wire is not None:
+                    sent = self.adapter.send_raw(request.next_hop, request.wire)
                 else:
                     sent = self.adapter.send_request(request)
                 if not sent:

@@ -11,7 +11,10 @@ Keys (``P`` the prefix; docs/store.md)::
                                      key material) and in KMS mode the subscription's
                                      event KEK, wrapped (``event_kek``, context
                                      ``conf-sub-key:<id>:<sub id>``) with its key id
-                                     (``event_key_id``, hex: ``0x02 || CSB ID``, not secret)
+                                     (``event_key_id``, hex: ``0x02 || CSB ID``, not secret);
+                                     ``wire``: the NOTIFY in flight as sent, while the timer
+                                     retransmits it (KMS mode over UDP: the body is the CMS
+                                     envelope, ciphertext; the headers hold no key)
     P:conf:{id}:subs           hash  sub id -> identity: the conference's subscriptions
     P:subnode:<node>           zset  "<id>/<sub id>" scored by creation time: the
                                      subscriptions whose flow the Kamailio node holds
@@ -43,7 +46,7 @@ import redis
 from secconf.core import cms, events
 from secconf.core.confinfo import ConferenceInfo
 from secconf.core.errors import Forbidden, RateLimited, ReplayedMessage, ServiceUnavailable
-from secconf.core.events import InFlight, NotifierState, Phase, Termination
+from secconf.core.events import InFlight, NotifierState, Phase, Retransmit, Termination
 from secconf.core.focus import ConferenceNotFound
 
 from ._names import ConferenceKeys, check_identity, dialog_id
@@ -157,10 +160,30 @@ class SubscriptionRecord:
     applied_refresh: int = 0
     #: the final reply a worker saw to a NOTIFY (CSeq, status), not yet applied
     reply: tuple[int, int] | None = None
+    #: the CSeq of the last NOTIFY a worker saw a 1xx to (applying it twice is harmless)
+    provisional: int | None = None
+    #: the NOTIFY in flight as sent, while the timer retransmits it (Timer E)
+    wire: bytes | None = field(default=None, repr=False)
 
     @property
     def sub_id(self) -> str:
         return dialog_id(self.call_id)
+
+
+def _flight_json(flight: InFlight | None) -> list[float] | None:
+    if flight is None:
+        return None
+    timer_e = (
+        [] if flight.retransmit is None else [flight.retransmit.at, flight.retransmit.interval]
+    )
+    return [flight.cseq, flight.deadline, *timer_e]
+
+
+def _flight(data: list[Any] | None) -> InFlight | None:
+    if not data:
+        return None
+    timer_e = Retransmit(float(data[2]), float(data[3])) if len(data) >= 4 else None
+    return InFlight(int(data[0]), float(data[1]), timer_e)
 
 
 def _state_json(state: NotifierState) -> str:
@@ -171,9 +194,7 @@ def _state_json(state: NotifierState) -> str:
             "version": state.version,
             "next_cseq": state.next_cseq,
             "expires_at": state.expires_at,
-            "in_flight": [state.in_flight.cseq, state.in_flight.deadline]
-            if state.in_flight
-            else None,
+            "in_flight": _flight_json(state.in_flight),
             "ending": state.ending.value if state.ending else None,
         },
         separators=(",", ":"),
@@ -182,7 +203,6 @@ def _state_json(state: NotifierState) -> str:
 
 def _state(raw: str, sent: ConferenceInfo | None) -> NotifierState:
     data = json.loads(raw)
-    flight = data["in_flight"]
     return NotifierState(
         phase=Phase(data["phase"]),
         entity=str(data["entity"]),
@@ -190,7 +210,7 @@ def _state(raw: str, sent: ConferenceInfo | None) -> NotifierState:
         next_cseq=int(data["next_cseq"]),
         expires_at=float(data["expires_at"]),
         sent=sent,
-        in_flight=InFlight(int(flight[0]), float(flight[1])) if flight else None,
+        in_flight=_flight(data["in_flight"]),
         ending=Termination(data["ending"]) if data["ending"] else None,
     )
 
@@ -350,19 +370,32 @@ class Subscriptions:
             reply=(int(field_text("reply_cseq")), int(field_text("reply_status")))
             if raw.get(b"reply_cseq")
             else None,
+            provisional=int(field_text("prov_cseq")) if raw.get(b"prov_cseq") else None,
+            wire=raw.get(b"wire") or None,
         )
 
-    def save(self, record: SubscriptionRecord, state: NotifierState, *, now: float) -> bool:
+    def save(
+        self,
+        record: SubscriptionRecord,
+        state: NotifierState,
+        *,
+        now: float,
+        wire: bytes | None = None,
+    ) -> bool:
         """The node's timer writes the notifier's new state (it alone writes it).
 
         The inputs *record* carried are marked consumed (its refresh's sequence number,
-        its reply); inputs that arrived since stay for the next tick.  False if the
-        record is gone (nothing written).
+        its reply); inputs that arrived since stay for the next tick.  *wire*: the NOTIFY
+        just sent, kept while the timer retransmits it; the stored one is dropped once no
+        NOTIFY in flight has Timer E.  False if the record is gone (nothing written).
         """
         consumed = "" if record.reply is None else str(record.reply[0])
-        args: list[Any] = [
-            _ttl_ms(state, now), record.refresh_seq, consumed, *_state_fields(state),
-        ]  # fmt: skip
+        fields = _state_fields(state)
+        if wire is not None:
+            fields += ["wire", wire]
+        elif state.in_flight is None or state.in_flight.retransmit is None:
+            fields += ["wire", b""]
+        args: list[Any] = [_ttl_ms(state, now), record.refresh_seq, consumed, *fields]
         key = self._keys.subscription(record.conference_id, record.sub_id)
         with redis_errors("update a subscription"):
             saved = self._save(keys=[key], args=args)
@@ -381,6 +414,13 @@ class Subscriptions:
         args: list[Any] = ["", "0", "reply_cseq", int(cseq), "reply_status", int(status)]
         key = self._keys.subscription(conference_id, sub_id)
         with redis_errors("record a NOTIFY's reply"):
+            return bool(self._input(keys=[key], args=args))
+
+    def provisional(self, conference_id: str, sub_id: str, *, cseq: int) -> bool:
+        """A 1xx to a NOTIFY, seen by a worker: its Timer E goes on at T2 (the timer's)."""
+        args: list[Any] = ["", "0", "prov_cseq", int(cseq)]
+        key = self._keys.subscription(conference_id, sub_id)
+        with redis_errors("record a NOTIFY's 1xx"):
             return bool(self._input(keys=[key], args=args))
 
     def remove(self, conference_id: str, sub_id: str, node: str) -> None:

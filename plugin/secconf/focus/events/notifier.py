@@ -18,15 +18,18 @@ One :meth:`Notifier.tick`:
    event key (``cms.protect``), and the new state saved; a subscription that is over is
    removed.
 
-Nothing here talks SIP on the wire: the handler sends each request with
-``KSR.tm.t_uac_send`` over the subscriber's flow, and hands the replies back
-(:meth:`Notifier.on_reply`).
+Nothing here talks SIP on the wire: the handler sends each request over the subscriber's
+flow, with ``KSR.tm.t_uac_send`` or, built whole here (``NotifyRequest.wire``), with
+``send_data``; it hands the replies back (:meth:`Notifier.on_reply`).  The NOTIFYs sent
+whole over UDP have no tm transaction: the timer retransmits them itself (Timer E, the
+same bytes, :func:`secconf.core.events.retransmission`); the retransmissions count
+against ``notifies_per_tick``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final, Protocol
 
 from secconf.core import cms, events
@@ -67,6 +70,9 @@ class NotifyRequest:
     #: every header line, CRLF-terminated (tm adds Via, Max-Forwards, Content-Length)
     headers: str
     body: bytes = field(repr=False)
+    #: the whole message, for ``send_data`` (a binary body; a NOTIFY we retransmit, and
+    #: its retransmissions: the same bytes); None: ``t_uac_send`` builds it
+    wire: bytes | None = field(default=None, repr=False)
 
     @property
     def binary(self) -> bool:
@@ -89,6 +95,17 @@ def _safe(value: str) -> str:
     if any(ch in value for ch in "\r\n\0"):
         raise ValueError("a line break in a recorded header value")
     return value
+
+
+def _own_transaction(record: SubscriptionRecord) -> bool:
+    """Whether the timer retransmits this subscription's NOTIFYs itself (Timer E).
+
+    KMS mode over UDP: its bodies are binary, sent whole by ``send_data`` with no tm
+    transaction, and UDP loses datagrams; all its NOTIFYs take that one path (the bodiless
+    final one too).  TLS/TCP never retransmit (RFC 3261 §17.1.2.2); SDES NOTIFYs (text)
+    are tm's.
+    """
+    return record.mode == "kms" and record.transport.lower() == "udp"
 
 
 def _next_hop(record: SubscriptionRecord) -> str:
@@ -159,23 +176,27 @@ class Notifier:
             current is not None
             and described is not None
             and record.identity not in described.members
-            and state.phase is Phase.ACTIVE
+            and state.phase in (Phase.ACTIVE, Phase.FETCH)
         ):
             state = events.end(state, Termination.REJECTED)  # he left: nothing more for him
-        state, notify = events.plan(state, now, current)
+        ours = _own_transaction(record)
+        state, notify = events.plan(state, now, current, retransmit=ours)
         if state.phase is Phase.DONE:
             self.subscriptions.remove(record.conference_id, record.sub_id, record.node)
             self.log("info", f"secconf: subscription in {record.conference_id} ended")
             return None
+        if notify is None:
+            state, again = events.retransmission(state, now)
+            if again:
+                return self._resend(record, state, now)
         inputs = record.reply is not None or record.refresh_seq != record.applied_refresh
         if notify is None and state == record.notifier and not inputs:
             return None
-        if not self.subscriptions.save(record, state, now=now):
-            return None  # removed meanwhile (e.g. by an operator): nothing to send
         if notify is None:
+            self.subscriptions.save(record, state, now=now)
             return None
         try:
-            return self._request(record, notify)
+            request = self._request(record, notify, whole=ours)
         except (SecconfError, ValueError) as exc:
             # A NOTIFY we cannot build (a bound, a damaged record): the subscription ends
             # without it rather than stall with a NOTIFY that never leaves.
@@ -183,18 +204,40 @@ class Notifier:
             self.log("err", f"secconf: NOTIFY not built, subscription dropped: {message}")
             self.subscriptions.remove(record.conference_id, record.sub_id, record.node)
             return None
+        if not self.subscriptions.save(record, state, now=now, wire=request.wire if ours else None):
+            return None  # removed meanwhile (e.g. by an operator): nothing to send
+        return request
+
+    def _resend(
+        self, record: SubscriptionRecord, state: NotifierState, now: float
+    ) -> NotifyRequest | None:
+        """Timer E fired: the NOTIFY in flight again, byte for byte (RFC 3261 §17.1.2.2)."""
+        if not self.subscriptions.save(record, state, now=now) or record.wire is None:
+            return None  # gone, or nothing kept to resend (Timer F ends it)
+        return NotifyRequest(
+            ruri=_safe(record.contact),
+            next_hop=_next_hop(record),
+            socket=_safe(record.socket),
+            headers="",
+            body=b"",
+            wire=record.wire,
+        )
 
     def _inputs_applied(self, record: SubscriptionRecord) -> NotifierState:
         state = record.notifier
         if record.refresh is not None and record.refresh_seq != record.applied_refresh:
             at, expires = record.refresh
             state = events.refreshed(state, at, expires)
+        if record.provisional is not None:
+            state = events.provisional(state, record.provisional)
         if record.reply is not None:
             cseq, status = record.reply
             state = events.answered(state, cseq, status)
         return state
 
-    def _request(self, record: SubscriptionRecord, notify: Notify) -> NotifyRequest:
+    def _request(self, record: SubscriptionRecord, notify: Notify, *, whole: bool) -> NotifyRequest:
+        """The NOTIFY as plain values; built whole (``wire``) when it leaves by
+        ``send_data``: a binary body, or a subscription whose NOTIFYs we retransmit."""
         entity = _safe(record.notifier.entity)
         lines = [
             f"From: <{entity}>;tag={_safe(record.our_tag)}",
@@ -209,13 +252,16 @@ class Notifier:
         if notify.document is not None:
             body, content_lines = self._body(record, notify.document)
             lines += content_lines
-        return NotifyRequest(
+        request = NotifyRequest(
             ruri=_safe(record.contact),
             next_hop=_next_hop(record),
             socket=_safe(record.socket),
             headers="".join(f"{line}\r\n" for line in lines),
             body=body,
         )
+        if whole or request.binary:
+            return replace(request, wire=self.wire_message(request))
+        return request
 
     def _contact(self, record: SubscriptionRecord) -> str:
         user = self.settings.conference_user.format(id=record.conference_id)
@@ -259,16 +305,18 @@ class Notifier:
         return head.encode("utf-8") + request.body
 
     def on_reply(self, call_id: str, from_user: str | None, cseq: int, status: int) -> bool:
-        """A final reply to one of our NOTIFYs (seen by a worker): the timer applies it.
+        """A reply to one of our NOTIFYs (seen by a worker): the timer applies it.
 
         The conference is the From's user (our From is the conference URI); the
         subscription, the Call-ID.  False when it names none of ours.
         """
-        if status < 200:
-            return False
         target = classify_target(from_user, self.settings.factory, self.settings.conference)
         if target.kind is not TargetKind.CONFERENCE or target.conference_id is None:
             return False
+        if status < 200:  # ends nothing; Timer E goes on at T2 (RFC 3261 §17.1.2.2)
+            return self.subscriptions.provisional(
+                target.conference_id, dialog_id(call_id), cseq=cseq
+            )
         return self.subscriptions.reply(
             target.conference_id, dialog_id(call_id), cseq=cseq, status=status
         )

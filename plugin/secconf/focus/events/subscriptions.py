@@ -1,4 +1,4 @@
-"""SUBSCRIBE to a conference (RFC 6665 §4.2.1, RFC 4575 §3): initial, refresh, un-SUBSCRIBE.
+"""SUBSCRIBE to a conference (RFC 6665 §4.2.1, RFC 4575 §3): initial, fetch, refresh, end.
 
 Who may subscribe (docs/event-package.md, "The focus's side"): a SUBSCRIBE is
 authenticated as a join is (:class:`~secconf.focus.authenticator.Authenticator`: in SDES
@@ -87,17 +87,15 @@ class Subscriptions:
     def on_subscribe(self, request: RequestView, conference_id: str, arrival: Arrival) -> Reply:
         """An initial SUBSCRIBE to *conference_id*'s URI: recorded and answered 200, or refused.
 
-        The first NOTIFY (full state) is the node's timer's, at its next tick.
+        The first NOTIFY (full state) is the node's timer's, at its next tick.  A fetch
+        (``Expires: 0``) is the same path: 200 with ``Expires: 0``, one NOTIFY, then the
+        record goes (after that NOTIFY's reply or Timer F).
         """
         try:
             events.check_event(request.headers.get("Event"))
         except BadEvent:
             return bad_event_reply()
         expires = events.granted_expires(request.headers.get("Expires"))
-        if expires == 0:
-            # A fetch (RFC 6665 §4.4.3) would need a subscription that ends with its first
-            # NOTIFY; not offered: a member keeps a subscription.
-            raise Forbidden("a fetch (Expires: 0 outside a dialog) is not offered")
         conference = self.store.get(conference_id)
         if conference is None or conference.state != "active":
             raise ConferenceNotFound("no such conference")
@@ -121,7 +119,11 @@ class Subscriptions:
             node=self.settings.events.node_id,
             mode=mode.value,
             epoch=conference.epoch,
-            notifier=events.started(conference.uri, now, expires),
+            # Expires: 0 is a fetch (RFC 6665 §4.4.3): checked and recorded as any
+            # SUBSCRIBE, its one NOTIFY carries full state and ends it
+            notifier=events.started(conference.uri, now, expires)
+            if expires
+            else events.fetched(conference.uri, now),
             event_key=None if grant is None else grant.event_key,
         )
         kms = self.settings.kms
@@ -133,7 +135,8 @@ class Subscriptions:
             replay_key=None if grant is None else grant.replay_key,
             replay_ttl=2 * kms.skew if kms is not None else 0.0,
         )
-        self.log("info", f"secconf: {identity} subscribed to {conference_id} ({mode.value})")
+        kind = "fetched" if expires == 0 else "subscribed to"
+        self.log("info", f"secconf: {identity} {kind} {conference_id} ({mode.value})")
         return self._accepted(conference_id, expires, grant, arrival)
 
     def _subscriber(self, request: RequestView) -> tuple[str, SubscriptionGrant | None, OfferMode]:
