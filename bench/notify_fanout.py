@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import statistics
@@ -79,6 +80,8 @@ REALM = "example.com"
 PASSWORD = "bench-member-secret"  # noqa: S105 - a throwaway lab user's password
 MAX_MEMBERS = 100
 MAX_JOINERS = 50
+#: NOTIFYs the anchor sends at least (at S per tick: 2000 is 10 s for S = 10, 2 s for 50).
+ANCHOR_MINIMUM = 2000
 
 
 def member(index: int) -> str:
@@ -165,6 +168,8 @@ class Fanout:
 
     probe: Probe | None = None
     notifies: int = 0
+    #: the last NOTIFY with a body received while a probe ran (the anchor copies its shape)
+    sample: SipRequest | None = None
 
     def on_view(self, index: int, view: ConferenceView) -> None:
         probe, now = self.probe, time.monotonic()
@@ -185,6 +190,8 @@ class Fanout:
             answer = handler(request)
             self.notifies += 1
             if self.probe is not None:
+                if request.body:
+                    self.sample = request
                 for times in self.probe.seen.values():
                     mark = times.get(index)
                     if mark is not None and len(mark) == 1:
@@ -250,6 +257,168 @@ def find_rtimer(main_pid: int, seconds: float) -> tuple[int, float, float]:
     )  # fmt: skip
     (second, _), (top, pid) = shares[-2], shares[-1]
     return pid, top, second
+
+
+# -- the anchor: the same NOTIFYs sent by tm from a throwaway KEMI script --------------------
+
+ANCHOR_CFG = """
+#!KAMAILIO
+debug=1
+log_stderror=no
+children=4
+enable_tls=yes
+disable_tcp=no
+auto_aliases=no
+tcp_connect_timeout=5
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "kex.so"
+loadmodule "corex.so"
+loadmodule "rtimer.so"
+loadmodule "htable.so"
+loadmodule "app_python3.so"
+loadmodule "tls.so"
+modparam("tls", "config", SECCONF_TLS_CONFIG)
+modparam("app_python3", "load", "@SCRIPT@")
+modparam("htable", "htable", "anchor=>size=4;")
+modparam("rtimer", "timer", "name=anchor;interval=50000u;mode=1;")
+modparam("rtimer", "exec", "timer=anchor;route=ksr_anchor_tick")
+cfgengine "python"
+"""
+
+#: The throwaway KEMI script: on every 50 ms tick of its own rtimer process, one round of
+#: ``t_uac_send`` NOTIFYs (the plan's targets, headers and body, all fixed) while the
+#: plan's rounds last; nothing else (no Redis, no document, no state per subscription).
+ANCHOR_SCRIPT = """
+import json
+import os
+
+import KSR
+
+PLAN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plan.json")
+
+
+class kamailio:
+    def __init__(self):
+        self.plan_id = None
+        self.left = 0
+        self.plan = None
+        self.failed = 0
+        self.report_in = 0  # ticks until the replies are counted (they trail the sends)
+
+    def child_init(self, rank):
+        return 0
+
+    def ksr_request_route(self, msg):
+        KSR.sl.sl_send_reply(200, "OK")
+        return 1
+
+    def ksr_reply_route(self, msg):
+        KSR.htable.sht_inc("anchor", "replies")
+        return 1
+
+    def ksr_anchor_tick(self, msg, route=None):
+        if self.report_in > 0:
+            self.report_in -= 1
+            if self.report_in == 0:
+                replies = KSR.htable.sht_get("anchor", "replies")
+                with open(PLAN + ".done", "w") as handle:
+                    handle.write("%d %d %d" % (os.getpid(), self.failed, replies))
+            return 1
+        if self.left == 0:
+            try:
+                with open(PLAN) as handle:
+                    plan = json.load(handle)
+            except (OSError, ValueError):
+                return 1
+            if plan["id"] == self.plan_id:
+                return 1
+            self.plan_id, self.plan, self.left = plan["id"], plan, plan["rounds"]
+            self.failed = 0
+            KSR.htable.sht_seti("anchor", "replies", 0)
+        plan = self.plan
+        for index, (ruri, hop) in enumerate(plan["targets"]):
+            headers = plan["headers"].replace("@N@", str(index))
+            sent = KSR.tm.t_uac_send("NOTIFY", ruri, hop, plan["socket"], headers, plan["body"])
+            if sent is None or sent <= 0:
+                self.failed += 1
+        self.left -= 1
+        if self.left == 0:
+            self.report_in = 10  # 0.5 s for the last replies
+        return 1
+
+
+def mod_init():
+    return kamailio()
+"""
+
+
+@dataclass
+class Anchor:
+    notifies: int
+    cpu: dict[str, float]  # seconds: rtimer, kamailio
+    idle: float  # the anchor's rtimer process, share of a core when it sends nothing
+
+
+def anchor_headers(sample: SipRequest) -> str:
+    """A NOTIFY's headers shaped like *sample* (the focus's), in a dialog nobody holds."""
+    names = ("from", "to", "contact", "event", "subscription-state", "content-type")
+    lines = [f"{name.title()}: {sample.get(name) or ''}" for name in names]
+    lines += ["Call-ID: anchor-@N@-x7f3q9", "CSeq: 7 NOTIFY"]
+    return "".join(f"{line}\r\n" for line in lines)
+
+
+def run_anchor(workdir: Path, tls: TlsFiles, uas: list[UserAgent], sample: SipRequest,
+               rounds: int) -> Anchor:  # fmt: skip
+    """Start the anchor Kamailio, warm its TLS connections up, then time *rounds* rounds."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    script = workdir / "anchor_kemi.py"
+    script.write_text(ANCHOR_SCRIPT)
+    cfg = workdir / "anchor.cfg"
+    cfg.write_text(ANCHOR_CFG.replace("@SCRIPT@", str(script)))
+    with KamailioProcess(workdir / "kamailio", config=cfg, tls_dir=tls.directory) as kamailio:
+        if kamailio.pid is None:
+            raise RuntimeError("the anchor Kamailio is not running")
+        plan = {
+            "socket": f"tls:127.0.0.1:{kamailio.tls_port}",
+            "targets": [[str(ua.contact.uri), f"sip:127.0.0.1:{ua.local_port};transport=tls"]
+                        for ua in uas],
+            "headers": anchor_headers(sample),
+            "body": sample.body.decode("utf-8"),
+        }  # fmt: skip
+        done = script.parent / "plan.json.done"
+
+        def send(plan_id: int, count: int) -> int:
+            """The rounds sent; returns the rtimer's pid (checked: all sent, all answered)."""
+            done.unlink(missing_ok=True)
+            (script.parent / "plan.json").write_text(
+                json.dumps({**plan, "id": plan_id, "rounds": count})
+            )
+            deadline = time.monotonic() + 30 + count
+            while not done.exists():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the anchor's rounds never finished")
+                time.sleep(0.01)
+            pid, failed, replies = (int(v) for v in done.read_text().split())
+            if failed or replies != count * len(uas):
+                raise RuntimeError(
+                    f"anchor: {failed} not sent, {replies}/{count * len(uas)} answered"
+                )
+            return pid
+
+        rtimer = send(1, 2)  # warm-up (TLS connections opened); the rtimer process says its pid
+        before_idle = cpu_seconds([rtimer])
+        time.sleep(2.0)
+        idle = (cpu_seconds([rtimer]) - before_idle) / 2.0
+        pids = {"rtimer": [rtimer], "kamailio": kamailio_pids(kamailio.pid)}
+        before = {name: cpu_seconds(p) for name, p in pids.items()}
+        started = time.monotonic()
+        send(2, rounds)
+        wall = time.monotonic() - started
+        cpu = {name: cpu_seconds(p) - before[name] for name, p in pids.items()}
+        cpu["rtimer_net"] = cpu["rtimer"] - idle * wall
+        return Anchor(rounds * len(uas), cpu, idle)
 
 
 class Conference:
@@ -358,6 +527,7 @@ class SizeResult:
     rtimer_idle: float  # share of a core of the rtimer process, idle with S subscriptions
     runner_up: float
     phones_idle: float
+    anchor: Anchor | None = None
 
 
 async def join_and_leave(
@@ -423,7 +593,18 @@ async def run_size(size: int, trial_count: int, stack: Stack, args: argparse.Nam
         for number in range(trial_count):
             identity = joiner(first_joiner + number)
             trials += await join_and_leave(conference, identity, uri, pids)
-        return SizeResult(size, trials, idle, runner_up, phones_idle)
+        anchor = None
+        sample = conference.fanout.sample
+        if args.anchor and sample is not None:
+            # As many NOTIFYs as the trials received, S per 50 ms tick, and at least
+            # ANCHOR_MINIMUM: the CPU clock ticks at 10 ms (resolution, not load).
+            wanted = max(sum(t.notifies for t in trials), ANCHOR_MINIMUM)
+            rounds = -(-wanted // size)
+            anchor = await asyncio.to_thread(
+                run_anchor, args.workdir / f"anchor-{size}", stack.tls,
+                [phone.ua for phone in conference.phones], sample, rounds,
+            )  # fmt: skip
+        return SizeResult(size, trials, idle, runner_up, phones_idle, anchor)
     finally:
         await conference.close()
         with contextlib.suppress(Exception):
@@ -487,6 +668,39 @@ def report(console: Console, results: list[SizeResult], trials: int) -> None:
                 f"{r.phones_idle * 100:.1f} %",
             )  # fmt: skip
     console.print(table)
+    anchored = [r for r in results if r.anchor is not None]
+    if anchored:
+        report_anchor(console, anchored)
+
+
+def report_anchor(console: Console, results: list[SizeResult]) -> None:
+    table = Table(
+        title="Anchor: NOTIFYs of the focus's shape (its headers, a body it sent), S per 50 ms tick, by "
+        "tm's t_uac_send from a throwaway KEMI script on an rtimer, same Kamailio build, same "
+        "subscribers (they answer 481); µs per NOTIFY, and secconf (all trials) / anchor"
+    )
+    for column in ("members", "anchor NOTIFYs", "anchor rtimer gross", "anchor rtimer net",
+                   "anchor all Kamailio", "secconf rtimer net", "secconf all Kamailio",
+                   "ratio rtimer net", "ratio all Kamailio"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for r in results:
+        anchor = r.anchor
+        if anchor is None:
+            continue
+        sent = sum(t.notifies for t in r.trials) or 1
+        wall = sum(t.wall for t in r.trials)
+        ours_net = (sum(t.cpu["rtimer"] for t in r.trials) - r.rtimer_idle * wall) / sent
+        ours_all = sum(t.cpu["kamailio"] for t in r.trials) / sent
+        theirs_net = anchor.cpu["rtimer_net"] / anchor.notifies
+        theirs_all = anchor.cpu["kamailio"] / anchor.notifies
+        table.add_row(
+            str(r.size), str(anchor.notifies),
+            f"{anchor.cpu['rtimer'] / anchor.notifies * 1e6:.0f}", f"{theirs_net * 1e6:.0f}",
+            f"{theirs_all * 1e6:.0f}", f"{ours_net * 1e6:.0f}", f"{ours_all * 1e6:.0f}",
+            f"{ours_net / theirs_net:.1f}" if theirs_net > 0 else "-",
+            f"{ours_all / theirs_all:.1f}" if theirs_all > 0 else "-",
+        )  # fmt: skip
+    console.print(table)
 
 
 def main() -> None:
@@ -494,6 +708,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--trials", type=int, default=5, help="joins and leaves per size")
     parser.add_argument("--quick", action="store_true", help="smoke run: size 10, 2 trials")
+    parser.add_argument(
+        "--no-anchor", dest="anchor", action="store_false", help="skip the bare-tm anchor"
+    )
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.trials = [10], 2
@@ -503,7 +720,7 @@ def main() -> None:
         sys.exit("run as root: Asterisk runs chrooted in the cached Debian sid tree")
     console = Console(width=170)
     results: list[SizeResult] = []
-    workdir = Path(tempfile.mkdtemp(prefix="secconf-fanout-bench-"))
+    workdir = args.workdir = Path(tempfile.mkdtemp(prefix="secconf-fanout-bench-"))
     try:
         with contextlib.ExitStack() as services:
             redis = services.enter_context(RedisProcess(workdir / "redis"))
