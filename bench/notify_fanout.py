@@ -63,7 +63,7 @@ from secconf.client.conference_events import ConferenceWatch, Protection
 from secconf.client.phone import SdesPhone
 from secconf.client.sip import Answer, UserAgent
 from secconf.core.confinfo import ConferenceView, EndpointStatus
-from secconf.core.roster import RekeyPolicy
+from secconf.core.roster import MemberJoined, MemberLeft, Output, RekeyPolicy
 from secconf.core.sip.message import SipRequest
 from secconf.focus.settings import Settings, load_settings
 from secconf.lab.services.asterisk import AsteriskProcess, restore_asterisk_tree
@@ -157,6 +157,8 @@ class Probe:
     marks: dict[str, Callable[[ConferenceView], bool]]
     #: mark -> subscriber index -> (view applied, 200 OK handed over), monotonic seconds
     seen: dict[str, dict[int, list[float]]] = field(default_factory=dict)
+    #: when the watcher took the change's AMI event (its roster output, before Redis)
+    ami: float | None = None
 
     def __post_init__(self) -> None:
         self.seen = {name: {} for name in self.marks}
@@ -178,6 +180,22 @@ class Fanout:
         for name, wanted in probe.marks.items():
             if index not in probe.seen[name] and wanted(view):
                 probe.seen[name][index] = [now]
+
+    def watch_ami(self, watcher: Watcher) -> None:
+        """Time the watcher's roster outputs (a leg entering or leaving the bridge)."""
+        apply = watcher.mirror.apply
+
+        async def timed(output: Output) -> None:
+            probe = self.probe
+            if (
+                probe is not None
+                and probe.ami is None
+                and isinstance(output, MemberJoined | MemberLeft)
+            ):
+                probe.ami = time.monotonic()
+            await apply(output)
+
+        watcher.mirror.apply = timed  # type: ignore[method-assign]
 
     def wrap(self, index: int, watch: ConferenceWatch) -> None:
         """Count each NOTIFY and time the answer of the one that completed a mark."""
@@ -207,6 +225,8 @@ class Trial:
     request_ms: float  # the change's request -> its final response at the phone
     #: mark -> (first view, last view, last 200 OK) in ms after the final response
     marks: dict[str, tuple[float, float, float]]
+    #: the watcher's AMI event in ms after the final response (None: not seen in the window)
+    ami_ms: float | None
     missing: dict[str, int]
     notifies: int
     cpu: dict[str, float]  # seconds in the window
@@ -503,8 +523,9 @@ class Conference:
                     (max(t[0] for t in done) - answered) * 1000,
                     (max(t[1] for t in done) - answered) * 1000,
                 )
+        ami = None if probe.ami is None else (probe.ami - answered) * 1000
         return Trial(
-            kind, (answered - sent) * 1000, timed, missing,
+            kind, (answered - sent) * 1000, timed, ami, missing,
             self.fanout.notifies - notifies, cpu, wall,
         )  # fmt: skip
 
@@ -579,6 +600,7 @@ async def run_size(size: int, trial_count: int, stack: Stack, args: argparse.Nam
     conference = Conference(stack, args)
     try:
         await watcher.start()
+        conference.fanout.watch_ami(watcher)
         await conference.setup(size)
         await conference.quiet(1.0)
         main_pid = stack.kamailio.pid
@@ -623,8 +645,9 @@ def report(console: Console, results: list[SizeResult], trials: int) -> None:
         title=f"NOTIFY fan-out, SDES over TLS, {os.cpu_count()} CPUs; {trials} trials each way; "
         "median (min-max), ms after the change's final response at the changing phone"
     )
-    for column in ("members = subscribers", "change", "request", "first view", "last view",
-                   "last 200 OK", "missed", "NOTIFYs/trial"):  # fmt: skip
+    for column in ("members (all subscribed)", "change", "request", "first view", "last view",
+                   "last 200 OK", "AMI event", "last 200 OK after AMI", "missed",
+                   "NOTIFYs/trial"):  # fmt: skip
         table.add_column(column, justify="right")
     for r in results:
         for kind, marks in (("join", ("listed", "connected")), ("leave", ("disconnected",))):
@@ -637,6 +660,9 @@ def report(console: Console, results: list[SizeResult], trials: int) -> None:
                     median_range([m[0] for m in timed]),
                     median_range([m[1] for m in timed]),
                     median_range([m[2] for m in timed]),
+                    median_range([t.ami_ms for t in runs if t.ami_ms is not None]),
+                    median_range([t.marks[mark][2] - t.ami_ms for t in runs
+                                  if mark in t.marks and t.ami_ms is not None]),
                     str(sum(t.missing[mark] for t in runs)),
                     median_range([float(t.notifies) for t in runs], unit=""),
                 )  # fmt: skip
@@ -718,7 +744,7 @@ def main() -> None:
         sys.exit(f"at most {MAX_MEMBERS} members and {MAX_JOINERS} joins in all")
     if os.geteuid() != 0:
         sys.exit("run as root: Asterisk runs chrooted in the cached Debian sid tree")
-    console = Console(width=170)
+    console = Console(width=200)
     results: list[SizeResult] = []
     workdir = args.workdir = Path(tempfile.mkdtemp(prefix="secconf-fanout-bench-"))
     try:
