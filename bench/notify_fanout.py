@@ -464,7 +464,7 @@ class Conference:
         uri = tls_uri(stack, f"conf-{self.conference}")
         for start in range(1, size, 10):
             await asyncio.gather(*(
-                self.phones[i].invite(uri, asserted=member(i))
+                self.phones[i].invite(uri, asserted=member(i), timeout=15)
                 for i in range(start, min(start + 10, size))
             ))  # fmt: skip
         for start in range(0, size, 10):
@@ -580,8 +580,9 @@ async def join_and_leave(
         await asyncio.wait_for(phone.close(), 5)
 
 
-async def run_size(size: int, trial_count: int, stack: Stack, args: argparse.Namespace,
-                   first_joiner: int) -> SizeResult:  # fmt: skip
+async def run_size(
+    size: int, trial_count: int, stack: Stack, args: argparse.Namespace
+) -> SizeResult:
     watcher = Watcher(
         WatcherSettings(
             ami=AmiSettings(
@@ -613,7 +614,7 @@ async def run_size(size: int, trial_count: int, stack: Stack, args: argparse.Nam
         uri = tls_uri(stack, f"conf-{conference.conference}")
         trials: list[Trial] = []
         for number in range(trial_count):
-            identity = joiner(first_joiner + number)
+            identity = joiner(number)
             trials += await join_and_leave(conference, identity, uri, pids)
         anchor = None
         sample = conference.fanout.sample
@@ -729,23 +730,8 @@ def report_anchor(console: Console, results: list[SizeResult]) -> None:
     console.print(table)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50])
-    parser.add_argument("--trials", type=int, default=5, help="joins and leaves per size")
-    parser.add_argument("--quick", action="store_true", help="smoke run: size 10, 2 trials")
-    parser.add_argument(
-        "--no-anchor", dest="anchor", action="store_false", help="skip the bare-tm anchor"
-    )
-    args = parser.parse_args()
-    if args.quick:
-        args.sizes, args.trials = [10], 2
-    if max(args.sizes) > MAX_MEMBERS or args.trials * len(args.sizes) > MAX_JOINERS:
-        sys.exit(f"at most {MAX_MEMBERS} members and {MAX_JOINERS} joins in all")
-    if os.geteuid() != 0:
-        sys.exit("run as root: Asterisk runs chrooted in the cached Debian sid tree")
-    console = Console(width=200)
-    results: list[SizeResult] = []
+def measure_size(size: int, args: argparse.Namespace) -> SizeResult:
+    """Start the stack (Redis, edge, Asterisk, Kamailio with TLS), run one size, stop it."""
     workdir = args.workdir = Path(tempfile.mkdtemp(prefix="secconf-fanout-bench-"))
     try:
         with contextlib.ExitStack() as services:
@@ -772,15 +758,32 @@ def main() -> None:
             )
             focus = load_settings(kamailio.settings_path, env=kamailio.env)
             stack = Stack(kamailio, asterisk, redis, tls, focus)
-            add_users(stack, max(args.sizes))
-            for number, size in enumerate(args.sizes):
-                console.log(f"conference of {size}, {size} subscribers: {args.trials} x join+leave")
-                result = asyncio.run(asyncio.wait_for(
-                    run_size(size, args.trials, stack, args, number * args.trials), 600
-                ))  # fmt: skip
-                results.append(result)
+            add_users(stack, size)
+            return asyncio.run(asyncio.wait_for(run_size(size, args.trials, stack, args), 600))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50])
+    parser.add_argument("--trials", type=int, default=5, help="joins and leaves per size")
+    parser.add_argument("--quick", action="store_true", help="smoke run: size 10, 2 trials")
+    parser.add_argument(
+        "--no-anchor", dest="anchor", action="store_false", help="skip the bare-tm anchor"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.trials = [10], 2
+    if max(args.sizes) > MAX_MEMBERS or args.trials > MAX_JOINERS:
+        sys.exit(f"at most {MAX_MEMBERS} members and {MAX_JOINERS} trials")
+    if os.geteuid() != 0:
+        sys.exit("run as root: Asterisk runs chrooted in the cached Debian sid tree")
+    console = Console(width=200)
+    results: list[SizeResult] = []
+    for size in args.sizes:  # each size on a fresh stack: nothing of the last one stays
+        console.log(f"conference of {size}, {size} subscribers: {args.trials} x join+leave")
+        results.append(measure_size(size, args))
     report(console, results, args.trials)
 
 
