@@ -30,10 +30,25 @@ final response at the changing phone (the join's 2xx, the BYE's 200):
   NOTIFYs the subscribers received in that window. All Kamailio includes the change
   itself (the INVITE or BYE through the focus) and the NOTIFY replies' reply route.
 
+Also timed: when the watcher took the change's AMI event (its roster output for the leg
+entering or leaving the bridge), and the last 200 OK after it (issue 15 item 4 counts the
+500 ms from there).
+
 The rtimer process is found by behaviour: Kamailio's children carry no process titles
 without the ctl module, so the child with the most CPU over an idle window (only the
 50 ms tick runs then, reading the node's subscriptions) is taken, and its share over that
-window is reported (a second child close to it would make the pick doubtful: printed).
+window is reported beside the runner-up's (close shares would make the pick doubtful).
+
+**Anchor** (``--no-anchor`` skips it): a second Kamailio of the same build, a throwaway
+KEMI script (``ANCHOR_SCRIPT``) on an rtimer of its own sending, per 50 ms tick, one
+``t_uac_send`` NOTIFY to each of the same S subscribers (their TLS listeners), with the
+focus's headers and a body it sent in the trials (in a dialog nobody holds: the
+subscribers answer 481, the same one final reply per NOTIFY); at least 2000 NOTIFYs (the
+CPU clock ticks at 10 ms). Every one must be sent and answered (counted in the script,
+checked). Its rtimer process names itself (its pid in the done file). Reported: secconf's
+CPU per NOTIFY / the anchor's (rtimer net, all Kamailio).
+
+Each size runs on a fresh stack (nothing of the last size's conference stays).
 """
 
 from __future__ import annotations
