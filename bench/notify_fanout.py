@@ -1,7 +1,8 @@
 """NOTIFY fan-out (issue 15 item 6): one roster change in a conference of N members, each subscribed.
 
 Run as root (Asterisk runs chrooted in the cached Debian sid tree):
-``.venv/bin/python bench/notify_fanout.py [--sizes 10 50] [--trials 5]``; ``--quick`` for a
+``.venv/bin/python bench/notify_fanout.py [--sizes 10 50] [--trials 5] [--subscribers S]``
+(default: every member subscribes); ``--quick`` for a
 smoke run (one size of 10, two trials each way).
 
 Everything real, on loopback, as in ``rekey_bench.py``: redis-server, the media edge,
@@ -56,6 +57,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -467,7 +469,8 @@ class Conference:
         self.watches: list[ConferenceWatch] = []
         self.conference = ""
 
-    async def setup(self, size: int) -> None:
+    async def setup(self, size: int, subscribers: int) -> None:
+        """*size* members join; the first *subscribers* of them subscribe."""
         stack = self.stack
         for index in range(size):
             self.phones.append(await tls_phone(stack, member(index)))
@@ -482,14 +485,14 @@ class Conference:
                 self.phones[i].invite(uri, asserted=member(i), timeout=15)
                 for i in range(start, min(start + 10, size))
             ))  # fmt: skip
-        for start in range(0, size, 10):
+        for start in range(0, subscribers, 10):
             self.watches += await asyncio.gather(*(
                 ConferenceWatch.start(
                     self.phones[i].ua, uri, protection=Protection.SDES,
                     credentials=(f"m{i:03d}", PASSWORD),
-                    on_view=lambda view, i=i: self.fanout.on_view(i, view),
+                    on_view=functools.partial(self.fanout.on_view, i),
                 )
-                for i in range(start, min(start + 10, size))
+                for i in range(start, min(start + 10, subscribers))
             ))  # fmt: skip
         for index, watch in enumerate(self.watches):
             self.fanout.wrap(index, watch)
@@ -564,6 +567,11 @@ class SizeResult:
     runner_up: float
     phones_idle: float
     anchor: Anchor | None = None
+    subscribers: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.size} / {self.subscribers}"
 
 
 async def join_and_leave(
@@ -617,7 +625,7 @@ async def run_size(
     try:
         await watcher.start()
         conference.fanout.watch_ami(watcher)
-        await conference.setup(size)
+        await conference.setup(size, min(args.subscribers or size, size))
         await conference.quiet(1.0)
         main_pid = stack.kamailio.pid
         if main_pid is None:
@@ -637,12 +645,15 @@ async def run_size(
             # As many NOTIFYs as the trials received, S per 50 ms tick, and at least
             # ANCHOR_MINIMUM: the CPU clock ticks at 10 ms (resolution, not load).
             wanted = max(sum(t.notifies for t in trials), ANCHOR_MINIMUM)
-            rounds = -(-wanted // size)
+            subscribers = len(conference.watches)
+            rounds = -(-wanted // subscribers)
             anchor = await asyncio.to_thread(
                 run_anchor, args.workdir / f"anchor-{size}", stack.tls,
-                [phone.ua for phone in conference.phones], sample, rounds,
+                [phone.ua for phone in conference.phones[:subscribers]], sample, rounds,
             )  # fmt: skip
-        return SizeResult(size, trials, idle, runner_up, phones_idle, anchor)
+        return SizeResult(
+            size, trials, idle, runner_up, phones_idle, anchor, len(conference.watches)
+        )
     finally:
         await conference.close()
         with contextlib.suppress(Exception):
@@ -661,7 +672,7 @@ def report(console: Console, results: list[SizeResult], trials: int) -> None:
         title=f"NOTIFY fan-out, SDES over TLS, {os.cpu_count()} CPUs; {trials} trials each way; "
         "median (min-max), ms after the change's final response at the changing phone"
     )
-    for column in ("members (all subscribed)", "change", "request", "first view", "last view",
+    for column in ("members / subscribers", "change", "request", "first view", "last view",
                    "last 200 OK", "AMI event", "last 200 OK after AMI", "missed",
                    "NOTIFYs/trial"):  # fmt: skip
         table.add_column(column, justify="right")
@@ -671,7 +682,7 @@ def report(console: Console, results: list[SizeResult], trials: int) -> None:
             for mark in marks:
                 timed = [t.marks[mark] for t in runs if mark in t.marks]
                 table.add_row(
-                    str(r.size), f"{kind}: {mark}",
+                    r.label, f"{kind}: {mark}",
                     median_range([t.request_ms for t in runs]),
                     median_range([m[0] for m in timed]),
                     median_range([m[1] for m in timed]),
@@ -687,7 +698,7 @@ def report(console: Console, results: list[SizeResult], trials: int) -> None:
         title="CPU per NOTIFY: CPU seconds summed over the trials' windows / NOTIFYs received in "
         "them; rtimer net = minus its idle polling rate; phones = this process (the subscribers)"
     )
-    for column in ("members", "change", "NOTIFYs", "windows", "rtimer gross", "rtimer net",
+    for column in ("members / subscribers", "change", "NOTIFYs", "windows", "rtimer gross", "rtimer net",
                    "all Kamailio", "Redis", "phones", "phones' share of a core",
                    "idle shares: rtimer (runner-up), phones"):  # fmt: skip
         table.add_column(column, justify="right")
@@ -703,7 +714,7 @@ def report(console: Console, results: list[SizeResult], trials: int) -> None:
             idle = r.rtimer_idle * wall / sent * 1e6
             phones = sum(t.cpu["phones"] for t in runs) / wall
             table.add_row(
-                str(r.size), kind, str(sent), f"{wall:.2f} s", per("rtimer"),
+                r.label, kind, str(sent), f"{wall:.2f} s", per("rtimer"),
                 f"{sum(t.cpu['rtimer'] for t in runs) / sent * 1e6 - idle:.0f} µs",
                 per("kamailio"), per("redis"), per("phones"), f"{phones * 100:.0f} %",
                 f"{r.rtimer_idle * 100:.1f} % ({r.runner_up * 100:.1f} %), "
@@ -721,7 +732,7 @@ def report_anchor(console: Console, results: list[SizeResult]) -> None:
         "tm's t_uac_send from a throwaway KEMI script on an rtimer, same Kamailio build, same "
         "subscribers (they answer 481); µs per NOTIFY, and secconf (all trials) / anchor"
     )
-    for column in ("members", "anchor NOTIFYs", "anchor rtimer gross", "anchor rtimer net",
+    for column in ("members / subscribers", "anchor NOTIFYs", "anchor rtimer gross", "anchor rtimer net",
                    "anchor all Kamailio", "secconf rtimer net", "secconf all Kamailio",
                    "ratio rtimer net", "ratio all Kamailio"):  # fmt: skip
         table.add_column(column, justify="right")
@@ -736,7 +747,7 @@ def report_anchor(console: Console, results: list[SizeResult]) -> None:
         theirs_net = anchor.cpu["rtimer_net"] / anchor.notifies
         theirs_all = anchor.cpu["kamailio"] / anchor.notifies
         table.add_row(
-            str(r.size), str(anchor.notifies),
+            r.label, str(anchor.notifies),
             f"{anchor.cpu['rtimer'] / anchor.notifies * 1e6:.0f}", f"{theirs_net * 1e6:.0f}",
             f"{theirs_all * 1e6:.0f}", f"{ours_net * 1e6:.0f}", f"{ours_all * 1e6:.0f}",
             f"{ours_net / theirs_net:.1f}" if theirs_net > 0 else "-",
@@ -783,6 +794,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--trials", type=int, default=5, help="joins and leaves per size")
+    parser.add_argument(
+        "--subscribers", type=int, default=0, help="members who subscribe (default: all)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: size 10, 2 trials")
     parser.add_argument(
         "--no-anchor", dest="anchor", action="store_false", help="skip the bare-tm anchor"
@@ -797,7 +811,8 @@ def main() -> None:
     console = Console(width=200)
     results: list[SizeResult] = []
     for size in args.sizes:  # each size on a fresh stack: nothing of the last one stays
-        console.log(f"conference of {size}, {size} subscribers: {args.trials} x join+leave")
+        subscribers = min(args.subscribers or size, size)
+        console.log(f"{size} members, {subscribers} subscribed: {args.trials} x join+leave")
         results.append(measure_size(size, args))
     report(console, results, args.trials)
 
