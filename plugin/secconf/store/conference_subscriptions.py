@@ -215,8 +215,7 @@ def _state(raw: str, sent: ConferenceInfo | None) -> NotifierState:
     )
 
 
-def _state_fields(state: NotifierState) -> list[str | bytes]:
-    sent = events.snapshot(state.sent) if state.sent is not None else b""
+def _state_fields(state: NotifierState, sent: bytes) -> list[str | bytes]:
     return ["notifier", _state_json(state), "sent", sent]
 
 
@@ -235,6 +234,9 @@ class Subscriptions:
         self._save = register_script(client, SAVE)
         self._input = register_script(client, INPUT)
         self._sent_cache: dict[bytes, ConferenceInfo] = {}
+        # The other way: a state to its stored bytes.  One change is saved for every
+        # subscription of the conference with the same state: written once, not per save.
+        self._snapshot_cache: dict[ConferenceInfo, bytes] = {}
         self._remove = register_script(client, REMOVE)
 
     def __repr__(self) -> str:
@@ -269,7 +271,7 @@ class Subscriptions:
             "subscriber", record.subscriber, "identity", record.identity,
             "contact", record.contact, "transport", record.transport, "source", record.source,
             "socket", record.socket, "node", record.node, "mode", record.mode,
-            "epoch", str(record.epoch), *_state_fields(record.notifier),
+            "epoch", str(record.epoch), *_state_fields(record.notifier, self._snapshot(record.notifier)),
         ]  # fmt: skip
         if record.event_key is not None:
             wrapped = self._wrapper.wrap(record.event_key.kek, self._context(conf, sub))
@@ -331,18 +333,32 @@ class Subscriptions:
             for (conf, sub), raw in zip(pairs, raws, strict=True)
         ]
 
+    def _snapshot(self, state: NotifierState) -> bytes:
+        """The bytes that store *state*'s last document sent (written once per distinct one)."""
+        if state.sent is None:
+            return b""
+        body = self._snapshot_cache.get(state.sent)
+        if body is None:
+            body = events.snapshot(state.sent)
+            self._remember(body, state.sent)
+        return body
+
+    def _remember(self, body: bytes, info: ConferenceInfo) -> None:
+        if len(self._snapshot_cache) >= SENT_CACHE_MAX:
+            self._snapshot_cache.clear()
+            self._sent_cache.clear()
+        self._snapshot_cache[info] = body
+        self._sent_cache[hashlib.sha256(body).digest()] = info
+
     def _sent(self, body: bytes) -> ConferenceInfo | None:
         """The last document sent, read once per distinct document (the timer reads it
         every tick; parsing is the costly part)."""
         if not body:
             return None
-        digest = hashlib.sha256(body).digest()
-        info = self._sent_cache.get(digest)
+        info = self._sent_cache.get(hashlib.sha256(body).digest())
         if info is None:
             info = events.info_from_snapshot(body)
-            if len(self._sent_cache) >= SENT_CACHE_MAX:
-                self._sent_cache.clear()
-            self._sent_cache[digest] = info
+            self._remember(body, info)
         return info
 
     def _decode(
@@ -390,7 +406,7 @@ class Subscriptions:
         NOTIFY in flight has Timer E.  False if the record is gone (nothing written).
         """
         consumed = "" if record.reply is None else str(record.reply[0])
-        fields = _state_fields(state)
+        fields = _state_fields(state, self._snapshot(state))
         if wire is not None:
             fields += ["wire", wire]
         elif state.in_flight is None or state.in_flight.retransmit is None:
