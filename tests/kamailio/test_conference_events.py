@@ -102,9 +102,11 @@ def _statuses(view: ConferenceView) -> dict[str, set[EndpointStatus | None]]:
 
 
 def _subscription_keys(focus: Focus) -> list[bytes]:
+    """Every subscription key but the node's wake-up counter (the node's, not a record's)."""
     client = connect_blocking(focus.redis_server.url, timeout=1.0)
     try:
-        return sorted(client.scan_iter(match=f"{focus.prefix}:*sub*"))
+        keys = client.scan_iter(match=f"{focus.prefix}:*sub*")
+        return sorted(key for key in keys if not key.endswith(b":wake"))
     finally:
         client.close()
 

@@ -231,6 +231,44 @@ def test_refresh_sends_full_state_and_unsubscribe_ends_timeout(
     assert _header(final, "Subscription-State") == "terminated;reason=timeout"
 
 
+def test_an_idle_tick_reads_no_record_until_a_signal_or_the_sweep(
+    notifier: Notifier, store: ConferenceStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = _subscribe(store, clock)
+    [first] = _tick(notifier, clock)
+    _ack(notifier, first)
+    assert _tick(notifier, clock) == []  # the reply applied (the ack woke the node)
+    reads: list[int] = []
+    get_many = store.subscriptions.get_many
+
+    def counted(pairs: Any) -> Any:
+        reads.append(len(pairs))
+        return get_many(pairs)
+
+    monkeypatch.setattr(store.subscriptions, "get_many", counted)
+    for _ in range(10):  # 0.5 s of ticks: no input, no change, no deadline
+        assert _tick(notifier, clock) == []
+    assert reads == []
+    # A worker's input wakes the node: the refresh is applied at the next tick.
+    assert store.subscriptions.refresh(CONF, record.sub_id, now=clock.now, expires=600)
+    [full] = _tick(notifier, clock)
+    assert b'state="full"' in full.body
+    assert reads == [1]
+    _ack(notifier, full)
+    assert _tick(notifier, clock) == []
+    # A change of the conference (its counter) is seen at once, without any input.
+    store.admission.join(CONF, identity=BOB, call_id="call-bob", leg="leg-bob")
+    [partial] = _tick(notifier, clock)
+    assert b'state="partial"' in partial.body
+    _ack(notifier, partial)
+    assert _tick(notifier, clock) == []
+    settled = len(reads)
+    # Nothing signalled: the full walk still comes once a second (the safety net).
+    for _ in range(10):
+        assert _tick(notifier, clock, 0.11) == []
+    assert len(reads) == settled + 1
+
+
 def test_kms_bodies_are_cms_under_the_subscription_key(
     notifier: Notifier, store: ConferenceStore, clock: Clock, client: redis.Redis
 ) -> None:

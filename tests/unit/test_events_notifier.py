@@ -235,6 +235,26 @@ def test_timer_f_drops_the_subscription_without_a_notify() -> None:
     assert (late.phase, late.in_flight, notify) == (Phase.DONE, None, None)
 
 
+@settings(max_examples=25)
+@given(infos)
+def test_next_due_is_now_with_something_to_send_else_the_earliest_timer(
+    seed: ConferenceInfo,
+) -> None:
+    info = _info(seed)
+    state = events.started(CONF, 1000.0, 600)
+    assert events.next_due(state) == float("-inf")  # the first full state is owed
+    state, notify = events.plan(state, 1000.5, info)
+    assert notify is not None
+    assert state.in_flight is not None
+    assert events.next_due(state) == min(1600.0, state.in_flight.deadline)  # Timer F
+    state = events.answered(state, 1, 200)
+    assert events.next_due(state) == 1600.0  # only the expiry is left
+    # nothing moves the state before then (plan would say the same)
+    assert events.plan(state, 1599.9, info) == (state, None)
+    ending = events.end(state, Termination.REJECTED)
+    assert events.next_due(ending) == float("-inf")  # its final NOTIFY is owed
+
+
 def test_transitions_are_a_table() -> None:
     done = dataclasses.replace(events.started(CONF, 0.0, 600), phase=Phase.DONE)
     assert events.refreshed(done, 1.0, 600) == done  # over: a refresh revives nothing

@@ -63,6 +63,7 @@ __all__ = [
     "fetched",
     "granted_expires",
     "info_from_snapshot",
+    "next_due",
     "plan",
     "provisional",
     "refreshed",
@@ -439,6 +440,27 @@ def answered(state: NotifierState, cseq: int, status: int) -> NotifierState:
         return state
     event = Input.REPLY_2XX if status < 300 else Input.REPLY_FAILURE
     return replace(state, phase=_next(state.phase, event), in_flight=None)
+
+
+def next_due(state: NotifierState) -> float:
+    """When :func:`plan` or :func:`retransmission` can next act on *state* with no input.
+
+    Without a refresh, a reply or a change of the conference, only time moves a
+    subscription: its expiry, Timer F of the NOTIFY in flight, Timer E of one we
+    retransmit.  ``-inf``: something is to be sent now (the first full state, a final
+    NOTIFY decided) — a timer may skip a subscription until then, and no longer.
+    """
+    flight = state.in_flight
+    if state.phase is Phase.DONE:
+        return -math.inf
+    if flight is None and (state.phase in (Phase.ENDING, Phase.FETCH) or state.sent is None):
+        return -math.inf
+    times = [state.expires_at]
+    if flight is not None:
+        times.append(flight.deadline)
+        if flight.retransmit is not None:
+            times.append(flight.retransmit.at)
+    return min(times)
 
 
 def retransmission(state: NotifierState, now: float) -> tuple[NotifierState, bool]:

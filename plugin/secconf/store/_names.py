@@ -7,7 +7,8 @@ script or MULTI touches share one)::
                                       secconf.store.conferences), its REFER stream included,
                                       its events counter ``P:conf:{<id>}:events`` too
     P:ident:{<hash>}                  an identity's conference dialogs
-    P:subnode:<node>                  the conference subscriptions a Kamailio node sends for
+    P:subnode:<node>[:wake]           the conference subscriptions a Kamailio node sends for
+                                      (and the counter its workers bump after an input)
     P:dialout:<c>  P:rekeys:<c>       the watcher's journal streams
     P:watcher-lease:<c>  P:roster:<c> the watcher's lease and roster of a bridge
     P:edge:{<edge id>}:...            one media edge's records (EdgeKeys)
@@ -261,6 +262,10 @@ class ConferenceKeys:
     def subscription_node(self, node: str) -> str:
         """``P:subnode:<node>``: the subscriptions whose flow a Kamailio node holds."""
         return f"{self.prefix}:subnode:{check_identity(node, 'node id')}"
+
+    def subscription_node_wake(self, node: str) -> str:
+        """``P:subnode:<node>:wake``: bumped by a worker after each input for the node's timer."""
+        return f"{self.subscription_node(node)}:wake"
 
     def identity(self, identity: str) -> str:
         """``P:ident:{<hash>}``: the conference dialogs an identity holds (its own slot)."""

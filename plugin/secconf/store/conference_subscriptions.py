@@ -64,6 +64,8 @@ _TEXT_FIELDS: Final = (
 
 #: Distinct last documents whose parsed form a process keeps (the timer's, mostly).
 SENT_CACHE_MAX: Final = 1024
+#: Seconds a node's wake-up counter outlives its last bump.
+WAKE_TTL: Final = 3600
 
 #: A record outlives its expiry by this much (the final NOTIFY and its Timer F).
 RECORD_SLACK: Final = 120
@@ -118,13 +120,13 @@ return 1
 # one more refresh.  An input from a worker for the node's timer (refresh, a NOTIFY's
 # reply): only a record that exists, and never the notifier's own fields.
 INPUT: Final = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local fields = {}
 for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[1], 'refresh_seq', 1) end
 if ARGV[1] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return 1
+return redis.call('HGET', KEYS[1], 'node') or ''
 """
 
 # KEYS: record, subs; ARGV: sub id.
@@ -301,6 +303,7 @@ class Subscriptions:
             raise
         with redis_errors("index a subscription"):
             self._redis.zadd(self._keys.subscription_node(record.node), {f"{conf}/{sub}": now})
+            self._wake(record.node)
 
     def _forget_replay(self, replay_key: str) -> None:
         """Undo the replay-cache entry of a SUBSCRIBE that was then refused (best effort)."""
@@ -421,23 +424,48 @@ class Subscriptions:
         """A worker took an in-dialog SUBSCRIBE: the timer applies it at its next tick."""
         ttl = "" if expires == 0 else str(math.ceil((expires + RECORD_SLACK) * 1000))
         args: list[Any] = [ttl, "1", "refresh_at", repr(float(now)), "refresh_expires", expires]
-        key = self._keys.subscription(conference_id, sub_id)
-        with redis_errors("refresh a subscription"):
-            return bool(self._input(keys=[key], args=args))
+        return self._leave_input(conference_id, sub_id, args, "refresh a subscription")
 
     def reply(self, conference_id: str, sub_id: str, *, cseq: int, status: int) -> bool:
         """A NOTIFY's final reply, seen by a worker: the timer applies it at its next tick."""
         args: list[Any] = ["", "0", "reply_cseq", int(cseq), "reply_status", int(status)]
-        key = self._keys.subscription(conference_id, sub_id)
-        with redis_errors("record a NOTIFY's reply"):
-            return bool(self._input(keys=[key], args=args))
+        return self._leave_input(conference_id, sub_id, args, "record a NOTIFY's reply")
 
     def provisional(self, conference_id: str, sub_id: str, *, cseq: int) -> bool:
         """A 1xx to a NOTIFY, seen by a worker: its Timer E goes on at T2 (the timer's)."""
         args: list[Any] = ["", "0", "prov_cseq", int(cseq)]
+        return self._leave_input(conference_id, sub_id, args, "record a NOTIFY's 1xx")
+
+    def _leave_input(self, conference_id: str, sub_id: str, args: list[Any], what: str) -> bool:
+        """The input beside the record, then the wake-up of the node whose timer owns it.
+
+        Two commands (the node's counter is in another slot than the record in a Cluster):
+        the input first, so a timer that sees the new count finds the input.
+        """
         key = self._keys.subscription(conference_id, sub_id)
-        with redis_errors("record a NOTIFY's 1xx"):
-            return bool(self._input(keys=[key], args=args))
+        with redis_errors(what):
+            node = self._input(keys=[key], args=args)
+            if node is None:
+                return False
+            if node:
+                self._wake(text(node))
+        return True
+
+    def _wake(self, node: str) -> None:
+        """Bump the node's wake-up counter (kept an hour after its last bump: a node that
+        went away leaves nothing for ever; a counter that expired and restarts still
+        differs from what a live timer saw)."""
+        key = self._keys.subscription_node_wake(node)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, WAKE_TTL)
+        pipe.execute()
+
+    def wake_count(self, node: str) -> int:
+        """How many inputs the node's workers left (a timer compares it with the last seen)."""
+        with redis_errors("read the node's wake-up counter"):
+            value = self._redis.get(self._keys.subscription_node_wake(node))
+        return int(value) if value else 0
 
     def remove(self, conference_id: str, sub_id: str, node: str) -> None:
         """Forget the subscription (idempotent): the record, then its node index entry."""

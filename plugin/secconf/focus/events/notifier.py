@@ -28,6 +28,7 @@ against ``notifies_per_tick``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final, Protocol
@@ -48,6 +49,10 @@ __all__ = ["ConferenceSource", "Notifier", "NotifyRequest"]
 
 #: Conferences whose described state the timer keeps between ticks.
 MAX_CACHED_CONFERENCES: Final = 4096
+#: Seconds between full walks of the node's subscriptions even when nothing signalled a
+#: change (a safety net: the wake-up counter, the change counters and the deadlines say
+#: when a walk is needed; this bounds what a missed signal could delay).
+FULL_SWEEP: Final = 1.0
 
 
 class ConferenceSource(Protocol):
@@ -124,30 +129,66 @@ class Notifier:
     log: Callable[[str, str], None] = field(repr=False)
     _described: dict[str, _Described] = field(default_factory=dict, repr=False)
     _offset: int = field(default=0, repr=False)
+    # The fast idle path (_quiet): when the last full walk was, what it saw, and the
+    # earliest deadline of the subscriptions it left.
+    _swept: float = field(default=-math.inf, repr=False)
+    _due: float = field(default=-math.inf, repr=False)
+    _wake_seen: int = field(default=-1, repr=False)
+    _watched: frozenset[str] = field(default=frozenset(), repr=False)
 
     def tick(self) -> list[NotifyRequest]:
         """The NOTIFYs this node sends now (each already recorded as in flight)."""
+        now = self.clock()
+        if self._quiet(now):
+            return []
         limits = self.settings.events
         node = limits.node_id
+        wake = self.subscriptions.wake_count(node)
         pairs = self.subscriptions.of_node(node, limit=limits.scan_per_tick, offset=self._offset)
         # a long index is walked a slice per tick, then from the start again
+        partial_walk = len(pairs) >= limits.scan_per_tick or self._offset > 0
         self._offset = 0 if len(pairs) < limits.scan_per_tick else self._offset + len(pairs)
+        self._due = -math.inf if partial_walk else math.inf
+        self._swept, self._wake_seen, self._watched = now, wake, frozenset()
         if not pairs:
             return []
         records = self.subscriptions.get_many(pairs)
         gone = [pair for pair, record in zip(pairs, records, strict=True) if record is None]
         self.subscriptions.drop_index_entries(node, gone)
         live = [record for record in records if record is not None]
-        self._describe({record.conference_id for record in live})
-        now = self.clock()
+        self._watched = frozenset(record.conference_id for record in live)
+        self._describe(set(self._watched))
         out: list[NotifyRequest] = []
         for record in live:
             if len(out) >= limits.notifies_per_tick:
-                break  # the rest at the next tick (50 ms)
+                self._due = -math.inf  # the rest at the next tick (50 ms)
+                break
             request = self._one(record, now)
             if request is not None:
                 out.append(request)
         return out
+
+    def _quiet(self, now: float) -> bool:
+        """Nothing for this tick to do: no input left, no conference changed, no timer due.
+
+        The idle tick reads two things (the node's wake-up counter, the change counters of
+        its conferences) instead of every subscription record; a full walk still happens
+        every :data:`FULL_SWEEP` seconds, so nothing waits longer than that whatever it is.
+        """
+        if now >= self._due or now - self._swept >= FULL_SWEEP:
+            return False
+        if self.subscriptions.wake_count(self.settings.events.node_id) != self._wake_seen:
+            return False
+        ids = sorted(self._watched)
+        for conference_id, counter in zip(ids, self.conferences.event_counters(ids), strict=True):
+            held = self._described.get(conference_id)
+            if held is None or counter is None or held.counter != counter:
+                return False
+        return True
+
+    def _note(self, state: NotifierState) -> None:
+        """The subscription needs the timer again at its next deadline (``events.next_due``)."""
+        self._due = min(self._due, events.next_due(state))
 
     def _describe(self, conference_ids: set[str]) -> None:
         """Refresh the described state of every conference whose change counter moved."""
@@ -187,6 +228,7 @@ class Notifier:
             return None
         if notify is None:
             state, again = events.retransmission(state, now)
+            self._note(state)
             if again:
                 return self._resend(record, state, now)
         inputs = record.reply is not None or record.refresh_seq != record.applied_refresh
@@ -195,6 +237,7 @@ class Notifier:
         if notify is None:
             self.subscriptions.save(record, state, now=now)
             return None
+        self._note(state)
         try:
             request = self._request(record, notify, whole=ours)
         except (SecconfError, ValueError) as exc:
