@@ -12,7 +12,7 @@
   epoch; never key material).
 
 The focus side (SUBSCRIBE at the focus, NOTIFY fan-out) is not built yet;
-docs/event-package.md, "The participant", says what it must match.
+docs/event-participant.md, says what it must match.
 """
 
 from .keyring import EventKeyring

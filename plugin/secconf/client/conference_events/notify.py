@@ -7,7 +7,7 @@ verdict and view) or raises a :class:`~secconf.core.errors.ProtocolError` whose
 ``status_code`` is the answer to send.  The caller changes its held view only with a
 returned result, so a refused NOTIFY changes nothing.
 
-The order of the checks (docs/event-package.md, "The participant"):
+The order of the checks (docs/event-participant.md):
 
 1. ``Event: conference`` without an ``id`` (we never send one): else 489;
 2. ``Subscription-State`` ``active`` / ``pending`` / ``terminated``: else 400;
