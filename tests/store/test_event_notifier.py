@@ -22,6 +22,7 @@ import redis
 
 from secconf.core import cms, events
 from secconf.core.confinfo import CONFERENCE_INFO_TYPE, Verdict, receive
+from secconf.core.errors import SecconfError
 from secconf.core.keys import GroupKey
 from secconf.core.sdes import SUITES
 from secconf.focus.events.notifier import Notifier, NotifyRequest
@@ -288,6 +289,36 @@ def test_kms_bodies_are_cms_under_the_subscription_key(
     assert head.startswith(b"NOTIFY sip:alice@127.0.0.1:5099;transport=tls SIP/2.0\r\n")
     assert b"\r\nVia: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK" in head
     assert f"\r\nContent-Length: {len(notify.body)}".encode() in head
+
+
+def test_a_departed_members_key_opens_nothing_sent_after_he_left(
+    notifier: Notifier, store: ConferenceStore, clock: Clock, client: redis.Redis
+) -> None:
+    """Issue 15: "a departed member's key opens nothing sent after his departure"."""
+    client.hset(store.keys.conference(CONF), "mode", "kms")
+    store.admission.join(CONF, identity=BOB, call_id="call-bob", leg="leg-bob", mode="kms")
+    alice_key = cms.EventKey(cms.event_key_id(41), bytes(range(32)))
+    bob_key = cms.EventKey(cms.event_key_id(42), bytes(range(1, 33)))
+    _subscribe(store, clock, mode="kms", event_key=alice_key)
+    _subscribe(store, clock, BOB, "sub-b", mode="kms", event_key=bob_key)
+    for notify in _tick(notifier, clock):
+        _ack(notifier, notify)
+    store.dialogs.release(CONF, "call-bob")  # bob hangs up
+    after = _tick(notifier, clock)
+    to_bob = [n for n in after if _header(n, "To").startswith(f"<{BOB}>")]
+    to_alice = [n for n in after if _header(n, "To").startswith(f"<{ALICE}>")]
+    # bob gets the end of his subscription, with no body: nothing for his key to open
+    assert [(_header(n, "Subscription-State"), n.body) for n in to_bob] == [
+        ("terminated;reason=rejected", b"")
+    ]
+    # alice learns he left, under her own key; bob's key opens none of it
+    [news] = to_alice
+    entity = cms.open_protected(news.body, {alice_key.key_id: alice_key.kek}.get)
+    assert BOB.encode() in cms.split_inner_entity(entity, CONFERENCE_INFO_TYPE)
+    with pytest.raises(SecconfError):
+        cms.open_protected(news.body, {alice_key.key_id: bob_key.kek}.get)
+    with pytest.raises(SecconfError):
+        cms.open_protected(news.body, {bob_key.key_id: bob_key.kek}.get)
 
 
 def test_a_long_index_is_walked_a_slice_per_tick(
