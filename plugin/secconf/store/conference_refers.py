@@ -13,13 +13,14 @@ from typing import Any, Final, cast
 
 import redis
 
-from secconf.core.errors import Forbidden, RateLimited, ReplayedMessage, ServiceUnavailable
+from secconf.core.errors import Forbidden, RateLimited, ReplayedMessage
 from secconf.core.focus import ConferenceNotFound
 
 from . import conference_scripts as scripts
 from ._names import ConferenceKeys, check_identity, dialog_id
 from .conference_records import text
 from .redis import redis_errors, register_script
+from .replay import forget_replay_key
 
 __all__ = ["REFER_STREAM_MAX", "ReferStream"]
 
@@ -91,12 +92,12 @@ class ReferStream:
                 result = text(self._refer(keys=keys, args=args))
         except BaseException:
             if replay_key:
-                self._forget_replay(replay_key)
+                forget_replay_key(self._redis, replay_key)
             raise
         if replay_key and (
             result in ("not-found", "not-member", "target", "mode") or result.startswith("rate:")
         ):
-            self._forget_replay(replay_key)
+            forget_replay_key(self._redis, replay_key)
         _raise_refusal(result, per_minute, mode)
         return result
 
@@ -108,14 +109,6 @@ class ReferStream:
                 self._redis.xrange(self._keys.refer_stream(conference_id)),
             )
         return [(text(i), {text(k): text(v) for k, v in f.items()}) for i, f in raw]
-
-    def _forget_replay(self, replay_key: str) -> None:
-        """Undo the replay-cache entry of a REFER that was then refused (best effort)."""
-        try:
-            with redis_errors("undo a replay-cache entry"):
-                self._redis.delete(replay_key)
-        except ServiceUnavailable:
-            pass  # the entry expires on its own; the refusal stands
 
 
 def _raise_refusal(result: str, per_minute: int, mode: str | None) -> None:

@@ -45,7 +45,7 @@ import redis
 
 from secconf.core import cms, events
 from secconf.core.confinfo import ConferenceInfo
-from secconf.core.errors import Forbidden, RateLimited, ReplayedMessage, ServiceUnavailable
+from secconf.core.errors import Forbidden, RateLimited, ReplayedMessage
 from secconf.core.events import InFlight, NotifierState, Phase, Retransmit, Termination
 from secconf.core.focus import ConferenceNotFound
 
@@ -53,6 +53,7 @@ from ._names import ConferenceKeys, check_identity, dialog_id
 from .conference_records import text
 from .keywrap import KeyWrapper
 from .redis import redis_errors, register_script
+from .replay import forget_replay_key
 
 __all__ = ["SubscriptionRecord", "Subscriptions"]
 
@@ -299,19 +300,11 @@ class Subscriptions:
             _raise_refusal(result)
         except BaseException:
             if replay_key:
-                self._forget_replay(replay_key)
+                forget_replay_key(self._redis, replay_key)
             raise
         with redis_errors("index a subscription"):
             self._redis.zadd(self._keys.subscription_node(record.node), {f"{conf}/{sub}": now})
             self._wake(record.node)
-
-    def _forget_replay(self, replay_key: str) -> None:
-        """Undo the replay-cache entry of a SUBSCRIBE that was then refused (best effort)."""
-        try:
-            with redis_errors("undo a replay-cache entry"):
-                self._redis.delete(replay_key)
-        except ServiceUnavailable:
-            pass  # the entry expires on its own; the refusal stands
 
     def get(self, conference_id: str, sub_id: str) -> SubscriptionRecord | None:
         """The record, or None if there is none."""

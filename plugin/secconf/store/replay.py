@@ -16,12 +16,14 @@ import math
 import redis
 import redis.asyncio
 
+from secconf.core.errors import ServiceUnavailable
+
 from ._names import check_prefix, replay_key
 from .commands import Steps, command, operation
 from .executors import AsyncExecutor, SyncExecutor
 from .redis import redis_errors
 
-__all__ = ["BlockingReplayCache", "ReplayCache", "ReplayCommands"]
+__all__ = ["BlockingReplayCache", "ReplayCache", "ReplayCommands", "forget_replay_key"]
 
 
 def _ttl_ms(token: object, ttl_seconds: object) -> int:
@@ -35,6 +37,18 @@ def _ttl_ms(token: object, ttl_seconds: object) -> int:
     ):
         raise ValueError("ttl_seconds must be a positive number")
     return max(1, math.ceil(ttl_seconds * 1000))
+
+
+def forget_replay_key(client: redis.Redis, key: str) -> None:
+    """Undo a replay-cache entry a script set for a request that was then refused.
+
+    Best effort: Redis down, the entry expires on its own and the refusal stands.
+    """
+    try:
+        with redis_errors("undo a replay-cache entry"):
+            client.delete(key)
+    except ServiceUnavailable:
+        pass
 
 
 class ReplayCommands:
