@@ -30,7 +30,7 @@ import pytest
 from secconf.client.conference_events import ConferenceWatch, Protection
 from secconf.client.conference_events.kms import MIKEY_CONTENT_TYPE
 from secconf.client.conference_events.notify import ACCEPT_KMS
-from secconf.client.sip import Answer
+from secconf.client.sip import Answer, SipRequestFailed
 from secconf.core import cms
 from secconf.core.confinfo import CONFERENCE_INFO_TYPE, ConferenceView, EndpointStatus
 from secconf.core.sip.message import SipRequest
@@ -130,6 +130,17 @@ def test_kms_member_reads_protected_notifications(kms_focus: KmsFocus, tmp_path:
                 entity = _openssl_open(tmp_path / f"notify-{index}.p7m", body, key)
                 document = cms.split_inner_entity(entity, CONFERENCE_INFO_TYPE)
                 assert_valid(document)
+            # alice's TRANSFER_INIT replayed in a new SUBSCRIBE (bob's user agent, another
+            # dialog): refused 403 by the replay cache, nothing stored.
+            before = _subscription_state(focus)
+            with pytest.raises(SipRequestFailed) as refused:
+                await bob.ua.subscribe(
+                    focus.target(f"conf-{conference}"), "conference", body=exchange.body,
+                    content_type=MIKEY_CONTENT_TYPE, extra_headers=[("Accept", ACCEPT_KMS)],
+                    timeout=5,
+                )  # fmt: skip
+            assert refused.value.status_code == 403
+            assert _subscription_state(focus) == before
             await watch.close()
             await call_b.call.bye(timeout=5)
             await call_a.call.bye(timeout=5)
@@ -138,6 +149,21 @@ def test_kms_member_reads_protected_notifications(kms_focus: KmsFocus, tmp_path:
                 await agent.ua.close()
 
     focus.run(scenario, MixingUpstream(focus.upstream_port))
+
+
+def _subscription_state(focus: KmsFocus) -> dict[bytes, object]:
+    """The focus's subscription records, indexes and the replay cache, dumped."""
+    client = connect_blocking(focus.redis_server.url, timeout=1.0)
+    try:
+        keys = [
+            key
+            for pattern in (f"{focus.prefix}:*sub*", f"{focus.prefix}:replay:*")
+            for key in client.scan_iter(match=pattern)
+            if not key.endswith(b":wake")
+        ]
+        return {key: client.dump(key) for key in sorted(keys)}
+    finally:
+        client.close()
 
 
 def _lose_first(ua: object, method: bytes) -> list[bytes]:
